@@ -1,0 +1,1 @@
+//! Wiring and shutdown (to be implemented).

@@ -1,0 +1,26 @@
+//! fieldrelay: an edge gateway that polls Modbus devices, keeps every QoS 1/2 sample in a durable
+//! SQLite queue and forwards it to a cloud MQTT broker.
+//!
+//! The crate follows the data, one way:
+//!
+//! ```text
+//! config ──► modbus (one task per device) ──► sample ──► queue (SQLite writer thread) ──► uplink (MQTT)
+//! ```
+//!
+//! - [`config`] loads and validates the YAML file, reporting every problem with file, line, column
+//!   and key path.
+//! - [`modbus`] plans and performs register reads and decodes them into [`sample::Sample`]s.
+//! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
+//! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
+//! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
+//! - [`app`] wires the tasks together and owns shutdown.
+//! - [`simulator`] is a Modbus TCP slave for demos and tests.
+
+pub mod app;
+pub mod backoff;
+pub mod config;
+pub mod modbus;
+pub mod queue;
+pub mod sample;
+pub mod simulator;
+pub mod uplink;

@@ -1,0 +1,1 @@
+//! Modbus TCP slave for demos and tests (to be implemented).

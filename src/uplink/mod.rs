@@ -1,0 +1,1 @@
+//! Uplink to the cloud MQTT broker (to be implemented).
