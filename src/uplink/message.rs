@@ -1,0 +1,115 @@
+//! Topics and payloads of the public contract (v1), rendered from queue rows and gateway state.
+//!
+//! - `P/<device>/<point>`: `{"value":<number|bool>,"ts":<ms>,"seq":<u64>}` (QoS 0: no `seq`)
+//! - `P/status` (retained, QoS 1): `{"status":"online"|"offline","ts":<ms>,"version":"…"}`;
+//!   the offline form also says why (`"reason":"shutdown"` or `"connection_lost"` for the Last Will).
+//!
+//! Payloads are written by hand rather than through a serializer: the value is already JSON text
+//! ([`crate::sample::Value::to_json`]) and this runs once per published sample.
+
+use bytes::Bytes;
+
+use crate::sample::Sample;
+
+/// Version reported in the birth certificate.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn sample_topic(prefix: &str, sample: &Sample) -> String {
+    format!("{prefix}/{}/{}", sample.device, sample.point)
+}
+
+/// `seq` is the queue row id; QoS 0 samples are never queued nor resent, so they carry none.
+pub fn sample_payload(sample: &Sample, seq: Option<u64>) -> Bytes {
+    let (value, ts) = (sample.value.to_json(), sample.ts_ms);
+    Bytes::from(match seq {
+        Some(seq) => format!(r#"{{"value":{value},"ts":{ts},"seq":{seq}}}"#),
+        None => format!(r#"{{"value":{value},"ts":{ts}}}"#),
+    })
+}
+
+pub fn status_topic(prefix: &str) -> String {
+    format!("{prefix}/status")
+}
+
+/// Why the gateway is offline, as told in the death certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineReason {
+    /// Graceful shutdown published by the gateway itself.
+    Shutdown,
+    /// Last Will, published by the broker when the connection dropped without DISCONNECT.
+    ConnectionLost,
+}
+
+pub fn birth_payload(ts_ms: i64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"status":"online","ts":{ts_ms},"version":"{VERSION}"}}"#
+    ))
+}
+
+/// `ts_ms` of a Last Will is the time the connection was made: the broker publishes it later
+/// without changing it.
+pub fn death_payload(ts_ms: i64, reason: OfflineReason) -> Bytes {
+    let reason = match reason {
+        OfflineReason::Shutdown => "shutdown",
+        OfflineReason::ConnectionLost => "connection_lost",
+    };
+    Bytes::from(format!(
+        r#"{{"status":"offline","ts":{ts_ms},"version":"{VERSION}","reason":"{reason}"}}"#
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Qos;
+    use crate::sample::Value;
+
+    fn json(b: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn sample_payload_is_contract_json() {
+        let s = Sample {
+            device: "boiler".into(),
+            point: "temperature".into(),
+            value: Value::Float(21.5),
+            ts_ms: 1_700_000_000_123,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+        };
+        assert_eq!(
+            sample_topic("fieldrelay/gw", &s),
+            "fieldrelay/gw/boiler/temperature"
+        );
+        assert_eq!(
+            json(&sample_payload(&s, Some(42))),
+            serde_json::json!({"value": 21.5, "ts": 1_700_000_000_123i64, "seq": 42})
+        );
+    }
+
+    #[test]
+    fn live_sample_payload_has_no_seq() {
+        let s = Sample {
+            device: "d".into(),
+            point: "p".into(),
+            value: Value::Bool(true),
+            ts_ms: 1,
+            qos: Qos::AtMostOnce,
+            retain: false,
+        };
+        assert_eq!(
+            json(&sample_payload(&s, None)),
+            serde_json::json!({"value": true, "ts": 1})
+        );
+    }
+
+    #[test]
+    fn status_payloads_are_json() {
+        assert_eq!(json(&birth_payload(5))["status"], "online");
+        assert_eq!(json(&birth_payload(5))["version"], VERSION);
+        let death = json(&death_payload(6, OfflineReason::ConnectionLost));
+        assert_eq!(death["status"], "offline");
+        assert_eq!(death["reason"], "connection_lost");
+    }
+}
