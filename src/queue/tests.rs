@@ -299,7 +299,7 @@ async fn failed_commit_drops_the_group_and_keeps_the_writer() {
         ..int(2)
     };
     q.push(bad).await.unwrap();
-    q.ack(1).await.unwrap(); // same group: rolled back with it
+    // Barrier: answered after the failed group (the fetch is in it or after it).
     assert_eq!(seqs(&q.fetch(0, 10).await.unwrap()), [1]);
     assert_eq!(q.stats().commit_dropped, 1);
     assert_eq!(*q.progress().borrow(), prog(1, 1));
