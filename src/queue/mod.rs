@@ -1,7 +1,124 @@
-//! The durable sample queue (design doc: to be completed by the queue implementation).
+//! The durable sample queue: every QoS 1/2 sample lives here, in SQLite, from the moment it is
+//! committed until the broker acknowledged it.
 //!
-//! API contract used by the rest of the gateway (do not change signatures without updating
-//! callers):
+//! # Invariants
+//!
+//! 1. **Committed before published.** The uplink only ever sees rows through [`Queue::fetch`],
+//!    which is answered by the writer thread after the transaction holding them committed. A
+//!    sample that was never committed is never published as a QoS 1/2 message.
+//! 2. **Deleted only on ack.** The only `DELETE` is [`Queue::ack`], which the uplink calls only on
+//!    PUBACK (QoS 1) or PUBCOMP (QoS 2). Nothing expires, nothing is evicted.
+//! 3. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
+//!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
+//!    newest rows were acked (or the whole queue drained, or the process restarted) the next row
+//!    still gets a larger id. A plain rowid would hand out `max(rowid) + 1` again, and a
+//!    consumer that de-duplicates by `seq` would then drop a new sample as a duplicate.
+//! 4. **Order.** Commands are applied in channel order, so for one producer `seq` order is push
+//!    order; across producers it is the order in which their pushes reached the channel. A
+//!    transaction is all or nothing, so the committed rows are always a prefix of what was sent
+//!    (minus groups whose commit failed, see below). `fetch` returns rows in `seq` order.
+//!
+//! `push` returning `Ok` means *accepted by the writer*, not *committed*: whoever needs to know
+//! that a row is on disk waits on [`Queue::progress`] (`last_seq`), or on a later `fetch`.
+//!
+//! # On-disk format
+//!
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`), schema version 1 in
+//! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`]):
+//!
+//! ```sql
+//! CREATE TABLE samples (
+//!     seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- the sample's seq
+//!     device TEXT    NOT NULL,
+//!     point  TEXT    NOT NULL,
+//!     value  TEXT    NOT NULL,  -- JSON of the Value: true|false|integer|float
+//!     ts_ms  INTEGER NOT NULL,  -- ms since the Unix epoch
+//!     qos    INTEGER NOT NULL,  -- 1 or 2 (QoS 0 is never stored)
+//!     retain INTEGER NOT NULL   -- 0 or 1
+//! );
+//! ```
+//!
+//! `value` decodes as: `true`/`false` → `Bool`, an integer literal → `Int`, any other finite
+//! number → `Float` (floats are written in shortest round-trip form and parsed back exactly). A
+//! row that does not decode is [`QueueError::Decode`] naming its `seq`; `fetch` still returns
+//! the rows before it, and the bad row can be removed by acking that `seq`. Non-finite floats
+//! are refused at `push` so that the queue never writes such a row itself.
+//!
+//! Pragmas: `journal_mode=WAL` (a commit is an append to the log plus one fsync; read-only
+//! readers never block the writer), `synchronous=FULL` (the WAL is fsynced at every commit, so a
+//! commit survives power loss, where `NORMAL` would only survive a process crash), and a 5 s
+//! busy timeout (read-only tools may briefly hold locks).
+//!
+//! # Crash semantics
+//!
+//! - **`kill -9` / panic / OOM kill**: every committed row survives; pushes accepted but not yet
+//!   committed (at most one group in flight plus the channel's content) are lost. The test
+//!   `kill_9_keeps_committed_rows` kills a child process while it pushes and checks that the
+//!   surviving rows are exactly the committed ones plus a gapless continuation.
+//! - **Power loss**, on a medium that honours flushes: the same, thanks to `synchronous=FULL`.
+//!   (An SD card or USB stick that lies about flushes can lose recent commits; no software
+//!   setting fixes that.)
+//! - **Acked but delete not yet committed**: the row is still there after a restart and is
+//!   published again with the *same* `seq`. The consumer sees a duplicate with an equal `seq`
+//!   and drops it. This is the at-least-once price; the queue never invents a new `seq` for an
+//!   old sample.
+//! - **A failed commit** (disk full, I/O error): the transaction is rolled back, the writer
+//!   logs at error level, counts the group's inserts in [`QueueStats::commit_dropped`] and
+//!   carries on; nothing is retried behind the caller's back. Rows committed earlier are
+//!   untouched; acks of that group are lost (→ duplicates later, as above). The writer then
+//!   re-reads `last_seq`/depth from the file, so the progress never claims what is not on disk.
+//!
+//! # Threading model
+//!
+//! ```text
+//! pollers ──push(QoS 1/2)──► bounded mpsc<Command> ──► queue-writer thread ──► queue.db
+//! uplink ──fetch/ack──────►        (2 × max_batch)        (only rw connection)
+//!    ▲                                                          │
+//!    └──── watch<QueueProgress> ◄── after each commit ──────────┘
+//! pollers ──push(QoS 0)──► bounded mpsc<Sample> (live) ──► uplink      (never on disk)
+//! ```
+//!
+//! One dedicated `std::thread` (`queue-writer`) owns the only read-write connection: SQLite
+//! allows one writer at a time anyway, blocking fsyncs must not stall tokio workers, and a single
+//! owner needs no locks. Commands (`Insert`, `Fetch`, `Ack`, `Close`) arrive on a bounded
+//! `tokio::sync::mpsc` channel; `push` awaits capacity, which is the backpressure on the pollers
+//! when the disk falls behind. The thread blocks for the first command (`blocking_recv`), drains
+//! what is already waiting (`try_recv`, up to `max_batch` inserts), applies all inserts and
+//! deletes of that group in channel order in ONE transaction with cached prepared statements,
+//! commits, publishes [`QueueProgress`] on the watch, and only then answers the group's fetches.
+//! So a fetch never sees uncommitted rows, always sees the acks sent before it, and whoever got
+//! a fetch reply also sees a progress at least that new. `depth` is a counter kept by the
+//! writer (initialised with `COUNT(*)` at open); `last_seq` comes from `sqlite_sequence`.
+//!
+//! `Close` closes the channel's receiving side (later sends fail with [`QueueError::Closed`])
+//! and the thread still drains and commits everything buffered before it, then closes the
+//! database; [`QueueWriter::close`] joins it with `spawn_blocking`. If the thread is gone
+//! (closed or panicked), the channel is closed and every call returns `Closed`; a pending fetch
+//! sees its reply sender dropped and also returns `Closed`: nothing panics, nothing hangs.
+//!
+//! ## Why group commit
+//!
+//! With `synchronous=FULL` the cost of a commit is dominated by its fsync, not by the rows in
+//! it. One row per transaction caps the queue at the disk's fsync rate (a few thousand per
+//! second on a VM, far fewer on an SD card); grouping whatever is waiting makes the cost per row
+//! fall with load, with no added latency when idle (a lone sample is committed at once, in a
+//! group of one). `cargo bench --bench queue` (2-core VM, ext4 on virtio):
+//!
+//! | case                                     |   rows | time s |  rows/s | vs baseline |
+//! |------------------------------------------|-------:|-------:|--------:|------------:|
+//! | (i) `Queue`, group commit (max_batch 1000) | 50 000 |  0.084 | 592 575 |      0.971× |
+//! | (ii) rusqlite, 1000 rows/tx (baseline)   | 50 000 |  0.082 | 609 959 |      1.000× |
+//! | (iii) rusqlite, 1 row/tx                 |  2 000 |  0.432 |   4 632 |      0.008× |
+//!
+//! (Median of 3 runs per case; over 5 invocations (i) was 0.92×–1.05× of (ii) and (iii)
+//! 0.005×–0.008×.) The queue, with its channel hops, watch updates and one producer, runs at
+//! the speed of hand-batched inserts, and about **128× faster than one row per transaction**,
+//! which is bound by the fsync rate (~4.6k/s here; the Store notes measured ~3.3k/s on another
+//! VM, and an SD card is far slower). The producer is never throttled to the fsync rate: while
+//! one group is being fsynced, the next one fills the channel.
+//!
+//! # API contract used by the rest of the gateway
+//!
 //! - [`Queue::open`] opens/creates `<data_dir>/queue.db` and starts the writer thread.
 //! - [`Queue::push`] routes a sample: QoS 0 goes to the live channel (never touches disk; dropped
 //!   and counted when the channel is full), QoS 1/2 go to the writer, which commits them in groups.
@@ -10,6 +127,8 @@
 //! - [`Queue::progress`] watches the newest committed `seq` and the depth.
 //! - [`QueueWriter::close`] commits what is pending and stops the thread; it is the last step of
 //!   shutdown.
+//! - [`Queue::stats`] counts dropped samples; [`QueueReader`] / [`read_only_rows`] read a queue
+//!   file read-only (tests, tools), even while a gateway writes it.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
