@@ -1,1 +1,93 @@
-//! Wiring and shutdown (to be implemented).
+//! Wiring and shutdown: opens the queue, starts one poller per device and the uplink, and stops
+//! them in order when the shared [`CancellationToken`] fires (SIGTERM/SIGINT in `main.rs`).
+//!
+//! # Shutdown order
+//! 1. Intake stops first: every poller selects on the token and returns at its next wait point;
+//!    samples it already pushed are committed by the writer.
+//! 2. The uplink publishes the offline status, waits up to its grace period for outstanding
+//!    acknowledgements, and disconnects. Rows not acknowledged stay queued for the next start.
+//! 3. The queue closes last: the writer commits what is pending and the database is closed.
+//!
+//! Each step waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned (logged), so
+//! the process exits within a few seconds even when a peer hangs.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::queue::{Queue, QueueError, QueueOptions};
+use crate::{modbus, uplink};
+
+/// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot open the queue in {dir}: {source}")]
+    Queue {
+        dir: std::path::PathBuf,
+        source: QueueError,
+    },
+}
+
+/// Runs the gateway until `cancel` fires, then shuts down in order.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
+    let data_dir = config.gateway.data_dir.clone();
+    let (queue, live, writer) =
+        Queue::open(&data_dir, QueueOptions::default()).map_err(|source| AppError::Queue {
+            dir: data_dir.clone(),
+            source,
+        })?;
+    info!(dir = %data_dir.display(), depth = queue.progress().borrow().depth, "queue open");
+
+    let pollers = TaskTracker::new();
+    for device in &config.devices {
+        let Some(bus) = config.buses.iter().find(|b| b.name == device.bus) else {
+            // Validation guarantees every device names a known bus.
+            warn!(device = %device.name, bus = %device.bus, "device names an unknown bus; skipped");
+            continue;
+        };
+        pollers.spawn(modbus::run_device(
+            device.clone(),
+            bus.clone(),
+            queue.clone(),
+            cancel.clone(),
+        ));
+    }
+    pollers.close();
+    let uplink = tokio::spawn(uplink::run(
+        config.uplink.clone(),
+        queue.clone(),
+        live,
+        cancel.clone(),
+    ));
+    drop(queue);
+    info!(
+        devices = config.devices.len(),
+        gateway = %config.gateway.id,
+        "gateway running"
+    );
+
+    cancel.cancelled().await;
+    info!("shutting down");
+    if tokio::time::timeout(STEP_DEADLINE, pollers.wait())
+        .await
+        .is_err()
+    {
+        warn!("pollers did not stop in time");
+    }
+    match tokio::time::timeout(STEP_DEADLINE, uplink).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "uplink task failed"),
+        Err(_) => warn!("uplink did not stop in time"),
+    }
+    match tokio::time::timeout(STEP_DEADLINE, writer.close()).await {
+        Ok(Ok(())) => info!("queue closed"),
+        Ok(Err(error)) => warn!(%error, "queue did not close cleanly"),
+        Err(_) => warn!("queue did not close in time"),
+    }
+    Ok(())
+}

@@ -20,7 +20,7 @@ use rumqttc::mqttbytes::v4::{Packet, PubAck};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
 use super::message::{self, OfflineReason};
@@ -28,7 +28,7 @@ use super::session::{Released, Session};
 use super::UplinkError;
 use crate::backoff::Backoff;
 use crate::config::UplinkConfig;
-use crate::queue::{LiveReceiver, Queue, QueueProgress};
+use crate::queue::{LiveReceiver, Queue, QueueError, QueueProgress};
 use crate::sample::now_ms;
 
 /// Unacknowledged QoS 1/2 publishes at once. Large enough to keep a WAN link with a few hundred
@@ -144,7 +144,7 @@ impl Link {
                     Err(e) => Err(e),
                 },
                 changed = self.progress.changed(), if self.session.room() > 0 => {
-                    changed.map_err(|_| UplinkError::Queue(crate::queue::QueueError::Closed))
+                    changed.map_err(|_| UplinkError::Queue(QueueError::Closed))
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
@@ -178,7 +178,21 @@ impl Link {
             if room == 0 || last_seq <= self.session.cursor() {
                 return Ok(());
             }
-            let rows = self.queue.fetch(self.session.cursor(), room).await?;
+            let rows = match self.queue.fetch(self.session.cursor(), room).await {
+                Ok(rows) => rows,
+                // A row that cannot be decoded can never be published. It is skipped, not
+                // deleted, so it stays in the file for inspection; everything after it flows.
+                Err(QueueError::Decode {
+                    seq,
+                    column,
+                    reason,
+                }) => {
+                    error!(seq, column, %reason, "skipping an undecodable queue row");
+                    self.session.skip_to(seq);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if rows.is_empty() {
                 // Everything up to last_seq was acknowledged meanwhile.
                 self.session.skip_to(last_seq);
