@@ -1,0 +1,256 @@
+//! Loading: file → text → YAML tree → decoded sections → validated [`Config`], with every
+//! problem of the file reported at once.
+//!
+//! The pipeline, and why each step is separate:
+//!
+//! 1. **Read** the file ([`load`] only). At most [`MAX_FILE_SIZE`] bytes, and it must be UTF-8;
+//!    a bad byte is reported at its line and column.
+//! 2. **Scan** with the YAML parser into a [`SourceMap`] (key path → line, column). A syntax error
+//!    stops here as a single error: nothing after it would be trustworthy. Duplicate keys and
+//!    extra documents are collected and loading goes on.
+//! 3. **Parse** with serde-saphyr into a `serde_json::Value` tree. Options: duplicate keys keep
+//!    the first occurrence (the scan reported them), booleans are YAML 1.2 only (`yes`/`no`/`on`
+//!    stay strings, so `name: no` is the name "no"), and NaN/infinity become strings so that
+//!    `serde_json::Value` cannot turn them into `null`, which would read as "use the default".
+//! 4. **Decode** section by section, item by item, key by key ([`super::raw`]).
+//! 5. **Validate** semantics and resolve defaults ([`super::validate`]).
+//! 6. **Locate** every issue in the source map and sort by position.
+//!
+//! Steps 4 and 5 always both run, so a type error in one point and an unknown bus in another
+//! device come out of the same run.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy};
+
+use super::error::{ConfigError, ConfigErrors, Issue};
+use super::raw;
+use super::source_map::{KeyPath, Pos, SourceMap};
+use super::validate;
+use super::Config;
+
+/// Refuse files above this size: a configuration is a few kilobytes, and a wrong `--config`
+/// (a log file, `/dev/zero`) should fail fast instead of filling memory.
+pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Reads, parses and validates the configuration file at `path`. Errors name the file as given.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let bytes = read_limited(path).map_err(|error| {
+        ConfigErrors::whole_file(&file, format!("cannot read the file: {error}"))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        // The prefix is valid UTF-8 by definition; lossy conversion cannot alter it.
+        let before = String::from_utf8_lossy(valid);
+        let line = before.matches('\n').count() as u64 + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+        ConfigErrors::new(vec![ConfigError {
+            file: file.clone(),
+            line: Some(line),
+            column: Some(column),
+            path: String::new(),
+            message: "the file is not valid utf-8 text".to_owned(),
+        }])
+    })?;
+    load_str(&text, &file)
+}
+
+fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} MiB; is it the right file?",
+            MAX_FILE_SIZE / (1024 * 1024)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Parses and validates configuration `text`; `file_name` is used in the errors.
+pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    let whole_document = |pos: Option<Pos>, message: String| {
+        ConfigErrors::new(vec![ConfigError {
+            file: file_name.to_owned(),
+            line: pos.map(|pos| pos.line),
+            column: pos.map(|pos| pos.column),
+            path: String::new(),
+            message,
+        }])
+    };
+
+    let (source_map, mut issues) =
+        SourceMap::scan(text).map_err(|error| whole_document(Some(error.pos), error.message))?;
+
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = DuplicateKeyPolicy::FirstWins;
+    options.strict_booleans = true;
+    options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
+    let document: serde_json::Value = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(document) => document,
+        Err(error) => {
+            // The scan accepted the text, so this is about structure serde-saphyr refuses
+            // (a non-string key, an alias budget, a second document): one error, as for syntax.
+            let error = error.without_snippet();
+            let message = serde_saphyr::DefaultMessageFormatter
+                .format_message(error)
+                .escape_debug()
+                .to_string();
+            let pos = error.location().map(|location| Pos {
+                line: location.line(),
+                column: location.column(),
+            });
+            // A second document was already described, with its position, by the scan.
+            if !issues.is_empty() {
+                return Err(resolve(issues, &source_map, file_name));
+            }
+            return Err(whole_document(pos, message));
+        }
+    };
+
+    let config =
+        raw::decode(&document, &mut issues).and_then(|raw| validate::validate(&raw, &mut issues));
+    match config {
+        Some(config) if issues.is_empty() => Ok(config),
+        _ if !issues.is_empty() => Err(resolve(issues, &source_map, file_name)),
+        // Unreachable by construction (every `None` comes with an issue); still an error, not a
+        // panic, and not a half-built config.
+        _ => Err(resolve(
+            vec![Issue::value(
+                KeyPath::root(),
+                "internal error: the configuration could not be built; please report this",
+            )],
+            &source_map,
+            file_name,
+        )),
+    }
+}
+
+/// Turns issues into located, sorted errors.
+fn resolve(issues: Vec<Issue>, source_map: &SourceMap, file_name: &str) -> ConfigErrors {
+    let errors = issues
+        .into_iter()
+        .map(|issue| {
+            let pos = source_map.locate(&issue.path, &issue.at);
+            let note = issue
+                .note
+                .as_ref()
+                .map(|note| source_map.render_note(note))
+                .unwrap_or_default();
+            ConfigError {
+                file: file_name.to_owned(),
+                line: pos.map(|p| p.line),
+                column: pos.map(|p| p.column),
+                path: issue.path.to_string(),
+                message: format!("{}{note}", issue.message),
+            }
+        })
+        .collect();
+    ConfigErrors::new(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(result: Result<Config, ConfigErrors>) -> Vec<String> {
+        match result {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_error_at_the_parser_position() {
+        assert_eq!(
+            lines(load_str("gateway:\n  id: [a, b\n  data_dir: x\n", "c.yaml")),
+            ["c.yaml:3:11: illegal placement of ':' indicator"]
+        );
+    }
+
+    #[test]
+    fn empty_and_non_mapping_documents() {
+        assert_eq!(
+            lines(load_str("# nothing\n", "c.yaml")),
+            ["c.yaml:1:1: the configuration is empty: expected the sections gateway, uplink, buses and devices"]
+        );
+        assert_eq!(
+            lines(load_str("- a\n- b\n", "c.yaml")),
+            ["c.yaml:1:1: expected the configuration (a mapping of keys to values), got a list"]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_all_reported_and_loading_goes_on() {
+        let text = "gateway:\n  id: a\n  id: b\n  data_dir: /x\n  data_dir: /y\nuplink: 5\n";
+        assert_eq!(
+            lines(load_str(text, "c.yaml")),
+            [
+                "c.yaml:1:1: buses: missing required key",
+                "c.yaml:1:1: devices: missing required key",
+                r#"c.yaml:3:3: gateway.id: duplicate key "id" (first defined at line 2)"#,
+                r#"c.yaml:5:3: gateway.data_dir: duplicate key "data_dir" (first defined at line 4)"#,
+                "c.yaml:6:9: uplink: expected the uplink section (a mapping of keys to values), got a number",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        assert_eq!(
+            lines(load_str("a: 1\n---\nb: 2\n", "c.yaml")),
+            ["c.yaml:2:1: a second yaml document is not allowed: the configuration is one document"]
+        );
+    }
+
+    #[test]
+    fn reading_problems_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let errors = lines(load(&missing));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(&format!("{}: cannot read the file: ", missing.display())),
+            "{errors:?}"
+        );
+
+        let binary = dir.path().join("binary.yaml");
+        std::fs::write(&binary, b"gateway:\n  id: a\xff\n").unwrap();
+        assert_eq!(
+            lines(load(&binary)),
+            [format!(
+                "{}:2:8: the file is not valid utf-8 text",
+                binary.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work() {
+        let text = "\
+gateway: {id: gw, data_dir: /d}
+uplink: {url: 'mqtt://b'}
+buses: [{name: plc1, type: tcp, host: h}]
+defaults: &defaults
+  bus: plc1
+  poll_interval: 5ms
+devices:
+  - <<: *defaults
+    name: a
+    points: [{name: p, table: coil, address: 0, type: bool}]
+";
+        // `defaults` is not a key of the contract; the merged poll_interval is reported at the
+        // merge site, the closest position that exists.
+        assert_eq!(
+            lines(load_str(text, "c.yaml")),
+            [
+                r#"c.yaml:4:1: defaults: unknown key "defaults" (expected one of: gateway, uplink, buses, devices)"#,
+                "c.yaml:8:5: devices[0].poll_interval: must be at least 10ms, got 5ms",
+            ]
+        );
+    }
+}

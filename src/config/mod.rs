@@ -7,6 +7,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod error;
+mod load;
+mod raw;
+mod source_map;
+pub mod units;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load, load_str, MAX_FILE_SIZE};
+pub use validate::{
+    DEFAULT_BUS_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_MODBUS_PORT, DEFAULT_MQTT_PORT,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX, DEFAULT_TOPIC_ROOT,
+    DEFAULT_UNIT_ID, MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+};
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
