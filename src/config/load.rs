@@ -83,8 +83,12 @@ pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
         }])
     };
 
-    let (source_map, mut issues) =
-        SourceMap::scan(text).map_err(|error| whole_document(Some(error.pos), error.message))?;
+    let (source_map, mut issues) = SourceMap::scan(text).map_err(|error| {
+        whole_document(
+            Some(error.pos),
+            format!("yaml syntax error: {}", error.message),
+        )
+    })?;
 
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::FirstWins;
@@ -168,7 +172,7 @@ mod tests {
     fn a_syntax_error_is_one_error_at_the_parser_position() {
         assert_eq!(
             lines(load_str("gateway:\n  id: [a, b\n  data_dir: x\n", "c.yaml")),
-            ["c.yaml:3:11: illegal placement of ':' indicator"]
+            ["c.yaml:3:11: yaml syntax error: illegal placement of ':' indicator"]
         );
     }
 
@@ -226,6 +230,71 @@ mod tests {
                 "{}:2:8: the file is not valid utf-8 text",
                 binary.display()
             )]
+        );
+    }
+
+    /// The cases `tests/config_check.rs` runs through the binary, run here in-process so a
+    /// regression shows up in `cargo test --lib` too.
+    #[test]
+    fn shipped_cases_report_their_expected_lines() {
+        let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
+        let mut names: Vec<_> = std::fs::read_dir(&cases)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let relative = format!("tests/config_cases/{name}/config.yaml");
+            let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(&relative);
+            let output = match load(&config) {
+                Ok(_) => panic!("{name}: the config loaded without errors"),
+                // Errors name the file as given; show it as the binary test passes it.
+                Err(errors) => errors
+                    .to_string()
+                    .replace(&config.display().to_string(), &relative),
+            };
+            let expected =
+                std::fs::read_to_string(cases.join(&name).join("expected.txt")).unwrap_or_default();
+            assert!(
+                !expected.trim().is_empty(),
+                "{name}: no expected.txt; output:\n{output}"
+            );
+            for line in expected.lines().filter(|line| !line.trim().is_empty()) {
+                assert!(
+                    output.lines().any(|out| out == line),
+                    "{name}: missing line\n{line}\nin output:\n{output}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+        let config = load(&path).unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(config.gateway.id, "plant1-gw01");
+        assert_eq!(config.buses.len(), 1);
+        let names: Vec<_> = config
+            .devices
+            .iter()
+            .flat_map(|d| {
+                d.points
+                    .iter()
+                    .map(move |p| format!("{}/{}", d.name, p.name))
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "boiler/temperature",
+                "boiler/pressure",
+                "boiler/counter",
+                "boiler/pump_running",
+                "boiler/flow",
+                "chiller/supply_temp",
+                "chiller/alarm",
+            ]
         );
     }
 

@@ -304,8 +304,14 @@ pub(crate) fn decode_mapping<T: DeserializeOwned>(
         keys.present.insert(key.clone());
         let key_path = path.key(key);
         if !fields.contains(&key.as_str()) {
-            issues.push(Issue::key(key_path, unknown_key_message(key, fields)));
+            let near = closest(key, fields);
+            issues.push(Issue::key(key_path, unknown_key_message(key, near, fields)));
             keys.rejected.insert(key.clone());
+            // `adress: 0` was reported with "did you mean address": reporting `address` as
+            // missing too would be the same mistake twice.
+            if let Some(near) = near.filter(|near| !map.contains_key(*near)) {
+                keys.rejected.insert(near.to_owned());
+            }
             continue;
         }
         let alone = Map::from_iter([(key.clone(), item.clone())]);
@@ -332,8 +338,8 @@ pub(crate) fn decode_mapping<T: DeserializeOwned>(
 
 /// `unknown key "pol_interval" (did you mean "poll_interval"?)`, or the list of valid keys when
 /// nothing is close.
-fn unknown_key_message(key: &str, fields: &[&str]) -> String {
-    match closest(key, fields) {
+fn unknown_key_message(key: &str, near: Option<&str>, fields: &[&str]) -> String {
+    match near {
         Some(near) => format!("unknown key {key:?} (did you mean {near:?}?)"),
         None => format!(
             "unknown key {key:?} (expected one of: {})",

@@ -1350,6 +1350,27 @@ devices:
     }
 
     #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        // Not also "address: missing required key": the suggestion already names it.
+        assert_eq!(
+            errors(&with(&[("        address: 10\n", "        adress: 10\n")])),
+            [
+                r#"16:9: devices[0].points[0].adress: unknown key "adress" (did you mean "address"?)"#
+            ]
+        );
+        // A typo of an optional key does not silently fall back to the default either.
+        assert_eq!(
+            errors(&with(&[(
+                "    bus: plc1\n",
+                "    bus: plc1\n    pol_interval: 5ms\n"
+            )])),
+            [
+                r#"13:5: devices[0].pol_interval: unknown key "pol_interval" (did you mean "poll_interval"?)"#
+            ]
+        );
+    }
+
+    #[test]
     fn bool_on_a_register_table_is_allowed() {
         let text = with(&[("        type: f32\n", "        type: bool\n")]);
         assert_eq!(
