@@ -1,0 +1,165 @@
+//! `fieldrelay check` end to end: the real binary on every case in `tests/config_cases/`.
+//!
+//! Each case is a folder with a `config.yaml` and an `expected.txt`; every non-empty line of
+//! `expected.txt` must appear, as a whole line, in the binary's stderr, and the exit code must be
+//! 78 (EX_CONFIG). Adding a case is adding a folder. The shipped `config/example.yaml` must pass
+//! with exit code 0.
+//!
+//! Paths are passed relative to the crate root (the test's working directory), so the expected
+//! lines read exactly as a user would see them: `tests/config_cases/unknown_bus/config.yaml:14:10:
+//! devices[0].bus: unknown bus "plc9" (defined buses: plc1)`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// sysexits.h EX_CONFIG, what `check` exits with on an invalid configuration.
+const EX_CONFIG: i32 = 78;
+
+/// Cases the loader's contract promises to cover; more may exist.
+const REQUIRED_CASES: [&str; 10] = [
+    "unknown_bus",
+    "duplicate_point",
+    "overlapping_registers",
+    "qos_too_high",
+    "bad_duration",
+    "unknown_field",
+    "wrong_type_for_coil",
+    "multiple_errors",
+    "yaml_syntax",
+    "missing_required",
+];
+
+fn check(config: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+        .args(["check", "--config", config])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the fieldrelay binary runs")
+}
+
+fn case_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/config_cases exists")
+        .map(|entry| entry.expect("readable directory entry"))
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_required_case_exists() {
+    let names = case_names();
+    for required in REQUIRED_CASES {
+        assert!(
+            names.iter().any(|name| name == required),
+            "missing case {required}"
+        );
+    }
+}
+
+#[test]
+fn every_case_exits_78_and_prints_its_expected_lines() {
+    let mut failures = Vec::new();
+    for name in case_names() {
+        let config = format!("tests/config_cases/{name}/config.yaml");
+        let expected_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/config_cases")
+            .join(&name)
+            .join("expected.txt");
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|error| panic!("{}: {error}", expected_path.display()));
+        let output = check(&config);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(EX_CONFIG) {
+            failures.push(format!(
+                "{name}: exit code {:?}, expected {EX_CONFIG}\nstderr:\n{stderr}",
+                output.status.code()
+            ));
+        }
+        let expected_lines: Vec<&str> = expected
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        if expected_lines.is_empty() {
+            failures.push(format!("{name}: expected.txt has no lines"));
+        }
+        for line in expected_lines {
+            // Every expected line carries the position: FILE:LINE:COLUMN:
+            let prefix = format!("{config}:");
+            let position = line.strip_prefix(&prefix).and_then(|rest| {
+                let mut parts = rest.splitn(3, ':');
+                let line_no = parts.next()?.parse::<u64>().ok()?;
+                let column = parts.next()?.parse::<u64>().ok()?;
+                Some((line_no, column))
+            });
+            if position.is_none() {
+                failures.push(format!(
+                    "{name}: expected line has no {config}:LINE:COLUMN: prefix: {line}"
+                ));
+            }
+            if !stderr.lines().any(|out| out == line) {
+                failures.push(format!("{name}: missing line\n  {line}\nstderr:\n{stderr}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn multiple_errors_are_reported_in_one_run() {
+    let config = "tests/config_cases/multiple_errors/config.yaml";
+    let output = check(config);
+    assert_eq!(output.status.code(), Some(EX_CONFIG));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with(&format!("{config}:")) && line.contains(": devices["))
+        .collect();
+    let devices: std::collections::BTreeSet<&str> = problems
+        .iter()
+        .filter_map(|line| line.split(": devices[").nth(1)?.split(']').next())
+        .collect();
+    assert!(problems.len() >= 4, "{stderr}");
+    assert!(devices.len() >= 3, "problems in every device: {stderr}");
+}
+
+#[test]
+fn errors_are_sorted_by_position() {
+    let config = "tests/config_cases/multiple_errors/config.yaml";
+    let stderr = String::from_utf8_lossy(&check(config).stderr).into_owned();
+    let positions: Vec<(u64, u64)> = stderr
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.strip_prefix(&format!("{config}:"))?.splitn(3, ':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    assert!(positions.len() >= 4, "{stderr}");
+    assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{stderr}");
+}
+
+#[test]
+fn the_shipped_example_passes() {
+    let output = check("config/example.yaml");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_missing_file_exits_78() {
+    let output = check("tests/config_cases/does-not-exist.yaml");
+    assert_eq!(output.status.code(), Some(EX_CONFIG));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tests/config_cases/does-not-exist.yaml: cannot read the file"),
+        "{stderr}"
+    );
+}
