@@ -97,22 +97,26 @@ pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let document: serde_json::Value = match serde_saphyr::from_str_with_options(text, options) {
         Ok(document) => document,
         Err(error) => {
-            // The scan accepted the text, so this is about structure serde-saphyr refuses
-            // (a non-string key, an alias budget, a second document): one error, as for syntax.
+            // The scan accepted the text, so this is structure serde-saphyr refuses (a
+            // collection as a key, the alias budget, a second document). Nothing can be decoded:
+            // report it with what the scan found.
             let error = error.without_snippet();
-            let message = serde_saphyr::DefaultMessageFormatter
-                .format_message(error)
-                .escape_debug()
-                .to_string();
-            let pos = error.location().map(|location| Pos {
-                line: location.line(),
-                column: location.column(),
-            });
-            // A second document was already described, with its position, by the scan.
-            if !issues.is_empty() {
-                return Err(resolve(issues, &source_map, file_name));
+            let mut errors = resolve(issues, &source_map, file_name).errors;
+            // The scan already described a second document, at its `---`.
+            let already_reported = matches!(error, serde_saphyr::Error::MultipleDocuments { .. })
+                && !errors.is_empty();
+            if !already_reported {
+                let message = serde_saphyr::DefaultMessageFormatter
+                    .format_message(error)
+                    .escape_debug()
+                    .to_string();
+                let pos = error.location().map(|location| Pos {
+                    line: location.line(),
+                    column: location.column(),
+                });
+                errors.extend(whole_document(pos, message).errors);
             }
-            return Err(whole_document(pos, message));
+            return Err(ConfigErrors::new(errors));
         }
     };
 
@@ -199,6 +203,17 @@ mod tests {
                 r#"c.yaml:3:3: gateway.id: duplicate key "id" (first defined at line 2)"#,
                 r#"c.yaml:5:3: gateway.data_dir: duplicate key "data_dir" (first defined at line 4)"#,
                 "c.yaml:6:9: uplink: expected the uplink section (a mapping of keys to values), got a number",
+            ]
+        );
+    }
+
+    #[test]
+    fn structure_serde_saphyr_refuses_is_reported_with_the_scan_issues() {
+        assert_eq!(
+            lines(load_str("a: 1\na: 2\n[k]: v\n", "c.yaml")),
+            [
+                r#"c.yaml:2:1: a: duplicate key "a" (first defined at line 1)"#,
+                "c.yaml:3:1: expected string scalar",
             ]
         );
     }
