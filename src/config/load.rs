@@ -313,6 +313,64 @@ mod tests {
         );
     }
 
+    const EXAMPLE: &str = include_str!("../../config/example.yaml");
+
+    /// Every error of `text` is on a line that exists; there is at least one error.
+    fn assert_well_formed(text: &str, result: Result<Config, ConfigErrors>) {
+        if let Err(errors) = result {
+            assert!(!errors.errors.is_empty());
+            let lines = text.lines().count() as u64 + 1;
+            for error in &errors.errors {
+                assert!(
+                    error.line.is_some_and(|line| (1..=lines).contains(&line)),
+                    "{error}"
+                );
+                assert!(
+                    !error.message.is_empty() && !error.message.contains('\n'),
+                    "{error}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn mangled_examples_give_errors_not_panics(
+            start in 0usize..5000,
+            len in 0usize..60,
+            insert in "[ -~\n\t]{0,12}",
+        ) {
+            let chars: Vec<char> = EXAMPLE.chars().collect();
+            let start = start.min(chars.len());
+            let end = (start + len).min(chars.len());
+            let text: String = chars[..start]
+                .iter()
+                .copied()
+                .chain(insert.chars())
+                .chain(chars[end..].iter().copied())
+                .collect();
+            assert_well_formed(&text, load_str(&text, "c.yaml"));
+        }
+
+        #[test]
+        fn examples_missing_a_line_give_errors_not_panics(skip in 0usize..200) {
+            let text: String = EXAMPLE
+                .lines()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, line)| format!("{line}\n"))
+                .collect();
+            assert_well_formed(&text, load_str(&text, "c.yaml"));
+        }
+
+        #[test]
+        fn arbitrary_text_gives_errors_not_panics(text in "\\PC{0,200}") {
+            assert_well_formed(&text, load_str(&text, "c.yaml"));
+        }
+    }
+
     #[test]
     fn anchors_and_merge_keys_work() {
         let text = "\
