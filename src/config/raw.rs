@@ -148,7 +148,9 @@ pub(crate) struct Keys {
     /// Every key written in the mapping, including those with an empty value: lets validation
     /// say "missing" for an absent key and "empty" for `host:` with nothing after it.
     pub present: BTreeSet<String>,
-    /// Keys whose value was refused here (and already reported).
+    /// Keys already reported here: a refused value, an unknown key, or the key an unknown one
+    /// was probably meant to be (`adress` → `address`). Validation neither reports them as
+    /// missing nor substitutes their default.
     pub rejected: BTreeSet<String>,
 }
 
