@@ -1,1 +1,128 @@
-fn main() {}
+//! The `fieldrelay` command line: `run`, `check` and `simulate`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// sysexits.h EX_CONFIG: the configuration is invalid. systemd's `RestartPreventExitStatus=78`
+/// keeps a broken config from restart-looping.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "fieldrelay",
+    version,
+    about = "Edge gateway: Modbus devices -> durable SQLite queue -> cloud MQTT broker",
+    long_about = "Edge gateway: polls Modbus devices, keeps every QoS 1/2 sample in a durable \
+SQLite queue until the cloud MQTT broker acknowledged it, and publishes status certificates.\n\n\
+Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); default info."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run {
+        /// Path of the YAML configuration.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate the configuration; print every problem and exit 78 if there is any.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Serve the configured TCP buses as simulated Modbus devices with moving values (demo, tests).
+    Simulate {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config_path = match &cli.command {
+        Command::Run { config } | Command::Check { config } | Command::Simulate { config } => {
+            config.clone()
+        }
+    };
+    let config = match fieldrelay::config::load(&config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} problem(s) found",
+                config_path.display(),
+                errors.errors.len()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let result = match cli.command {
+        Command::Check { .. } => {
+            println!("{}: ok", config_path.display());
+            return ExitCode::SUCCESS;
+        }
+        Command::Run { .. } => run_async(|cancel| async move {
+            fieldrelay::app::run(config, cancel)
+                .await
+                .context("gateway failed")
+        }),
+        Command::Simulate { .. } => run_async(|cancel| async move {
+            fieldrelay::simulator::run_from_config(&config, cancel)
+                .await
+                .context("simulator failed")
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the runtime, cancels the token on SIGTERM/SIGINT and runs `body` to completion.
+fn run_async<F, Fut>(body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
+        let signal_cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+            signal_cancel.cancel();
+        });
+        body(cancel).await
+    })
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

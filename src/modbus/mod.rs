@@ -1,16 +1,11 @@
-//! Modbus polling (to be implemented).
+//! Modbus polling: plan the reads of a device ([`plan`]), perform them with timeouts and
+//! reconnects ([`poller`]), decode the answers into samples ([`decode`]).
+//!
+//! Contract v1 covers Modbus TCP with one task per device; the fieldbus issue adds serial RTU,
+//! RTU-over-TCP and one owner task per shared bus.
 
-use tokio_util::sync::CancellationToken;
+pub mod decode;
+pub mod plan;
+pub mod poller;
 
-use crate::config::{BusConfig, DeviceConfig};
-use crate::queue::Queue;
-
-/// Polls one device until `cancel` fires. Never returns early on device errors.
-pub async fn run_device(
-    _device: DeviceConfig,
-    _bus: BusConfig,
-    _queue: Queue,
-    cancel: CancellationToken,
-) {
-    cancel.cancelled().await;
-}
+pub use poller::run_device;

@@ -35,21 +35,21 @@ pub enum Tracked {
     Status,
 }
 
-/// Where an in-flight message stands in its handshake.
+/// Which acknowledgement an in-flight message waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// QoS 1 sent, waiting for PUBACK.
-    AwaitPubAck,
-    /// QoS 2 sent, waiting for PUBREC.
-    AwaitPubRec,
-    /// QoS 2 PUBREL sent, waiting for PUBCOMP.
-    AwaitPubComp,
+enum Awaiting {
+    /// PUBACK (QoS 1 sent).
+    Ack,
+    /// PUBREC, "publish received" (QoS 2 sent).
+    Received,
+    /// PUBCOMP, "publish complete" (QoS 2 PUBREL sent).
+    Complete,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Inflight {
     tracked: Tracked,
-    stage: Stage,
+    stage: Awaiting,
 }
 
 /// What an acknowledgement completed.
@@ -163,8 +163,8 @@ impl Session {
             // A QoS 0 message has no acknowledgement; nothing to track. Queue rows are never QoS 0
             // (the queue keeps those off disk), so this is only reached by the live path.
             Qos::AtMostOnce => return Ok(Packet::Publish(publish)),
-            Qos::AtLeastOnce => Stage::AwaitPubAck,
-            Qos::ExactlyOnce => Stage::AwaitPubRec,
+            Qos::AtLeastOnce => Awaiting::Ack,
+            Qos::ExactlyOnce => Awaiting::Received,
         };
         // Status certificates may exceed the window by one: a full window of samples must not
         // keep the birth or the graceful death from being sent.
@@ -196,7 +196,7 @@ impl Session {
 
     /// PUBACK for a QoS 1 message.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Released, SessionError> {
-        self.complete(pkid, Stage::AwaitPubAck, "PUBACK")
+        self.complete(pkid, Awaiting::Ack, "PUBACK")
     }
 
     /// PUBREC for a QoS 2 message: returns the PUBREL to send. The message stays in flight.
@@ -206,13 +206,13 @@ impl Session {
             .get_mut(&pkid)
             .ok_or(SessionError::UnknownPacketId { pkid })?;
         match entry.stage {
-            Stage::AwaitPubRec => {
-                entry.stage = Stage::AwaitPubComp;
+            Awaiting::Received => {
+                entry.stage = Awaiting::Complete;
                 Ok(Packet::PubRel(PubRel::new(pkid)))
             }
             // A repeated PUBREC (the broker did not see our PUBREL) is answered again.
-            Stage::AwaitPubComp => Ok(Packet::PubRel(PubRel::new(pkid))),
-            Stage::AwaitPubAck => Err(SessionError::WrongStage {
+            Awaiting::Complete => Ok(Packet::PubRel(PubRel::new(pkid))),
+            Awaiting::Ack => Err(SessionError::WrongStage {
                 packet: "PUBREC",
                 pkid,
             }),
@@ -221,13 +221,13 @@ impl Session {
 
     /// PUBCOMP for a QoS 2 message.
     pub fn on_pubcomp(&mut self, pkid: u16) -> Result<Released, SessionError> {
-        self.complete(pkid, Stage::AwaitPubComp, "PUBCOMP")
+        self.complete(pkid, Awaiting::Complete, "PUBCOMP")
     }
 
     fn complete(
         &mut self,
         pkid: u16,
-        expected: Stage,
+        expected: Awaiting,
         packet: &'static str,
     ) -> Result<Released, SessionError> {
         let entry = self
