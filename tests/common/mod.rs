@@ -1,0 +1,366 @@
+//! Real parts for integration tests: a mosquitto broker on a free loopback port, the `fieldrelay`
+//! binary as a child process, and an MQTT subscriber (rumqttc's client, a peer we did not write).
+//!
+//! Waits are on events (a port accepting, a message arriving, a row committed), each with a
+//! deadline so a broken build fails instead of hanging.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `condition` every 20 ms until it holds or `deadline` passes.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn port_accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} failed");
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "process did not exit within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real mosquitto with persistence, so a persistent subscriber keeps its session across a
+/// broker restart.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let mut broker = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        // mosquitto started as root drops to the `mosquitto` user, which must be able to write
+        // its persistence file; without it the subscriber's session is lost on restart.
+        let store = self.dir.join("mosquitto-store");
+        std::fs::set_permissions(
+            &self.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("open the test dir for the mosquitto user");
+        std::fs::create_dir_all(&store).expect("create mosquitto store dir");
+        std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("open mosquitto store dir");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type all\n",
+                port = self.port,
+                dir = store.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .expect("open mosquitto log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto (is it installed? see .ci/run)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("mosquitto to listen", Duration::from_secs(10), || {
+            port_accepts(port)
+        });
+    }
+
+    /// Graceful stop (mosquitto saves its persistence file on SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "-TERM");
+            wait_exit(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+            eprintln!("---- mosquitto log ----\n{log}");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The gateway binary under test.
+pub struct Gateway {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    pub fn start(config: &Path) -> Gateway {
+        let mut gateway = Gateway {
+            config: config.to_path_buf(),
+            log: config.with_extension("log"),
+            child: None,
+        };
+        gateway.launch();
+        gateway
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open gateway log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "fieldrelay=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start fieldrelay");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no shutdown code runs, the socket is closed by the kernel.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn restart_after_kill9(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway is running");
+        signal(&child, "-TERM");
+        wait_exit(&mut child, deadline)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: serde_json::Value,
+    pub retain: bool,
+}
+
+/// A persistent-session MQTT subscriber (QoS 1) that survives broker restarts.
+pub struct Subscriber {
+    rx: mpsc::UnboundedReceiver<Message>,
+    pub seen: Vec<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn connect(port: u16, client_id: &str, filters: &[&str]) -> Subscriber {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_clean_session(false);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                        for filter in &filters {
+                            let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or(
+                            serde_json::Value::String(
+                                String::from_utf8_lossy(&p.payload).into_owned(),
+                            ),
+                        );
+                        let _ = tx.send(Message {
+                            topic: p.topic.clone(),
+                            payload,
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    // Broker down: retry at a modest pace (rumqttc redials on the next poll).
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Subscriber {
+            rx,
+            seen: Vec::new(),
+            task,
+        }
+    }
+
+    /// Receives until `done(&all messages so far)` holds or `deadline` passes; returns whether
+    /// it held.
+    pub async fn try_until(
+        &mut self,
+        deadline: Duration,
+        mut done: impl FnMut(&[Message]) -> bool,
+    ) -> bool {
+        let wait = async {
+            while !done(&self.seen) {
+                match self.rx.recv().await {
+                    Some(m) => self.seen.push(m),
+                    None => panic!("subscriber task ended"),
+                }
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
+    }
+
+    /// Receives until `done(&all messages so far)` holds; panics after `deadline`.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut done: impl FnMut(&[Message]) -> bool,
+    ) {
+        let wait = async {
+            while !done(&self.seen) {
+                match self.rx.recv().await {
+                    Some(m) => self.seen.push(m),
+                    None => panic!("subscriber task ended"),
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            let topics: HashMap<&str, usize> =
+                self.seen.iter().fold(HashMap::new(), |mut m, msg| {
+                    *m.entry(msg.topic.as_str()).or_default() += 1;
+                    m
+                });
+            panic!("timed out after {deadline:?} waiting for {what}; seen per topic: {topics:?}");
+        }
+    }
+
+    pub fn on(&self, topic: &str) -> Vec<&Message> {
+        self.seen.iter().filter(|m| m.topic == topic).collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes a gateway config for one simulated TCP device.
+pub fn write_config(dir: &Path, broker_port: u16, device_port: u16, points_yaml: &str) -> PathBuf {
+    let path = dir.join("gateway.yaml");
+    let text = format!(
+        r#"gateway:
+  id: test-gw
+  data_dir: {data}
+uplink:
+  url: mqtt://127.0.0.1:{broker_port}
+  keep_alive: 5s
+  reconnect_initial: 100ms
+  reconnect_max: 500ms
+buses:
+  - name: plc1
+    type: tcp
+    host: 127.0.0.1
+    port: {device_port}
+    timeout: 500ms
+devices:
+  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+{points_yaml}"#,
+        data = dir.join("data").display(),
+    );
+    std::fs::write(&path, text).expect("write gateway config");
+    path
+}
