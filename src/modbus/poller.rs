@@ -309,3 +309,166 @@ async fn connect(bus: &BusConfig, unit_id: u8) -> Result<Context, PollError> {
     .map_err(|_| PollError::Timeout(bus.timeout))?
     .map_err(PollError::Connect)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DataType, PublishMode, Qos, Table};
+    use crate::sample::Value;
+    use crate::simulator::{Registers, Simulator};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn point(name: &str, table: Table, address: u16, data_type: DataType) -> PointConfig {
+        PointConfig {
+            name: name.into(),
+            table,
+            address,
+            data_type,
+            scale: 1.0,
+            offset: 0.0,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            publish: PublishMode::EveryPoll,
+            deadband: 0.0,
+        }
+    }
+
+    fn device(points: Vec<PointConfig>) -> DeviceConfig {
+        DeviceConfig {
+            name: "dev".into(),
+            bus: "bus".into(),
+            unit_id: 1,
+            poll_interval: Duration::from_millis(100),
+            points,
+        }
+    }
+
+    fn bus(addr: SocketAddr, timeout: Duration) -> BusConfig {
+        BusConfig {
+            name: "bus".into(),
+            kind: BusKind::Tcp {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            timeout,
+        }
+    }
+
+    async fn simulator(regs: &Registers) -> (SocketAddr, CancellationToken) {
+        let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+            .await
+            .unwrap();
+        let addr = sim.local_addr();
+        let cancel = CancellationToken::new();
+        tokio::spawn(sim.run(cancel.clone()));
+        (addr, cancel)
+    }
+
+    fn values(samples: &[Sample]) -> Vec<(String, Value)> {
+        samples
+            .iter()
+            .map(|s| (s.point.to_string(), s.value))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn exception_marks_only_the_points_of_that_read_bad() {
+        let regs = Registers::default();
+        regs.set_holding(1, 0, &[7]);
+        regs.set_coil(1, 3, &[true]);
+        let (addr, _sim) = simulator(&regs).await;
+        // Address 65535 with two registers runs past the address space: the simulator answers
+        // IllegalDataAddress (validation refuses such a point; the poller must cope anyway).
+        let mut poller = Poller::new(
+            device(vec![
+                point("good", Table::Holding, 0, DataType::U16),
+                point("bad", Table::Holding, 65535, DataType::U32),
+                point("bit", Table::Coil, 3, DataType::Bool),
+            ]),
+            bus(addr, Duration::from_secs(1)),
+        );
+        let samples = poller.poll().await.expect("device answered");
+        assert_eq!(
+            values(&samples),
+            vec![
+                ("bit".to_owned(), Value::Bool(true)),
+                ("good".to_owned(), Value::Int(7)),
+            ]
+        );
+        assert_eq!(poller.stats.exceptions.load(Ordering::Relaxed), 1);
+        assert!(poller.ctx.is_some(), "an exception keeps the connection");
+    }
+
+    /// Forwards to `upstream`, holding back the first connection's traffic for `delay`: its first
+    /// reply arrives after the poller's timeout. A poller that reused that connection would read
+    /// the late reply as the answer to its next request (tokio-modbus #324).
+    async fn slow_first_connection_proxy(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let hold = if first { delay } else { Duration::ZERO };
+                first = false;
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn timeout_drops_the_connection_and_the_next_poll_reads_fresh_data() {
+        let regs = Registers::default();
+        regs.set_holding(1, 0, &[1]);
+        let (sim_addr, _sim) = simulator(&regs).await;
+        let timeout = Duration::from_millis(100);
+        let proxy = slow_first_connection_proxy(sim_addr, timeout * 3).await;
+        let mut poller = Poller::new(
+            device(vec![point("v", Table::Holding, 0, DataType::U16)]),
+            bus(proxy, timeout),
+        );
+
+        let delay = poller.poll().await.expect_err("first poll times out");
+        assert!(
+            delay >= Duration::from_millis(100),
+            "backs off at least one poll interval"
+        );
+        assert_eq!(poller.stats.timeouts.load(Ordering::Relaxed), 1);
+        assert!(poller.ctx.is_none(), "a timeout drops the connection");
+
+        regs.set_holding(1, 0, &[2]);
+        let samples = poller
+            .poll()
+            .await
+            .expect("second poll on a new connection");
+        assert_eq!(values(&samples), vec![("v".to_owned(), Value::Int(2))]);
+    }
+
+    #[tokio::test]
+    async fn dead_device_is_retried_with_growing_backoff() {
+        // A port nobody listens on: connection refused at once.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut poller = Poller::new(
+            device(vec![point("v", Table::Holding, 0, DataType::U16)]),
+            bus(addr, Duration::from_millis(200)),
+        );
+        let mut ceilings = Vec::new();
+        for _ in 0..5 {
+            ceilings.push(poller.backoff.ceiling());
+            let delay = poller.poll().await.expect_err("nothing listens");
+            assert!(delay >= poller.device.poll_interval);
+            assert!(delay <= MAX_BACKOFF);
+        }
+        assert!(!poller.healthy);
+        assert_eq!(poller.stats.errors.load(Ordering::Relaxed), 5);
+        assert!(ceilings.windows(2).all(|w| w[1] > w[0]), "{ceilings:?}");
+    }
+}

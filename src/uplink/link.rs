@@ -317,3 +317,126 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::Instant;
+
+    use crate::queue::QueueOptions;
+
+    /// A scripted broker end of one connection.
+    struct FakeBroker {
+        stream: TcpStream,
+        buf: BytesMut,
+    }
+
+    impl FakeBroker {
+        /// The next packet, or `None` when the client closed the connection.
+        async fn next(&mut self) -> Option<Packet> {
+            loop {
+                match Packet::read(&mut self.buf, 1 << 20) {
+                    Ok(packet) => return Some(packet),
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("client sent garbage: {e}"),
+                }
+                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn send(&mut self, packet: Packet) {
+            let mut out = BytesMut::new();
+            packet.write(&mut out, 1 << 20).unwrap();
+            self.stream.write_all(&out).await.unwrap();
+        }
+
+        async fn accept(listener: &TcpListener) -> FakeBroker {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut broker = FakeBroker {
+                stream,
+                buf: BytesMut::new(),
+            };
+            match broker.next().await {
+                Some(Packet::Connect(c)) => {
+                    assert_eq!(c.keep_alive, 10);
+                    let will = c.last_will.expect("a Last Will");
+                    assert!(will.retain);
+                    assert_eq!(will.topic, "p/status");
+                }
+                other => panic!("expected CONNECT, got {other:?}"),
+            }
+            broker
+                .send(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    false,
+                )))
+                .await;
+            broker
+        }
+    }
+
+    /// A half-open link (the broker stops answering, no RST) is torn down once a PINGRESP is
+    /// missing, and the uplink dials again after its backoff. Timers run on paused time.
+    #[tokio::test(start_paused = true)]
+    async fn missing_pingresp_tears_the_link_down_and_redials() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = UplinkConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            client_id: "t".into(),
+            keep_alive: Duration::from_secs(10),
+            topic_prefix: "p".into(),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(1),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(config, queue.clone(), live, cancel.clone()));
+
+        let mut first = FakeBroker::accept(&listener).await;
+        let connected = Instant::now();
+        match first.next().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.topic, "p/status");
+                assert!(p.retain);
+            }
+            other => panic!("expected the birth, got {other:?}"),
+        }
+        // The broker goes silent: no PUBACK, no PINGRESP.
+        assert_eq!(first.next().await, Some(Packet::PingReq));
+        assert_eq!(
+            connected.elapsed().as_secs(),
+            5,
+            "PINGREQ at half the keep-alive"
+        );
+        assert_eq!(first.next().await, None, "link torn down");
+        assert_eq!(
+            connected.elapsed().as_secs(),
+            10,
+            "one ping interval without PINGRESP"
+        );
+
+        let mut second = FakeBroker::accept(&listener).await;
+        assert!(
+            connected.elapsed() <= Duration::from_secs(11),
+            "redial within the backoff"
+        );
+        assert!(
+            matches!(second.next().await, Some(Packet::Publish(_))),
+            "birth again"
+        );
+
+        cancel.cancel();
+        task.await.unwrap();
+        drop(queue);
+        writer.close().await.unwrap();
+    }
+}
