@@ -89,13 +89,23 @@ pub fn decode_registers(
         DataType::U32 => scaling.apply_int(i64::from(pair())),
         DataType::I32 => scaling.apply_int(i64::from(pair() as i32)),
         DataType::F32 => {
-            let raw = f64::from(f32::from_bits(pair()));
+            let raw = f32::from_bits(pair());
             if !raw.is_finite() {
                 return Err(DecodeError::NotFinite);
+            }
+            let raw = shortest_f64(raw);
+            if scaling.is_identity() {
+                return Ok(Value::Float(raw));
             }
             finite(raw * scaling.scale + scaling.offset)
         }
     }
+}
+
+/// The f64 nearest to the shortest decimal that round-trips `v`: a device's 21.7f32 becomes
+/// 21.7, not 21.700000762939453, in the payload. Converting back to f32 gives `v` again.
+fn shortest_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// Encodes an engineering value into the registers of `data_type` (the inverse of
@@ -194,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn f32_is_reported_with_its_shortest_decimal() {
+        let bits = 21.7f32.to_bits();
+        assert_eq!(
+            decode_registers(DataType::F32, &[(bits >> 16) as u16, bits as u16], ID),
+            Ok(Value::Float(21.7))
+        );
+    }
+
+    #[test]
     fn nan_and_short_input_are_errors() {
         let nan = f32::NAN.to_bits();
         assert_eq!(
@@ -239,7 +258,12 @@ mod tests {
         #[test]
         fn f32_round_trips(v in any::<f32>().prop_filter("finite", |v| v.is_finite())) {
             let words = encode_registers(DataType::F32, Value::Float(f64::from(v)), ID).unwrap();
-            prop_assert_eq!(decode_registers(DataType::F32, &words, ID), Ok(Value::Float(f64::from(v))));
+            let Ok(Value::Float(decoded)) = decode_registers(DataType::F32, &words, ID) else {
+                panic!("f32 decodes to a float");
+            };
+            prop_assert_eq!((decoded as f32).to_bits(), v.to_bits());
+            let again = encode_registers(DataType::F32, Value::Float(decoded), ID).unwrap();
+            prop_assert_eq!(again, words);
         }
 
         #[test]
