@@ -29,6 +29,16 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >"$work/mosquitto.conf"
   mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   pids+=($!)
+  # mosquitto needs a moment to listen; subscribing before that fails with "connection refused".
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break
+    sleep 0.1
+  done
+  if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+    echo "mosquitto did not start; its log:" >&2
+    cat "$work/mosquitto.log" >&2
+    exit 1
+  fi
 fi
 
 $bin simulate --config "$work/config.yaml" 2>"$work/simulator.log" &
