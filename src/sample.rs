@@ -38,6 +38,28 @@ impl Value {
                 .unwrap_or_else(|| "null".to_owned()),
         }
     }
+
+    /// JSON text → [`Value`]: `true`/`false` → Bool, an integer literal that fits i64 → Int, any
+    /// other finite number → Float. `None` for anything else (null, strings, non-finite, garbage).
+    ///
+    /// serde_json only validates the grammar: its default float parser is not correctly rounded
+    /// (`-994454210602.4725` came back as `…4724`), so the float itself is parsed by `str::parse`,
+    /// which is, and round-trips the shortest representation `Value::to_json` writes.
+    pub fn from_json(text: &str) -> Option<Value> {
+        match serde_json::from_str::<serde_json::Value>(text).ok()? {
+            serde_json::Value::Bool(b) => Some(Value::Bool(b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) if !n.is_f64() => Some(Value::Int(i)),
+                _ => text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Value::Float),
+            },
+            _ => None,
+        }
+    }
 }
 
 /// One reading of one point, ready to be queued.
@@ -145,6 +167,42 @@ mod tests {
         let mut f = ChangeFilter::new(&point(PublishMode::EveryPoll, 0.0));
         assert!(f.admit(Value::Int(3)));
         assert!(f.admit(Value::Int(3)));
+    }
+
+    #[test]
+    fn value_codec_round_trips() {
+        for v in [
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::Float(1.0),
+            Value::Float(-0.5),
+            Value::Float(1e300),
+            Value::Float(f64::MIN_POSITIVE),
+            // Found by the model test: serde_json's fast float parser is off by one ulp here.
+            Value::Float(-994454210602.4725),
+            Value::Float(0.1 + 0.2),
+        ] {
+            assert_eq!(Value::from_json(&v.to_json()), Some(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn value_codec_classifies_literals() {
+        assert_eq!(Value::from_json("42"), Some(Value::Int(42)));
+        assert_eq!(Value::from_json("42.0"), Some(Value::Float(42.0)));
+        assert_eq!(Value::from_json("4e2"), Some(Value::Float(400.0)));
+        // Too big for i64: still a number, so a float.
+        assert_eq!(
+            Value::from_json("18446744073709551615"),
+            Some(Value::Float(18446744073709551615.0))
+        );
+        assert_eq!(Value::from_json("null"), None);
+        assert_eq!(Value::from_json("\"x\""), None);
+        assert_eq!(Value::from_json("NaN"), None);
+        assert_eq!(Value::from_json(""), None);
     }
 
     #[test]
