@@ -603,3 +603,403 @@ pub async fn probe<L: Link>(
 
 /// Response data of a probe, re-exported for callers.
 pub type ProbeData = Response;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        BusKind, Coalesce, DataType, Encoding, ModbusSource, Planning, PointConfig, PointSource,
+        PublishMode, Qos, Reporting,
+    };
+    use crate::modbus::link::TcpLink;
+    use crate::simulator::{Registers, Simulator};
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn point(name: &str, table: Table, address: u16, data_type: DataType) -> PointConfig {
+        PointConfig {
+            name: name.into(),
+            source: PointSource::Modbus(ModbusSource {
+                table,
+                address,
+                bit: None,
+                encoding: Encoding::default(),
+            }),
+            data_type,
+            scale: 1.0,
+            offset: 0.0,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            reporting: Reporting {
+                publish: PublishMode::EveryPoll,
+                deadband: 0.0,
+                max_silence: None,
+            },
+        }
+    }
+
+    fn device(name: &str, unit_id: u8, points: Vec<PointConfig>) -> DeviceConfig {
+        DeviceConfig {
+            name: name.into(),
+            bus: "bus".into(),
+            unit_id,
+            poll_interval: Duration::from_secs(1),
+            points,
+            planning: Planning {
+                max_gap: 8,
+                max_registers_per_read: 125,
+                coalesce: Coalesce::Merge,
+            },
+            backoff_max: Duration::from_secs(8),
+        }
+    }
+
+    fn bus(timeout: Duration) -> BusConfig {
+        BusConfig {
+            name: "bus".into(),
+            kind: BusKind::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+            timeout,
+            turnaround_delay: Duration::from_millis(5),
+        }
+    }
+
+    /// A wire with devices behind it, on tokio's clock: every exchange takes `latency`; a unit
+    /// in `dead` never answers (the owner's timeout ends the exchange). Records when each
+    /// request went out, to which unit.
+    #[derive(Clone)]
+    struct FakeWire {
+        latency: Duration,
+        dead: Arc<Mutex<Vec<u8>>>,
+        sent: Arc<Mutex<Vec<(Instant, u8)>>>,
+        busy: Arc<AtomicBool>,
+    }
+
+    impl Link for FakeWire {
+        async fn transact(
+            &mut self,
+            unit: u8,
+            request: &Request,
+            _notes: &mut LinkNotes,
+        ) -> Result<Reply, LinkError> {
+            // One request on the wire at a time, or this fails.
+            assert!(
+                !self.busy.swap(true, Ordering::SeqCst),
+                "two requests on the wire"
+            );
+            self.sent.lock().unwrap().push((Instant::now(), unit));
+            tokio::time::sleep(self.latency).await;
+            if self.dead.lock().unwrap().contains(&unit) {
+                std::future::pending::<()>().await;
+            }
+            self.busy.store(false, Ordering::SeqCst);
+            match request {
+                Request::Read { count, .. } => Ok(Ok(Response::Words(vec![
+                    u16::from(unit);
+                    usize::from(*count)
+                ]))),
+                _ => Ok(Ok(Response::Written)),
+            }
+        }
+
+        fn abandon(&mut self) {
+            self.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn gaps(times: &[Instant]) -> Vec<Duration> {
+        times.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// The "Done when": three devices on one bus, one unplugged. The other two keep
+    /// their interval; the dead one is tried at backoff spacing; once back, it is read again
+    /// within one backoff period. Paused time makes the schedule exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_device_does_not_delay_the_others() {
+        let timeout = Duration::from_millis(200);
+        let wire = FakeWire {
+            latency: Duration::from_millis(10),
+            dead: Arc::new(Mutex::new(vec![3])),
+            sent: Arc::default(),
+            busy: Arc::default(),
+        };
+        let devices = (1..=3)
+            .map(|unit| {
+                device(
+                    &format!("d{unit}"),
+                    unit,
+                    vec![point("v", Table::Holding, 0, DataType::U16)],
+                )
+            })
+            .collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (owner, handle) = BusOwner::new(bus(timeout), devices, wire.clone(), tx);
+        let owner = owner.with_jitter(|| 1.0);
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        tokio::spawn(owner.run(cancel.clone()));
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!handle.device("d3").unwrap().health.borrow().online);
+        let revived = Instant::now();
+        wire.dead.lock().unwrap().clear();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+
+        let mut times: [Vec<Instant>; 3] = Default::default();
+        while let Ok((at, sample)) = rx.try_recv() {
+            let unit = usize::from(sample.device.as_bytes()[1] - b'0');
+            times[unit - 1].push(at);
+        }
+        // Healthy devices: a sample every second, each at most one dead exchange (timeout) plus
+        // two exchanges with turnaround late, never drifting (fixed rate).
+        let slack = timeout + Duration::from_millis(60);
+        for (i, t) in times[..2].iter().enumerate() {
+            assert!(t.len() >= 49, "device {} polled {} times", i + 1, t.len());
+            for gap in gaps(t) {
+                assert!(
+                    gap <= Duration::from_secs(1) + slack && gap + slack >= Duration::from_secs(1),
+                    "device {} gap {gap:?}",
+                    i + 1
+                );
+            }
+            let last = *t.last().unwrap() - start;
+            assert!(last >= Duration::from_secs(49), "{last:?}");
+        }
+        // The dead device: attempts spaced by the backoff ceiling (1, 2, 4, 8, 8, ... s with
+        // jitter fixed at 1) plus the timeout its own attempt took.
+        let attempts: Vec<Instant> = wire
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, unit)| *unit == 3 && *at < revived)
+            .map(|(at, _)| *at)
+            .collect();
+        let expected = [1u64, 2, 4, 8, 8];
+        for (gap, ceiling) in gaps(&attempts).iter().zip(expected) {
+            let spacing = Duration::from_secs(ceiling) + timeout;
+            assert!(
+                *gap >= spacing && *gap <= spacing + Duration::from_millis(60),
+                "dead device gap {gap:?}, expected about {spacing:?}"
+            );
+        }
+        assert!(attempts.len() >= 5, "{} attempts", attempts.len());
+        // Back: read within one backoff period (the 8 s cap), then every second again.
+        let first = *times[2].iter().find(|t| **t > revived).expect("read again");
+        assert!(first - revived <= Duration::from_secs(8) + slack);
+        let after: Vec<Instant> = times[2].iter().copied().filter(|t| *t > revived).collect();
+        assert!(gaps(&after)
+            .iter()
+            .all(|g| *g <= Duration::from_secs(1) + slack));
+        assert!(handle.device("d3").unwrap().health.borrow().online);
+        let counters = handle.device("d3").unwrap().counters.snapshot();
+        assert_eq!(counters.timeouts, attempts.len() as u64);
+    }
+
+    async fn simulator(regs: &Registers) -> (SocketAddr, CancellationToken) {
+        let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+            .await
+            .unwrap();
+        let addr = sim.local_addr();
+        let cancel = CancellationToken::new();
+        tokio::spawn(sim.run(cancel.clone()));
+        (addr, cancel)
+    }
+
+    fn tcp_owner(
+        addr: SocketAddr,
+        timeout: Duration,
+        devices: Vec<DeviceConfig>,
+    ) -> (BusOwner<TcpLink, Discard>, BusHandle) {
+        let mut bus = bus(timeout);
+        bus.kind = BusKind::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        let link = TcpLink::new(addr.ip().to_string(), addr.port());
+        BusOwner::new(bus, devices, link, Discard)
+    }
+
+    fn values(samples: &[Sample]) -> Vec<(String, Value)> {
+        samples
+            .iter()
+            .map(|s| (s.point.to_string(), s.value.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn exception_marks_only_the_points_of_that_read_bad() {
+        let regs = Registers::default();
+        regs.set_holding(1, 0, &[7]);
+        regs.set_coil(1, 3, &[true]);
+        let (addr, _sim) = simulator(&regs).await;
+        // Address 65535 with two registers runs past the address space: the simulator answers
+        // IllegalDataAddress (validation refuses such a point; the owner must cope anyway).
+        let (mut owner, handle) = tcp_owner(
+            addr,
+            Duration::from_secs(1),
+            vec![device(
+                "dev",
+                1,
+                vec![
+                    point("good", Table::Holding, 0, DataType::U16),
+                    point("bad", Table::Holding, 65535, DataType::U32),
+                    point("bit", Table::Coil, 3, DataType::Bool),
+                ],
+            )],
+        );
+        let samples = owner.poll_device(0).await;
+        assert_eq!(
+            values(&samples),
+            vec![
+                ("bit".to_owned(), Value::Bool(true)),
+                ("good".to_owned(), Value::Int(7)),
+            ]
+        );
+        let view = handle.device("dev").unwrap();
+        assert_eq!(view.counters.snapshot().exceptions, 1);
+        assert!(view.health.borrow().online, "an exception is an answer");
+    }
+
+    /// Forwards to `upstream`, holding back the first connection's traffic for `delay`: its first
+    /// reply arrives after the owner's timeout. Reusing that connection would read the late
+    /// reply as the answer to the next request (tokio-modbus #324).
+    async fn slow_first_connection_proxy(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let hold = if first { delay } else { Duration::ZERO };
+                first = false;
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn tcp_timeout_reconnects_and_the_next_poll_reads_fresh_data() {
+        let regs = Registers::default();
+        regs.set_holding(1, 0, &[1]);
+        let (sim_addr, _sim) = simulator(&regs).await;
+        let timeout = Duration::from_millis(100);
+        let proxy = slow_first_connection_proxy(sim_addr, timeout * 3).await;
+        let (mut owner, handle) = tcp_owner(
+            proxy,
+            timeout,
+            vec![device(
+                "dev",
+                1,
+                vec![point("v", Table::Holding, 0, DataType::U16)],
+            )],
+        );
+        assert!(
+            owner.poll_device(0).await.is_empty(),
+            "first poll times out"
+        );
+        let view = handle.device("dev").unwrap();
+        assert_eq!(view.counters.snapshot().timeouts, 1);
+        assert_eq!(view.health.borrow().consecutive_failures, 1);
+        assert_eq!(
+            view.health.borrow().last_error.as_deref(),
+            Some("timed out after 100ms")
+        );
+        regs.set_holding(1, 0, &[2]);
+        let samples = owner.poll_device(0).await;
+        assert_eq!(values(&samples), vec![("v".to_owned(), Value::Int(2))]);
+        assert!(view.health.borrow().online);
+    }
+
+    #[tokio::test]
+    async fn writes_encode_points_and_fail_fast_when_the_device_is_offline() {
+        let regs = Registers::default();
+        let (addr, _sim) = simulator(&regs).await;
+        let mut setpoint = point("setpoint", Table::Holding, 10, DataType::F32);
+        setpoint.scale = 0.5;
+        let points = vec![
+            setpoint,
+            point("pump", Table::Coil, 2, DataType::Bool),
+            point("mode", Table::Holding, 20, DataType::U16),
+            point("temp", Table::Input, 0, DataType::U16),
+        ];
+        let (owner, handle) = tcp_owner(
+            addr,
+            Duration::from_millis(200),
+            vec![
+                device("dev", 1, points),
+                device(
+                    "gone",
+                    9,
+                    vec![point("v", Table::Holding, 0, DataType::U16)],
+                ),
+            ],
+        );
+        regs.set_silent(9, true);
+        let cancel = CancellationToken::new();
+        tokio::spawn(owner.run(cancel.clone()));
+
+        handle
+            .write_point("dev", "setpoint", &Value::Float(10.75))
+            .await
+            .unwrap();
+        assert_eq!(
+            regs.holding(1, 10, 2),
+            vec![0x41AC, 0x0000],
+            "raw = 10.75 / 0.5 = 21.5"
+        );
+        handle
+            .write_point("dev", "pump", &Value::Bool(true))
+            .await
+            .unwrap();
+        assert_eq!(regs.coils(1, 2, 1), vec![true]);
+        handle
+            .write(
+                "dev",
+                Request::WriteRegister {
+                    address: 20,
+                    value: 7,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(regs.holding(1, 20, 1), vec![7]);
+        assert_eq!(
+            handle.write_point("dev", "temp", &Value::Int(1)).await,
+            Err(WriteError::NotWritable("temp".into()))
+        );
+        assert!(matches!(
+            handle.write_point("dev", "mode", &Value::Int(70_000)).await,
+            Err(WriteError::Encode(_))
+        ));
+
+        // The silent device goes offline at its first poll; a write then fails at once.
+        let mut health = handle.device("gone").unwrap().health.clone();
+        health.wait_for(|h| !h.online).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            handle.write_point("gone", "v", &Value::Int(1)).await,
+            Err(WriteError::DeviceOffline("timed out after 200ms".into()))
+        );
+        assert!(started.elapsed() < Duration::from_millis(100));
+
+        // Probe: raw registers and decoded values of every point.
+        let probed = handle.probe("dev").await.unwrap();
+        let setpoint = probed.iter().find(|p| p.point == "setpoint").unwrap();
+        assert_eq!(
+            setpoint.result,
+            Ok((Response::Words(vec![0x41AC, 0]), Ok(Value::Float(10.75))))
+        );
+        cancel.cancel();
+    }
+}
