@@ -273,6 +273,14 @@ pub fn write_request(
     }
 }
 
+/// Sleeps until `deadline` unless it has passed: tokio's timer fires a past deadline only at
+/// its next millisecond tick, which would cap a fast bus at about a thousand requests a second.
+async fn wait_until(deadline: Instant) {
+    if deadline > Instant::now() {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
 /// Why one exchange failed.
 #[derive(Debug, thiserror::Error)]
 enum ExchangeError {
@@ -386,7 +394,7 @@ impl<L: Link, S: SampleSink> BusOwner<L, S> {
                         () = cancel.cancelled() => return,
                     }
                 }
-                () = tokio::time::sleep_until(at) => {
+                () = wait_until(at) => {
                     let samples = tokio::select! {
                         samples = self.poll_device(due) => samples,
                         () = cancel.cancelled() => return,
@@ -426,7 +434,7 @@ impl<L: Link, S: SampleSink> BusOwner<L, S> {
     /// counting.
     async fn exchange(&mut self, index: usize, request: &Request) -> Result<Reply, ExchangeError> {
         if let Some(end) = self.last_end {
-            tokio::time::sleep_until(end + self.bus.turnaround_delay).await;
+            wait_until(end + self.bus.turnaround_delay).await;
         }
         let Some(device) = self.devices.get(index) else {
             return Err(ExchangeError::Link(LinkError::Protocol(
