@@ -621,3 +621,97 @@ async fn serial_line_values_arrive_and_garbage_is_counted() {
     cancel.cancel();
     instrument.abort();
 }
+
+/// `fieldrelay simulate` on a simulator file: the shipped example, moved to free ports, serves
+/// its register map over TCP and RTU-over-TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_serves_a_simulator_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (tcp, rtu) = (free(), free());
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/simulator.yaml"),
+    )
+    .unwrap()
+    .replace("port: 5020", &format!("port: {tcp}"))
+    .replace("port: 5021", &format!("port: {rtu}"));
+    let file = dir.path().join("sim.yaml");
+    std::fs::write(&file, text).unwrap();
+    let _sim = Peer(
+        Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+            .args(["simulate", "--config"])
+            .arg(&file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text_point = point(
+        "recipe",
+        Table::Holding,
+        50,
+        DataType::String { length: 10 },
+        Encoding::default(),
+    );
+    let counter = point(
+        "count",
+        Table::Holding,
+        0,
+        DataType::U32,
+        Encoding::default(),
+    );
+    let (_h, mut rx, cancel) = start(
+        bus(
+            BusKind::Tcp {
+                host: "127.0.0.1".into(),
+                port: tcp,
+            },
+            Duration::from_millis(500),
+        ),
+        vec![device(
+            "press",
+            1,
+            Duration::from_millis(100),
+            vec![text_point, counter],
+        )],
+    );
+    let got = first_values(
+        &mut rx,
+        &["recipe".into(), "count".into()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(got[0].1, Value::Str("PART-4711".into()));
+    assert!(matches!(got[1].1, Value::Int(n) if n >= 1000), "{got:?}");
+    cancel.cancel();
+    let little = Encoding {
+        byte_order: ByteOrder::Little,
+        word_order: WordOrder::Big,
+    };
+    let (_h, mut rx, cancel) = start(
+        bus(
+            BusKind::RtuOverTcp {
+                host: "127.0.0.1".into(),
+                port: rtu,
+            },
+            Duration::from_millis(500),
+        ),
+        vec![device(
+            "meter",
+            11,
+            Duration::from_millis(100),
+            vec![point("kwh", Table::Input, 0, DataType::I64, little)],
+        )],
+    );
+    let got = first_values(&mut rx, &["kwh".into()], Duration::from_secs(30)).await;
+    assert!(
+        matches!(got[0].1, Value::Int(n) if n >= 123_456_789),
+        "{got:?}"
+    );
+    cancel.cancel();
+}
