@@ -594,7 +594,7 @@ async fn serial_line_values_arrive_and_garbage_is_counted() {
     let mut weights = Vec::new();
     let mut statuses = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
-        while weights.len() < 3 || statuses.is_empty() {
+        while weights.len() < 4 || statuses.is_empty() {
             let (_, sample) = rx.recv().await.expect("serial_line task running");
             match &*sample.point {
                 "weight" => weights.push(sample.value),
@@ -611,6 +611,7 @@ async fn serial_line_values_arrive_and_garbage_is_counted() {
         "{weights:?}"
     );
     assert_eq!(statuses[0], Value::Str("STABLE".into()));
+    // Lines are handled in order: the fourth weight means three whole replies were handled.
     let counters = handle.device("scale").unwrap().counters.snapshot();
     // Per reply: "#!garbage", control characters, invalid UTF-8 are garbage lines; "W=1.2.3" is
     // a capture that does not parse (and that line counts as garbage too).
