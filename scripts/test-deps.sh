@@ -9,20 +9,27 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_install() {
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
-# pymodbus in its own virtual environment (Debian's Python refuses system-wide pip installs).
-# The tests find it through FIELDRELAY_PYTHON or this default location.
+# pymodbus 3.7.4 (a Modbus RTU slave we did not write) in its own virtual environment: Debian's
+# Python refuses system-wide pip installs. The tests find it through FIELDRELAY_PYTHON, this
+# location, or python3 on the PATH.
 pyenv="${FIELDRELAY_PYENV:-$HOME/.cache/fieldrelay/pyenv}"
 if ! "$pyenv/bin/python" -c 'import pymodbus, serial; assert pymodbus.__version__ == "3.7.4"' >/dev/null 2>&1; then
-  python3 -m venv "$pyenv"
+  rm -rf "$pyenv"
+  if ! python3 -m venv "$pyenv" >/dev/null 2>&1; then
+    # Debian ships venv (with ensurepip) separately.
+    rm -rf "$pyenv"
+    apt_install python3-venv
+    python3 -m venv "$pyenv"
+  fi
   "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "pymodbus[serial]==3.7.4"
 fi
 

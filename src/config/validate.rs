@@ -344,6 +344,12 @@ impl BusTag {
             .map_or("bus", |(name, _)| name)
     }
 
+    /// `a tcp bus`, `an rtu bus` (said "an R-T-U").
+    fn described(self) -> String {
+        let article = if self.is_rtu() { "an" } else { "a" };
+        format!("{article} {} bus", self.name())
+    }
+
     fn is_network(self) -> bool {
         matches!(self, BusTag::Tcp | BusTag::RtuOverTcp)
     }
@@ -389,7 +395,7 @@ fn validate_bus(bus: &Decoded<RawBus>, issues: &mut Vec<Issue>) -> Option<BusCon
         tag
     });
     if let Some(tag) = tag {
-        let owner = format!("a {} bus", tag.name());
+        let owner = tag.described();
         if tag.is_network() {
             let serial_keys = ["baud_rate", "parity", "data_bits", "stop_bits"];
             refuse_keys(keys, &serial_keys, &owner, issues);
@@ -906,10 +912,12 @@ fn validate_point(
         (pattern.map(PointSource::Line), data_type, None)
     } else {
         if keys.present.contains("regex") {
-            let bus = defaults.tag.map_or("modbus", BusTag::name);
+            let bus = defaults
+                .tag
+                .map_or_else(|| "a modbus bus".to_owned(), BusTag::described);
             issues.push(Issue::key(
                 keys.path_of("regex"),
-                format!("`regex` applies to points of a serial_line bus, not a {bus} bus"),
+                format!("`regex` applies to points of a serial_line bus, not {bus}"),
             ));
         }
         let (source, data_type, footprint) = modbus_source(keys, raw, data_type, defaults, issues);
@@ -1972,13 +1980,13 @@ devices:
                 ""
             )),
             [
-                "9:5: buses[0].host: `host` does not apply to a rtu bus",
+                "9:5: buses[0].host: `host` does not apply to an rtu bus",
                 "10:11: buses[0].port: expected a serial device path such as /dev/ttyUSB0, got the number 502",
                 "11:16: buses[0].baud_rate: must be between 50 and 4000000, got 10",
                 r#"12:13: buses[0].parity: unknown parity "evn": expected none, even or odd (did you mean "even"?)"#,
                 "13:16: buses[0].data_bits: modbus rtu frames use 8 data bits, got 7",
                 "14:16: buses[0].stop_bits: must be 1 or 2, got 3",
-                "15:5: buses[0].poll: `poll` does not apply to a rtu bus",
+                "15:5: buses[0].poll: `poll` does not apply to an rtu bus",
             ]
         );
         assert_eq!(
@@ -2110,6 +2118,31 @@ devices:
             errors(&no_group),
             [
                 r#"18:16: devices[0].points[0].regex: needs a capture group around the value, e.g. "T=([-0-9.]+)""#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_serial_line_bus_carries_one_device() {
+        let text = with(&[
+            (
+                "  - name: plc1\n    type: tcp\n    host: 10.0.0.5\n",
+                "  - name: plc1\n    type: serial_line\n    port: /dev/ttyS0\n",
+            ),
+            (
+                "        table: holding\n        address: 10\n        type: f32\n",
+                "        type: f64\n        regex: \"(.*)\"\n",
+            ),
+        ]);
+        let second = text
+            .split("devices:\n")
+            .nth(1)
+            .unwrap_or_default()
+            .replace("name: boiler", "name: kettle");
+        assert_eq!(
+            errors(&format!("{text}{second}")),
+            [
+                r#"18:10: devices[1].bus: serial_line bus "plc1" already carries a device: one instrument per line (by the device defined at line 11)"#
             ]
         );
     }

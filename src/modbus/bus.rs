@@ -809,6 +809,74 @@ mod tests {
         assert_eq!(counters.timeouts, attempts.len() as u64);
     }
 
+    /// RTU: a reply that arrives after its request timed out is discarded, not read as the
+    /// answer to the next request (tokio-modbus' failure mode); the CRC of a garbled reply is
+    /// counted. In-memory line on paused time.
+    #[tokio::test(start_paused = true)]
+    async fn rtu_late_reply_is_discarded_and_crc_errors_are_counted() {
+        use crate::modbus::frame::crc16;
+        use crate::modbus::link::{Given, RtuLink};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        fn reply(value: u16) -> Vec<u8> {
+            let mut frame = vec![1, 3, 2];
+            frame.extend_from_slice(&value.to_be_bytes());
+            let crc = crc16(&frame);
+            frame.extend_from_slice(&crc.to_le_bytes());
+            frame
+        }
+        let (near, mut far) = tokio::io::duplex(4096);
+        let slave = tokio::spawn(async move {
+            let mut request = [0u8; 8];
+            // 1: answered 150 ms late (the owner gives up after 100 ms).
+            far.read_exact(&mut request).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            far.write_all(&reply(1)).await.unwrap();
+            // 2: a garbled answer.
+            far.read_exact(&mut request).await.unwrap();
+            let mut bad = reply(2);
+            bad[3] ^= 0xFF;
+            far.write_all(&bad).await.unwrap();
+            // 3: a good one.
+            far.read_exact(&mut request).await.unwrap();
+            far.write_all(&reply(3)).await.unwrap();
+            far
+        });
+        let link = RtuLink::new(Given(Some(near)));
+        let mut rtu = bus(Duration::from_millis(100));
+        rtu.kind = BusKind::Rtu {
+            serial: crate::config::SerialSettings {
+                port: "mem".into(),
+                baud_rate: 19_200,
+                parity: crate::config::Parity::Even,
+                data_bits: 8,
+                stop_bits: crate::config::StopBits::One,
+            },
+        };
+        let (mut owner, handle) = BusOwner::new(
+            rtu,
+            vec![device(
+                "dev",
+                1,
+                vec![point("v", Table::Holding, 0, DataType::U16)],
+            )],
+            link,
+            Discard,
+        );
+        assert!(owner.poll_device(0).await.is_empty(), "times out");
+        // The late reply lands on the line while the device backs off.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(owner.poll_device(0).await.is_empty(), "crc error");
+        let samples = owner.poll_device(0).await;
+        assert_eq!(values(&samples), vec![("v".to_owned(), Value::Int(3))]);
+        let counters = handle.device("dev").unwrap().counters.snapshot();
+        assert_eq!(
+            (counters.requests, counters.timeouts, counters.crc_errors),
+            (3, 1, 1)
+        );
+        drop(slave.await.unwrap());
+    }
+
     async fn simulator(regs: &Registers) -> (SocketAddr, CancellationToken) {
         let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
             .await
