@@ -29,7 +29,15 @@ use tokio_modbus::Slave;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const RUN: Duration = Duration::from_secs(2);
+/// How long each throughput case runs: 2 s under `cargo bench` (which passes `--bench`), a short
+/// smoke run under `cargo test --all-targets`, which also runs this binary.
+fn run_time() -> Duration {
+    if std::env::args().any(|a| a == "--bench") {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(200)
+    }
+}
 
 fn point(i: usize, table: Table, address: u16, data_type: DataType) -> PointConfig {
     PointConfig {
@@ -130,7 +138,7 @@ async fn owner_rate(addr: SocketAddr, points: &[PointConfig], coalesce: Coalesce
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = count.0.load(Ordering::Relaxed);
     let start = std::time::Instant::now();
-    tokio::time::sleep(RUN).await;
+    tokio::time::sleep(run_time()).await;
     let n = count.0.load(Ordering::Relaxed) - before;
     let elapsed = start.elapsed();
     cancel.cancel();
@@ -146,7 +154,8 @@ async fn plain_rate(addr: SocketAddr, reads: &[Read]) -> f64 {
         .expect("connect");
     let start = std::time::Instant::now();
     let mut points = 0u64;
-    while start.elapsed() < RUN {
+    let run = run_time();
+    while start.elapsed() < run {
         for read in reads {
             let ok = match read.table {
                 Table::Coil => ctx.read_coils(read.start, read.count).await.is_ok(),

@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 use super::counters::{DeviceCounters, DeviceHealth};
 use super::decode::{self, DecodeError, Scaling};
 use super::device::{PointTable, ProbedPoint};
-use super::frame::{Exception, Reply, Request, Response};
+use super::frame::{Exception, Reply, Request};
 use super::link::{Link, LinkError, LinkNotes};
 use super::plan::{self, Read};
 use crate::backoff::Backoff;
@@ -609,9 +609,6 @@ pub async fn probe<L: Link>(
     owner.read_all(0).await
 }
 
-/// Response data of a probe, re-exported for callers.
-pub type ProbeData = Response;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +616,7 @@ mod tests {
         BusKind, Coalesce, DataType, Encoding, ModbusSource, Planning, PointConfig, PointSource,
         PublishMode, Qos, Reporting,
     };
+    use crate::modbus::frame::Response;
     use crate::modbus::link::TcpLink;
     use crate::simulator::{Registers, Simulator};
     use std::net::SocketAddr;
