@@ -30,6 +30,17 @@
 //! [`WriteError::DeviceOffline`] without touching the bus, and a full channel fails with
 //! [`WriteError::Busy`]: a cloud command must get a quick, honest answer, not queue behind a
 //! dead line.
+//!
+//! ```ignore
+//! // Issue 5 (cloud commands): validate against the point map, then
+//! match handle.write_point("boiler", "setpoint", &Value::Float(21.5)).await {
+//!     Ok(()) => {}                                   // device acknowledged (FC 6/16 echo)
+//!     Err(WriteError::DeviceOffline(reason)) => {}   // at once, nothing sent
+//!     Err(other) => {}                               // exception, timeout, not writable, ...
+//! }
+//! let mut health = handle.device("boiler").unwrap().health.clone();
+//! health.changed().await;                            // online/offline for the status topic
+//! ```
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
