@@ -1,8 +1,8 @@
-//! Wiring and shutdown: opens the queue, starts one poller per device and the uplink, and stops
+//! Wiring and shutdown: opens the queue, starts one owner task per bus and the uplink, and stops
 //! them in order when the shared [`CancellationToken`] fires (SIGTERM/SIGINT in `main.rs`).
 //!
 //! # Shutdown order
-//! 1. Intake stops first: every poller selects on the token and returns at its next wait point;
+//! 1. Intake stops first: every bus owner selects on the token and returns at its next wait point;
 //!    samples it already pushed are committed by the writer.
 //! 2. The uplink publishes the offline status, waits up to its grace period for outstanding
 //!    acknowledgements, and disconnects. Rows not acknowledged stay queued for the next start.
@@ -43,20 +43,28 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         })?;
     info!(dir = %data_dir.display(), depth = queue.progress().borrow().depth, "queue open");
 
+    // One owner task per bus; validation guarantees every device names a known bus. The handles
+    // (writes, probes, device health) are for the command and status parts.
     let pollers = TaskTracker::new();
-    for device in &config.devices {
-        let Some(bus) = config.buses.iter().find(|b| b.name == device.bus) else {
-            // Validation guarantees every device names a known bus.
-            warn!(device = %device.name, bus = %device.bus, "device names an unknown bus; skipped");
-            continue;
-        };
-        pollers.spawn(modbus::run_device(
-            device.clone(),
-            bus.clone(),
-            queue.clone(),
-            cancel.clone(),
-        ));
-    }
+    let _buses: Vec<modbus::BusHandle> = config
+        .buses
+        .iter()
+        .map(|bus| {
+            let devices = config
+                .devices
+                .iter()
+                .filter(|device| device.bus == bus.name)
+                .cloned()
+                .collect();
+            modbus::spawn_bus(
+                bus.clone(),
+                devices,
+                queue.clone(),
+                cancel.clone(),
+                &pollers,
+            )
+        })
+        .collect();
     pollers.close();
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),

@@ -4,7 +4,7 @@
 //! The crate follows the data, one way:
 //!
 //! ```text
-//! config ──► modbus (one task per device) ──► sample ──► queue (SQLite writer thread) ──► uplink (MQTT)
+//! config ──► modbus (one task per bus) ──► sample ──► queue (SQLite writer thread) ──► uplink (MQTT)
 //! ```
 //!
 //! - [`config`] loads and validates the YAML file, reporting every problem with file, line, column
@@ -14,7 +14,7 @@
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`app`] wires the tasks together and owns shutdown.
-//! - [`simulator`] is a Modbus TCP slave for demos and tests.
+//! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
 
 pub mod app;
 pub mod backoff;

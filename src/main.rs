@@ -40,7 +40,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Serve the configured TCP buses as simulated Modbus devices with moving values (demo, tests).
+    /// Serve simulated Modbus devices: a simulator file (TCP, RTU-over-TCP and RTU endpoints with a
+    /// register map), or a gateway config's tcp buses with moving values (demo, tests).
     Simulate {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
@@ -55,6 +56,11 @@ fn main() -> ExitCode {
             config.clone()
         }
     };
+    if let Command::Simulate { config } = &cli.command {
+        if let Some(result) = simulate_file(config) {
+            return result;
+        }
+    }
     let config = match fieldrelay::config::load(&config_path) {
         Ok(config) => config,
         Err(errors) => {
@@ -90,6 +96,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `fieldrelay simulate` on a simulator file (a `simulator:` section); `None` when `path`
+/// is not one, so it is loaded as a gateway configuration.
+fn simulate_file(path: &std::path::Path) -> Option<ExitCode> {
+    use fieldrelay::simulator::{map, Registers};
+    let text = std::fs::read_to_string(path).ok()?;
+    if !map::is_simulator_file(&text) {
+        return None;
+    }
+    let sim = match map::parse(&text, &path.display().to_string()) {
+        Ok(sim) => sim,
+        Err(error) => {
+            eprintln!("{error}");
+            return Some(ExitCode::from(EX_CONFIG));
+        }
+    };
+    let result = run_async(|cancel| async move {
+        map::run(sim, Registers::default(), cancel)
+            .await
+            .context("simulator failed")
+    });
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Builds the runtime, cancels the token on SIGTERM/SIGINT and runs `body` to completion.

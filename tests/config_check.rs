@@ -154,6 +154,36 @@ fn the_shipped_example_passes() {
 }
 
 #[test]
+fn the_fieldbus_examples_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("config/examples exists") {
+        let path = entry.expect("readable entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        if path.extension().is_none_or(|e| e != "yaml") || text.contains("\nsimulator:") {
+            continue; // simulator files are checked by `simulate`'s own tests
+        }
+        let name = format!(
+            "config/examples/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let output = check(&name);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{name}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked.push(name);
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["config/examples/rtu.yaml", "config/examples/tcp.yaml"]
+    );
+}
+
+#[test]
 fn a_missing_file_exits_78() {
     let output = check("tests/config_cases/does-not-exist.yaml");
     assert_eq!(output.status.code(), Some(EX_CONFIG));

@@ -17,9 +17,10 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str, MAX_FILE_SIZE};
 pub use validate::{
-    DEFAULT_BUS_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_MODBUS_PORT, DEFAULT_MQTT_PORT,
-    DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX, DEFAULT_TOPIC_ROOT,
-    DEFAULT_UNIT_ID, MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+    DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_GAP, DEFAULT_MODBUS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
+    MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
 
 /// The whole gateway configuration.
@@ -59,13 +60,89 @@ pub struct UplinkConfig {
 pub struct BusConfig {
     pub name: String,
     pub kind: BusKind,
-    /// Deadline for one request/response exchange.
+    /// Deadline for one request/response exchange (for `serial_line`: for one line after the
+    /// poll string was written).
     pub timeout: Duration,
+    /// Silence kept on the line between the end of one exchange and the next request: slow
+    /// RS-485 transceivers and converters need time to turn the line around.
+    pub turnaround_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusKind {
+    /// Modbus TCP (MBAP framing).
     Tcp { host: String, port: u16 },
+    /// Modbus RTU frames (with CRC) over a TCP socket, as serial device servers speak it.
+    RtuOverTcp { host: String, port: u16 },
+    /// Modbus RTU on a serial port (RS-485/RS-232).
+    Rtu { serial: SerialSettings },
+    /// Line-oriented ASCII instruments on a serial port; points are regex captures.
+    SerialLine {
+        serial: SerialSettings,
+        line: LineSettings,
+    },
+}
+
+impl BusKind {
+    /// `tcp`, `rtu`, ... as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            BusKind::Tcp { .. } => "tcp",
+            BusKind::RtuOverTcp { .. } => "rtu_over_tcp",
+            BusKind::Rtu { .. } => "rtu",
+            BusKind::SerialLine { .. } => "serial_line",
+        }
+    }
+}
+
+/// Port settings of a serial bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    /// Device path, e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    pub baud_rate: u32,
+    pub parity: Parity,
+    /// 5..=8.
+    pub data_bits: u8,
+    pub stop_bits: StopBits,
+}
+
+impl SerialSettings {
+    /// Time one character takes on the wire (start bit, data, parity, stop bits).
+    pub fn char_time(&self) -> Duration {
+        let bits = 1
+            + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + match self.stop_bits {
+                StopBits::One => 1,
+                StopBits::Two => 2,
+            };
+        Duration::from_secs_f64(f64::from(bits) / f64::from(self.baud_rate.max(1)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBits {
+    One,
+    Two,
+}
+
+/// How a `serial_line` bus splits and asks for lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSettings {
+    /// Bytes that end a line (not part of it). With the default `"\n"` a `\r` before it is
+    /// dropped too, so CR LF instruments need no setting.
+    pub terminator: Vec<u8>,
+    /// Written on every poll interval when set (instruments that answer on request); absent for
+    /// instruments that stream on their own.
+    pub poll: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,21 +153,92 @@ pub struct DeviceConfig {
     pub unit_id: u8,
     pub poll_interval: Duration,
     pub points: Vec<PointConfig>,
+    /// Register planning quirks of this device (see [`crate::modbus::plan`]).
+    pub planning: Planning,
+    /// Longest wait between attempts while the device keeps failing.
+    pub backoff_max: Duration,
+}
+
+/// How the read planner may merge a device's points into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planning {
+    /// Unused registers (bits: 16 times as many) one read may span to join two points.
+    pub max_gap: u16,
+    /// 1..=125; some devices refuse long reads.
+    pub max_registers_per_read: u16,
+    pub coalesce: Coalesce,
+}
+
+/// Whether points may share a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesce {
+    /// Merge near points into few requests: fewest round trips, the default.
+    Merge,
+    /// One request per point: for devices that answer multi-point reads wrongly or refuse reads
+    /// spanning unmapped registers; costs one round trip per point.
+    OnePerPoint,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointConfig {
     pub name: String,
-    pub table: Table,
-    /// 0-based protocol address.
-    pub address: u16,
+    /// Where the value comes from: registers or bits of a Modbus device, or a serial line.
+    pub source: PointSource,
     pub data_type: DataType,
     pub scale: f64,
     pub offset: f64,
     pub qos: Qos,
     pub retain: bool,
+    pub reporting: Reporting,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PointSource {
+    Modbus(ModbusSource),
+    /// A capture of a regex applied to every line of a `serial_line` bus.
+    Line(LinePattern),
+}
+
+/// A point's place in a Modbus device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusSource {
+    pub table: Table,
+    /// 0-based protocol address.
+    pub address: u16,
+    /// A single bit (0 = least significant) of the register at `address` (type `bool`).
+    pub bit: Option<u8>,
+    pub encoding: Encoding,
+}
+
+impl PointConfig {
+    /// The Modbus source of the point, `None` for a serial_line point.
+    pub fn modbus(&self) -> Option<&ModbusSource> {
+        match &self.source {
+            PointSource::Modbus(source) => Some(source),
+            PointSource::Line(_) => None,
+        }
+    }
+}
+
+/// A compiled `regex` of a serial_line point; compares by its text.
+#[derive(Debug, Clone)]
+pub struct LinePattern(pub regex::Regex);
+
+impl PartialEq for LinePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// When readings become published samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reporting {
     pub publish: PublishMode,
+    /// `on_change`: publish when |new - last published| > deadband.
     pub deadband: f64,
+    /// `on_change`: republish the current value when nothing was published for this long (a
+    /// heartbeat, so consumers can tell "unchanged" from "gateway silent").
+    pub max_silence: Option<Duration>,
 }
 
 /// Modbus data table.
@@ -109,7 +257,7 @@ impl Table {
     }
 }
 
-/// Wire type of a point (big-endian byte and word order in contract v1).
+/// Wire type of a point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
     Bool,
@@ -117,7 +265,15 @@ pub enum DataType {
     I16,
     U32,
     I32,
+    U64,
+    I64,
     F32,
+    F64,
+    /// ASCII, two characters per register, trailing NULs (and spaces) trimmed.
+    String {
+        /// Registers.
+        length: u16,
+    },
 }
 
 impl DataType {
@@ -126,8 +282,38 @@ impl DataType {
         match self {
             DataType::Bool | DataType::U16 | DataType::I16 => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String { length } => length,
         }
     }
+}
+
+/// Order of the two bytes within each register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ByteOrder {
+    /// High byte first, as the Modbus spec sends a register.
+    #[default]
+    Big,
+    /// Low byte first (byte-swapped devices).
+    Little,
+}
+
+/// Order of the registers of a multi-register value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WordOrder {
+    /// Most significant register first ("ABCD" with big bytes).
+    #[default]
+    Big,
+    /// Least significant register first ("CDAB" with big bytes).
+    Little,
+}
+
+/// Byte and word order together: big/big = ABCD, little/big = BADC, big/little = CDAB,
+/// little/little = DCBA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Encoding {
+    pub byte_order: ByteOrder,
+    pub word_order: WordOrder,
 }
 
 /// MQTT delivery guarantee per point.

@@ -15,8 +15,8 @@
 //! - Every struct has `deny_unknown_fields`. Unknown keys are caught a step earlier, with the
 //!   struct's field list read from its `Deserialize` impl ([`field_names`]), so all of them are
 //!   reported, each with a "did you mean" for typos; `deny_unknown_fields` stays as the backstop.
-//! - Enumerations (`table`, `type`, `publish`) stay strings here: validation words those errors
-//!   better than serde's "unknown variant" (and says `rtu` is "not supported yet").
+//! - Enumerations (`table`, `type`, `publish`, `parity`, ...) stay strings here: validation words
+//!   those errors better than serde's "unknown variant".
 //! - Integers are read as `i64` and range-checked later, so `port: 70000` or `address: -1` get
 //!   "must be between …" rather than a type name.
 //!
@@ -70,8 +70,16 @@ pub(crate) struct RawBus {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub host: Option<String>,
-    pub port: Option<i64>,
+    /// A number for network buses, a device path for serial ones.
+    pub port: Option<PortValue>,
     pub timeout: Option<DurationValue>,
+    pub turnaround_delay: Option<DurationValue>,
+    pub baud_rate: Option<i64>,
+    pub parity: Option<String>,
+    pub data_bits: Option<i64>,
+    pub stop_bits: Option<i64>,
+    pub terminator: Option<String>,
+    pub poll: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +89,12 @@ pub(crate) struct RawDevice {
     pub bus: Option<String>,
     pub unit_id: Option<i64>,
     pub poll_interval: Option<DurationValue>,
+    pub byte_order: Option<String>,
+    pub word_order: Option<String>,
+    pub max_gap: Option<i64>,
+    pub max_registers_per_read: Option<i64>,
+    pub coalesce: Option<bool>,
+    pub backoff_max: Option<DurationValue>,
     /// Decoded separately, point by point.
     pub points: Option<Vec<Value>>,
 }
@@ -99,6 +113,48 @@ pub(crate) struct RawPoint {
     pub retain: Option<bool>,
     pub publish: Option<String>,
     pub deadband: Option<f64>,
+    pub max_silence: Option<DurationValue>,
+    pub bit: Option<i64>,
+    pub length: Option<i64>,
+    pub byte_order: Option<String>,
+    pub word_order: Option<String>,
+    pub regex: Option<String>,
+}
+
+/// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends
+/// on the bus type, which validation knows; here both are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PortValue {
+    Number(i64),
+    Path(String),
+}
+
+impl<'de> Deserialize<'de> for PortValue {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+
+        impl Visitor<'_> for PortVisitor {
+            type Value = PortValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a serial device path")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<PortValue, E> {
+                Ok(PortValue::Path(text.to_owned()))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortValue, E> {
+                Ok(PortValue::Number(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortValue, E> {
+                Ok(PortValue::Number(n))
+            }
+        }
+
+        deserializer.deserialize_any(PortVisitor)
+    }
 }
 
 /// A duration written as `500ms`, `1s`, `1.5s`, `2m` or `1h` (see [`units::parse_duration`]).
@@ -475,7 +531,20 @@ mod tests {
     fn reads_field_names_from_the_derive() {
         assert_eq!(
             field_names::<RawBus>(),
-            &["name", "type", "host", "port", "timeout"]
+            &[
+                "name",
+                "type",
+                "host",
+                "port",
+                "timeout",
+                "turnaround_delay",
+                "baud_rate",
+                "parity",
+                "data_bits",
+                "stop_bits",
+                "terminator",
+                "poll"
+            ]
         );
         assert_eq!(
             field_names::<RawRoot>(),
@@ -497,7 +566,7 @@ mod tests {
             decode_mapping::<RawBus>(&value, &KeyPath::root().key("bus"), "a bus", &mut issues)
                 .unwrap();
         assert_eq!(bus.value.name.as_deref(), Some("plc1"));
-        assert_eq!(bus.value.port, None);
+        assert_eq!(bus.value.port, Some(PortValue::Path("five".to_owned())));
         assert_eq!(bus.value.host, None);
         let found: Vec<_> = issues
             .iter()
@@ -507,12 +576,11 @@ mod tests {
             found,
             vec![
                 r#"bus.hots: unknown key "hots" (did you mean "host"?)"#,
-                r#"bus.port: invalid type: string "five", expected an integer"#,
                 r#"bus.timeout: invalid duration "5 parsecs": expected a number followed by ms, s, m or h"#,
             ]
         );
         assert!(bus.keys.present.contains("host"));
-        assert!(bus.keys.rejected.contains("port"));
+        assert!(bus.keys.rejected.contains("timeout"));
         assert!(!bus.keys.rejected.contains("host"));
     }
 

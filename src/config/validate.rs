@@ -27,14 +27,18 @@ use std::time::Duration;
 
 use super::error::Issue;
 use super::raw::{
-    closest, Decoded, Keys, RawBus, RawConfig, RawDeviceEntry, RawGateway, RawPoint, RawUplink,
+    closest, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry, RawGateway,
+    RawPoint, RawUplink,
 };
 use super::source_map::KeyPath;
 use super::units::format_duration;
 use super::{
-    BusConfig, BusKind, Config, DataType, DeviceConfig, GatewayConfig, PointConfig, PublishMode,
-    Qos, Table, UplinkConfig,
+    BusConfig, BusKind, ByteOrder, Coalesce, Config, DataType, DeviceConfig, Encoding,
+    GatewayConfig, LinePattern, LineSettings, ModbusSource, Parity, Planning, PointConfig,
+    PointSource, PublishMode, Qos, Reporting, SerialSettings, StopBits, Table, UplinkConfig,
+    WordOrder,
 };
+use crate::modbus::plan::MAX_REGISTERS_PER_READ;
 
 /// IANA port of unencrypted MQTT; used when the url names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
@@ -59,6 +63,18 @@ pub const DEFAULT_MODBUS_PORT: u16 = 502;
 /// front of serial devices without stalling the poll loop for long.
 pub const DEFAULT_BUS_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_UNIT_ID: u8 = 1;
+/// The Modbus serial line spec's default rate (with even parity).
+pub const DEFAULT_BAUD_RATE: u32 = 19_200;
+/// What most ASCII instruments ship with (8N1).
+pub const DEFAULT_LINE_BAUD_RATE: u32 = 9_600;
+/// Above this a "turnaround" is a misconfigured timeout, not line silence.
+pub const MAX_TURNAROUND_DELAY: Duration = Duration::from_secs(1);
+/// Unused registers a read may span to join two points: 8 registers cost 16 bytes on the wire,
+/// about 1.4 ms at 115200 baud, less than one extra request/response round trip.
+pub const DEFAULT_MAX_GAP: u16 = 8;
+/// Longest wait between attempts on a failing device: long enough not to load a shared line
+/// with a dead device's timeouts, short enough that a repaired device is back within a minute.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Faster polling than this floods a bus (and the queue) without giving fresher data: a Modbus
 /// TCP round trip alone is several milliseconds.
@@ -96,12 +112,19 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
     });
 
     // Every bus name written counts as defined, even if that bus has errors of its own: its
-    // devices should not also get "unknown bus".
-    let mut bus_names: Vec<&str> = Vec::new();
+    // devices should not also get "unknown bus". Its type, when valid, decides which device and
+    // point keys apply.
+    let mut bus_names: Vec<(&str, Option<BusTag>)> = Vec::new();
     for bus in raw.buses.iter().flat_map(|list| &list.items) {
         if let Some(name) = bus.value.name.as_deref() {
-            if !bus_names.contains(&name) {
-                bus_names.push(name);
+            if !bus_names.iter().any(|(known, _)| *known == name) {
+                let tag = bus.value.kind.as_deref().and_then(|kind| {
+                    BUS_TYPES
+                        .iter()
+                        .find(|(written, _)| *written == kind)
+                        .map(|(_, tag)| *tag)
+                });
+                bus_names.push((name, tag));
             }
         }
     }
@@ -125,6 +148,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
                 .map(|entry| (&entry.device.value.name, &entry.device.keys)),
             issues,
         );
+        check_bus_sharing(list, &bus_names, issues);
         collect_all(devices, list.len)
     });
 
@@ -296,31 +320,95 @@ fn validate_uplink(
     })
 }
 
+/// Bus types as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BusTag {
+    Tcp,
+    RtuOverTcp,
+    Rtu,
+    SerialLine,
+}
+
+const BUS_TYPES: [(&str, BusTag); 4] = [
+    ("tcp", BusTag::Tcp),
+    ("rtu_over_tcp", BusTag::RtuOverTcp),
+    ("rtu", BusTag::Rtu),
+    ("serial_line", BusTag::SerialLine),
+];
+
+impl BusTag {
+    fn name(self) -> &'static str {
+        BUS_TYPES
+            .iter()
+            .find(|(_, tag)| *tag == self)
+            .map_or("bus", |(name, _)| name)
+    }
+
+    /// `a tcp bus`, `an rtu bus` (said "an R-T-U").
+    fn described(self) -> String {
+        let article = if self.is_rtu() { "an" } else { "a" };
+        format!("{article} {} bus", self.name())
+    }
+
+    fn is_network(self) -> bool {
+        matches!(self, BusTag::Tcp | BusTag::RtuOverTcp)
+    }
+
+    fn is_serial(self) -> bool {
+        matches!(self, BusTag::Rtu | BusTag::SerialLine)
+    }
+
+    /// Frames carry a unit id on a shared line: two devices may not share one, and unit 0 is
+    /// broadcast (nobody answers it).
+    fn is_rtu(self) -> bool {
+        matches!(self, BusTag::Rtu | BusTag::RtuOverTcp)
+    }
+}
+
+/// Reports every key of `not_for` that is written in the mapping: `baud_rate` on a tcp bus is a
+/// mistake (a wrong `type`, or a copy-paste), not something to ignore.
+fn refuse_keys(keys: &Keys, not_for: &[&str], owner: &str, issues: &mut Vec<Issue>) {
+    for key in not_for {
+        if keys.present.contains(*key) && !keys.rejected.contains(*key) {
+            issues.push(Issue::key(
+                keys.path_of(key),
+                format!("`{key}` does not apply to {owner}"),
+            ));
+        }
+    }
+}
+
 fn validate_bus(bus: &Decoded<RawBus>, issues: &mut Vec<Issue>) -> Option<BusConfig> {
     let (raw, keys) = (&bus.value, &bus.keys);
     let name = identifier(keys, "name", &raw.name, None, issues);
-    let kind = require(keys, "type", &raw.kind, issues);
-    let is_tcp = match kind.map(String::as_str) {
-        Some("tcp") => Some(true),
-        Some(other @ ("rtu" | "rtu_over_tcp")) => {
+    let tag = require(keys, "type", &raw.kind, issues).and_then(|kind| {
+        let tag = BUS_TYPES
+            .iter()
+            .find(|(name, _)| *name == kind.as_str())
+            .map(|(_, tag)| *tag);
+        if tag.is_none() {
             issues.push(Issue::value(
                 keys.path_of("type"),
-                format!("bus type `{other}` is not supported yet"),
+                unknown_choice("bus type", kind, &BUS_TYPES.map(|(name, _)| name)),
             ));
-            Some(false)
         }
-        Some(other) => {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                format!("unknown bus type {other:?}: expected tcp"),
-            ));
-            None
+        tag
+    });
+    if let Some(tag) = tag {
+        let owner = tag.described();
+        if tag.is_network() {
+            let serial_keys = ["baud_rate", "parity", "data_bits", "stop_bits"];
+            refuse_keys(keys, &serial_keys, &owner, issues);
+        } else {
+            refuse_keys(keys, &["host"], &owner, issues);
         }
-        None => None,
-    };
-    // A serial bus has no host; for tcp, or when the type is unclear, a missing host is worth
-    // reporting now rather than after the type is fixed.
-    let host = if is_tcp == Some(false) {
+        if tag != BusTag::SerialLine {
+            refuse_keys(keys, &["terminator", "poll"], &owner, issues);
+        }
+    }
+    // A serial bus has no host; for network buses, or when the type is unclear, a missing host
+    // is worth reporting now rather than after the type is fixed.
+    let host = if tag.is_some_and(BusTag::is_serial) {
         None
     } else {
         require(keys, "host", &raw.host, issues).and_then(|host| {
@@ -335,8 +423,13 @@ fn validate_bus(bus: &Decoded<RawBus>, issues: &mut Vec<Issue>) -> Option<BusCon
             }
         })
     };
-    let port = optional(keys, "port", raw.port, i64::from(DEFAULT_MODBUS_PORT))
-        .and_then(|port| port_number(keys, "port", port, issues));
+    let (network, serial) = match tag {
+        Some(tag) if tag.is_serial() => {
+            let port = serial_port(keys, raw, issues);
+            (None, serial_settings(keys, raw, tag, port, issues))
+        }
+        _ => (host.zip(network_port(keys, raw, issues)), None),
+    };
     let timeout = optional(
         keys,
         "timeout",
@@ -344,34 +437,212 @@ fn validate_bus(bus: &Decoded<RawBus>, issues: &mut Vec<Issue>) -> Option<BusCon
         DEFAULT_BUS_TIMEOUT,
     )
     .and_then(|timeout| positive(keys, "timeout", timeout, issues));
-    if is_tcp != Some(true) {
-        return None;
-    }
+    // RTU needs at least 3.5 character times of silence between frames (1.75 ms above 19200
+    // baud, Modbus over serial line spec 2.5.1.1); network buses need none.
+    let default_turnaround = match (&serial, tag) {
+        (Some(serial), Some(BusTag::Rtu)) => serial
+            .char_time()
+            .mul_f64(3.5)
+            .max(Duration::from_micros(1750)),
+        _ => Duration::ZERO,
+    };
+    let turnaround_delay = optional(
+        keys,
+        "turnaround_delay",
+        raw.turnaround_delay.map(|d| d.0),
+        default_turnaround,
+    )
+    .and_then(|delay| {
+        if delay > MAX_TURNAROUND_DELAY {
+            issues.push(Issue::value(
+                keys.path_of("turnaround_delay"),
+                format!(
+                    "must be at most {}, got {}",
+                    format_duration(MAX_TURNAROUND_DELAY),
+                    format_duration(delay)
+                ),
+            ));
+            None
+        } else {
+            Some(delay)
+        }
+    });
+    let line = if tag == Some(BusTag::SerialLine) {
+        line_settings(keys, raw, issues)
+    } else {
+        None
+    };
+    let kind = match tag? {
+        BusTag::Tcp => network.map(|(host, port)| BusKind::Tcp { host, port }),
+        BusTag::RtuOverTcp => network.map(|(host, port)| BusKind::RtuOverTcp { host, port }),
+        BusTag::Rtu => serial.map(|serial| BusKind::Rtu { serial }),
+        BusTag::SerialLine => serial
+            .zip(line)
+            .map(|(serial, line)| BusKind::SerialLine { serial, line }),
+    };
     Some(BusConfig {
         name: name?,
-        kind: BusKind::Tcp {
-            host: host?,
-            port: port?,
-        },
+        kind: kind?,
         timeout: timeout?,
+        turnaround_delay: turnaround_delay?,
+    })
+}
+
+/// `port` of a network bus: a number, 502 by default.
+fn network_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<u16> {
+    match &raw.port {
+        None if keys.rejected.contains("port") => None,
+        None => Some(DEFAULT_MODBUS_PORT),
+        Some(PortValue::Number(port)) => port_number(keys, "port", *port, issues),
+        Some(PortValue::Path(path)) => {
+            issues.push(Issue::value(
+                keys.path_of("port"),
+                format!("expected a tcp port number (1 to 65535), got the text {path:?}"),
+            ));
+            None
+        }
+    }
+}
+
+/// `port` of a serial bus: a device path, required.
+fn serial_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<String> {
+    let message = match require(keys, "port", &raw.port, issues)? {
+        PortValue::Path(path) if !path.is_empty() && !path.contains('\0') => {
+            return Some(path.clone())
+        }
+        PortValue::Path(_) => "expected a serial device path such as /dev/ttyUSB0".to_owned(),
+        PortValue::Number(n) => {
+            format!("expected a serial device path such as /dev/ttyUSB0, got the number {n}")
+        }
+    };
+    issues.push(Issue::value(keys.path_of("port"), message));
+    None
+}
+
+/// Port settings of an `rtu` or `serial_line` bus. Defaults: rtu 19200 8E1 (the Modbus serial
+/// line spec's default), serial_line 9600 8N1 (what ASCII instruments ship with).
+fn serial_settings(
+    keys: &Keys,
+    raw: &RawBus,
+    tag: BusTag,
+    port: Option<String>,
+    issues: &mut Vec<Issue>,
+) -> Option<SerialSettings> {
+    let rtu = tag == BusTag::Rtu;
+    let baud_rate = optional(
+        keys,
+        "baud_rate",
+        raw.baud_rate,
+        i64::from(if rtu {
+            DEFAULT_BAUD_RATE
+        } else {
+            DEFAULT_LINE_BAUD_RATE
+        }),
+    )
+    .and_then(|baud| in_range(keys, "baud_rate", baud, 50, 4_000_000, issues))
+    .and_then(|baud| u32::try_from(baud).ok());
+    let parity = optional(
+        keys,
+        "parity",
+        raw.parity.clone(),
+        (if rtu { "even" } else { "none" }).to_owned(),
+    )
+    .and_then(|parity| match parity.as_str() {
+        "none" => Some(Parity::None),
+        "even" => Some(Parity::Even),
+        "odd" => Some(Parity::Odd),
+        other => {
+            issues.push(Issue::value(
+                keys.path_of("parity"),
+                unknown_choice("parity", other, &["none", "even", "odd"]),
+            ));
+            None
+        }
+    });
+    let data_bits = optional(keys, "data_bits", raw.data_bits, 8)
+        .and_then(|bits| in_range(keys, "data_bits", bits, 5, 8, issues))
+        .and_then(|bits| {
+            if rtu && bits != 8 {
+                issues.push(Issue::value(
+                    keys.path_of("data_bits"),
+                    format!("modbus rtu frames use 8 data bits, got {bits}"),
+                ));
+                None
+            } else {
+                u8::try_from(bits).ok()
+            }
+        });
+    let stop_bits = optional(keys, "stop_bits", raw.stop_bits, 1).and_then(|bits| match bits {
+        1 => Some(StopBits::One),
+        2 => Some(StopBits::Two),
+        other => {
+            issues.push(Issue::value(
+                keys.path_of("stop_bits"),
+                format!("must be 1 or 2, got {other}"),
+            ));
+            None
+        }
+    });
+    Some(SerialSettings {
+        port: port?,
+        baud_rate: baud_rate?,
+        parity: parity?,
+        data_bits: data_bits?,
+        stop_bits: stop_bits?,
+    })
+}
+
+/// `terminator` and `poll` of a serial_line bus.
+fn line_settings(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<LineSettings> {
+    let terminator = optional(keys, "terminator", raw.terminator.clone(), "\n".to_owned())
+        .and_then(|terminator| {
+            if terminator.is_empty() || terminator.len() > 8 {
+                issues.push(Issue::value(
+                    keys.path_of("terminator"),
+                    format!(
+                        "must be 1 to 8 bytes (e.g. \"\\r\\n\" in double quotes), got {}",
+                        terminator.len()
+                    ),
+                ));
+                None
+            } else {
+                Some(terminator.into_bytes())
+            }
+        });
+    let poll = match &raw.poll {
+        Some(poll) if poll.is_empty() => {
+            issues.push(Issue::value(
+                keys.path_of("poll"),
+                "must not be empty (leave the key out for instruments that send on their own)",
+            ));
+            None
+        }
+        Some(poll) => Some(Some(poll.clone().into_bytes())),
+        None if keys.rejected.contains("poll") => None,
+        None => Some(None),
+    };
+    Some(LineSettings {
+        terminator: terminator?,
+        poll: poll?,
     })
 }
 
 fn validate_device(
     entry: &RawDeviceEntry,
-    bus_names: &[&str],
+    buses: &[(&str, Option<BusTag>)],
     issues: &mut Vec<Issue>,
 ) -> Option<DeviceConfig> {
     let (raw, keys) = (&entry.device.value, &entry.device.keys);
     let name = identifier(keys, "name", &raw.name, None, issues);
     let bus = require(keys, "bus", &raw.bus, issues).and_then(|bus| {
-        if bus_names.contains(&bus.as_str()) {
-            return Some(bus.clone());
+        if let Some((_, tag)) = buses.iter().find(|(name, _)| *name == bus.as_str()) {
+            return Some((bus.clone(), *tag));
         }
-        let defined = if bus_names.is_empty() {
+        let defined = if buses.is_empty() {
             "no buses are defined".to_owned()
         } else {
-            format!("defined buses: {}", bus_names.join(", "))
+            let names: Vec<&str> = buses.iter().map(|(name, _)| *name).collect();
+            format!("defined buses: {}", names.join(", "))
         };
         issues.push(Issue::value(
             keys.path_of("bus"),
@@ -379,9 +650,36 @@ fn validate_device(
         ));
         None
     });
+    // The kind of the device's bus, when known: it decides which keys apply.
+    let tag = bus.as_ref().and_then(|(_, tag)| *tag);
+    if tag == Some(BusTag::SerialLine) {
+        refuse_keys(
+            keys,
+            &[
+                "unit_id",
+                "byte_order",
+                "word_order",
+                "max_gap",
+                "max_registers_per_read",
+                "coalesce",
+            ],
+            "a device on a serial_line bus",
+            issues,
+        );
+    }
     let unit_id = optional(keys, "unit_id", raw.unit_id, i64::from(DEFAULT_UNIT_ID))
         .and_then(|unit_id| in_range(keys, "unit_id", unit_id, 0, 255, issues))
-        .and_then(|unit_id| u8::try_from(unit_id).ok());
+        .and_then(|unit_id| {
+            if unit_id == 0 && tag.is_some_and(BusTag::is_rtu) {
+                issues.push(Issue::value(
+                    keys.path_of("unit_id"),
+                    "unit id 0 is the rtu broadcast address, which no device answers: use 1 to 247",
+                ));
+                None
+            } else {
+                u8::try_from(unit_id).ok()
+            }
+        });
     let poll_interval = optional(
         keys,
         "poll_interval",
@@ -403,7 +701,53 @@ fn validate_device(
             None
         }
     });
+    let byte_order = optional_choice(keys, "byte_order", &raw.byte_order, &BYTE_ORDERS, issues);
+    let word_order = optional_choice(keys, "word_order", &raw.word_order, &WORD_ORDERS, issues);
+    let max_gap = optional(keys, "max_gap", raw.max_gap, i64::from(DEFAULT_MAX_GAP))
+        .and_then(|gap| in_range(keys, "max_gap", gap, 0, 125, issues))
+        .and_then(|gap| u16::try_from(gap).ok());
+    let max_registers_per_read = optional(
+        keys,
+        "max_registers_per_read",
+        raw.max_registers_per_read,
+        i64::from(MAX_REGISTERS_PER_READ),
+    )
+    .and_then(|max| {
+        in_range(
+            keys,
+            "max_registers_per_read",
+            max,
+            1,
+            i64::from(MAX_REGISTERS_PER_READ),
+            issues,
+        )
+    })
+    .and_then(|max| u16::try_from(max).ok());
+    let coalesce = optional(keys, "coalesce", raw.coalesce, true).map(|merge| {
+        if merge {
+            Coalesce::Merge
+        } else {
+            Coalesce::OnePerPoint
+        }
+    });
+    let backoff_max = optional(
+        keys,
+        "backoff_max",
+        raw.backoff_max.map(|d| d.0),
+        DEFAULT_BACKOFF_MAX,
+    )
+    .and_then(|max| positive(keys, "backoff_max", max, issues));
 
+    let defaults = PointDefaults {
+        tag,
+        encoding: byte_order
+            .zip(word_order)
+            .map(|(byte_order, word_order)| Encoding {
+                byte_order,
+                word_order,
+            }),
+        max_registers_per_read,
+    };
     let points = require(keys, "points", &entry.points, issues).and_then(|list| {
         if list.len == 0 {
             issues.push(Issue::value(
@@ -414,7 +758,7 @@ fn validate_device(
         let checked: Vec<_> = list
             .items
             .iter()
-            .map(|point| validate_point(point, issues))
+            .map(|point| validate_point(point, &defaults, issues))
             .collect();
         check_unique(
             "point",
@@ -432,11 +776,26 @@ fn validate_device(
 
     Some(DeviceConfig {
         name: name?,
-        bus: bus?,
+        bus: bus?.0,
         unit_id: unit_id?,
         poll_interval: poll_interval?,
         points: points?,
+        planning: Planning {
+            max_gap: max_gap?,
+            max_registers_per_read: max_registers_per_read?,
+            coalesce: coalesce?,
+        },
+        backoff_max: backoff_max?,
     })
+}
+
+/// What a point inherits from its device.
+struct PointDefaults {
+    /// The device's bus type, when known.
+    tag: Option<BusTag>,
+    /// `None` when the device's own setting was refused: points then skip their checks of it.
+    encoding: Option<Encoding>,
+    max_registers_per_read: Option<u16>,
 }
 
 /// The registers (or bits) a point occupies, when its table, address and type are valid.
@@ -445,87 +804,136 @@ struct Footprint {
     table: Table,
     first: u16,
     last: u16,
+    /// Points reading different single bits of one register do not overlap.
+    bit: Option<u8>,
 }
 
 impl Footprint {
     fn overlaps(&self, other: &Footprint) -> bool {
-        self.table == other.table && self.first <= other.last && other.first <= self.last
+        let bits_apart = matches!((self.bit, other.bit), (Some(a), Some(b)) if a != b);
+        self.table == other.table
+            && self.first <= other.last
+            && other.first <= self.last
+            && !bits_apart
     }
 
-    /// `holding 10-11`, `coil 3`.
+    /// `holding 10-11`, `coil 3`, `holding 7 bit 3`.
     fn describe(&self) -> String {
         let table = table_name(self.table);
-        if self.first == self.last {
+        let mut text = if self.first == self.last {
             format!("{table} {}", self.first)
         } else {
             format!("{table} {}-{}", self.first, self.last)
+        };
+        if let Some(bit) = self.bit {
+            text.push_str(&format!(" bit {bit}"));
         }
+        text
     }
 }
 
+/// Keys of a point that only a Modbus point has, and only a serial_line point has.
+const MODBUS_POINT_KEYS: [&str; 6] = [
+    "table",
+    "address",
+    "bit",
+    "length",
+    "byte_order",
+    "word_order",
+];
+
 fn validate_point(
     point: &Decoded<RawPoint>,
+    defaults: &PointDefaults,
     issues: &mut Vec<Issue>,
 ) -> (Option<PointConfig>, Option<Footprint>) {
     let (raw, keys) = (&point.value, &point.keys);
     let name = identifier(keys, "name", &raw.name, None, issues);
-    let table = require(keys, "table", &raw.table, issues).and_then(|table| {
-        let parsed = parse_table(table);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("table"),
-                unknown_choice("table", table, &TABLES.map(|(name, _)| name)),
-            ));
-        }
-        parsed
-    });
-    let address = require(keys, "address", &raw.address, issues)
-        .and_then(|address| in_range(keys, "address", *address, 0, 65_535, issues))
-        .and_then(|address| u16::try_from(address).ok());
+    // A point is a line point when its bus is a serial_line bus; when the bus is unknown, when
+    // it has a regex.
+    let is_line = match defaults.tag {
+        Some(tag) => tag == BusTag::SerialLine,
+        None => keys.present.contains("regex"),
+    };
     let data_type = require(keys, "type", &raw.data_type, issues).and_then(|data_type| {
         let parsed = parse_data_type(data_type);
         if parsed.is_none() {
             issues.push(Issue::value(
                 keys.path_of("type"),
-                unknown_choice("type", data_type, &DATA_TYPES.map(|(name, _)| name)),
+                unknown_choice("type", data_type, &DATA_TYPE_NAMES),
             ));
         }
         parsed
     });
-    let data_type = match (table, data_type) {
-        (Some(table), Some(data_type)) if table.is_bits() && data_type != DataType::Bool => {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                format!(
-                    "a {} holds single bits: type must be bool, got {}",
-                    table_name(table),
-                    data_type_name(data_type)
-                ),
-            ));
-            None
-        }
-        (_, data_type) => data_type,
-    };
-    let footprint = match (table, address, data_type) {
-        (Some(table), Some(first), Some(data_type)) => {
-            let width = data_type.width();
-            match first.checked_add(width - 1) {
-                Some(last) => Some(Footprint { table, first, last }),
-                None => {
+    let (source, data_type, footprint) = if is_line {
+        refuse_keys(
+            keys,
+            &MODBUS_POINT_KEYS,
+            "a point on a serial_line bus",
+            issues,
+        );
+        let data_type = data_type.map(|t| match t {
+            DataType::String { .. } => DataType::String { length: 0 },
+            other => other,
+        });
+        let data_type = data_type.and_then(|t| {
+            if t == DataType::Bool {
+                issues.push(Issue::value(
+                    keys.path_of("type"),
+                    "a serial_line point is a number or a string: bool is not supported",
+                ));
+                None
+            } else {
+                Some(t)
+            }
+        });
+        let pattern = require(keys, "regex", &raw.regex, issues).and_then(|text| {
+            match regex::Regex::new(text) {
+                Ok(regex) if regex.captures_len() >= 2 => Some(LinePattern(regex)),
+                Ok(_) => {
                     issues.push(Issue::value(
-                        keys.path_of("address"),
-                        format!(
-                            "a {} at address {first} needs {width} registers and runs past the last address 65535",
-                            data_type_name(data_type)
-                        ),
+                        keys.path_of("regex"),
+                        "needs a capture group around the value, e.g. \"T=([-0-9.]+)\"",
+                    ));
+                    None
+                }
+                Err(error) => {
+                    let detail = error.to_string();
+                    let last = detail.lines().last().unwrap_or("invalid").trim();
+                    let last = last.strip_prefix("error: ").unwrap_or(last);
+                    issues.push(Issue::value(
+                        keys.path_of("regex"),
+                        format!("invalid regex: {last}"),
                     ));
                     None
                 }
             }
+        });
+        (pattern.map(PointSource::Line), data_type, None)
+    } else {
+        if keys.present.contains("regex") {
+            let bus = defaults
+                .tag
+                .map_or_else(|| "a modbus bus".to_owned(), BusTag::described);
+            issues.push(Issue::key(
+                keys.path_of("regex"),
+                format!("`regex` applies to points of a serial_line bus, not {bus}"),
+            ));
         }
-        _ => None,
+        let (source, data_type, footprint) = modbus_source(keys, raw, data_type, defaults, issues);
+        (source.map(PointSource::Modbus), data_type, footprint)
     };
 
+    // From the text, so a string whose length is missing still refuses scale and offset.
+    let is_string = raw.data_type.as_deref() == Some("string");
+    if is_string {
+        refuse_keys(
+            keys,
+            &["scale", "offset", "deadband"],
+            "a string point",
+            issues,
+        );
+    }
     let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
         if !scale.is_finite() {
             issues.push(Issue::value(
@@ -597,22 +1005,268 @@ fn validate_point(
             Some(deadband)
         }
     });
+    let max_silence = match raw.max_silence.map(|d| d.0) {
+        None => Some(None),
+        Some(silence) => positive(keys, "max_silence", silence, issues).and_then(|silence| {
+            if publish == Some(PublishMode::EveryPoll) {
+                issues.push(Issue::value(
+                    keys.path_of("max_silence"),
+                    "applies to publish: on_change (every_poll publishes every reading anyway)",
+                ));
+                None
+            } else {
+                Some(Some(silence))
+            }
+        }),
+    };
 
     let build = || {
         Some(PointConfig {
             name: name?,
-            table: table?,
-            address: footprint?.first,
+            source: source?,
             data_type: data_type?,
-            scale: scale?,
-            offset: offset?,
+            scale: if is_string { 1.0 } else { scale? },
+            offset: if is_string { 0.0 } else { offset? },
             qos: qos?,
             retain: retain?,
-            publish: publish?,
-            deadband: deadband?,
+            reporting: Reporting {
+                publish: publish?,
+                deadband: if is_string { 0.0 } else { deadband? },
+                max_silence: max_silence?,
+            },
         })
     };
     (build(), footprint)
+}
+
+/// Table, address, bit, string length and byte/word order of a Modbus point. Returns the type
+/// with its string length resolved.
+fn modbus_source(
+    keys: &Keys,
+    raw: &RawPoint,
+    data_type: Option<DataType>,
+    defaults: &PointDefaults,
+    issues: &mut Vec<Issue>,
+) -> (Option<ModbusSource>, Option<DataType>, Option<Footprint>) {
+    let table = require(keys, "table", &raw.table, issues).and_then(|table| {
+        let parsed = parse_table(table);
+        if parsed.is_none() {
+            issues.push(Issue::value(
+                keys.path_of("table"),
+                unknown_choice("table", table, &TABLES.map(|(name, _)| name)),
+            ));
+        }
+        parsed
+    });
+    let address = require(keys, "address", &raw.address, issues)
+        .and_then(|address| in_range(keys, "address", *address, 0, 65_535, issues))
+        .and_then(|address| u16::try_from(address).ok());
+    // `length` belongs to strings: resolve it into the type.
+    let data_type = match data_type {
+        Some(DataType::String { .. }) => require(keys, "length", &raw.length, issues)
+            .and_then(|length| {
+                in_range(
+                    keys,
+                    "length",
+                    *length,
+                    1,
+                    i64::from(MAX_REGISTERS_PER_READ),
+                    issues,
+                )
+            })
+            .and_then(|length| u16::try_from(length).ok())
+            .map(|length| DataType::String { length }),
+        other => {
+            if other.is_some() {
+                refuse_keys(keys, &["length"], "a point that is not a string", issues);
+            }
+            other
+        }
+    };
+    let data_type = match (table, data_type) {
+        (Some(table), Some(data_type)) if table.is_bits() && data_type != DataType::Bool => {
+            issues.push(Issue::value(
+                keys.path_of("type"),
+                format!(
+                    "a {} holds single bits: type must be bool, got {}",
+                    table_name(table),
+                    data_type_name(data_type)
+                ),
+            ));
+            None
+        }
+        (_, data_type) => data_type,
+    };
+    let bit = match raw.bit {
+        None if keys.rejected.contains("bit") => None,
+        None => Some(None),
+        Some(bit) => in_range(keys, "bit", bit, 0, 15, issues).and_then(|bit| {
+            let problem = match (table, data_type) {
+                (Some(table), _) if table.is_bits() => Some(format!(
+                    "a {} already holds single bits: leave `bit` out",
+                    table_name(table)
+                )),
+                (_, Some(data_type)) if data_type != DataType::Bool => Some(format!(
+                    "a single bit is a bool: type must be bool, got {}",
+                    data_type_name(data_type)
+                )),
+                _ => None,
+            };
+            match problem {
+                Some(problem) => {
+                    issues.push(Issue::value(keys.path_of("bit"), problem));
+                    None
+                }
+                None => u8::try_from(bit).ok().map(Some),
+            }
+        }),
+    };
+    let byte_order = match &raw.byte_order {
+        None if keys.rejected.contains("byte_order") => None,
+        None => defaults.encoding.map(|e| e.byte_order),
+        Some(_) => optional_choice(keys, "byte_order", &raw.byte_order, &BYTE_ORDERS, issues),
+    };
+    let word_order = match &raw.word_order {
+        None if keys.rejected.contains("word_order") => None,
+        None => defaults.encoding.map(|e| e.word_order),
+        Some(_) => optional_choice(keys, "word_order", &raw.word_order, &WORD_ORDERS, issues),
+    };
+    if let (Some(data_type), Some(max)) = (data_type, defaults.max_registers_per_read) {
+        if data_type.width() > max && table.is_some_and(|t| !t.is_bits()) {
+            issues.push(Issue::value(
+                keys.path_of("type"),
+                format!(
+                    "a {} needs {} registers but the device's max_registers_per_read is {max}",
+                    data_type_name(data_type),
+                    data_type.width()
+                ),
+            ));
+        }
+    }
+    let footprint = match (table, address, data_type, bit) {
+        (Some(table), Some(first), Some(data_type), Some(bit)) => {
+            let width = data_type.width();
+            match first.checked_add(width - 1) {
+                Some(last) => Some(Footprint {
+                    table,
+                    first,
+                    last,
+                    bit,
+                }),
+                None => {
+                    issues.push(Issue::value(
+                        keys.path_of("address"),
+                        format!(
+                            "a {} at address {first} needs {width} registers and runs past the last address 65535",
+                            data_type_name(data_type)
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let source = || {
+        let footprint = footprint?;
+        Some(ModbusSource {
+            table: footprint.table,
+            address: footprint.first,
+            bit: footprint.bit,
+            encoding: Encoding {
+                byte_order: byte_order?,
+                word_order: word_order?,
+            },
+        })
+    };
+    (source(), data_type, footprint)
+}
+
+/// An optional key whose value is one of `choices` (`big`, `little`), big by default.
+fn optional_choice<T: Copy + Default>(
+    keys: &Keys,
+    key: &str,
+    value: &Option<String>,
+    choices: &[(&str, T)],
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    if keys.rejected.contains(key) {
+        return None;
+    }
+    let Some(text) = value else {
+        return Some(T::default());
+    };
+    let found = choices
+        .iter()
+        .find(|(name, _)| *name == text.as_str())
+        .map(|(_, v)| *v);
+    if found.is_none() {
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        issues.push(Issue::value(
+            keys.path_of(key),
+            unknown_choice(&key.replace('_', " "), text, &names),
+        ));
+    }
+    found
+}
+
+const BYTE_ORDERS: [(&str, ByteOrder); 2] =
+    [("big", ByteOrder::Big), ("little", ByteOrder::Little)];
+const WORD_ORDERS: [(&str, WordOrder); 2] =
+    [("big", WordOrder::Big), ("little", WordOrder::Little)];
+
+/// Reports, after every device was read: two devices with one unit id on an rtu bus (their
+/// replies could not be told apart), and more than one device on a serial_line bus (the line
+/// carries one instrument's text).
+fn check_bus_sharing(
+    devices: &List<RawDeviceEntry>,
+    buses: &[(&str, Option<BusTag>)],
+    issues: &mut Vec<Issue>,
+) {
+    let mut seen: HashMap<(&str, i64), KeyPath> = HashMap::new();
+    let mut line_users: HashMap<&str, KeyPath> = HashMap::new();
+    for entry in &devices.items {
+        let (raw, keys) = (&entry.device.value, &entry.device.keys);
+        let Some(bus) = raw.bus.as_deref() else {
+            continue;
+        };
+        let Some((_, Some(tag))) = buses.iter().find(|(name, _)| *name == bus) else {
+            continue;
+        };
+        if tag.is_rtu() && !keys.rejected.contains("unit_id") {
+            let unit = raw.unit_id.unwrap_or(i64::from(DEFAULT_UNIT_ID));
+            match seen.get(&(bus, unit)) {
+                Some(first) => issues.push(
+                    Issue::value(
+                        if keys.present.contains("unit_id") {
+                            keys.path_of("unit_id")
+                        } else {
+                            keys.path_of("bus")
+                        },
+                        format!("unit id {unit} is already used on rtu bus {bus:?}"),
+                    )
+                    .with_note(first.clone(), "first used by the device defined"),
+                ),
+                None => {
+                    seen.insert((bus, unit), keys.path_of("name"));
+                }
+            }
+        }
+        if *tag == BusTag::SerialLine {
+            match line_users.get(bus) {
+                Some(first) => issues.push(
+                    Issue::value(
+                        keys.path_of("bus"),
+                        format!("serial_line bus {bus:?} already carries a device: one instrument per line"),
+                    )
+                    .with_note(first.clone(), "by the device defined"),
+                ),
+                None => {
+                    line_users.insert(bus, keys.path_of("name"));
+                }
+            }
+        }
+    }
 }
 
 /// Reports each point whose registers overlap an earlier point's in the same table (once per
@@ -799,14 +1453,21 @@ const TABLES: [(&str, Table); 4] = [
     ("holding", Table::Holding),
 ];
 
-/// Type names as written in the file.
-const DATA_TYPES: [(&str, DataType); 6] = [
+/// Type names as written in the file (`string` takes its length from the `length` key).
+const DATA_TYPES: [(&str, DataType); 10] = [
     ("bool", DataType::Bool),
     ("u16", DataType::U16),
     ("i16", DataType::I16),
     ("u32", DataType::U32),
     ("i32", DataType::I32),
+    ("u64", DataType::U64),
+    ("i64", DataType::I64),
     ("f32", DataType::F32),
+    ("f64", DataType::F64),
+    ("string", DataType::String { length: 0 }),
+];
+const DATA_TYPE_NAMES: [&str; 10] = [
+    "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
 fn parse_table(text: &str) -> Option<Table> {
@@ -830,7 +1491,10 @@ fn parse_data_type(text: &str) -> Option<DataType> {
         .map(|(_, data_type)| *data_type)
 }
 
-fn data_type_name(data_type: DataType) -> &'static str {
+pub(crate) fn data_type_name(data_type: DataType) -> &'static str {
+    if let DataType::String { .. } = data_type {
+        return "string";
+    }
     DATA_TYPES
         .iter()
         .find(|(_, t)| *t == data_type)
@@ -1023,6 +1687,7 @@ devices:
                     port: 502
                 },
                 timeout: Duration::from_secs(1),
+                turnaround_delay: Duration::ZERO,
             }]
         );
         let device = &config.devices[0];
@@ -1034,15 +1699,22 @@ devices:
             device.points[0],
             PointConfig {
                 name: "temperature".to_owned(),
-                table: Table::Holding,
-                address: 10,
+                source: PointSource::Modbus(ModbusSource {
+                    table: Table::Holding,
+                    address: 10,
+                    bit: None,
+                    encoding: Encoding::default(),
+                }),
                 data_type: DataType::F32,
                 scale: 1.0,
                 offset: 0.0,
                 qos: Qos::AtLeastOnce,
                 retain: false,
-                publish: PublishMode::OnChange,
-                deadband: 0.0,
+                reporting: Reporting {
+                    publish: PublishMode::OnChange,
+                    deadband: 0.0,
+                    max_silence: None,
+                },
             }
         );
     }
@@ -1082,12 +1754,12 @@ devices:
         let point = &config.devices[0].points[0];
         assert_eq!(point.data_type, DataType::U16);
         assert_eq!(
-            (point.scale, point.offset, point.deadband),
+            (point.scale, point.offset, point.reporting.deadband),
             (0.1, -40.0, 0.5)
         );
         assert_eq!(point.qos, Qos::ExactlyOnce);
         assert!(point.retain);
-        assert_eq!(point.publish, PublishMode::EveryPoll);
+        assert_eq!(point.reporting.publish, PublishMode::EveryPoll);
     }
 
     #[test]
@@ -1217,14 +1889,6 @@ devices:
     #[test]
     fn bus_rules() {
         assert_eq!(
-            errors(&with(&[("    type: tcp\n", "    type: rtu\n")])),
-            ["8:11: buses[0].type: bus type `rtu` is not supported yet"]
-        );
-        assert_eq!(
-            errors(&with(&[("    type: tcp\n", "    type: rtu_over_tcp\n")])),
-            ["8:11: buses[0].type: bus type `rtu_over_tcp` is not supported yet"]
-        );
-        assert_eq!(
             errors(&with(&[(
                 "    host: 10.0.0.5\n",
                 "    host: 10.0.0.5:502\n    port: 0\n    timeout: 0s\n"
@@ -1237,7 +1901,263 @@ devices:
         );
         assert_eq!(
             errors(&with(&[("    type: tcp\n", "    type: udp\n")])),
-            [r#"8:11: buses[0].type: unknown bus type "udp": expected tcp"#]
+            [
+                r#"8:11: buses[0].type: unknown bus type "udp": expected tcp, rtu_over_tcp, rtu or serial_line"#
+            ]
+        );
+    }
+
+    /// A config whose bus is replaced by `bus` (indented list item lines) and whose point gets
+    /// `point` lines appended.
+    fn fieldbus(bus: &str, point: &str) -> String {
+        with(&[
+            (
+                "  - name: plc1\n    type: tcp\n    host: 10.0.0.5\n",
+                &format!("  - name: plc1\n{bus}"),
+            ),
+            (
+                "        type: f32\n",
+                &format!("        type: f32\n{point}"),
+            ),
+        ])
+    }
+
+    #[test]
+    fn serial_buses_resolve_their_defaults() {
+        let config = load_str(
+            &fieldbus("    type: rtu\n    port: /dev/ttyUSB0\n", ""),
+            "c.yaml",
+        )
+        .unwrap();
+        let bus = &config.buses[0];
+        assert_eq!(
+            bus.kind,
+            BusKind::Rtu {
+                serial: SerialSettings {
+                    port: "/dev/ttyUSB0".to_owned(),
+                    baud_rate: 19_200,
+                    parity: Parity::Even,
+                    data_bits: 8,
+                    stop_bits: StopBits::One,
+                }
+            }
+        );
+        // 3.5 characters of 11 bits at 19200 baud is 2.005 ms.
+        assert_eq!(bus.turnaround_delay.as_micros(), 2005);
+        let config = load_str(
+            &fieldbus(
+                "    type: rtu_over_tcp\n    host: gw.local\n    port: 4001\n    turnaround_delay: 5ms\n",
+                "",
+            ),
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.buses[0].kind,
+            BusKind::RtuOverTcp {
+                host: "gw.local".to_owned(),
+                port: 4001
+            }
+        );
+        assert_eq!(config.buses[0].turnaround_delay, Duration::from_millis(5));
+        let device = &config.devices[0];
+        assert_eq!(
+            device.planning,
+            Planning {
+                max_gap: 8,
+                max_registers_per_read: 125,
+                coalesce: Coalesce::Merge
+            }
+        );
+        assert_eq!(device.backoff_max, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn serial_bus_rules() {
+        assert_eq!(
+            errors(&fieldbus(
+                "    type: rtu\n    host: x\n    port: 502\n    baud_rate: 10\n    parity: evn\n    data_bits: 7\n    stop_bits: 3\n    poll: \"?\"\n",
+                ""
+            )),
+            [
+                "9:5: buses[0].host: `host` does not apply to an rtu bus",
+                "10:11: buses[0].port: expected a serial device path such as /dev/ttyUSB0, got the number 502",
+                "11:16: buses[0].baud_rate: must be between 50 and 4000000, got 10",
+                r#"12:13: buses[0].parity: unknown parity "evn": expected none, even or odd (did you mean "even"?)"#,
+                "13:16: buses[0].data_bits: modbus rtu frames use 8 data bits, got 7",
+                "14:16: buses[0].stop_bits: must be 1 or 2, got 3",
+                "15:5: buses[0].poll: `poll` does not apply to an rtu bus",
+            ]
+        );
+        assert_eq!(
+            errors(&fieldbus(
+                "    type: tcp\n    host: x\n    port: /dev/ttyS0\n    baud_rate: 9600\n    turnaround_delay: 2s\n",
+                ""
+            )),
+            [
+                r#"10:11: buses[0].port: expected a tcp port number (1 to 65535), got the text "/dev/ttyS0""#,
+                "11:5: buses[0].baud_rate: `baud_rate` does not apply to a tcp bus",
+                "12:23: buses[0].turnaround_delay: must be at most 1s, got 2s",
+            ]
+        );
+    }
+
+    #[test]
+    fn device_and_point_fieldbus_rules() {
+        let rtu = "    type: rtu\n    port: /dev/ttyUSB0\n";
+        assert_eq!(
+            errors(&with(&[
+                ("  - name: plc1\n    type: tcp\n    host: 10.0.0.5\n", &format!("  - name: plc1\n{rtu}")),
+                (
+                    "    bus: plc1\n",
+                    "    bus: plc1\n    unit_id: 0\n    byte_order: middle\n    max_gap: 200\n    max_registers_per_read: 1\n    backoff_max: 0s\n"
+                ),
+            ])),
+            [
+                "13:14: devices[0].unit_id: unit id 0 is the rtu broadcast address, which no device answers: use 1 to 247",
+                r#"14:17: devices[0].byte_order: unknown byte order "middle": expected big or little"#,
+                "15:14: devices[0].max_gap: must be between 0 and 125, got 200",
+                "17:18: devices[0].backoff_max: must be greater than 0s",
+                "22:15: devices[0].points[0].type: a f32 needs 2 registers but the device's max_registers_per_read is 1",
+            ]
+        );
+        let point = |lines: &str| errors(&with(&[("        type: f32\n", lines)]));
+        assert_eq!(
+            point("        type: string\n        length: 2\n        bit: 3\n        scale: 2\n        regex: x\n"),
+            [
+                "19:14: devices[0].points[0].bit: a single bit is a bool: type must be bool, got string",
+                "20:9: devices[0].points[0].scale: `scale` does not apply to a string point",
+                "21:9: devices[0].points[0].regex: `regex` applies to points of a serial_line bus, not a tcp bus",
+            ]
+        );
+        assert_eq!(
+            point("        type: string\n"),
+            ["14:9: devices[0].points[0].length: missing required key"]
+        );
+        assert_eq!(
+            point("        type: u16\n        length: 2\n        word_order: big-endian\n        max_silence: 0s\n"),
+            [
+                "18:9: devices[0].points[0].length: `length` does not apply to a point that is not a string",
+                r#"19:21: devices[0].points[0].word_order: unknown word order "big-endian": expected big or little"#,
+                "20:22: devices[0].points[0].max_silence: must be greater than 0s",
+            ]
+        );
+        let config = load_str(
+            &with(&[(
+                "        type: f32\n",
+                "        type: bool\n        bit: 15\n        publish: on_change\n        max_silence: 5m\n      - name: flags\n        table: holding\n        address: 10\n        type: bool\n        bit: 0\n      - name: serial\n        table: input\n        address: 0\n        type: string\n        length: 8\n        byte_order: little\n",
+            )]),
+            "c.yaml",
+        )
+        .unwrap();
+        let points = &config.devices[0].points;
+        assert_eq!(points[0].modbus().map(|m| m.bit), Some(Some(15)));
+        assert_eq!(
+            points[0].reporting.max_silence,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(points[2].data_type, DataType::String { length: 8 });
+        assert_eq!(
+            points[2].modbus().map(|m| m.encoding.byte_order),
+            Some(ByteOrder::Little)
+        );
+        // Two different bits of one register do not overlap; the same bit does.
+        let same_bit = with(&[(
+            "        type: f32\n",
+            "        type: bool\n        bit: 1\n      - name: again\n        table: holding\n        address: 10\n        type: bool\n        bit: 1\n",
+        )]);
+        assert_eq!(
+            errors(&same_bit),
+            [
+                r#"21:18: devices[0].points[1].address: point "again" (holding 10 bit 1) overlaps point "temperature" (holding 10 bit 1, defined at line 14)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn serial_line_devices() {
+        let line_bus = "    type: serial_line\n    port: /dev/ttyS1\n    terminator: \"\\r\\n\"\n    poll: \"W\\r\\n\"\n";
+        let text = with(&[
+            (
+                "  - name: plc1\n    type: tcp\n    host: 10.0.0.5\n",
+                &format!("  - name: plc1\n{line_bus}"),
+            ),
+            (
+                "        table: holding\n        address: 10\n        type: f32\n",
+                "        type: f64\n        regex: \"W=\\\\s*([-0-9.]+)\"\n",
+            ),
+        ]);
+        let config = load_str(&text, "c.yaml").unwrap();
+        let BusKind::SerialLine { serial, line } = &config.buses[0].kind else {
+            panic!("a serial_line bus");
+        };
+        assert_eq!((serial.baud_rate, serial.parity), (9600, Parity::None));
+        assert_eq!(line.terminator, b"\r\n");
+        assert_eq!(line.poll.as_deref(), Some(&b"W\r\n"[..]));
+        assert!(matches!(
+            config.devices[0].points[0].source,
+            PointSource::Line(_)
+        ));
+
+        let broken = text
+            .replace("    bus: plc1\n", "    bus: plc1\n    unit_id: 3\n")
+            .replace(
+                "        regex: \"W=\\\\s*([-0-9.]+)\"\n",
+                "        regex: \"W=(\"\n        table: input\n",
+            );
+        assert_eq!(
+            errors(&broken),
+            [
+                "15:5: devices[0].unit_id: `unit_id` does not apply to a device on a serial_line bus",
+                "19:16: devices[0].points[0].regex: invalid regex: unclosed group",
+                "20:9: devices[0].points[0].table: `table` does not apply to a point on a serial_line bus",
+            ]
+        );
+        let no_group = text.replace("([-0-9.]+)", "[-0-9.]+");
+        assert_eq!(
+            errors(&no_group),
+            [
+                r#"18:16: devices[0].points[0].regex: needs a capture group around the value, e.g. "T=([-0-9.]+)""#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_serial_line_bus_carries_one_device() {
+        let text = with(&[
+            (
+                "  - name: plc1\n    type: tcp\n    host: 10.0.0.5\n",
+                "  - name: plc1\n    type: serial_line\n    port: /dev/ttyS0\n",
+            ),
+            (
+                "        table: holding\n        address: 10\n        type: f32\n",
+                "        type: f64\n        regex: \"(.*)\"\n",
+            ),
+        ]);
+        let second = text
+            .split("devices:\n")
+            .nth(1)
+            .unwrap_or_default()
+            .replace("name: boiler", "name: kettle");
+        assert_eq!(
+            errors(&format!("{text}{second}")),
+            [
+                r#"18:10: devices[1].bus: serial_line bus "plc1" already carries a device: one instrument per line (by the device defined at line 11)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn units_on_an_rtu_bus_are_unique() {
+        let text = format!(
+            "{}  - name: other\n    bus: plc1\n    points:\n      - name: x\n        table: coil\n        address: 0\n        type: bool\n",
+            fieldbus("    type: rtu_over_tcp\n    host: gw\n", "")
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                r#"19:10: devices[1].bus: unit id 1 is already used on rtu bus "plc1" (first used by the device defined at line 11)"#
+            ]
         );
     }
 
@@ -1296,9 +2216,9 @@ devices:
     fn point_rules() {
         let point = |lines: &str| errors(&with(&[("        type: f32\n", lines)]));
         assert_eq!(
-            point("        type: f64\n"),
+            point("        type: f16\n"),
             [
-                r#"17:15: devices[0].points[0].type: unknown type "f64": expected bool, u16, i16, u32, i32 or f32"#
+                r#"17:15: devices[0].points[0].type: unknown type "f16": expected bool, u16, i16, u32, i32, u64, i64, f32, f64 or string (did you mean "u16"?)"#
             ]
         );
         assert_eq!(

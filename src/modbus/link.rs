@@ -1,0 +1,511 @@
+//! Links: how a bus owner puts one request on the wire and gets its reply (I/O).
+//!
+//! - [`TcpLink`]: Modbus TCP through tokio-modbus' client, one connection per bus. After a
+//!   timeout or a transport/protocol error the connection is dropped and the next request opens
+//!   a new one: tokio-modbus would otherwise hand the late reply of the timed-out request to the
+//!   next one (upstream #324) and stay off by one forever.
+//! - [`RtuLink`]: Modbus RTU framing of our own ([`super::frame`]) over a serial port (`rtu`) or
+//!   a TCP stream (`rtu_over_tcp`). Stale replies are handled twice over: bytes waiting before a
+//!   request are discarded, and a complete frame that does not answer the request (another unit,
+//!   function or length: the late reply of an earlier, timed-out request) is counted as stale
+//!   and skipped while the deadline lasts. A CRC error is returned as [`LinkError::Crc`]; the
+//!   rest of that garbled reply is discarded before the next request. A TCP stream is reopened
+//!   after any failure; a serial port is kept (reopening it would not discard bytes still on
+//!   the wire).
+//!
+//! Timeouts are the owner's: it wraps [`Link::transact`] in `tokio::time::timeout` and calls
+//! [`Link::abandon`] when one fires. Connecting is part of `transact`, so it is under the same
+//! deadline.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+
+use super::frame::{self, Exception, ParsedFrame, Reply, Request, Response};
+use crate::config::{Parity, SerialSettings, StopBits};
+
+/// Why an exchange failed (an exception is not a failure: it is a [`Reply`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("cannot open serial port {port}: {reason}")]
+    OpenSerial { port: String, reason: String },
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("crc error in the reply")]
+    Crc,
+    #[error("modbus protocol error: {0}")]
+    Protocol(String),
+    #[error("request exceeds the protocol limits")]
+    TooLarge,
+}
+
+/// Counts that only the link can see, reported with each exchange.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkNotes {
+    /// Frames received that answered an earlier request (skipped).
+    pub stale_frames: u32,
+}
+
+/// One request at a time on one wire.
+pub trait Link: Send {
+    /// Sends `request` to `unit` and waits for its reply (connecting first if needed).
+    fn transact(
+        &mut self,
+        unit: u8,
+        request: &Request,
+        notes: &mut LinkNotes,
+    ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
+
+    /// The owner gave up waiting on the current exchange (timeout): whatever the link was in
+    /// the middle of must not leak into the next exchange.
+    fn abandon(&mut self);
+}
+
+/// Modbus TCP over tokio-modbus.
+pub struct TcpLink {
+    host: String,
+    port: u16,
+    /// `None` until connected and after any failure (see the module docs).
+    ctx: Option<Context>,
+}
+
+impl TcpLink {
+    pub fn new(host: String, port: u16) -> Self {
+        TcpLink {
+            host,
+            port,
+            ctx: None,
+        }
+    }
+}
+
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, LinkError> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| LinkError::Resolve(format!("{host}:{port}")))?
+        .next()
+        .ok_or_else(|| LinkError::Resolve(format!("{host}:{port}")))
+}
+
+impl Link for TcpLink {
+    async fn transact(
+        &mut self,
+        unit: u8,
+        request: &Request,
+        _notes: &mut LinkNotes,
+    ) -> Result<Reply, LinkError> {
+        if !request.is_within_limits() {
+            return Err(LinkError::TooLarge);
+        }
+        let ctx = match &mut self.ctx {
+            Some(ctx) => ctx,
+            None => {
+                let addr = resolve(&self.host, self.port).await?;
+                let ctx = tokio_modbus::client::tcp::connect_slave(addr, Slave(unit))
+                    .await
+                    .map_err(|source| LinkError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                self.ctx.insert(ctx)
+            }
+        };
+        ctx.set_slave(Slave(unit));
+        let result = ctx.call(to_tokio_modbus(request)).await;
+        match result {
+            Ok(Ok(response)) => match from_tokio_modbus(response) {
+                Some(response) => Ok(Ok(trim(request, response))),
+                None => {
+                    self.ctx = None;
+                    Err(LinkError::Protocol("unexpected response".to_owned()))
+                }
+            },
+            Ok(Err(code)) => Ok(Err(Exception(u8::from(code)))),
+            Err(error) => {
+                self.ctx = None;
+                Err(match error {
+                    tokio_modbus::Error::Transport(io) => LinkError::Io(io),
+                    tokio_modbus::Error::Protocol(p) => LinkError::Protocol(p.to_string()),
+                })
+            }
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.ctx = None;
+    }
+}
+
+/// tokio-modbus returns bit reads padded to whole bytes; the owner expects `count` bits.
+fn trim(request: &Request, response: Response) -> Response {
+    match (request, response) {
+        (Request::Read { count, .. }, Response::Bits(mut bits)) => {
+            bits.truncate(usize::from(*count));
+            Response::Bits(bits)
+        }
+        (_, response) => response,
+    }
+}
+
+fn to_tokio_modbus(request: &Request) -> tokio_modbus::Request<'static> {
+    use crate::config::Table;
+    use tokio_modbus::Request as R;
+    match request.clone() {
+        Request::Read {
+            table,
+            start,
+            count,
+        } => match table {
+            Table::Coil => R::ReadCoils(start, count),
+            Table::DiscreteInput => R::ReadDiscreteInputs(start, count),
+            Table::Holding => R::ReadHoldingRegisters(start, count),
+            Table::Input => R::ReadInputRegisters(start, count),
+        },
+        Request::WriteCoil { address, value } => R::WriteSingleCoil(address, value),
+        Request::WriteRegister { address, value } => R::WriteSingleRegister(address, value),
+        Request::WriteCoils { address, values } => R::WriteMultipleCoils(address, values.into()),
+        Request::WriteRegisters { address, values } => {
+            R::WriteMultipleRegisters(address, values.into())
+        }
+    }
+}
+
+fn from_tokio_modbus(response: tokio_modbus::Response) -> Option<Response> {
+    use tokio_modbus::Response as R;
+    Some(match response {
+        R::ReadCoils(bits) | R::ReadDiscreteInputs(bits) => Response::Bits(bits),
+        R::ReadHoldingRegisters(words) | R::ReadInputRegisters(words) => Response::Words(words),
+        R::WriteSingleCoil(..)
+        | R::WriteSingleRegister(..)
+        | R::WriteMultipleCoils(..)
+        | R::WriteMultipleRegisters(..) => Response::Written,
+        _ => return None,
+    })
+}
+
+/// A byte stream an RTU link can run on.
+pub trait RtuTransport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Discards bytes already received and not read (a late reply); returns how many.
+    fn discard_pending(&mut self) -> usize;
+}
+
+impl RtuTransport for TcpStream {
+    fn discard_pending(&mut self) -> usize {
+        let mut buf = [0u8; 256];
+        let mut total = 0;
+        while let Ok(n @ 1..) = self.try_read(&mut buf) {
+            total += n;
+        }
+        total
+    }
+}
+
+impl RtuTransport for tokio_serial::SerialStream {
+    fn discard_pending(&mut self) -> usize {
+        let mut buf = [0u8; 256];
+        let mut total = 0;
+        while let Ok(n @ 1..) = self.try_read(&mut buf) {
+            total += n;
+        }
+        total
+    }
+}
+
+impl RtuTransport for tokio::io::DuplexStream {
+    fn discard_pending(&mut self) -> usize {
+        use drain::poll_once_read;
+        poll_once_read(self)
+    }
+}
+
+/// Drains an in-memory stream without blocking (for tests on paused time).
+mod drain {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    pub fn poll_once_read<T: AsyncRead + Unpin>(stream: &mut T) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut total = 0;
+        loop {
+            let mut raw = [0u8; 256];
+            let mut buf = ReadBuf::new(&mut raw);
+            match Pin::new(&mut *stream).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => total += buf.filled().len(),
+                _ => return total,
+            }
+        }
+    }
+}
+
+/// How an [`RtuLink`] (re)opens its transport.
+pub trait Opener: Send {
+    type Transport: RtuTransport;
+    /// Whether the transport is reopened after a failure (TCP: yes; serial: no).
+    const REOPEN_AFTER_FAILURE: bool;
+    fn open(&mut self) -> impl Future<Output = Result<Self::Transport, LinkError>> + Send;
+}
+
+/// `rtu`: a serial port.
+pub struct SerialOpener(pub SerialSettings);
+
+impl Opener for SerialOpener {
+    type Transport = tokio_serial::SerialStream;
+    const REOPEN_AFTER_FAILURE: bool = false;
+
+    async fn open(&mut self) -> Result<Self::Transport, LinkError> {
+        open_serial(&self.0)
+    }
+}
+
+/// Opens a serial port with the bus's settings.
+pub fn open_serial(settings: &SerialSettings) -> Result<tokio_serial::SerialStream, LinkError> {
+    let builder = tokio_serial::new(settings.port.as_str(), settings.baud_rate)
+        .parity(match settings.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(match settings.data_bits {
+            5 => tokio_serial::DataBits::Five,
+            6 => tokio_serial::DataBits::Six,
+            7 => tokio_serial::DataBits::Seven,
+            _ => tokio_serial::DataBits::Eight,
+        })
+        .stop_bits(match settings.stop_bits {
+            StopBits::One => tokio_serial::StopBits::One,
+            StopBits::Two => tokio_serial::StopBits::Two,
+        })
+        .flow_control(tokio_serial::FlowControl::None);
+    let mut stream =
+        tokio_serial::SerialStream::open(&builder).map_err(|error| LinkError::OpenSerial {
+            port: settings.port.clone(),
+            reason: error.to_string(),
+        })?;
+    // Exclusive access is the default; a second gateway on the same port fails loudly instead
+    // of interleaving frames.
+    let _ = stream.set_exclusive(true);
+    Ok(stream)
+}
+
+/// `rtu_over_tcp`: a TCP connection to a serial device server.
+pub struct TcpOpener {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Opener for TcpOpener {
+    type Transport = TcpStream;
+    const REOPEN_AFTER_FAILURE: bool = true;
+
+    async fn open(&mut self) -> Result<TcpStream, LinkError> {
+        let addr = resolve(&self.host, self.port).await?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| LinkError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+/// An already open transport (tests, probes over a given stream).
+pub struct Given<T>(pub Option<T>);
+
+impl<T: RtuTransport> Opener for Given<T> {
+    type Transport = T;
+    const REOPEN_AFTER_FAILURE: bool = false;
+
+    async fn open(&mut self) -> Result<T, LinkError> {
+        self.0.take().ok_or_else(|| {
+            LinkError::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the transport was closed",
+            ))
+        })
+    }
+}
+
+/// Modbus RTU framing over any byte stream.
+pub struct RtuLink<O: Opener> {
+    opener: O,
+    transport: Option<O::Transport>,
+    buf: Vec<u8>,
+}
+
+impl<O: Opener> RtuLink<O> {
+    pub fn new(opener: O) -> Self {
+        RtuLink {
+            opener,
+            transport: None,
+            buf: Vec::with_capacity(frame::MAX_RTU_FRAME),
+        }
+    }
+
+    fn failed(&mut self) {
+        self.buf.clear();
+        if O::REOPEN_AFTER_FAILURE {
+            self.transport = None;
+        }
+    }
+}
+
+impl<O: Opener> Link for RtuLink<O> {
+    async fn transact(
+        &mut self,
+        unit: u8,
+        request: &Request,
+        notes: &mut LinkNotes,
+    ) -> Result<Reply, LinkError> {
+        if !request.is_within_limits() {
+            return Err(LinkError::TooLarge);
+        }
+        let transport = match &mut self.transport {
+            Some(t) => t,
+            None => {
+                let t = self.opener.open().await?;
+                self.transport.insert(t)
+            }
+        };
+        // A late reply to an abandoned request, or line noise, must not be read as this reply.
+        transport.discard_pending();
+        self.buf.clear();
+        let result = exchange(transport, &mut self.buf, unit, request, notes).await;
+        if result.is_err() {
+            self.failed();
+        }
+        result
+    }
+
+    fn abandon(&mut self) {
+        self.failed();
+    }
+}
+
+async fn exchange<T: RtuTransport>(
+    transport: &mut T,
+    buf: &mut Vec<u8>,
+    unit: u8,
+    request: &Request,
+    notes: &mut LinkNotes,
+) -> Result<Reply, LinkError> {
+    transport
+        .write_all(&frame::encode_rtu(unit, request))
+        .await?;
+    transport.flush().await?;
+    let mut chunk = [0u8; frame::MAX_RTU_FRAME];
+    loop {
+        match frame::parse_rtu_response(buf) {
+            ParsedFrame::Incomplete(_) => {
+                let n = transport.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            ParsedFrame::Frame {
+                len,
+                unit: frame_unit,
+                function,
+                data,
+            } => match frame::interpret(request, unit, frame_unit, function, &data) {
+                Ok(reply) => return Ok(reply),
+                Err(_) => {
+                    // An answer to something else: the late reply of an earlier request.
+                    notes.stale_frames += 1;
+                    buf.drain(..len);
+                }
+            },
+            ParsedFrame::BadCrc { .. } => return Err(LinkError::Crc),
+            ParsedFrame::Garbage => {
+                return Err(LinkError::Protocol(format!(
+                    "unexpected bytes {:02x?}",
+                    &buf[..buf.len().min(8)]
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Table;
+
+    fn reply_frame(unit: u8, pdu: &[u8]) -> Vec<u8> {
+        let mut frame = vec![unit];
+        frame.extend_from_slice(pdu);
+        let crc = frame::crc16(&frame);
+        frame.extend_from_slice(&crc.to_le_bytes());
+        frame
+    }
+
+    const READ: Request = Request::Read {
+        table: Table::Holding,
+        start: 0,
+        count: 1,
+    };
+
+    #[tokio::test]
+    async fn a_stale_frame_is_skipped_and_counted() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut link = RtuLink::new(Given(Some(near)));
+        let slave = tokio::spawn(async move {
+            let mut req = [0u8; 8];
+            far.read_exact(&mut req).await.unwrap();
+            // First the late answer to an earlier read of two registers, then the real one.
+            far.write_all(&reply_frame(1, &[3, 4, 0, 9, 0, 9]))
+                .await
+                .unwrap();
+            far.write_all(&reply_frame(1, &[3, 2, 0, 42]))
+                .await
+                .unwrap();
+            far
+        });
+        let mut notes = LinkNotes::default();
+        let reply = link.transact(1, &READ, &mut notes).await.unwrap();
+        assert_eq!(reply, Ok(Response::Words(vec![42])));
+        assert_eq!(notes.stale_frames, 1);
+        drop(slave.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_crc_error_is_an_error_and_the_next_request_is_clean() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut link = RtuLink::new(Given(Some(near)));
+        let slave = tokio::spawn(async move {
+            let mut req = [0u8; 8];
+            far.read_exact(&mut req).await.unwrap();
+            let mut bad = reply_frame(1, &[3, 2, 0, 42]);
+            bad[4] ^= 0x10;
+            far.write_all(&bad).await.unwrap();
+            far.read_exact(&mut req).await.unwrap();
+            far.write_all(&reply_frame(1, &[3, 2, 0, 43]))
+                .await
+                .unwrap();
+            far
+        });
+        let mut notes = LinkNotes::default();
+        assert!(matches!(
+            link.transact(1, &READ, &mut notes).await,
+            Err(LinkError::Crc)
+        ));
+        assert_eq!(
+            link.transact(1, &READ, &mut notes).await.unwrap(),
+            Ok(Response::Words(vec![43]))
+        );
+        drop(slave.await.unwrap());
+    }
+}
