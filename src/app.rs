@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -58,10 +59,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         ));
     }
     pollers.close();
+    let (link_state, _link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
         queue.clone(),
         live,
+        link_state,
         cancel.clone(),
     ));
     drop(queue);
