@@ -290,3 +290,47 @@ async fn notify_failures_are_logged_not_fatal() {
     assert!(status.success(), "exit status {status:?}");
     assert!(gateway.log().contains("queue closed"));
 }
+
+/// `JOURNAL_STREAM` naming the gateway's own stderr switches logging to the journal; where no
+/// journald listens (CI containers) the gateway says so and keeps logging text to stderr. A
+/// stream that is not its stderr (inherited from a parent) is ignored.
+#[test]
+fn journal_stream_is_honoured_only_for_its_own_stderr() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string("config/example.yaml")
+            .unwrap()
+            .replace("/var/lib/fieldrelay", &dir.path().display().to_string()),
+    )
+    .unwrap();
+
+    let run_check = |journal_stream: &dyn Fn(&std::fs::Metadata) -> String| -> String {
+        let log = dir.path().join("check.log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let meta = stderr.metadata().unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .env("JOURNAL_STREAM", journal_stream(&meta))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .status()
+            .expect("run fieldrelay check");
+        assert!(status.success());
+        std::fs::read_to_string(&log).unwrap()
+    };
+
+    let fallback = "stderr is the journal but its socket cannot be used";
+    let own = run_check(&|meta| format!("{}:{}", meta.dev(), meta.ino()));
+    if Path::new("/run/systemd/journal/socket").exists() {
+        assert!(!own.contains(fallback), "{own}");
+    } else {
+        assert!(own.contains(fallback), "{own}");
+    }
+    let inherited = run_check(&|meta| format!("{}:{}", meta.dev(), meta.ino() + 1));
+    assert!(!inherited.contains(fallback), "{inherited}");
+}
