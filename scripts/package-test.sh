@@ -84,6 +84,13 @@ deb2=$(cargo deb --no-build --deb-revision 2 --output "$work/rev2/" | tail -n 1)
 { [ -f "$deb" ] && [ -f "$deb2" ]; } || fail "cargo deb did not print the package paths"
 echo "$deb: $(du -k "$deb" | cut -f1) KiB; binary $(dpkg-deb --fsys-tarfile "$deb" | tar -tvf - ./usr/bin/fieldrelay | awk '{print $3}') bytes"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
+# Depends: is written by hand (Cargo.toml): the binary must need nothing more than it names.
+needed=$(readelf -d target/release/fieldrelay | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
+[ "$needed" = "ld-linux-x86-64.so.2 libc.so.6 libgcc_s.so.1 libm.so.6 " ] ||
+  fail "the binary links $needed: update depends in Cargo.toml and this check"
+glibc=$(readelf -W --dyn-syms target/release/fieldrelay | grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -n 1)
+[ "$glibc" = GLIBC_2.34 ] || fail "the binary needs $glibc: update libc6 (>= 2.34) in Cargo.toml"
+ok "shared libraries and glibc floor match Depends: $(dpkg-deb -f "$deb" Depends)"
 dpkg-deb --contents "$deb" | awk '{print $1, $2, $6}'
 
 echo "== package-test: install"
