@@ -68,6 +68,10 @@ trap cleanup EXIT INT TERM
 
 echo "== package-test: prerequisites"
 scripts/test-deps.sh # mosquitto (Depends:), socat (the fake notify socket)
+if ! command -v adduser >/dev/null; then # Depends:, absent from minimal images
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends adduser
+fi
 if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
   cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
