@@ -7,7 +7,8 @@
 #            broker users kept;
 #   remove:  binary gone, config, queue and broker users kept;
 #   purge:   config, queue, broker users and stat override gone.
-# Needs root. Without a running systemd (CI containers) the maintainer scripts skip systemctl.
+# Needs root. Without a running systemd (CI containers) the maintainer scripts skip systemctl;
+# where systemd runs, installing starts the service and restarts mosquitto: use a VM or container.
 # Idempotent: purges a fieldrelay package left installed before it starts, and leaves the
 # machine as it found it (package purged, the system user deleted if it created it).
 set -euo pipefail
