@@ -13,13 +13,14 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::queue::{Queue, QueueError, QueueOptions};
-use crate::{modbus, uplink};
+use crate::{modbus, service, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -66,10 +67,22 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         })
         .collect();
     pollers.close();
+    let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
         queue.clone(),
         live,
+        link_state,
+        cancel.clone(),
+    ));
+    // Last: READY=1 means every task above runs.
+    let supervisor = tokio::spawn(service::supervise(
+        service::Pipeline {
+            queue: queue.clone(),
+            link,
+            pollers: pollers.clone(),
+            uplink: uplink.abort_handle(),
+        },
         cancel.clone(),
     ));
     drop(queue);
@@ -81,6 +94,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
 
     cancel.cancelled().await;
     info!("shutting down");
+    // Sends STOPPING=1 and returns; it holds a queue handle only until then.
+    if let Err(error) = supervisor.await {
+        warn!(%error, "service supervisor failed");
+    }
     if tokio::time::timeout(STEP_DEADLINE, pollers.wait())
         .await
         .is_err()

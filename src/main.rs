@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid. systemd's `RestartPreventExitStatus=78`
@@ -20,7 +22,11 @@ const EX_CONFIG: u8 = 78;
     about = "Edge gateway: Modbus devices -> durable SQLite queue -> cloud MQTT broker",
     long_about = "Edge gateway: polls Modbus devices, keeps every QoS 1/2 sample in a durable \
 SQLite queue until the cloud MQTT broker acknowledged it, and publishes status certificates.\n\n\
-Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); default info."
+Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); default info. \
+Under systemd, logs go to the journal with their levels as priorities.",
+    after_help = "Exit status: 0 after a clean shutdown or a valid config; 1 when the gateway \
+failed at run time (systemd restarts it); 78 (EX_CONFIG) for an invalid configuration (systemd does \
+not restart it)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -153,11 +159,30 @@ where
     })
 }
 
+/// Logs go to the journal (native protocol: levels become priorities, fields journal fields)
+/// when stderr is the journal (`JOURNAL_STREAM`, under systemd), else as text to stderr.
+/// `RUST_LOG` filters both (default `info`).
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let journal = if fieldrelay::service::journal::stderr_is_journal() {
+        Some(tracing_journald::layer())
+    } else {
+        None
+    };
+    match journal {
+        Some(Ok(layer)) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        fallback => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            if let Some(Err(error)) = fallback {
+                tracing::warn!(%error, "stderr is the journal but its socket cannot be used; logging text to stderr");
+            }
+        }
+    }
 }

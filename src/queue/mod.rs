@@ -372,6 +372,19 @@ impl Queue {
             .map_err(|_| QueueError::Closed)
     }
 
+    /// Round trip through the writer thread, for the service watchdog: answered after every
+    /// command queued before it, once the writer took and released SQLite's write lock. So it
+    /// fails or hangs while the writer is stuck (a commit that does not finish, another process
+    /// holding the database locked, a dead thread); callers bound the wait with a timeout.
+    pub async fn probe(&self) -> Result<(), QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd_tx
+            .send(Command::Probe(reply))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
     /// Newest committed `seq` and depth, updated after every commit. `changed()` fails once the
     /// writer is gone.
     pub fn progress(&self) -> watch::Receiver<QueueProgress> {

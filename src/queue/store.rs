@@ -101,6 +101,15 @@ pub(super) fn load_progress(conn: &Connection) -> Result<QueueProgress, QueueErr
     })
 }
 
+/// Takes and releases the write lock without writing anything (no fsync): `BEGIN IMMEDIATE`
+/// waits up to [`BUSY_TIMEOUT`] for another connection's lock and then fails, so this fails
+/// exactly when a commit could not start either.
+pub(super) fn probe_write_lock(conn: &mut Connection) -> Result<(), QueueError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)?
+        .rollback()?;
+    Ok(())
+}
+
 /// One write applied by [`apply_writes`], in channel order.
 pub(super) enum Write<'a> {
     Insert(&'a Sample),

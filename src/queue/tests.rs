@@ -586,3 +586,25 @@ proptest! {
         rt.block_on(run_model(ops))?;
     }
 }
+
+/// The watchdog's probe answers on a healthy queue, fails (after the busy timeout) while another
+/// connection holds the database's write lock, and answers again once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_fails_while_another_connection_holds_the_lock() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    q.probe().await.unwrap();
+
+    let other = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locked = q.probe().await;
+    assert!(
+        matches!(locked, Err(QueueError::Sqlite(_))),
+        "probe under a foreign lock: {locked:?}"
+    );
+
+    other.execute_batch("ROLLBACK").unwrap();
+    q.probe().await.unwrap();
+    w.close().await.unwrap();
+    assert!(matches!(q.probe().await, Err(QueueError::Closed)));
+}

@@ -32,6 +32,9 @@ pub(super) enum Command {
     Ack(u64),
     /// Stop accepting commands, commit what is already queued, then exit.
     Close,
+    /// Liveness probe ([`super::Queue::probe`]): answered after the group's commit, once the
+    /// write lock could be taken.
+    Probe(oneshot::Sender<Result<(), QueueError>>),
 }
 
 /// State owned by the writer thread.
@@ -84,7 +87,7 @@ impl Writer {
                 *inserts += 1;
                 group.push(cmd);
             }
-            Command::Fetch { .. } | Command::Ack(_) => group.push(cmd),
+            Command::Fetch { .. } | Command::Ack(_) | Command::Probe(_) => group.push(cmd),
         }
     }
 
@@ -136,18 +139,23 @@ impl Writer {
         // sees uncommitted rows, sees every ack sent before it, and whoever gets a reply also
         // sees a progress at least as new as that reply.
         for cmd in group.drain(..) {
-            if let Command::Fetch {
-                after_seq,
-                limit,
-                reply,
-            } = cmd
-            {
-                let rows = store::fetch(&self.conn, after_seq, limit);
-                if let Err(e) = &rows {
-                    tracing::error!(error = %e, after_seq, "queue fetch failed");
+            match cmd {
+                Command::Fetch {
+                    after_seq,
+                    limit,
+                    reply,
+                } => {
+                    let rows = store::fetch(&self.conn, after_seq, limit);
+                    if let Err(e) = &rows {
+                        tracing::error!(error = %e, after_seq, "queue fetch failed");
+                    }
+                    // The requester may have given up (dropped the future): nothing to do then.
+                    let _ = reply.send(rows);
                 }
-                // The requester may have given up (dropped the future): nothing to do then.
-                let _ = reply.send(rows);
+                Command::Probe(reply) => {
+                    let _ = reply.send(store::probe_write_lock(&mut self.conn));
+                }
+                Command::Insert(_) | Command::Ack(_) | Command::Close => {}
             }
         }
     }

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
 use super::message::{self, OfflineReason};
 use super::session::{Released, Session};
-use super::UplinkError;
+use super::{LinkState, UplinkError};
 use crate::backoff::Backoff;
 use crate::config::UplinkConfig;
 use crate::queue::{LiveReceiver, Queue, QueueError, QueueProgress};
@@ -45,11 +45,13 @@ enum Ended {
     Lost(UplinkError),
 }
 
-/// Runs the uplink until `cancel` fires. Never returns early on broker errors.
+/// Runs the uplink until `cancel` fires. Never returns early on broker errors. `state` follows
+/// the connection (for status lines).
 pub async fn run(
     config: UplinkConfig,
     queue: Queue,
     live: LiveReceiver,
+    state: watch::Sender<LinkState>,
     cancel: CancellationToken,
 ) {
     let mut link = Link {
@@ -60,6 +62,7 @@ pub async fn run(
         queue,
         live,
         live_open: true,
+        state,
         cancel,
     };
     link.run().await;
@@ -75,6 +78,7 @@ struct Link {
     live: LiveReceiver,
     /// False once every producer of live samples is gone; the branch is then disabled.
     live_open: bool,
+    state: watch::Sender<LinkState>,
     cancel: CancellationToken,
 }
 
@@ -98,7 +102,10 @@ impl Link {
                 Ok((reader, writer, _ack)) => {
                     info!(broker = %format!("{host}:{port}"), "uplink connected");
                     backoff.reset();
-                    match self.connected(reader, writer).await {
+                    self.state.send_replace(LinkState::Connected);
+                    let ended = self.connected(reader, writer).await;
+                    self.state.send_replace(LinkState::Connecting);
+                    match ended {
                         Ended::Shutdown => return,
                         Ended::Lost(error) => warn!(%error, "uplink connection lost"),
                     }
@@ -399,7 +406,8 @@ mod tests {
             reconnect_max: Duration::from_secs(1),
         };
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(config, queue.clone(), live, cancel.clone()));
+        let (state, _) = watch::channel(LinkState::default());
+        let task = tokio::spawn(run(config, queue.clone(), live, state, cancel.clone()));
 
         let mut first = FakeBroker::accept(&listener).await;
         let connected = Instant::now();

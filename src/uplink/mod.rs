@@ -31,6 +31,17 @@ pub mod session;
 
 pub use link::run;
 
+/// Whether the uplink has a broker connection, published on a watch for status lines (systemd
+/// `STATUS=`). Only a view: delivery never depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkState {
+    /// Dialling, or waiting out the backoff after a failed or lost connection.
+    #[default]
+    Connecting,
+    /// CONNACK received; rows flow.
+    Connected,
+}
+
 /// Why a connection ended (it is redialled after a backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
