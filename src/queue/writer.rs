@@ -16,10 +16,11 @@
 //!
 //! # A failed commit
 //! If a group with inserts fails (disk full, I/O error), its other writes are retried alone in a
-//! second transaction: on a full disk, updates and deletes usually still fit (they reuse pages
-//! and the preallocated log) while inserts do not, so the uplink keeps draining and freeing space
-//! while new samples are dropped and counted. Nothing is retried behind the caller's back beyond
-//! that.
+//! second transaction: on a nearly full disk, updates and deletes may still fit (they reuse
+//! pages and the preallocated log) where inserts do not, so the uplink keeps draining. New
+//! samples are dropped and counted; a lost ack only means its row is sent again (same `seq`).
+//! Nothing is retried behind the caller's back beyond that; commits succeed again by themselves
+//! once space returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
