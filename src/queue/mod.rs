@@ -12,11 +12,14 @@
 //!    for QoS 1, PUBCOMP for QoS 2), `store.on_full: drop_oldest` eviction, a point's `max_age`.
 //!    The two policies only ever delete rows that were never sent (`state = 0`); a row the broker
 //!    may hold a packet id for is deleted by its acknowledgement alone.
-//! 3. **Session state is written ahead of the wire.** The uplink writes a PUBLISH only after
-//!    [`Queue::mark_published`] committed its packet id, and a PUBREL only after
+//! 3. **QoS 2 session state is written ahead of the wire.** The uplink writes a QoS 2 PUBLISH
+//!    only after [`Queue::mark_published`] committed its packet id, and a PUBREL only after
 //!    [`Queue::mark_received`] committed the PUBREC. So after any crash the file tells, for every
 //!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
-//!    §4.4). See "Session writes and the poison flag" in `writer.rs` for failed commits.
+//!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
+//!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
+//!    under a new id (same `seq`). See "Session writes and the poison flag" in `writer.rs` for
+//!    failed commits.
 //! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
 //!    newest rows were acked (or the queue drained, the process restarted, the file migrated)
@@ -575,6 +578,15 @@ impl Queue {
     pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<(), QueueError> {
         self.request(|reply| Command::MarkPublished { rows, reply })
             .await
+    }
+
+    /// Like [`Queue::mark_published`] without waiting for the commit: the ids go to disk with
+    /// the next group. For QoS 1 rows only, where writing ahead is not needed: a crash before
+    /// that commit resends the row as a new message (same `seq`), which QoS 1 allows, since a
+    /// broker keeps no state for an incoming QoS 1 id.
+    pub async fn record_published(&self, rows: Vec<(u64, u16)>) -> Result<(), QueueError> {
+        let (reply, _) = oneshot::channel();
+        self.send(Command::MarkPublished { rows, reply }).await
     }
 
     /// Records PUBRECs (QoS 2) before their PUBRELs are sent; returns after the commit.

@@ -23,9 +23,11 @@
 //! already buffered, so a burst of acknowledgements costs one commit), a new commit in the queue
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
 //! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's ack, and
-//! shutdown. Before each wait it refills the window: fetch queued rows after the cursor, commit
-//! their packet ids ([`Queue::mark_published`]), then write them. A PUBREC is committed
-//! ([`Queue::mark_received`]) before its PUBREL is written.
+//! shutdown. Before each wait it refills the window: fetch queued rows after the cursor, record
+//! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
+//! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
+//! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
+//! committed ([`Queue::mark_received`]) before its PUBREL is written.
 //!
 //! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
@@ -52,7 +54,7 @@ use super::session::{PubRecAction, Released, Restored, Session};
 use super::transport::Dialer;
 use super::UplinkError;
 use crate::backoff::Backoff;
-use crate::config::{SessionMode, UplinkConfig};
+use crate::config::{Qos, SessionMode, UplinkConfig};
 use crate::queue::{Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
 
@@ -375,6 +377,7 @@ impl Link {
             let mut expired = Vec::new();
             let mut packets = Vec::with_capacity(rows.len());
             let mut marks = Vec::with_capacity(rows.len());
+            let mut exactly_once = false;
             for row in rows {
                 if row.expires_ms.is_some_and(|at| at <= wall) {
                     expired.push(row.seq);
@@ -382,6 +385,7 @@ impl Link {
                     continue;
                 }
                 let (qos, retain) = message::row_flags(&row.entry);
+                exactly_once |= qos == Qos::ExactlyOnce;
                 let (packet, pkid) = self.session.publish_row(
                     row.seq,
                     message::row_topic(&self.config.topic_prefix, &row.entry),
@@ -398,7 +402,13 @@ impl Link {
             }
             if !marks.is_empty() {
                 self.rate.take(marks.len(), now);
-                self.queue.mark_published(marks).await?;
+                // QoS 2 ids must be on disk before the wire (a resend with another id would be a
+                // second message to the broker); QoS 1 ids only need to be there eventually.
+                if exactly_once {
+                    self.queue.mark_published(marks).await?;
+                } else {
+                    self.queue.record_published(marks).await?;
+                }
                 writer.write(&packets).await?;
             }
         }

@@ -274,7 +274,7 @@ async fn missing_puback_tears_the_link_down_within_response_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn publish_commits_its_packet_id_and_puback_deletes_the_row() {
+async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
     let mut rig = Rig::new().await;
     rig.known_peer().await;
     rig.push(2, Qos::AtLeastOnce).await;
@@ -284,8 +284,16 @@ async fn publish_commits_its_packet_id_and_puback_deletes_the_row() {
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     assert_eq!((a.qos, a.dup), (QoS::AtLeastOnce, false));
-    // Written ahead of the wire: both ids are on disk by the time the packets arrive.
-    let rows = rig.rows();
+    // QoS 1 ids are recorded with the next group: poll the file synchronously (an async wait
+    // would let paused time jump to the response deadline while the writer thread commits).
+    let mut rows = rig.rows();
+    for _ in 0..5000 {
+        if rows.iter().all(|r| r.delivery != Delivery::Queued) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        rows = rig.rows();
+    }
     assert_eq!(rows[0].delivery, Delivery::Published { pkid: a.pkid });
     assert_eq!(rows[1].delivery, Delivery::Published { pkid: b.pkid });
     broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
@@ -299,7 +307,7 @@ async fn publish_commits_its_packet_id_and_puback_deletes_the_row() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pubrec_is_committed_before_pubrel_and_pubcomp_deletes() {
+async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_deletes() {
     let mut rig = Rig::new().await;
     rig.known_peer().await;
     rig.push(1, Qos::ExactlyOnce).await;
@@ -308,6 +316,11 @@ async fn pubrec_is_committed_before_pubrel_and_pubcomp_deletes() {
     broker.expect_birth().await;
     let p = broker.expect_publish().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
+    assert_eq!(
+        rig.rows()[0].delivery,
+        Delivery::Published { pkid: p.pkid },
+        "a QoS 2 id is on disk before its PUBLISH is written"
+    );
     broker.send(Packet::PubRec(PubRec::new(p.pkid))).await;
     assert_eq!(
         broker.next().await,
