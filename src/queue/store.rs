@@ -346,10 +346,12 @@ pub(super) fn apply_writes<'a>(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut applied = Applied::default();
     {
+        // The hot statements are looked up once per transaction, not once per row.
+        let mut insert = tx.prepare_cached(SQL_INSERT)?;
+        let mut delete = tx.prepare_cached(SQL_DELETE)?;
         for write in writes {
             match write {
                 Write::Insert { entry, expires_ms } => {
-                    let mut insert = tx.prepare_cached(SQL_INSERT)?;
                     match entry {
                         Entry::Sample(s) => insert.execute(params![
                             &*s.device,
@@ -378,7 +380,7 @@ pub(super) fn apply_writes<'a>(
                 Write::Ack(seq) => {
                     // A seq above i64::MAX was never handed out: nothing to delete.
                     if let Ok(seq) = i64::try_from(seq) {
-                        applied.acked += tx.prepare_cached(SQL_DELETE)?.execute([seq])? as u64;
+                        applied.acked += delete.execute([seq])? as u64;
                     }
                 }
                 Write::Expire(seq) => {

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use super::*;
-use crate::config::OnFull;
 use crate::config::Qos;
+use crate::config::{OnFull, SyncMode};
 use crate::sample::{Sample, Value};
 
 fn sample(point: &str, value: Value, qos: Qos) -> Sample {
@@ -913,4 +913,25 @@ async fn failed_session_write_poisons_marks_until_reload() {
     q.unsettled().await.unwrap(); // reload
     q.mark_published(vec![(1, 5)]).await.unwrap();
     w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sync_mode_and_wal_budget_reach_sqlite() {
+    for (sync, want) in [(SyncMode::Full, 2i64), (SyncMode::Normal, 1)] {
+        let dir = TempDir::new().unwrap();
+        let opts = QueueOptions {
+            sync,
+            max_size: 1 << 20,
+            ..QueueOptions::default()
+        };
+        let conn = store::open_rw(&db_path(dir.path()), opts.sync, opts.max_size).unwrap();
+        let got: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(got, want, "{sync:?}");
+        let limit: i64 = conn
+            .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, 256 * 1024, "a quarter of max_size");
+    }
 }
