@@ -150,6 +150,43 @@ impl DropBurst {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Under the budget everything is admitted and nothing evicted; over it, drop_oldest
+        /// admits everything and evicts at least the overshoot, reject_new never admits past
+        /// the budget.
+        #[test]
+        fn plans_respect_the_budget(
+            budget in 100_000u64..10_000_000,
+            used in 24_576u64..12_000_000,
+            depth in 0u64..200_000,
+            inserts in 0usize..2000,
+        ) {
+            for on_full in [OnFull::DropOldest, OnFull::RejectNew] {
+                let c = Capacity { budget, on_full, page_size: 4096 };
+                let row = c.row_bytes(used, depth);
+                let p = c.plan(used, depth, inserts);
+                let projected = used + row * inserts as u64;
+                if projected <= budget {
+                    prop_assert_eq!(p, Plan { evict: 0, admit: inserts });
+                    continue;
+                }
+                match on_full {
+                    OnFull::DropOldest => {
+                        prop_assert_eq!(p.admit, inserts);
+                        prop_assert!(projected - p.evict * row <= budget);
+                    }
+                    OnFull::RejectNew => {
+                        prop_assert_eq!(p.evict, 0);
+                        prop_assert!(
+                            p.admit == 0 || used + row * p.admit as u64 <= budget
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn cap(on_full: OnFull) -> Capacity {
         Capacity {
