@@ -23,7 +23,8 @@
 //! already buffered, so a burst of acknowledgements costs one commit), a new commit in the queue
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
 //! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's ack, and
-//! shutdown. Before each wait it refills the window: fetch queued rows after the cursor, record
+//! shutdown. Before each wait it refills the window: take queued rows after the cursor (read
+//! ahead, several windows per fetch, since a fetch waits for the writer's commit), record
 //! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
 //! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
 //! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
@@ -98,6 +99,7 @@ pub async fn run(
         done_tx,
         done_rx,
         fresh_start: None,
+        ahead: std::collections::VecDeque::new(),
         cancel,
     };
     link.run().await;
@@ -123,6 +125,9 @@ struct Link {
     /// Whether the next connection must first clear an unknown broker session; `None` until
     /// the store was asked.
     fresh_start: Option<bool>,
+    /// Committed, never-sent rows fetched ahead of the window, in `seq` order, all after the
+    /// session's cursor. Emptied at every connection (the store is the truth).
+    ahead: std::collections::VecDeque<StoredRow>,
     cancel: CancellationToken,
 }
 
@@ -212,6 +217,7 @@ impl Link {
         let now = Instant::now();
         self.session.on_connected();
         self.acks.on_connected();
+        self.ahead.clear();
         self.discard_stale_live();
         let mut packets = match self.resume(session_present, now).await {
             Ok(packets) => packets,
@@ -241,7 +247,8 @@ impl Link {
             }
             let now = Instant::now();
             let deadline = self.session.deadline();
-            let backlog = self.progress.borrow().last_seq > self.session.cursor();
+            let backlog =
+                !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
             let pace = if backlog && self.session.room() > 0 {
                 self.rate.next_ready(now)
             } else {
@@ -350,29 +357,36 @@ impl Link {
             let last_seq = self.progress.borrow_and_update().last_seq;
             let now = Instant::now();
             let n = self.session.room().min(self.rate.available(now));
-            if n == 0 || last_seq <= self.session.cursor() {
+            if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
                 return Ok(());
             }
-            let rows = match self.queue.fetch(self.session.cursor(), n).await {
-                Ok(rows) => rows,
-                // A row that cannot be decoded can never be published. It is skipped, not
-                // deleted, so it stays in the file for inspection; everything after it flows.
-                Err(QueueError::Decode {
-                    seq,
-                    column,
-                    reason,
-                }) => {
-                    error!(seq, column, %reason, "skipping an undecodable queue row");
-                    self.session.skip_to(seq);
-                    continue;
+            if self.ahead.is_empty() {
+                // Read ahead of the window: a fetch waits for the writer's current commit (an
+                // fsync), so one fetch per window slot would make the drain fsync-bound.
+                let limit = usize::from(self.config.max_inflight).max(64) * 4;
+                match self.queue.fetch(self.session.cursor(), limit).await {
+                    Ok(rows) if rows.is_empty() => {
+                        // Everything up to last_seq was acknowledged or dropped meanwhile.
+                        self.session.skip_to(last_seq);
+                        return Ok(());
+                    }
+                    Ok(rows) => self.ahead.extend(rows),
+                    // A row that cannot be decoded can never be published. It is skipped, not
+                    // deleted, so it stays in the file for inspection; everything after it
+                    // flows.
+                    Err(QueueError::Decode {
+                        seq,
+                        column,
+                        reason,
+                    }) => {
+                        error!(seq, column, %reason, "skipping an undecodable queue row");
+                        self.session.skip_to(seq);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
-            };
-            if rows.is_empty() {
-                // Everything up to last_seq was acknowledged or dropped meanwhile.
-                self.session.skip_to(last_seq);
-                return Ok(());
             }
+            let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
             let wall = now_ms();
             let mut expired = Vec::new();
             let mut packets = Vec::with_capacity(rows.len());
