@@ -572,10 +572,12 @@ impl Queue {
         self.send(Command::Expire(seqs)).await
     }
 
-    /// Records the packet ids PUBLISHes are about to be sent with; returns after the commit.
+    /// Records the packet ids PUBLISHes are about to be sent with; returns after the commit,
+    /// with the rows that no longer exist (evicted or expired since they were fetched): their
+    /// PUBLISH must not be sent, or the broker would hold an id the store does not know.
     /// Refused with [`QueueError::SessionLost`] after a failed session write until
     /// [`Queue::unsettled`] or [`Queue::reset_session`] reloaded the session.
-    pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<(), QueueError> {
+    pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<Vec<u64>, QueueError> {
         self.request(|reply| Command::MarkPublished { rows, reply })
             .await
     }

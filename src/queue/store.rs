@@ -320,8 +320,11 @@ impl Write<'_> {
 }
 
 /// What a committed transaction did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Applied {
+    /// `MarkPublished` rows that no longer exist (evicted or expired after they were fetched):
+    /// their PUBLISH must not be written.
+    pub unmarked: Vec<u64>,
     pub inserted: u64,
     /// Rows that existed and were deleted by an ack; an ack of an unknown `seq` counts 0.
     pub acked: u64,
@@ -389,9 +392,14 @@ pub(super) fn apply_writes<'a>(
                     }
                 }
                 Write::MarkPublished { seq, pkid } => {
-                    if let Ok(seq) = i64::try_from(seq) {
-                        tx.prepare_cached(SQL_MARK_PUBLISHED)?
-                            .execute(params![seq, i64::from(pkid)])?;
+                    let marked = match i64::try_from(seq) {
+                        Ok(row) => tx
+                            .prepare_cached(SQL_MARK_PUBLISHED)?
+                            .execute(params![row, i64::from(pkid)])?,
+                        Err(_) => 0,
+                    };
+                    if marked == 0 {
+                        applied.unmarked.push(seq);
                     }
                 }
                 Write::MarkReceived(seq) => {

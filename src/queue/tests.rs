@@ -794,6 +794,9 @@ async fn drop_oldest_keeps_the_newest_rows_within_max_size() {
     assert_eq!(rows.last().unwrap().seq, 20_001);
     assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     assert_eq!(q.unsettled().await.unwrap()[0].seq, 1);
+    // A row evicted after it was fetched is reported, not marked, by mark_published.
+    let gone = q.mark_published(vec![(2, 7), (20_001, 8)]).await.unwrap();
+    assert_eq!(gone, [2]);
     w.close().await.unwrap();
 }
 

@@ -39,6 +39,8 @@ use crate::sample::now_ms;
 pub(super) type RowsReply = oneshot::Sender<Result<Vec<StoredRow>, QueueError>>;
 /// Reply to a session write, sent after its commit.
 pub(super) type DoneReply = oneshot::Sender<Result<(), QueueError>>;
+/// Reply to `MarkPublished`: the rows that no longer exist (their PUBLISH must not be sent).
+pub(super) type MarkReply = oneshot::Sender<Result<Vec<u64>, QueueError>>;
 
 /// How often at most the writer deletes expired rows when a `max_age` is configured. The sweep
 /// only keeps depth and size honest while nothing is sent; the uplink also drops expired rows
@@ -62,7 +64,7 @@ pub(super) enum Command {
     Expire(Vec<u64>),
     MarkPublished {
         rows: Vec<(u64, u16)>,
-        reply: DoneReply,
+        reply: MarkReply,
     },
     MarkReceived {
         seqs: Vec<u64>,
@@ -145,6 +147,11 @@ enum Pending {
         reply: DoneReply,
         refused: bool,
         clears_poison: bool,
+    },
+    Marked {
+        seqs: Vec<u64>,
+        reply: MarkReply,
+        refused: bool,
     },
 }
 
@@ -257,6 +264,7 @@ impl Writer {
         }
 
         let mut commit_error: Option<String> = None;
+        let mut unmarked: Vec<u64> = Vec::new();
         if !writes.is_empty() {
             let mut result = store::apply_writes(&mut self.conn, writes.iter().copied());
             let mut dropped_inserts = 0u64;
@@ -282,6 +290,7 @@ impl Writer {
             }
             match result {
                 Ok(applied) => {
+                    unmarked = applied.unmarked.clone();
                     self.progress.depth =
                         (self.progress.depth + applied.inserted).saturating_sub(applied.removed());
                     if let Some(seq) = applied.last_seq {
@@ -360,13 +369,16 @@ impl Writer {
                     reply,
                 }),
                 Command::Unsettled { reply } => pending.push(Pending::Unsettled(reply)),
-                Command::MarkPublished { reply, .. } | Command::MarkReceived { reply, .. } => {
-                    pending.push(Pending::Done {
-                        reply,
-                        refused: poisoned,
-                        clears_poison: false,
-                    })
-                }
+                Command::MarkPublished { rows, reply } => pending.push(Pending::Marked {
+                    seqs: rows.iter().map(|(seq, _)| *seq).collect(),
+                    reply,
+                    refused: poisoned,
+                }),
+                Command::MarkReceived { reply, .. } => pending.push(Pending::Done {
+                    reply,
+                    refused: poisoned,
+                    clears_poison: false,
+                }),
                 Command::ResetSession { reply } => pending.push(Pending::Done {
                     reply,
                     refused: false,
@@ -404,6 +416,21 @@ impl Writer {
                         self.poisoned = false;
                     }
                     let _ = reply.send(rows);
+                }
+                Pending::Marked {
+                    seqs,
+                    reply,
+                    refused,
+                } => {
+                    let outcome = match (&commit_error, refused) {
+                        (Some(e), _) => Err(QueueError::Commit(e.clone())),
+                        (None, true) => Err(QueueError::SessionLost),
+                        (None, false) => Ok(seqs
+                            .into_iter()
+                            .filter(|seq| unmarked.contains(seq))
+                            .collect()),
+                    };
+                    let _ = reply.send(outcome);
                 }
                 Pending::Meta { key, reply } => {
                     let _ = reply.send(store::get_meta(&self.conn, key));

@@ -419,7 +419,24 @@ impl Link {
                 // QoS 2 ids must be on disk before the wire (a resend with another id would be a
                 // second message to the broker); QoS 1 ids only need to be there eventually.
                 if exactly_once {
-                    self.queue.mark_published(marks).await?;
+                    let gone = self.queue.mark_published(marks.clone()).await?;
+                    if !gone.is_empty() {
+                        // Evicted or expired after the fetch: never put on the wire, so the
+                        // broker cannot hold an id the store does not know.
+                        debug!(
+                            rows = gone.len(),
+                            "rows dropped after their fetch are not sent"
+                        );
+                        let mut kept = Vec::with_capacity(packets.len());
+                        for ((seq, pkid), packet) in marks.iter().zip(packets) {
+                            if gone.contains(seq) {
+                                self.session.cancel_row(*pkid);
+                            } else {
+                                kept.push(packet);
+                            }
+                        }
+                        packets = kept;
+                    }
                 } else {
                     self.queue.record_published(marks).await?;
                 }

@@ -316,6 +316,17 @@ impl Session {
         }
     }
 
+    /// Takes back a row handed out by [`Session::publish_row`] whose PUBLISH will not be sent
+    /// (the store dropped the row meanwhile): its id and window slot are free again.
+    pub fn cancel_row(&mut self, pkid: u16) {
+        if let Some(entry) = self.inflight.get(&pkid) {
+            if matches!(entry.tracked, Tracked::Row(_)) {
+                self.inflight.remove(&pkid);
+                self.rows -= 1;
+            }
+        }
+    }
+
     /// PUBACK for a QoS 1 message.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Released, SessionError> {
         self.complete(pkid, Awaiting::Ack, "PUBACK")
@@ -571,6 +582,19 @@ mod tests {
         assert!(s.status_pending());
         assert_eq!(s.on_puback(pkid_of(&status)), Ok(Released::Status));
         assert_eq!(s.room(), 0);
+    }
+
+    #[test]
+    fn cancel_row_frees_its_id_and_slot() {
+        let mut s = new(1);
+        let pkid = row(&mut s, 1, Qos::ExactlyOnce);
+        assert_eq!(s.room(), 0);
+        s.cancel_row(pkid);
+        assert_eq!((s.room(), s.inflight()), (1, 0));
+        assert_eq!(
+            s.on_pubrec(pkid, Instant::now()),
+            Err(SessionError::UnknownPacketId { pkid })
+        );
     }
 
     #[test]
