@@ -274,6 +274,10 @@ pub struct QueueOptions {
     pub sync: SyncMode,
     /// Per (device, point) `max_age`.
     pub max_age: HashMap<(String, String), Duration>,
+    /// How often at most the writer deletes expired never-sent rows (when some point has a
+    /// `max_age`). The sweep only keeps depth and size honest while nothing is sent; the uplink
+    /// also drops expired rows when it meets them.
+    pub expiry_sweep: Duration,
 }
 
 /// Default `store.max_size` (see the config).
@@ -290,6 +294,7 @@ impl Default for QueueOptions {
             on_full: OnFull::DropOldest,
             sync: SyncMode::Full,
             max_age: HashMap::new(),
+            expiry_sweep: Duration::from_secs(1),
         }
     }
 }
@@ -474,6 +479,7 @@ impl Queue {
             },
             max_age: options.max_age.clone(),
             poisoned: false,
+            sweep_every: options.expiry_sweep,
             next_sweep_ms: 0,
             burst: DropBurst::default(),
         };

@@ -824,31 +824,41 @@ async fn reject_new_keeps_the_oldest_rows_within_max_size() {
 #[tokio::test]
 async fn max_age_expires_never_sent_rows_only() {
     let dir = TempDir::new().unwrap();
-    let mut opts = QueueOptions::default();
+    let mut opts = QueueOptions {
+        // The first group after open sweeps, later ones not within the hour: the test decides
+        // when the sweep runs by reopening, without waiting for a clock.
+        expiry_sweep: std::time::Duration::from_secs(3600),
+        ..QueueOptions::default()
+    };
     opts.max_age.insert(
         ("plc1".into(), "old".into()),
         std::time::Duration::from_secs(60),
     );
-    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
     let old = |ts_ms| Sample {
         ts_ms,
         ..sample("old", Value::Int(1), Qos::AtLeastOnce)
     };
     let now = crate::sample::now_ms();
-    q.push(old(now - 120_000)).await.unwrap(); // expired, then sent: kept
-    q.push(old(now - 120_000)).await.unwrap(); // expired, never sent: dropped
-    q.push(old(now)).await.unwrap(); // fresh
-    q.push(sample("other", Value::Int(1), Qos::AtLeastOnce))
-        .await
-        .unwrap(); // no max_age
-    wait_last_seq(&q, 4).await;
-    let rows = q.fetch(0, 10).await.unwrap();
-    assert_eq!(rows[0].expires_ms, Some(now - 60_000));
-    assert_eq!(rows[3].expires_ms, None);
-    q.mark_published(vec![(1, 1)]).await.unwrap();
-    // The writer sweeps at most once a second; a later group triggers it.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    q.push(int(0)).await.unwrap();
+    {
+        let (q, _live, w) = Queue::open(dir.path(), opts.clone()).unwrap();
+        q.push(old(now - 120_000)).await.unwrap(); // expired, then sent: kept
+        q.push(old(now - 120_000)).await.unwrap(); // expired, never sent: dropped
+        q.push(old(now)).await.unwrap(); // fresh
+        q.push(sample("other", Value::Int(1), Qos::AtLeastOnce))
+            .await
+            .unwrap(); // no max_age
+        wait_last_seq(&q, 4).await;
+        let rows = q.fetch(0, 10).await.unwrap();
+        assert_eq!(rows[0].expires_ms, Some(now - 60_000));
+        assert_eq!(rows[3].expires_ms, None);
+        assert_eq!(
+            q.mark_published(vec![(1, 1)]).await.unwrap(),
+            Vec::<u64>::new()
+        );
+        w.close().await.unwrap();
+    }
+    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
+    q.push(int(0)).await.unwrap(); // the first group sweeps
     q.fetch(0, 0).await.unwrap();
     let left: Vec<u64> = QueueReader::open(dir.path())
         .unwrap()
@@ -859,6 +869,7 @@ async fn max_age_expires_never_sent_rows_only() {
         .collect();
     assert_eq!(left, [1, 3, 4, 5]);
     assert_eq!(q.stats().expired, 1);
+    assert_eq!(q.progress().borrow().depth, 4);
     w.close().await.unwrap();
 }
 

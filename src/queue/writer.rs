@@ -42,11 +42,6 @@ pub(super) type DoneReply = oneshot::Sender<Result<(), QueueError>>;
 /// Reply to `MarkPublished`: the rows that no longer exist (their PUBLISH must not be sent).
 pub(super) type MarkReply = oneshot::Sender<Result<Vec<u64>, QueueError>>;
 
-/// How often at most the writer deletes expired rows when a `max_age` is configured. The sweep
-/// only keeps depth and size honest while nothing is sent; the uplink also drops expired rows
-/// when it meets them.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
 /// A request to the writer thread.
 #[derive(Debug)]
 pub(super) enum Command {
@@ -127,6 +122,8 @@ pub(super) struct Writer {
     /// Per (device, point) `max_age`; empty when no point has one.
     pub max_age: HashMap<(String, String), Duration>,
     pub poisoned: bool,
+    /// How often at most expired rows are swept (see [`super::QueueOptions::expiry_sweep`]).
+    pub sweep_every: Duration,
     pub next_sweep_ms: i64,
     pub burst: DropBurst,
 }
@@ -212,7 +209,7 @@ impl Writer {
         let now = now_ms();
         let sweep = !self.max_age.is_empty() && now >= self.next_sweep_ms;
         if sweep {
-            self.next_sweep_ms = now + i64::try_from(SWEEP_INTERVAL.as_millis()).unwrap_or(1000);
+            self.next_sweep_ms = now + i64::try_from(self.sweep_every.as_millis()).unwrap_or(1000);
         }
 
         let mut writes: Vec<Write<'_>> = Vec::with_capacity(group.len() + 2);
