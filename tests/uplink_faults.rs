@@ -620,3 +620,128 @@ async fn v1_backlog_survives_the_upgrade_and_is_delivered() {
     assert!(sub.seen().keys().any(|s| *s > 300));
     stream.cancel();
 }
+
+/// The seam for commands (issue 5) against a real broker: an incoming QoS 1 PUBLISH that the
+/// handler has not acknowledged is redelivered after a restart of the uplink (persistent
+/// session); once acknowledged it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() {
+    use fieldrelay::config::{SessionMode, UplinkConfig};
+    use fieldrelay::queue::{Queue, QueueOptions};
+    use fieldrelay::uplink::{Inbound, Incoming};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let config = UplinkConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "test-gw-cmd".into(),
+        keep_alive: Duration::from_secs(30),
+        topic_prefix: "fieldrelay/test-gw".into(),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        tls: None,
+        username: None,
+        password_file: None,
+        session: SessionMode::Persistent,
+        response_timeout: Duration::from_secs(5),
+        max_inflight: 8,
+        max_rate: None,
+    };
+    let (queue, _live, writer) =
+        Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");
+    let start = |tx: tokio::sync::mpsc::Sender<Incoming>| {
+        let cancel = CancellationToken::new();
+        let (_unused, live) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(fieldrelay::uplink::run(
+            config.clone(),
+            fieldrelay::uplink::dialer(&config).unwrap(),
+            queue.clone(),
+            fieldrelay::queue::LiveReceiver { rx: live },
+            Some(Inbound {
+                filters: vec!["fieldrelay/test-gw/+/+/set".into()],
+                tx,
+            }),
+            cancel.clone(),
+        ));
+        (cancel, task)
+    };
+    let publish = |point: &str, body: &str| {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args([
+                "-t",
+                &format!("fieldrelay/test-gw/boiler/{point}/set"),
+                "-m",
+                body,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // 1. A command arrives; the handler does not acknowledge it; the uplink restarts.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    // Probes until the subscription is live; each has its own id.
+    let mut published = Vec::new();
+    let first = loop {
+        let id = format!("a{}", published.len());
+        publish("setpoint", &format!(r#"{{"id":"{id}","value":1}}"#));
+        published.push(id);
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break m;
+        }
+    };
+    assert_eq!(first.topic, "fieldrelay/test-gw/boiler/setpoint/set");
+    assert!(first.ack.is_some(), "QoS 1: manual ack");
+    let first_id = serde_json::from_slice::<serde_json::Value>(&first.payload).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(first); // not acknowledged (nor are the probes after it)
+    cancel.cancel();
+    task.await.unwrap();
+
+    // 2. After the restart the broker redelivers the probes that reached the subscription; this
+    //    time each is acknowledged. Probes published before the subscription was live went
+    //    nowhere; the one received above and every later one come back, in order.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    let mut redelivered = std::collections::BTreeSet::new();
+    while !redelivered.contains(published.last().unwrap()) {
+        let m = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the unacknowledged command again within 30 s")
+            .expect("the uplink is running");
+        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let id = json["id"].as_str().unwrap().to_owned();
+        if id == first_id {
+            assert!(m.dup, "a redelivery carries DUP");
+        }
+        redelivered.insert(id);
+        m.ack.expect("QoS 1").ack();
+    }
+    assert!(
+        redelivered.contains(&first_id),
+        "the unacknowledged command was not redelivered: {redelivered:?}"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+
+    // 3. After another restart only a new command arrives: the acknowledged ones are gone.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    let fresh = loop {
+        publish("other", r#"{"id":"b","value":2}"#);
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break m;
+        }
+    };
+    assert_eq!(
+        fresh.topic, "fieldrelay/test-gw/boiler/other/set",
+        "an acknowledged command came back"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+    writer.close().await.unwrap();
+}
