@@ -30,17 +30,23 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 /// Same schema and pragmas as `src/queue/store.rs` (kept in sync by hand: the baseline must not
 /// go through the code it is measured against).
-const SCHEMA: &str = "CREATE TABLE samples (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT    NOT NULL,
-    point  TEXT    NOT NULL,
-    value  TEXT    NOT NULL,
-    ts_ms  INTEGER NOT NULL,
-    qos    INTEGER NOT NULL,
-    retain INTEGER NOT NULL
-)";
-const INSERT: &str =
-    "INSERT INTO samples (device, point, value, ts_ms, qos, retain) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SCHEMA: &str = "CREATE TABLE messages (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    device     TEXT    NOT NULL,
+    point      TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    qos        INTEGER NOT NULL,
+    retain     INTEGER NOT NULL,
+    kind       INTEGER NOT NULL DEFAULT 0,
+    expires_ms INTEGER,
+    state      INTEGER NOT NULL DEFAULT 0,
+    pkid       INTEGER
+);
+CREATE INDEX messages_unsettled ON messages(seq) WHERE state != 0;
+CREATE INDEX messages_expiry ON messages(expires_ms) WHERE expires_ms IS NOT NULL;";
+const INSERT: &str = "INSERT INTO messages (device, point, body, ts_ms, qos, retain, kind, \
+     expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL)";
 
 const POINTS: [&str; 2] = ["temperature", "pressure"];
 

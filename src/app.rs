@@ -32,13 +32,32 @@ pub enum AppError {
         dir: std::path::PathBuf,
         source: QueueError,
     },
+    #[error("uplink: {0}")]
+    Uplink(#[from] uplink::TransportError),
+}
+
+/// The queue's options from the `store` section and the points' `max_age`.
+pub fn queue_options(config: &Config) -> QueueOptions {
+    QueueOptions {
+        max_size: config.store.max_size,
+        on_full: config.store.on_full,
+        sync: config.store.sync,
+        max_age: config
+            .store
+            .max_age
+            .iter()
+            .map(|(key, age)| (key.clone(), *age))
+            .collect(),
+        ..QueueOptions::default()
+    }
 }
 
 /// Runs the gateway until `cancel` fires, then shuts down in order.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
     let data_dir = config.gateway.data_dir.clone();
+    let dialer = uplink::dialer(&config.uplink)?;
     let (queue, live, writer) =
-        Queue::open(&data_dir, QueueOptions::default()).map_err(|source| AppError::Queue {
+        Queue::open(&data_dir, queue_options(&config)).map_err(|source| AppError::Queue {
             dir: data_dir.clone(),
             source,
         })?;
@@ -70,8 +89,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
+        dialer,
         queue.clone(),
         live,
+        None,
         link_state,
         cancel.clone(),
     ));

@@ -11,16 +11,19 @@ mod error;
 mod load;
 mod raw;
 mod source_map;
+mod store;
 pub mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str, MAX_FILE_SIZE};
+pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use validate::{
-    DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_KEEP_ALIVE,
-    DEFAULT_MAX_GAP, DEFAULT_MODBUS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL,
-    DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
-    MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+    DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_CA_FILE,
+    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,
+    DEFAULT_MQTTS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL,
+    DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
+    MAX_CLIENT_ID_LEN, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
 
 /// The whole gateway configuration.
@@ -30,6 +33,8 @@ pub struct Config {
     pub uplink: UplinkConfig,
     pub buses: Vec<BusConfig>,
     pub devices: Vec<DeviceConfig>,
+    /// The `store` section, with every default resolved (the section is optional).
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +59,79 @@ pub struct UplinkConfig {
     /// First reconnect delay; doubles per failed attempt (full jitter) up to `reconnect_max`.
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    /// `Some` exactly for `mqtts://` urls.
+    pub tls: Option<TlsConfig>,
+    pub username: Option<String>,
+    /// Read at every connect (so a rotated password is picked up); one trailing newline is not
+    /// part of the password.
+    pub password_file: Option<PathBuf>,
+    pub session: SessionMode,
+    /// How long a PINGRESP, PUBACK, PUBREC or PUBCOMP may take before the link is declared
+    /// half-open, torn down and redialled.
+    pub response_timeout: Duration,
+    /// Most unacknowledged QoS 1/2 PUBLISHes at once.
+    pub max_inflight: u16,
+    /// Most queued messages sent per second; `None`: as fast as the window allows.
+    pub max_rate: Option<u32>,
+}
+
+/// TLS for `mqtts://`: the broker is verified against `ca_file`; with `cert_file` and
+/// `key_file` the gateway also presents a client certificate (mutual TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// PEM bundle of trusted CAs; default Debian's system bundle.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain and its PKCS#8, PKCS#1 or SEC1 key; both or neither.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// What the broker keeps of the gateway's MQTT session between connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// `clean_session = 0` with the fixed client id (default): the broker keeps our QoS 2
+    /// handshakes and subscriptions across reconnects, so QoS 2 stays exactly-once and commands
+    /// sent while the gateway was offline are delivered — at the price of broker memory per
+    /// gateway, and a client id that must be unique.
+    Persistent,
+    /// `clean_session = 1`: the broker forgets everything at disconnect. Nothing piles up on the
+    /// broker, but after a reconnect unacknowledged QoS 2 messages are resent as new (possible
+    /// duplicates, same `seq`) and commands published meanwhile are lost.
+    Clean,
+}
+
+/// The durable queue's limits (`store` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Bytes of `queue.db` and its write-ahead log together.
+    pub max_size: u64,
+    pub on_full: OnFull,
+    pub sync: SyncMode,
+    /// Resolved from the points' `max_age` keys: (device, point) → age. The queue applies it,
+    /// so it is kept here rather than in [`PointConfig`].
+    pub max_age: std::collections::BTreeMap<(String, String), Duration>,
+}
+
+/// What the queue does when `max_size` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Delete the oldest never-sent rows to make room (default): the newest data survives a
+    /// long outage, the oldest is lost (counted).
+    DropOldest,
+    /// Refuse new samples until the backlog drains: the history of the start of the outage
+    /// survives, the newest data is lost (counted).
+    RejectNew,
+}
+
+/// When a commit is flushed to the medium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync at every group commit (default): a power cut loses nothing committed, at the cost
+    /// of one flush per group (slow on SD cards).
+    Full,
+    /// fsync only at checkpoints: survives process crashes; a power cut may roll back the
+    /// commits since the last checkpoint (at most the WAL budget), and with them QoS 2
+    /// session state.
+    Normal,
 }
 
 #[derive(Debug, Clone, PartialEq)]

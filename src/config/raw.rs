@@ -43,6 +43,7 @@ pub(crate) struct RawRoot {
     pub uplink: Option<Value>,
     pub buses: Option<Vec<Value>>,
     pub devices: Option<Vec<Value>>,
+    pub store: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +62,32 @@ pub(crate) struct RawUplink {
     pub topic_prefix: Option<String>,
     pub reconnect_initial: Option<DurationValue>,
     pub reconnect_max: Option<DurationValue>,
+    /// Decoded separately into [`RawTls`], key by key.
+    pub tls: Option<Value>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub session: Option<String>,
+    pub response_timeout: Option<DurationValue>,
+    pub max_inflight: Option<i64>,
+    pub max_rate: Option<i64>,
+}
+
+/// `uplink.tls`: files for `mqtts://` (mutual TLS when a client certificate is given).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// `store`: the durable queue's limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub max_size: Option<SizeValue>,
+    pub on_full: Option<String>,
+    pub sync: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +146,8 @@ pub(crate) struct RawPoint {
     pub byte_order: Option<String>,
     pub word_order: Option<String>,
     pub regex: Option<String>,
+    /// Applied by the queue (see `store.rs` in this module), not by the poller.
+    pub max_age: Option<DurationValue>,
 }
 
 /// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends
@@ -196,6 +225,45 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// A size written as `4096`, `512KiB` or `256MiB` (see [`units::parse_size`]); a bare integer
+/// is bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SizeValue(pub u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = SizeValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 4096, 512KiB or 256MiB")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SizeValue, E> {
+                units::parse_size(text).map(SizeValue).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue(n))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<SizeValue, E> {
+                u64::try_from(n)
+                    .map(SizeValue)
+                    .map_err(|_| E::custom(UnitError::InvalidSize(n.to_string())))
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<SizeValue, E> {
+                Err(E::custom(UnitError::InvalidSize(n.to_string())))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
 /// What the decoder learnt about one mapping besides its values.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Keys {
@@ -249,6 +317,7 @@ pub(crate) struct RawConfig {
     pub uplink: Option<Decoded<RawUplink>>,
     pub buses: Option<List<Decoded<RawBus>>>,
     pub devices: Option<List<RawDeviceEntry>>,
+    pub store: Option<Decoded<RawStore>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -269,6 +338,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
 
     let gateway = decode_section(&root.gateway, "gateway", &mut keys, issues);
     let uplink = decode_section(&root.uplink, "uplink", &mut keys, issues);
+    let store = decode_section(&root.store, "store", &mut keys, issues);
     let buses = root.buses.map(|items| {
         decode_list(
             items,
@@ -286,6 +356,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
         uplink,
         buses,
         devices,
+        store,
     })
 }
 
@@ -548,7 +619,7 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices"]
+            &["gateway", "uplink", "buses", "devices", "store"]
         );
     }
 

@@ -27,21 +27,33 @@ use std::time::Duration;
 
 use super::error::Issue;
 use super::raw::{
-    closest, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry, RawGateway,
-    RawPoint, RawUplink,
+    closest, decode_mapping, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry,
+    RawGateway, RawPoint, RawTls, RawUplink,
 };
 use super::source_map::KeyPath;
 use super::units::format_duration;
 use super::{
     BusConfig, BusKind, ByteOrder, Coalesce, Config, DataType, DeviceConfig, Encoding,
     GatewayConfig, LinePattern, LineSettings, ModbusSource, Parity, Planning, PointConfig,
-    PointSource, PublishMode, Qos, Reporting, SerialSettings, StopBits, Table, UplinkConfig,
-    WordOrder,
+    PointSource, PublishMode, Qos, Reporting, SerialSettings, SessionMode, StopBits, Table,
+    TlsConfig, UplinkConfig, WordOrder,
 };
 use crate::modbus::plan::MAX_REGISTERS_PER_READ;
 
-/// IANA port of unencrypted MQTT; used when the url names none.
+/// IANA port of unencrypted MQTT; used when an `mqtt://` url names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
+/// IANA port of MQTT over TLS; used when an `mqtts://` url names none.
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
+/// Debian's (and Raspberry Pi OS's) bundle of the system's trusted CAs, from `ca-certificates`.
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// A broker answers in milliseconds; 10 s rides over a slow cellular link and a broker busy
+/// persisting, yet finds a dead link far sooner than 1.5 × keep_alive.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keeps a WAN link with a few hundred ms of latency busy; small enough that a reconnect
+/// resends little.
+pub const DEFAULT_MAX_INFLIGHT: u16 = 64;
+/// Packet ids are 16 bits and status messages need a few of their own.
+pub const MAX_INFLIGHT: u16 = 65_000;
 /// Long enough not to load a cellular link with pings, short enough that the broker publishes
 /// the Last Will within ~45 s (1.5 × keep alive) of a silent death.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -152,11 +164,14 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         collect_all(devices, list.len)
     });
 
+    let store = super::store::validate_store(raw.store.as_ref(), raw, issues);
+
     Some(Config {
         gateway: gateway?,
         uplink: uplink?,
         buses: buses?,
         devices: devices?,
+        store: store?,
     })
 }
 
@@ -308,7 +323,73 @@ fn validate_uplink(
         pair => pair,
     };
 
-    let (host, port) = endpoint?;
+    let tls_wanted = endpoint.as_ref().map(|(_, _, tls)| *tls);
+    let tls = validate_tls(raw.tls.as_ref(), keys, tls_wanted, issues);
+    let username = match &raw.username {
+        Some(name) if name.is_empty() || name.contains('\0') => {
+            issues.push(Issue::value(
+                keys.path_of("username"),
+                "must not be empty or contain a nul character",
+            ));
+            None
+        }
+        other => Some(other.clone()),
+    };
+    let password_file = match &raw.password_file {
+        Some(file) if file.is_empty() || file.contains('\0') => {
+            issues.push(Issue::value(
+                keys.path_of("password_file"),
+                "must be a file path",
+            ));
+            None
+        }
+        Some(_) if raw.username.is_none() && !keys.rejected.contains("username") => {
+            issues.push(Issue::value(
+                keys.path_of("password_file"),
+                "needs a username (mqtt 3.1.1 sends no password without one)",
+            ));
+            None
+        }
+        other => Some(other.as_ref().map(PathBuf::from)),
+    };
+    let session =
+        optional(keys, "session", raw.session.clone(), "persistent".into()).and_then(|text| {
+            match text.as_str() {
+                "persistent" => Some(SessionMode::Persistent),
+                "clean" => Some(SessionMode::Clean),
+                other => {
+                    issues.push(Issue::value(
+                        keys.path_of("session"),
+                        unknown_choice("session mode", other, &["persistent", "clean"]),
+                    ));
+                    None
+                }
+            }
+        });
+    let response_timeout = optional(
+        keys,
+        "response_timeout",
+        raw.response_timeout.map(|d| d.0),
+        DEFAULT_RESPONSE_TIMEOUT,
+    )
+    .and_then(|timeout| positive(keys, "response_timeout", timeout, issues));
+    let max_inflight = optional(
+        keys,
+        "max_inflight",
+        raw.max_inflight,
+        i64::from(DEFAULT_MAX_INFLIGHT),
+    )
+    .and_then(|n| in_range(keys, "max_inflight", n, 1, i64::from(MAX_INFLIGHT), issues))
+    .and_then(|n| u16::try_from(n).ok());
+    let max_rate = match raw.max_rate {
+        Some(rate) => in_range(keys, "max_rate", rate, 1, 1_000_000, issues)
+            .and_then(|rate| u32::try_from(rate).ok())
+            .map(Some),
+        None if keys.rejected.contains("max_rate") => None,
+        None => Some(None),
+    };
+
+    let (host, port, _) = endpoint?;
     Some(UplinkConfig {
         host,
         port,
@@ -317,6 +398,13 @@ fn validate_uplink(
         topic_prefix: topic_prefix?,
         reconnect_initial: reconnect_initial?,
         reconnect_max: reconnect_max?,
+        tls: tls?,
+        username: username?,
+        password_file: password_file?,
+        session: session?,
+        response_timeout: response_timeout?,
+        max_inflight: max_inflight?,
+        max_rate: max_rate?,
     })
 }
 
@@ -374,6 +462,82 @@ fn refuse_keys(keys: &Keys, not_for: &[&str], owner: &str, issues: &mut Vec<Issu
                 keys.path_of(key),
                 format!("`{key}` does not apply to {owner}"),
             ));
+        }
+    }
+}
+
+/// `uplink.tls`, checked against the url's scheme: TLS settings without `mqtts://` would be
+/// silently unused, so they are refused. `Some(None)`: no TLS, valid.
+fn validate_tls(
+    value: Option<&serde_json::Value>,
+    keys: &Keys,
+    tls_wanted: Option<bool>,
+    issues: &mut Vec<Issue>,
+) -> Option<Option<TlsConfig>> {
+    let path = keys.path_of("tls");
+    let decoded = match value {
+        Some(value) => Some(decode_mapping::<RawTls>(
+            value,
+            &path,
+            "the tls settings",
+            issues,
+        )?),
+        None if keys.rejected.contains("tls") => return None,
+        None => None,
+    };
+    match tls_wanted {
+        // The url is invalid and already reported; check the section on its own.
+        None => None,
+        Some(false) => {
+            if decoded.is_some() {
+                issues.push(Issue::key(
+                    path,
+                    "tls settings need an mqtts:// url (the url is mqtt://)",
+                ));
+                return None;
+            }
+            Some(None)
+        }
+        Some(true) => {
+            let Some(tls) = decoded else {
+                return Some(Some(TlsConfig {
+                    ca_file: PathBuf::from(DEFAULT_CA_FILE),
+                    client_auth: None,
+                }));
+            };
+            let (raw, tls_keys) = (&tls.value, &tls.keys);
+            let file = |key: &str, value: &Option<String>, issues: &mut Vec<Issue>| match value {
+                Some(text) if text.is_empty() || text.contains('\0') => {
+                    issues.push(Issue::value(tls_keys.path_of(key), "must be a file path"));
+                    None
+                }
+                other => Some(other.as_ref().map(PathBuf::from)),
+            };
+            let ca_file = file("ca_file", &raw.ca_file, issues);
+            let cert_file = file("cert_file", &raw.cert_file, issues);
+            let key_file = file("key_file", &raw.key_file, issues);
+            let client_auth = match (cert_file?, key_file?) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    issues.push(Issue::missing(
+                        tls_keys.path_of("key_file"),
+                        "cert_file needs its key_file",
+                    ));
+                    return None;
+                }
+                (None, Some(_)) => {
+                    issues.push(Issue::missing(
+                        tls_keys.path_of("cert_file"),
+                        "key_file needs its cert_file",
+                    ));
+                    return None;
+                }
+            };
+            Some(Some(TlsConfig {
+                ca_file: ca_file?.unwrap_or_else(|| PathBuf::from(DEFAULT_CA_FILE)),
+                client_auth,
+            }))
         }
     }
 }
@@ -1358,7 +1522,7 @@ fn require<'a, T>(
 
 /// An optional key's value or its default; `None` if the written value was refused, so later
 /// checks do not run on a default the user did not ask for.
-fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) -> Option<T> {
+pub(super) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) -> Option<T> {
     if keys.rejected.contains(key) {
         None
     } else {
@@ -1423,7 +1587,12 @@ fn port_number(keys: &Keys, key: &str, value: i64, issues: &mut Vec<Issue>) -> O
     in_range(keys, key, value, 1, 65_535, issues).and_then(|port| u16::try_from(port).ok())
 }
 
-fn positive(keys: &Keys, key: &str, value: Duration, issues: &mut Vec<Issue>) -> Option<Duration> {
+pub(super) fn positive(
+    keys: &Keys,
+    key: &str,
+    value: Duration,
+    issues: &mut Vec<Issue>,
+) -> Option<Duration> {
     if value.is_zero() {
         issues.push(Issue::value(keys.path_of(key), "must be greater than 0s"));
         None
@@ -1434,7 +1603,7 @@ fn positive(keys: &Keys, key: &str, value: Duration, issues: &mut Vec<Issue>) ->
 
 /// `unknown table "holdings": expected coil, discrete_input, input or holding (did you mean
 /// "holding"?)`
-fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
+pub(super) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
     let expected = match choices.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => choices.join(", "),
@@ -1504,17 +1673,16 @@ pub(crate) fn data_type_name(data_type: DataType) -> &'static str {
 /// Why an `uplink.url` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UrlError {
-    #[error("mqtts:// (TLS) is not supported yet")]
-    TlsNotSupported,
     #[error("invalid url {url:?}: {reason}")]
     Invalid { url: String, reason: &'static str },
 }
 
-/// Splits `mqtt://host[:port]` into host and port (1883 by default). IPv6 addresses go in
+/// Splits `mqtt://host[:port]` or `mqtts://host[:port]` into host, port (1883 or 8883 by
+/// default) and whether TLS is wanted. IPv6 addresses go in
 /// brackets (`mqtt://[::1]:1883`) and are returned without them, as `TcpStream::connect((host,
 /// port))` wants. The scheme is case-insensitive; paths, queries and credentials are refused
 /// rather than ignored, so nothing in the url is silently dropped.
-pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16), UrlError> {
+pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), UrlError> {
     let invalid = |reason| UrlError::Invalid {
         url: url.to_owned(),
         reason,
@@ -1523,11 +1691,11 @@ pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16), UrlError> {
         .find("://")
         .ok_or(invalid("expected mqtt://host[:port]"))?;
     let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
-    if scheme.eq_ignore_ascii_case("mqtts") {
-        return Err(UrlError::TlsNotSupported);
-    }
-    if !scheme.eq_ignore_ascii_case("mqtt") {
-        return Err(invalid("expected mqtt://host[:port]"));
+    let tls = scheme.eq_ignore_ascii_case("mqtts");
+    if !tls && !scheme.eq_ignore_ascii_case("mqtt") {
+        return Err(invalid(
+            "expected mqtt://host[:port] or mqtts://host[:port]",
+        ));
     }
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
@@ -1569,6 +1737,7 @@ pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16), UrlError> {
         (host, port)
     };
     let port = match port {
+        None if tls => DEFAULT_MQTTS_PORT,
         None => DEFAULT_MQTT_PORT,
         Some(port) => port
             .parse::<u16>()
@@ -1576,7 +1745,7 @@ pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16), UrlError> {
             .filter(|port| *port != 0)
             .ok_or(invalid("the port must be a number between 1 and 65535"))?,
     };
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, tls))
 }
 
 /// An IP address, or a DNS name: dot-separated labels of letters, digits, `-` and `_` (not
@@ -1676,8 +1845,19 @@ devices:
                 topic_prefix: "fieldrelay/gw1".to_owned(),
                 reconnect_initial: Duration::from_secs(1),
                 reconnect_max: Duration::from_secs(60),
+                tls: None,
+                username: None,
+                password_file: None,
+                session: SessionMode::Persistent,
+                response_timeout: Duration::from_secs(10),
+                max_inflight: 64,
+                max_rate: None,
             }
         );
+        assert_eq!(config.store.max_size, 1 << 30);
+        assert_eq!(config.store.on_full, crate::config::OnFull::DropOldest);
+        assert_eq!(config.store.sync, crate::config::SyncMode::Full);
+        assert!(config.store.max_age.is_empty());
         assert_eq!(
             config.buses,
             vec![BusConfig {
@@ -1797,8 +1977,62 @@ devices:
     fn uplink_rules() {
         let uplink = |lines: &str| errors(&with(&[("  url: mqtt://broker.local\n", lines)]));
         assert_eq!(
-            uplink("  url: mqtts://broker:8883\n"),
-            ["5:8: uplink.url: mqtts:// (TLS) is not supported yet"]
+            uplink("  url: mqtt://b\n  tls: {ca_file: /ca.pem}\n"),
+            ["6:3: uplink.tls: tls settings need an mqtts:// url (the url is mqtt://)"]
+        );
+        assert_eq!(
+            uplink("  url: mqtts://b\n  tls: {ca_file: /c.pem, kye_file: x}\n  password_file: /p\n"),
+            [
+                r#"6:26: uplink.tls.kye_file: unknown key "kye_file" (did you mean "key_file"?)"#,
+                "7:18: uplink.password_file: needs a username (mqtt 3.1.1 sends no password without one)",
+            ]
+        );
+        assert_eq!(
+            uplink("  url: mqtts://b\n  tls: {cert_file: /c.pem}\n"),
+            ["6:8: uplink.tls.key_file: cert_file needs its key_file"]
+        );
+        assert_eq!(
+            uplink("  url: mqtt://b\n  session: sticky\n  max_inflight: 0\n  max_rate: -1\n  response_timeout: 0s\n"),
+            [
+                r#"6:12: uplink.session: unknown session mode "sticky": expected persistent or clean"#,
+                "7:17: uplink.max_inflight: must be between 1 and 65000, got 0",
+                "8:13: uplink.max_rate: must be between 1 and 1000000, got -1",
+                "9:21: uplink.response_timeout: must be greater than 0s",
+            ]
+        );
+        let config = load_str(
+            &with(&[(
+                "  url: mqtt://broker.local\n",
+                "  url: mqtts://broker.local\n  tls:\n    ca_file: /ca.pem\n    cert_file: /c.pem\n    key_file: /k.pem\n  username: gw\n  password_file: /pw\n  session: clean\n  response_timeout: 2s\n  max_inflight: 5\n  max_rate: 100\n",
+            )]),
+            "c.yaml",
+        )
+        .unwrap();
+        let u = &config.uplink;
+        assert_eq!(u.port, 8883);
+        assert_eq!(
+            u.tls,
+            Some(TlsConfig {
+                ca_file: "/ca.pem".into(),
+                client_auth: Some(("/c.pem".into(), "/k.pem".into()))
+            })
+        );
+        assert_eq!(u.username.as_deref(), Some("gw"));
+        assert_eq!(u.password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(u.session, SessionMode::Clean);
+        assert_eq!(u.response_timeout, Duration::from_secs(2));
+        assert_eq!((u.max_inflight, u.max_rate), (5, Some(100)));
+        let config = load_str(
+            &with(&[(
+                "  url: mqtt://broker.local\n",
+                "  url: mqtts://broker.local\n",
+            )]),
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.uplink.tls.unwrap().ca_file,
+            PathBuf::from(DEFAULT_CA_FILE)
         );
         assert_eq!(
             uplink("  url: mqtt://b\n  keep_alive: 0s\n  client_id: a b\n  topic_prefix: a/#/\n"),
@@ -1846,15 +2080,19 @@ devices:
     #[test]
     fn parses_mqtt_urls() {
         let ok = |url: &str| parse_mqtt_url(url).unwrap();
-        assert_eq!(ok("mqtt://127.0.0.1:1883"), ("127.0.0.1".to_owned(), 1883));
-        assert_eq!(ok("mqtt://broker"), ("broker".to_owned(), 1883));
+        assert_eq!(
+            ok("mqtt://127.0.0.1:1883"),
+            ("127.0.0.1".to_owned(), 1883, false)
+        );
+        assert_eq!(ok("mqtt://broker"), ("broker".to_owned(), 1883, false));
+        assert_eq!(ok("mqtts://broker"), ("broker".to_owned(), 8883, true));
+        assert_eq!(ok("MQTTS://broker:443"), ("broker".to_owned(), 443, true));
         assert_eq!(
             ok("mqtt://broker.example.com:8883/"),
-            ("broker.example.com".to_owned(), 8883)
+            ("broker.example.com".to_owned(), 8883, false)
         );
-        assert_eq!(ok("mqtt://[fe80::1]"), ("fe80::1".to_owned(), 1883));
-        assert_eq!(ok("Mqtt://[::1]:1"), ("::1".to_owned(), 1));
-        assert_eq!(parse_mqtt_url("mqtts://x"), Err(UrlError::TlsNotSupported));
+        assert_eq!(ok("mqtt://[fe80::1]"), ("fe80::1".to_owned(), 1883, false));
+        assert_eq!(ok("Mqtt://[::1]:1"), ("::1".to_owned(), 1, false));
         for bad in [
             "broker:1883",
             "tcp://broker",
@@ -1882,7 +2120,7 @@ devices:
         }
         assert_eq!(
             parse_mqtt_url("tcp://b").unwrap_err().to_string(),
-            r#"invalid url "tcp://b": expected mqtt://host[:port]"#
+            r#"invalid url "tcp://b": expected mqtt://host[:port] or mqtts://host[:port]"#
         );
     }
 

@@ -1,78 +1,101 @@
-//! The durable sample queue: every QoS 1/2 sample lives here, in SQLite, from the moment it is
-//! committed until the broker acknowledged it.
+//! The durable queue: every QoS 1/2 sample (and, from issue 5 on, every device status and command
+//! result) lives here, in SQLite, from the moment it is committed until the broker acknowledged
+//! it — together with the MQTT session state of the rows in flight. The contract is
+//! `docs/specs/queue.md`; this header is the design.
 //!
 //! # Invariants
 //!
-//! 1. **Committed before published.** The uplink only ever sees rows through [`Queue::fetch`],
-//!    which is answered by the writer thread after the transaction holding them committed. A
-//!    sample that was never committed is never published as a QoS 1/2 message.
-//! 2. **Deleted only on ack.** The only `DELETE` is [`Queue::ack`], which the uplink calls only on
-//!    PUBACK (QoS 1) or PUBCOMP (QoS 2). Nothing expires, nothing is evicted.
-//! 3. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
+//! 1. **Committed before published.** The uplink only ever sees rows through [`Queue::fetch`] /
+//!    [`Queue::unsettled`], answered by the writer thread after the transaction holding them
+//!    committed.
+//! 2. **Deleted only on ack** — or by an explicit, counted drop policy: [`Queue::ack`] (PUBACK
+//!    for QoS 1, PUBCOMP for QoS 2), `store.on_full: drop_oldest` eviction, a point's `max_age`.
+//!    The two policies only ever delete rows that were never sent (`state = 0`); a row the broker
+//!    may hold a packet id for is deleted by its acknowledgement alone.
+//! 3. **QoS 2 session state is written ahead of the wire.** The uplink writes a QoS 2 PUBLISH
+//!    only after [`Queue::mark_published`] committed its packet id, and a PUBREL only after
+//!    [`Queue::mark_received`] committed the PUBREC. So after any crash the file tells, for every
+//!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
+//!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
+//!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
+//!    under a new id (same `seq`). See "Session writes and the poison flag" in `writer.rs` for
+//!    failed commits.
+//! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
-//!    newest rows were acked (or the whole queue drained, or the process restarted) the next row
-//!    still gets a larger id. A plain rowid would hand out `max(rowid) + 1` again, and a
-//!    consumer that de-duplicates by `seq` would then drop a new sample as a duplicate.
-//! 4. **Order.** Commands are applied in channel order, so for one producer `seq` order is push
-//!    order; across producers it is the order in which their pushes reached the channel. A
-//!    transaction is all or nothing, so the committed rows are always a prefix of what was sent
-//!    (minus groups whose commit failed, see below). `fetch` returns rows in `seq` order.
+//!    newest rows were acked (or the queue drained, the process restarted, the file migrated)
+//!    the next row still gets a larger id. A corrupt file that is quarantined hands its last
+//!    `seq` (or, if unreadable, a clock-derived floor) to the new file.
+//! 5. **Order.** Commands are applied in channel order, so for one producer `seq` order is push
+//!    order. A transaction is all or nothing. `fetch` returns queued rows in `seq` order.
 //!
 //! `push` returning `Ok` means *accepted by the writer*, not *committed*: whoever needs to know
 //! that a row is on disk waits on [`Queue::progress`] (`last_seq`), or on a later `fetch`.
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`), schema version 1 in
-//! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`]):
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`), schema version 2 in
+//! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
+//! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
 //! ```sql
-//! CREATE TABLE samples (
-//!     seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- the sample's seq
-//!     device TEXT    NOT NULL,
-//!     point  TEXT    NOT NULL,
-//!     value  TEXT    NOT NULL,  -- JSON of the Value: true|false|integer|float
-//!     ts_ms  INTEGER NOT NULL,  -- ms since the Unix epoch
-//!     qos    INTEGER NOT NULL,  -- 1 or 2 (QoS 0 is never stored)
-//!     retain INTEGER NOT NULL   -- 0 or 1
+//! CREATE TABLE messages (
+//!     seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- the row's seq
+//!     device     TEXT    NOT NULL,
+//!     point      TEXT    NOT NULL,  -- '' for device-level kinds
+//!     body       TEXT    NOT NULL,  -- kind 0: the Value's JSON; other kinds: the whole payload
+//!     ts_ms      INTEGER NOT NULL,  -- ms since the Unix epoch
+//!     qos        INTEGER NOT NULL,  -- 1 or 2 (QoS 0 is never stored)
+//!     retain     INTEGER NOT NULL,  -- 0 or 1
+//!     kind       INTEGER NOT NULL DEFAULT 0,  -- 0 sample, 1 device status, 2 command result
+//!     expires_ms INTEGER,           -- ts_ms + the point's max_age; NULL: never
+//!     state      INTEGER NOT NULL DEFAULT 0,  -- 0 queued, 1 PUBLISH sent, 2 PUBREC received
+//!     pkid       INTEGER            -- packet id while state != 0
 //! );
 //! ```
 //!
-//! `value` decodes as: `true`/`false` → `Bool`, an integer literal → `Int`, any other finite
-//! number → `Float` (floats are written in shortest round-trip form and parsed back exactly). A
-//! row that does not decode is [`QueueError::Decode`] naming its `seq`; `fetch` still returns
-//! the rows before it, and the bad row can be removed by acking that `seq`. Non-finite floats
-//! are refused at `push` so that the queue never writes such a row itself.
+//! **Why a `kind` column and not a free topic:** the topic is a function of the kind and the
+//! names (`P/<device>/<point>`, `P/<device>/status`, `P/<device>/<point>/set/result`), so a
+//! change of `topic_prefix` re-targets a backlog correctly, rows stay small, and the uplink
+//! renders the sample envelope (with its `seq`, known only after the insert) at send time. A
+//! kind this build does not know is a decode error of that row, never a guess.
 //!
-//! Pragmas: `journal_mode=WAL` (a commit is an append to the log plus one fsync; read-only
-//! readers never block the writer), `synchronous=FULL` (the WAL is fsynced at every commit, so a
-//! commit survives power loss, where `NORMAL` would only survive a process crash), and a 5 s
-//! busy timeout (read-only tools may briefly hold locks).
+//! Pragmas: `journal_mode=WAL`; `synchronous=FULL` (default; the WAL is fsynced at every commit)
+//! or `NORMAL` (`store.sync`); `wal_autocheckpoint`/`journal_size_limit` keep the log within a
+//! quarter of `max_size` (at most 4 MiB); 5 s busy timeout for read-only tools.
+//!
+//! # Start-up
+//!
+//! `PRAGMA quick_check` reads the whole file. A file that SQLite calls corrupt or not a database
+//! is *quarantined*: renamed with its `-wal`/`-shm` to `queue.db.corrupt-<UTC time>` (never
+//! deleted), and a new queue starts above the old file's last readable `seq`. Any other open
+//! error (permissions, I/O, newer schema) refuses to start and touches nothing.
+//!
+//! # Capacity, expiry, disk full
+//!
+//! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget;
+//! `on_full` evicts the oldest never-sent rows or refuses new ones; every drop is counted in
+//! [`QueueStats`] and logged once per burst. Rows of points with a `max_age` get an expiry;
+//! never-sent expired rows are swept at most once a second by the writer and dropped by the
+//! uplink when it meets them. A failed commit (disk full) drops that group's inserts (counted)
+//! and retries its other writes alone; the writer carries on and commits succeed again as soon
+//! as space returns.
 //!
 //! # Crash semantics
 //!
-//! - **`kill -9` / panic / OOM kill**: every committed row survives; pushes accepted but not yet
-//!   committed (at most one group in flight plus the channel's content) are lost. The test
-//!   `kill_9_keeps_committed_rows` kills a child process while it pushes and checks that the
-//!   surviving rows are exactly the committed ones plus a gapless continuation.
-//! - **Power loss**, on a medium that honours flushes: the same, thanks to `synchronous=FULL`.
-//!   (An SD card or USB stick that lies about flushes can lose recent commits; no software
-//!   setting fixes that.)
-//! - **Acked but delete not yet committed**: the row is still there after a restart and is
-//!   published again with the *same* `seq`. The consumer sees a duplicate with an equal `seq`
-//!   and drops it. This is the at-least-once price; the queue never invents a new `seq` for an
-//!   old sample.
-//! - **A failed commit** (disk full, I/O error): the transaction is rolled back, the writer
-//!   logs at error level, counts the group's inserts in [`QueueStats::commit_dropped`] and
-//!   carries on; nothing is retried behind the caller's back. Rows committed earlier are
-//!   untouched; acks of that group are lost (→ duplicates later, as above). The writer then
-//!   re-reads `last_seq`/depth from the file, so the progress never claims what is not on disk.
+//! - **`kill -9` / panic / OOM kill**: every committed row and session state survives; pushes
+//!   accepted but not yet committed (at most one group plus the channel's content) are lost.
+//! - **Power loss** with `sync: full`, on a medium that honours flushes: the same. With
+//!   `sync: normal`: the commits since the last checkpoint (at most the WAL budget) may be
+//!   rolled back, samples and session state alike.
+//! - **Acked but delete not yet committed**: the row is still there after a restart and is sent
+//!   again with the *same* `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session:
+//!   PUBREL again, no duplicate).
 //!
 //! # Threading model
 //!
 //! ```text
 //! pollers ──push(QoS 1/2)──► bounded mpsc<Command> ──► queue-writer thread ──► queue.db
-//! uplink ──fetch/ack──────►        (2 × max_batch)        (only rw connection)
+//! uplink ──fetch/mark/ack──►      (2 × max_batch)       (only rw connection)
 //!    ▲                                                          │
 //!    └──── watch<QueueProgress> ◄── after each commit ──────────┘
 //! pollers ──push(QoS 0)──► bounded mpsc<Sample> (live) ──► uplink      (never on disk)
@@ -80,72 +103,39 @@
 //!
 //! One dedicated `std::thread` (`queue-writer`) owns the only read-write connection: SQLite
 //! allows one writer at a time anyway, blocking fsyncs must not stall tokio workers, and a single
-//! owner needs no locks. Commands (`Insert`, `Fetch`, `Ack`, `Close`) arrive on a bounded
-//! `tokio::sync::mpsc` channel; `push` awaits capacity, which is the backpressure on the pollers
-//! when the disk falls behind. The thread blocks for the first command (`blocking_recv`), drains
-//! what is already waiting (`try_recv`, up to `max_batch` inserts), applies all inserts and
-//! deletes of that group in channel order in ONE transaction with cached prepared statements,
-//! commits, publishes [`QueueProgress`] on the watch, and only then answers the group's fetches.
-//! So a fetch never sees uncommitted rows, always sees the acks sent before it, and whoever got
-//! a fetch reply also sees a progress at least that new. `depth` is a counter kept by the
-//! writer (initialised with `COUNT(*)` at open); `last_seq` comes from `sqlite_sequence`.
-//!
-//! `Close` closes the channel's receiving side (later sends fail with [`QueueError::Closed`])
-//! and the thread still drains and commits everything buffered before it, then closes the
-//! database; [`QueueWriter::close`] joins it with `spawn_blocking`. If the thread is gone
-//! (closed or panicked), the channel is closed and every call returns `Closed`; a pending fetch
-//! sees its reply sender dropped and also returns `Closed`: nothing panics, nothing hangs.
+//! owner needs no locks. It blocks for the first command, drains what is already waiting (up to
+//! `max_batch` inserts), applies every write of that group in ONE transaction, commits,
+//! publishes [`QueueProgress`], and only then answers the group's replies. `Close` refuses later
+//! commands but still commits what is buffered; [`QueueWriter::close`] joins the thread. If the
+//! thread is gone every call returns [`QueueError::Closed`]: nothing panics, nothing hangs.
 //!
 //! ## Why group commit
 //!
 //! With `synchronous=FULL` the cost of a commit is dominated by its fsync, not by the rows in
-//! it. One row per transaction caps the queue at the disk's fsync rate (a few thousand per
-//! second on a VM, far fewer on an SD card); grouping whatever is waiting makes the cost per row
-//! fall with load, with no added latency when idle (a lone sample is committed at once, in a
-//! group of one). `cargo bench --bench queue` (2-core VM, ext4 on virtio):
-//!
-//! | case                                     |   rows | time s |  rows/s | vs baseline |
-//! |------------------------------------------|-------:|-------:|--------:|------------:|
-//! | (i) `Queue`, group commit (max_batch 1000) | 50 000 |  0.084 | 592 575 |      0.971× |
-//! | (ii) rusqlite, 1000 rows/tx (baseline)   | 50 000 |  0.082 | 609 959 |      1.000× |
-//! | (iii) rusqlite, 1 row/tx                 |  2 000 |  0.432 |   4 632 |      0.008× |
-//!
-//! (Median of 3 runs per case; over 5 invocations (i) was 0.92×–1.05× of (ii) and (iii)
-//! 0.005×–0.008×.) The queue, with its channel hops, watch updates and one producer, runs at
-//! the speed of hand-batched inserts, and about **128× faster than one row per transaction**,
-//! which is bound by the fsync rate (~4.6k/s here; the Store notes measured ~3.3k/s on another
-//! VM, and an SD card is far slower). The producer is never throttled to the fsync rate: while
-//! one group is being fsynced, the next one fills the channel.
-//!
-//! # API contract used by the rest of the gateway
-//!
-//! - [`Queue::open`] opens/creates `<data_dir>/queue.db` and starts the writer thread.
-//! - [`Queue::push`] routes a sample: QoS 0 goes to the live channel (never touches disk; dropped
-//!   and counted when the channel is full), QoS 1/2 go to the writer, which commits them in groups.
-//! - [`Queue::fetch`] returns committed rows with `seq > after_seq` in `seq` order.
-//! - [`Queue::ack`] deletes a row; only the uplink calls it, and only on PUBACK/PUBCOMP.
-//! - [`Queue::progress`] watches the newest committed `seq` and the depth.
-//! - [`QueueWriter::close`] commits what is pending and stops the thread; it is the last step of
-//!   shutdown.
-//! - [`Queue::stats`] counts dropped samples; [`QueueReader`] / [`read_only_rows`] read a queue
-//!   file read-only (tests, tools), even while a gateway writes it.
+//! it. Grouping whatever is waiting makes the cost per row fall with load, with no added latency
+//! when idle. `cargo bench --bench queue` measures it against a hand-batched rusqlite loop (the
+//! figures are in `docs/specs/queue.md`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::Qos;
+use crate::config::{OnFull, Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
+pub mod capacity;
 mod store;
 mod writer;
 
 pub use store::{db_path, read_only_rows, QueueReader, DB_FILE};
 
+use capacity::{Capacity, DropBurst};
 use writer::{Command, Writer};
 
 /// A committed sample with its queue row id.
@@ -156,23 +146,110 @@ pub struct StoredSample {
     pub sample: Sample,
 }
 
+/// What a non-sample row is; decides its topic (see `uplink::message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// `P/<device>/status`, retained (issue 5). `point` is empty.
+    DeviceStatus,
+    /// `P/<device>/<point>/set/result` (issue 5).
+    CommandResult,
+}
+
+impl MessageKind {
+    /// The `kind` column; 0 is a sample.
+    pub fn code(self) -> i64 {
+        match self {
+            MessageKind::DeviceStatus => 1,
+            MessageKind::CommandResult => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<MessageKind> {
+        match code {
+            1 => Some(MessageKind::DeviceStatus),
+            2 => Some(MessageKind::CommandResult),
+            _ => None,
+        }
+    }
+}
+
+/// A durable non-sample message: same commit-before-publish and delete-on-ack rule as samples.
+/// `payload` is published as is (no `seq` is added).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub device: Arc<str>,
+    /// Empty for device-level kinds.
+    pub point: Arc<str>,
+    pub payload: String,
+    pub ts_ms: i64,
+    /// 1 or 2; QoS 0 is refused at push (nothing durable about it).
+    pub qos: Qos,
+    pub retain: bool,
+}
+
+/// A row's content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Sample(Sample),
+    Message(Message),
+}
+
+/// A row's MQTT session state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Never sent in the broker's current session.
+    Queued,
+    /// PUBLISH sent with this packet id; PUBACK (QoS 1) or PUBREC (QoS 2) outstanding.
+    Published { pkid: u16 },
+    /// QoS 2: PUBREC received, PUBREL due or sent; PUBCOMP outstanding.
+    Received { pkid: u16 },
+}
+
+/// A committed row with its session state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub seq: u64,
+    pub entry: Entry,
+    pub delivery: Delivery,
+    /// Never-sent rows past this wall-clock time (ms) are dropped; `None`: never.
+    pub expires_ms: Option<i64>,
+}
+
+impl StoredRow {
+    pub fn qos(&self) -> Qos {
+        match &self.entry {
+            Entry::Sample(s) => s.qos,
+            Entry::Message(m) => m.qos,
+        }
+    }
+}
+
 /// Observable queue state, published after every commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueProgress {
     /// Newest committed `seq` (0 when nothing was ever committed).
     pub last_seq: u64,
-    /// Rows committed and not yet acknowledged.
+    /// Rows committed and not yet acknowledged (or dropped).
     pub depth: u64,
+    /// Bytes of `queue.db` in use (what `store.max_size` bounds, besides the WAL budget).
+    pub bytes: u64,
 }
 
-/// Samples the queue gave up on since it was opened (for metrics and status lines).
+/// Samples the queue gave up on since it was opened (for metrics and status lines). A committed
+/// sample is only ever counted in `capacity_dropped` or `expired`, by the configured policies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// QoS 0 samples dropped because the live channel was full or had no receiver.
     pub live_dropped: u64,
     /// QoS 1/2 samples dropped because the transaction holding them failed (disk full, I/O
-    /// error). They were never committed, so no acknowledged sample is among them.
+    /// error). They were never committed.
     pub commit_dropped: u64,
+    /// `store.max_size` reached: oldest never-sent rows evicted (`drop_oldest`) or new ones
+    /// refused (`reject_new`).
+    pub capacity_dropped: u64,
+    /// Never-sent rows past their point's `max_age`.
+    pub expired: u64,
 }
 
 /// Counters shared by every handle and the writer thread; atomics because they are bumped on
@@ -181,6 +258,8 @@ pub struct QueueStats {
 struct Counters {
     live_dropped: AtomicU64,
     commit_dropped: AtomicU64,
+    capacity_dropped: AtomicU64,
+    expired: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -189,13 +268,33 @@ pub struct QueueOptions {
     pub max_batch: usize,
     /// Capacity of the QoS 0 live channel.
     pub live_capacity: usize,
+    /// `store.max_size`: bytes of `queue.db` plus its WAL budget.
+    pub max_size: u64,
+    pub on_full: OnFull,
+    pub sync: SyncMode,
+    /// Per (device, point) `max_age`.
+    pub max_age: HashMap<(String, String), Duration>,
+    /// How often at most the writer deletes expired never-sent rows (when some point has a
+    /// `max_age`). The sweep only keeps depth and size honest while nothing is sent; the uplink
+    /// also drops expired rows when it meets them.
+    pub expiry_sweep: Duration,
 }
+
+/// Default `store.max_size` (see the config).
+pub const DEFAULT_MAX_SIZE: u64 = crate::config::DEFAULT_MAX_SIZE;
+/// `meta` key of [`Queue::session_peer`].
+const SESSION_PEER: &str = "session_peer";
 
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
             max_batch: 1000,
             live_capacity: 1024,
+            max_size: DEFAULT_MAX_SIZE,
+            on_full: OnFull::DropOldest,
+            sync: SyncMode::Full,
+            max_age: HashMap::new(),
+            expiry_sweep: Duration::from_secs(1),
         }
     }
 }
@@ -229,8 +328,24 @@ pub enum QueueError {
     /// Refused at `push` so that no undecodable row reaches the disk.
     #[error("sample value is not finite")]
     NonFiniteValue,
+    #[error("a qos 0 message cannot be queued")]
+    QosZero,
     #[error("queue writer thread panicked")]
     WriterPanicked,
+    #[error("queue file failed its integrity check: {0}")]
+    Corrupt(String),
+    #[error("cannot quarantine the corrupt queue file {path}: {source}")]
+    Quarantine {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The transaction holding this write failed (disk full, I/O error); nothing of it applied.
+    #[error("queue commit failed: {0}")]
+    Commit(String),
+    /// An earlier session write failed: the session must be reloaded from disk before packet
+    /// ids are assigned again.
+    #[error("queue session state must be reloaded after a failed commit")]
+    SessionLost,
 }
 
 /// Handle to the queue; cheap to clone. Every clone talks to the same writer thread.
@@ -259,10 +374,72 @@ pub struct QueueWriter {
     thread: JoinHandle<Result<(), QueueError>>,
 }
 
+/// Opens the read-write connection with the integrity check, quarantining a corrupt file.
+fn open_checked(path: &Path, options: &QueueOptions) -> Result<rusqlite::Connection, QueueError> {
+    let attempt = |path: &Path| -> Result<rusqlite::Connection, QueueError> {
+        let conn = store::open_rw(path, options.sync, options.max_size)?;
+        store::quick_check(&conn)?;
+        Ok(conn)
+    };
+    if !path.exists() {
+        return store::open_rw(path, options.sync, options.max_size);
+    }
+    match attempt(path) {
+        Ok(conn) => Ok(conn),
+        Err(error) if store::is_corruption(&error) => {
+            let floor = store::salvage_last_seq(path);
+            let stamp = utc_stamp(crate::sample::now_ms() / 1000);
+            let moved =
+                store::quarantine(path, &stamp).map_err(|source| QueueError::Quarantine {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            // Without a readable last seq, a clock-derived floor (ms × 1000, below 2^53 until
+            // the year 2255) is above any seq a gateway can have handed out.
+            let floor = floor.unwrap_or_else(|| {
+                u64::try_from(crate::sample::now_ms())
+                    .unwrap_or(0)
+                    .saturating_mul(1000)
+            });
+            tracing::error!(
+                %error,
+                quarantined = %moved.display(),
+                next_seq_above = floor,
+                "queue file is corrupt: moved aside (not deleted), starting a new queue"
+            );
+            let conn = store::open_rw(path, options.sync, options.max_size)?;
+            store::seed_last_seq(&conn, floor)?;
+            Ok(conn)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for Unix seconds (civil-from-days, proleptic Gregorian).
+fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 impl Queue {
-    /// Opens (creating the directory, the file and the schema as needed) `<data_dir>/queue.db`
-    /// and starts the `queue-writer` thread. Blocking: call it before the runtime gets busy, or
-    /// from `spawn_blocking`.
+    /// Opens (creating the directory, the file and the schema as needed, migrating a v1 file,
+    /// quarantining a corrupt one) `<data_dir>/queue.db` and starts the `queue-writer` thread.
+    /// Blocking: call it before the runtime gets busy, or from `spawn_blocking`.
     pub fn open(
         data_dir: &Path,
         options: QueueOptions,
@@ -271,8 +448,9 @@ impl Queue {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let conn = store::open_rw(&db_path(data_dir))?;
+        let conn = open_checked(&db_path(data_dir), &options)?;
         let progress = store::load_progress(&conn)?;
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
 
         let max_batch = options.max_batch.max(1);
         // Room for one full group being committed plus the next one filling up, so producers
@@ -292,6 +470,18 @@ impl Queue {
             counters: Arc::clone(&counters),
             max_batch,
             max_commands: capacity,
+            capacity: Capacity {
+                budget: options
+                    .max_size
+                    .saturating_sub(store::wal_budget(options.max_size)),
+                on_full: options.on_full,
+                page_size: u64::try_from(page_size).unwrap_or(4096),
+            },
+            max_age: options.max_age.clone(),
+            poisoned: false,
+            sweep_every: options.expiry_sweep,
+            next_sweep_ms: 0,
+            burst: DropBurst::default(),
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
@@ -301,6 +491,7 @@ impl Queue {
             path = %db_path(data_dir).display(),
             last_seq = progress.last_seq,
             depth = progress.depth,
+            bytes = progress.bytes,
             "queue opened"
         );
 
@@ -336,40 +527,111 @@ impl Queue {
                 }
                 Ok(())
             }
-            Qos::AtLeastOnce | Qos::ExactlyOnce => self
-                .cmd_tx
-                .send(Command::Insert(sample))
-                .await
-                .map_err(|_| QueueError::Closed),
+            Qos::AtLeastOnce | Qos::ExactlyOnce => {
+                self.send(Command::Insert(Entry::Sample(sample))).await
+            }
         }
     }
 
-    /// Committed rows with `seq > after_seq`, in `seq` order, at most `limit`. Sees every
-    /// `ack` and every commit of pushes sent before it.
-    pub async fn fetch(
+    /// Queues a durable non-sample message (device status, command result): committed, then
+    /// published by the uplink and deleted on its PUBACK/PUBCOMP, like a sample.
+    pub async fn push_message(&self, message: Message) -> Result<(), QueueError> {
+        if message.qos == Qos::AtMostOnce {
+            return Err(QueueError::QosZero);
+        }
+        self.send(Command::Insert(Entry::Message(message))).await
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), QueueError> {
+        self.cmd_tx.send(cmd).await.map_err(|_| QueueError::Closed)
+    }
+
+    async fn request<T>(
         &self,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredSample>, QueueError> {
+        cmd: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Command,
+    ) -> Result<T, QueueError> {
         let (reply, rx) = oneshot::channel();
-        self.cmd_tx
-            .send(Command::Fetch {
-                after_seq,
-                limit,
-                reply,
-            })
-            .await
-            .map_err(|_| QueueError::Closed)?;
+        self.send(cmd(reply)).await?;
         // A dropped reply sender means the writer died before answering.
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
+    /// Committed, never-sent rows with `seq > after_seq`, in `seq` order, at most `limit`. Sees
+    /// every write and every commit of pushes sent before it.
+    pub async fn fetch(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredRow>, QueueError> {
+        self.request(|reply| Command::Fetch {
+            after_seq,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     /// Queues the deletion of row `seq` (committed with the next group). Unknown `seq`: no-op.
+    /// Only the uplink calls it, on PUBACK (QoS 1) or PUBCOMP (QoS 2).
     pub async fn ack(&self, seq: u64) -> Result<(), QueueError> {
-        self.cmd_tx
-            .send(Command::Ack(seq))
+        self.send(Command::Ack(seq)).await
+    }
+
+    /// Queues the deletion of never-sent rows that passed their `max_age` (counted as expired).
+    pub async fn expire(&self, seqs: Vec<u64>) -> Result<(), QueueError> {
+        self.send(Command::Expire(seqs)).await
+    }
+
+    /// Records the packet ids PUBLISHes are about to be sent with; returns after the commit,
+    /// with the rows that no longer exist (evicted or expired since they were fetched): their
+    /// PUBLISH must not be sent, or the broker would hold an id the store does not know.
+    /// Refused with [`QueueError::SessionLost`] after a failed session write until
+    /// [`Queue::unsettled`] or [`Queue::reset_session`] reloaded the session.
+    pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<Vec<u64>, QueueError> {
+        self.request(|reply| Command::MarkPublished { rows, reply })
             .await
-            .map_err(|_| QueueError::Closed)
+    }
+
+    /// Like [`Queue::mark_published`] without waiting for the commit: the ids go to disk with
+    /// the next group. For QoS 1 rows only, where writing ahead is not needed: a crash before
+    /// that commit resends the row as a new message (same `seq`), which QoS 1 allows, since a
+    /// broker keeps no state for an incoming QoS 1 id.
+    pub async fn record_published(&self, rows: Vec<(u64, u16)>) -> Result<(), QueueError> {
+        let (reply, _) = oneshot::channel();
+        self.send(Command::MarkPublished { rows, reply }).await
+    }
+
+    /// Records PUBRECs (QoS 2) before their PUBRELs are sent; returns after the commit.
+    pub async fn mark_received(&self, seqs: Vec<u64>) -> Result<(), QueueError> {
+        self.request(|reply| Command::MarkReceived { seqs, reply })
+            .await
+    }
+
+    /// Rows with a session state, in `seq` order: what a resumed session must resend.
+    pub async fn unsettled(&self) -> Result<Vec<StoredRow>, QueueError> {
+        self.request(|reply| Command::Unsettled { reply }).await
+    }
+
+    /// The broker has no session for us: every row becomes queued again (resent as new with its
+    /// `seq`). Returns after the commit.
+    pub async fn reset_session(&self) -> Result<(), QueueError> {
+        self.request(|reply| Command::ResetSession { reply }).await
+    }
+
+    /// Which broker session (`client_id@host:port`) the stored session states belong to; `None`
+    /// for a new or quarantined file, or one written by contract v1 (always clean sessions).
+    pub async fn session_peer(&self) -> Result<Option<String>, QueueError> {
+        self.request(|reply| Command::GetMeta {
+            key: SESSION_PEER,
+            reply,
+        })
+        .await
+    }
+
+    /// Records the broker session the session states now belong to; returns after the commit.
+    pub async fn set_session_peer(&self, peer: String) -> Result<(), QueueError> {
+        self.request(|reply| Command::SetMeta {
+            key: SESSION_PEER,
+            value: peer,
+            reply,
+        })
+        .await
     }
 
     /// Round trip through the writer thread, for the service watchdog: answered after every
@@ -385,8 +647,8 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Newest committed `seq` and depth, updated after every commit. `changed()` fails once the
-    /// writer is gone.
+    /// Newest committed `seq`, depth and size, updated after every commit. `changed()` fails
+    /// once the writer is gone.
     pub fn progress(&self) -> watch::Receiver<QueueProgress> {
         self.progress_rx.clone()
     }
@@ -396,6 +658,8 @@ impl Queue {
         QueueStats {
             live_dropped: self.counters.live_dropped.load(Ordering::Relaxed),
             commit_dropped: self.counters.commit_dropped.load(Ordering::Relaxed),
+            capacity_dropped: self.counters.capacity_dropped.load(Ordering::Relaxed),
+            expired: self.counters.expired.load(Ordering::Relaxed),
         }
     }
 

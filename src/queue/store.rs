@@ -1,4 +1,5 @@
-//! On-disk format: schema, pragmas, migrations, SQL and the row codec.
+//! On-disk format: schema, pragmas, migrations, integrity check, quarantine, SQL and the row
+//! codec.
 //!
 //! Everything that knows SQL lives here; the writer thread ([`super::writer`]) only sequences
 //! calls into this module. The read-only [`QueueReader`] shares the codec so that tools and tests
@@ -8,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::{QueueError, QueueProgress, StoredSample};
-use crate::config::Qos;
+use super::{
+    Delivery, Entry, Message, MessageKind, QueueError, QueueProgress, StoredRow, StoredSample,
+};
+use crate::config::{Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
 /// File name of the queue inside the data directory.
@@ -19,7 +22,7 @@ pub const DB_FILE: &str = "queue.db";
 
 /// Schema version this build writes (`PRAGMA user_version`). A database with a newer version is
 /// refused rather than written to: an older binary must not corrupt a newer layout.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing with
 /// `SQLITE_BUSY`. The writer is the only read-write connection, but read-only tools (and a
@@ -27,10 +30,53 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 /// without turning a stuck peer into an unbounded stall of the writer.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Schema v1. `AUTOINCREMENT` (not a plain rowid) so that a `seq` is never reused, even after the
-/// newest rows were deleted: consumers de-duplicate by `seq`. `value` holds the JSON text of the
-/// [`Value`] (`true`, `42`, `21.5`), which is also what goes on the wire.
-const SCHEMA_V1: &str = "CREATE TABLE samples (
+/// Schema v2, as a new file gets it. The column order is the one a migrated v1 file ends up
+/// with (`ALTER TABLE ADD COLUMN` appends), so both layouts are identical.
+///
+/// - `AUTOINCREMENT` (not a plain rowid) so that a `seq` is never reused, even after the newest
+///   rows were deleted: consumers de-duplicate by `seq`.
+/// - `kind` 0 is a sample (`body` = the value's JSON, the envelope with `seq` is rendered at
+///   send time); other kinds carry their whole payload in `body` (see [`MessageKind`]).
+/// - `state`/`pkid` are the MQTT session: 0 queued (pkid NULL), 1 PUBLISH sent with `pkid`,
+///   2 PUBREC received and PUBREL due for `pkid`.
+/// - `meta` holds small facts about the file, e.g. which broker session (`session_peer`) the
+///   session states belong to.
+/// - `messages_unsettled` finds the few rows with a session state at connect time without a
+///   scan; `messages_expiry` finds expired rows of points with a `max_age`.
+const SCHEMA_V2: &str = "CREATE TABLE messages (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    device     TEXT    NOT NULL,
+    point      TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    qos        INTEGER NOT NULL,
+    retain     INTEGER NOT NULL,
+    kind       INTEGER NOT NULL DEFAULT 0,
+    expires_ms INTEGER,
+    state      INTEGER NOT NULL DEFAULT 0,
+    pkid       INTEGER
+);
+CREATE INDEX messages_unsettled ON messages(seq) WHERE state != 0;
+CREATE INDEX messages_expiry ON messages(expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+/// v1 → v2. Schema-only statements (SQLite rewrites no row for a rename or an added column with
+/// a constant default), so a backlog of any size upgrades in the time of the index scans, and
+/// every v1 row stays with its `seq` (`sqlite_sequence` follows the rename). Old rows become
+/// queued samples without expiry.
+const MIGRATE_V1_TO_V2: &str = "ALTER TABLE samples RENAME TO messages;
+ALTER TABLE messages RENAME COLUMN value TO body;
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN expires_ms INTEGER;
+ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN pkid INTEGER;
+CREATE INDEX messages_unsettled ON messages(seq) WHERE state != 0;
+CREATE INDEX messages_expiry ON messages(expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+/// Schema v1 (contract v1 builds); kept to create v1 files in migration tests.
+#[cfg(test)]
+pub(super) const SCHEMA_V1: &str = "CREATE TABLE samples (
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT    NOT NULL,
     point  TEXT    NOT NULL,
@@ -40,24 +86,41 @@ const SCHEMA_V1: &str = "CREATE TABLE samples (
     retain INTEGER NOT NULL
 )";
 
-const SQL_INSERT: &str =
-    "INSERT INTO samples (device, point, value, ts_ms, qos, retain) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const SQL_DELETE: &str = "DELETE FROM samples WHERE seq = ?1";
-const SQL_FETCH: &str = "SELECT seq, device, point, value, ts_ms, qos, retain FROM samples \
-     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+const COLUMNS: &str = "seq, device, point, body, ts_ms, qos, retain, kind, expires_ms, state, pkid";
+
+const SQL_INSERT: &str = "INSERT INTO messages (device, point, body, ts_ms, qos, retain, kind, \
+     expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const SQL_DELETE: &str = "DELETE FROM messages WHERE seq = ?1";
+const SQL_EXPIRE: &str = "DELETE FROM messages WHERE seq = ?1 AND state = 0";
+const SQL_MARK_PUBLISHED: &str = "UPDATE messages SET state = 1, pkid = ?2 WHERE seq = ?1";
+const SQL_MARK_RECEIVED: &str = "UPDATE messages SET state = 2 WHERE seq = ?1 AND state != 0";
+const SQL_RESET_SESSION: &str = "UPDATE messages SET state = 0, pkid = NULL WHERE state != 0";
+const SQL_SWEEP_EXPIRED: &str = "DELETE FROM messages WHERE expires_ms <= ?1 AND state = 0";
+const SQL_EVICT_OLDEST: &str = "DELETE FROM messages WHERE seq IN \
+     (SELECT seq FROM messages WHERE state = 0 ORDER BY seq LIMIT ?1)";
 /// The newest `seq` ever handed out. `sqlite_sequence` keeps it after the rows are deleted, which
 /// `MAX(seq)` would not.
 const SQL_LAST_SEQ: &str =
-    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'samples'), 0)";
-const SQL_DEPTH: &str = "SELECT COUNT(*) FROM samples";
+    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)";
+const SQL_DEPTH: &str = "SELECT COUNT(*) FROM messages";
 
 /// `<data_dir>/queue.db`.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
+/// How the write-ahead log is kept small: checkpoint after this many bytes of log and truncate
+/// the log file back to it. Part of `max_size` (see [`wal_budget`]).
+pub(super) fn wal_budget(max_size: u64) -> u64 {
+    (max_size / 4).clamp(16 * 1024, 4 * 1024 * 1024)
+}
+
 /// Opens the read-write connection: pragmas first, then the schema migration.
-pub(super) fn open_rw(path: &Path) -> Result<Connection, QueueError> {
+pub(super) fn open_rw(
+    path: &Path,
+    sync: SyncMode,
+    max_size: u64,
+) -> Result<Connection, QueueError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer and a commit is one append + one fsync of the log.
@@ -65,11 +128,120 @@ pub(super) fn open_rw(path: &Path) -> Result<Connection, QueueError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(QueueError::JournalMode(mode));
     }
-    // FULL: the WAL is fsynced at every commit, so a committed row survives power loss (NORMAL
-    // would only survive process crashes).
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // FULL: the WAL is fsynced at every commit, so a committed row survives power loss. NORMAL:
+    // fsync only at checkpoints, so a power cut may roll back the commits since the last one
+    // (a process crash loses nothing either way).
+    let sync = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    let wal = wal_budget(max_size);
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages = (wal / u64::try_from(page_size.max(512)).unwrap_or(4096)).max(4);
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        i64::try_from(pages).unwrap_or(1000),
+    )?;
+    conn.pragma_update(None, "journal_size_limit", i64::try_from(wal).unwrap_or(-1))?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Whether an error means "this file is not a sound SQLite database" (quarantine it) rather than
+/// "something around it failed" (permissions, I/O, a newer schema: refuse to start, touch
+/// nothing).
+pub(super) fn is_corruption(error: &QueueError) -> bool {
+    match error {
+        QueueError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+            matches!(e.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+        }
+        QueueError::Corrupt(_) => true,
+        _ => false,
+    }
+}
+
+/// `PRAGMA quick_check`: verifies every page and b-tree (without the cross-checks of indexes
+/// against tables that `integrity_check` adds, which is O(N log N)). Reads the whole file once.
+pub(super) fn quick_check(conn: &Connection) -> Result<(), QueueError> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(QueueError::Corrupt(lines.join("; ")))
+    }
+}
+
+/// Best effort: the newest `seq` a damaged file still tells, so that the new queue continues
+/// above it. `sqlite_sequence` is trusted first (it is the value AUTOINCREMENT would continue
+/// from); the rows' `MAX(seq)` only when it is missing. Values above 2^53 are refused: a damaged
+/// page can decode as any number, and a seq that large would break JSON consumers and soon
+/// exhaust the id space. `None` when nothing plausible can be read.
+pub(super) fn salvage_last_seq(path: &Path) -> Option<u64> {
+    const PLAUSIBLE: i64 = 1 << 53;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let plausible = |v: Option<i64>| v.filter(|v| (0..PLAUSIBLE).contains(v));
+    let from_sequence = plausible(
+        conn.query_row(
+            "SELECT MAX(seq) FROM sqlite_sequence WHERE name IN ('messages', 'samples')",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+        .flatten(),
+    );
+    let best = from_sequence.or_else(|| {
+        ["messages", "samples"].iter().find_map(|table| {
+            plausible(
+                conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .ok()
+                .flatten(),
+            )
+        })
+    })?;
+    u64::try_from(best).ok()
+}
+
+/// Makes the next `seq` of a new file larger than `floor`.
+pub(super) fn seed_last_seq(conn: &Connection, floor: u64) -> Result<(), QueueError> {
+    let floor = i64::try_from(floor).unwrap_or(i64::MAX / 2);
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'", [])?;
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?1)",
+        [floor],
+    )?;
+    Ok(())
+}
+
+/// Renames `queue.db` (and its `-wal`/`-shm` companions, so the copy still opens with its log)
+/// to `queue.db.corrupt-<UTC timestamp>[-n]`. Never deletes anything. Returns the new name.
+pub(super) fn quarantine(path: &Path, utc_stamp: &str) -> Result<PathBuf, std::io::Error> {
+    let mut target = PathBuf::from(format!("{}.corrupt-{utc_stamp}", path.display()));
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = PathBuf::from(format!("{}.corrupt-{utc_stamp}-{n}", path.display()));
+    }
+    std::fs::rename(path, &target)?;
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            std::fs::rename(&from, format!("{}{suffix}", target.display()))?;
+        }
+    }
+    // Make the renames durable before a new file takes the old name.
+    if let Some(dir) = path.parent() {
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(target)
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one transaction.
@@ -82,22 +254,24 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1)?;
+    match version {
+        0 => tx.execute_batch(SCHEMA_V2)?,
+        1 => tx.execute_batch(MIGRATE_V1_TO_V2)?,
+        _ => {}
     }
-    // Future versions: `if version < 2 { ... }` here, in order.
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
 }
 
-/// Reads `last_seq` (from `sqlite_sequence`) and `depth` (`COUNT(*)`).
+/// Reads `last_seq` (from `sqlite_sequence`), `depth` (`COUNT(*)`) and the bytes in use.
 pub(super) fn load_progress(conn: &Connection) -> Result<QueueProgress, QueueError> {
     let last_seq: i64 = conn.query_row(SQL_LAST_SEQ, [], |r| r.get(0))?;
     let depth: i64 = conn.query_row(SQL_DEPTH, [], |r| r.get(0))?;
     Ok(QueueProgress {
         last_seq: u64::try_from(last_seq).unwrap_or(0),
         depth: u64::try_from(depth).unwrap_or(0),
+        bytes: used_bytes(conn)?,
     })
 }
 
@@ -110,20 +284,69 @@ pub(super) fn probe_write_lock(conn: &mut Connection) -> Result<(), QueueError> 
     Ok(())
 }
 
+/// Bytes of `queue.db` holding data: pages in use (not on the free list) times the page size.
+/// Cheap (two header reads); freed pages are reused by later inserts, so this is what
+/// `store.max_size` bounds.
+pub(super) fn used_bytes(conn: &Connection) -> Result<u64, QueueError> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    let size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
+}
+
 /// One write applied by [`apply_writes`], in channel order.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Write<'a> {
-    Insert(&'a Sample),
-    Delete(u64),
+    Insert {
+        entry: &'a Entry,
+        expires_ms: Option<i64>,
+    },
+    /// The broker acknowledged the row (PUBACK/PUBCOMP): delete it whatever its state.
+    Ack(u64),
+    /// The row is past its `max_age`: delete it if it was never sent.
+    Expire(u64),
+    MarkPublished {
+        seq: u64,
+        pkid: u16,
+    },
+    MarkReceived(u64),
+    /// The broker has no session for us: every row is queued again.
+    ResetSession,
+    /// Delete every never-sent row whose expiry is at or before this time.
+    SweepExpired(i64),
+    /// Delete this many of the oldest never-sent rows (capacity).
+    EvictOldest(u64),
+    SetMeta {
+        key: &'a str,
+        value: &'a str,
+    },
+}
+
+impl Write<'_> {
+    pub fn is_insert(&self) -> bool {
+        matches!(self, Write::Insert { .. })
+    }
 }
 
 /// What a committed transaction did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Applied {
+    /// `MarkPublished` rows that no longer exist (evicted or expired after they were fetched):
+    /// their PUBLISH must not be written.
+    pub unmarked: Vec<u64>,
     pub inserted: u64,
-    /// Rows that existed and were deleted; an ack of an unknown `seq` counts 0.
-    pub deleted: u64,
+    /// Rows that existed and were deleted by an ack; an ack of an unknown `seq` counts 0.
+    pub acked: u64,
+    pub expired: u64,
+    pub evicted: u64,
     /// `seq` of the last insert, if any.
     pub last_seq: Option<u64>,
+}
+
+impl Applied {
+    pub fn removed(&self) -> u64 {
+        self.acked + self.expired + self.evicted
+    }
 }
 
 /// Applies `writes` in order in ONE transaction and commits it (one fsync for the whole group).
@@ -135,27 +358,81 @@ pub(super) fn apply_writes<'a>(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut applied = Applied::default();
     {
+        // The hot statements are looked up once per transaction, not once per row.
         let mut insert = tx.prepare_cached(SQL_INSERT)?;
         let mut delete = tx.prepare_cached(SQL_DELETE)?;
         for write in writes {
             match write {
-                Write::Insert(s) => {
-                    insert.execute(params![
-                        &*s.device,
-                        &*s.point,
-                        s.value.to_json(),
-                        s.ts_ms,
-                        qos_to_i64(s.qos),
-                        s.retain,
-                    ])?;
+                Write::Insert { entry, expires_ms } => {
+                    match entry {
+                        Entry::Sample(s) => insert.execute(params![
+                            &*s.device,
+                            &*s.point,
+                            s.value.to_json(),
+                            s.ts_ms,
+                            qos_to_i64(s.qos),
+                            s.retain,
+                            0i64,
+                            expires_ms,
+                        ])?,
+                        Entry::Message(m) => insert.execute(params![
+                            &*m.device,
+                            &*m.point,
+                            m.payload,
+                            m.ts_ms,
+                            qos_to_i64(m.qos),
+                            m.retain,
+                            m.kind.code(),
+                            expires_ms,
+                        ])?,
+                    };
                     applied.inserted += 1;
                     applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
                 }
-                Write::Delete(seq) => {
+                Write::Ack(seq) => {
                     // A seq above i64::MAX was never handed out: nothing to delete.
                     if let Ok(seq) = i64::try_from(seq) {
-                        applied.deleted += delete.execute([seq])? as u64;
+                        applied.acked += delete.execute([seq])? as u64;
                     }
+                }
+                Write::Expire(seq) => {
+                    if let Ok(seq) = i64::try_from(seq) {
+                        applied.expired += tx.prepare_cached(SQL_EXPIRE)?.execute([seq])? as u64;
+                    }
+                }
+                Write::MarkPublished { seq, pkid } => {
+                    let marked = match i64::try_from(seq) {
+                        Ok(row) => tx
+                            .prepare_cached(SQL_MARK_PUBLISHED)?
+                            .execute(params![row, i64::from(pkid)])?,
+                        Err(_) => 0,
+                    };
+                    if marked == 0 {
+                        applied.unmarked.push(seq);
+                    }
+                }
+                Write::MarkReceived(seq) => {
+                    if let Ok(seq) = i64::try_from(seq) {
+                        tx.prepare_cached(SQL_MARK_RECEIVED)?.execute([seq])?;
+                    }
+                }
+                Write::ResetSession => {
+                    tx.prepare_cached(SQL_RESET_SESSION)?.execute([])?;
+                }
+                Write::SweepExpired(now_ms) => {
+                    applied.expired +=
+                        tx.prepare_cached(SQL_SWEEP_EXPIRED)?.execute([now_ms])? as u64;
+                }
+                Write::SetMeta { key, value } => {
+                    tx.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute([key, value])?;
+                }
+                Write::EvictOldest(n) => {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
                 }
             }
         }
@@ -164,37 +441,67 @@ pub(super) fn apply_writes<'a>(
     Ok(applied)
 }
 
-/// Committed rows with `seq > after_seq`, in `seq` order, at most `limit`.
+/// A value of the `meta` table.
+pub(super) fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, QueueError> {
+    match conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)) {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Queued (never sent, `state = 0`) rows with `seq > after_seq`, in `seq` order, at most
+/// `limit`.
 ///
 /// A row that cannot be decoded ends the page: if rows precede it they are returned (so the
 /// consumer makes progress), otherwise the result is [`QueueError::Decode`] naming its `seq`.
-pub(super) fn fetch(
+pub(super) fn fetch_queued(
     conn: &Connection,
     after_seq: u64,
     limit: usize,
-) -> Result<Vec<StoredSample>, QueueError> {
+) -> Result<Vec<StoredRow>, QueueError> {
     let Ok(after) = i64::try_from(after_seq) else {
         return Ok(Vec::new());
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(SQL_FETCH)?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE seq > ?1 AND state = 0 ORDER BY seq LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query(params![after, limit])?;
     collect_rows(rows, true)
 }
 
+/// Rows with a session state (PUBLISH sent or PUBREC received), in `seq` order. Uses the
+/// `messages_unsettled` partial index, so it costs nothing like a scan of the backlog. A row
+/// that does not decode is skipped here (logged): it cannot be resent anyway, and the broker
+/// gives up on an id we never complete only for QoS 2.
+pub(super) fn unsettled_rows(conn: &Connection) -> Result<Vec<StoredRow>, QueueError> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE state != 0 ORDER BY seq");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    let (mut last_device, mut last_point) = (None, None);
+    while let Some(row) = rows.next()? {
+        match decode_row(row, &mut last_device, &mut last_point) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::error!(error = %e, "unsettled queue row cannot be resent"),
+        }
+    }
+    Ok(out)
+}
+
 /// Every row, in `seq` order (read-only helper).
-fn fetch_all(conn: &Connection) -> Result<Vec<StoredSample>, QueueError> {
-    let mut stmt = conn.prepare_cached(SQL_FETCH)?;
+fn fetch_all(conn: &Connection) -> Result<Vec<StoredRow>, QueueError> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query(params![-1i64, i64::MAX])?;
     collect_rows(rows, false)
 }
 
 /// Decodes rows. With `partial`, a decode error after at least one good row ends the page and
 /// returns `Ok` (the next page starts at the bad row and reports it).
-fn collect_rows(
-    mut rows: rusqlite::Rows<'_>,
-    partial: bool,
-) -> Result<Vec<StoredSample>, QueueError> {
+fn collect_rows(mut rows: rusqlite::Rows<'_>, partial: bool) -> Result<Vec<StoredRow>, QueueError> {
     let mut out = Vec::new();
     // Consecutive rows mostly share device and point names: reuse the last Arc instead of
     // allocating one per row.
@@ -217,20 +524,13 @@ fn decode_row(
     row: &rusqlite::Row<'_>,
     last_device: &mut Option<Arc<str>>,
     last_point: &mut Option<Arc<str>>,
-) -> Result<StoredSample, QueueError> {
+) -> Result<StoredRow, QueueError> {
     let seq: i64 = row.get(0)?;
     let seq =
         u64::try_from(seq).map_err(|_| decode_err(0, "seq", format!("negative seq {seq}")))?;
     let device = intern(col_str(row, 1, seq, "device")?, last_device);
     let point = intern(col_str(row, 2, seq, "point")?, last_point);
-    let value_text = col_str(row, 3, seq, "value")?;
-    let value = Value::from_json(value_text).ok_or_else(|| {
-        decode_err(
-            seq,
-            "value",
-            format!("{value_text:?} is not a bool or finite number"),
-        )
-    })?;
+    let body = col_str(row, 3, seq, "body")?;
     let ts_ms = col_i64(row, 4, seq, "ts_ms")?;
     let qos_raw = col_i64(row, 5, seq, "qos")?;
     let qos = qos_from_i64(qos_raw)
@@ -240,16 +540,62 @@ fn decode_row(
         1 => true,
         other => return Err(decode_err(seq, "retain", format!("{other} is not 0 or 1"))),
     };
-    Ok(StoredSample {
-        seq,
-        sample: Sample {
+    let kind_raw = col_i64(row, 7, seq, "kind")?;
+    let expires_ms: Option<i64> = row
+        .get_ref(8)?
+        .as_i64_or_null()
+        .map_err(|e| decode_err(seq, "expires_ms", e.to_string()))?;
+    let state = col_i64(row, 9, seq, "state")?;
+    let pkid: Option<i64> = row
+        .get_ref(10)?
+        .as_i64_or_null()
+        .map_err(|e| decode_err(seq, "pkid", e.to_string()))?;
+    let pkid = || {
+        pkid.and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| decode_err(seq, "pkid", format!("{pkid:?} is not a packet id")))
+    };
+    let delivery = match state {
+        0 => Delivery::Queued,
+        1 => Delivery::Published { pkid: pkid()? },
+        2 => Delivery::Received { pkid: pkid()? },
+        other => {
+            return Err(decode_err(
+                seq,
+                "state",
+                format!("{other} is not 0, 1 or 2"),
+            ))
+        }
+    };
+    let entry = if kind_raw == 0 {
+        let value = Value::from_json(body)
+            .ok_or_else(|| decode_err(seq, "body", format!("{body:?} is not a value")))?;
+        Entry::Sample(Sample {
             device,
             point,
             value,
             ts_ms,
             qos,
             retain,
-        },
+        })
+    } else {
+        let kind = MessageKind::from_code(kind_raw)
+            .ok_or_else(|| decode_err(seq, "kind", format!("{kind_raw} is not a known kind")))?;
+        Entry::Message(Message {
+            kind,
+            device,
+            point,
+            payload: body.to_owned(),
+            ts_ms,
+            qos,
+            retain,
+        })
+    };
+    Ok(StoredRow {
+        seq,
+        entry,
+        delivery,
+        expires_ms,
     })
 }
 
@@ -313,7 +659,7 @@ fn qos_from_i64(raw: i64) -> Option<Qos> {
 /// has been committed while the gateway runs in another process).
 ///
 /// It opens the file with `SQLITE_OPEN_READ_ONLY`: it never creates, migrates or writes, so it
-/// cannot disturb the gateway's writer (WAL readers take no write lock).
+/// cannot disturb the gateway's writer (WAL readers take no write lock). It reads schema v2.
 #[derive(Debug)]
 pub struct QueueReader {
     conn: Connection,
@@ -335,13 +681,28 @@ impl QueueReader {
         Ok(QueueReader { conn })
     }
 
-    /// Every committed, unacknowledged row in `seq` order. Fails with [`QueueError::Decode`] on
-    /// the first undecodable row.
-    pub fn rows(&self) -> Result<Vec<StoredSample>, QueueError> {
+    /// Every committed, unacknowledged row of every kind in `seq` order, with its delivery state.
+    /// Fails with [`QueueError::Decode`] on the first undecodable row.
+    pub fn entries(&self) -> Result<Vec<StoredRow>, QueueError> {
         fetch_all(&self.conn)
     }
 
-    /// Committed `last_seq` and depth, as the writer would report them.
+    /// The sample rows of [`QueueReader::entries`].
+    pub fn rows(&self) -> Result<Vec<StoredSample>, QueueError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|row| match row.entry {
+                Entry::Sample(sample) => Some(StoredSample {
+                    seq: row.seq,
+                    sample,
+                }),
+                Entry::Message(_) => None,
+            })
+            .collect())
+    }
+
+    /// Committed `last_seq`, depth and bytes in use, as the writer would report them.
     pub fn progress(&self) -> Result<QueueProgress, QueueError> {
         load_progress(&self.conn)
     }

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::config::Qos;
+use crate::config::{OnFull, SyncMode};
 use crate::sample::{Sample, Value};
 
 fn sample(point: &str, value: Value, qos: Qos) -> Sample {
@@ -32,16 +33,27 @@ fn open(dir: &TempDir) -> (Queue, LiveReceiver, QueueWriter) {
     Queue::open(dir.path(), QueueOptions::default()).unwrap()
 }
 
-fn prog(last_seq: u64, depth: u64) -> QueueProgress {
-    QueueProgress { last_seq, depth }
+fn prog(last_seq: u64, depth: u64) -> (u64, u64) {
+    (last_seq, depth)
 }
 
-async fn wait_last_seq(q: &Queue, seq: u64) -> QueueProgress {
-    *q.progress().wait_for(|p| p.last_seq >= seq).await.unwrap()
+fn pd(p: &QueueProgress) -> (u64, u64) {
+    (p.last_seq, p.depth)
 }
 
-fn seqs(rows: &[StoredSample]) -> Vec<u64> {
+async fn wait_last_seq(q: &Queue, seq: u64) -> (u64, u64) {
+    pd(&q.progress().wait_for(|p| p.last_seq >= seq).await.unwrap())
+}
+
+fn seqs(rows: &[StoredRow]) -> Vec<u64> {
     rows.iter().map(|r| r.seq).collect()
+}
+
+fn sample_of(row: &StoredRow) -> &Sample {
+    match &row.entry {
+        Entry::Sample(s) => s,
+        Entry::Message(m) => panic!("expected a sample, got {m:?}"),
+    }
 }
 
 #[tokio::test]
@@ -62,21 +74,21 @@ async fn push_fetch_ack_reopen() {
 
     let rows = q.fetch(0, 10).await.unwrap();
     assert_eq!(seqs(&rows), [1, 2, 3]);
-    assert_eq!(rows[0].sample, a);
-    assert_eq!(rows[1].sample, b);
-    assert_eq!(rows[2].sample, c);
+    assert_eq!(*sample_of(&rows[0]), a);
+    assert_eq!(*sample_of(&rows[1]), b);
+    assert_eq!(*sample_of(&rows[2]), c);
 
     q.ack(2).await.unwrap();
     // The fetch is applied after the ack: it must not see row 2.
     assert_eq!(seqs(&q.fetch(0, 10).await.unwrap()), [1, 3]);
-    assert_eq!(*q.progress().borrow(), prog(3, 2));
+    assert_eq!(pd(&q.progress().borrow()), prog(3, 2));
     w.close().await.unwrap();
 
     let (q, _live, w) = open(&dir);
-    assert_eq!(*q.progress().borrow(), prog(3, 2));
+    assert_eq!(pd(&q.progress().borrow()), prog(3, 2));
     let rows = q.fetch(0, 10).await.unwrap();
     assert_eq!(seqs(&rows), [1, 3]);
-    assert_eq!(rows[1].sample, c);
+    assert_eq!(*sample_of(&rows[1]), c);
     w.close().await.unwrap();
 }
 
@@ -100,7 +112,7 @@ async fn fetch_order_after_seq_and_limit() {
     q.ack(u64::MAX).await.unwrap(); // beyond i64: no-op
     let rows = q.fetch(3, 3).await.unwrap();
     assert_eq!(seqs(&rows), [4, 6, 7]);
-    assert_eq!(rows[1].sample, int(5));
+    assert_eq!(*sample_of(&rows[1]), int(5));
     assert_eq!(q.progress().borrow().depth, 9);
     w.close().await.unwrap();
 }
@@ -122,11 +134,14 @@ async fn committed_rows_survive_without_close() {
         drop(live);
     }
     let rows = read_only_rows(dir.path()).unwrap();
-    assert_eq!(seqs(&rows), (2..=100).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (2..=100).collect::<Vec<_>>()
+    );
     let (q, _live, w) = open(&dir);
-    assert_eq!(*q.progress().borrow(), prog(100, 99));
+    assert_eq!(pd(&q.progress().borrow()), prog(100, 99));
     q.push(int(100)).await.unwrap();
-    assert_eq!(wait_last_seq(&q, 101).await.last_seq, 101);
+    assert_eq!(wait_last_seq(&q, 101).await.0, 101);
     w.close().await.unwrap();
 }
 
@@ -142,12 +157,12 @@ async fn seq_never_reused_after_draining_and_reopening() {
         q.ack(seq).await.unwrap();
     }
     assert!(q.fetch(0, 10).await.unwrap().is_empty());
-    assert_eq!(*q.progress().borrow(), prog(5, 0));
+    assert_eq!(pd(&q.progress().borrow()), prog(5, 0));
     w.close().await.unwrap();
 
     let (q, _live, w) = open(&dir);
     // An empty table still remembers the newest seq.
-    assert_eq!(*q.progress().borrow(), prog(5, 0));
+    assert_eq!(pd(&q.progress().borrow()), prog(5, 0));
     q.push(int(42)).await.unwrap();
     wait_last_seq(&q, 6).await;
     let rows = q.fetch(0, 10).await.unwrap();
@@ -180,7 +195,8 @@ async fn qos0_goes_live_and_never_to_disk() {
     w.close().await.unwrap();
 
     let rows = read_only_rows(&db_path(dir.path())).unwrap();
-    assert_eq!(seqs(&rows), [1]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].seq, 1);
     assert_eq!(rows[0].sample, int(7));
 }
 
@@ -225,7 +241,10 @@ async fn pushes_accepted_before_close_are_committed() {
     }
     w.close().await.unwrap();
     let rows = read_only_rows(dir.path()).unwrap();
-    assert_eq!(seqs(&rows), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=1000).collect::<Vec<_>>()
+    );
     // Per producer, commit order is push order.
     for t in 0..4 {
         let values: Vec<i64> = rows
@@ -249,7 +268,7 @@ async fn undecodable_row_is_a_typed_error_with_its_seq() {
         let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
         ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
         ext.execute(
-            "INSERT INTO samples (device, point, value, ts_ms, qos, retain) \
+            "INSERT INTO messages (device, point, body, ts_ms, qos, retain) \
              VALUES ('plc1', 'p', 'null', 0, 1, 0)",
             [],
         )
@@ -264,7 +283,7 @@ async fn undecodable_row_is_a_typed_error_with_its_seq() {
     match q.fetch(1, 10).await {
         Err(QueueError::Decode {
             seq: 2,
-            column: "value",
+            column: "body",
             ..
         }) => {}
         other => panic!("expected a decode error for seq 2, got {other:?}"),
@@ -289,7 +308,7 @@ async fn failed_commit_drops_the_group_and_keeps_the_writer() {
         let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
         ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
         ext.execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON samples WHEN NEW.device = 'boom' \
+            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.device = 'boom' \
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         )
         .unwrap();
@@ -302,14 +321,14 @@ async fn failed_commit_drops_the_group_and_keeps_the_writer() {
     // Barrier: answered after the failed group (the fetch is in it or after it).
     assert_eq!(seqs(&q.fetch(0, 10).await.unwrap()), [1]);
     assert_eq!(q.stats().commit_dropped, 1);
-    assert_eq!(*q.progress().borrow(), prog(1, 1));
+    assert_eq!(pd(&q.progress().borrow()), prog(1, 1));
 
     // The writer lives on; the rolled-back insert did not consume a seq.
     q.push(int(3)).await.unwrap();
     assert_eq!(wait_last_seq(&q, 2).await, prog(2, 2));
     let rows = q.fetch(0, 10).await.unwrap();
     assert_eq!(seqs(&rows), [1, 2]);
-    assert_eq!(rows[1].sample, int(3));
+    assert_eq!(*sample_of(&rows[1]), int(3));
     w.close().await.unwrap();
 }
 
@@ -327,15 +346,17 @@ fn newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
     {
         let c = rusqlite::Connection::open(db_path(dir.path())).unwrap();
-        c.pragma_update(None, "user_version", 2).unwrap();
+        c.pragma_update(None, "user_version", 3).unwrap();
     }
     assert!(matches!(
         Queue::open(dir.path(), QueueOptions::default()),
         Err(QueueError::SchemaTooNew {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     ));
+    // Refused, not quarantined: a newer build's file is left exactly where it was.
+    assert!(db_path(dir.path()).exists());
 }
 
 #[tokio::test]
@@ -364,9 +385,9 @@ async fn open_creates_missing_dir_and_sets_pragmas() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let reader = QueueReader::open(&data).unwrap();
-    assert_eq!(reader.progress().unwrap(), prog(1, 1));
+    assert_eq!(pd(&reader.progress().unwrap()), prog(1, 1));
     w.close().await.unwrap();
 }
 
@@ -456,6 +477,11 @@ enum Op {
         after_seq: u64,
         limit: usize,
     },
+    /// Mark the n-th held row as PUBLISHed with this packet id.
+    Mark(usize, u16),
+    /// Mark the n-th sent row as PUBREC received.
+    Receive(usize),
+    ResetSession,
     Reopen,
 }
 
@@ -493,6 +519,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::AckHeld),
         1 => (0u64..60).prop_map(Op::AckAny),
         3 => (0u64..60, 0usize..12).prop_map(|(after_seq, limit)| Op::Fetch { after_seq, limit }),
+        2 => (any::<usize>(), 1u16..).prop_map(|(n, pkid)| Op::Mark(n, pkid)),
+        1 => any::<usize>().prop_map(Op::Receive),
+        1 => Just(Op::ResetSession),
         1 => Just(Op::Reopen),
     ]
 }
@@ -503,13 +532,28 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 struct Model {
     rows: BTreeMap<u64, Sample>,
     last_seq: u64,
+    /// Session state of rows that are not queued.
+    sent: BTreeMap<u64, Delivery>,
+}
+
+async fn check_unsettled(q: &Queue, m: &Model) -> Result<(), TestCaseError> {
+    let got: Vec<(u64, Delivery)> = q
+        .unsettled()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.seq, r.delivery))
+        .collect();
+    let want: Vec<(u64, Delivery)> = m.sent.iter().map(|(s, d)| (*s, *d)).collect();
+    prop_assert_eq!(got, want);
+    Ok(())
 }
 
 async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = TempDir::new().unwrap();
     let opts = QueueOptions {
         max_batch: 4,
-        live_capacity: 1024,
+        ..QueueOptions::default()
     };
     let (mut q, mut _live, mut w) = Queue::open(dir.path(), opts.clone()).unwrap();
     let mut m = Model::default();
@@ -526,33 +570,61 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !m.rows.is_empty() {
                     let seq = *m.rows.keys().nth(n % m.rows.len()).unwrap();
                     m.rows.remove(&seq);
+                    m.sent.remove(&seq);
                     q.ack(seq).await.unwrap();
                 }
             }
             Op::AckAny(seq) => {
                 m.rows.remove(&seq);
+                m.sent.remove(&seq);
                 q.ack(seq).await.unwrap();
+            }
+            Op::Mark(n, pkid) => {
+                if !m.rows.is_empty() {
+                    let seq = *m.rows.keys().nth(n % m.rows.len()).unwrap();
+                    m.sent.insert(seq, Delivery::Published { pkid });
+                    q.mark_published(vec![(seq, pkid)]).await.unwrap();
+                }
+            }
+            Op::Receive(n) => {
+                if !m.sent.is_empty() {
+                    let seq = *m.sent.keys().nth(n % m.sent.len()).unwrap();
+                    let entry = m.sent.get_mut(&seq).unwrap();
+                    if let Delivery::Published { pkid } | Delivery::Received { pkid } = *entry {
+                        *entry = Delivery::Received { pkid };
+                    }
+                    q.mark_received(vec![seq]).await.unwrap();
+                }
+            }
+            Op::ResetSession => {
+                m.sent.clear();
+                q.reset_session().await.unwrap();
             }
             Op::Fetch { after_seq, limit } => {
                 let got = q.fetch(after_seq, limit).await.unwrap();
-                let want: Vec<StoredSample> = m
+                let want: Vec<StoredRow> = m
                     .rows
                     .range(after_seq + 1..)
+                    .filter(|(seq, _)| !m.sent.contains_key(seq))
                     .take(limit)
-                    .map(|(&seq, s)| StoredSample {
+                    .map(|(&seq, s)| StoredRow {
                         seq,
-                        sample: s.clone(),
+                        entry: Entry::Sample(s.clone()),
+                        delivery: Delivery::Queued,
+                        expires_ms: None,
                     })
                     .collect();
                 prop_assert_eq!(got, want);
-                let p = *q.progress().borrow();
+                let p = pd(&q.progress().borrow());
                 prop_assert_eq!(p, prog(m.last_seq, m.rows.len() as u64));
+                check_unsettled(&q, &m).await?;
             }
             Op::Reopen => {
                 w.close().await.unwrap();
                 (q, _live, w) = Queue::open(dir.path(), opts.clone()).unwrap();
-                let p = *q.progress().borrow();
+                let p = pd(&q.progress().borrow());
                 prop_assert_eq!(p, prog(m.last_seq, m.rows.len() as u64));
+                check_unsettled(&q, &m).await?;
             }
         }
     }
@@ -607,4 +679,295 @@ async fn probe_fails_while_another_connection_holds_the_lock() {
     q.probe().await.unwrap();
     w.close().await.unwrap();
     assert!(matches!(q.probe().await, Err(QueueError::Closed)));
+}
+
+// ---- schema migration, quarantine, capacity, expiry ------------------------------------------
+
+#[tokio::test]
+async fn v1_file_migrates_keeping_every_row_and_its_seq() {
+    let dir = TempDir::new().unwrap();
+    {
+        let c = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        c.execute_batch(store::SCHEMA_V1).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        for i in 1..=100 {
+            c.execute(
+                "INSERT INTO samples (device, point, value, ts_ms, qos, retain) \
+                 VALUES ('plc1', 'p', ?1, 5, 2, 1)",
+                [i.to_string()],
+            )
+            .unwrap();
+        }
+        // The first ten were acknowledged by a v1 build.
+        c.execute("DELETE FROM samples WHERE seq <= 10", [])
+            .unwrap();
+    }
+    let (q, _live, w) = open(&dir);
+    assert_eq!(pd(&q.progress().borrow()), (100, 90));
+    let rows = q.fetch(0, 1000).await.unwrap();
+    assert_eq!(seqs(&rows), (11..=100).collect::<Vec<_>>());
+    let s = sample_of(&rows[0]);
+    assert_eq!(s.value, Value::Int(11));
+    assert_eq!((s.qos, s.retain, s.ts_ms), (Qos::ExactlyOnce, true, 5));
+    assert!(rows.iter().all(|r| r.delivery == Delivery::Queued));
+    // seq continues above the v1 rows, and the session columns work.
+    q.push(int(7)).await.unwrap();
+    assert_eq!(wait_last_seq(&q, 101).await, (101, 91));
+    q.mark_published(vec![(11, 3)]).await.unwrap();
+    assert_eq!(
+        q.unsettled().await.unwrap()[0].delivery,
+        Delivery::Published { pkid: 3 }
+    );
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_file_is_quarantined_and_a_new_queue_continues_above_its_seq() {
+    let dir = TempDir::new().unwrap();
+    {
+        let (q, _live, w) = open(&dir);
+        for i in 0..500 {
+            q.push(int(i)).await.unwrap();
+        }
+        wait_last_seq(&q, 500).await;
+        w.close().await.unwrap();
+    }
+    // Scribble over the last page (a leaf of the table; the header and sqlite_sequence stay
+    // readable, so the file still opens and tells its last seq).
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(db_path(dir.path()))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.seek(SeekFrom::Start(len - 4000)).unwrap();
+        f.write_all(&[0xA5; 3900]).unwrap();
+    }
+    let (q, _live, w) = open(&dir);
+    let moved: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.starts_with("queue.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "quarantined, not deleted: {moved:?}");
+    assert_eq!(pd(&q.progress().borrow()), (500, 0));
+    q.push(int(1)).await.unwrap();
+    assert_eq!(wait_last_seq(&q, 501).await, (501, 1));
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_file_is_quarantined_with_a_clock_floor_for_seq() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(db_path(dir.path()), vec![0x42u8; 8192]).unwrap();
+    let (q, _live, w) = open(&dir);
+    let floor = *q.progress().borrow();
+    assert!(floor.last_seq > 1_000_000_000_000, "{floor:?}");
+    assert!(floor.last_seq < 1 << 53);
+    w.close().await.unwrap();
+    let moved = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("queue.db.corrupt-"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join(moved)).unwrap(),
+        vec![0x42u8; 8192]
+    );
+}
+
+#[test]
+fn utc_stamp_is_civil_time() {
+    assert_eq!(utc_stamp(0), "19700101T000000Z");
+    assert_eq!(utc_stamp(1_764_000_000), "20251124T160000Z");
+}
+
+async fn fill(q: &Queue, n: i64) {
+    for i in 0..n {
+        q.push(int(i)).await.unwrap();
+    }
+    q.fetch(0, 0).await.unwrap(); // barrier
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_newest_rows_within_max_size() {
+    let dir = TempDir::new().unwrap();
+    let opts = QueueOptions {
+        max_size: 256 * 1024,
+        max_batch: 50,
+        ..QueueOptions::default()
+    };
+    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
+    q.push(int(-1)).await.unwrap();
+    wait_last_seq(&q, 1).await;
+    q.mark_published(vec![(1, 9)]).await.unwrap();
+    fill(&q, 20_000).await;
+    let p = *q.progress().borrow();
+    let budget = 256 * 1024 - store::wal_budget(256 * 1024);
+    assert!(p.bytes <= budget + 2 * 4096, "{p:?}");
+    let stats = q.stats();
+    assert!(stats.capacity_dropped > 10_000, "{stats:?}");
+    assert_eq!(p.depth + stats.capacity_dropped, 20_001);
+    let rows = q.fetch(0, usize::MAX).await.unwrap();
+    // The newest survive, gapless; the sent row 1 is never evicted.
+    assert_eq!(rows.last().unwrap().seq, 20_001);
+    assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(q.unsettled().await.unwrap()[0].seq, 1);
+    // A row evicted after it was fetched is reported, not marked, by mark_published.
+    let gone = q.mark_published(vec![(2, 7), (20_001, 8)]).await.unwrap();
+    assert_eq!(gone, [2]);
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reject_new_keeps_the_oldest_rows_within_max_size() {
+    let dir = TempDir::new().unwrap();
+    let opts = QueueOptions {
+        max_size: 256 * 1024,
+        on_full: OnFull::RejectNew,
+        max_batch: 50,
+        ..QueueOptions::default()
+    };
+    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
+    fill(&q, 20_000).await;
+    let p = *q.progress().borrow();
+    let stats = q.stats();
+    assert!(stats.capacity_dropped > 10_000, "{stats:?}");
+    assert_eq!(p.depth + stats.capacity_dropped, 20_000);
+    let rows = q.fetch(0, usize::MAX).await.unwrap();
+    assert_eq!(rows[0].seq, 1, "the oldest survive");
+    assert_eq!(rows.len() as u64, p.depth);
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_age_expires_never_sent_rows_only() {
+    let dir = TempDir::new().unwrap();
+    let mut opts = QueueOptions {
+        // The first group after open sweeps, later ones not within the hour: the test decides
+        // when the sweep runs by reopening, without waiting for a clock.
+        expiry_sweep: std::time::Duration::from_secs(3600),
+        ..QueueOptions::default()
+    };
+    opts.max_age.insert(
+        ("plc1".into(), "old".into()),
+        std::time::Duration::from_secs(60),
+    );
+    let old = |ts_ms| Sample {
+        ts_ms,
+        ..sample("old", Value::Int(1), Qos::AtLeastOnce)
+    };
+    let now = crate::sample::now_ms();
+    {
+        let (q, _live, w) = Queue::open(dir.path(), opts.clone()).unwrap();
+        q.push(old(now - 120_000)).await.unwrap(); // expired, then sent: kept
+        q.push(old(now - 120_000)).await.unwrap(); // expired, never sent: dropped
+        q.push(old(now)).await.unwrap(); // fresh
+        q.push(sample("other", Value::Int(1), Qos::AtLeastOnce))
+            .await
+            .unwrap(); // no max_age
+        wait_last_seq(&q, 4).await;
+        let rows = q.fetch(0, 10).await.unwrap();
+        assert_eq!(rows[0].expires_ms, Some(now - 60_000));
+        assert_eq!(rows[3].expires_ms, None);
+        assert_eq!(
+            q.mark_published(vec![(1, 1)]).await.unwrap(),
+            Vec::<u64>::new()
+        );
+        w.close().await.unwrap();
+    }
+    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
+    q.push(int(0)).await.unwrap(); // the first group sweeps
+    q.fetch(0, 0).await.unwrap();
+    let left: Vec<u64> = QueueReader::open(dir.path())
+        .unwrap()
+        .entries()
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, [1, 3, 4, 5]);
+    assert_eq!(q.stats().expired, 1);
+    assert_eq!(q.progress().borrow().depth, 4);
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_are_stored_with_their_kind() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    let m = Message {
+        kind: MessageKind::CommandResult,
+        device: Arc::from("plc1"),
+        point: Arc::from("sp"),
+        payload: r#"{"id":"a","ok":true}"#.into(),
+        ts_ms: 3,
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+    q.push_message(m.clone()).await.unwrap();
+    assert!(matches!(
+        q.push_message(Message {
+            qos: Qos::AtMostOnce,
+            ..m.clone()
+        })
+        .await,
+        Err(QueueError::QosZero)
+    ));
+    wait_last_seq(&q, 1).await;
+    let rows = q.fetch(0, 10).await.unwrap();
+    assert_eq!(rows[0].entry, Entry::Message(m));
+    // Samples-only readers skip it.
+    assert!(read_only_rows(dir.path()).unwrap().is_empty());
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_session_write_poisons_marks_until_reload() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    q.push(int(1)).await.unwrap();
+    wait_last_seq(&q, 1).await;
+    {
+        let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        ext.execute_batch(
+            "CREATE TRIGGER boom BEFORE DELETE ON messages \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    }
+    q.ack(1).await.unwrap(); // fails: the session may have reused the id
+    q.fetch(0, 0).await.unwrap(); // barrier: the failed group is behind us
+    assert!(matches!(
+        q.mark_published(vec![(1, 5)]).await,
+        Err(QueueError::SessionLost)
+    ));
+    q.unsettled().await.unwrap(); // reload
+    q.mark_published(vec![(1, 5)]).await.unwrap();
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sync_mode_and_wal_budget_reach_sqlite() {
+    for (sync, want) in [(SyncMode::Full, 2i64), (SyncMode::Normal, 1)] {
+        let dir = TempDir::new().unwrap();
+        let opts = QueueOptions {
+            sync,
+            max_size: 1 << 20,
+            ..QueueOptions::default()
+        };
+        let conn = store::open_rw(&db_path(dir.path()), opts.sync, opts.max_size).unwrap();
+        let got: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(got, want, "{sync:?}");
+        let limit: i64 = conn
+            .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, 256 * 1024, "a quarter of max_size");
+    }
 }

@@ -1,43 +1,70 @@
 //! The uplink task: dial, run a connection, back off, repeat — until shutdown.
 //!
 //! ```text
-//!            ┌──────── backoff (full jitter) ◄──────── link lost ───┐
-//!            ▼                                                     │
-//!   ──► Connecting ── CONNACK ──► Connected (birth, pump rows) ────┤
-//!                                                                  └── cancel ──► Closing ──► done
+//!            ┌──────── backoff (full jitter) ◄──────── link lost ──────────┐
+//!            ▼                                                            │
+//!   ──► Connecting ── CONNACK ──► Resuming ──► Connected (birth, pump) ───┤
+//!            │  (unknown broker session: clean CONNECT, DISCONNECT, redial) └── cancel ──► Closing
 //! ```
 //!
-//! While connected the task waits on one `select!`: a packet from the broker, a new commit in
-//! the queue (only while the in-flight window has room), a QoS 0 live sample, the keep-alive
-//! tick, and shutdown. Before each wait it refills the window from the queue, strictly after the
-//! session's cursor. On shutdown it stops taking rows, publishes the offline status, waits up to
-//! [`SHUTDOWN_GRACE`] for outstanding acknowledgements (rows not acknowledged by then stay queued
-//! and are resent by the next run) and sends DISCONNECT.
+//! **Resuming.** `session_present = 1`: the rows the store holds with a session state are
+//! resent — PUBLISH with the original packet id and DUP=1, or PUBREL for rows past PUBREC —
+//! before anything new. `session_present = 0`: those rows are reset to queued in the store
+//! (committed first) and go out again as new messages, oldest first, same `seq`.
+//!
+//! **Unknown broker session.** The store records which broker session (`client_id@host:port`)
+//! its packet ids belong to. When it does not match (new or quarantined queue file, another
+//! broker or client id), the broker may hold QoS 2 ids we know nothing about, and reusing one
+//! would make it swallow a new message as a duplicate. So the first connection is made with
+//! `clean_session = 1` (the broker drops that session), the stored states are reset, the peer
+//! recorded, and the link reconnects persistently at once.
+//!
+//! **Connected.** One `select!`: a packet from the broker (handled together with every packet
+//! already buffered, so a burst of acknowledgements costs one commit), a new commit in the queue
+//! (only while the window has room and the rate limit allows), the rate limit's next token, a
+//! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's ack, and
+//! shutdown. Before each wait it refills the window: take queued rows after the cursor (read
+//! ahead, several windows per fetch, since a fetch waits for the writer's commit), record
+//! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
+//! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
+//! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
+//! committed ([`Queue::mark_received`]) before its PUBREL is written.
+//!
+//! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
+//! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
+//! is found in that time, not after 1.5 × keep-alive).
+//!
+//! **Closing.** On shutdown it stops taking rows, publishes the offline status, waits up to
+//! [`SHUTDOWN_GRACE`] for outstanding acknowledgements (rows not acknowledged by then stay in the
+//! store with their session state and are resumed by the next run) and sends DISCONNECT.
 
 use std::time::Duration;
 
-use rumqttc::mqttbytes::v4::{Packet, PubAck};
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
+use super::inbound::{AckOrder, AckToken, Completion, Inbound, Incoming};
 use super::message::{self, OfflineReason};
-use super::session::{Released, Session};
+use super::rate::RateLimit;
+use super::session::{PubRecAction, Released, Restored, Session};
+use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::Backoff;
-use crate::config::UplinkConfig;
-use crate::queue::{LiveReceiver, Queue, QueueError, QueueProgress};
+use crate::config::{Qos, SessionMode, UplinkConfig};
+use crate::queue::{Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
 
-/// Unacknowledged QoS 1/2 publishes at once. Large enough to keep a WAN link with a few hundred
-/// ms of latency busy, small enough that a reconnect resends little.
-pub const MAX_INFLIGHT: u16 = 64;
 /// How long shutdown waits for outstanding acknowledgements before it disconnects anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Deadline for TCP connect + CONNECT/CONNACK.
+/// Deadline for TCP connect, TLS handshake and CONNECT/CONNACK; also bounds each write.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most packets handled as one batch (one commit for their PUBRECs).
+const MAX_BATCH: usize = 1024;
 
 /// How a connected period ended.
 enum Ended {
@@ -45,23 +72,36 @@ enum Ended {
     Lost(UplinkError),
 }
 
-/// Runs the uplink until `cancel` fires. Never returns early on broker errors. `state` follows
-/// the connection (for status lines).
+/// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
+/// given, receives the PUBLISHes of its subscriptions with manual acknowledgement (issue 5).
+/// `state` follows the connection (for status lines).
 pub async fn run(
     config: UplinkConfig,
+    dialer: Dialer,
     queue: Queue,
     live: LiveReceiver,
+    inbound: Option<Inbound>,
     state: watch::Sender<LinkState>,
     cancel: CancellationToken,
 ) {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
     let mut link = Link {
         status_topic: message::status_topic(&config.topic_prefix),
+        session: Session::new(config.max_inflight, config.response_timeout),
+        rate: RateLimit::new(config.max_rate, now),
         config,
-        session: Session::new(MAX_INFLIGHT),
+        dialer,
         progress: queue.progress(),
         queue,
         live,
         live_open: true,
+        inbound,
+        acks: AckOrder::default(),
+        done_tx,
+        done_rx,
+        fresh_start: None,
+        ahead: std::collections::VecDeque::new(),
         state,
         cancel,
     };
@@ -70,40 +110,79 @@ pub async fn run(
 
 struct Link {
     config: UplinkConfig,
+    dialer: Dialer,
     status_topic: String,
     session: Session,
+    rate: RateLimit,
     queue: Queue,
     /// Wakes the link when rows are committed.
     progress: watch::Receiver<QueueProgress>,
     live: LiveReceiver,
     /// False once every producer of live samples is gone; the branch is then disabled.
     live_open: bool,
+    inbound: Option<Inbound>,
+    acks: AckOrder,
+    /// Handed to [`AckToken`]s; the link receives their completions on `done_rx`.
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+    /// Whether the next connection must first clear an unknown broker session; `None` until
+    /// the store was asked.
+    fresh_start: Option<bool>,
+    /// Committed, never-sent rows fetched ahead of the window, in `seq` order, all after the
+    /// session's cursor. Emptied at every connection (the store is the truth).
+    ahead: std::collections::VecDeque<StoredRow>,
     state: watch::Sender<LinkState>,
     cancel: CancellationToken,
 }
 
 impl Link {
+    fn peer(&self) -> String {
+        format!("{}@{}", self.config.client_id, self.dialer.endpoint())
+    }
+
     async fn run(&mut self) {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        let persistent = self.config.session == SessionMode::Persistent;
         while !self.cancel.is_cancelled() {
-            let connected_at = now_ms();
+            if persistent && self.fresh_start.is_none() {
+                match self.queue.session_peer().await {
+                    Ok(stored) => self.fresh_start = Some(stored != Some(self.peer())),
+                    Err(error) => {
+                        error!(%error, "uplink cannot read the session owner from the queue; stopping");
+                        return;
+                    }
+                }
+            }
+            let fresh_start = self.fresh_start == Some(true);
             let options = ConnectOptions {
                 client_id: &self.config.client_id,
                 keep_alive: self.config.keep_alive,
+                clean_session: !persistent || fresh_start,
                 will_topic: self.status_topic.clone(),
-                will_payload: message::death_payload(connected_at, OfflineReason::ConnectionLost),
+                will_payload: message::death_payload(now_ms(), OfflineReason::ConnectionLost),
             };
-            let (host, port) = (self.config.host.clone(), self.config.port);
             let attempt = tokio::select! {
-                attempt = connection::connect(&host, port, options, CONNECT_TIMEOUT) => attempt,
+                attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
                 () = self.cancel.cancelled() => break,
             };
+            let broker = self.dialer.endpoint();
             match attempt {
-                Ok((reader, writer, _ack)) => {
-                    info!(broker = %format!("{host}:{port}"), "uplink connected");
+                Ok((_reader, writer, _ack)) if fresh_start => {
+                    match self.start_fresh_session(writer).await {
+                        Ok(()) => {
+                            info!(%broker, "uplink cleared an unknown broker session; reconnecting with a persistent session");
+                            self.fresh_start = Some(false);
+                            continue;
+                        }
+                        Err(error) => warn!(%error, "uplink could not start a fresh session"),
+                    }
+                }
+                Ok((reader, writer, ack)) => {
+                    info!(%broker, session_present = ack.session_present, "uplink connected");
                     backoff.reset();
                     self.state.send_replace(LinkState::Connected);
-                    let ended = self.connected(reader, writer).await;
+                    let resumed = persistent && ack.session_present;
+                    let ended = self.connected(reader, writer, resumed).await;
                     self.state.send_replace(LinkState::Connecting);
                     match ended {
                         Ended::Shutdown => return,
@@ -111,11 +190,14 @@ impl Link {
                     }
                 }
                 Err(error) if backoff.failures() == 0 => {
-                    warn!(%error, broker = %format!("{host}:{port}"), "uplink cannot connect; retrying with backoff")
+                    warn!(%error, %broker, "uplink cannot connect; retrying with backoff")
                 }
                 Err(error) => {
                     debug!(%error, failures = backoff.failures(), "uplink connect failed")
                 }
+            }
+            if self.queue.is_closed() {
+                return;
             }
             let delay = backoff.next_delay();
             tokio::select! {
@@ -125,34 +207,71 @@ impl Link {
         }
     }
 
-    async fn connected(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
+    /// The clean connection made to drop an unknown broker session: reset the stored states,
+    /// record the peer, disconnect.
+    async fn start_fresh_session(&mut self, writer: PacketWriter) -> Result<(), UplinkError> {
+        self.queue.reset_session().await?;
+        self.queue.set_session_peer(self.peer()).await?;
+        writer.disconnect().await
+    }
+
+    async fn connected(
+        &mut self,
+        mut reader: PacketReader,
+        mut writer: PacketWriter,
+        session_present: bool,
+    ) -> Ended {
+        let now = Instant::now();
         self.session.on_connected();
+        self.acks.on_connected();
+        self.ahead.clear();
         self.discard_stale_live();
-        let birth = self
-            .session
-            .publish_status(self.status_topic.clone(), message::birth_payload(now_ms()));
-        if let Err(e) = self.write_all(&mut writer, birth.map(|p| vec![p])).await {
+        let mut packets = match self.resume(session_present, now).await {
+            Ok(packets) => packets,
+            Err(e) => return Ended::Lost(e),
+        };
+        packets.push(self.session.publish_status(
+            self.status_topic.clone(),
+            message::birth_payload(now_ms()),
+            now,
+        ));
+        if let Some(filters) = self.inbound.as_ref().map(|i| i.filters.clone()) {
+            if !filters.is_empty() {
+                packets.push(self.session.subscribe(&filters, now));
+            }
+        }
+        if let Err(e) = writer.write(&packets).await {
             return Ended::Lost(e);
         }
-        // A PINGREQ every half keep-alive; a missing PINGRESP by the next tick means the link is
-        // half-open (the broker's side is gone but no RST reached us).
+        // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
+        // deadline rather than an `Interval`: no timer stays armed while the link waits for a
+        // commit, so paused-time tests do not jump the clock then.
         let half = (self.config.keep_alive / 2).max(Duration::from_millis(100));
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-        let mut ping_outstanding = false;
+        let mut next_ping = now + half;
         loop {
             if let Err(e) = self.refill(&mut writer).await {
                 return Ended::Lost(e);
             }
+            let now = Instant::now();
+            let deadline = self.session.deadline();
+            let backlog =
+                !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
+            let pace = if backlog && self.session.room() > 0 {
+                self.rate.next_ready(now)
+            } else {
+                None
+            };
+            let can_take = self.session.room() > 0 && pace.is_none();
             let step = tokio::select! {
                 () = self.cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
-                    Ok(Packet::PingResp) => { ping_outstanding = false; Ok(()) }
-                    Ok(packet) => self.handle(packet, &mut writer).await,
+                    Ok(packet) => self.on_packets(packet, &mut reader, &mut writer).await,
                     Err(e) => Err(e),
                 },
-                changed = self.progress.changed(), if self.session.room() > 0 => {
+                changed = self.progress.changed(), if can_take => {
                     changed.map_err(|_| UplinkError::Queue(QueueError::Closed))
                 }
+                () = tokio::time::sleep_until(pace.unwrap_or(now)), if pace.is_some() => Ok(()),
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
                         let topic = message::sample_topic(&self.config.topic_prefix, &sample);
@@ -162,13 +281,24 @@ impl Link {
                     }
                     None => { self.live_open = false; Ok(()) }
                 },
-                _ = ping.tick() => {
-                    if ping_outstanding {
-                        Err(UplinkError::Timeout("PINGRESP"))
-                    } else {
-                        ping_outstanding = true;
-                        writer.write(&[Packet::PingReq]).await
+                () = tokio::time::sleep_until(next_ping) => {
+                    next_ping += half;
+                    match self.session.ping(Instant::now()) {
+                        Some(packet) => writer.write(&[packet]).await,
+                        None => Ok(()),
                     }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
+                    Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
+                }
+                Some(done) = self.done_rx.recv() => {
+                    let pubacks: Vec<Packet> = self
+                        .acks
+                        .complete(done)
+                        .into_iter()
+                        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
+                        .collect();
+                    writer.write(&pubacks).await
                 }
             };
             if let Err(e) = step {
@@ -177,88 +307,238 @@ impl Link {
         }
     }
 
-    /// Sends queued rows after the session's cursor while the window has room.
+    /// What a new connection must resend first (see the module doc).
+    async fn resume(
+        &mut self,
+        session_present: bool,
+        now: Instant,
+    ) -> Result<Vec<Packet>, UplinkError> {
+        if !session_present {
+            self.queue.reset_session().await?;
+            return Ok(Vec::new());
+        }
+        let rows = self.queue.unsettled().await?;
+        let mut packets = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (pkid, received) = match row.delivery {
+                Delivery::Published { pkid } => (pkid, false),
+                Delivery::Received { pkid } => (pkid, true),
+                Delivery::Queued => continue,
+            };
+            match self
+                .session
+                .restore(row.seq, pkid, row.qos(), received, now)
+            {
+                Ok(Restored::Republish { pkid }) => packets.push(self.render_again(row, pkid)),
+                Ok(Restored::Release(pubrel)) => packets.push(pubrel),
+                Err(error) => {
+                    // Only after a power cut with `sync: normal`: the stored session cannot be
+                    // trusted, so start a fresh one (clean connect) rather than guess.
+                    error!(%error, "stored session is inconsistent; starting a fresh broker session");
+                    self.fresh_start = Some(true);
+                    return Err(error.into());
+                }
+            }
+        }
+        if !packets.is_empty() {
+            info!(resent = packets.len(), "uplink resumed its session");
+        }
+        Ok(packets)
+    }
+
+    fn render_again(&self, row: &StoredRow, pkid: u16) -> Packet {
+        let (qos, retain) = message::row_flags(&row.entry);
+        self.session.republish(
+            pkid,
+            message::row_topic(&self.config.topic_prefix, &row.entry),
+            message::row_payload(row),
+            qos,
+            retain,
+        )
+    }
+
+    /// Sends queued rows after the session's cursor while the window has room and the rate
+    /// limit allows: packet ids are committed before the PUBLISHes are written.
     async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
             let last_seq = self.progress.borrow_and_update().last_seq;
-            let room = self.session.room();
-            if room == 0 || last_seq <= self.session.cursor() {
+            let now = Instant::now();
+            let n = self.session.room().min(self.rate.available(now));
+            if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
                 return Ok(());
             }
-            let rows = match self.queue.fetch(self.session.cursor(), room).await {
-                Ok(rows) => rows,
-                // A row that cannot be decoded can never be published. It is skipped, not
-                // deleted, so it stays in the file for inspection; everything after it flows.
-                Err(QueueError::Decode {
-                    seq,
-                    column,
-                    reason,
-                }) => {
-                    error!(seq, column, %reason, "skipping an undecodable queue row");
-                    self.session.skip_to(seq);
+            if self.ahead.is_empty() {
+                // Read ahead of the window: a fetch waits for the writer's current commit (an
+                // fsync), so one fetch per window slot would make the drain fsync-bound.
+                let limit = usize::from(self.config.max_inflight).max(64) * 4;
+                match self.queue.fetch(self.session.cursor(), limit).await {
+                    Ok(rows) if rows.is_empty() => {
+                        // Everything up to last_seq was acknowledged or dropped meanwhile.
+                        self.session.skip_to(last_seq);
+                        return Ok(());
+                    }
+                    Ok(rows) => self.ahead.extend(rows),
+                    // A row that cannot be decoded can never be published. It is skipped, not
+                    // deleted, so it stays in the file for inspection; everything after it
+                    // flows.
+                    Err(QueueError::Decode {
+                        seq,
+                        column,
+                        reason,
+                    }) => {
+                        error!(seq, column, %reason, "skipping an undecodable queue row");
+                        self.session.skip_to(seq);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
+            let wall = now_ms();
+            let mut expired = Vec::new();
+            let mut packets = Vec::with_capacity(rows.len());
+            let mut marks = Vec::with_capacity(rows.len());
+            let mut exactly_once = false;
+            for row in rows {
+                if row.expires_ms.is_some_and(|at| at <= wall) {
+                    expired.push(row.seq);
+                    self.session.skip_to(row.seq);
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            if rows.is_empty() {
-                // Everything up to last_seq was acknowledged meanwhile.
-                self.session.skip_to(last_seq);
-                return Ok(());
-            }
-            let mut packets = Vec::with_capacity(rows.len());
-            for row in rows {
-                let topic = message::sample_topic(&self.config.topic_prefix, &row.sample);
-                let payload = message::sample_payload(&row.sample, Some(row.seq));
-                packets.push(self.session.publish_sample(
+                let (qos, retain) = message::row_flags(&row.entry);
+                exactly_once |= qos == Qos::ExactlyOnce;
+                let (packet, pkid) = self.session.publish_row(
                     row.seq,
-                    topic,
-                    payload,
-                    row.sample.qos,
-                    row.sample.retain,
-                )?);
+                    message::row_topic(&self.config.topic_prefix, &row.entry),
+                    message::row_payload(&row),
+                    qos,
+                    retain,
+                    now,
+                )?;
+                packets.push(packet);
+                marks.push((row.seq, pkid));
             }
-            writer.write(&packets).await?;
+            if !expired.is_empty() {
+                self.queue.expire(expired).await?;
+            }
+            if !marks.is_empty() {
+                self.rate.take(marks.len(), now);
+                // QoS 2 ids must be on disk before the wire (a resend with another id would be a
+                // second message to the broker); QoS 1 ids only need to be there eventually.
+                if exactly_once {
+                    let gone = self.queue.mark_published(marks.clone()).await?;
+                    if !gone.is_empty() {
+                        // Evicted or expired after the fetch: never put on the wire, so the
+                        // broker cannot hold an id the store does not know.
+                        debug!(
+                            rows = gone.len(),
+                            "rows dropped after their fetch are not sent"
+                        );
+                        let mut kept = Vec::with_capacity(packets.len());
+                        for ((seq, pkid), packet) in marks.iter().zip(packets) {
+                            if gone.contains(seq) {
+                                self.session.cancel_row(*pkid);
+                            } else {
+                                kept.push(packet);
+                            }
+                        }
+                        packets = kept;
+                    }
+                } else {
+                    self.queue.record_published(marks).await?;
+                }
+                writer.write(&packets).await?;
+            }
         }
     }
 
-    async fn handle(
+    /// Handles `first` and every complete packet already buffered behind it as one batch.
+    async fn on_packets(
         &mut self,
-        packet: Packet,
+        first: Packet,
+        reader: &mut PacketReader,
         writer: &mut PacketWriter,
     ) -> Result<(), UplinkError> {
-        match packet {
-            Packet::PubAck(ack) => {
-                let released = self.session.on_puback(ack.pkid)?;
-                self.release(released).await
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match reader.buffered()? {
+                Some(packet) => batch.push(packet),
+                None => break,
             }
-            Packet::PubRec(rec) => {
-                let rel = self.session.on_pubrec(rec.pkid)?;
-                writer.write(&[rel]).await
-            }
-            Packet::PubComp(comp) => {
-                let released = self.session.on_pubcomp(comp.pkid)?;
-                self.release(released).await
-            }
-            Packet::PingResp => Ok(()),
-            // Nothing is subscribed in contract v1; acknowledge so the broker does not resend.
-            Packet::Publish(publish) => {
-                debug!(topic = %publish.topic, "ignoring unexpected incoming publish");
-                match publish.qos {
-                    QoS::AtLeastOnce => {
-                        writer
-                            .write(&[Packet::PubAck(PubAck::new(publish.pkid))])
-                            .await
-                    }
-                    QoS::AtMostOnce | QoS::ExactlyOnce => Ok(()),
-                }
-            }
-            other => Err(UplinkError::UnexpectedPacket(packet_name(&other))),
         }
+        let now = Instant::now();
+        let mut received = Vec::new();
+        let mut out = Vec::new();
+        for packet in batch {
+            match packet {
+                Packet::PubAck(ack) => {
+                    let released = self.session.on_puback(ack.pkid)?;
+                    self.release(released).await?;
+                }
+                Packet::PubRec(rec) => match self.session.on_pubrec(rec.pkid, now)? {
+                    PubRecAction::Persist { seq, pubrel } => {
+                        received.push(seq);
+                        out.push(pubrel);
+                    }
+                    PubRecAction::Send(pubrel) => out.push(pubrel),
+                },
+                Packet::PubComp(comp) => {
+                    let released = self.session.on_pubcomp(comp.pkid)?;
+                    self.release(released).await?;
+                }
+                Packet::PingResp => self.session.on_pingresp(),
+                Packet::SubAck(ack) => {
+                    let codes: Vec<String> =
+                        ack.return_codes.iter().map(|c| format!("{c:?}")).collect();
+                    self.session.on_suback(ack.pkid, &codes)?;
+                    debug!("uplink subscriptions granted");
+                }
+                Packet::Publish(publish) => self.on_incoming(publish, &mut out)?,
+                other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
+            }
+        }
+        // The PUBRELs of first PUBRECs go out only once "PUBREC received" is on disk.
+        if !received.is_empty() {
+            self.queue.mark_received(received).await?;
+        }
+        writer.write(&out).await
+    }
+
+    /// An incoming PUBLISH: to the handler with a manual ack, or acknowledged at once when
+    /// nothing subscribed (a leftover of an earlier configuration).
+    fn on_incoming(&mut self, publish: Publish, out: &mut Vec<Packet>) -> Result<(), UplinkError> {
+        let Some(inbound) = &self.inbound else {
+            debug!(topic = %publish.topic, "ignoring unexpected incoming publish");
+            if publish.qos == QoS::AtLeastOnce {
+                out.push(Packet::PubAck(PubAck::new(publish.pkid)));
+            }
+            return Ok(());
+        };
+        let ack = match publish.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(AckToken {
+                tx: self.done_tx.clone(),
+                completion: self.acks.on_publish(publish.pkid),
+            }),
+            // We subscribe at QoS 1, so a conforming broker never sends QoS 2.
+            QoS::ExactlyOnce => return Err(UplinkError::UnexpectedPacket("PUBLISH with QoS 2")),
+        };
+        let incoming = Incoming {
+            topic: publish.topic,
+            payload: publish.payload,
+            dup: publish.dup,
+            ack,
+        };
+        if let Err(e) = inbound.tx.try_send(incoming) {
+            // Not acknowledged: the broker redelivers it on the next connection.
+            warn!(error = %e, "command handler is busy or gone; incoming message left unacknowledged");
+        }
+        Ok(())
     }
 
     async fn release(&self, released: Released) -> Result<(), UplinkError> {
         match released {
-            Released::Sample(seq) => Ok(self.queue.ack(seq).await?),
+            Released::Row(seq) => Ok(self.queue.ack(seq).await?),
             Released::Status => Ok(()),
         }
     }
@@ -268,8 +548,9 @@ impl Link {
         let death = self.session.publish_status(
             self.status_topic.clone(),
             message::death_payload(now_ms(), OfflineReason::Shutdown),
+            Instant::now(),
         );
-        if let Err(error) = self.write_all(&mut writer, death.map(|p| vec![p])).await {
+        if let Err(error) = writer.write(&[death]).await {
             warn!(%error, "could not publish the offline status");
             return Ended::Shutdown;
         }
@@ -279,7 +560,7 @@ impl Link {
             let step = tokio::select! {
                 () = &mut grace => break,
                 packet = reader.read() => match packet {
-                    Ok(packet) => self.handle(packet, &mut writer).await,
+                    Ok(packet) => self.on_packets(packet, &mut reader, &mut writer).await,
                     Err(e) => Err(e),
                 },
             };
@@ -301,14 +582,6 @@ impl Link {
         Ended::Shutdown
     }
 
-    async fn write_all(
-        &mut self,
-        writer: &mut PacketWriter,
-        packets: Result<Vec<Packet>, super::session::SessionError>,
-    ) -> Result<(), UplinkError> {
-        writer.write(&packets?).await
-    }
-
     /// QoS 0 samples that waited while the link was down are stale: contract v1 sends QoS 0 only
     /// while connected.
     fn discard_stale_live(&mut self) {
@@ -326,125 +599,4 @@ impl Link {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::BytesMut;
-    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::time::Instant;
-
-    use crate::queue::QueueOptions;
-
-    /// A scripted broker end of one connection.
-    struct FakeBroker {
-        stream: TcpStream,
-        buf: BytesMut,
-    }
-
-    impl FakeBroker {
-        /// The next packet, or `None` when the client closed the connection.
-        async fn next(&mut self) -> Option<Packet> {
-            loop {
-                match Packet::read(&mut self.buf, 1 << 20) {
-                    Ok(packet) => return Some(packet),
-                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                    Err(e) => panic!("client sent garbage: {e}"),
-                }
-                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                    return None;
-                }
-            }
-        }
-
-        async fn send(&mut self, packet: Packet) {
-            let mut out = BytesMut::new();
-            packet.write(&mut out, 1 << 20).unwrap();
-            self.stream.write_all(&out).await.unwrap();
-        }
-
-        async fn accept(listener: &TcpListener) -> FakeBroker {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut broker = FakeBroker {
-                stream,
-                buf: BytesMut::new(),
-            };
-            match broker.next().await {
-                Some(Packet::Connect(c)) => {
-                    assert_eq!(c.keep_alive, 10);
-                    let will = c.last_will.expect("a Last Will");
-                    assert!(will.retain);
-                    assert_eq!(will.topic, "p/status");
-                }
-                other => panic!("expected CONNECT, got {other:?}"),
-            }
-            broker
-                .send(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::Success,
-                    false,
-                )))
-                .await;
-            broker
-        }
-    }
-
-    /// A half-open link (the broker stops answering, no RST) is torn down once a PINGRESP is
-    /// missing, and the uplink dials again after its backoff. Timers run on paused time.
-    #[tokio::test(start_paused = true)]
-    async fn missing_pingresp_tears_the_link_down_and_redials() {
-        let dir = tempfile::tempdir().unwrap();
-        let (queue, live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = UplinkConfig {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            client_id: "t".into(),
-            keep_alive: Duration::from_secs(10),
-            topic_prefix: "p".into(),
-            reconnect_initial: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(1),
-        };
-        let cancel = CancellationToken::new();
-        let (state, _) = watch::channel(LinkState::default());
-        let task = tokio::spawn(run(config, queue.clone(), live, state, cancel.clone()));
-
-        let mut first = FakeBroker::accept(&listener).await;
-        let connected = Instant::now();
-        match first.next().await {
-            Some(Packet::Publish(p)) => {
-                assert_eq!(p.topic, "p/status");
-                assert!(p.retain);
-            }
-            other => panic!("expected the birth, got {other:?}"),
-        }
-        // The broker goes silent: no PUBACK, no PINGRESP.
-        assert_eq!(first.next().await, Some(Packet::PingReq));
-        assert_eq!(
-            connected.elapsed().as_secs(),
-            5,
-            "PINGREQ at half the keep-alive"
-        );
-        assert_eq!(first.next().await, None, "link torn down");
-        assert_eq!(
-            connected.elapsed().as_secs(),
-            10,
-            "one ping interval without PINGRESP"
-        );
-
-        let mut second = FakeBroker::accept(&listener).await;
-        assert!(
-            connected.elapsed() <= Duration::from_secs(11),
-            "redial within the backoff"
-        );
-        assert!(
-            matches!(second.next().await, Some(Packet::Publish(_))),
-            "birth again"
-        );
-
-        cancel.cancel();
-        task.await.unwrap();
-        drop(queue);
-        writer.close().await.unwrap();
-    }
-}
+mod tests;

@@ -1,6 +1,8 @@
 //! Topics and payloads of the public contract (v1), rendered from queue rows and gateway state.
 //!
 //! - `P/<device>/<point>`: `{"value":<number|bool>,"ts":<ms>,"seq":<u64>}` (QoS 0: no `seq`)
+//! - `P/<device>/status` and `P/<device>/<point>/set/result` (issue 5): queued
+//!   [`crate::queue::Message`]s, published with their payload as it was queued.
 //! - `P/status` (retained, QoS 1): `{"status":"online"|"offline","ts":<ms>,"version":"…"}`;
 //!   the offline form also says why (`"reason":"shutdown"` or `"connection_lost"` for the Last Will).
 //!
@@ -9,6 +11,7 @@
 
 use bytes::Bytes;
 
+use crate::queue::{Entry, MessageKind, StoredRow};
 use crate::sample::Sample;
 
 /// Version reported in the birth certificate.
@@ -25,6 +28,33 @@ pub fn sample_payload(sample: &Sample, seq: Option<u64>) -> Bytes {
         Some(seq) => format!(r#"{{"value":{value},"ts":{ts},"seq":{seq}}}"#),
         None => format!(r#"{{"value":{value},"ts":{ts}}}"#),
     })
+}
+
+/// Topic of a queue row, from its kind and names.
+pub fn row_topic(prefix: &str, entry: &Entry) -> String {
+    match entry {
+        Entry::Sample(sample) => sample_topic(prefix, sample),
+        Entry::Message(m) => match m.kind {
+            MessageKind::DeviceStatus => format!("{prefix}/{}/status", m.device),
+            MessageKind::CommandResult => format!("{prefix}/{}/{}/set/result", m.device, m.point),
+        },
+    }
+}
+
+/// Payload of a queue row: a sample's envelope with its `seq`, or a message's payload as queued.
+pub fn row_payload(row: &StoredRow) -> Bytes {
+    match &row.entry {
+        Entry::Sample(sample) => sample_payload(sample, Some(row.seq)),
+        Entry::Message(m) => Bytes::from(m.payload.clone()),
+    }
+}
+
+/// QoS and retain of a queue row.
+pub fn row_flags(entry: &Entry) -> (crate::config::Qos, bool) {
+    match entry {
+        Entry::Sample(s) => (s.qos, s.retain),
+        Entry::Message(m) => (m.qos, m.retain),
+    }
 }
 
 pub fn status_topic(prefix: &str) -> String {
@@ -101,6 +131,33 @@ mod tests {
         assert_eq!(
             json(&sample_payload(&s, None)),
             serde_json::json!({"value": true, "ts": 1})
+        );
+    }
+
+    #[test]
+    fn message_rows_get_their_kind_topic_and_payload_as_queued() {
+        let message = |kind, point: &str| crate::queue::Message {
+            kind,
+            device: "boiler".into(),
+            point: point.into(),
+            payload: r#"{"status":"online"}"#.into(),
+            ts_ms: 1,
+            qos: Qos::AtLeastOnce,
+            retain: true,
+        };
+        let status = Entry::Message(message(MessageKind::DeviceStatus, ""));
+        assert_eq!(row_topic("p", &status), "p/boiler/status");
+        let result = Entry::Message(message(MessageKind::CommandResult, "setpoint"));
+        assert_eq!(row_topic("p", &result), "p/boiler/setpoint/set/result");
+        let row = StoredRow {
+            seq: 9,
+            entry: status,
+            delivery: crate::queue::Delivery::Queued,
+            expires_ms: None,
+        };
+        assert_eq!(
+            row_payload(&row),
+            Bytes::from_static(br#"{"status":"online"}"#)
         );
     }
 

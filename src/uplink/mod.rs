@@ -1,11 +1,17 @@
-//! The uplink: one MQTT 3.1.1 connection to the cloud broker, driven by our own session logic.
+//! The uplink: one MQTT 3.1.1 connection to the cloud broker, driven by our own session logic,
+//! with the session state kept in the durable queue.
 //!
 //! # Guarantees
 //! - A queue row is deleted ([`crate::queue::Queue::ack`]) only when the broker's PUBACK (QoS 1)
-//!   or PUBCOMP (QoS 2) for the packet id it was sent with arrives on the same connection —
-//!   never because it was written to the socket.
-//! - Rows are sent in `seq` order. After every (re)connect all rows still in the queue are sent
-//!   again from the oldest, with their original `seq`, so a consumer can drop duplicates.
+//!   or PUBCOMP (QoS 2) for the packet id it was sent with arrives — never because it was
+//!   written to the socket.
+//! - Packet ids and handshake stages are committed before the packets that depend on them are
+//!   written, so a resumed session (`session_present = 1`) resends exactly what MQTT 3.1.1 §4.4
+//!   asks — unacknowledged PUBLISHes with their original ids and DUP=1, PUBRELs for rows past
+//!   PUBREC — even after a `kill -9`: QoS 2 stays exactly-once while the broker keeps the
+//!   session. With `session_present = 0` every unacknowledged row is resent as new, same `seq`.
+//! - Rows are first sent in `seq` order (so in order per point); a resend may repeat an older
+//!   `seq` after a newer one, never skip one.
 //! - QoS 0 samples (the queue's live channel) are sent only while connected; what arrives while
 //!   the link is down is discarded at the next connect (counted in the log).
 //! - Birth certificate (`P/status` online, retained, QoS 1) after every CONNACK; the CONNECT
@@ -13,8 +19,8 @@
 //!   shutdown publishes `offline` with `reason: shutdown` before DISCONNECT.
 //!
 //! # Failure and recovery
-//! Any I/O error, protocol violation, missing PINGRESP or write that does not complete within the
-//! keep-alive tears the connection down. The link then waits an exponential backoff with full
+//! Any I/O error, protocol violation, answer missing for `response_timeout` (PINGRESP, PUBACK,
+//! PUBREC, PUBCOMP, SUBACK) or write that does not complete in time tears the connection down. The link then waits an exponential backoff with full
 //! jitter (`reconnect_initial` doubling up to `reconnect_max`, reset after a CONNACK) and dials
 //! again, forever, until shutdown. Nothing is lost meanwhile: the queue keeps every row.
 //!
@@ -22,14 +28,32 @@
 //! rumqttc 0.25 returns no packet id from `publish()`, reports a publish as "outgoing" when it is
 //! buffered, resends without DUP and silently drops pending publishes on `session_present = 0`
 //! (see `shared/notes/dependencies.md`). We use only its packet codec; [`session`] is the pure
-//! state machine, [`link`] the task doing I/O.
+//! state machine, [`link`] the task doing I/O; [`transport`] and [`connection`] know nothing of
+//! the queue and serve any MQTT connection (the local broker of issue 6 too). [`inbound`] is
+//! the seam for commands: subscribe and acknowledge manually, in receive order.
 
 pub mod connection;
+pub mod inbound;
 pub mod link;
 pub mod message;
+pub mod rate;
 pub mod session;
+pub mod transport;
 
+pub use inbound::{AckToken, Inbound, Incoming};
 pub use link::run;
+pub use transport::{Dialer, TransportError};
+
+/// Builds the dialer for the configured broker (reads the TLS files now).
+pub fn dialer(config: &crate::config::UplinkConfig) -> Result<Dialer, TransportError> {
+    Dialer::new(
+        &config.host,
+        config.port,
+        config.tls.as_ref(),
+        config.username.clone(),
+        config.password_file.clone(),
+    )
+}
 
 /// Whether the uplink has a broker connection, published on a watch for status lines (systemd
 /// `STATUS=`). Only a view: delivery never depends on it.

@@ -1,28 +1,36 @@
-//! Pure MQTT 3.1.1 publish-side session state: packet ids, the in-flight window and what each
-//! acknowledgement releases. No I/O happens here (the split rumqttc makes between `state.rs` and
-//! `eventloop.rs`); the link task feeds it packets and writes what it returns.
+//! Pure MQTT 3.1.1 session state of the uplink: packet ids, the in-flight window, what each
+//! acknowledgement releases, what a resumed session resends, and when an answer is overdue. No
+//! I/O and no clock here (the split rumqttc makes between `state.rs` and `eventloop.rs`): the
+//! link feeds packets and `now`, and writes what it gets back.
 //!
 //! # Invariants
-//! - A packet id is in use by at most one in-flight message; ids cycle through `1..=65535`.
-//! - At most `max_inflight` QoS 1/2 messages are unacknowledged at once.
-//! - A queued sample is released ([`Released::Sample`]) only by the PUBACK (QoS 1) or PUBCOMP
-//!   (QoS 2) whose packet id was assigned to it on *this* connection. A PUBREC never releases.
-//! - Samples are handed out in increasing `seq`; [`Session::cursor`] is the newest `seq` handed
-//!   out on this connection, so the link fetches the queue strictly after it.
+//! - A packet id is in use by at most one in-flight message; ids cycle through `1..=65535` and
+//!   the allocator skips ids in use, including those restored from the store.
+//! - At most `max_inflight` queue rows are unacknowledged at once (status and subscribe packets
+//!   may exceed it by a few, so a full window never blocks a birth certificate).
+//! - A queue row is released ([`Released::Row`]) only by the PUBACK (QoS 1) or PUBCOMP (QoS 2)
+//!   for the id it holds. A PUBREC never releases; it asks the link to persist the new stage
+//!   ([`PubRecAction::Persist`]) before the PUBREL is written.
+//! - Rows are handed out in increasing `seq`; [`Session::cursor`] is the newest handed out on
+//!   this connection, so the link fetches the queue strictly after it.
+//! - Every outstanding request (PUBLISH QoS > 0, PUBREL, SUBSCRIBE, PINGREQ) has a send time;
+//!   [`Session::deadline`] is the oldest plus the response timeout. Past it, the link is
+//!   half-open and is torn down ([`Session::overdue`]).
 //!
-//! # Reconnects
-//! Contract v1 connects with `clean_session = true`, so the broker keeps nothing of an earlier
-//! connection (`session_present = 0`) and MQTT §4.4 requires nothing to be resent with its old
-//! packet id. [`Session::on_connected`] therefore forgets every in-flight entry and rewinds the
-//! cursor to 0: everything still in the queue (i.e. not acknowledged) is sent again as new
-//! messages, with the same `seq` in the payload so consumers can drop duplicates. The durable
-//! session issue replaces this with persisted packet ids and DUP=1 resends.
+//! # Reconnects (MQTT 3.1.1 §4.4)
+//! Every connection starts with [`Session::on_connected`] (nothing in flight, cursor 0). With
+//! `session_present = 1` the link then feeds the rows the store holds with a session state to
+//! [`Session::restore`]: a row whose PUBLISH was sent is resent with its original id and DUP=1, a
+//! row past PUBREC gets its PUBREL again. With `session_present = 0` the link resets those rows
+//! in the store first and they are sent again as new messages (same `seq`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::v4::{Packet, PubRel, Publish};
+use rumqttc::mqttbytes::v4::{Packet, PubRel, Publish, Subscribe, SubscribeFilter};
 use rumqttc::mqttbytes::QoS;
+use tokio::time::Instant;
 
 use crate::config::Qos;
 
@@ -30,9 +38,11 @@ use crate::config::Qos;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracked {
     /// A queue row; its `seq`.
-    Sample(u64),
+    Row(u64),
     /// A status certificate (birth or graceful death); not in the queue.
     Status,
+    /// Our SUBSCRIBE (issue 5 commands).
+    Subscribe,
 }
 
 /// Which acknowledgement an in-flight message waits for.
@@ -44,21 +54,43 @@ enum Awaiting {
     Received,
     /// PUBCOMP, "publish complete" (QoS 2 PUBREL sent).
     Complete,
+    /// SUBACK.
+    SubAck,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Inflight {
     tracked: Tracked,
     stage: Awaiting,
+    /// When the packet that this stage answers was sent.
+    since: Instant,
 }
 
 /// What an acknowledgement completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
     /// The broker owns this queue row now: delete it.
-    Sample(u64),
+    Row(u64),
     /// A status certificate was acknowledged.
     Status,
+}
+
+/// What to do about a PUBREC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubRecAction {
+    /// First PUBREC of a row: commit "PUBREC received" for `seq`, then write `pubrel`.
+    Persist { seq: u64, pubrel: Packet },
+    /// Nothing to persist (a repeated PUBREC, or a message that is not a row): write `pubrel`.
+    Send(Packet),
+}
+
+/// What a restored row needs on a resumed session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// Resend the PUBLISH with this id and DUP=1 (the link renders it: [`Session::republish`]).
+    Republish { pkid: u16 },
+    /// Resend this PUBREL.
+    Release(Packet),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,41 +101,106 @@ pub enum SessionError {
     WrongStage { packet: &'static str, pkid: u16 },
     #[error("in-flight window is full")]
     WindowFull,
+    /// Two stored rows claim the same packet id (only after a power cut with `sync: normal`).
+    #[error("stored packet id {pkid} of row {seq} is already used by another row")]
+    DuplicateStoredId { pkid: u16, seq: u64 },
+    #[error("broker refused subscription {index} (return code {code})")]
+    SubscribeRefused { index: usize, code: String },
 }
 
 #[derive(Debug)]
 pub struct Session {
     max_inflight: usize,
+    response_timeout: Duration,
     /// Last packet id handed out; the next search starts after it so ids are not reused while a
     /// late acknowledgement for them could still arrive.
     last_pkid: u16,
     inflight: BTreeMap<u16, Inflight>,
+    /// Rows among `inflight`; the window counts these.
+    rows: usize,
     cursor: u64,
+    ping_sent: Option<Instant>,
 }
 
 impl Session {
-    pub fn new(max_inflight: u16) -> Self {
+    pub fn new(max_inflight: u16, response_timeout: Duration) -> Self {
         Session {
             // Capped well below the id space so status certificates always find a free id.
-            max_inflight: usize::from(max_inflight.clamp(1, 60_000)),
+            max_inflight: usize::from(max_inflight.clamp(1, 65_000)),
+            response_timeout,
             last_pkid: 0,
             inflight: BTreeMap::new(),
+            rows: 0,
             cursor: 0,
+            ping_sent: None,
         }
     }
 
-    /// A new connection was accepted with a clean session: nothing is in flight any more and
-    /// every unacknowledged queue row must be sent again from the start.
+    /// A new connection: nothing is in flight on it yet and the queue is read from its start.
+    /// What the broker kept is fed back by [`Session::restore`].
     pub fn on_connected(&mut self) {
         self.inflight.clear();
+        self.rows = 0;
         self.cursor = 0;
+        self.ping_sent = None;
+    }
+
+    /// Takes back a row the store says is in flight (resumed session). Its id is reserved
+    /// before any new id is handed out.
+    pub fn restore(
+        &mut self,
+        seq: u64,
+        pkid: u16,
+        qos: Qos,
+        pubrec_received: bool,
+        now: Instant,
+    ) -> Result<Restored, SessionError> {
+        if pkid == 0 || self.inflight.contains_key(&pkid) {
+            return Err(SessionError::DuplicateStoredId { pkid, seq });
+        }
+        let stage = match (qos, pubrec_received) {
+            (Qos::ExactlyOnce, true) => Awaiting::Complete,
+            (Qos::ExactlyOnce, false) => Awaiting::Received,
+            _ => Awaiting::Ack,
+        };
+        self.inflight.insert(
+            pkid,
+            Inflight {
+                tracked: Tracked::Row(seq),
+                stage,
+                since: now,
+            },
+        );
+        self.rows += 1;
+        Ok(if stage == Awaiting::Complete {
+            Restored::Release(Packet::PubRel(PubRel::new(pkid)))
+        } else {
+            Restored::Republish { pkid }
+        })
+    }
+
+    /// The PUBLISH of a restored row: its original id, DUP=1.
+    pub fn republish(
+        &self,
+        pkid: u16,
+        topic: String,
+        payload: Bytes,
+        qos: Qos,
+        retain: bool,
+    ) -> Packet {
+        let mut publish = Publish::from_bytes(topic, mqtt_qos(qos), payload);
+        publish.retain = retain;
+        publish.pkid = pkid;
+        publish.dup = true;
+        Packet::Publish(publish)
     }
 
     /// Free slots in the in-flight window.
     pub fn room(&self) -> usize {
-        self.max_inflight.saturating_sub(self.inflight.len())
+        self.max_inflight.saturating_sub(self.rows)
     }
 
+    /// Rows and other messages awaiting an acknowledgement.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
     }
@@ -113,24 +210,31 @@ impl Session {
         self.cursor
     }
 
-    /// The queue holds nothing after `seq`, so the cursor may move up to it without sending.
+    /// The queue holds nothing to send up to `seq`, so the cursor may move there.
     pub fn skip_to(&mut self, seq: u64) {
         self.cursor = self.cursor.max(seq);
     }
 
-    /// Builds the PUBLISH for queue row `seq`. Rows must be offered in increasing `seq`.
-    pub fn publish_sample(
+    /// Builds the PUBLISH for queue row `seq` with a new packet id, returned beside it: the link
+    /// commits (`seq`, id) before it writes the packet. Rows must be offered in increasing
+    /// `seq`.
+    pub fn publish_row(
         &mut self,
         seq: u64,
         topic: String,
         payload: Bytes,
         qos: Qos,
         retain: bool,
-    ) -> Result<Packet, SessionError> {
+        now: Instant,
+    ) -> Result<(Packet, u16), SessionError> {
         debug_assert!(seq > self.cursor, "rows must be offered in seq order");
-        let packet = self.publish(Tracked::Sample(seq), topic, payload, qos, retain)?;
+        if self.room() == 0 {
+            return Err(SessionError::WindowFull);
+        }
+        let (packet, pkid) = self.publish(Tracked::Row(seq), topic, payload, qos, retain, now);
+        self.rows += 1;
         self.cursor = self.cursor.max(seq);
-        Ok(packet)
+        Ok((packet, pkid))
     }
 
     /// Builds the QoS 0 PUBLISH of a live sample: no packet id, nothing tracked, cursor untouched.
@@ -140,13 +244,30 @@ impl Session {
         Packet::Publish(publish)
     }
 
-    /// Builds a retained QoS 1 status PUBLISH (birth or graceful death).
-    pub fn publish_status(
-        &mut self,
-        topic: String,
-        payload: Bytes,
-    ) -> Result<Packet, SessionError> {
-        self.publish(Tracked::Status, topic, payload, Qos::AtLeastOnce, true)
+    /// Builds a retained QoS 1 status PUBLISH (birth or graceful death). Not counted in the
+    /// window: a full window of rows must not keep the status from being sent.
+    pub fn publish_status(&mut self, topic: String, payload: Bytes, now: Instant) -> Packet {
+        self.publish(Tracked::Status, topic, payload, Qos::AtLeastOnce, true, now)
+            .0
+    }
+
+    /// Builds a SUBSCRIBE of `filters` at QoS 1.
+    pub fn subscribe(&mut self, filters: &[String], now: Instant) -> Packet {
+        let pkid = self.allocate_pkid();
+        self.inflight.insert(
+            pkid,
+            Inflight {
+                tracked: Tracked::Subscribe,
+                stage: Awaiting::SubAck,
+                since: now,
+            },
+        );
+        let filters = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        let mut subscribe = Subscribe::new_many(filters);
+        subscribe.pkid = pkid;
+        Packet::Subscribe(subscribe)
     }
 
     fn publish(
@@ -156,30 +277,31 @@ impl Session {
         payload: Bytes,
         qos: Qos,
         retain: bool,
-    ) -> Result<Packet, SessionError> {
+        now: Instant,
+    ) -> (Packet, u16) {
         let mut publish = Publish::from_bytes(topic, mqtt_qos(qos), payload);
         publish.retain = retain;
         let stage = match qos {
-            // A QoS 0 message has no acknowledgement; nothing to track. Queue rows are never QoS 0
-            // (the queue keeps those off disk), so this is only reached by the live path.
-            Qos::AtMostOnce => return Ok(Packet::Publish(publish)),
+            // Queue rows are never QoS 0 (the queue keeps those off disk).
+            Qos::AtMostOnce => return (Packet::Publish(publish), 0),
             Qos::AtLeastOnce => Awaiting::Ack,
             Qos::ExactlyOnce => Awaiting::Received,
         };
-        // Status certificates may exceed the window by one: a full window of samples must not
-        // keep the birth or the graceful death from being sent.
-        if matches!(tracked, Tracked::Sample(_)) && self.room() == 0 {
-            return Err(SessionError::WindowFull);
-        }
         let pkid = self.allocate_pkid();
         publish.pkid = pkid;
-        self.inflight.insert(pkid, Inflight { tracked, stage });
-        Ok(Packet::Publish(publish))
+        self.inflight.insert(
+            pkid,
+            Inflight {
+                tracked,
+                stage,
+                since: now,
+            },
+        );
+        (Packet::Publish(publish), pkid)
     }
 
     fn allocate_pkid(&mut self) -> u16 {
-        // The window (at most u16::MAX entries, plus status) is far smaller than the id space in
-        // practice, so this finds a free id in a few steps.
+        // The window (at most 65 000 rows plus a few others) leaves free ids, so this ends.
         let mut candidate = self.last_pkid;
         loop {
             candidate = if candidate == u16::MAX {
@@ -194,25 +316,41 @@ impl Session {
         }
     }
 
+    /// Takes back a row handed out by [`Session::publish_row`] whose PUBLISH will not be sent
+    /// (the store dropped the row meanwhile): its id and window slot are free again.
+    pub fn cancel_row(&mut self, pkid: u16) {
+        if let Some(entry) = self.inflight.get(&pkid) {
+            if matches!(entry.tracked, Tracked::Row(_)) {
+                self.inflight.remove(&pkid);
+                self.rows -= 1;
+            }
+        }
+    }
+
     /// PUBACK for a QoS 1 message.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Released, SessionError> {
         self.complete(pkid, Awaiting::Ack, "PUBACK")
     }
 
-    /// PUBREC for a QoS 2 message: returns the PUBREL to send. The message stays in flight.
-    pub fn on_pubrec(&mut self, pkid: u16) -> Result<Packet, SessionError> {
+    /// PUBREC for a QoS 2 message. The message stays in flight, now awaiting PUBCOMP.
+    pub fn on_pubrec(&mut self, pkid: u16, now: Instant) -> Result<PubRecAction, SessionError> {
         let entry = self
             .inflight
             .get_mut(&pkid)
             .ok_or(SessionError::UnknownPacketId { pkid })?;
+        let pubrel = Packet::PubRel(PubRel::new(pkid));
         match entry.stage {
             Awaiting::Received => {
                 entry.stage = Awaiting::Complete;
-                Ok(Packet::PubRel(PubRel::new(pkid)))
+                entry.since = now;
+                Ok(match entry.tracked {
+                    Tracked::Row(seq) => PubRecAction::Persist { seq, pubrel },
+                    Tracked::Status | Tracked::Subscribe => PubRecAction::Send(pubrel),
+                })
             }
             // A repeated PUBREC (the broker did not see our PUBREL) is answered again.
-            Awaiting::Complete => Ok(Packet::PubRel(PubRel::new(pkid))),
-            Awaiting::Ack => Err(SessionError::WrongStage {
+            Awaiting::Complete => Ok(PubRecAction::Send(pubrel)),
+            Awaiting::Ack | Awaiting::SubAck => Err(SessionError::WrongStage {
                 packet: "PUBREC",
                 pkid,
             }),
@@ -222,6 +360,28 @@ impl Session {
     /// PUBCOMP for a QoS 2 message.
     pub fn on_pubcomp(&mut self, pkid: u16) -> Result<Released, SessionError> {
         self.complete(pkid, Awaiting::Complete, "PUBCOMP")
+    }
+
+    /// SUBACK: checks every filter was granted.
+    pub fn on_suback(&mut self, pkid: u16, codes: &[String]) -> Result<(), SessionError> {
+        match self.inflight.get(&pkid) {
+            Some(e) if e.stage == Awaiting::SubAck => {}
+            Some(_) => {
+                return Err(SessionError::WrongStage {
+                    packet: "SUBACK",
+                    pkid,
+                })
+            }
+            None => return Err(SessionError::UnknownPacketId { pkid }),
+        }
+        self.inflight.remove(&pkid);
+        match codes.iter().position(|c| c.contains("Failure")) {
+            Some(index) => Err(SessionError::SubscribeRefused {
+                index,
+                code: codes[index].clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn complete(
@@ -240,9 +400,53 @@ impl Session {
         let tracked = entry.tracked;
         self.inflight.remove(&pkid);
         Ok(match tracked {
-            Tracked::Sample(seq) => Released::Sample(seq),
-            Tracked::Status => Released::Status,
+            Tracked::Row(seq) => {
+                self.rows -= 1;
+                Released::Row(seq)
+            }
+            Tracked::Status | Tracked::Subscribe => Released::Status,
         })
+    }
+
+    /// A PINGREQ to send now, unless one is already outstanding.
+    pub fn ping(&mut self, now: Instant) -> Option<Packet> {
+        if self.ping_sent.is_some() {
+            return None;
+        }
+        self.ping_sent = Some(now);
+        Some(Packet::PingReq)
+    }
+
+    pub fn on_pingresp(&mut self) {
+        self.ping_sent = None;
+    }
+
+    /// When the oldest outstanding request becomes overdue; `None` when nothing is outstanding.
+    pub fn deadline(&self) -> Option<Instant> {
+        let oldest = self.inflight.values().map(|e| e.since).min();
+        let oldest = match (oldest, self.ping_sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        oldest.map(|t| t + self.response_timeout)
+    }
+
+    /// What is overdue at `now`, if anything: the link is half-open then.
+    pub fn overdue(&self, now: Instant) -> Option<&'static str> {
+        let late = |since: Instant| now >= since + self.response_timeout;
+        if self.ping_sent.is_some_and(late) {
+            return Some("PINGRESP");
+        }
+        self.inflight
+            .values()
+            .filter(|e| late(e.since))
+            .map(|e| match e.stage {
+                Awaiting::Ack => "PUBACK",
+                Awaiting::Received => "PUBREC",
+                Awaiting::Complete => "PUBCOMP",
+                Awaiting::SubAck => "SUBACK",
+            })
+            .next()
     }
 
     /// Whether a status certificate is still waiting for its acknowledgement.
@@ -266,33 +470,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn new(window: u16) -> Session {
+        Session::new(window, TIMEOUT)
+    }
+
     fn pkid_of(packet: &Packet) -> u16 {
         match packet {
             Packet::Publish(p) => p.pkid,
             Packet::PubRel(p) => p.pkid,
+            Packet::Subscribe(p) => p.pkid,
             other => panic!("unexpected packet {other:?}"),
         }
     }
 
-    fn sample(session: &mut Session, seq: u64, qos: Qos) -> Packet {
-        session
-            .publish_sample(
+    fn row(session: &mut Session, seq: u64, qos: Qos) -> u16 {
+        let (packet, pkid) = session
+            .publish_row(
                 seq,
                 format!("t/{seq}"),
                 Bytes::from_static(b"{}"),
                 qos,
                 false,
+                Instant::now(),
             )
-            .unwrap()
+            .unwrap();
+        assert_eq!(pkid_of(&packet), pkid);
+        pkid
     }
 
     #[test]
-    fn qos1_sample_is_released_only_by_its_puback() {
-        let mut s = Session::new(8);
-        let p = sample(&mut s, 7, Qos::AtLeastOnce);
-        let pkid = pkid_of(&p);
+    fn publish_then_puback_releases_the_row() {
+        let mut s = new(8);
+        let pkid = row(&mut s, 7, Qos::AtLeastOnce);
         assert_eq!(s.inflight(), 1);
-        assert_eq!(s.on_puback(pkid), Ok(Released::Sample(7)));
+        assert_eq!(s.on_puback(pkid), Ok(Released::Row(7)));
         assert_eq!(s.inflight(), 0);
         assert_eq!(
             s.on_puback(pkid),
@@ -301,10 +514,10 @@ mod tests {
     }
 
     #[test]
-    fn qos2_sample_needs_pubrec_then_pubcomp() {
-        let mut s = Session::new(8);
-        let pkid = pkid_of(&sample(&mut s, 3, Qos::ExactlyOnce));
-        // PUBCOMP before PUBREC is a protocol violation and releases nothing.
+    fn publish_qos2_then_pubrec_asks_to_persist_then_pubcomp_releases() {
+        let mut s = new(8);
+        let pkid = row(&mut s, 3, Qos::ExactlyOnce);
+        // PUBCOMP or PUBACK before PUBREC is a protocol violation and releases nothing.
         assert_eq!(
             s.on_pubcomp(pkid),
             Err(SessionError::WrongStage {
@@ -313,66 +526,81 @@ mod tests {
             })
         );
         assert!(s.on_puback(pkid).is_err());
-        let rel = s.on_pubrec(pkid).unwrap();
-        assert_eq!(rel, Packet::PubRel(PubRel::new(pkid)));
-        // A repeated PUBREC is answered with PUBREL again, still not released.
-        assert_eq!(s.on_pubrec(pkid).unwrap(), rel);
+        let rel = Packet::PubRel(PubRel::new(pkid));
+        assert_eq!(
+            s.on_pubrec(pkid, Instant::now()).unwrap(),
+            PubRecAction::Persist {
+                seq: 3,
+                pubrel: rel.clone()
+            }
+        );
         assert_eq!(s.inflight(), 1);
-        assert_eq!(s.on_pubcomp(pkid), Ok(Released::Sample(3)));
+        assert_eq!(s.on_pubcomp(pkid), Ok(Released::Row(3)));
         assert_eq!(s.inflight(), 0);
     }
 
     #[test]
-    fn qos0_is_not_tracked() {
-        let mut s = Session::new(1);
-        let p = sample(&mut s, 1, Qos::AtMostOnce);
-        assert_eq!(pkid_of(&p), 0);
-        assert_eq!(s.room(), 1);
+    fn repeated_pubrec_resends_pubrel_without_persisting_again() {
+        let mut s = new(8);
+        let pkid = row(&mut s, 3, Qos::ExactlyOnce);
+        s.on_pubrec(pkid, Instant::now()).unwrap();
+        assert_eq!(
+            s.on_pubrec(pkid, Instant::now()).unwrap(),
+            PubRecAction::Send(Packet::PubRel(PubRel::new(pkid)))
+        );
     }
 
     #[test]
-    fn window_limits_inflight() {
-        let mut s = Session::new(2);
-        sample(&mut s, 1, Qos::AtLeastOnce);
-        sample(&mut s, 2, Qos::AtLeastOnce);
+    fn pubrec_for_qos1_is_a_wrong_stage() {
+        let mut s = new(8);
+        let pkid = row(&mut s, 1, Qos::AtLeastOnce);
+        assert!(matches!(
+            s.on_pubrec(pkid, Instant::now()),
+            Err(SessionError::WrongStage { .. })
+        ));
+    }
+
+    #[test]
+    fn window_full_refuses_rows_but_not_status() {
+        let mut s = new(2);
+        row(&mut s, 1, Qos::AtLeastOnce);
+        row(&mut s, 2, Qos::AtLeastOnce);
         assert_eq!(s.room(), 0);
         assert_eq!(
-            s.publish_sample(3, "t".into(), Bytes::new(), Qos::AtLeastOnce, false),
+            s.publish_row(
+                3,
+                "t".into(),
+                Bytes::new(),
+                Qos::AtLeastOnce,
+                false,
+                Instant::now()
+            ),
             Err(SessionError::WindowFull)
         );
         assert_eq!(s.cursor(), 2);
-    }
-
-    #[test]
-    fn status_is_sent_even_when_the_window_is_full() {
-        let mut s = Session::new(1);
-        sample(&mut s, 1, Qos::AtLeastOnce);
-        assert!(s.publish_status("p/status".into(), Bytes::new()).is_ok());
-        assert_eq!(s.inflight(), 2);
-    }
-
-    #[test]
-    fn status_is_tracked_but_releases_no_row() {
-        let mut s = Session::new(4);
-        let p = s
-            .publish_status("p/status".into(), Bytes::from_static(b"{}"))
-            .unwrap();
-        match &p {
-            Packet::Publish(publish) => {
-                assert!(publish.retain);
-                assert_eq!(publish.qos, QoS::AtLeastOnce);
-            }
-            other => panic!("{other:?}"),
-        }
+        let status = s.publish_status("p/status".into(), Bytes::new(), Instant::now());
         assert!(s.status_pending());
-        assert_eq!(s.on_puback(pkid_of(&p)), Ok(Released::Status));
-        assert!(!s.status_pending());
+        assert_eq!(s.on_puback(pkid_of(&status)), Ok(Released::Status));
+        assert_eq!(s.room(), 0);
     }
 
     #[test]
-    fn reconnect_forgets_inflight_and_rewinds_cursor() {
-        let mut s = Session::new(4);
-        let pkid = pkid_of(&sample(&mut s, 10, Qos::AtLeastOnce));
+    fn cancel_row_frees_its_id_and_slot() {
+        let mut s = new(1);
+        let pkid = row(&mut s, 1, Qos::ExactlyOnce);
+        assert_eq!(s.room(), 0);
+        s.cancel_row(pkid);
+        assert_eq!((s.room(), s.inflight()), (1, 0));
+        assert_eq!(
+            s.on_pubrec(pkid, Instant::now()),
+            Err(SessionError::UnknownPacketId { pkid })
+        );
+    }
+
+    #[test]
+    fn connected_forgets_inflight_and_rewinds_cursor() {
+        let mut s = new(4);
+        let pkid = row(&mut s, 10, Qos::AtLeastOnce);
         s.on_connected();
         assert_eq!(s.cursor(), 0);
         assert_eq!(s.room(), 4);
@@ -381,28 +609,120 @@ mod tests {
     }
 
     #[test]
+    fn restore_published_row_republishes_with_original_id_and_dup() {
+        let mut s = new(4);
+        s.on_connected();
+        let r = s.restore(42, 17, Qos::ExactlyOnce, false, Instant::now());
+        assert_eq!(r, Ok(Restored::Republish { pkid: 17 }));
+        match s.republish(17, "t".into(), Bytes::new(), Qos::ExactlyOnce, false) {
+            Packet::Publish(p) => {
+                assert!(p.dup);
+                assert_eq!(p.pkid, 17);
+                assert_eq!(p.qos, QoS::ExactlyOnce);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The restored row continues its handshake: PUBREC → persist → PUBCOMP releases it.
+        assert!(matches!(
+            s.on_pubrec(17, Instant::now()),
+            Ok(PubRecAction::Persist { seq: 42, .. })
+        ));
+        assert_eq!(s.on_pubcomp(17), Ok(Released::Row(42)));
+    }
+
+    #[test]
+    fn restore_received_row_resends_pubrel() {
+        let mut s = new(4);
+        let r = s.restore(5, 9, Qos::ExactlyOnce, true, Instant::now());
+        assert_eq!(r, Ok(Restored::Release(Packet::PubRel(PubRel::new(9)))));
+        assert_eq!(s.on_pubcomp(9), Ok(Released::Row(5)));
+    }
+
+    #[test]
+    fn restore_reserves_ids_and_counts_in_the_window() {
+        let mut s = new(2);
+        s.last_pkid = 0;
+        s.restore(1, 1, Qos::AtLeastOnce, false, Instant::now())
+            .unwrap();
+        assert_eq!(s.room(), 1);
+        // Id 1 is taken by the restored row: a new row gets 2.
+        assert_eq!(row(&mut s, 2, Qos::AtLeastOnce), 2);
+        assert_eq!(
+            s.restore(3, 2, Qos::AtLeastOnce, false, Instant::now()),
+            Err(SessionError::DuplicateStoredId { pkid: 2, seq: 3 })
+        );
+    }
+
+    #[test]
     fn packet_ids_wrap_and_skip_ids_in_use() {
-        let mut s = Session::new(3);
+        let mut s = new(3);
         s.last_pkid = u16::MAX - 1;
-        let a = pkid_of(&sample(&mut s, 1, Qos::AtLeastOnce));
-        let b = pkid_of(&sample(&mut s, 2, Qos::AtLeastOnce));
+        let a = row(&mut s, 1, Qos::AtLeastOnce);
+        let b = row(&mut s, 2, Qos::AtLeastOnce);
         assert_eq!((a, b), (u16::MAX, 1));
         s.on_puback(b).unwrap();
         s.last_pkid = u16::MAX - 1;
         // u16::MAX is still in flight, so the next id after wrapping is 1 again.
-        assert_eq!(pkid_of(&sample(&mut s, 3, Qos::AtLeastOnce)), 1);
+        assert_eq!(row(&mut s, 3, Qos::AtLeastOnce), 1);
+    }
+
+    #[test]
+    fn ping_once_until_pingresp() {
+        let mut s = new(1);
+        let t0 = Instant::now();
+        assert_eq!(s.ping(t0), Some(Packet::PingReq));
+        assert_eq!(s.ping(t0), None);
+        assert_eq!(s.deadline(), Some(t0 + TIMEOUT));
+        s.on_pingresp();
+        assert_eq!(s.deadline(), None);
+    }
+
+    #[test]
+    fn overdue_names_the_missing_answer() {
+        let mut s = new(4);
+        let t0 = Instant::now();
+        let (_, pkid) = s
+            .publish_row(1, "t".into(), Bytes::new(), Qos::ExactlyOnce, false, t0)
+            .unwrap();
+        assert_eq!(s.deadline(), Some(t0 + TIMEOUT));
+        assert_eq!(s.overdue(t0 + TIMEOUT - Duration::from_millis(1)), None);
+        assert_eq!(s.overdue(t0 + TIMEOUT), Some("PUBREC"));
+        // The PUBREC restarts the clock for the PUBCOMP.
+        let t1 = t0 + Duration::from_secs(3);
+        s.on_pubrec(pkid, t1).unwrap();
+        assert_eq!(s.deadline(), Some(t1 + TIMEOUT));
+        assert_eq!(s.overdue(t1 + TIMEOUT), Some("PUBCOMP"));
+    }
+
+    #[test]
+    fn subscribe_then_suback_checks_every_filter() {
+        let mut s = new(1);
+        let p = s.subscribe(&["a/+/set".into(), "b".into()], Instant::now());
+        let pkid = pkid_of(&p);
+        assert_eq!(s.room(), 1, "a subscribe is not a row");
+        let refused = ["Success(AtLeastOnce)".into(), "Failure".into()];
+        assert!(matches!(
+            s.on_suback(pkid, &refused),
+            Err(SessionError::SubscribeRefused { index: 1, .. })
+        ));
+        let p = s.subscribe(&["a".into()], Instant::now());
+        assert_eq!(
+            s.on_suback(pkid_of(&p), &["Success(AtLeastOnce)".into()]),
+            Ok(())
+        );
+        assert_eq!(s.inflight(), 0);
     }
 
     proptest! {
-        /// Whatever order acknowledgements arrive in, each sample is released exactly once and
+        /// Whatever order acknowledgements arrive in, each row is released exactly once and
         /// in-flight packet ids are always distinct.
         #[test]
-        fn every_sample_released_exactly_once(
+        fn every_row_released_exactly_once(
             window in 1u16..16,
             n in 1u64..200,
             order_seed in any::<u64>(),
         ) {
-            let mut s = Session::new(window);
+            let mut s = new(window);
             let mut rng = fastrand::Rng::with_seed(order_seed);
             let mut pending: Vec<u16> = Vec::new();
             let mut released = Vec::new();
@@ -410,7 +730,7 @@ mod tests {
             while released.len() < n as usize {
                 if next <= n && s.room() > 0 {
                     let qos = if next % 3 == 0 { Qos::ExactlyOnce } else { Qos::AtLeastOnce };
-                    let pkid = pkid_of(&sample(&mut s, next, qos));
+                    let pkid = row(&mut s, next, qos);
                     prop_assert!(!pending.contains(&pkid));
                     pending.push(pkid);
                     next += 1;
@@ -419,14 +739,14 @@ mod tests {
                 let i = rng.usize(..pending.len());
                 let pkid = pending[i];
                 let result = match s.on_puback(pkid) {
-                    Ok(r) => Some(r),
+                    Ok(r) => r,
                     Err(_) => {
-                        s.on_pubrec(pkid).unwrap();
-                        Some(s.on_pubcomp(pkid).unwrap())
+                        s.on_pubrec(pkid, Instant::now()).unwrap();
+                        s.on_pubcomp(pkid).unwrap()
                     }
                 };
                 pending.swap_remove(i);
-                if let Some(Released::Sample(seq)) = result { released.push(seq); }
+                if let Released::Row(seq) = result { released.push(seq); }
             }
             released.sort_unstable();
             prop_assert_eq!(released, (1..=n).collect::<Vec<_>>());

@@ -69,17 +69,33 @@ pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Appended to the generated mosquitto.conf (extra listeners, TLS, passwords).
+    extra_conf: String,
 }
 
 impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "")
+    }
+
+    /// Like [`Mosquitto::start`], with `extra_conf` appended to the configuration.
+    pub fn start_with(dir: &Path, extra_conf: &str) -> Mosquitto {
         let mut broker = Mosquitto {
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
+            extra_conf: extra_conf.to_owned(),
         };
         broker.launch();
         broker
+    }
+
+    /// Stops the broker, deletes its persistence (it forgets every session) and starts it again
+    /// on the same port: the next CONNECT of a persistent client gets `session_present = 0`.
+    pub fn restart_forgetting_sessions(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.join("mosquitto-store"));
+        self.launch();
     }
 
     fn launch(&mut self) {
@@ -98,10 +114,17 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type all\n",
+                "per_listener_settings false\n{anonymous}persistence true\n\
+                 persistence_location {dir}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n\
+                 log_dest stderr\nlog_type all\nlistener {port} 127.0.0.1\n{extra}",
                 port = self.port,
-                dir = store.display()
+                dir = store.display(),
+                extra = self.extra_conf,
+                anonymous = if self.extra_conf.contains("allow_anonymous") {
+                    ""
+                } else {
+                    "allow_anonymous true\n"
+                },
             ),
         )
         .expect("write mosquitto.conf");

@@ -1,0 +1,134 @@
+//! Validation of the `store` section and of the points' `max_age` keys (both are the durable
+//! queue's business, so they are resolved together into [`StoreConfig`]).
+//!
+//! Rules:
+//! - `max_size` is at least [`MIN_MAX_SIZE`]: below that the write-ahead log's share and a
+//!   single group commit would not fit.
+//! - `on_full` is `drop_oldest` (default) or `reject_new`; `sync` is `full` (default) or
+//!   `normal`. No booleans: each value names its trade-off (see [`OnFull`], [`SyncMode`]).
+//! - A point's `max_age` is greater than 0. It only applies to QoS 1/2 points (QoS 0 samples are
+//!   never queued); on a QoS 0 point it is refused rather than silently ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::error::Issue;
+use super::raw::{Decoded, RawConfig, RawStore};
+use super::units::format_duration;
+use super::validate::{optional, positive, unknown_choice};
+use super::{OnFull, StoreConfig, SyncMode};
+
+/// 1 GiB: a day and a half of 100 points sampled every second (about 80 bytes per row on
+/// disk), small against the SD card or eMMC a gateway boots from.
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+/// 1 MiB: room for the write-ahead log's share and a few thousand rows.
+pub const MIN_MAX_SIZE: u64 = 1 << 20;
+
+/// Builds the store configuration; `raw` is `None` when the section is not written.
+pub(crate) fn validate_store(
+    raw: Option<&Decoded<RawStore>>,
+    config: &RawConfig,
+    issues: &mut Vec<Issue>,
+) -> Option<StoreConfig> {
+    let max_age = point_max_ages(config, issues);
+    let Some(store) = raw else {
+        // Not written (or not a mapping, already reported): defaults, unless rejected.
+        if config.root.rejected.contains("store") {
+            return None;
+        }
+        return Some(StoreConfig {
+            max_size: DEFAULT_MAX_SIZE,
+            on_full: OnFull::DropOldest,
+            sync: SyncMode::Full,
+            max_age: max_age?,
+        });
+    };
+    let (raw, keys) = (&store.value, &store.keys);
+    let max_size = optional(
+        keys,
+        "max_size",
+        raw.max_size.map(|s| s.0),
+        DEFAULT_MAX_SIZE,
+    )
+    .and_then(|size| {
+        if size < MIN_MAX_SIZE {
+            issues.push(Issue::value(
+                keys.path_of("max_size"),
+                format!("must be at least 1MiB ({MIN_MAX_SIZE} bytes), got {size}"),
+            ));
+            None
+        } else {
+            Some(size)
+        }
+    });
+    let on_full =
+        optional(keys, "on_full", raw.on_full.clone(), "drop_oldest".into()).and_then(|text| {
+            match text.as_str() {
+                "drop_oldest" => Some(OnFull::DropOldest),
+                "reject_new" => Some(OnFull::RejectNew),
+                other => {
+                    issues.push(Issue::value(
+                        keys.path_of("on_full"),
+                        unknown_choice("on_full policy", other, &["drop_oldest", "reject_new"]),
+                    ));
+                    None
+                }
+            }
+        });
+    let sync = optional(keys, "sync", raw.sync.clone(), "full".into()).and_then(|text| match text
+        .as_str()
+    {
+        "full" => Some(SyncMode::Full),
+        "normal" => Some(SyncMode::Normal),
+        other => {
+            issues.push(Issue::value(
+                keys.path_of("sync"),
+                unknown_choice("sync mode", other, &["full", "normal"]),
+            ));
+            None
+        }
+    });
+    Some(StoreConfig {
+        max_size: max_size?,
+        on_full: on_full?,
+        sync: sync?,
+        max_age: max_age?,
+    })
+}
+
+/// Every point's `max_age`, keyed by (device, point). Points whose names are invalid are
+/// skipped here (their own errors are reported by the point rules).
+fn point_max_ages(
+    config: &RawConfig,
+    issues: &mut Vec<Issue>,
+) -> Option<BTreeMap<(String, String), Duration>> {
+    let mut ages = BTreeMap::new();
+    let mut ok = true;
+    for entry in config.devices.iter().flat_map(|list| &list.items) {
+        let device = entry.device.value.name.clone().unwrap_or_default();
+        for point in entry.points.iter().flat_map(|list| &list.items) {
+            let (raw, keys) = (&point.value, &point.keys);
+            let Some(age) = raw.max_age.map(|a| a.0) else {
+                continue;
+            };
+            if positive(keys, "max_age", age, issues).is_none() {
+                ok = false;
+                continue;
+            }
+            if raw.qos == Some(0) {
+                issues.push(Issue::value(
+                    keys.path_of("max_age"),
+                    format!(
+                        "max_age ({}) only applies to queued samples, but this point has qos 0",
+                        format_duration(age)
+                    ),
+                ));
+                ok = false;
+                continue;
+            }
+            let name = raw.name.clone().unwrap_or_default();
+            ages.insert((device.clone(), name), age);
+        }
+    }
+    ok.then_some(ages)
+}

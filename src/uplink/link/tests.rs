@@ -1,0 +1,480 @@
+//! The link against a scripted broker on a loopback socket and a real queue file, on paused
+//! tokio time. Each test is named after the transition it drives.
+
+use super::*;
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, PubComp, PubRec, PubRel, SubAck, SubscribeReasonCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Qos;
+use crate::queue::{QueueOptions, QueueReader, QueueWriter};
+use crate::sample::{Sample, Value};
+
+/// A scripted broker end of one connection.
+struct FakeBroker {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl FakeBroker {
+    /// The next packet, or `None` when the client closed the connection.
+    async fn next(&mut self) -> Option<Packet> {
+        loop {
+            match Packet::read(&mut self.buf, 1 << 20) {
+                Ok(packet) => return Some(packet),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("client sent garbage: {e}"),
+            }
+            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, 1 << 20).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// Accepts a connection and reads its CONNECT (no CONNACK yet).
+    async fn accept(listener: &TcpListener) -> (FakeBroker, Connect) {
+        let (stream, _) = listener.accept().await.unwrap();
+        // No Nagle delay: on paused time the clock would jump past the response deadline
+        // while a delayed segment waits in the kernel.
+        stream.set_nodelay(true).unwrap();
+        let mut broker = FakeBroker {
+            stream,
+            buf: BytesMut::new(),
+        };
+        match broker.next().await {
+            Some(Packet::Connect(c)) => (broker, c),
+            other => panic!("expected CONNECT, got {other:?}"),
+        }
+    }
+
+    async fn connack(&mut self, session_present: bool) {
+        self.send(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            session_present,
+        )))
+        .await;
+    }
+
+    /// Accepts the persistent connection (after the one-time clean start of a new queue file)
+    /// and answers it.
+    async fn connected(listener: &TcpListener, session_present: bool) -> FakeBroker {
+        let (mut broker, connect) = FakeBroker::accept(listener).await;
+        assert!(!connect.clean_session, "a persistent session by default");
+        broker.connack(session_present).await;
+        broker
+    }
+
+    async fn expect_publish(&mut self) -> Publish {
+        match self.next().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Skips the birth certificate.
+    async fn expect_birth(&mut self) {
+        let p = self.expect_publish().await;
+        assert_eq!(p.topic, "p/status");
+        assert!(p.retain);
+        self.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+    }
+}
+
+fn config(port: u16) -> UplinkConfig {
+    UplinkConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: "t".into(),
+        keep_alive: Duration::from_secs(10),
+        topic_prefix: "p".into(),
+        reconnect_initial: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(1),
+        tls: None,
+        username: None,
+        password_file: None,
+        session: SessionMode::Persistent,
+        response_timeout: Duration::from_secs(5),
+        max_inflight: 8,
+        max_rate: None,
+    }
+}
+
+fn sample(i: i64, qos: Qos) -> Sample {
+    Sample {
+        device: "d".into(),
+        point: "p".into(),
+        value: Value::Int(i),
+        ts_ms: 1,
+        qos,
+        retain: false,
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    queue: Queue,
+    writer: Option<QueueWriter>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (queue, live, writer) = Queue::open(&path, QueueOptions::default()).unwrap();
+        drop(live);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Rig {
+            _dir: dir,
+            path,
+            queue,
+            writer: Some(writer),
+            listener,
+            cancel: CancellationToken::new(),
+            task: None,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    /// Pretends an earlier run already owns the broker session (no clean start).
+    async fn known_peer(&self) {
+        let peer = format!("t@127.0.0.1:{}", self.port());
+        self.queue.set_session_peer(peer).await.unwrap();
+    }
+
+    async fn push(&self, n: i64, qos: Qos) {
+        let before = self.queue.progress().borrow().last_seq;
+        for i in 0..n {
+            self.queue.push(sample(i, qos)).await.unwrap();
+        }
+        let want = before + n as u64;
+        self.queue
+            .progress()
+            .wait_for(|p| p.last_seq >= want)
+            .await
+            .unwrap();
+    }
+
+    fn start(&mut self, config: UplinkConfig, inbound: Option<Inbound>) {
+        // No live samples in these tests: the sender is dropped, the branch closes.
+        let (_, live) = mpsc::channel(1);
+        let dialer = super::super::dialer(&config).unwrap();
+        self.task = Some(tokio::spawn(run(
+            config,
+            dialer,
+            self.queue.clone(),
+            LiveReceiver { rx: live },
+            inbound,
+            tokio::sync::watch::channel(crate::uplink::LinkState::default()).0,
+            self.cancel.clone(),
+        )));
+    }
+
+    fn rows(&self) -> Vec<StoredRow> {
+        QueueReader::open(&self.path).unwrap().entries().unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.close().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_queue_clears_an_unknown_broker_session_then_connects_persistent() {
+    let mut rig = Rig::new().await;
+    rig.start(config(rig.port()), None);
+    let (mut first, connect) = FakeBroker::accept(&rig.listener).await;
+    assert!(connect.clean_session, "first connection clears the session");
+    assert_eq!(connect.keep_alive, 10);
+    let will = connect.last_will.expect("a Last Will");
+    assert!(will.retain);
+    assert_eq!(will.topic, "p/status");
+    first.connack(false).await;
+    assert_eq!(first.next().await, Some(Packet::Disconnect));
+    let mut second = FakeBroker::connected(&rig.listener, false).await;
+    second.expect_birth().await;
+    let peer = rig.queue.session_peer().await.unwrap();
+    assert_eq!(peer, Some(format!("t@127.0.0.1:{}", rig.port())));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_pingresp_tears_the_link_down_and_redials() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.start(config(rig.port()), None);
+    let mut first = FakeBroker::connected(&rig.listener, false).await;
+    let connected = Instant::now();
+    first.expect_birth().await;
+    // The broker goes silent: no PINGRESP.
+    assert_eq!(first.next().await, Some(Packet::PingReq));
+    assert_eq!(
+        connected.elapsed().as_secs(),
+        5,
+        "PINGREQ at half the keep-alive"
+    );
+    assert_eq!(first.next().await, None, "link torn down");
+    assert_eq!(
+        connected.elapsed().as_secs(),
+        10,
+        "response_timeout (5s) after the PINGREQ"
+    );
+    let mut second = FakeBroker::connected(&rig.listener, true).await;
+    assert!(
+        connected.elapsed() <= Duration::from_secs(11),
+        "redial within the backoff"
+    );
+    second.expect_birth().await;
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_puback_tears_the_link_down_within_response_timeout() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(1, Qos::AtLeastOnce).await;
+    let mut cfg = config(rig.port());
+    cfg.keep_alive = Duration::from_secs(3600);
+    rig.start(cfg, None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    let sent = Instant::now();
+    let mut saw_row = false;
+    for _ in 0..2 {
+        let p = broker.expect_publish().await;
+        if p.topic == "p/status" {
+            broker.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+        } else {
+            saw_row = true;
+        }
+    }
+    assert!(saw_row);
+    assert_eq!(broker.next().await, None, "torn down");
+    assert_eq!(sent.elapsed().as_secs(), 5, "after response_timeout");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(2, Qos::AtLeastOnce).await;
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let a = broker.expect_publish().await;
+    let b = broker.expect_publish().await;
+    assert_eq!((a.qos, a.dup), (QoS::AtLeastOnce, false));
+    // QoS 1 ids are recorded with the next group: poll the file synchronously (an async wait
+    // would let paused time jump to the response deadline while the writer thread commits).
+    let mut rows = rig.rows();
+    for _ in 0..5000 {
+        if rows.iter().all(|r| r.delivery != Delivery::Queued) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        rows = rig.rows();
+    }
+    assert_eq!(rows[0].delivery, Delivery::Published { pkid: a.pkid });
+    assert_eq!(rows[1].delivery, Delivery::Published { pkid: b.pkid });
+    broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
+    broker.send(Packet::PubAck(PubAck::new(b.pkid))).await;
+    rig.queue
+        .progress()
+        .wait_for(|p| p.depth == 0)
+        .await
+        .unwrap();
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_deletes() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(1, Qos::ExactlyOnce).await;
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let p = broker.expect_publish().await;
+    assert_eq!(p.qos, QoS::ExactlyOnce);
+    assert_eq!(
+        rig.rows()[0].delivery,
+        Delivery::Published { pkid: p.pkid },
+        "a QoS 2 id is on disk before its PUBLISH is written"
+    );
+    broker.send(Packet::PubRec(PubRec::new(p.pkid))).await;
+    assert_eq!(
+        broker.next().await,
+        Some(Packet::PubRel(PubRel::new(p.pkid)))
+    );
+    assert_eq!(
+        rig.rows()[0].delivery,
+        Delivery::Received { pkid: p.pkid },
+        "PUBREC on disk before the PUBREL was written"
+    );
+    broker.send(Packet::PubComp(PubComp::new(p.pkid))).await;
+    rig.queue
+        .progress()
+        .wait_for(|p| p.depth == 0)
+        .await
+        .unwrap();
+    rig.stop().await;
+}
+
+/// Stores rows 1 (QoS 1, PUBLISH sent as id 7), 2 (QoS 2, PUBREC received as id 8) and 3
+/// (QoS 2, queued), as a killed gateway leaves them.
+async fn killed_mid_session(rig: &Rig) {
+    rig.push(1, Qos::AtLeastOnce).await;
+    rig.push(2, Qos::ExactlyOnce).await;
+    rig.queue
+        .mark_published(vec![(1, 7), (2, 8)])
+        .await
+        .unwrap();
+    rig.queue.mark_received(vec![2]).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_present_resends_publish_with_dup_and_original_id_and_pubrel() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    killed_mid_session(&rig).await;
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    let again = broker.expect_publish().await;
+    assert_eq!(
+        (again.pkid, again.dup, again.qos),
+        (7, true, QoS::AtLeastOnce)
+    );
+    assert!(std::str::from_utf8(&again.payload)
+        .unwrap()
+        .contains(r#""seq":1"#));
+    assert_eq!(broker.next().await, Some(Packet::PubRel(PubRel::new(8))));
+    broker.expect_birth().await;
+    // Then the queued row, as new, with an id the resumed ones do not use.
+    let new = broker.expect_publish().await;
+    assert!(!new.dup);
+    assert!(![7, 8].contains(&new.pkid));
+    assert!(std::str::from_utf8(&new.payload)
+        .unwrap()
+        .contains(r#""seq":3"#));
+    broker.send(Packet::PubAck(PubAck::new(7))).await;
+    broker.send(Packet::PubComp(PubComp::new(8))).await;
+    broker.send(Packet::PubRec(PubRec::new(new.pkid))).await;
+    assert_eq!(
+        broker.next().await,
+        Some(Packet::PubRel(PubRel::new(new.pkid)))
+    );
+    broker.send(Packet::PubComp(PubComp::new(new.pkid))).await;
+    rig.queue
+        .progress()
+        .wait_for(|p| p.depth == 0)
+        .await
+        .unwrap();
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_not_present_resets_and_resends_everything_as_new() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    killed_mid_session(&rig).await;
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let p = broker.expect_publish().await;
+        assert!(!p.dup, "resent as new");
+        let text = std::str::from_utf8(&p.payload).unwrap().to_owned();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        seqs.push(v["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [1, 2, 3], "oldest first, same seq");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_rate_paces_the_backlog() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(6, Qos::AtLeastOnce).await;
+    let mut cfg = config(rig.port());
+    cfg.max_rate = Some(2);
+    cfg.keep_alive = Duration::from_secs(3600);
+    rig.start(cfg, None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let start = Instant::now();
+    let mut at = Vec::new();
+    for _ in 0..6 {
+        let p = broker.expect_publish().await;
+        at.push(start.elapsed().as_millis());
+        broker.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+    }
+    // A burst of 2 (one second's worth), then one every 500 ms.
+    assert_eq!(at, [0, 0, 500, 1000, 1500, 2000]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn incoming_publish_is_acked_only_when_the_handler_acks_in_receive_order() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    let (tx, mut rx) = mpsc::channel(8);
+    let inbound = Inbound {
+        filters: vec!["p/+/+/set".into()],
+        tx,
+    };
+    let mut cfg = config(rig.port());
+    cfg.keep_alive = Duration::from_secs(3600);
+    rig.start(cfg, Some(inbound));
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    broker.expect_birth().await;
+    match broker.next().await {
+        Some(Packet::Subscribe(s)) => {
+            assert_eq!(s.filters[0].path, "p/+/+/set");
+            assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
+            broker
+                .send(Packet::SubAck(SubAck::new(
+                    s.pkid,
+                    vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+                )))
+                .await;
+        }
+        other => panic!("expected SUBSCRIBE, got {other:?}"),
+    }
+    for pkid in [21, 22] {
+        let mut p = Publish::new(format!("p/d/x{pkid}/set"), QoS::AtLeastOnce, "1");
+        p.pkid = pkid;
+        broker.send(Packet::Publish(p)).await;
+    }
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert_eq!(first.topic, "p/d/x21/set");
+    // The second is done first: no PUBACK may leave before the first one's.
+    second.ack.unwrap().ack();
+    first.ack.unwrap().ack();
+    assert_eq!(broker.next().await, Some(Packet::PubAck(PubAck::new(21))));
+    assert_eq!(broker.next().await, Some(Packet::PubAck(PubAck::new(22))));
+    rig.stop().await;
+}

@@ -1,0 +1,748 @@
+//! Fault tests of the durable uplink session with real parts: the `fieldrelay` binary, a
+//! simulated Modbus device streaming two counters (QoS 1 and QoS 2, every poll), a real
+//! mosquitto with persistence, and two `mosquitto_sub` consumers (libmosquitto, a client we did
+//! not write): one subscribed at QoS 2, one at QoS 1.
+//!
+//! The oracle: `seq` is AUTOINCREMENT and a rolled-back (or killed) transaction consumes none,
+//! so every `seq` in `1..=last_seq` of the queue file was a committed sample. After the stream
+//! stops and the queue drains, every one of them must have reached a consumer (zero loss), and
+//! each QoS 2 one the QoS 2 consumer at most once where the broker kept the session (the QoS 2
+//! leg cannot create duplicates, so one there came from the gateway). Two consumers because a
+//! broker restart can itself lose a message in flight on its QoS 2 leg to a subscriber
+//! (mosquitto 2.0.11 and libmosquitto keep part of that handshake in memory); the QoS 1 leg is
+//! resent by the broker from its persistence, so a sample no consumer saw was lost before the
+//! broker took it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, wait_until, Gateway, Mosquitto};
+use fieldrelay::simulator::{Registers, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "fieldrelay/test-gw/boiler";
+
+/// `mosquitto_sub -q 2 -c` (a persistent QoS 2 subscriber printing `topic payload` lines) and
+/// its QoS 1 twin in `backup`.
+struct Consumers {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The QoS 1 consumer beside it (see the module doc).
+    backup: Option<Box<Consumers>>,
+}
+
+impl Consumers {
+    fn start(port: u16, id: &str, auth: &[&str]) -> Consumers {
+        let mut sub = Consumers::start_qos(port, id, auth, "2");
+        sub.backup = Some(Box::new(Consumers::start_qos(
+            port,
+            &format!("{id}-q1"),
+            auth,
+            "1",
+        )));
+        sub
+    }
+
+    fn start_qos(port: u16, id: &str, auth: &[&str], qos: &str) -> Consumers {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", id, "-c"])
+            .args(["-q", qos, "-v", "-t", &format!("{PREFIX}/#")])
+            .args(auth)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto_sub (mosquitto-clients)");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let sub = Consumers {
+            child,
+            lines,
+            backup: None,
+        };
+        sub.wait_subscribed(port, auth);
+        sub
+    }
+
+    /// Seqs either consumer saw.
+    fn seen_by_any(&self) -> BTreeMap<u64, (String, usize)> {
+        let mut seen = self.seen();
+        if let Some(backup) = &self.backup {
+            for (seq, entry) in backup.seen() {
+                seen.entry(seq).or_insert(entry);
+            }
+        }
+        seen
+    }
+
+    /// Publishes probes until one comes back: the subscription is then live.
+    fn wait_subscribed(&self, port: u16, auth: &[&str]) {
+        let probe = format!("{PREFIX}/probe");
+        wait_until("the subscription", Duration::from_secs(20), || {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+                .args(["-t", &probe, "-m", "{}"])
+                .args(auth)
+                .status();
+            std::thread::sleep(Duration::from_millis(100));
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with(&probe))
+        });
+    }
+
+    /// `seq` → (point, how often it arrived).
+    fn seen(&self) -> BTreeMap<u64, (String, usize)> {
+        let mut seen: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+        for line in self.lines.lock().unwrap().iter() {
+            let Some((topic, payload)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(point) = topic.strip_prefix(&format!("{PREFIX}/")) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(payload) else {
+                continue;
+            };
+            if let Some(seq) = json["seq"].as_u64() {
+                seen.entry(seq).or_insert_with(|| (point.to_owned(), 0)).1 += 1;
+            }
+        }
+        seen
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const POINTS: &str = "      - name: c1
+        table: holding
+        address: 0
+        type: u16
+        qos: 1
+        publish: every_poll
+      - name: c2
+        table: holding
+        address: 1
+        type: u16
+        qos: 2
+        publish: every_poll
+";
+
+fn config(dir: &Path, url: &str, device_port: u16, uplink_extra: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.yaml");
+    let text = format!(
+        "gateway:\n  id: test-gw\n  data_dir: {data}\nuplink:\n  url: {url}\n  keep_alive: 60s\n  \
+         response_timeout: 2s\n  reconnect_initial: 100ms\n  reconnect_max: 500ms\n{uplink_extra}\
+         buses:\n  - name: plc1\n    type: tcp\n    host: 127.0.0.1\n    port: {device_port}\n    \
+         timeout: 500ms\ndevices:\n  - name: boiler\n    bus: plc1\n    poll_interval: 25ms\n    \
+         points:\n{POINTS}",
+        data = dir.join("data").display(),
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A simulated device whose registers the gateway polls; cancel it to stop the stream.
+async fn device() -> (u16, CancellationToken) {
+    let regs = Registers::default();
+    regs.set_holding(1, 0, &[1, 2]);
+    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs)
+        .await
+        .expect("bind simulator");
+    let port = sim.local_addr().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(sim.run(cancel.clone()));
+    (port, cancel)
+}
+
+fn queue_progress(dir: &Path) -> Option<fieldrelay::queue::QueueProgress> {
+    fieldrelay::queue::QueueReader::open(&dir.join("data"))
+        .ok()?
+        .progress()
+        .ok()
+}
+
+/// Stops the stream, waits until the queue drained, then checks the oracle. `exactly_once`:
+/// QoS 2 samples must have arrived once.
+async fn stop_drain_and_check(
+    dir: &Path,
+    stream: CancellationToken,
+    sub: &Consumers,
+    exactly_once: bool,
+) {
+    stream.cancel();
+    let dir = dir.to_path_buf();
+    let last_seq = tokio::task::spawn_blocking(move || {
+        wait_until("the queue to drain", Duration::from_secs(90), || {
+            queue_progress(&dir).is_some_and(|p| p.depth == 0 && p.last_seq > 0)
+        });
+        queue_progress(&dir).map(|p| p.last_seq).unwrap_or(0)
+    })
+    .await
+    .unwrap();
+    assert!(
+        last_seq > 100,
+        "too few samples ({last_seq}) to mean anything"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = sub.seen_by_any();
+    while seen.len() < last_seq as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = sub.seen_by_any();
+    }
+    let missing: Vec<u64> = (1..=last_seq).filter(|s| !seen.contains_key(s)).collect();
+    let around: Vec<_> = missing
+        .iter()
+        .take(3)
+        .flat_map(|m| (m.saturating_sub(2)..=m + 2).map(|s| (s, seen.get(&s).cloned())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {last_seq} committed samples lost: {:?}; around them: {around:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    if exactly_once {
+        let seen = sub.seen();
+        let dups: Vec<(&u64, &(String, usize))> = seen
+            .iter()
+            .filter(|(_, (point, n))| point == "c2" && *n > 1)
+            .collect();
+        assert!(dups.is_empty(), "QoS 2 samples delivered twice: {dups:?}");
+    }
+    let qos2 = seen.values().filter(|(p, _)| p == "c2").count();
+    assert!(qos2 > 20, "too few QoS 2 samples ({qos2})");
+}
+
+/// Waits until the subscriber has seen at least `n` samples.
+async fn until_seen(sub: &Consumers, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sub.seen().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} samples arrived",
+            sub.seen().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_at_20_random_moments_loses_nothing_and_duplicates_no_qos2() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Consumers::start(broker.port, "faults-kill", &[]);
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let cfg = config(dir.path(), &url, device, "");
+    let mut gateway = Gateway::start(&cfg);
+    until_seen(&sub, 20).await;
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..700))).await;
+        gateway.restart_after_kill9();
+    }
+    until_seen(&sub, sub.seen().len() + 20).await;
+    stop_drain_and_check(dir.path(), stream, &sub, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_with_persistence_loses_nothing_and_duplicates_no_qos2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path());
+    let sub = Consumers::start(broker.port, "faults-restart", &[]);
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let _gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    for _ in 0..2 {
+        until_seen(&sub, sub.seen().len() + 40).await;
+        let b = &mut broker;
+        tokio::task::block_in_place(|| b.restart());
+    }
+    until_seen(&sub, sub.seen().len() + 40).await;
+    stop_drain_and_check(dir.path(), stream, &sub, true).await;
+}
+
+/// A TCP proxy between gateway and broker. `Cut` makes every connection open at that moment
+/// silently stop forwarding (no FIN, no RST: a half-open link) while new ones work; `Refuse`
+/// closes existing and new connections.
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    /// Bumped by `cut`: connections of an older generation forward nothing.
+    generation: Arc<AtomicU64>,
+    pub accepted: Arc<AtomicU64>,
+}
+
+const FORWARD: u8 = 0;
+const REFUSE: u8 = 1;
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(FORWARD));
+        let generation = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (m, g, a) = (mode.clone(), generation.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if m.load(Ordering::SeqCst) == REFUSE {
+                    continue; // dropped: closed at once
+                }
+                a.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let mine = g.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, g.clone(), m.clone(), mine));
+                tokio::spawn(pump(sr, cw, g.clone(), m.clone(), mine));
+            }
+        });
+        Proxy {
+            port,
+            mode,
+            generation,
+            accepted,
+        }
+    }
+
+    fn cut(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    generation: Arc<AtomicU64>,
+    mode: Arc<AtomicU8>,
+    mine: u64,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if mode.load(Ordering::SeqCst) == REFUSE {
+            return; // both halves dropped: the connection closes
+        }
+        if generation.load(Ordering::SeqCst) != mine {
+            // Half-open: swallow everything, keep both sockets open, answer nothing.
+            let _keep = &to;
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Consumers::start(broker.port, "faults-half-open", &[]);
+    let proxy = Proxy::start(broker.port).await;
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let _gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    for _ in 0..2 {
+        until_seen(&sub, sub.seen().len() + 40).await;
+        let before = proxy.accepted.load(Ordering::SeqCst);
+        let cut = Instant::now();
+        proxy.cut();
+        let accepted = proxy.accepted.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until("the redial", Duration::from_secs(30), || {
+                accepted.load(Ordering::SeqCst) > before
+            })
+        })
+        .await
+        .unwrap();
+        // keep_alive is 60 s (the broker would wait 90 s): only the 2 s response timeout (plus
+        // a reconnect delay of at most 500 ms) explains a redial this soon, even on a busy
+        // machine.
+        let took = cut.elapsed();
+        assert!(took < Duration::from_secs(15), "redial took {took:?}");
+    }
+    until_seen(&sub, sub.seen().len() + 40).await;
+    stop_drain_and_check(dir.path(), stream, &sub, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_without_the_session_gets_everything_resent_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path());
+    let mut sub = Consumers::start(broker.port, "faults-sp0", &[]);
+    let proxy = Proxy::start(broker.port).await;
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    until_seen(&sub, 60).await;
+    // The gateway loses the broker, which comes back without any session (persistence wiped).
+    proxy.mode.store(REFUSE, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port = broker.port;
+    tokio::task::block_in_place(|| broker.restart_forgetting_sessions());
+    // The subscriber's session went too: a fresh one (keeping what it saw) before the gateway
+    // may reconnect.
+    let seen_lines = sub.lines.lock().unwrap().clone();
+    let backup_lines = sub.backup.as_ref().map(|b| b.lines.lock().unwrap().clone());
+    drop(sub);
+    sub = Consumers::start(port, "faults-sp0", &[]);
+    sub.lines.lock().unwrap().splice(0..0, seen_lines);
+    if let (Some(backup), Some(lines)) = (&sub.backup, backup_lines) {
+        backup.lines.lock().unwrap().splice(0..0, lines);
+    }
+    proxy.mode.store(FORWARD, Ordering::SeqCst);
+    stop_after_sp0(&gateway, &sub).await;
+    // Duplicates are allowed here (the broker lost its QoS 2 state), loss is not.
+    stop_drain_and_check(dir.path(), stream, &sub, false).await;
+}
+
+async fn stop_after_sp0(gateway: &Gateway, sub: &Consumers) {
+    until_seen(sub, sub.seen().len() + 40).await;
+    let log = gateway.log();
+    assert!(
+        log.contains("session_present=false") && log.contains("uplink connected"),
+        "the gateway never saw session_present = 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_password_against_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let tls_port = free_port();
+    let passwords = dir.path().join("passwd");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["gw", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(status.success());
+    std::fs::set_permissions(
+        &passwords,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let extra = format!(
+        "allow_anonymous false\npassword_file {pw}\nlistener {tls_port} 127.0.0.1\ncafile {ca}\n\
+         certfile {cert}\nkeyfile {key}\nrequire_certificate true\n",
+        pw = passwords.display(),
+        ca = pki.ca.display(),
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+    );
+    let broker = Mosquitto::start_with(dir.path(), &extra);
+    wait_until("the tls listener", Duration::from_secs(10), || {
+        common::port_accepts(tls_port)
+    });
+    let auth = ["-u", "gw", "-P", "s3cret"];
+    let sub = Consumers::start(broker.port, "faults-tls", &auth);
+    std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+    let uplink = format!(
+        "  username: gw\n  password_file: {pw}\n  tls:\n    ca_file: {ca}\n    cert_file: {cert}\n    key_file: {key}\n",
+        pw = dir.path().join("password").display(),
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+    );
+    let (device, stream) = device().await;
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let _gateway = Gateway::start(&config(dir.path(), &url, device, &uplink));
+    until_seen(&sub, 150).await;
+
+    // The same listener refuses a client without a certificate, and the client refuses a
+    // server its CA did not sign.
+    use fieldrelay::config::TlsConfig;
+    use fieldrelay::uplink::connection::{self, ConnectOptions};
+    use fieldrelay::uplink::Dialer;
+    let options = || ConnectOptions {
+        client_id: "intruder",
+        keep_alive: Duration::from_secs(5),
+        clean_session: true,
+        will_topic: "x".into(),
+        will_payload: bytes::Bytes::new(),
+    };
+    let no_cert = TlsConfig {
+        ca_file: pki.ca.clone(),
+        client_auth: None,
+    };
+    let dialer = Dialer::new("127.0.0.1", tls_port, Some(&no_cert), None, None).unwrap();
+    assert!(
+        connection::connect(&dialer, options(), Duration::from_secs(10))
+            .await
+            .is_err()
+    );
+    let other = TestPki::generate(&dir.path().join("other"));
+    let wrong_ca = TlsConfig {
+        ca_file: other.ca.clone(),
+        client_auth: Some((pki.client_cert.clone(), pki.client_key.clone())),
+    };
+    let dialer = Dialer::new("127.0.0.1", tls_port, Some(&wrong_ca), None, None).unwrap();
+    assert!(dialer.dial().await.is_err(), "untrusted server accepted");
+    stop_drain_and_check(dir.path(), stream, &sub, true).await;
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files.
+struct TestPki {
+    ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+}
+
+impl TestPki {
+    fn generate(dir: &Path) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "fieldrelay test ca");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) =
+            leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+        let (client_cert, client_key) = leaf(Vec::new(), "test-gw");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        TestPki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
+}
+
+/// A backlog written by a contract v1 build (schema v1) is migrated in place at start and every
+/// row of it is delivered with its original `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_backlog_survives_the_upgrade_and_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let c = rusqlite::Connection::open(data.join("queue.db")).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE samples (
+                 seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+                 device TEXT    NOT NULL,
+                 point  TEXT    NOT NULL,
+                 value  TEXT    NOT NULL,
+                 ts_ms  INTEGER NOT NULL,
+                 qos    INTEGER NOT NULL,
+                 retain INTEGER NOT NULL
+             );
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for i in 1..=300 {
+            c.execute(
+                "INSERT INTO samples (device, point, value, ts_ms, qos, retain) \
+                 VALUES ('boiler', 'old', ?1, 1700000000000, ?2, 0)",
+                rusqlite::params![i, 1 + i % 2],
+            )
+            .unwrap();
+        }
+        // A v1 build had already delivered the first 100.
+        c.execute("DELETE FROM samples WHERE seq <= 100", [])
+            .unwrap();
+    }
+    let broker = Mosquitto::start(dir.path());
+    let sub = Consumers::start(broker.port, "faults-v1", &[]);
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let _gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = sub.seen_by_any();
+        if (101..=300).all(|s| seen.get(&s).is_some_and(|(p, _)| p == "old")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v1 rows missing: {:?}",
+            (101..=300)
+                .filter(|s| !seen.contains_key(s))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sub.seen().keys().all(|s| *s > 100), "acked v1 rows resent");
+    // New samples continue above the old seqs.
+    until_seen(&sub, 250).await;
+    assert!(sub.seen().keys().any(|s| *s > 300));
+    stream.cancel();
+}
+
+/// The seam for commands (issue 5) against a real broker: an incoming QoS 1 PUBLISH that the
+/// handler has not acknowledged is redelivered after a restart of the uplink (persistent
+/// session); once acknowledged it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() {
+    use fieldrelay::config::{SessionMode, UplinkConfig};
+    use fieldrelay::queue::{Queue, QueueOptions};
+    use fieldrelay::uplink::{Inbound, Incoming};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let config = UplinkConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "test-gw-cmd".into(),
+        keep_alive: Duration::from_secs(30),
+        topic_prefix: "fieldrelay/test-gw".into(),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        tls: None,
+        username: None,
+        password_file: None,
+        session: SessionMode::Persistent,
+        response_timeout: Duration::from_secs(5),
+        max_inflight: 8,
+        max_rate: None,
+    };
+    let (queue, _live, writer) =
+        Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");
+    let start = |tx: tokio::sync::mpsc::Sender<Incoming>| {
+        let cancel = CancellationToken::new();
+        let (_unused, live) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(fieldrelay::uplink::run(
+            config.clone(),
+            fieldrelay::uplink::dialer(&config).unwrap(),
+            queue.clone(),
+            fieldrelay::queue::LiveReceiver { rx: live },
+            Some(Inbound {
+                filters: vec!["fieldrelay/test-gw/+/+/set".into()],
+                tx,
+            }),
+            tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+            cancel.clone(),
+        ));
+        (cancel, task)
+    };
+    let publish = |point: &str, body: &str| {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args([
+                "-t",
+                &format!("fieldrelay/test-gw/boiler/{point}/set"),
+                "-m",
+                body,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // 1. A command arrives; the handler does not acknowledge it; the uplink restarts.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    // Probes until the subscription is live; each has its own id.
+    let mut published = Vec::new();
+    let first = loop {
+        let id = format!("a{}", published.len());
+        publish("setpoint", &format!(r#"{{"id":"{id}","value":1}}"#));
+        published.push(id);
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break m;
+        }
+    };
+    assert_eq!(first.topic, "fieldrelay/test-gw/boiler/setpoint/set");
+    assert!(first.ack.is_some(), "QoS 1: manual ack");
+    let first_id = serde_json::from_slice::<serde_json::Value>(&first.payload).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(first); // not acknowledged (nor are the probes after it)
+    cancel.cancel();
+    task.await.unwrap();
+
+    // 2. After the restart the broker redelivers the probes that reached the subscription; this
+    //    time each is acknowledged. Probes published before the subscription was live went
+    //    nowhere; the one received above and every later one come back, in order.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    let mut redelivered = std::collections::BTreeSet::new();
+    while !redelivered.contains(published.last().unwrap()) {
+        let m = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the unacknowledged command again within 30 s")
+            .expect("the uplink is running");
+        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let id = json["id"].as_str().unwrap().to_owned();
+        if id == first_id {
+            assert!(m.dup, "a redelivery carries DUP");
+        }
+        redelivered.insert(id);
+        m.ack.expect("QoS 1").ack();
+    }
+    assert!(
+        redelivered.contains(&first_id),
+        "the unacknowledged command was not redelivered: {redelivered:?}"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+
+    // 3. After another restart only a new command arrives: the acknowledged ones are gone.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (cancel, task) = start(tx);
+    let fresh = loop {
+        publish("other", r#"{"id":"b","value":2}"#);
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break m;
+        }
+    };
+    assert_eq!(
+        fresh.topic, "fieldrelay/test-gw/boiler/other/set",
+        "an acknowledged command came back"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+    writer.close().await.unwrap();
+}
