@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod error;
 mod load;
+mod metrics;
 mod raw;
 mod source_map;
 pub mod units;
@@ -30,6 +31,14 @@ pub struct Config {
     pub uplink: UplinkConfig,
     pub buses: Vec<BusConfig>,
     pub devices: Vec<DeviceConfig>,
+    /// The Prometheus endpoint; `None` when the file has no `metrics:` section.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where `/metrics` is served (Prometheus text format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,6 +43,7 @@ pub(crate) struct RawRoot {
     pub uplink: Option<Value>,
     pub buses: Option<Vec<Value>>,
     pub devices: Option<Vec<Value>>,
+    pub metrics: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +250,7 @@ pub(crate) struct RawConfig {
     pub uplink: Option<Decoded<RawUplink>>,
     pub buses: Option<List<Decoded<RawBus>>>,
     pub devices: Option<List<RawDeviceEntry>>,
+    pub metrics: Option<Decoded<super::metrics::RawMetrics>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -280,12 +282,14 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
     let devices = root
         .devices
         .map(|items| decode_list(items, keys.path_of("devices"), decode_device, issues));
+    let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
         uplink,
         buses,
         devices,
+        metrics,
     })
 }
 
@@ -548,7 +552,7 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices"]
+            &["gateway", "uplink", "buses", "devices", "metrics"]
         );
     }
 

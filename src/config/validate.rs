@@ -152,11 +152,14 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         collect_all(devices, list.len)
     });
 
+    let metrics = super::metrics::validate_metrics(raw.metrics.as_ref(), issues);
+
     Some(Config {
         gateway: gateway?,
         uplink: uplink?,
         buses: buses?,
         devices: devices?,
+        metrics: metrics?,
     })
 }
 
