@@ -10,7 +10,11 @@
 //!
 //! Each step waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned (logged), so
 //! the process exits within a few seconds even when a peer hangs.
+//!
+//! Beside the pipeline, when configured: the metrics endpoint ([`crate::metrics`]), which stops
+//! on the token with the pollers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -19,8 +23,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::metrics::{DeviceCollector, Metrics, QueueCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
-use crate::{modbus, service, uplink};
+use crate::{metrics, modbus, service, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -47,7 +52,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (writes, probes, device health) are for the command and status parts.
     let pollers = TaskTracker::new();
-    let _buses: Vec<modbus::BusHandle> = config
+    let buses: Vec<modbus::BusHandle> = config
         .buses
         .iter()
         .map(|bus| {
@@ -75,6 +80,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         link_state,
         cancel.clone(),
     ));
+    let (buses, _) = watch::channel(Arc::from(buses));
+    let metrics = config.metrics.as_ref().map(|settings| {
+        let metrics = gateway_metrics(&queue, &buses);
+        tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
+    });
     // Last: READY=1 means every task above runs.
     let supervisor = tokio::spawn(service::supervise(
         service::Pipeline {
@@ -104,6 +114,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     {
         warn!("pollers did not stop in time");
     }
+    if let Some(metrics) = metrics {
+        if tokio::time::timeout(STEP_DEADLINE, metrics).await.is_err() {
+            warn!("metrics endpoint did not stop in time");
+        }
+    }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "uplink task failed"),
@@ -115,4 +130,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         Err(_) => warn!("queue did not close in time"),
     }
     Ok(())
+}
+
+/// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of
+/// its own (the uplink's publishes and reconnects, ...) adds its collector here.
+fn gateway_metrics(queue: &Queue, buses: &watch::Sender<Arc<[modbus::BusHandle]>>) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics.add(QueueCollector::new(queue.clone()));
+    metrics.add(DeviceCollector::new(buses.subscribe()));
+    metrics
 }

@@ -14,6 +14,7 @@
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`app`] wires the tasks together and owns shutdown.
+//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod backoff;
 pub mod config;
+pub mod metrics;
 pub mod modbus;
 pub mod queue;
 pub mod sample;
