@@ -11,21 +11,24 @@
 //! Each step waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned (logged), so
 //! the process exits within a few seconds even when a peer hangs.
 //!
-//! Beside the pipeline, when configured: the metrics endpoint ([`crate::metrics`]), which stops
-//! on the token with the pollers.
+//! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
+//! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
+//! token with the pollers.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::metrics::{DeviceCollector, Metrics, QueueCollector};
+use crate::fleet::Fleet;
+use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
-use crate::{metrics, modbus, service, uplink};
+use crate::reload::{Hangups, ReloadStats, Reloader};
+use crate::{metrics, service, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -37,10 +40,19 @@ pub enum AppError {
         dir: std::path::PathBuf,
         source: QueueError,
     },
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
-/// Runs the gateway until `cancel` fires, then shuts down in order.
-pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
+/// Runs the gateway until `cancel` fires, then shuts down in order. SIGHUP reloads the buses and
+/// devices from `config_path`.
+pub async fn run(
+    config: Config,
+    config_path: PathBuf,
+    cancel: CancellationToken,
+) -> Result<(), AppError> {
+    // First: until SIGHUP is handled, its default action would end the process.
+    let hangups = Hangups::install().map_err(AppError::Signal)?;
     let data_dir = config.gateway.data_dir.clone();
     let (queue, live, writer) =
         Queue::open(&data_dir, QueueOptions::default()).map_err(|source| AppError::Queue {
@@ -50,28 +62,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     info!(dir = %data_dir.display(), depth = queue.progress().borrow().depth, "queue open");
 
     // One owner task per bus; validation guarantees every device names a known bus. The handles
-    // (writes, probes, device health) are for the command and status parts.
-    let pollers = TaskTracker::new();
-    let buses: Vec<modbus::BusHandle> = config
-        .buses
-        .iter()
-        .map(|bus| {
-            let devices = config
-                .devices
-                .iter()
-                .filter(|device| device.bus == bus.name)
-                .cloned()
-                .collect();
-            modbus::spawn_bus(
-                bus.clone(),
-                devices,
-                queue.clone(),
-                cancel.clone(),
-                &pollers,
-            )
-        })
-        .collect();
-    pollers.close();
+    // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
+    let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
+    let pollers = fleet.pollers();
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
@@ -80,9 +73,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         link_state,
         cancel.clone(),
     ));
-    let (buses, _) = watch::channel(Arc::from(buses));
+    let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
-        let metrics = gateway_metrics(&queue, &buses);
+        let metrics = gateway_metrics(&queue, &fleet, &reloads);
         tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
     });
     // Last: READY=1 means every task above runs.
@@ -101,12 +94,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         gateway = %config.gateway.id,
         "gateway running"
     );
+    let reloader = tokio::spawn(
+        Reloader {
+            path: config_path,
+            running: config,
+            fleet,
+            stats: reloads,
+        }
+        .run(hangups, cancel.clone()),
+    );
 
     cancel.cancelled().await;
     info!("shutting down");
     // Sends STOPPING=1 and returns; it holds a queue handle only until then.
     if let Err(error) = supervisor.await {
         warn!(%error, "service supervisor failed");
+    }
+    // A reload under way stops starting buses once cancelled.
+    if tokio::time::timeout(STEP_DEADLINE, reloader).await.is_err() {
+        warn!("reload task did not stop in time");
     }
     if tokio::time::timeout(STEP_DEADLINE, pollers.wait())
         .await
@@ -134,9 +140,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
 
 /// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of
 /// its own (the uplink's publishes and reconnects, ...) adds its collector here.
-fn gateway_metrics(queue: &Queue, buses: &watch::Sender<Arc<[modbus::BusHandle]>>) -> Metrics {
+fn gateway_metrics(queue: &Queue, fleet: &Fleet<Queue>, reloads: &Arc<ReloadStats>) -> Metrics {
     let mut metrics = Metrics::new();
     metrics.add(QueueCollector::new(queue.clone()));
-    metrics.add(DeviceCollector::new(buses.subscribe()));
+    metrics.add(DeviceCollector::new(fleet.handles()));
+    metrics.add(ReloadCollector::new(reloads.clone()));
     metrics
 }

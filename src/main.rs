@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run { .. } => run_async(|cancel| async move {
-            fieldrelay::app::run(config, cancel)
+            fieldrelay::app::run(config, config_path, cancel)
                 .await
                 .context("gateway failed")
         }),

@@ -3,20 +3,25 @@
 //!
 //! - `/metrics` is scraped over TCP while traffic flows and faults are injected (broker down,
 //!   device silent) and the counters and gauges must follow.
+//! - SIGHUP reloads: a new point is published without losing the rows queued during a broker
+//!   outage; an invalid file, or one that changes what needs a restart, is refused and the
+//!   gateway goes on with the configuration it had; systemd hears RELOADING=1 and READY=1.
 //!
 //! Every wait is for an observable state (a scrape showing a value, a row in the queue file, a
 //! message at the subscriber), with a generous deadline: other builds share the two cores.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{free_port, port_accepts, wait_until, Gateway, Mosquitto};
+use common::{free_port, port_accepts, wait_until, Gateway, Mosquitto, Subscriber};
+use fieldrelay::sample::Value;
 use fieldrelay::simulator::{Registers, Simulator};
+use tokio::net::UnixDatagram;
 use tokio_util::sync::CancellationToken;
 
 /// Generous: other test suites compile and run on the same two cores.
@@ -245,4 +250,307 @@ async fn metrics_follow_traffic_and_faults() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(!port_accepts(metrics_port));
+}
+
+const COUNTER: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: on_change}
+";
+
+/// The counter device with a second point, `setpoint`.
+const COUNTER_AND_SETPOINT: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: on_change}
+      - {name: setpoint, table: holding, address: 10, type: u16, qos: 1, publish: on_change}
+";
+
+fn u32_words(v: u32) -> [u16; 2] {
+    [(v >> 16) as u16, v as u16]
+}
+
+/// Integer values of `point` committed in the queue file now (read-only connection).
+fn committed(data_dir: &Path, point: &str) -> Vec<i64> {
+    let Ok(rows) = fieldrelay::queue::read_only_rows(data_dir) else {
+        return Vec::new(); // not created yet
+    };
+    rows.into_iter()
+        .filter(|row| &*row.sample.point == point)
+        .filter_map(|row| match row.sample.value {
+            Value::Int(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets the counter to each value of `values` in turn, waiting until each is committed.
+fn step_counter(regs: &Registers, data_dir: &Path, values: std::ops::RangeInclusive<u32>) {
+    for value in values {
+        regs.set_holding(1, 4, &u32_words(value));
+        wait_until(&format!("counter {value} committed"), DEADLINE, || {
+            committed(data_dir, "counter").contains(&i64::from(value))
+        });
+    }
+}
+
+/// The fake service manager's end of `NOTIFY_SOCKET`: every datagram, as text.
+struct NotifySocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            path,
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until a datagram at index `from` or later in `seen` has the line `line`;
+    /// returns its index.
+    async fn until(&mut self, from: usize, line: &str) -> usize {
+        let wait = async {
+            loop {
+                let found = self
+                    .seen
+                    .iter()
+                    .skip(from)
+                    .position(|d| d.lines().any(|l| l == line));
+                if let Some(i) = found {
+                    return from + i;
+                }
+                let mut buf = vec![0u8; 4096];
+                let n = self.socket.recv(&mut buf).await.expect("recv");
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {line} from the gateway; got {:?}", self.seen))
+    }
+}
+
+/// Done when: "a reload that adds a point publishes it without losing queued rows". The broker
+/// is down while rows queue, the file gains a point, SIGHUP; then the broker comes back and
+/// every counter value (before and after the reload) and the new point arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_point_and_keeps_the_queued_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut broker = Mosquitto::start(dir.path());
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 4, &u32_words(0));
+    regs.set_holding(1, 10, &[777]);
+    let config_path = dir.path().join("gateway.yaml");
+    let metrics_port = free_port();
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n");
+    let broker_port = broker.port;
+    let write = |devices: &str| {
+        write_config(
+            &config_path,
+            &data_dir,
+            broker_port,
+            device_port,
+            devices,
+            &metrics,
+        )
+    };
+    write(COUNTER);
+    let mut notify = NotifySocket::bind(dir.path());
+    let socket = notify.path.display().to_string();
+    let mut sub =
+        Subscriber::connect(broker.port, "ops-reload", &["fieldrelay/test-gw/boiler/#"]).await;
+    let gateway = Gateway::start_with_env(&config_path, &[("NOTIFY_SOCKET", &socket)]);
+    let ready = notify.until(0, "READY=1").await;
+    sub.until("the first counter sample", DEADLINE, |seen| {
+        !seen.is_empty()
+    })
+    .await;
+
+    broker.stop();
+    let data = data_dir.clone();
+    let stepper = regs.clone();
+    tokio::task::spawn_blocking(move || step_counter(&stepper, &data, 1..=5))
+        .await
+        .unwrap();
+
+    write(COUNTER_AND_SETPOINT);
+    gateway.hangup();
+    let reloading = notify.until(ready + 1, "RELOADING=1").await;
+    assert!(
+        notify.seen[reloading].contains("MONOTONIC_USEC="),
+        "{:?}",
+        notify.seen[reloading]
+    );
+    notify.until(reloading + 1, "READY=1").await;
+    let applied = r#"fieldrelay_config_reloads_total{result="applied"}"#;
+    tokio::task::spawn_blocking(move || {
+        scrape_until(metrics_port, "the reload to count as applied", |m| {
+            value(m, applied) == 1.0
+        })
+    })
+    .await
+    .unwrap();
+    let data = data_dir.clone();
+    let stepper = regs.clone();
+    tokio::task::spawn_blocking(move || {
+        step_counter(&stepper, &data, 6..=8);
+        wait_until("the new point committed", DEADLINE, || {
+            committed(&data, "setpoint") == [777]
+        });
+    })
+    .await
+    .unwrap();
+
+    broker.restart();
+    let counter_topic = "fieldrelay/test-gw/boiler/counter";
+    let setpoint_topic = "fieldrelay/test-gw/boiler/setpoint";
+    sub.until("every counter value and the new point", DEADLINE, |seen| {
+        let values: BTreeSet<u64> = seen
+            .iter()
+            .filter(|m| m.topic == counter_topic)
+            .filter_map(|m| m.payload["value"].as_u64())
+            .collect();
+        (0..=8).all(|v| values.contains(&v)) && seen.iter().any(|m| m.topic == setpoint_topic)
+    })
+    .await;
+    assert_eq!(sub.on(setpoint_topic)[0].payload["value"], 777);
+    drop(gateway);
+}
+
+/// Done when: "a broken reload file leaves the gateway running on the old config". Also: a file
+/// that changes what needs a restart is refused as a whole, and a valid one afterwards counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_keeps_the_running_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 4, &u32_words(1));
+    regs.set_holding(1, 10, &[777]);
+    let config_path = dir.path().join("gateway.yaml");
+    let metrics_port = free_port();
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n");
+    let write = |devices: &str| {
+        write_config(
+            &config_path,
+            &data_dir,
+            broker.port,
+            device_port,
+            devices,
+            &metrics,
+        )
+    };
+    write(COUNTER);
+    let counter_topic = "fieldrelay/test-gw/boiler/counter";
+    let mut sub =
+        Subscriber::connect(broker.port, "ops-refused", &["fieldrelay/test-gw/boiler/#"]).await;
+    let mut gateway = Gateway::start(&config_path);
+    sub.until("the first counter sample", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == counter_topic && m.payload["value"] == 1)
+    })
+    .await;
+
+    // Reloads, each waited for through its counter in the metrics.
+    let reload = |gateway: &Gateway, result: &'static str, count: f64| {
+        gateway.hangup();
+        let key = format!("fieldrelay_config_reloads_total{{result=\"{result}\"}}");
+        scrape_until(metrics_port, &format!("{count} {result} reload(s)"), |m| {
+            value(m, &key) == count
+        })
+    };
+
+    // 1. Invalid: a bad type and an unknown bus, both reported with their position.
+    std::fs::write(
+        &config_path,
+        std::fs::read_to_string(&config_path)
+            .unwrap()
+            .replace("type: u32", "type: u33")
+            .replace("bus: plc1", "bus: plc9"),
+    )
+    .unwrap();
+    let scraped = reload(&gateway, "invalid", 1.0);
+    assert_eq!(
+        value(&scraped, "fieldrelay_config_last_reload_successful"),
+        0.0
+    );
+    let log = gateway.log();
+    let file = config_path.display().to_string();
+    for problem in [
+        format!("{file}:17:10: devices[0].bus: unknown bus \"plc9\""),
+        format!("{file}:21:59: devices[0].points[0].type: unknown type \"u33\""),
+        "reload refused: the configuration file is invalid".to_owned(),
+    ] {
+        assert!(log.contains(&problem), "no {problem:?} in the log:\n{log}");
+    }
+    assert!(gateway.is_running());
+    // Still polling and publishing with the old configuration.
+    regs.set_holding(1, 4, &u32_words(2));
+    sub.until(
+        "a counter change after the refused reload",
+        DEADLINE,
+        |seen| {
+            seen.iter()
+                .any(|m| m.topic == counter_topic && m.payload["value"] == 2)
+        },
+    )
+    .await;
+
+    // 2. Needs a restart: a new gateway id together with a new point; neither is applied.
+    write(COUNTER_AND_SETPOINT);
+    std::fs::write(
+        &config_path,
+        std::fs::read_to_string(&config_path)
+            .unwrap()
+            .replace("id: test-gw", "id: other-gw"),
+    )
+    .unwrap();
+    reload(&gateway, "needs_restart", 1.0);
+    let log = gateway.log();
+    assert!(
+        log.contains("reload refused: these changes need a restart") && log.contains("gateway.id"),
+        "{log}"
+    );
+    regs.set_holding(1, 4, &u32_words(3));
+    sub.until("a counter change on the old topic", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == counter_topic && m.payload["value"] == 3)
+    })
+    .await;
+    assert!(
+        committed(&data_dir, "setpoint").is_empty(),
+        "the new point was polled"
+    );
+
+    // 3. Back to the running file: nothing to change, and the last reload counts as good.
+    write(COUNTER);
+    let scraped = reload(&gateway, "unchanged", 1.0);
+    assert_eq!(
+        value(&scraped, "fieldrelay_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            r#"fieldrelay_config_reloads_total{result="applied"}"#
+        ),
+        0.0
+    );
+
+    let exit = tokio::task::spawn_blocking(move || gateway.terminate(DEADLINE))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }

@@ -28,6 +28,7 @@ mod encode;
 pub mod http;
 pub mod process;
 pub mod queue;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use crate::backoff::Backoff;
 pub use devices::DeviceCollector;
 pub use process::ProcessCollector;
 pub use queue::QueueCollector;
+pub use reload::ReloadCollector;
 
 /// First retry after a failed bind; doubles with jitter.
 pub const BIND_RETRY_INITIAL: Duration = Duration::from_secs(1);
