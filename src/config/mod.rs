@@ -199,6 +199,8 @@ pub struct PointConfig {
     pub qos: Qos,
     pub retain: bool,
     pub reporting: Reporting,
+    /// Engineering unit (`°C`, `bar`, `m³/h`), shown by `fieldrelay probe`; not published.
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -120,6 +120,7 @@ pub(crate) struct RawPoint {
     pub byte_order: Option<String>,
     pub word_order: Option<String>,
     pub regex: Option<String>,
+    pub unit: Option<String>,
 }
 
 /// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends

@@ -655,6 +655,7 @@ mod tests {
                 deadband: 0.0,
                 max_silence: None,
             },
+            unit: None,
         }
     }
 
