@@ -17,6 +17,7 @@
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
+//! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
@@ -27,6 +28,8 @@ pub mod config;
 pub mod fleet;
 pub mod metrics;
 pub mod modbus;
+pub mod probe;
+pub mod progress;
 pub mod queue;
 pub mod reload;
 pub mod sample;

@@ -554,3 +554,108 @@ async fn a_refused_reload_keeps_the_running_configuration() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The probe's device map: every kind of value from the simulator, and a device that does not
+/// answer (unit 9 is silent).
+const PROBED_DEVICES: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    points:
+      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
+      - {name: pressure, table: holding, address: 2, type: u16, scale: 0.01, unit: bar}
+      - {name: counter, table: holding, address: 4, type: u32}
+      - {name: pump_running, table: coil, address: 0, type: bool}
+      - {name: flow, table: input, address: 0, type: i16, scale: 0.1, unit: m³/h}
+      - {name: model, table: holding, address: 20, type: string, length: 3}
+  - name: gone
+    bus: plc1
+    unit_id: 9
+    points:
+      - {name: level, table: input, address: 0, type: u16, unit: mm}
+";
+
+fn probe(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+        .arg("probe")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run fieldrelay probe");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Done when: "`probe` against the simulator prints the expected table".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_prints_what_the_simulator_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 0, &[0x41AC, 0x0000]); // 21.5
+    regs.set_holding(1, 2, &[1234]);
+    regs.set_holding(1, 4, &u32_words(70_000));
+    regs.set_coil(1, 0, &[true]);
+    regs.set_input(1, 0, &[(-5i16) as u16]);
+    regs.set_holding(1, 20, &[0x4142, 0x4344, 0x4500]); // "ABCDE"
+    regs.set_silent(9, true);
+    // No broker: probe does not need one.
+    let config = write_config(
+        &dir.path().join("gateway.yaml"),
+        &dir.path().join("data"),
+        free_port(),
+        device_port,
+        PROBED_DEVICES,
+        "",
+    );
+
+    let config_path = config.clone();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || probe(&config_path, &["--device", "boiler"]))
+            .await
+            .unwrap();
+    assert_eq!(
+        stdout,
+        "\
+DEVICE  POINT         RAW                   VALUE    UNIT  STATUS
+boiler  temperature   0x41AC 0x0000         21.5     °C    ok
+boiler  pressure      0x04D2                12.34    bar   ok
+boiler  counter       0x0001 0x1170         70000          ok
+boiler  pump_running  1                     true           ok
+boiler  flow          0xFFFB                -0.5     m³/h  ok
+boiler  model         0x4142 0x4344 0x4500  \"ABCDE\"        ok
+",
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // Not a terminal: the summary and no progress bar.
+    assert_eq!(stderr, "6 points: 6 ok, 0 failed, 0 skipped\n");
+
+    // Every device: the silent one shows its timeout, and the exit status says so.
+    let config_path = config.clone();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || probe(&config_path, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let gone: Vec<&str> = stdout.lines().filter(|l| l.starts_with("gone ")).collect();
+    assert_eq!(gone.len(), 1, "{stdout}");
+    assert!(
+        gone[0].starts_with("gone    level ")
+            && gone[0].ends_with("  mm    error: timed out after 200ms"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1 + 6 + 1, "{stdout}");
+    assert_eq!(stderr, "7 points: 6 ok, 1 failed, 0 skipped\n");
+
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || probe(&config, &["--device", "boiler2"]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        "error: unknown device \"boiler2\" (the configuration has: boiler, gone)\n"
+    );
+}
