@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway until SIGTERM or SIGINT.
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads buses and devices.
     Run {
         /// Path of the YAML configuration.
         #[arg(short, long, value_name = "FILE")]
