@@ -58,6 +58,7 @@ fn point(i: usize, table: Table, address: u16, data_type: DataType) -> PointConf
             deadband: 0.0,
             max_silence: None,
         },
+        unit: None,
     }
 }
 

@@ -131,10 +131,11 @@ ok "stat override root:fieldrelay 0640 on $CONFIG"
 
 for key in Type=notify WatchdogSec= User=fieldrelay SupplementaryGroups=dialout \
   "ExecStartPre=/usr/bin/fieldrelay check --config $CONFIG" RestartPreventExitStatus=78 \
+  "ExecReload=/usr/bin/fieldrelay check --config $CONFIG" 'ExecReload=/bin/kill -HUP $MAINPID' \
   Restart=on-failure ProtectSystem=strict StateDirectory=fieldrelay NoNewPrivileges=yes PrivateTmp=yes; do
   grep -qx "$key.*" "$UNIT" || fail "unit lacks $key"
 done
-ok "unit has Type=notify, watchdog, user, ExecStartPre check, restart policy, hardening"
+ok "unit has Type=notify, watchdog, user, ExecStartPre check, ExecReload, restart policy, hardening"
 [ -L /etc/systemd/system/multi-user.target.wants/fieldrelay.service ] || fail "unit not enabled"
 ok "unit enabled (multi-user.target.wants)"
 if command -v systemd-analyze >/dev/null; then

@@ -10,17 +10,25 @@
 //!
 //! Each step waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned (logged), so
 //! the process exits within a few seconds even when a peer hangs.
+//!
+//! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
+//! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
+//! token with the pollers.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
-use crate::{modbus, service, uplink};
+use crate::reload::{Hangups, ReloadStats, Reloader};
+use crate::{metrics, service, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -34,6 +42,8 @@ pub enum AppError {
     },
     #[error("uplink: {0}")]
     Uplink(#[from] uplink::TransportError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 /// The queue's options from the `store` section and the points' `max_age`.
@@ -52,8 +62,15 @@ pub fn queue_options(config: &Config) -> QueueOptions {
     }
 }
 
-/// Runs the gateway until `cancel` fires, then shuts down in order.
-pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
+/// Runs the gateway until `cancel` fires, then shuts down in order. SIGHUP reloads the buses and
+/// devices from `config_path`.
+pub async fn run(
+    config: Config,
+    config_path: PathBuf,
+    cancel: CancellationToken,
+) -> Result<(), AppError> {
+    // First: until SIGHUP is handled, its default action would end the process.
+    let hangups = Hangups::install().map_err(AppError::Signal)?;
     let data_dir = config.gateway.data_dir.clone();
     let dialer = uplink::dialer(&config.uplink)?;
     let (queue, live, writer) =
@@ -64,28 +81,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     info!(dir = %data_dir.display(), depth = queue.progress().borrow().depth, "queue open");
 
     // One owner task per bus; validation guarantees every device names a known bus. The handles
-    // (writes, probes, device health) are for the command and status parts.
-    let pollers = TaskTracker::new();
-    let _buses: Vec<modbus::BusHandle> = config
-        .buses
-        .iter()
-        .map(|bus| {
-            let devices = config
-                .devices
-                .iter()
-                .filter(|device| device.bus == bus.name)
-                .cloned()
-                .collect();
-            modbus::spawn_bus(
-                bus.clone(),
-                devices,
-                queue.clone(),
-                cancel.clone(),
-                &pollers,
-            )
-        })
-        .collect();
-    pollers.close();
+    // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
+    let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
+    let pollers = fleet.pollers();
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
@@ -96,6 +94,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         link_state,
         cancel.clone(),
     ));
+    let reloads = Arc::new(ReloadStats::default());
+    let metrics = config.metrics.as_ref().map(|settings| {
+        let metrics = gateway_metrics(&queue, &fleet, &reloads);
+        tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
+    });
     // Last: READY=1 means every task above runs.
     let supervisor = tokio::spawn(service::supervise(
         service::Pipeline {
@@ -112,6 +115,15 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         gateway = %config.gateway.id,
         "gateway running"
     );
+    let reloader = tokio::spawn(
+        Reloader {
+            path: config_path,
+            running: config,
+            fleet,
+            stats: reloads,
+        }
+        .run(hangups, cancel.clone()),
+    );
 
     cancel.cancelled().await;
     info!("shutting down");
@@ -119,11 +131,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     if let Err(error) = supervisor.await {
         warn!(%error, "service supervisor failed");
     }
+    // A reload under way stops starting buses once cancelled.
+    if tokio::time::timeout(STEP_DEADLINE, reloader).await.is_err() {
+        warn!("reload task did not stop in time");
+    }
     if tokio::time::timeout(STEP_DEADLINE, pollers.wait())
         .await
         .is_err()
     {
         warn!("pollers did not stop in time");
+    }
+    if let Some(metrics) = metrics {
+        if tokio::time::timeout(STEP_DEADLINE, metrics).await.is_err() {
+            warn!("metrics endpoint did not stop in time");
+        }
     }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}
@@ -136,4 +157,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         Err(_) => warn!("queue did not close in time"),
     }
     Ok(())
+}
+
+/// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of
+/// its own (the uplink's publishes and reconnects, ...) adds its collector here.
+fn gateway_metrics(queue: &Queue, fleet: &Fleet<Queue>, reloads: &Arc<ReloadStats>) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics.add(QueueCollector::new(queue.clone()));
+    metrics.add(DeviceCollector::new(fleet.handles()));
+    metrics.add(ReloadCollector::new(reloads.clone()));
+    metrics
 }

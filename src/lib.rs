@@ -14,6 +14,10 @@
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`app`] wires the tasks together and owns shutdown.
+//! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
+//!   SIGHUP without touching the queue.
+//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
+//! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
@@ -21,8 +25,13 @@
 pub mod app;
 pub mod backoff;
 pub mod config;
+pub mod fleet;
+pub mod metrics;
 pub mod modbus;
+pub mod probe;
+pub mod progress;
 pub mod queue;
+pub mod reload;
 pub mod sample;
 pub mod service;
 pub mod simulator;

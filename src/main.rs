@@ -1,4 +1,4 @@
-//! The `fieldrelay` command line: `run`, `check` and `simulate`.
+//! The `fieldrelay` command line: `run`, `check`, `probe` and `simulate`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); defaul
 Under systemd, logs go to the journal with their levels as priorities.",
     after_help = "Exit status: 0 after a clean shutdown or a valid config; 1 when the gateway \
 failed at run time (systemd restarts it); 78 (EX_CONFIG) for an invalid configuration (systemd does \
-not restart it)."
+not restart it). probe: 0 when every point answered, 1 when any did not."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway until SIGTERM or SIGINT.
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads buses and devices.
     Run {
         /// Path of the YAML configuration.
         #[arg(short, long, value_name = "FILE")]
@@ -45,6 +45,15 @@ enum Command {
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Read every configured point once and print a table: device, point, raw registers,
+    /// decoded value, unit, status. Exit 0 if every point answered, 1 otherwise.
+    Probe {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Probe only this device (repeatable); default: every device.
+        #[arg(short, long, value_name = "NAME")]
+        device: Vec<String>,
     },
     /// Serve simulated Modbus devices: a simulator file (TCP, RTU-over-TCP and RTU endpoints with a
     /// register map), or a gateway config's tcp buses with moving values (demo, tests).
@@ -58,9 +67,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let config_path = match &cli.command {
-        Command::Run { config } | Command::Check { config } | Command::Simulate { config } => {
-            config.clone()
-        }
+        Command::Run { config }
+        | Command::Check { config }
+        | Command::Probe { config, .. }
+        | Command::Simulate { config } => config.clone(),
     };
     if let Command::Simulate { config } = &cli.command {
         if let Some(result) = simulate_file(config) {
@@ -84,8 +94,9 @@ fn main() -> ExitCode {
             println!("{}: ok", config_path.display());
             return ExitCode::SUCCESS;
         }
+        Command::Probe { device, .. } => return probe(&config, &device),
         Command::Run { .. } => run_async(|cancel| async move {
-            fieldrelay::app::run(config, cancel)
+            fieldrelay::app::run(config, config_path, cancel)
                 .await
                 .context("gateway failed")
         }),
@@ -99,6 +110,38 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fieldrelay probe`: the table on stdout, the summary on stderr.
+fn probe(config: &fieldrelay::config::Config, devices: &[String]) -> ExitCode {
+    use fieldrelay::probe::ProbeRunError;
+    let display = fieldrelay::progress::Display::detect();
+    let result = run_async(|cancel| async move {
+        Ok(fieldrelay::probe::run(config, devices, display, cancel).await)
+    });
+    match result {
+        Ok(Ok(report)) => {
+            print!("{}", report.table());
+            eprintln!("{}", report.summary());
+            if report.all_answered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Err(error @ ProbeRunError::UnknownDevice { .. })) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+        Ok(Err(error @ ProbeRunError::Interrupted)) => {
+            eprintln!("{error}");
+            ExitCode::from(130)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -134,10 +177,10 @@ fn simulate_file(path: &std::path::Path) -> Option<ExitCode> {
 }
 
 /// Builds the runtime, cancels the token on SIGTERM/SIGINT and runs `body` to completion.
-fn run_async<F, Fut>(body: F) -> anyhow::Result<()>
+fn run_async<F, Fut, T>(body: F) -> anyhow::Result<T>
 where
     F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -141,6 +141,7 @@ fn point(
             deadband: 0.0,
             max_silence: None,
         },
+        unit: None,
     }
 }
 

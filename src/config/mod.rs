@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod error;
 mod load;
+mod metrics;
 mod raw;
 mod source_map;
 mod store;
@@ -35,6 +36,14 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// The `store` section, with every default resolved (the section is optional).
     pub store: StoreConfig,
+    /// The Prometheus endpoint; `None` when the file has no `metrics:` section.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where `/metrics` is served (Prometheus text format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,6 +277,8 @@ pub struct PointConfig {
     pub qos: Qos,
     pub retain: bool,
     pub reporting: Reporting,
+    /// Engineering unit (`°C`, `bar`, `m³/h`), shown by `fieldrelay probe`; not published.
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -44,6 +44,7 @@ pub(crate) struct RawRoot {
     pub buses: Option<Vec<Value>>,
     pub devices: Option<Vec<Value>>,
     pub store: Option<Value>,
+    pub metrics: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +149,7 @@ pub(crate) struct RawPoint {
     pub regex: Option<String>,
     /// Applied by the queue (see `store.rs` in this module), not by the poller.
     pub max_age: Option<DurationValue>,
+    pub unit: Option<String>,
 }
 
 /// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends
@@ -318,6 +320,7 @@ pub(crate) struct RawConfig {
     pub buses: Option<List<Decoded<RawBus>>>,
     pub devices: Option<List<RawDeviceEntry>>,
     pub store: Option<Decoded<RawStore>>,
+    pub metrics: Option<Decoded<super::metrics::RawMetrics>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -350,6 +353,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
     let devices = root
         .devices
         .map(|items| decode_list(items, keys.path_of("devices"), decode_device, issues));
+    let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -357,6 +361,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
         buses,
         devices,
         store,
+        metrics,
     })
 }
 
@@ -619,7 +624,7 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices", "store"]
+            &["gateway", "uplink", "buses", "devices", "store", "metrics"]
         );
     }
 

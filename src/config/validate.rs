@@ -165,6 +165,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
     });
 
     let store = super::store::validate_store(raw.store.as_ref(), raw, issues);
+    let metrics = super::metrics::validate_metrics(raw.metrics.as_ref(), issues);
 
     Some(Config {
         gateway: gateway?,
@@ -172,6 +173,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         buses: buses?,
         devices: devices?,
         store: store?,
+        metrics: metrics?,
     })
 }
 
@@ -1184,6 +1186,11 @@ fn validate_point(
         }),
     };
 
+    let unit = match &raw.unit {
+        None => Some(None),
+        Some(unit) => engineering_unit(keys, unit, issues).map(Some),
+    };
+
     let build = || {
         Some(PointConfig {
             name: name?,
@@ -1198,9 +1205,37 @@ fn validate_point(
                 deadband: if is_string { 0.0 } else { deadband? },
                 max_silence: max_silence?,
             },
+            unit: unit?,
         })
     };
     (build(), footprint)
+}
+
+/// Longest engineering unit accepted: room for `m³/h`, `kWh`, `°C`, `ppm`, `mg/Nm³`, ...
+pub const MAX_UNIT_LEN: usize = 32;
+
+/// A point's engineering unit: display text (`probe`), 1 to [`MAX_UNIT_LEN`] characters,
+/// no control characters.
+fn engineering_unit(keys: &Keys, unit: &str, issues: &mut Vec<Issue>) -> Option<String> {
+    let problem = if unit.trim().is_empty() {
+        Some("must not be empty".to_owned())
+    } else if unit.chars().count() > MAX_UNIT_LEN {
+        Some(format!(
+            "must be at most {MAX_UNIT_LEN} characters, got {}",
+            unit.chars().count()
+        ))
+    } else if unit.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            issues.push(Issue::value(keys.path_of("unit"), message));
+            None
+        }
+        None => Some(unit.to_owned()),
+    }
 }
 
 /// Table, address, bit, string length and byte/word order of a Modbus point. Returns the type
@@ -1895,6 +1930,7 @@ devices:
                     deadband: 0.0,
                     max_silence: None,
                 },
+                unit: None,
             }
         );
     }
@@ -2447,6 +2483,30 @@ devices:
                 "11:5: devices[0].points: missing required key",
                 r#"13:5: devices[0].name2: unknown key "name2" (did you mean "name"?)"#,
             ]
+        );
+    }
+
+    #[test]
+    fn engineering_units_are_short_display_text() {
+        let with_unit = |unit: &str| {
+            with(&[(
+                "        type: f32\n",
+                &format!("        type: f32\n        unit: {unit}\n"),
+            )])
+        };
+        let config = load_str(&with_unit("'m³/h'"), "c.yaml").unwrap();
+        assert_eq!(config.devices[0].points[0].unit.as_deref(), Some("m³/h"));
+        assert_eq!(
+            errors(&with_unit("''")),
+            ["18:15: devices[0].points[0].unit: must not be empty"]
+        );
+        assert_eq!(
+            errors(&with_unit(&"x".repeat(33))),
+            ["18:15: devices[0].points[0].unit: must be at most 32 characters, got 33"]
+        );
+        assert_eq!(
+            errors(&with_unit("\"a\\tb\"")),
+            ["18:15: devices[0].points[0].unit: must not contain control characters"]
         );
     }
 

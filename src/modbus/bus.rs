@@ -536,6 +536,7 @@ impl<L: Link, S: SampleSink> BusOwner<L, S> {
         match failure {
             None => {
                 device.backoff.reset();
+                device.counters.poll_durations.observe(started.elapsed());
                 device
                     .counters
                     .last_success_ms
@@ -654,6 +655,7 @@ mod tests {
                 deadband: 0.0,
                 max_silence: None,
             },
+            unit: None,
         }
     }
 
@@ -816,6 +818,19 @@ mod tests {
         assert!(handle.device("d3").unwrap().health.borrow().online);
         let counters = handle.device("d3").unwrap().counters.snapshot();
         assert_eq!(counters.timeouts, attempts.len() as u64);
+        // One duration per successful poll, none for the failed ones; one 10 ms exchange plus
+        // at most the turnaround lands in the 25 ms bucket.
+        for (name, samples) in [("d1", &times[0]), ("d3", &times[2])] {
+            let durations = handle
+                .device(name)
+                .unwrap()
+                .counters
+                .poll_durations
+                .snapshot();
+            assert_eq!(durations.count, samples.len() as u64, "{name}");
+            let fast = durations.buckets.iter().find(|(bound, _)| *bound == 0.025);
+            assert_eq!(fast.map(|(_, n)| *n), Some(durations.count), "{name}");
+        }
     }
 
     /// RTU: a reply that arrives after its request timed out is discarded, not read as the

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use bus::{BusHandle, BusOwner, DeviceView, ProbeError, SampleSink, WriteError};
-pub use counters::{CounterSnapshot, DeviceCounters, DeviceHealth};
+pub use counters::{
+    CounterSnapshot, DeviceCounters, DeviceHealth, DurationSnapshot, PollDurations,
+};
 pub use device::ProbedPoint;
 pub use frame::{Exception, Request, Response};
 

@@ -121,6 +121,7 @@ mod tests {
                 deadband: 0.0,
                 max_silence: None,
             },
+            unit: None,
         }
     }
 

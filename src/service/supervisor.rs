@@ -8,12 +8,12 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use super::notifier::Notifier;
 use super::status::{Health, Probe, Snapshot};
 use super::watchdog::WatchdogPlan;
+use crate::fleet::Pollers;
 use crate::queue::{Queue, QueueError, QueueProgress};
 use crate::uplink::LinkState;
 
@@ -25,8 +25,9 @@ pub struct Pipeline {
     pub queue: Queue,
     /// The uplink's connection state, for the status line.
     pub link: watch::Receiver<LinkState>,
-    /// Every device poller; `len()` counts those still running. Closed: no poller is added later.
-    pub pollers: TaskTracker,
+    /// Every device poller: how many run, out of how many the current buses started (a reload
+    /// changes both).
+    pub pollers: Pollers,
     /// The uplink task; finished before shutdown only if it panicked.
     pub uplink: AbortHandle,
 }
@@ -40,7 +41,6 @@ pub async fn supervise(pipeline: Pipeline, cancel: CancellationToken) {
     let plan = WatchdogPlan::new(sd_notify::watchdog_enabled());
     let mut supervisor = Supervisor {
         progress: pipeline.queue.progress(),
-        pollers_started: pipeline.pollers.len(),
         pipeline,
         notifier,
         plan,
@@ -53,8 +53,6 @@ struct Supervisor {
     pipeline: Pipeline,
     /// Queue depth for the status line.
     progress: watch::Receiver<QueueProgress>,
-    /// Pollers running when the supervisor started (all of them: `app` starts it after them).
-    pollers_started: usize,
     notifier: Notifier,
     plan: WatchdogPlan,
     /// Whether the last round found a stall; transitions are logged once.
@@ -99,8 +97,8 @@ impl Supervisor {
             probe,
             link: *self.pipeline.link.borrow(),
             depth: self.progress.borrow().depth,
-            pollers_running: self.pipeline.pollers.len(),
-            pollers_started: self.pollers_started,
+            pollers_running: self.pipeline.pollers.running(),
+            pollers_started: self.pipeline.pollers.started(),
             uplink_running: !self.pipeline.uplink.is_finished(),
         };
         let line = snapshot.status_line();

@@ -179,18 +179,40 @@ impl Drop for Mosquitto {
 pub struct Gateway {
     config: PathBuf,
     log: PathBuf,
+    /// Extra environment variables (e.g. `NOTIFY_SOCKET`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Gateway {
     pub fn start(config: &Path) -> Gateway {
+        Gateway::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut gateway = Gateway {
             config: config.to_path_buf(),
             log: config.with_extension("log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         gateway.launch();
         gateway
+    }
+
+    /// SIGHUP: reload the configuration file.
+    pub fn hangup(&self) {
+        signal(self.child.as_ref().expect("gateway is running"), "-HUP");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     fn launch(&mut self) {
@@ -204,6 +226,7 @@ impl Gateway {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "fieldrelay=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,139 @@
+//! The optional `metrics:` section: where the Prometheus endpoint listens (issue 7).
+//!
+//! ```yaml
+//! metrics:
+//!   listen: 127.0.0.1:9898
+//! ```
+//!
+//! Absent section: no endpoint, no listening socket. The address is an IP literal and a port,
+//! not a host name: what a name resolves to can change between start and reload, and an
+//! endpoint without authentication should listen exactly where the file says.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::error::Issue;
+use super::raw::Decoded;
+use super::MetricsConfig;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+/// `Some(None)`: no section. `None`: the section is invalid (issues pushed).
+pub(crate) fn validate_metrics(
+    metrics: Option<&Decoded<RawMetrics>>,
+    issues: &mut Vec<Issue>,
+) -> Option<Option<MetricsConfig>> {
+    let Some(Decoded { value, keys }) = metrics else {
+        return Some(None);
+    };
+    let path = keys.path_of("listen");
+    let Some(listen) = &value.listen else {
+        if !keys.rejected.contains("listen") {
+            let issue = if keys.present.contains("listen") {
+                Issue::key(path, "a value is required")
+            } else {
+                Issue::missing(path, "missing required key")
+            };
+            issues.push(issue);
+        }
+        return None;
+    };
+    match parse_listen(listen) {
+        Ok(listen) => Some(Some(MetricsConfig { listen })),
+        Err(message) => {
+            issues.push(Issue::value(path, message));
+            None
+        }
+    }
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text.parse().map_err(|_| {
+        format!(
+            "invalid address {text:?}: expected an ip address and a port, such as \
+             127.0.0.1:9898, 0.0.0.0:9898 or [::1]:9898"
+        )
+    })?;
+    if address.port() == 0 {
+        return Err("the port must be between 1 and 65535, got 0".to_owned());
+    }
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    const BASE: &str = "\
+gateway: {id: gw, data_dir: /d}
+uplink: {url: 'mqtt://b'}
+buses: [{name: plc1, type: tcp, host: h}]
+devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type: bool}]}]
+";
+
+    fn errors(extra: &str) -> Vec<String> {
+        match load_str(&format!("{BASE}{extra}"), "c.yaml") {
+            Ok(config) => panic!("expected errors, got {:?}", config.metrics),
+            Err(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_section_is_optional() {
+        let config = load_str(BASE, "c.yaml").unwrap();
+        assert_eq!(config.metrics, None);
+    }
+
+    #[test]
+    fn listen_takes_ipv4_and_ipv6_addresses() {
+        let config = load_str(
+            &format!("{BASE}metrics: {{listen: 127.0.0.1:9898}}\n"),
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9898")
+        );
+        let config = load_str(
+            &format!("{BASE}metrics: {{listen: '[::]:9898'}}\n"),
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("[::]:9898")
+        );
+    }
+
+    #[test]
+    fn bad_sections_are_located() {
+        assert_eq!(
+            errors("metrics: {listen: 'localhost:9898'}\n"),
+            [
+                r#"c.yaml:5:19: metrics.listen: invalid address "localhost:9898": expected an ip address and a port, such as 127.0.0.1:9898, 0.0.0.0:9898 or [::1]:9898"#
+            ]
+        );
+        assert_eq!(
+            errors("metrics: {listen: '127.0.0.1:0'}\n"),
+            ["c.yaml:5:19: metrics.listen: the port must be between 1 and 65535, got 0"]
+        );
+        assert_eq!(
+            errors("metrics: {}\n"),
+            ["c.yaml:5:10: metrics.listen: missing required key"]
+        );
+        assert_eq!(
+            errors("metrics: {lissen: 127.0.0.1:1}\n"),
+            [r#"c.yaml:5:11: metrics.lissen: unknown key "lissen" (did you mean "listen"?)"#]
+        );
+        assert_eq!(
+            errors("metrics: 9898\n"),
+            ["c.yaml:5:10: metrics: expected the metrics section (a mapping of keys to values), got a number"]
+        );
+    }
+}

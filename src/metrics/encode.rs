@@ -1,0 +1,67 @@
+//! Small helpers over `prometheus-client`'s encoder for collectors that read values at scrape
+//! time (the counters live in the parts that own them, as plain atomics).
+
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, MetricEncoder,
+    NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+
+use crate::modbus::DurationSnapshot;
+
+type Result = std::result::Result<(), std::fmt::Error>;
+
+/// One unlabelled gauge.
+pub(crate) fn gauge<V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    metric.encode_gauge(&value)
+}
+
+/// The value of a counter (the encoder appends `_total` to its name).
+pub(crate) fn counter<V: EncodeCounterValue>(metric: &mut MetricEncoder, value: V) -> Result {
+    metric.encode_counter::<NoLabelSet, V, u64>(&value, None)
+}
+
+/// A metric with one sample per label set: `rows` gives the labels and `write` encodes the
+/// value of each.
+pub(crate) fn family<L, T>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: &[(L, T)],
+    mut write: impl FnMut(&mut MetricEncoder, &T) -> Result,
+) -> Result
+where
+    L: EncodeLabelSet,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        let mut sample = metric.encode_family(labels)?;
+        write(&mut sample, value)?;
+    }
+    Ok(())
+}
+
+/// A histogram from cumulative buckets (the encoder wants per-bucket counts).
+pub(crate) fn histogram(metric: &mut MetricEncoder, snapshot: &DurationSnapshot) -> Result {
+    let mut below = 0;
+    let buckets: Vec<(f64, u64)> = snapshot
+        .buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let own = cumulative.saturating_sub(below);
+            below = cumulative;
+            (bound, own)
+        })
+        .collect();
+    metric.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &buckets, None)
+}

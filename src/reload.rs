@@ -1,0 +1,357 @@
+//! Configuration reload on SIGHUP (`systemctl reload fieldrelay`): change the device map
+//! without restarting the process and without touching the queue.
+//!
+//! # Contract
+//! 1. The file is read again with the same loader as at start ([`crate::config::load`]). If it
+//!    is invalid, every problem is logged at error level as `FILE:LINE:COLUMN: KEY.PATH: message`
+//!    and the gateway keeps running on the configuration it had: nothing is half applied.
+//! 2. Only `buses` and `devices` (with their points) are reloadable. If anything else differs
+//!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
+//!    the `metrics` section, and any section added later until it is taught otherwise — the
+//!    reload is refused **as a whole** with a warning naming those keys ("needs a restart"),
+//!    and nothing changes. Refusing the whole file rather than applying the reloadable part
+//!    keeps one rule: what runs is exactly one version of the file. (Applying half would leave
+//!    the process running a mix that no file on disk describes.)
+//! 3. A valid, reloadable file replaces exactly the buses whose bus settings or devices
+//!    changed ([`crate::fleet::Fleet::apply`]): the old owners are stopped (all cancelled, then
+//!    each waited for, within [`STOP_DEADLINE`]) before the new ones start; unchanged buses keep
+//!    running. The queue, its unsent rows and the uplink connection are untouched.
+//! 4. systemd is told `RELOADING=1` (with `MONOTONIC_USEC`, as `Type=notify-reload` requires)
+//!    when the reload starts and `READY=1` when it is over, whatever the outcome.
+//!
+//! Signals arriving during a reload are merged into one more reload afterwards (tokio's signal
+//! stream coalesces them), which then reads the newest file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::fleet::{units, BusChanges, Fleet};
+use crate::modbus::SampleSink;
+use crate::sample::now_ms;
+use crate::service::notifier::Notifier;
+
+/// How long the replaced bus owners get to stop. An owner returns at its next wait point, so
+/// this only matters for one stuck in a system call (a serial port that does not close).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new buses and devices run.
+    Applied,
+    /// The file describes what already runs.
+    Unchanged,
+    /// The file is invalid; the previous configuration keeps running.
+    Invalid,
+    /// A key that only a restart applies changed; the previous configuration keeps running.
+    NeedsRestart,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Applied,
+        Outcome::Unchanged,
+        Outcome::Invalid,
+        Outcome::NeedsRestart,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Invalid => "invalid",
+            Outcome::NeedsRestart => "needs_restart",
+        }
+    }
+
+    fn successful(self) -> bool {
+        matches!(self, Outcome::Applied | Outcome::Unchanged)
+    }
+}
+
+/// What a new file asks for compared with the running configuration (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Unchanged,
+    /// Only buses and devices differ.
+    Apply(BusChanges),
+    /// These keys differ and need a restart.
+    NeedsRestart(Vec<String>),
+}
+
+/// Decides what reloading from `running` to `new` means.
+pub fn plan(running: &Config, new: &Config) -> Plan {
+    let mut keys = Vec::new();
+    if running.gateway.id != new.gateway.id {
+        keys.push("gateway.id".to_owned());
+    }
+    if running.gateway.data_dir != new.gateway.data_dir {
+        keys.push("gateway.data_dir".to_owned());
+    }
+    if running.uplink != new.uplink {
+        keys.push("uplink".to_owned());
+    }
+    if running.metrics != new.metrics {
+        keys.push("metrics".to_owned());
+    }
+    // Everything but the reloadable parts, compared whole: a section added to `Config` later
+    // needs a restart until this function learns to reload it.
+    let same_rest = Config {
+        buses: new.buses.clone(),
+        devices: new.devices.clone(),
+        ..running.clone()
+    } == *new;
+    if keys.is_empty() && !same_rest {
+        keys.push("a section other than buses and devices".to_owned());
+    }
+    if !keys.is_empty() {
+        return Plan::NeedsRestart(keys);
+    }
+    let changes = BusChanges::between(&units(running), &units(new));
+    if changes.is_empty() {
+        Plan::Unchanged
+    } else {
+        Plan::Apply(changes)
+    }
+}
+
+/// Reload results for the metrics endpoint.
+#[derive(Debug)]
+pub struct ReloadStats {
+    /// Per [`Outcome::ALL`] entry.
+    counts: [AtomicU64; 4],
+    last_successful: AtomicBool,
+    /// When the running configuration was loaded (ms since the epoch).
+    loaded_ms: AtomicI64,
+}
+
+/// A copy of [`ReloadStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSnapshot {
+    pub counts: [u64; 4],
+    pub last_successful: bool,
+    pub loaded_ms: i64,
+}
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        ReloadStats {
+            counts: Default::default(),
+            last_successful: AtomicBool::new(true),
+            loaded_ms: AtomicI64::new(now_ms()),
+        }
+    }
+}
+
+impl ReloadStats {
+    pub fn record(&self, outcome: Outcome) {
+        if let Some(index) = Outcome::ALL.iter().position(|o| *o == outcome) {
+            self.counts[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_successful
+            .store(outcome.successful(), Ordering::Relaxed);
+        if outcome == Outcome::Applied {
+            self.loaded_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> ReloadSnapshot {
+        ReloadSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            last_successful: self.last_successful.load(Ordering::Relaxed),
+            loaded_ms: self.loaded_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// SIGHUP, installed early: until it is, SIGHUP's default action would end the process.
+pub struct Hangups(Signal);
+
+impl Hangups {
+    pub fn install() -> std::io::Result<Hangups> {
+        signal(SignalKind::hangup()).map(Hangups)
+    }
+}
+
+/// The reload task: serves SIGHUP until `cancel` fires.
+pub struct Reloader<S> {
+    pub path: PathBuf,
+    /// The configuration that runs now.
+    pub running: Config,
+    pub fleet: Fleet<S>,
+    pub stats: Arc<ReloadStats>,
+}
+
+impl<S: SampleSink + Clone> Reloader<S> {
+    pub async fn run(mut self, mut hangups: Hangups, cancel: CancellationToken) {
+        let mut notifier = Notifier::from_env();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                received = hangups.0.recv() => if received.is_none() { return },
+            }
+            let mut reloading = vec![NotifyState::Reloading];
+            reloading.extend(NotifyState::monotonic_usec_now().ok());
+            notifier.send(&reloading);
+            let outcome = self.reload(&cancel).await;
+            self.stats.record(outcome);
+            let status = match outcome {
+                Outcome::Applied => "configuration reloaded",
+                Outcome::Unchanged => "reload: configuration unchanged",
+                Outcome::Invalid => "reload refused: invalid file (see the journal)",
+                Outcome::NeedsRestart => "reload refused: changes need a restart",
+            };
+            notifier.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        }
+    }
+
+    /// One reload (see the module's contract).
+    pub async fn reload(&mut self, cancel: &CancellationToken) -> Outcome {
+        let path = self.path.clone();
+        info!(file = %path.display(), "SIGHUP: reloading the configuration");
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
+        let new = match loaded {
+            Ok(Ok(new)) => new,
+            Ok(Err(errors)) => {
+                for problem in &errors.errors {
+                    error!("{problem}");
+                }
+                error!(
+                    problems = errors.errors.len(),
+                    "reload refused: the configuration file is invalid; still running on the previous configuration"
+                );
+                return Outcome::Invalid;
+            }
+            Err(join_error) => {
+                error!(error = %join_error, "reload refused: the configuration could not be read; still running on the previous configuration");
+                return Outcome::Invalid;
+            }
+        };
+        match plan(&self.running, &new) {
+            Plan::Unchanged => {
+                info!("reload: buses and devices are unchanged");
+                Outcome::Unchanged
+            }
+            Plan::NeedsRestart(keys) => {
+                warn!(
+                    changed = %keys.join(", "),
+                    "reload refused: these changes need a restart (systemctl restart fieldrelay); still running on the previous configuration"
+                );
+                Outcome::NeedsRestart
+            }
+            Plan::Apply(changes) => {
+                self.fleet.apply(&new, &changes, STOP_DEADLINE).await;
+                if cancel.is_cancelled() {
+                    // Shutting down: the stopped buses were not restarted; nothing to report.
+                    return Outcome::Applied;
+                }
+                info!(
+                    stopped = changes.stop.len(),
+                    started = changes.start.len(),
+                    kept = changes.kept.len(),
+                    devices = new.devices.len(),
+                    "configuration reloaded"
+                );
+                self.running = new;
+                Outcome::Applied
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const BASE: &str = "\
+gateway: {id: gw, data_dir: /d}
+uplink: {url: 'mqtt://b'}
+buses: [{name: plc1, type: tcp, host: h}]
+devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type: bool}]}]
+";
+
+    fn config(text: &str) -> Config {
+        load_str(text, "c.yaml").unwrap_or_else(|errors| panic!("{errors}"))
+    }
+
+    #[test]
+    fn the_same_file_is_unchanged() {
+        assert_eq!(plan(&config(BASE), &config(BASE)), Plan::Unchanged);
+        // Formatting and comments do not matter, only the resolved values.
+        let reformatted = format!(
+            "# comment\n{}",
+            BASE.replace("{url: 'mqtt://b'}", "{url: 'mqtt://b:1883'}")
+        );
+        assert_eq!(plan(&config(BASE), &config(&reformatted)), Plan::Unchanged);
+    }
+
+    #[test]
+    fn device_and_bus_changes_are_applied() {
+        let more = BASE.replace(
+            "type: bool}]",
+            "type: bool}, {name: q, table: holding, address: 1, type: u16}]",
+        );
+        assert_eq!(
+            plan(&config(BASE), &config(&more)),
+            Plan::Apply(BusChanges {
+                stop: vec!["plc1".into()],
+                start: vec!["plc1".into()],
+                kept: vec![],
+            })
+        );
+        let timeout = BASE.replace("host: h}", "host: h, timeout: 2s}");
+        assert!(matches!(
+            plan(&config(BASE), &config(&timeout)),
+            Plan::Apply(_)
+        ));
+    }
+
+    #[test]
+    fn gateway_uplink_and_metrics_changes_need_a_restart() {
+        let changed = BASE
+            .replace("id: gw", "id: gw2")
+            .replace("data_dir: /d", "data_dir: /e")
+            .replace("mqtt://b", "mqtt://c")
+            + "metrics: {listen: 127.0.0.1:9898}\n";
+        assert_eq!(
+            plan(&config(BASE), &config(&changed)),
+            Plan::NeedsRestart(vec![
+                "gateway.id".into(),
+                "gateway.data_dir".into(),
+                "uplink".into(),
+                "metrics".into(),
+            ])
+        );
+        // Together with a device change: still refused as a whole.
+        let both = BASE
+            .replace("mqtt://b", "mqtt://c")
+            .replace("address: 0", "address: 5");
+        assert_eq!(
+            plan(&config(BASE), &config(&both)),
+            Plan::NeedsRestart(vec!["uplink".into()])
+        );
+    }
+
+    #[test]
+    fn stats_count_outcomes_and_remember_the_last() {
+        let stats = ReloadStats::default();
+        assert!(stats.snapshot().last_successful);
+        stats.record(Outcome::Invalid);
+        assert!(!stats.snapshot().last_successful);
+        stats.record(Outcome::Applied);
+        stats.record(Outcome::Applied);
+        let snapshot = stats.snapshot();
+        assert!(snapshot.last_successful);
+        assert_eq!(snapshot.counts, [2, 0, 1, 0]);
+    }
+}

@@ -1,0 +1,661 @@
+//! Operability against real parts: the `fieldrelay` binary as a child process, a simulated
+//! Modbus TCP device (our simulator, in this process), a real mosquitto and a real SQLite queue.
+//!
+//! - `/metrics` is scraped over TCP while traffic flows and faults are injected (broker down,
+//!   device silent) and the counters and gauges must follow.
+//! - SIGHUP reloads: a new point is published without losing the rows queued during a broker
+//!   outage; an invalid file, or one that changes what needs a restart, is refused and the
+//!   gateway goes on with the configuration it had; systemd hears RELOADING=1 and READY=1.
+//!
+//! Every wait is for an observable state (a scrape showing a value, a row in the queue file, a
+//! message at the subscriber), with a generous deadline: other builds share the two cores.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{free_port, port_accepts, wait_until, Gateway, Mosquitto, Subscriber};
+use fieldrelay::sample::Value;
+use fieldrelay::simulator::{Registers, Simulator};
+use tokio::net::UnixDatagram;
+use tokio_util::sync::CancellationToken;
+
+/// Generous: other test suites compile and run on the same two cores.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn start_simulator() -> (Registers, u16, CancellationToken) {
+    let regs = Registers::default();
+    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+        .await
+        .expect("bind simulator");
+    let port = sim.local_addr().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(sim.run(cancel.clone()));
+    (regs, port, cancel)
+}
+
+/// A gateway config: one tcp bus to the simulator with `devices_yaml` on it, and `extra`
+/// appended (a `metrics:` section).
+fn write_config(
+    path: &Path,
+    data_dir: &Path,
+    broker_port: u16,
+    device_port: u16,
+    devices_yaml: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        "gateway:
+  id: test-gw
+  data_dir: {data}
+uplink:
+  url: mqtt://127.0.0.1:{broker_port}
+  keep_alive: 5s
+  reconnect_initial: 100ms
+  reconnect_max: 500ms
+buses:
+  - name: plc1
+    type: tcp
+    host: 127.0.0.1
+    port: {device_port}
+    timeout: 200ms
+devices:
+{devices_yaml}{extra}",
+        data = data_dir.display(),
+    );
+    std::fs::write(path, text).expect("write config");
+    path.to_path_buf()
+}
+
+const TWO_DEVICES: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: every_poll}
+  - name: chiller
+    bus: plc1
+    unit_id: 2
+    poll_interval: 50ms
+    points:
+      - {name: supply_temp, table: input, address: 0, type: i16, scale: 0.1, publish: every_poll}
+";
+
+/// One HTTP exchange: status code and body.
+fn http(port: u16, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    stream.write_all(request).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (status, body.to_owned())
+}
+
+/// `/metrics` as `sample{labels}` → value.
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let (status, body) = http(port, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("sample line");
+            let value = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+fn device(metric: &str, device: &str) -> String {
+    format!("{metric}{{bus=\"plc1\",device=\"{device}\"}}")
+}
+
+/// Scrapes until `condition` holds; returns that scrape.
+fn scrape_until(
+    port: u16,
+    what: &str,
+    condition: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let mut last = HashMap::new();
+    wait_until(what, DEADLINE, || {
+        last = scrape(port);
+        condition(&last)
+    });
+    last
+}
+
+fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
+    metrics.get(key).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_traffic_and_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path());
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_input(2, 0, &[215]);
+    let metrics_port = free_port();
+    let config = write_config(
+        &dir.path().join("gateway.yaml"),
+        &dir.path().join("data"),
+        broker.port,
+        device_port,
+        TWO_DEVICES,
+        &format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n"),
+    );
+    let mut gateway = Gateway::start(&config);
+    wait_until("the metrics endpoint", DEADLINE, || {
+        port_accepts(metrics_port)
+    });
+
+    // Traffic: requests and committed rows grow; every device answers.
+    let boiler_requests = device("fieldrelay_device_requests_total", "boiler");
+    let first = scrape_until(metrics_port, "polls and commits", |m| {
+        value(m, &boiler_requests) >= 3.0 && value(m, "fieldrelay_queue_last_seq") >= 3.0
+    });
+    let later = scrape_until(metrics_port, "more requests", |m| {
+        value(m, &boiler_requests) > value(&first, &boiler_requests)
+    });
+    assert_eq!(
+        value(&later, &device("fieldrelay_device_online", "boiler")),
+        1.0
+    );
+    assert_eq!(
+        value(&later, &device("fieldrelay_device_online", "chiller")),
+        1.0
+    );
+    let polls = value(
+        &later,
+        &device("fieldrelay_device_poll_duration_seconds_count", "boiler"),
+    );
+    assert!(polls >= 1.0, "{later:?}");
+    let inf =
+        r#"fieldrelay_device_poll_duration_seconds_bucket{bus="plc1",device="boiler",le="+Inf"}"#;
+    assert_eq!(value(&later, inf), polls);
+    assert!(
+        value(
+            &later,
+            &device("fieldrelay_device_last_success_timestamp_seconds", "boiler")
+        ) > 1.6e9
+    );
+    assert!(
+        value(&later, "process_resident_memory_bytes") > 1e6,
+        "{later:?}"
+    );
+    assert!(value(&later, "process_open_fds") >= 3.0);
+    assert_eq!(
+        value(
+            &later,
+            "fieldrelay_queue_dropped_total{reason=\"commit_failed\"}"
+        ),
+        0.0
+    );
+
+    // Broker down: rows stay queued and the depth grows; back up: it drains.
+    broker.stop();
+    scrape_until(metrics_port, "the queue to fill", |m| {
+        value(m, "fieldrelay_queue_depth") >= 20.0
+    });
+    broker.restart();
+    scrape_until(metrics_port, "the queue to drain", |m| {
+        value(m, "fieldrelay_queue_depth") < 20.0
+    });
+
+    // A device stops answering: its timeouts rise and it goes offline; the other stays online.
+    let timeouts = device("fieldrelay_device_timeouts_total", "chiller");
+    // Not necessarily 0: a loaded machine may have delayed a reply past the 200 ms timeout.
+    let before = value(&scrape(metrics_port), &timeouts);
+    regs.set_silent(2, true);
+    let silent = scrape_until(metrics_port, "the chiller to go offline", |m| {
+        value(m, &device("fieldrelay_device_online", "chiller")) == 0.0
+    });
+    assert!(value(&silent, &timeouts) > before, "{silent:?}");
+    assert!(
+        value(
+            &silent,
+            &device("fieldrelay_device_consecutive_failures", "chiller")
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(&silent, &device("fieldrelay_device_online", "boiler")),
+        1.0
+    );
+    regs.set_silent(2, false);
+    scrape_until(metrics_port, "the chiller to answer again", |m| {
+        value(m, &device("fieldrelay_device_online", "chiller")) == 1.0
+    });
+
+    // Other paths, methods and garbage get their answer, and the endpoint keeps serving.
+    assert_eq!(http(metrics_port, b"GET / HTTP/1.1\r\n\r\n").0, 404);
+    assert_eq!(http(metrics_port, b"POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(http(metrics_port, b"\x16\x03\x01\x00\xff\r\n\r\n").0, 400);
+    let (status, body) = http(metrics_port, b"HEAD /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(!scrape(metrics_port).is_empty());
+
+    // The endpoint shuts down with the gateway.
+    let exit = tokio::task::spawn_blocking(move || gateway.terminate(DEADLINE))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(!port_accepts(metrics_port));
+}
+
+const COUNTER: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: on_change}
+";
+
+/// The counter device with a second point, `setpoint`.
+const COUNTER_AND_SETPOINT: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: on_change}
+      - {name: setpoint, table: holding, address: 10, type: u16, qos: 1, publish: on_change}
+";
+
+fn u32_words(v: u32) -> [u16; 2] {
+    [(v >> 16) as u16, v as u16]
+}
+
+/// Integer values of `point` committed in the queue file now (read-only connection).
+fn committed(data_dir: &Path, point: &str) -> Vec<i64> {
+    let Ok(rows) = fieldrelay::queue::read_only_rows(data_dir) else {
+        return Vec::new(); // not created yet
+    };
+    rows.into_iter()
+        .filter(|row| &*row.sample.point == point)
+        .filter_map(|row| match row.sample.value {
+            Value::Int(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets the counter to each value of `values` in turn, waiting until each is committed.
+fn step_counter(regs: &Registers, data_dir: &Path, values: std::ops::RangeInclusive<u32>) {
+    for value in values {
+        regs.set_holding(1, 4, &u32_words(value));
+        wait_until(&format!("counter {value} committed"), DEADLINE, || {
+            committed(data_dir, "counter").contains(&i64::from(value))
+        });
+    }
+}
+
+/// The fake service manager's end of `NOTIFY_SOCKET`: every datagram, as text.
+struct NotifySocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            path,
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until a datagram at index `from` or later in `seen` has the line `line`;
+    /// returns its index.
+    async fn until(&mut self, from: usize, line: &str) -> usize {
+        let wait = async {
+            loop {
+                let found = self
+                    .seen
+                    .iter()
+                    .skip(from)
+                    .position(|d| d.lines().any(|l| l == line));
+                if let Some(i) = found {
+                    return from + i;
+                }
+                let mut buf = vec![0u8; 4096];
+                let n = self.socket.recv(&mut buf).await.expect("recv");
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {line} from the gateway; got {:?}", self.seen))
+    }
+}
+
+/// Done when: "a reload that adds a point publishes it without losing queued rows". The broker
+/// is down while rows queue, the file gains a point, SIGHUP; then the broker comes back and
+/// every counter value (before and after the reload) and the new point arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_point_and_keeps_the_queued_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut broker = Mosquitto::start(dir.path());
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 4, &u32_words(0));
+    regs.set_holding(1, 10, &[777]);
+    let config_path = dir.path().join("gateway.yaml");
+    let metrics_port = free_port();
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n");
+    let broker_port = broker.port;
+    let write = |devices: &str| {
+        write_config(
+            &config_path,
+            &data_dir,
+            broker_port,
+            device_port,
+            devices,
+            &metrics,
+        )
+    };
+    write(COUNTER);
+    let mut notify = NotifySocket::bind(dir.path());
+    let socket = notify.path.display().to_string();
+    let mut sub =
+        Subscriber::connect(broker.port, "ops-reload", &["fieldrelay/test-gw/boiler/#"]).await;
+    let gateway = Gateway::start_with_env(&config_path, &[("NOTIFY_SOCKET", &socket)]);
+    let ready = notify.until(0, "READY=1").await;
+    sub.until("the first counter sample", DEADLINE, |seen| {
+        !seen.is_empty()
+    })
+    .await;
+
+    broker.stop();
+    let data = data_dir.clone();
+    let stepper = regs.clone();
+    tokio::task::spawn_blocking(move || step_counter(&stepper, &data, 1..=5))
+        .await
+        .unwrap();
+
+    write(COUNTER_AND_SETPOINT);
+    gateway.hangup();
+    let reloading = notify.until(ready + 1, "RELOADING=1").await;
+    assert!(
+        notify.seen[reloading].contains("MONOTONIC_USEC="),
+        "{:?}",
+        notify.seen[reloading]
+    );
+    notify.until(reloading + 1, "READY=1").await;
+    let applied = r#"fieldrelay_config_reloads_total{result="applied"}"#;
+    tokio::task::spawn_blocking(move || {
+        scrape_until(metrics_port, "the reload to count as applied", |m| {
+            value(m, applied) == 1.0
+        })
+    })
+    .await
+    .unwrap();
+    let data = data_dir.clone();
+    let stepper = regs.clone();
+    tokio::task::spawn_blocking(move || {
+        step_counter(&stepper, &data, 6..=8);
+        wait_until("the new point committed", DEADLINE, || {
+            committed(&data, "setpoint") == [777]
+        });
+    })
+    .await
+    .unwrap();
+
+    broker.restart();
+    let counter_topic = "fieldrelay/test-gw/boiler/counter";
+    let setpoint_topic = "fieldrelay/test-gw/boiler/setpoint";
+    sub.until("every counter value and the new point", DEADLINE, |seen| {
+        let values: BTreeSet<u64> = seen
+            .iter()
+            .filter(|m| m.topic == counter_topic)
+            .filter_map(|m| m.payload["value"].as_u64())
+            .collect();
+        (0..=8).all(|v| values.contains(&v)) && seen.iter().any(|m| m.topic == setpoint_topic)
+    })
+    .await;
+    assert_eq!(sub.on(setpoint_topic)[0].payload["value"], 777);
+    drop(gateway);
+}
+
+/// Done when: "a broken reload file leaves the gateway running on the old config". Also: a file
+/// that changes what needs a restart is refused as a whole, and a valid one afterwards counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_keeps_the_running_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 4, &u32_words(1));
+    regs.set_holding(1, 10, &[777]);
+    let config_path = dir.path().join("gateway.yaml");
+    let metrics_port = free_port();
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n");
+    let write = |devices: &str| {
+        write_config(
+            &config_path,
+            &data_dir,
+            broker.port,
+            device_port,
+            devices,
+            &metrics,
+        )
+    };
+    write(COUNTER);
+    let counter_topic = "fieldrelay/test-gw/boiler/counter";
+    let mut sub =
+        Subscriber::connect(broker.port, "ops-refused", &["fieldrelay/test-gw/boiler/#"]).await;
+    let mut gateway = Gateway::start(&config_path);
+    sub.until("the first counter sample", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == counter_topic && m.payload["value"] == 1)
+    })
+    .await;
+
+    // Reloads, each waited for through its counter in the metrics.
+    let reload = |gateway: &Gateway, result: &'static str, count: f64| {
+        gateway.hangup();
+        let key = format!("fieldrelay_config_reloads_total{{result=\"{result}\"}}");
+        scrape_until(metrics_port, &format!("{count} {result} reload(s)"), |m| {
+            value(m, &key) == count
+        })
+    };
+
+    // 1. Invalid: a bad type and an unknown bus, both reported with their position.
+    std::fs::write(
+        &config_path,
+        std::fs::read_to_string(&config_path)
+            .unwrap()
+            .replace("type: u32", "type: u33")
+            .replace("bus: plc1", "bus: plc9"),
+    )
+    .unwrap();
+    let scraped = reload(&gateway, "invalid", 1.0);
+    assert_eq!(
+        value(&scraped, "fieldrelay_config_last_reload_successful"),
+        0.0
+    );
+    let log = gateway.log();
+    let file = config_path.display().to_string();
+    for problem in [
+        format!("{file}:17:10: devices[0].bus: unknown bus \"plc9\""),
+        format!("{file}:21:59: devices[0].points[0].type: unknown type \"u33\""),
+        "reload refused: the configuration file is invalid".to_owned(),
+    ] {
+        assert!(log.contains(&problem), "no {problem:?} in the log:\n{log}");
+    }
+    assert!(gateway.is_running());
+    // Still polling and publishing with the old configuration.
+    regs.set_holding(1, 4, &u32_words(2));
+    sub.until(
+        "a counter change after the refused reload",
+        DEADLINE,
+        |seen| {
+            seen.iter()
+                .any(|m| m.topic == counter_topic && m.payload["value"] == 2)
+        },
+    )
+    .await;
+
+    // 2. Needs a restart: a new gateway id together with a new point; neither is applied.
+    write(COUNTER_AND_SETPOINT);
+    std::fs::write(
+        &config_path,
+        std::fs::read_to_string(&config_path)
+            .unwrap()
+            .replace("id: test-gw", "id: other-gw"),
+    )
+    .unwrap();
+    reload(&gateway, "needs_restart", 1.0);
+    let log = gateway.log();
+    assert!(
+        log.contains("reload refused: these changes need a restart") && log.contains("gateway.id"),
+        "{log}"
+    );
+    regs.set_holding(1, 4, &u32_words(3));
+    sub.until("a counter change on the old topic", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == counter_topic && m.payload["value"] == 3)
+    })
+    .await;
+    assert!(
+        committed(&data_dir, "setpoint").is_empty(),
+        "the new point was polled"
+    );
+
+    // 3. Back to the running file: nothing to change, and the last reload counts as good.
+    write(COUNTER);
+    let scraped = reload(&gateway, "unchanged", 1.0);
+    assert_eq!(
+        value(&scraped, "fieldrelay_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            r#"fieldrelay_config_reloads_total{result="applied"}"#
+        ),
+        0.0
+    );
+
+    let exit = tokio::task::spawn_blocking(move || gateway.terminate(DEADLINE))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The probe's device map: every kind of value from the simulator, and a device that does not
+/// answer (unit 9 is silent).
+const PROBED_DEVICES: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    points:
+      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
+      - {name: pressure, table: holding, address: 2, type: u16, scale: 0.01, unit: bar}
+      - {name: counter, table: holding, address: 4, type: u32}
+      - {name: pump_running, table: coil, address: 0, type: bool}
+      - {name: flow, table: input, address: 0, type: i16, scale: 0.1, unit: m³/h}
+      - {name: model, table: holding, address: 20, type: string, length: 3}
+  - name: gone
+    bus: plc1
+    unit_id: 9
+    points:
+      - {name: level, table: input, address: 0, type: u16, unit: mm}
+";
+
+fn probe(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+        .arg("probe")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run fieldrelay probe");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Done when: "`probe` against the simulator prints the expected table".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_prints_what_the_simulator_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regs, device_port, _sim) = start_simulator().await;
+    regs.set_holding(1, 0, &[0x41AC, 0x0000]); // 21.5
+    regs.set_holding(1, 2, &[1234]);
+    regs.set_holding(1, 4, &u32_words(70_000));
+    regs.set_coil(1, 0, &[true]);
+    regs.set_input(1, 0, &[(-5i16) as u16]);
+    regs.set_holding(1, 20, &[0x4142, 0x4344, 0x4500]); // "ABCDE"
+    regs.set_silent(9, true);
+    // No broker: probe does not need one.
+    let config = write_config(
+        &dir.path().join("gateway.yaml"),
+        &dir.path().join("data"),
+        free_port(),
+        device_port,
+        PROBED_DEVICES,
+        "",
+    );
+
+    let config_path = config.clone();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || probe(&config_path, &["--device", "boiler"]))
+            .await
+            .unwrap();
+    assert_eq!(
+        stdout,
+        "\
+DEVICE  POINT         RAW                   VALUE    UNIT  STATUS
+boiler  temperature   0x41AC 0x0000         21.5     °C    ok
+boiler  pressure      0x04D2                12.34    bar   ok
+boiler  counter       0x0001 0x1170         70000          ok
+boiler  pump_running  1                     true           ok
+boiler  flow          0xFFFB                -0.5     m³/h  ok
+boiler  model         0x4142 0x4344 0x4500  \"ABCDE\"        ok
+",
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // Not a terminal: the summary and no progress bar.
+    assert_eq!(stderr, "6 points: 6 ok, 0 failed, 0 skipped\n");
+
+    // Every device: the silent one shows its timeout, and the exit status says so.
+    let config_path = config.clone();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || probe(&config_path, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let gone: Vec<&str> = stdout.lines().filter(|l| l.starts_with("gone ")).collect();
+    assert_eq!(gone.len(), 1, "{stdout}");
+    assert!(
+        gone[0].starts_with("gone    level ")
+            && gone[0].ends_with("  mm    error: timed out after 200ms"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1 + 6 + 1, "{stdout}");
+    assert_eq!(stderr, "7 points: 6 ok, 1 failed, 0 skipped\n");
+
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || probe(&config, &["--device", "boiler2"]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        "error: unknown device \"boiler2\" (the configuration has: boiler, gone)\n"
+    );
+}
