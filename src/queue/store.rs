@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
     Delivery, Entry, Message, MessageKind, QueueError, QueueProgress, StoredRow, StoredSample,
@@ -103,6 +103,8 @@ const SQL_EVICT_OLDEST: &str = "DELETE FROM messages WHERE seq IN \
 const SQL_LAST_SEQ: &str =
     "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)";
 const SQL_DEPTH: &str = "SELECT COUNT(*) FROM messages";
+/// The head of the queue: the rowid b-tree's first cell, a few page reads however long the queue.
+const SQL_OLDEST_TS: &str = "SELECT ts_ms FROM messages ORDER BY seq LIMIT 1";
 
 /// `<data_dir>/queue.db`.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -264,7 +266,8 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Reads `last_seq` (from `sqlite_sequence`), `depth` (`COUNT(*)`) and the bytes in use.
+/// Reads `last_seq` (from `sqlite_sequence`), `depth` (`COUNT(*)`), the bytes in use and the
+/// oldest row's time.
 pub(super) fn load_progress(conn: &Connection) -> Result<QueueProgress, QueueError> {
     let last_seq: i64 = conn.query_row(SQL_LAST_SEQ, [], |r| r.get(0))?;
     let depth: i64 = conn.query_row(SQL_DEPTH, [], |r| r.get(0))?;
@@ -272,7 +275,16 @@ pub(super) fn load_progress(conn: &Connection) -> Result<QueueProgress, QueueErr
         last_seq: u64::try_from(last_seq).unwrap_or(0),
         depth: u64::try_from(depth).unwrap_or(0),
         bytes: used_bytes(conn)?,
+        oldest_ts_ms: oldest_ts(conn)?,
     })
+}
+
+/// `ts_ms` of the row with the lowest `seq`; `None` when the queue is empty.
+pub(super) fn oldest_ts(conn: &Connection) -> Result<Option<i64>, QueueError> {
+    Ok(conn
+        .prepare_cached(SQL_OLDEST_TS)?
+        .query_row([], |r| r.get(0))
+        .optional()?)
 }
 
 /// Takes and releases the write lock without writing anything (no fsync): `BEGIN IMMEDIATE`
