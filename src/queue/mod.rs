@@ -91,6 +91,13 @@
 //!   again with the *same* `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session:
 //!   PUBREL again, no duplicate).
 //!
+//! # Inspection
+//!
+//! [`QueueReader`] is a read-only connection for tools and tests: it never creates, migrates or
+//! writes (no `-wal`/`-shm` either, for a file no writer has open). [`inspect`] builds
+//! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
+//! output), including reading around damaged pages of a quarantined file.
+//!
 //! # Threading model
 //!
 //! ```text
@@ -130,10 +137,13 @@ use crate::config::{OnFull, Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
 pub mod capacity;
+pub mod inspect;
+pub mod record;
 mod store;
+pub mod summary;
 mod writer;
 
-pub use store::{db_path, read_only_rows, QueueReader, DB_FILE};
+pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
 use capacity::{Capacity, DropBurst};
 use writer::{Command, Writer};
