@@ -30,6 +30,7 @@ const COUNTER: &str =
 fn fieldrelay(args: &[&str]) -> (Option<i32>, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
         .args(args)
+        .env_remove("RUST_LOG")
         .output()
         .expect("run fieldrelay");
     (

@@ -77,6 +77,8 @@ impl fmt::Display for Record<'_> {
 mod tests {
     use std::sync::Arc;
 
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::Qos;
     use crate::queue::{Message, MessageKind};
@@ -144,6 +146,90 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["payload"], r#"{"online":false}"#);
+    }
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (i64::MAX as u64 + 1..=u64::MAX).prop_map(Value::UInt),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
+            any::<String>().prop_map(|s| Value::Str(Arc::from(s))),
+        ]
+    }
+
+    fn delivery_strategy() -> impl Strategy<Value = Delivery> {
+        prop_oneof![
+            Just(Delivery::Queued),
+            (1..=u16::MAX).prop_map(|pkid| Delivery::Published { pkid }),
+            (1..=u16::MAX).prop_map(|pkid| Delivery::Received { pkid }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever names, values and payloads a row holds, its line is one line of valid JSON
+        /// that gives them back exactly.
+        #[test]
+        fn every_row_is_one_line_of_json_that_gives_its_fields_back(
+            seq in any::<u64>(),
+            device in any::<String>(),
+            point in any::<String>(),
+            value in value_strategy(),
+            payload in proptest::option::of(any::<String>()),
+            ts_ms in any::<i64>(),
+            delivery in delivery_strategy(),
+            expires_ms in proptest::option::of(any::<i64>()),
+        ) {
+            let entry = match &payload {
+                None => Entry::Sample(Sample {
+                    device: Arc::from(device.as_str()),
+                    point: Arc::from(point.as_str()),
+                    value: value.clone(),
+                    ts_ms,
+                    qos: Qos::AtLeastOnce,
+                    retain: true,
+                }),
+                Some(payload) => Entry::Message(Message {
+                    kind: MessageKind::CommandResult,
+                    device: Arc::from(device.as_str()),
+                    point: Arc::from(point.as_str()),
+                    payload: payload.clone(),
+                    ts_ms,
+                    qos: Qos::ExactlyOnce,
+                    retain: false,
+                }),
+            };
+            let row = StoredRow { seq, entry, delivery, expires_ms };
+            let line = Record { row: &row, topic_prefix: Some("p") }.to_string();
+            prop_assert!(!line.contains('\n'));
+            let parsed: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+            prop_assert_eq!(parsed["seq"].as_u64(), Some(seq));
+            prop_assert_eq!(parsed["device"].as_str(), Some(device.as_str()));
+            if point.is_empty() {
+                prop_assert!(parsed.get("point").is_none());
+            } else {
+                prop_assert_eq!(parsed["point"].as_str(), Some(point.as_str()));
+            }
+            prop_assert_eq!(parsed["ts"].as_i64(), Some(ts_ms));
+            match &payload {
+                None => {
+                    // The value's own JSON text, byte for byte as the uplink publishes it (a
+                    // re-parse through serde_json::Value would round some floats differently).
+                    let value_text = format!(r#","value":{},"#, value.to_json());
+                    prop_assert!(line.contains(&value_text), "{} in {}", value_text, line);
+                }
+                Some(payload) => prop_assert_eq!(parsed["payload"].as_str(), Some(payload.as_str())),
+            }
+            let pkid = match delivery {
+                Delivery::Queued => None,
+                Delivery::Published { pkid } | Delivery::Received { pkid } => Some(u64::from(pkid)),
+            };
+            prop_assert_eq!(parsed["pkid"].as_u64(), pkid);
+            prop_assert_eq!(parsed["expires"].as_i64(), expires_ms);
+        }
     }
 
     #[test]
