@@ -125,6 +125,7 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
         live,
         None,
         tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+        Default::default(),
         cancel.clone(),
     ));
     queue.progress().wait_for(|p| p.depth == 0).await?;

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
+use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector, UplinkCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::{metrics, service, uplink};
@@ -85,6 +85,7 @@ pub async fn run(
     let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
     let pollers = fleet.pollers();
     let (link_state, link) = watch::channel(uplink::LinkState::default());
+    let uplink_stats = Arc::new(uplink::UplinkStats::default());
     let uplink = tokio::spawn(uplink::run(
         config.uplink.clone(),
         dialer,
@@ -92,11 +93,13 @@ pub async fn run(
         live,
         None,
         link_state,
+        uplink_stats.clone(),
         cancel.clone(),
     ));
     let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
-        let metrics = gateway_metrics(&queue, &fleet, &reloads);
+        let uplink = UplinkCollector::new(uplink_stats.clone(), link.clone());
+        let metrics = gateway_metrics(&queue, &fleet, &reloads, uplink);
         tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
     });
     // Last: READY=1 means every task above runs.
@@ -161,9 +164,15 @@ pub async fn run(
 
 /// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of
 /// its own (the uplink's publishes and reconnects, ...) adds its collector here.
-fn gateway_metrics(queue: &Queue, fleet: &Fleet<Queue>, reloads: &Arc<ReloadStats>) -> Metrics {
+fn gateway_metrics(
+    queue: &Queue,
+    fleet: &Fleet<Queue>,
+    reloads: &Arc<ReloadStats>,
+    uplink: UplinkCollector,
+) -> Metrics {
     let mut metrics = Metrics::new();
     metrics.add(QueueCollector::new(queue.clone()));
+    metrics.add(uplink);
     metrics.add(DeviceCollector::new(fleet.handles()));
     metrics.add(ReloadCollector::new(reloads.clone()));
     metrics

@@ -11,7 +11,8 @@
 //!   and key path.
 //! - [`modbus`] plans and performs register reads and decodes them into [`sample::Sample`]s.
 //! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
-//! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
+//! - [`queue`] owns every sample that must not be lost until the broker acknowledged it;
+//!   [`queue::inspect`] reads a queue file read-only for `fieldrelay queue stats|peek|export`.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`app`] wires the tasks together and owns shutdown.
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on

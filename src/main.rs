@@ -1,11 +1,11 @@
-//! The `fieldrelay` command line: `run`, `check`, `probe` and `simulate`.
+//! The `fieldrelay` command line: `run`, `check`, `probe`, `queue` and `simulate`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,7 +26,8 @@ Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); defaul
 Under systemd, logs go to the journal with their levels as priorities.",
     after_help = "Exit status: 0 after a clean shutdown or a valid config; 1 when the gateway \
 failed at run time (systemd restarts it); 78 (EX_CONFIG) for an invalid configuration (systemd does \
-not restart it). probe: 0 when every point answered, 1 when any did not."
+not restart it). probe: 0 when every point answered, 1 when any did not. queue: see \
+`fieldrelay queue stats --help`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +56,10 @@ enum Command {
         #[arg(short, long, value_name = "NAME")]
         device: Vec<String>,
     },
+    /// Look into the durable queue, read-only (safe while the gateway runs): stats, the next
+    /// rows to be sent, or every row as JSON lines (also from a quarantined file).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Serve simulated Modbus devices: a simulator file (TCP, RTU-over-TCP and RTU endpoints with a
     /// register map), or a gateway config's tcp buses with moving values (demo, tests).
     Simulate {
@@ -63,10 +68,71 @@ enum Command {
     },
 }
 
+const QUEUE_EXIT: &str = "Exit status: 0 done; 3 export finished but could not read every \
+row (each unreadable range and bad row is listed on stderr); 65 not a queue file, a newer schema, \
+or damaged (use export --file to recover it); 66 no data directory or queue file, or it cannot be \
+opened; 73 the output file exists; 74 a read or write failed; 78 invalid --config.";
+
+/// Where `fieldrelay queue` reads: exactly one of these.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct QueueSource {
+    /// The gateway's data directory (holds queue.db and any quarantined files).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Take the data directory and the topic prefix from this configuration.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// One queue file: a copy, or a quarantined queue.db.corrupt-*.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Rows per device, point and kind, rows in flight with their packet ids, the oldest and
+    /// newest row with their ages, sizes on disk, quarantined files.
+    #[command(after_help = QUEUE_EXIT)]
+    Stats {
+        #[command(flatten)]
+        source: QueueSource,
+        #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+        format: StatsFormat,
+    },
+    /// The next rows the uplink sends (in-flight ones first), as JSON lines on stdout.
+    #[command(after_help = QUEUE_EXIT)]
+    Peek {
+        #[command(flatten)]
+        source: QueueSource,
+        /// How many rows.
+        #[arg(short = 'n', long = "rows", value_name = "N", default_value_t = 10)]
+        rows: usize,
+    },
+    /// Every row as JSON lines, in seq order; reads around damaged pages of a quarantined file
+    /// and lists what it could not read on stderr. A progress bar on a terminal.
+    #[command(after_help = QUEUE_EXIT)]
+    Export {
+        #[command(flatten)]
+        source: QueueSource,
+        /// Write here (a new file, synced when done) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatsFormat {
+    /// A report for a person.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let config_path = match &cli.command {
+        Command::Queue(command) => return queue(command),
         Command::Run { config }
         | Command::Check { config }
         | Command::Probe { config, .. }
@@ -105,6 +171,8 @@ fn main() -> ExitCode {
                 .await
                 .context("simulator failed")
         }),
+        // Needs no configuration; answered before one is loaded.
+        Command::Queue(command) => return queue(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +211,135 @@ fn probe(config: &fieldrelay::config::Config, devices: &[String]) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fieldrelay queue …`: reports on stdout, problems and summaries on stderr.
+fn queue(command: &QueueCommand) -> ExitCode {
+    use fieldrelay::queue::inspect::{InspectError, Inspector, Target, EXIT_PARTIAL};
+    let source = match command {
+        QueueCommand::Stats { source, .. }
+        | QueueCommand::Peek { source, .. }
+        | QueueCommand::Export { source, .. } => source,
+    };
+    let (target, topic_prefix) = match (&source.data_dir, &source.config, &source.file) {
+        (Some(dir), _, _) => (Target::DataDir(dir.clone()), None),
+        (_, _, Some(file)) => (Target::File(file.clone()), None),
+        (None, Some(path), None) => match fieldrelay::config::load(path) {
+            Ok(config) => (
+                Target::DataDir(config.gateway.data_dir),
+                Some(config.uplink.topic_prefix),
+            ),
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!(
+                    "{}: {} problem(s) found",
+                    path.display(),
+                    errors.errors.len()
+                );
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        // clap requires one of them.
+        (None, None, None) => return ExitCode::from(2),
+    };
+    let failed = |error: InspectError| {
+        if error.is_broken_pipe() {
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("error: {error}");
+        ExitCode::from(error.exit_code())
+    };
+    let inspector = match Inspector::open(&target) {
+        Ok(inspector) => inspector,
+        Err(error) => return failed(error),
+    };
+    let prefix = topic_prefix.as_deref();
+    let stdout = std::io::stdout();
+    match command {
+        QueueCommand::Stats { format, .. } => {
+            let summary = match inspector.summary() {
+                Ok(summary) => summary,
+                Err(error) => return failed(error),
+            };
+            let now = fieldrelay::sample::now_ms();
+            let text = match format {
+                StatsFormat::Text => summary.text(now),
+                StatsFormat::Json => format!("{:#}\n", summary.json(now)),
+            };
+            let mut out = stdout.lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the report: {e}");
+                    ExitCode::from(fieldrelay::queue::inspect::EX_IOERR)
+                }
+            }
+        }
+        QueueCommand::Peek { rows, .. } => {
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match inspector.peek(*rows, prefix, &mut out) {
+                Ok(outcome) => {
+                    for bad in &outcome.undecodable {
+                        eprintln!("row {} cannot be decoded: {}", bad.seq, bad.reason);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failed(error),
+            }
+        }
+        QueueCommand::Export { output, .. } => {
+            let display = match output {
+                // Lines scrolling past on the same terminal are progress enough.
+                None if stdout.is_terminal() => fieldrelay::progress::Display::Hidden,
+                _ => fieldrelay::progress::Display::detect(),
+            };
+            let file = match output {
+                Some(path) => match std::fs::File::create_new(path) {
+                    Ok(file) => Some((path, file)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return failed(InspectError::OutputExists(path.clone()))
+                    }
+                    Err(source) => {
+                        return failed(InspectError::Write {
+                            what: path.display().to_string(),
+                            source,
+                        })
+                    }
+                },
+                None => None,
+            };
+            let result = match &file {
+                Some((_, file)) => {
+                    let mut out = std::io::BufWriter::new(file);
+                    inspector.export(prefix, &mut out, display)
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(stdout.lock());
+                    inspector.export(prefix, &mut out, display)
+                }
+            };
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(error) => return failed(error),
+            };
+            // An export is often the only copy of a backlog: on disk before we say done.
+            if let Some((path, file)) = &file {
+                if let Err(source) = file.sync_all() {
+                    return failed(InspectError::Write {
+                        what: path.display().to_string(),
+                        source,
+                    });
+                }
+            }
+            eprint!("{}", outcome.report());
+            if outcome.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            }
         }
     }
 }

@@ -202,15 +202,63 @@ async fn metrics_follow_traffic_and_faults() {
         0.0
     );
 
-    // Broker down: rows stay queued and the depth grows; back up: it drains.
-    broker.stop();
-    scrape_until(metrics_port, "the queue to fill", |m| {
-        value(m, "fieldrelay_queue_depth") >= 20.0
+    // Uplink: publishes and acknowledgements rise with traffic, on one connection.
+    let flowing = scrape_until(metrics_port, "publishes and acks", |m| {
+        value(m, "fieldrelay_uplink_acked_total") >= 3.0
+            && value(m, "fieldrelay_uplink_connected") == 1.0
     });
+    let moved = scrape_until(metrics_port, "more publishes and acks", |m| {
+        value(m, "fieldrelay_uplink_published_total")
+            > value(&flowing, "fieldrelay_uplink_published_total")
+            && value(m, "fieldrelay_uplink_acked_total")
+                > value(&flowing, "fieldrelay_uplink_acked_total")
+    });
+    assert_eq!(value(&moved, "fieldrelay_uplink_connects_total"), 1.0);
+    assert_eq!(value(&moved, "fieldrelay_uplink_disconnects_total"), 0.0);
+    assert!(
+        value(&moved, "fieldrelay_queue_committed_total")
+            >= value(&moved, "fieldrelay_uplink_acked_total"),
+        "{moved:?}"
+    );
+    assert!(value(&moved, "fieldrelay_queue_bytes") > 0.0);
+    assert!(
+        value(&moved, "fieldrelay_queue_capacity_bytes") > value(&moved, "fieldrelay_queue_bytes")
+    );
+    assert!(value(&moved, "fieldrelay_uplink_inflight") <= 100.0);
+
+    // Broker down: rows stay queued, the depth and the oldest row's age grow, the link is down
+    // and nothing is acknowledged; back up: a reconnect, and it drains.
+    broker.stop();
+    let down = scrape_until(metrics_port, "the queue to fill", |m| {
+        value(m, "fieldrelay_queue_depth") >= 20.0 && value(m, "fieldrelay_uplink_connected") == 0.0
+    });
+    assert_eq!(value(&down, "fieldrelay_uplink_disconnects_total"), 1.0);
+    let acked_while_down = value(&down, "fieldrelay_uplink_acked_total");
+    let aged = scrape_until(metrics_port, "the oldest row to age", |m| {
+        value(m, "fieldrelay_queue_oldest_age_seconds")
+            > value(&down, "fieldrelay_queue_oldest_age_seconds") + 0.5
+            && value(m, "fieldrelay_queue_depth") > value(&down, "fieldrelay_queue_depth")
+            && value(m, "fieldrelay_uplink_connect_failures_total") >= 1.0
+    });
+    assert_eq!(
+        value(&aged, "fieldrelay_uplink_acked_total"),
+        acked_while_down
+    );
+    assert_eq!(value(&aged, "fieldrelay_uplink_inflight"), 0.0);
     broker.restart();
-    scrape_until(metrics_port, "the queue to drain", |m| {
+    let back = scrape_until(metrics_port, "the queue to drain", |m| {
         value(m, "fieldrelay_queue_depth") < 20.0
     });
+    assert_eq!(value(&back, "fieldrelay_uplink_connects_total"), 2.0);
+    // Rows leave the queue only by acknowledgement here (no max_size or max_age in play).
+    let acked_since = value(&back, "fieldrelay_uplink_acked_total") - acked_while_down;
+    let drained = value(&aged, "fieldrelay_queue_depth") - value(&back, "fieldrelay_queue_depth");
+    assert!(acked_since >= drained && drained > 0.0, "{aged:?} {back:?}");
+    assert!(
+        value(&back, "fieldrelay_queue_oldest_age_seconds")
+            < value(&aged, "fieldrelay_queue_oldest_age_seconds"),
+        "{back:?}"
+    );
 
     // A device stops answering: its timeouts rise and it goes offline; the other stays online.
     let timeouts = device("fieldrelay_device_timeouts_total", "chiller");

@@ -663,6 +663,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
                 tx,
             }),
             tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+            Default::default(),
             cancel.clone(),
         ));
         (cancel, task)

@@ -29,6 +29,7 @@ pub mod http;
 pub mod process;
 pub mod queue;
 pub mod reload;
+pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub use devices::DeviceCollector;
 pub use process::ProcessCollector;
 pub use queue::QueueCollector;
 pub use reload::ReloadCollector;
+pub use uplink::UplinkCollector;
 
 /// First retry after a failed bind; doubles with jitter.
 pub const BIND_RETRY_INITIAL: Duration = Duration::from_secs(1);

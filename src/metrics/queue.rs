@@ -1,7 +1,10 @@
 //! Queue metrics, from what the queue already publishes: the progress watch
-//! ([`Queue::progress`], updated after every commit) and the drop counters ([`Queue::stats`]).
+//! ([`Queue::progress`], updated after every commit) and the counters ([`Queue::stats`]).
 //! Reading them takes no lock the writer thread uses and never waits on it, so a scrape cannot
 //! slow down a commit, and a wedged writer still gets scraped (its depth simply stops moving).
+//!
+//! Per-point depth is not here: it needs a scan of the table, which `fieldrelay queue stats`
+//! does on demand instead of at every scrape.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -9,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::encode::{counter, family, gauge};
 use crate::queue::Queue;
+use crate::sample::now_ms;
 
 #[derive(Debug)]
 pub struct QueueCollector {
@@ -36,20 +40,115 @@ impl Collector for QueueCollector {
             "Seq of the newest committed row; grows by one per committed sample, never reused",
             progress.last_seq,
         )?;
+        gauge(
+            &mut encoder,
+            "fieldrelay_queue_bytes",
+            "Bytes of queue.db pages holding rows (what store.max_size bounds, with the WAL budget)",
+            progress.bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "fieldrelay_queue_capacity_bytes",
+            "Bytes the rows may use before store.on_full applies (store.max_size less the WAL budget)",
+            self.queue.capacity_bytes(),
+        )?;
+        // A clock step backwards must not make an age negative.
+        let age_ms = progress
+            .oldest_ts_ms
+            .map_or(0, |ts| now_ms().saturating_sub(ts).max(0));
+        gauge(
+            &mut encoder,
+            "fieldrelay_queue_oldest_age_seconds",
+            "Age of the oldest row the broker has not acknowledged (by its sample time); 0 when \
+             the queue is empty",
+            age_ms as f64 / 1000.0,
+        )?;
         let stats = self.queue.stats();
+        let mut committed = encoder.encode_descriptor(
+            "fieldrelay_queue_committed",
+            "Rows (QoS 1/2 samples and messages) committed to the queue since start",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut committed, stats.committed)?;
         let drops = [
             ([("reason", "live_channel_full")], stats.live_dropped),
             ([("reason", "commit_failed")], stats.commit_dropped),
+            ([("reason", "queue_full")], stats.capacity_dropped),
+            ([("reason", "expired")], stats.expired),
         ];
         family(
             &mut encoder,
             "fieldrelay_queue_dropped",
             "Samples given up on since start: QoS 0 samples the live channel could not take \
-             (live_channel_full), QoS 1/2 samples whose transaction failed, never committed \
-             (commit_failed)",
+             (live_channel_full); QoS 1/2 samples whose transaction failed, never committed \
+             (commit_failed); rows evicted or refused at store.max_size (queue_full); never-sent \
+             rows past their point's max_age (expired)",
             MetricType::Counter,
             &drops,
             |m, value| counter(m, *value),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Qos;
+    use crate::metrics::Metrics;
+    use crate::queue::QueueOptions;
+    use crate::sample::{Sample, Value};
+
+    fn value(text: &str, sample: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn scrape_shows_size_age_commits_and_every_drop_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let mut metrics = Metrics::new();
+        metrics.add(QueueCollector::new(queue.clone()));
+        let text = metrics.render().unwrap();
+        assert_eq!(value(&text, "fieldrelay_queue_oldest_age_seconds"), 0.0);
+        assert_eq!(value(&text, "fieldrelay_queue_committed_total"), 0.0);
+
+        let ten_minutes_ago = now_ms() - 600_000;
+        for i in 0..2 {
+            let sample = Sample {
+                device: Arc::from("d"),
+                point: Arc::from("p"),
+                value: Value::Int(i),
+                ts_ms: ten_minutes_ago + i,
+                qos: Qos::AtLeastOnce,
+                retain: false,
+            };
+            queue.push(sample).await.unwrap();
+        }
+        queue.progress().wait_for(|p| p.depth == 2).await.unwrap();
+        let text = metrics.render().unwrap();
+        assert_eq!(value(&text, "fieldrelay_queue_committed_total"), 2.0);
+        let age = value(&text, "fieldrelay_queue_oldest_age_seconds");
+        assert!((600.0..3600.0).contains(&age), "{age}");
+        assert!(value(&text, "fieldrelay_queue_bytes") >= 4096.0);
+        assert_eq!(
+            value(&text, "fieldrelay_queue_capacity_bytes"),
+            queue.capacity_bytes() as f64
+        );
+        for reason in [
+            "live_channel_full",
+            "commit_failed",
+            "queue_full",
+            "expired",
+        ] {
+            let sample = format!("fieldrelay_queue_dropped_total{{reason=\"{reason}\"}}");
+            assert_eq!(value(&text, &sample), 0.0, "{reason}");
+        }
+        writer.close().await.unwrap();
     }
 }

@@ -91,6 +91,13 @@
 //!   again with the *same* `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session:
 //!   PUBREL again, no duplicate).
 //!
+//! # Inspection
+//!
+//! [`QueueReader`] is a read-only connection for tools and tests: it never creates, migrates or
+//! writes (no `-wal`/`-shm` either, for a file no writer has open). [`inspect`] builds
+//! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
+//! output), including reading around damaged pages of a quarantined file.
+//!
 //! # Threading model
 //!
 //! ```text
@@ -130,10 +137,13 @@ use crate::config::{OnFull, Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
 pub mod capacity;
+pub mod inspect;
+pub mod record;
 mod store;
+pub mod summary;
 mod writer;
 
-pub use store::{db_path, read_only_rows, QueueReader, DB_FILE};
+pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
 use capacity::{Capacity, DropBurst};
 use writer::{Command, Writer};
@@ -234,12 +244,18 @@ pub struct QueueProgress {
     pub depth: u64,
     /// Bytes of `queue.db` in use (what `store.max_size` bounds, besides the WAL budget).
     pub bytes: u64,
+    /// `ts_ms` of the oldest row (lowest `seq`) not yet acknowledged; `None` when the queue is
+    /// empty. Its age is the delay a backlog adds: what an operator alerts on.
+    pub oldest_ts_ms: Option<i64>,
 }
 
-/// Samples the queue gave up on since it was opened (for metrics and status lines). A committed
-/// sample is only ever counted in `capacity_dropped` or `expired`, by the configured policies.
+/// Counters since the queue was opened (for metrics and status lines): rows committed, and
+/// samples the queue gave up on. A committed sample is only ever counted in `capacity_dropped` or
+/// `expired`, by the configured policies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
+    /// Rows (samples and messages) committed: the ingest rate is its derivative.
+    pub committed: u64,
     /// QoS 0 samples dropped because the live channel was full or had no receiver.
     pub live_dropped: u64,
     /// QoS 1/2 samples dropped because the transaction holding them failed (disk full, I/O
@@ -256,6 +272,7 @@ pub struct QueueStats {
 /// hot paths from many tasks and only read for reporting.
 #[derive(Debug, Default)]
 struct Counters {
+    committed: AtomicU64,
     live_dropped: AtomicU64,
     commit_dropped: AtomicU64,
     capacity_dropped: AtomicU64,
@@ -358,6 +375,8 @@ pub struct Queue {
     live_tx: mpsc::Sender<Sample>,
     progress_rx: watch::Receiver<QueueProgress>,
     counters: Arc<Counters>,
+    /// Bytes the rows may use before `on_full` applies (`max_size` less the WAL budget).
+    capacity_bytes: u64,
 }
 
 /// Receiving end of the QoS 0 live channel; owned by the uplink.
@@ -461,6 +480,9 @@ impl Queue {
         let (live_tx, live_rx) = mpsc::channel(options.live_capacity.max(1));
         let (progress_tx, progress_rx) = watch::channel(progress);
         let counters = Arc::new(Counters::default());
+        let capacity_bytes = options
+            .max_size
+            .saturating_sub(store::wal_budget(options.max_size));
 
         let writer = Writer {
             conn,
@@ -471,9 +493,7 @@ impl Queue {
             max_batch,
             max_commands: capacity,
             capacity: Capacity {
-                budget: options
-                    .max_size
-                    .saturating_sub(store::wal_budget(options.max_size)),
+                budget: capacity_bytes,
                 on_full: options.on_full,
                 page_size: u64::try_from(page_size).unwrap_or(4096),
             },
@@ -501,6 +521,7 @@ impl Queue {
                 live_tx,
                 progress_rx,
                 counters,
+                capacity_bytes,
             },
             LiveReceiver { rx: live_rx },
             QueueWriter { cmd_tx, thread },
@@ -653,14 +674,22 @@ impl Queue {
         self.progress_rx.clone()
     }
 
-    /// Drop counters since open.
+    /// Commit and drop counters since open.
     pub fn stats(&self) -> QueueStats {
         QueueStats {
+            committed: self.counters.committed.load(Ordering::Relaxed),
             live_dropped: self.counters.live_dropped.load(Ordering::Relaxed),
             commit_dropped: self.counters.commit_dropped.load(Ordering::Relaxed),
             capacity_dropped: self.counters.capacity_dropped.load(Ordering::Relaxed),
             expired: self.counters.expired.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes of `queue.db` pages the rows may use before `store.on_full` applies
+    /// (`store.max_size` less the write-ahead log's budget); compare with
+    /// [`QueueProgress::bytes`].
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
     }
 
     /// Whether the writer stopped (closed or died); every call then returns [`QueueError::Closed`].

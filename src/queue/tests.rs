@@ -92,6 +92,44 @@ async fn push_fetch_ack_reopen() {
     w.close().await.unwrap();
 }
 
+/// The head's time follows acks (and the reopen), the committed counter counts inserts only.
+#[tokio::test]
+async fn progress_tracks_the_oldest_row_and_stats_count_commits() {
+    let dir = TempDir::new().unwrap();
+    let at = |i: i64| Sample {
+        ts_ms: 1_700_000_000_000 + i,
+        ..int(i)
+    };
+    {
+        let (q, _live, w) = open(&dir);
+        assert_eq!(q.progress().borrow().oldest_ts_ms, None);
+        for i in 1..=3 {
+            q.push(at(i)).await.unwrap();
+        }
+        wait_last_seq(&q, 3).await;
+        assert_eq!(q.progress().borrow().oldest_ts_ms, Some(1_700_000_000_001));
+        assert_eq!(q.stats().committed, 3);
+        q.ack(1).await.unwrap();
+        q.fetch(0, 0).await.unwrap(); // barrier: the ack is committed
+        assert_eq!(q.progress().borrow().oldest_ts_ms, Some(1_700_000_000_002));
+        // An ack in the middle leaves the head alone; an ack of an unknown seq changes nothing.
+        q.ack(3).await.unwrap();
+        q.ack(99).await.unwrap();
+        q.fetch(0, 0).await.unwrap();
+        assert_eq!(q.progress().borrow().oldest_ts_ms, Some(1_700_000_000_002));
+        assert_eq!(q.stats().committed, 3);
+        assert!(q.capacity_bytes() > 0 && q.capacity_bytes() < DEFAULT_MAX_SIZE);
+        w.close().await.unwrap();
+    }
+    let (q, _live, w) = open(&dir);
+    assert_eq!(q.progress().borrow().oldest_ts_ms, Some(1_700_000_000_002));
+    assert_eq!(q.stats().committed, 0, "counted since open");
+    q.ack(2).await.unwrap();
+    q.fetch(0, 0).await.unwrap();
+    assert_eq!(q.progress().borrow().oldest_ts_ms, None);
+    w.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn fetch_order_after_seq_and_limit() {
     let dir = TempDir::new().unwrap();

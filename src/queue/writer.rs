@@ -299,6 +299,18 @@ impl Writer {
                         self.progress.last_seq = self.progress.last_seq.max(seq);
                     }
                     self.counters
+                        .committed
+                        .fetch_add(applied.inserted, Ordering::Relaxed);
+                    // The head only moves when rows left, or when the first row arrived.
+                    if applied.removed() > 0
+                        || (self.progress.oldest_ts_ms.is_none() && applied.inserted > 0)
+                    {
+                        match store::oldest_ts(&self.conn) {
+                            Ok(ts) => self.progress.oldest_ts_ms = ts,
+                            Err(e) => tracing::warn!(error = %e, "cannot read the oldest row"),
+                        }
+                    }
+                    self.counters
                         .expired
                         .fetch_add(applied.expired, Ordering::Relaxed);
                     self.counters

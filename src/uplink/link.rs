@@ -37,7 +37,11 @@
 //! **Closing.** On shutdown it stops taking rows, publishes the offline status, waits up to
 //! [`SHUTDOWN_GRACE`] for outstanding acknowledgements (rows not acknowledged by then stay in the
 //! store with their session state and are resumed by the next run) and sends DISCONNECT.
+//!
+//! **Counting.** Connects, losses, publishes, resends, acknowledgements and the window's fill
+//! go to [`UplinkStats`] (relaxed atomic adds per batch) for the metrics endpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
@@ -52,6 +56,7 @@ use super::inbound::{AckOrder, AckToken, Completion, Inbound, Incoming};
 use super::message::{self, OfflineReason};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
+use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::Backoff;
@@ -74,7 +79,8 @@ enum Ended {
 
 /// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
 /// given, receives the PUBLISHes of its subscriptions with manual acknowledgement (issue 5).
-/// `state` follows the connection (for status lines).
+/// `state` follows the connection (for status lines); `stats` counts for the metrics.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: UplinkConfig,
     dialer: Dialer,
@@ -82,6 +88,7 @@ pub async fn run(
     live: LiveReceiver,
     inbound: Option<Inbound>,
     state: watch::Sender<LinkState>,
+    stats: Arc<UplinkStats>,
     cancel: CancellationToken,
 ) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -103,6 +110,7 @@ pub async fn run(
         fresh_start: None,
         ahead: std::collections::VecDeque::new(),
         state,
+        stats,
         cancel,
     };
     link.run().await;
@@ -132,6 +140,7 @@ struct Link {
     /// session's cursor. Emptied at every connection (the store is the truth).
     ahead: std::collections::VecDeque<StoredRow>,
     state: watch::Sender<LinkState>,
+    stats: Arc<UplinkStats>,
     cancel: CancellationToken,
 }
 
@@ -180,19 +189,25 @@ impl Link {
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
                     backoff.reset();
+                    self.stats.connected();
                     self.state.send_replace(LinkState::Connected);
                     let resumed = persistent && ack.session_present;
                     let ended = self.connected(reader, writer, resumed).await;
                     self.state.send_replace(LinkState::Connecting);
                     match ended {
                         Ended::Shutdown => return,
-                        Ended::Lost(error) => warn!(%error, "uplink connection lost"),
+                        Ended::Lost(error) => {
+                            self.stats.lost();
+                            warn!(%error, "uplink connection lost")
+                        }
                     }
                 }
                 Err(error) if backoff.failures() == 0 => {
+                    self.stats.connect_failed();
                     warn!(%error, %broker, "uplink cannot connect; retrying with backoff")
                 }
                 Err(error) => {
+                    self.stats.connect_failed();
                     debug!(%error, failures = backoff.failures(), "uplink connect failed")
                 }
             }
@@ -230,6 +245,7 @@ impl Link {
             Ok(packets) => packets,
             Err(e) => return Ended::Lost(e),
         };
+        let resent = packets.len();
         packets.push(self.session.publish_status(
             self.status_topic.clone(),
             message::birth_payload(now_ms()),
@@ -243,13 +259,16 @@ impl Link {
         if let Err(e) = writer.write(&packets).await {
             return Ended::Lost(e);
         }
+        self.stats.resent(resent);
         // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
         let half = (self.config.keep_alive / 2).max(Duration::from_millis(100));
         let mut next_ping = now + half;
         loop {
-            if let Err(e) = self.refill(&mut writer).await {
+            let refilled = self.refill(&mut writer).await;
+            self.stats.set_inflight(self.session.inflight());
+            if let Err(e) = refilled {
                 return Ended::Lost(e);
             }
             let now = Instant::now();
@@ -277,7 +296,11 @@ impl Link {
                         let topic = message::sample_topic(&self.config.topic_prefix, &sample);
                         let payload = message::sample_payload(&sample, None);
                         let publish = self.session.publish_live(topic, payload, sample.retain);
-                        writer.write(&[publish]).await
+                        let written = writer.write(&[publish]).await;
+                        if written.is_ok() {
+                            self.stats.published(1);
+                        }
+                        written
                     }
                     None => { self.live_open = false; Ok(()) }
                 },
@@ -387,6 +410,7 @@ impl Link {
                         reason,
                     }) => {
                         error!(seq, column, %reason, "skipping an undecodable queue row");
+                        self.stats.skipped_row();
                         self.session.skip_to(seq);
                         continue;
                     }
@@ -448,6 +472,7 @@ impl Link {
                     self.queue.record_published(marks).await?;
                 }
                 writer.write(&packets).await?;
+                self.stats.published(packets.len());
             }
         }
     }
@@ -538,7 +563,11 @@ impl Link {
 
     async fn release(&self, released: Released) -> Result<(), UplinkError> {
         match released {
-            Released::Row(seq) => Ok(self.queue.ack(seq).await?),
+            Released::Row(seq) => {
+                self.queue.ack(seq).await?;
+                self.stats.acked(1);
+                Ok(())
+            }
             Released::Status => Ok(()),
         }
     }
@@ -590,6 +619,7 @@ impl Link {
             discarded += 1;
         }
         if discarded > 0 {
+            self.stats.live_discarded(discarded);
             info!(
                 discarded,
                 "dropped QoS 0 samples taken while the uplink was down"

@@ -38,10 +38,12 @@ pub mod link;
 pub mod message;
 pub mod rate;
 pub mod session;
+pub mod stats;
 pub mod transport;
 
 pub use inbound::{AckToken, Inbound, Incoming};
 pub use link::run;
+pub use stats::{UplinkSnapshot, UplinkStats};
 pub use transport::{Dialer, TransportError};
 
 /// Builds the dialer for the configured broker (reads the TLS files now).

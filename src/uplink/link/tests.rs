@@ -127,6 +127,7 @@ struct Rig {
     listener: TcpListener,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    stats: Arc<UplinkStats>,
 }
 
 impl Rig {
@@ -144,6 +145,7 @@ impl Rig {
             listener,
             cancel: CancellationToken::new(),
             task: None,
+            stats: Arc::default(),
         }
     }
 
@@ -181,8 +183,23 @@ impl Rig {
             LiveReceiver { rx: live },
             inbound,
             tokio::sync::watch::channel(crate::uplink::LinkState::default()).0,
+            self.stats.clone(),
             self.cancel.clone(),
         )));
+    }
+
+    /// Waits until the link's counters satisfy `done`: polled synchronously, like the file in
+    /// `publish_records_its_packet_id_and_puback_deletes_the_row` (an async wait would let paused
+    /// time jump ahead while the writer thread commits).
+    async fn stats_until(&self, what: &str, done: impl Fn(&crate::uplink::UplinkSnapshot) -> bool) {
+        for _ in 0..5000 {
+            if done(&self.stats.snapshot()) {
+                return;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("{what}: {:?}", self.stats.snapshot());
     }
 
     fn rows(&self) -> Vec<StoredRow> {
@@ -304,6 +321,45 @@ async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
         .wait_for(|p| p.depth == 0)
         .await
         .unwrap();
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(2, Qos::AtLeastOnce).await;
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let a = broker.expect_publish().await;
+    let b = broker.expect_publish().await;
+    rig.stats_until("two publishes on one connection", |s| {
+        (s.connects, s.published) == (1, 2)
+    })
+    .await;
+    broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
+    rig.stats_until("one ack, one row in flight", |s| {
+        (s.acked, s.inflight) == (1, 1)
+    })
+    .await;
+
+    // The broker drops the connection with b unacknowledged; the session survives.
+    drop(broker);
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    let again = broker.expect_publish().await;
+    assert_eq!((again.pkid, again.dup), (b.pkid, true));
+    broker.expect_birth().await;
+    rig.stats_until("a loss, a reconnect and a resend", |s| {
+        (s.disconnects, s.connects, s.resent, s.published) == (1, 2, 1, 2)
+    })
+    .await;
+    broker.send(Packet::PubAck(PubAck::new(b.pkid))).await;
+    rig.stats_until("both rows acknowledged", |s| {
+        (s.acked, s.inflight) == (2, 0)
+    })
+    .await;
+    assert_eq!(rig.stats.snapshot().connect_failures, 0);
     rig.stop().await;
 }
 

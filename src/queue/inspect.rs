@@ -1,0 +1,542 @@
+//! `fieldrelay queue stats|peek|export`: looking into a queue file — the live one while the
+//! gateway runs, a copy, or a quarantined `queue.db.corrupt-*` — without changing it.
+//!
+//! # Safety while the service runs
+//! Everything goes through [`QueueReader`]: a read-only connection that never creates, migrates
+//! or writes, and creates no `-wal`/`-shm` beside a file no writer has open. WAL readers do not
+//! block the writer; a read only keeps the log from being checkpointed past its snapshot while
+//! it lasts, so `export` reads in short transactions of [`PAGE`] rows rather than one long one
+//! (rows acknowledged meanwhile simply do not appear; each row appears at most once, in `seq`
+//! order). `stats` reads in one snapshot (one scan) so that its numbers add up.
+//!
+//! # Damaged files
+//! `export` is also the recovery tool for a quarantined file: it reads rows in `seq` order, and
+//! when SQLite reports a damaged page (corrupt, I/O error) it looks for the next `seq` from which
+//! the table can be read again — doubling the step, then bisecting back, each probe one b-tree
+//! seek — and carries on from there. Every range it had to skip is reported as a [`Gap`] and
+//! every row that reads but does not decode by its `seq`; nothing is guessed. A file whose header
+//! or schema SQLite cannot read is refused with a pointer to `sqlite3 FILE .recover`, which
+//! parses pages by hand.
+
+use std::fmt;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use rusqlite::ErrorCode;
+
+use super::record::Record;
+use super::store::{db_path, Layout, QueueReader, DB_FILE, SCHEMA_VERSION};
+use super::summary::{FileSize, Summary};
+use super::QueueError;
+use crate::progress::{Display, Progress};
+
+/// Rows per read transaction in `export`.
+pub const PAGE: usize = 1000;
+
+/// What to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A data directory: its `queue.db`, and the quarantined files beside it.
+    DataDir(PathBuf),
+    /// One queue file: a copy, or a quarantined `queue.db.corrupt-*`.
+    File(PathBuf),
+}
+
+/// Why a queue file cannot be inspected. [`InspectError::exit_code`] maps each to a sysexits.h
+/// status.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("data directory {0} does not exist or is not a directory")]
+    NoDataDir(PathBuf),
+    #[error("no queue file {0} (the gateway creates it at its first start)")]
+    NoQueueFile(PathBuf),
+    #[error("cannot open {path}: {source} (run as the service user: sudo -u fieldrelay …)")]
+    Open { path: PathBuf, source: QueueError },
+    #[error(
+        "{path} cannot be read by SQLite ({reason}); `sqlite3 {path} .recover` may still find rows"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{0} is an SQLite database but not a fieldrelay queue (no messages table)")]
+    NotAQueue(PathBuf),
+    #[error("{path} has queue schema version {found}, newer than this build reads ({supported}); use the fieldrelay release that wrote it")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path} is damaged ({reason}); `fieldrelay queue export --file {path}` recovers the rows SQLite can still read")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: QueueError },
+    #[error("{0} already exists; choose another name or remove it")]
+    OutputExists(PathBuf),
+    #[error("cannot write {what}: {source}")]
+    Write {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// sysexits.h: the input file is missing or cannot be opened.
+pub const EX_NOINPUT: u8 = 66;
+/// sysexits.h: the input is not what it should be (not a queue, too new, damaged).
+pub const EX_DATAERR: u8 = 65;
+/// sysexits.h: the output file cannot be created.
+pub const EX_CANTCREAT: u8 = 73;
+/// sysexits.h: reading or writing failed.
+pub const EX_IOERR: u8 = 74;
+/// `export` finished but could not read every row (each gap and bad row is listed on stderr).
+pub const EXIT_PARTIAL: u8 = 3;
+
+impl InspectError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InspectError::NoDataDir(_)
+            | InspectError::NoQueueFile(_)
+            | InspectError::Open { .. } => EX_NOINPUT,
+            InspectError::Unreadable { .. }
+            | InspectError::NotAQueue(_)
+            | InspectError::SchemaTooNew { .. }
+            | InspectError::Damaged { .. } => EX_DATAERR,
+            InspectError::OutputExists(_) => EX_CANTCREAT,
+            InspectError::Read { .. } | InspectError::Write { .. } => EX_IOERR,
+        }
+    }
+
+    /// A closed pipe (`… | head`) is no failure of ours.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, InspectError::Write { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Whether SQLite says the file itself is bad (a damaged page, a read error), as opposed to
+/// something around it (busy, permissions).
+fn is_damage(error: &QueueError) -> bool {
+    matches!(
+        error,
+        QueueError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase | ErrorCode::SystemIoFailure
+            )
+    )
+}
+
+/// A range of `seq` that could not be read. Rows may or may not have existed in it: a damaged
+/// page no longer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The last row read before the damage; `None`: from the start.
+    pub after: Option<u64>,
+    /// The first row read after it; `None`: nothing after it could be read.
+    pub resumed_at: Option<u64>,
+    /// The newest `seq` the file says it handed out, when it can tell.
+    pub last_seq: Option<u64>,
+    /// What SQLite said.
+    pub reason: String,
+}
+
+impl fmt::Display for Gap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let from = self.after.map_or(1, |a| a + 1);
+        match (self.resumed_at, self.last_seq) {
+            (Some(b), _) => write!(f, "seq {from}..={}", b.saturating_sub(1))?,
+            (None, Some(last)) if last >= from => write!(f, "seq {from}..={last}")?,
+            (None, _) => write!(f, "seq {from} and later")?,
+        }
+        write!(f, " could not be read ({})", self.reason)
+    }
+}
+
+/// A row that was read but does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// What `export` (or `peek`) wrote and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Rows written.
+    pub rows: u64,
+    pub undecodable: Vec<Undecodable>,
+    pub gaps: Vec<Gap>,
+}
+
+impl Outcome {
+    /// Every row of the file was written.
+    pub fn complete(&self) -> bool {
+        self.undecodable.is_empty() && self.gaps.is_empty()
+    }
+
+    /// One line per problem, then a summary line; for stderr.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for gap in &self.gaps {
+            out.push_str(&format!("{gap}\n"));
+        }
+        for bad in &self.undecodable {
+            out.push_str(&format!(
+                "row {} cannot be decoded: {}\n",
+                bad.seq, bad.reason
+            ));
+        }
+        out.push_str(&format!("{} rows written", self.rows));
+        if !self.complete() {
+            out.push_str(&format!(
+                "; {} unreadable range(s), {} undecodable row(s)",
+                self.gaps.len(),
+                self.undecodable.len()
+            ));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// An open queue file.
+#[derive(Debug)]
+pub struct Inspector {
+    reader: QueueReader,
+    file: PathBuf,
+    /// The data directory, when one was given (for the quarantined files in it).
+    dir: Option<PathBuf>,
+    schema_version: i64,
+}
+
+fn write_err(what: &str) -> impl FnOnce(std::io::Error) -> InspectError + '_ {
+    move |source| InspectError::Write {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// `<file><suffix>` (`-wal`, `-shm`).
+fn companion(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn size_of(path: &Path) -> Option<FileSize> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileSize {
+        name: path.file_name()?.to_string_lossy().into_owned(),
+        bytes: meta.len(),
+    })
+}
+
+impl Inspector {
+    /// Opens the queue file read-only and checks that it is a queue this build reads.
+    pub fn open(target: &Target) -> Result<Inspector, InspectError> {
+        let (file, dir) = match target {
+            Target::DataDir(dir) => {
+                if !dir.is_dir() {
+                    return Err(InspectError::NoDataDir(dir.clone()));
+                }
+                (db_path(dir), Some(dir.clone()))
+            }
+            Target::File(path) if path.is_dir() => (db_path(path), Some(path.clone())),
+            Target::File(path) => (path.clone(), None),
+        };
+        if !file.is_file() {
+            return Err(InspectError::NoQueueFile(file));
+        }
+        let reader = QueueReader::open(&file).map_err(|source| InspectError::Open {
+            path: file.clone(),
+            source,
+        })?;
+        let schema = match reader.schema() {
+            Ok(schema) => schema,
+            Err(QueueError::Sqlite(rusqlite::Error::SqliteFailure(e, message)))
+                if matches!(
+                    e.code,
+                    ErrorCode::DatabaseCorrupt
+                        | ErrorCode::NotADatabase
+                        | ErrorCode::SystemIoFailure
+                ) =>
+            {
+                return Err(InspectError::Unreadable {
+                    path: file,
+                    reason: message.unwrap_or_else(|| e.to_string()),
+                })
+            }
+            Err(source) => return Err(InspectError::Open { path: file, source }),
+        };
+        let has = |table: &str| schema.tables.iter().any(|t| t == table);
+        let layout = match schema.version {
+            v if v > SCHEMA_VERSION => {
+                return Err(InspectError::SchemaTooNew {
+                    path: file,
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            1 if has("samples") => Layout::V1,
+            v if v >= 2 && has("messages") => Layout::V2,
+            _ => return Err(InspectError::NotAQueue(file)),
+        };
+        Ok(Inspector {
+            reader: reader.with_layout(layout),
+            file,
+            dir,
+            schema_version: schema.version,
+        })
+    }
+
+    /// The queue file being read.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    fn read_error(&self, error: QueueError) -> InspectError {
+        if is_damage(&error) {
+            InspectError::Damaged {
+                path: self.file.clone(),
+                reason: error.to_string(),
+            }
+        } else {
+            InspectError::Read {
+                path: self.file.clone(),
+                source: error,
+            }
+        }
+    }
+
+    /// `queue stats`: one scan of the table, in one snapshot, plus the files on disk.
+    pub fn summary(&self) -> Result<Summary, InspectError> {
+        let contents = self.reader.contents().map_err(|e| self.read_error(e))?;
+        let files = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| size_of(&companion(&self.file, suffix)))
+            .collect();
+        let quarantined = self.dir.as_ref().map(|dir| {
+            let prefix = format!("{DB_FILE}.corrupt-");
+            let mut found: Vec<FileSize> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    let is_db = name.starts_with(&prefix)
+                        && !name.ends_with("-wal")
+                        && !name.ends_with("-shm");
+                    if is_db {
+                        size_of(&dir.join(&name))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            found
+        });
+        Ok(Summary {
+            file: self.file.clone(),
+            schema_version: self.schema_version,
+            contents,
+            files,
+            quarantined,
+        })
+    }
+
+    /// `queue peek`: the next `n` rows the uplink sends (in-flight ones first: they are the
+    /// oldest), as JSON lines. Rows that do not decode are listed in the outcome, not written.
+    pub fn peek(
+        &self,
+        n: usize,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, InspectError> {
+        let mut outcome = Outcome::default();
+        let mut failed = None;
+        self.reader
+            .visit_rows(i64::MIN, n, |row| {
+                match row {
+                    Ok(row) => {
+                        let record = Record {
+                            row: &row,
+                            topic_prefix,
+                        };
+                        if let Err(e) = writeln!(out, "{record}") {
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                        outcome.rows += 1;
+                    }
+                    Err(e) => outcome.undecodable.push(undecodable(e)),
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| self.read_error(e))?;
+        if let Some(e) = failed {
+            return Err(write_err("the rows")(e));
+        }
+        out.flush().map_err(write_err("the rows"))?;
+        Ok(outcome)
+    }
+
+    /// `queue export`: every row as JSON lines, reading around damaged pages (see the module
+    /// doc). A progress bar is drawn per `display`.
+    pub fn export(
+        &self,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        display: Display,
+    ) -> Result<Outcome, InspectError> {
+        let last_seq = self.reader.last_seq();
+        let total = self.reader.count().ok().or(last_seq).unwrap_or_default();
+        let mut progress = Progress::new(display, "rows", total);
+        let mut outcome = Outcome::default();
+        // Exclusive lower bound of the next read.
+        let mut cursor = i64::MIN;
+        // A gap waiting for the first row read after it.
+        let mut open_gap: Option<Gap> = None;
+        loop {
+            let before = outcome.rows + outcome.undecodable.len() as u64;
+            let mut last = None;
+            let mut failed = None;
+            let read = self.reader.visit_rows(cursor, PAGE, |row| {
+                let seq = match row {
+                    Ok(row) => {
+                        let record = Record {
+                            row: &row,
+                            topic_prefix,
+                        };
+                        if let Err(e) = writeln!(out, "{record}") {
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                        outcome.rows += 1;
+                        Some(row.seq)
+                    }
+                    Err(e) => {
+                        let bad = undecodable(e);
+                        let seq = (bad.seq > 0).then_some(bad.seq);
+                        outcome.undecodable.push(bad);
+                        seq
+                    }
+                };
+                if let Some(seq) = seq {
+                    if let Some(mut gap) = open_gap.take() {
+                        gap.resumed_at = Some(seq);
+                        outcome.gaps.push(gap);
+                    }
+                    last = Some(seq);
+                }
+                ControlFlow::Continue(())
+            });
+            if let Some(e) = failed {
+                return Err(write_err("the export")(e));
+            }
+            let handed = outcome.rows + outcome.undecodable.len() as u64 - before;
+            progress.advance(handed, "");
+            let advanced = match last.and_then(|seq| i64::try_from(seq).ok()) {
+                Some(seq) if seq > cursor => {
+                    cursor = seq;
+                    true
+                }
+                _ => false,
+            };
+            match read {
+                Ok(0) => break,
+                Ok(_) if advanced => {}
+                // Rows came back but none with a usable seq: nothing to continue from.
+                Ok(_) => {
+                    open_gap = Some(self.gap_after(cursor, last_seq, "rows without a seq"));
+                    break;
+                }
+                // The damage may sit right after the last row read: read again from there,
+                // and if nothing comes back, skip it.
+                Err(e) if is_damage(&e) && advanced => {}
+                Err(e) if is_damage(&e) => {
+                    let gap = self.gap_after(cursor, last_seq, &e.to_string());
+                    match self.next_readable(cursor).map_err(|e| self.read_error(e))? {
+                        Some(from) => {
+                            open_gap = Some(gap);
+                            cursor = from - 1;
+                        }
+                        None => {
+                            open_gap = Some(gap);
+                            break;
+                        }
+                    }
+                }
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        outcome.gaps.extend(open_gap);
+        progress.finish();
+        out.flush().map_err(write_err("the export"))?;
+        Ok(outcome)
+    }
+
+    fn gap_after(&self, cursor: i64, last_seq: Option<u64>, reason: &str) -> Gap {
+        Gap {
+            after: u64::try_from(cursor).ok().filter(|_| cursor > i64::MIN),
+            resumed_at: None,
+            last_seq,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Whether a read of the rows with `seq >= from` gets past its first row.
+    fn readable_from(&self, from: i64) -> Result<bool, QueueError> {
+        match self
+            .reader
+            .visit_rows(from.saturating_sub(1), 1, |_| ControlFlow::Continue(()))
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_damage(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The smallest `from > cursor + 1` (reading from `cursor + 1` failed) from which rows can
+    /// be read again, found by doubling the step and bisecting back; `None` if there is none.
+    fn next_readable(&self, cursor: i64) -> Result<Option<i64>, QueueError> {
+        let mut bad = cursor.saturating_add(1);
+        let mut step: i64 = 1;
+        let mut good = loop {
+            if bad == i64::MAX {
+                return Ok(None);
+            }
+            let probe = bad.saturating_add(step);
+            if self.readable_from(probe)? {
+                break probe;
+            }
+            bad = probe;
+            step = step.saturating_mul(2);
+        };
+        while good - bad > 1 {
+            let mid = bad + (good - bad) / 2;
+            if self.readable_from(mid)? {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        Ok(Some(good))
+    }
+}
+
+fn undecodable(error: QueueError) -> Undecodable {
+    match error {
+        QueueError::Decode {
+            seq,
+            column,
+            reason,
+        } => Undecodable {
+            seq,
+            reason: format!("column {column}: {reason}"),
+        },
+        other => Undecodable {
+            seq: 0,
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
