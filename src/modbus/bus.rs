@@ -656,6 +656,7 @@ mod tests {
                 max_silence: None,
             },
             unit: None,
+            write: None,
         }
     }
 
@@ -672,6 +673,7 @@ mod tests {
                 coalesce: Coalesce::Merge,
             },
             backoff_max: Duration::from_secs(8),
+            offline_after: 3,
         }
     }
 
