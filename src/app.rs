@@ -16,10 +16,11 @@
 //! token with the pollers.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -28,7 +29,8 @@ use crate::fleet::Fleet;
 use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
-use crate::{metrics, service, uplink};
+use crate::sample::now_ms;
+use crate::{metrics, service, status, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -82,18 +84,48 @@ pub async fn run(
 
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
+    let started_ms = now_ms();
     let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
     let pollers = fleet.pollers();
+    let handles = fleet.handles();
+    let (gateway_tx, gateway_rx) = watch::channel(Arc::new(status::monitor::gateway_info(
+        started_ms,
+        &handles.borrow(),
+    )));
+    // One report at a time: a report the uplink did not take (link down) is stale by the next.
+    let (health_tx, health_rx) = mpsc::channel(1);
+    let connections = Arc::new(AtomicU64::new(0));
     let (link_state, link) = watch::channel(uplink::LinkState::default());
-    let uplink = tokio::spawn(uplink::run(
-        config.uplink.clone(),
-        dialer,
-        queue.clone(),
-        live,
-        None,
-        link_state,
-        cancel.clone(),
-    ));
+    let uplink = tokio::spawn(
+        uplink::Uplink {
+            config: config.uplink.clone(),
+            dialer,
+            queue: queue.clone(),
+            live,
+            inbound: None,
+            presence: uplink::Presence {
+                gateway: gateway_rx,
+                offline: config.status.offline,
+                health: health_rx,
+                connections: connections.clone(),
+            },
+            state: link_state,
+        }
+        .run(cancel.clone()),
+    );
+    let monitor = tokio::spawn(
+        status::monitor::Monitor {
+            queue: queue.clone(),
+            handles: handles.clone(),
+            gateway: gateway_tx,
+            health: health_tx,
+            health_interval: config.status.health_interval,
+            connections,
+            started_ms,
+            local: None,
+        }
+        .run(cancel.clone()),
+    );
     let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
         let metrics = gateway_metrics(&queue, &fleet, &reloads);
@@ -145,6 +177,10 @@ pub async fn run(
         if tokio::time::timeout(STEP_DEADLINE, metrics).await.is_err() {
             warn!("metrics endpoint did not stop in time");
         }
+    }
+    // Before the uplink and the queue: it may be pushing a device status.
+    if tokio::time::timeout(STEP_DEADLINE, monitor).await.is_err() {
+        warn!("status monitor did not stop in time");
     }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}

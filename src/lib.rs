@@ -13,6 +13,7 @@
 //! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
+//! - [`status`] publishes the gateway's certificates, each device's status and a health report.
 //! - [`app`] wires the tasks together and owns shutdown.
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
@@ -35,4 +36,5 @@ pub mod reload;
 pub mod sample;
 pub mod service;
 pub mod simulator;
+pub mod status;
 pub mod uplink;

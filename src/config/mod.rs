@@ -28,6 +28,7 @@ pub use load::{load, load_str, MAX_FILE_SIZE};
 pub use local::LocalConfig;
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
+pub(crate) use validate::data_type_name;
 pub use validate::{
     DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_CA_FILE,
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,

@@ -655,14 +655,12 @@ impl Queue {
         &self,
         key: CommandKey,
     ) -> Result<Option<RecentCommand>, QueueError> {
-        self.request(|reply| Command::Recent { key, reply })
-            .await
+        self.request(|reply| Command::Recent { key, reply }).await
     }
 
     /// Records the command `key` as taken, before its write starts; returns after the commit.
     pub async fn command_taken(&self, key: CommandKey) -> Result<(), QueueError> {
-        self.request(|reply| Command::Taken { key, reply })
-            .await
+        self.request(|reply| Command::Taken { key, reply }).await
     }
 
     /// Commits a command's answer in one transaction: `message` (its result, queued and then

@@ -294,9 +294,7 @@ impl Writer {
                 }
                 Command::ResetSession { .. } => writes.push(Write::ResetSession),
                 Command::SetMeta { key, value, .. } => writes.push(Write::SetMeta { key, value }),
-                Command::Taken { key, .. } => {
-                    writes.push(Write::CommandTaken { key, now_ms: now })
-                }
+                Command::Taken { key, .. } => writes.push(Write::CommandTaken { key, now_ms: now }),
                 Command::Answered {
                     key,
                     result,
@@ -442,20 +440,16 @@ impl Writer {
                 }),
                 Command::GetMeta { key, reply } => pending.push(Pending::Meta { key, reply }),
                 Command::Probe(reply) => pending.push(Pending::Probe(reply)),
-                Command::Recent { key, reply } => {
-                    pending.push(Pending::Recent { key, reply })
-                }
+                Command::Recent { key, reply } => pending.push(Pending::Recent { key, reply }),
                 Command::Taken { reply, .. } => pending.push(Pending::Done {
                     reply,
                     refused: false,
                     clears_poison: false,
                 }),
-                Command::Answered { reply, message, .. } => {
-                    pending.push(Pending::Answered {
-                        reply,
-                        inserts: message.is_some(),
-                    })
-                }
+                Command::Answered { reply, message, .. } => pending.push(Pending::Answered {
+                    reply,
+                    inserts: message.is_some(),
+                }),
                 Command::Oldest(reply) => pending.push(Pending::Oldest(reply)),
                 _ => {}
             }

@@ -49,7 +49,8 @@ use tracing::{debug, error, info, warn};
 
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
 use super::inbound::{AckOrder, AckToken, Completion, Inbound, Incoming};
-use super::message::{self, OfflineReason};
+use super::message;
+use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
 use super::transport::Dialer;
@@ -74,7 +75,8 @@ enum Ended {
 
 /// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
 /// given, receives the PUBLISHes of its subscriptions with manual acknowledgement (issue 5).
-/// `state` follows the connection (for status lines).
+/// `state` follows the connection (for status lines). The certificates are those of
+/// [`Presence::fixed`]; the gateway passes its own with [`Uplink::run`].
 pub async fn run(
     config: UplinkConfig,
     dialer: Dialer,
@@ -84,10 +86,70 @@ pub async fn run(
     state: watch::Sender<LinkState>,
     cancel: CancellationToken,
 ) {
+    Uplink {
+        config,
+        dialer,
+        queue,
+        live,
+        inbound,
+        presence: Presence::fixed(now_ms()),
+        state,
+    }
+    .run(cancel)
+    .await;
+}
+
+/// Everything the uplink task is given.
+pub struct Uplink {
+    pub config: UplinkConfig,
+    pub dialer: Dialer,
+    pub queue: Queue,
+    pub live: LiveReceiver,
+    /// Receives the PUBLISHes of its subscriptions with manual acknowledgement (commands).
+    pub inbound: Option<Inbound>,
+    /// Certificates, health reports and the connection count.
+    pub presence: Presence,
+    /// Follows the connection (for status lines).
+    pub state: watch::Sender<LinkState>,
+}
+
+impl Uplink {
+    /// Runs the uplink until `cancel` fires. Never returns early on broker errors.
+    pub async fn run(self, cancel: CancellationToken) {
+        let Uplink {
+            config,
+            dialer,
+            queue,
+            live,
+            inbound,
+            presence,
+            state,
+        } = self;
+        run_link(
+            config, dialer, queue, live, inbound, presence, state, cancel,
+        )
+        .await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of `Uplink`, moved into the task
+async fn run_link(
+    config: UplinkConfig,
+    dialer: Dialer,
+    queue: Queue,
+    live: LiveReceiver,
+    inbound: Option<Inbound>,
+    presence: Presence,
+    state: watch::Sender<LinkState>,
+    cancel: CancellationToken,
+) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut link = Link {
         status_topic: message::status_topic(&config.topic_prefix),
+        health_topic: presence::health_topic(&config.topic_prefix),
+        presence,
+        presence_open: (true, true),
         session: Session::new(config.max_inflight, config.response_timeout),
         rate: RateLimit::new(config.max_rate, now),
         config,
@@ -112,6 +174,11 @@ struct Link {
     config: UplinkConfig,
     dialer: Dialer,
     status_topic: String,
+    health_topic: String,
+    presence: Presence,
+    /// Whether the gateway info and the health reports still have a sender; a closed one's
+    /// branch is disabled.
+    presence_open: (bool, bool),
     session: Session,
     rate: RateLimit,
     queue: Queue,
@@ -159,7 +226,7 @@ impl Link {
                 keep_alive: self.config.keep_alive,
                 clean_session: !persistent || fresh_start,
                 will_topic: self.status_topic.clone(),
-                will_payload: message::death_payload(now_ms(), OfflineReason::ConnectionLost),
+                will_payload: self.presence.will(now_ms()),
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
@@ -179,6 +246,9 @@ impl Link {
                 }
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
+                    self.presence
+                        .connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backoff.reset();
                     self.state.send_replace(LinkState::Connected);
                     let resumed = persistent && ack.session_present;
@@ -230,11 +300,11 @@ impl Link {
             Ok(packets) => packets,
             Err(e) => return Ended::Lost(e),
         };
-        packets.push(self.session.publish_status(
-            self.status_topic.clone(),
-            message::birth_payload(now_ms()),
-            now,
-        ));
+        let birth = self.presence.birth(now_ms());
+        packets.push(
+            self.session
+                .publish_status(self.status_topic.clone(), birth, now),
+        );
         if let Some(filters) = self.inbound.as_ref().map(|i| i.filters.clone()) {
             if !filters.is_empty() {
                 packets.push(self.session.subscribe(&filters, now));
@@ -291,6 +361,24 @@ impl Link {
                 () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
                 }
+                changed = self.presence.gateway.changed(), if self.presence_open.0 => {
+                    if changed.is_err() {
+                        self.presence_open.0 = false;
+                        Ok(())
+                    } else {
+                        // The device map changed (reload): the birth says so at once.
+                        let birth = self.presence.birth(now_ms());
+                        let packet = self.session.publish_status(self.status_topic.clone(), birth, Instant::now());
+                        writer.write(&[packet]).await
+                    }
+                }
+                report = self.presence.health.recv(), if self.presence_open.1 => match report {
+                    Some(payload) => {
+                        let packet = self.session.publish_live(self.health_topic.clone(), payload, false);
+                        writer.write(&[packet]).await
+                    }
+                    None => { self.presence_open.1 = false; Ok(()) }
+                },
                 Some(done) = self.done_rx.recv() => {
                     let pubacks: Vec<Packet> = self
                         .acks
@@ -547,7 +635,7 @@ impl Link {
     async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
         let death = self.session.publish_status(
             self.status_topic.clone(),
-            message::death_payload(now_ms(), OfflineReason::Shutdown),
+            self.presence.death(now_ms()),
             Instant::now(),
         );
         if let Err(error) = writer.write(&[death]).await {
@@ -589,6 +677,8 @@ impl Link {
         while self.live.rx.try_recv().is_ok() {
             discarded += 1;
         }
+        // Likewise a health report that waited for the connection.
+        while self.presence.health.try_recv().is_ok() {}
         if discarded > 0 {
             info!(
                 discarded,
