@@ -30,7 +30,7 @@ use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
-use crate::{metrics, service, status, uplink};
+use crate::{commands, metrics, service, status, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -95,6 +95,8 @@ pub async fn run(
     // One report at a time: a report the uplink did not take (link down) is stale by the next.
     let (health_tx, health_rx) = mpsc::channel(1);
     let connections = Arc::new(AtomicU64::new(0));
+    // Cloud commands: subscribed by the uplink, acknowledged by the handler once answered.
+    let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink = tokio::spawn(
         uplink::Uplink {
@@ -102,7 +104,10 @@ pub async fn run(
             dialer,
             queue: queue.clone(),
             live,
-            inbound: None,
+            inbound: Some(uplink::Inbound {
+                filters: vec![commands::topic::filter(&config.uplink.topic_prefix)],
+                tx: commands_tx,
+            }),
             presence: uplink::Presence {
                 gateway: gateway_rx,
                 offline: config.status.offline,
@@ -125,6 +130,16 @@ pub async fn run(
             local: None,
         }
         .run(cancel.clone()),
+    );
+    let cloud_commands = tokio::spawn(
+        commands::Handler {
+            origin: commands::Origin::Cloud,
+            prefix: config.uplink.topic_prefix.clone(),
+            queue: queue.clone(),
+            handles: handles.clone(),
+            commands: config.commands,
+        }
+        .run(commands_rx, cancel.clone()),
     );
     let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
@@ -178,9 +193,15 @@ pub async fn run(
             warn!("metrics endpoint did not stop in time");
         }
     }
-    // Before the uplink and the queue: it may be pushing a device status.
+    // Before the uplink and the queue: they may be committing a device status or an answer.
     if tokio::time::timeout(STEP_DEADLINE, monitor).await.is_err() {
         warn!("status monitor did not stop in time");
+    }
+    if tokio::time::timeout(STEP_DEADLINE, cloud_commands)
+        .await
+        .is_err()
+    {
+        warn!("command handler did not stop in time");
     }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}

@@ -13,6 +13,7 @@
 //! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
+//! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
 //! - [`app`] wires the tasks together and owns shutdown.
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod fleet;
 pub mod metrics;
