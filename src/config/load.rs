@@ -307,6 +307,7 @@ mod tests {
                 "boiler/counter",
                 "boiler/pump_running",
                 "boiler/flow",
+                "boiler/setpoint",
                 "chiller/supply_temp",
                 "chiller/alarm",
             ]

@@ -14,7 +14,7 @@
 //! - a **gateway config** ([`run_from_config`]): it serves every `tcp` and `rtu_over_tcp` bus
 //!   on its `host:port` and moves the configured points once a second (floats follow a sine,
 //!   integers count up, bools toggle every 5 s, strings show the tick), so the demo shows live
-//!   data with no hardware. `rtu` buses are skipped (the gateway owns that port; use a
+//!   data with no hardware. Writable points keep what commands write to them. `rtu` buses are skipped (the gateway owns that port; use a
 //!   simulator file naming the other end of the serial pair).
 
 pub mod map;
@@ -514,6 +514,10 @@ pub async fn run_from_config(
                 let Some(source) = point.modbus() else {
                     continue;
                 };
+                // A writable point is left to commands, so a demo's write stays visible.
+                if point.write.is_some() {
+                    continue;
+                }
                 let value = synthetic(point.data_type, n);
                 let scaling = match value {
                     Value::Float(_) => Scaling {
