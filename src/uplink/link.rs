@@ -633,12 +633,23 @@ impl Link {
 
     /// Graceful end of a connection on shutdown.
     async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
-        let death = self.session.publish_status(
+        // Commands the handler finished before the shutdown are acknowledged now, so the
+        // broker does not redeliver them to the next run.
+        let mut packets: Vec<Packet> = Vec::new();
+        while let Ok(done) = self.done_rx.try_recv() {
+            packets.extend(
+                self.acks
+                    .complete(done)
+                    .into_iter()
+                    .map(|pkid| Packet::PubAck(PubAck::new(pkid))),
+            );
+        }
+        packets.push(self.session.publish_status(
             self.status_topic.clone(),
             self.presence.death(now_ms()),
             Instant::now(),
-        );
-        if let Err(error) = writer.write(&[death]).await {
+        ));
+        if let Err(error) = writer.write(&packets).await {
             warn!(%error, "could not publish the offline status");
             return Ended::Shutdown;
         }
