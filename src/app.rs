@@ -13,7 +13,10 @@
 //!
 //! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
 //! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
-//! token with the pollers.
+//! token with the pollers. Then the status monitor ([`crate::status`]), the command handlers
+//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local
+//! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
+//! committing a device status or a command's answer.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -30,7 +33,7 @@ use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
-use crate::{commands, metrics, service, status, uplink};
+use crate::{commands, local, metrics, service, status, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -85,7 +88,26 @@ pub async fn run(
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
     let started_ms = now_ms();
-    let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
+    // With `local:`, every sample is also offered (never awaited) to the on-site broker client.
+    let local = match &config.local {
+        Some(settings) => {
+            let dialer = uplink::Dialer::new(
+                &settings.host,
+                settings.port,
+                None,
+                settings.username.clone(),
+                settings.password_file.clone(),
+            )?;
+            let (feed, receiver) = local::LocalFeed::channel();
+            Some((settings.clone(), dialer, feed, receiver))
+        }
+        None => None,
+    };
+    let sink = local::Tee {
+        queue: queue.clone(),
+        local: local.as_ref().map(|(_, _, feed, _)| feed.clone()),
+    };
+    let fleet = Fleet::start(&config, sink, cancel.clone());
     let pollers = fleet.pollers();
     let handles = fleet.handles();
     let (gateway_tx, gateway_rx) = watch::channel(Arc::new(status::monitor::gateway_info(
@@ -118,6 +140,30 @@ pub async fn run(
         }
         .run(cancel.clone()),
     );
+    let local_tasks = local.map(|(settings, dialer, feed, receiver)| {
+        let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
+        let client = tokio::spawn(
+            local::LocalClient {
+                config: settings.clone(),
+                dialer,
+                feed: receiver,
+                gateway: gateway_tx.subscribe(),
+                commands: commands_tx,
+            }
+            .run(cancel.clone()),
+        );
+        let handler = tokio::spawn(
+            commands::Handler {
+                origin: commands::Origin::Local(Arc::new(feed.clone())),
+                prefix: settings.topic_prefix,
+                queue: queue.clone(),
+                handles: handles.clone(),
+                commands: config.commands,
+            }
+            .run(commands_rx, cancel.clone()),
+        );
+        (feed, client, handler)
+    });
     let monitor = tokio::spawn(
         status::monitor::Monitor {
             queue: queue.clone(),
@@ -127,7 +173,9 @@ pub async fn run(
             health_interval: config.status.health_interval,
             connections,
             started_ms,
-            local: None,
+            local: local_tasks
+                .as_ref()
+                .map(|(feed, _, _)| Box::new(feed.clone()) as Box<dyn status::monitor::StatusSink>),
         }
         .run(cancel.clone()),
     );
@@ -203,6 +251,15 @@ pub async fn run(
     {
         warn!("command handler did not stop in time");
     }
+    if let Some((_, client, handler)) = local_tasks {
+        if tokio::time::timeout(STEP_DEADLINE, handler).await.is_err() {
+            warn!("local command handler did not stop in time");
+        }
+        // Publishes the offline status on the local broker and disconnects.
+        if tokio::time::timeout(STEP_DEADLINE, client).await.is_err() {
+            warn!("local broker client did not stop in time");
+        }
+    }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "uplink task failed"),
@@ -218,7 +275,11 @@ pub async fn run(
 
 /// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of
 /// its own (the uplink's publishes and reconnects, ...) adds its collector here.
-fn gateway_metrics(queue: &Queue, fleet: &Fleet<Queue>, reloads: &Arc<ReloadStats>) -> Metrics {
+fn gateway_metrics(
+    queue: &Queue,
+    fleet: &Fleet<local::Tee>,
+    reloads: &Arc<ReloadStats>,
+) -> Metrics {
     let mut metrics = Metrics::new();
     metrics.add(QueueCollector::new(queue.clone()));
     metrics.add(DeviceCollector::new(fleet.handles()));

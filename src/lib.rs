@@ -13,6 +13,7 @@
 //! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
+//! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
 //! - [`app`] wires the tasks together and owns shutdown.
@@ -29,6 +30,7 @@ pub mod backoff;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod local;
 pub mod metrics;
 pub mod modbus;
 pub mod probe;
