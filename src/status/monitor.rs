@@ -246,3 +246,110 @@ fn spawn_forwarders(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::fleet::{units, BusChanges, Fleet};
+    use crate::queue::{Entry, QueueOptions, QueueReader};
+    use crate::simulator::{Registers, Simulator};
+    use std::net::SocketAddr;
+
+    fn config(port: u16, extra_point: &str) -> crate::config::Config {
+        load_str(
+            &format!(
+                "gateway: {{id: gw, data_dir: /d}}
+uplink: {{url: 'mqtt://b'}}
+buses: [{{name: plc1, type: tcp, host: 127.0.0.1, port: {port}, timeout: 100ms}}]
+devices:
+  - name: a
+    bus: plc1
+    poll_interval: 20ms
+    backoff_max: 100ms
+    offline_after: 2
+    points: [{{name: v, table: holding, address: 0, type: u16}}{extra_point}]
+"
+            ),
+            "c.yaml",
+        )
+        .unwrap()
+    }
+
+    fn statuses(dir: &std::path::Path) -> Vec<String> {
+        let Ok(rows) = QueueReader::open(dir).and_then(|r| r.entries()) else {
+            return Vec::new();
+        };
+        rows.into_iter()
+            .filter_map(|row| match row.entry {
+                Entry::Message(m) if m.kind == MessageKind::DeviceStatus => Some(m.payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn until_statuses(dir: &std::path::Path, n: usize, queue: &Queue) -> Vec<String> {
+        let mut progress = queue.progress();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let found = statuses(dir);
+                if found.len() >= n {
+                    return found;
+                }
+                let _ = progress.changed().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {n} device statuses: {:?}", statuses(dir)))
+    }
+
+    /// The monitor follows the fleet across a reload: the birth's map changes, and the device
+    /// of the restarted bus is still watched (its outage is reported), without announcing it
+    /// online a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follows_the_fleet_across_a_reload() {
+        let regs = Registers::default();
+        let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+            .await
+            .unwrap();
+        let port = sim.local_addr().port();
+        let cancel = CancellationToken::new();
+        tokio::spawn(sim.run(cancel.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let before = config(port, "");
+        let mut fleet = Fleet::start(&before, queue.clone(), cancel.clone());
+        let handles = fleet.handles();
+        let (gateway, mut birth) = watch::channel(Arc::new(gateway_info(1, &handles.borrow())));
+        let (health, _reports) = mpsc::channel(1);
+        let monitor = tokio::spawn(
+            Monitor {
+                queue: queue.clone(),
+                handles,
+                gateway,
+                health,
+                health_interval: Duration::from_secs(3600),
+                connections: Arc::default(),
+                started_ms: 1,
+                local: None,
+            }
+            .run(cancel.clone()),
+        );
+        let found = until_statuses(dir.path(), 1, &queue).await;
+        assert!(found[0].contains("online"), "{found:?}");
+
+        let after = config(port, ", {name: w, table: coil, address: 0, type: bool}");
+        let changes = BusChanges::between(&units(&before), &units(&after));
+        fleet.apply(&after, &changes, Duration::from_secs(5)).await;
+        birth.changed().await.unwrap();
+        assert_eq!(birth.borrow().devices[0].points.len(), 2);
+
+        regs.set_silent(1, true);
+        let found = until_statuses(dir.path(), 2, &queue).await;
+        assert!(found[1].contains("offline"), "{found:?}");
+        assert_eq!(found.len(), 2, "not announced online again: {found:?}");
+        cancel.cancel();
+        monitor.await.unwrap();
+        writer.close().await.unwrap();
+    }
+}
