@@ -59,6 +59,7 @@ fn point(i: usize, table: Table, address: u16, data_type: DataType) -> PointConf
             max_silence: None,
         },
         unit: None,
+        write: None,
     }
 }
 
@@ -101,6 +102,7 @@ fn device(name: &str, unit: u8, points: Vec<PointConfig>, coalesce: Coalesce) ->
         points,
         planning: planning(coalesce),
         backoff_max: Duration::from_secs(1),
+        offline_after: 3,
     }
 }
 

@@ -13,13 +13,16 @@
 //!
 //! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
 //! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
-//! token with the pollers.
+//! token with the pollers. Then the status monitor ([`crate::status`]), the command handlers
+//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local
+//! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
+//! committing a device status or a command's answer.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -28,7 +31,8 @@ use crate::fleet::Fleet;
 use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector, UplinkCollector};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
-use crate::{metrics, service, uplink};
+use crate::sample::now_ms;
+use crate::{commands, local, metrics, service, status, uplink};
 
 /// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
@@ -82,20 +86,108 @@ pub async fn run(
 
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
-    let fleet = Fleet::start(&config, queue.clone(), cancel.clone());
+    let started_ms = now_ms();
+    // With `local:`, every sample is also offered (never awaited) to the on-site broker client.
+    let local = match &config.local {
+        Some(settings) => {
+            let dialer = uplink::Dialer::new(
+                &settings.host,
+                settings.port,
+                None,
+                settings.username.clone(),
+                settings.password_file.clone(),
+            )?;
+            let (feed, receiver) = local::LocalFeed::channel();
+            Some((settings.clone(), dialer, feed, receiver))
+        }
+        None => None,
+    };
+    let sink = local::Tee {
+        queue: queue.clone(),
+        local: local.as_ref().map(|(_, _, feed, _)| feed.clone()),
+    };
+    let fleet = Fleet::start(&config, sink, cancel.clone());
     let pollers = fleet.pollers();
+    let handles = fleet.handles();
+    let (gateway_tx, gateway_rx) = watch::channel(Arc::new(status::monitor::gateway_info(
+        started_ms,
+        &handles.borrow(),
+    )));
+    // One report at a time: a report the uplink did not take (link down) is stale by the next.
+    let (health_tx, health_rx) = mpsc::channel(1);
+    // Cloud commands: subscribed by the uplink, acknowledged by the handler once answered.
+    let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink_stats = Arc::new(uplink::UplinkStats::default());
-    let uplink = tokio::spawn(uplink::run(
-        config.uplink.clone(),
-        dialer,
-        queue.clone(),
-        live,
-        None,
-        link_state,
-        uplink_stats.clone(),
-        cancel.clone(),
-    ));
+    let uplink = tokio::spawn(
+        uplink::Uplink {
+            config: config.uplink.clone(),
+            dialer,
+            queue: queue.clone(),
+            live,
+            inbound: Some(uplink::Inbound {
+                filters: vec![commands::topic::filter(&config.uplink.topic_prefix)],
+                tx: commands_tx,
+            }),
+            presence: uplink::Presence {
+                gateway: gateway_rx,
+                offline: config.status.offline,
+                health: health_rx,
+            },
+            state: link_state,
+            stats: uplink_stats.clone(),
+        }
+        .run(cancel.clone()),
+    );
+    let local_tasks = local.map(|(settings, dialer, feed, receiver)| {
+        let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
+        let client = tokio::spawn(
+            local::LocalClient {
+                config: settings.clone(),
+                dialer,
+                feed: receiver,
+                gateway: gateway_tx.subscribe(),
+                commands: commands_tx,
+            }
+            .run(cancel.clone()),
+        );
+        let handler = tokio::spawn(
+            commands::Handler {
+                origin: commands::Origin::Local(Arc::new(feed.clone())),
+                prefix: settings.topic_prefix,
+                queue: queue.clone(),
+                handles: handles.clone(),
+                commands: config.commands,
+            }
+            .run(commands_rx, cancel.clone()),
+        );
+        (feed, client, handler)
+    });
+    let monitor = tokio::spawn(
+        status::monitor::Monitor {
+            queue: queue.clone(),
+            handles: handles.clone(),
+            gateway: gateway_tx,
+            health: health_tx,
+            health_interval: config.status.health_interval,
+            uplink: uplink_stats.clone(),
+            started_ms,
+            local: local_tasks
+                .as_ref()
+                .map(|(feed, _, _)| Box::new(feed.clone()) as Box<dyn status::monitor::StatusSink>),
+        }
+        .run(cancel.clone()),
+    );
+    let cloud_commands = tokio::spawn(
+        commands::Handler {
+            origin: commands::Origin::Cloud,
+            prefix: config.uplink.topic_prefix.clone(),
+            queue: queue.clone(),
+            handles: handles.clone(),
+            commands: config.commands,
+        }
+        .run(commands_rx, cancel.clone()),
+    );
     let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
         let uplink = UplinkCollector::new(uplink_stats.clone(), link.clone());
@@ -149,6 +241,25 @@ pub async fn run(
             warn!("metrics endpoint did not stop in time");
         }
     }
+    // Before the uplink and the queue: they may be committing a device status or an answer.
+    if tokio::time::timeout(STEP_DEADLINE, monitor).await.is_err() {
+        warn!("status monitor did not stop in time");
+    }
+    if tokio::time::timeout(STEP_DEADLINE, cloud_commands)
+        .await
+        .is_err()
+    {
+        warn!("command handler did not stop in time");
+    }
+    if let Some((_, client, handler)) = local_tasks {
+        if tokio::time::timeout(STEP_DEADLINE, handler).await.is_err() {
+            warn!("local command handler did not stop in time");
+        }
+        // Publishes the offline status on the local broker and disconnects.
+        if tokio::time::timeout(STEP_DEADLINE, client).await.is_err() {
+            warn!("local broker client did not stop in time");
+        }
+    }
     match tokio::time::timeout(STEP_DEADLINE, uplink).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "uplink task failed"),
@@ -166,7 +277,7 @@ pub async fn run(
 /// its own (the uplink's publishes and reconnects, ...) adds its collector here.
 fn gateway_metrics(
     queue: &Queue,
-    fleet: &Fleet<Queue>,
+    fleet: &Fleet<local::Tee>,
     reloads: &Arc<ReloadStats>,
     uplink: UplinkCollector,
 ) -> Metrics {

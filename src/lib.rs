@@ -14,6 +14,9 @@
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it;
 //!   [`queue::inspect`] reads a queue file read-only for `fieldrelay queue stats|peek|export`.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
+//! - [`local`] publishes live values and status to the on-site broker and takes its commands.
+//! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
+//! - [`status`] publishes the gateway's certificates, each device's status and a health report.
 //! - [`app`] wires the tasks together and owns shutdown.
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
@@ -25,8 +28,10 @@
 
 pub mod app;
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod local;
 pub mod metrics;
 pub mod modbus;
 pub mod probe;
@@ -36,4 +41,5 @@ pub mod reload;
 pub mod sample;
 pub mod service;
 pub mod simulator;
+pub mod status;
 pub mod uplink;

@@ -7,11 +7,11 @@
 //!    and the gateway keeps running on the configuration it had: nothing is half applied.
 //! 2. Only `buses` and `devices` (with their points) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
-//!    the `metrics` section, and any section added later until it is taught otherwise — the
-//!    reload is refused **as a whole** with a warning naming those keys ("needs a restart"),
-//!    and nothing changes. Refusing the whole file rather than applying the reloadable part
-//!    keeps one rule: what runs is exactly one version of the file. (Applying half would leave
-//!    the process running a mix that no file on disk describes.)
+//!    the `metrics`, `commands` and `local` sections, and any section added later until it is
+//!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
+//!    ("needs a restart"), and nothing changes. Refusing the whole file rather than applying the
+//!    reloadable part keeps one rule: what runs is exactly one version of the file. (Applying
+//!    half would leave the process running a mix that no file on disk describes.)
 //! 3. A valid, reloadable file replaces exactly the buses whose bus settings or devices
 //!    changed ([`crate::fleet::Fleet::apply`]): the old owners are stopped (all cancelled, then
 //!    each waited for, within [`STOP_DEADLINE`]) before the new ones start; unchanged buses keep
@@ -102,6 +102,15 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     }
     if running.metrics != new.metrics {
         keys.push("metrics".to_owned());
+    }
+    if running.status != new.status {
+        keys.push("uplink.status or uplink.health_interval".to_owned());
+    }
+    if running.commands != new.commands {
+        keys.push("commands".to_owned());
+    }
+    if running.local != new.local {
+        keys.push("local".to_owned());
     }
     // Everything but the reloadable parts, compared whole: a section added to `Config` later
     // needs a restart until this function learns to reload it.

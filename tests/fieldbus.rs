@@ -142,6 +142,7 @@ fn point(
             max_silence: None,
         },
         unit: None,
+        write: None,
     }
 }
 
@@ -158,6 +159,7 @@ fn device(name: &str, unit_id: u8, poll: Duration, points: Vec<PointConfig>) -> 
             coalesce: Coalesce::Merge,
         },
         backoff_max: Duration::from_secs(1),
+        offline_after: 3,
     }
 }
 

@@ -307,6 +307,7 @@ mod tests {
                 "boiler/counter",
                 "boiler/pump_running",
                 "boiler/flow",
+                "boiler/setpoint",
                 "chiller/supply_temp",
                 "chiller/alarm",
             ]
@@ -390,7 +391,7 @@ devices:
         assert_eq!(
             lines(load_str(text, "c.yaml")),
             [
-                r#"c.yaml:4:1: defaults: unknown key "defaults" (expected one of: gateway, uplink, buses, devices, store, metrics)"#,
+                r#"c.yaml:4:1: defaults: unknown key "defaults" (expected one of: gateway, uplink, buses, devices, store, metrics, commands, local)"#,
                 "c.yaml:8:5: devices[0].poll_interval: must be at least 10ms, got 5ms",
             ]
         );

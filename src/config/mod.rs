@@ -7,18 +7,28 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod commands;
 mod error;
 mod load;
+mod local;
 mod metrics;
 mod raw;
 mod source_map;
+mod status;
 mod store;
 pub mod units;
 mod validate;
 
+pub use commands::{
+    CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
+    DEFAULT_OFFLINE_AFTER,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str, MAX_FILE_SIZE};
+pub use local::LocalConfig;
+pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
+pub(crate) use validate::data_type_name;
 pub use validate::{
     DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_CA_FILE,
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,
@@ -38,6 +48,12 @@ pub struct Config {
     pub store: StoreConfig,
     /// The Prometheus endpoint; `None` when the file has no `metrics:` section.
     pub metrics: Option<MetricsConfig>,
+    /// Status certificates and health reports (keys `uplink.status`, `uplink.health_interval`).
+    pub status: StatusConfig,
+    /// How commands (`P/<device>/<point>/set`) are admitted (the optional `commands` section).
+    pub commands: CommandsConfig,
+    /// The on-site broker fieldrelay publishes to as a client; `None` without a `local` section.
+    pub local: Option<LocalConfig>,
 }
 
 /// Where `/metrics` is served (Prometheus text format).
@@ -244,6 +260,8 @@ pub struct DeviceConfig {
     pub planning: Planning,
     /// Longest wait between attempts while the device keeps failing.
     pub backoff_max: Duration,
+    /// Consecutive failed polls after which the device's status is published as offline.
+    pub offline_after: u32,
 }
 
 /// How the read planner may merge a device's points into requests.
@@ -279,6 +297,8 @@ pub struct PointConfig {
     pub reporting: Reporting,
     /// Engineering unit (`°C`, `bar`, `m³/h`), shown by `fieldrelay probe`; not published.
     pub unit: Option<String>,
+    /// How commands may write the point; `None`: not writable (every command is refused).
+    pub write: Option<WriteConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -45,6 +45,8 @@ pub(crate) struct RawRoot {
     pub devices: Option<Vec<Value>>,
     pub store: Option<Value>,
     pub metrics: Option<Value>,
+    pub commands: Option<Value>,
+    pub local: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,9 @@ pub(crate) struct RawUplink {
     pub response_timeout: Option<DurationValue>,
     pub max_inflight: Option<i64>,
     pub max_rate: Option<i64>,
+    /// Decoded separately (see `status.rs` in this module).
+    pub status: Option<Value>,
+    pub health_interval: Option<DurationValue>,
 }
 
 /// `uplink.tls`: files for `mqtts://` (mutual TLS when a client certificate is given).
@@ -123,6 +128,7 @@ pub(crate) struct RawDevice {
     pub max_registers_per_read: Option<i64>,
     pub coalesce: Option<bool>,
     pub backoff_max: Option<DurationValue>,
+    pub offline_after: Option<i64>,
     /// Decoded separately, point by point.
     pub points: Option<Vec<Value>>,
 }
@@ -150,6 +156,13 @@ pub(crate) struct RawPoint {
     /// Applied by the queue (see `store.rs` in this module), not by the poller.
     pub max_age: Option<DurationValue>,
     pub unit: Option<String>,
+    /// Commands (see `commands.rs` in this module).
+    pub writable: Option<bool>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub verify: Option<bool>,
+    pub write_function: Option<String>,
+    pub command_max_age: Option<DurationValue>,
 }
 
 /// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends
@@ -321,6 +334,8 @@ pub(crate) struct RawConfig {
     pub devices: Option<List<RawDeviceEntry>>,
     pub store: Option<Decoded<RawStore>>,
     pub metrics: Option<Decoded<super::metrics::RawMetrics>>,
+    pub commands: Option<Decoded<super::commands::RawCommands>>,
+    pub local: Option<Decoded<super::local::RawLocal>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -354,6 +369,8 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
         .devices
         .map(|items| decode_list(items, keys.path_of("devices"), decode_device, issues));
     let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
+    let commands = decode_section(&root.commands, "commands", &mut keys, issues);
+    let local = decode_section(&root.local, "local", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -362,6 +379,8 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
         devices,
         store,
         metrics,
+        commands,
+        local,
     })
 }
 
@@ -624,7 +643,7 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices", "store", "metrics"]
+            &["gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local"]
         );
     }
 

@@ -166,6 +166,9 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
 
     let store = super::store::validate_store(raw.store.as_ref(), raw, issues);
     let metrics = super::metrics::validate_metrics(raw.metrics.as_ref(), issues);
+    let status = super::status::validate_status(raw.uplink.as_ref(), issues);
+    let commands = super::commands::validate_commands(raw.commands.as_ref(), &raw.root, issues);
+    let local = super::local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
 
     Some(Config {
         gateway: gateway?,
@@ -174,6 +177,9 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         devices: devices?,
         store: store?,
         metrics: metrics?,
+        status: status?,
+        commands: commands?,
+        local: local?,
     })
 }
 
@@ -903,6 +909,7 @@ fn validate_device(
         DEFAULT_BACKOFF_MAX,
     )
     .and_then(|max| positive(keys, "backoff_max", max, issues));
+    let offline_after = super::commands::offline_after(keys, raw.offline_after, issues);
 
     let defaults = PointDefaults {
         tag,
@@ -952,6 +959,7 @@ fn validate_device(
             coalesce: coalesce?,
         },
         backoff_max: backoff_max?,
+        offline_after: offline_after?,
     })
 }
 
@@ -1190,6 +1198,22 @@ fn validate_point(
         None => Some(None),
         Some(unit) => engineering_unit(keys, unit, issues).map(Some),
     };
+    let modbus = match &source {
+        Some(PointSource::Modbus(source)) => Some(source),
+        _ => None,
+    };
+    let write = super::commands::validate_write(
+        keys,
+        raw,
+        &super::commands::WriteTarget {
+            is_line,
+            source: modbus,
+            data_type,
+            scale: if is_string { Some(1.0) } else { scale },
+            offset: if is_string { Some(0.0) } else { offset },
+        },
+        issues,
+    );
 
     let build = || {
         Some(PointConfig {
@@ -1206,6 +1230,7 @@ fn validate_point(
                 max_silence: max_silence?,
             },
             unit: unit?,
+            write: write?,
         })
     };
     (build(), footprint)
@@ -1592,7 +1617,7 @@ fn identifier(
     Some(value.clone())
 }
 
-fn is_identifier(text: &str) -> bool {
+pub(super) fn is_identifier(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()
@@ -1802,7 +1827,7 @@ fn is_host(text: &str) -> bool {
 }
 
 /// Why a topic prefix cannot be used, or `None` if it can.
-fn topic_prefix_problem(prefix: &str) -> Option<&'static str> {
+pub(super) fn topic_prefix_problem(prefix: &str) -> Option<&'static str> {
     if prefix.is_empty() {
         Some("must not be empty")
     } else if prefix.contains(['+', '#']) {
@@ -1931,6 +1956,7 @@ devices:
                     max_silence: None,
                 },
                 unit: None,
+                write: None,
             }
         );
     }

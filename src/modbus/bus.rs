@@ -140,6 +140,12 @@ pub enum Command {
         device: usize,
         reply: oneshot::Sender<Result<Vec<ProbedPoint>, ProbeError>>,
     },
+    /// Read one point once (a command's read-back).
+    ReadPoint {
+        device: usize,
+        point: usize,
+        reply: oneshot::Sender<Result<ProbedPoint, ProbeError>>,
+    },
 }
 
 /// What the rest of the gateway sees of one device.
@@ -233,6 +239,43 @@ impl BusHandle {
         self.write(device, request).await
     }
 
+    /// Reads one point of `device` once, between two exchanges of the owner: its registers (or
+    /// bit) as received and the decoded value. Fails fast, as a write does, when the device is
+    /// offline or the command channel is full.
+    pub async fn read_point(&self, device: &str, point: &str) -> Result<ProbedPoint, ProbeError> {
+        let index = self
+            .index(device)
+            .ok_or_else(|| ProbeError::UnknownDevice(device.to_owned()))?;
+        let view = &self.devices[index];
+        let point_index = view
+            .config
+            .points
+            .iter()
+            .position(|p| p.name == point)
+            .ok_or_else(|| ProbeError::Failed(format!("unknown point {point:?}")))?;
+        let health = view.health.borrow().clone();
+        if !health.online {
+            return Err(ProbeError::Failed(format!(
+                "device is offline: {}",
+                health.last_error.as_deref().unwrap_or("not answering")
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Command::ReadPoint {
+                device: index,
+                point: point_index,
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    ProbeError::Failed("the bus is busy with other commands".to_owned())
+                }
+                mpsc::error::TrySendError::Closed(_) => ProbeError::BusClosed,
+            })?;
+        answer.await.map_err(|_| ProbeError::BusClosed)?
+    }
+
     /// Reads every point of `device` once: raw registers and decoded values.
     pub async fn probe(&self, device: &str) -> Result<Vec<ProbedPoint>, ProbeError> {
         let index = self
@@ -250,7 +293,9 @@ impl BusHandle {
     }
 }
 
-/// The request that writes `value` to `point` (pure).
+/// The request that writes `value` to `point` (pure): FC 5 for a coil and FC 6 for a
+/// one-register value, or FC 15 / FC 16 when the point's `write_function` is `multiple`; wider
+/// values always FC 16.
 pub fn write_request(
     point: &crate::config::PointConfig,
     value: &Value,
@@ -261,7 +306,14 @@ pub fn write_request(
         scale: point.scale,
         offset: point.offset,
     };
+    let multiple = point
+        .write
+        .is_some_and(|w| w.function == crate::config::WriteFunction::Multiple);
     match source.table {
+        Table::Coil if multiple => Ok(Request::WriteCoils {
+            address: source.address,
+            values: vec![decode::encode_bit(value)?],
+        }),
         Table::Coil => Ok(Request::WriteCoil {
             address: source.address,
             value: decode::encode_bit(value)?,
@@ -270,6 +322,10 @@ pub fn write_request(
             let words = decode::encode_registers(point.data_type, source.encoding, value, scaling)?;
             Ok(match (point.data_type, words.as_slice()) {
                 (DataType::String { .. }, _) | (_, [_, _, ..]) => Request::WriteRegisters {
+                    address: source.address,
+                    values: words,
+                },
+                (_, [_]) if multiple => Request::WriteRegisters {
                     address: source.address,
                     values: words,
                 },
@@ -438,7 +494,50 @@ impl<L: Link, S: SampleSink> BusOwner<L, S> {
             Command::Probe { device, reply } => {
                 let _ = reply.send(self.read_all(device).await);
             }
+            Command::ReadPoint {
+                device,
+                point,
+                reply,
+            } => {
+                let _ = reply.send(self.read_point(device, point).await);
+            }
         }
+    }
+
+    /// Reads point `point` of device `index` once: exactly its registers (or bit).
+    async fn read_point(&mut self, index: usize, point: usize) -> Result<ProbedPoint, ProbeError> {
+        let config = self
+            .devices
+            .get(index)
+            .and_then(|device| device.table.points().get(point))
+            .ok_or_else(|| ProbeError::Failed("no such point".to_owned()))?;
+        let source = config
+            .modbus()
+            .ok_or_else(|| ProbeError::Failed("not a modbus point".to_owned()))?;
+        let count = if source.table.is_bits() || source.bit.is_some() {
+            1
+        } else {
+            config.data_type.width()
+        };
+        let request = Request::Read {
+            table: source.table,
+            start: source.address,
+            count,
+        };
+        let name = config.name.clone();
+        let reply = self
+            .exchange(index, &request)
+            .await
+            .map_err(|error| ProbeError::Failed(error.to_string()))?;
+        let table = &self.devices[index].table;
+        let result = match &reply {
+            Ok(data) => Ok(table.decode(point, 0, data)),
+            Err(exception) => Err(*exception),
+        };
+        Ok(ProbedPoint {
+            point: name,
+            result,
+        })
     }
 
     /// One request/response on the wire for device `index`, with turnaround, timeout and
@@ -545,9 +644,11 @@ impl<L: Link, S: SampleSink> BusOwner<L, S> {
                     if !health.online {
                         info!(device = %name, "device answers again");
                     }
-                    let changed = !health.online || health.consecutive_failures != 0;
+                    let changed =
+                        !health.online || health.consecutive_failures != 0 || !health.answered;
                     health.online = true;
                     health.consecutive_failures = 0;
+                    health.answered = true;
                     changed
                 });
                 // Fixed rate; a poll that overran its interval is followed at once by the next.
@@ -656,6 +757,7 @@ mod tests {
                 max_silence: None,
             },
             unit: None,
+            write: None,
         }
     }
 
@@ -672,6 +774,7 @@ mod tests {
                 coalesce: Coalesce::Merge,
             },
             backoff_max: Duration::from_secs(8),
+            offline_after: 3,
         }
     }
 
@@ -901,6 +1004,42 @@ mod tests {
         drop(slave.await.unwrap());
     }
 
+    #[test]
+    fn write_function_multiple_uses_fc15_and_fc16() {
+        let multiple = Some(crate::config::WriteConfig {
+            min: None,
+            max: None,
+            verify: false,
+            function: crate::config::WriteFunction::Multiple,
+            max_age: None,
+        });
+        let mut mode = point("mode", Table::Holding, 20, DataType::U16);
+        assert_eq!(
+            write_request(&mode, &Value::Int(7)).unwrap(),
+            Request::WriteRegister {
+                address: 20,
+                value: 7
+            }
+        );
+        mode.write = multiple;
+        assert_eq!(
+            write_request(&mode, &Value::Int(7)).unwrap(),
+            Request::WriteRegisters {
+                address: 20,
+                values: vec![7]
+            }
+        );
+        let mut run = point("run", Table::Coil, 3, DataType::Bool);
+        run.write = multiple;
+        assert_eq!(
+            write_request(&run, &Value::Bool(true)).unwrap(),
+            Request::WriteCoils {
+                address: 3,
+                values: vec![true]
+            }
+        );
+    }
+
     async fn simulator(regs: &Registers) -> (SocketAddr, CancellationToken) {
         let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
             .await
@@ -1092,6 +1231,30 @@ mod tests {
             Err(WriteError::DeviceOffline("timed out after 200ms".into()))
         );
         assert!(started.elapsed() < Duration::from_millis(100));
+
+        // The simulator counts write requests, and can acknowledge writes it ignores.
+        assert_eq!(regs.write_count(1), 3);
+        regs.set_ignore_writes(1, true);
+        handle
+            .write_point("dev", "mode", &Value::Int(9))
+            .await
+            .unwrap();
+        assert_eq!(regs.holding(1, 20, 1), vec![7], "acknowledged, not applied");
+        assert_eq!(regs.write_count(1), 4);
+        regs.set_ignore_writes(1, false);
+
+        // A read-back of one point: exactly its registers.
+        let requests = regs.request_count();
+        let read = handle.read_point("dev", "setpoint").await.unwrap();
+        assert_eq!(
+            read.result,
+            Ok((Response::Words(vec![0x41AC, 0]), Ok(Value::Float(10.75))))
+        );
+        assert_eq!(regs.request_count(), requests + 1);
+        assert!(matches!(
+            handle.read_point("gone", "v").await,
+            Err(ProbeError::Failed(message)) if message.starts_with("device is offline")
+        ));
 
         // Probe: raw registers and decoded values of every point.
         let probed = handle.probe("dev").await.unwrap();

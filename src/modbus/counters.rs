@@ -3,8 +3,8 @@
 //! [`DeviceCounters`] are plain atomics, written by the bus owner only and read by anyone (logs,
 //! a metrics endpoint, the status publisher). [`DeviceHealth`] is published through a
 //! `tokio::sync::watch` channel so a status publisher (issue 5: device online/offline) can
-//! await changes instead of polling; it changes only when the device goes online or offline or
-//! its consecutive-failure count moves. [`PollDurations`] is a fixed-bucket histogram of the
+//! await changes instead of polling; it changes only when the device goes online or offline, its
+//! consecutive-failure count moves, or it answers for the first time. [`PollDurations`] is a fixed-bucket histogram of the
 //! same kind (atomics, one writer), so the bus owner never depends on a metrics library.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -79,6 +79,9 @@ pub struct DeviceHealth {
     pub consecutive_failures: u32,
     /// What the last failure was, lowercase (`timed out after 1s`, `crc error in the reply`).
     pub last_error: Option<String>,
+    /// Whether a poll succeeded since the owner started: tells "online after a good poll" from
+    /// "online because not tried yet" (the status publisher reports only the former).
+    pub answered: bool,
 }
 
 impl Default for DeviceHealth {
@@ -87,6 +90,7 @@ impl Default for DeviceHealth {
             online: true,
             consecutive_failures: 0,
             last_error: None,
+            answered: false,
         }
     }
 }

@@ -122,6 +122,7 @@ mod tests {
                 max_silence: None,
             },
             unit: None,
+            write: None,
         }
     }
 

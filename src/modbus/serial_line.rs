@@ -242,6 +242,9 @@ pub async fn run<S: SampleSink>(
     let set_health = |online: bool, error: Option<String>| {
         health.send_if_modified(|h| {
             let changed = h.online != online;
+            // Every failure moves the count (the status publisher's offline_after) and the first
+            // good line marks the instrument as answered: both notify the watchers.
+            let notify = changed || !online || !h.answered;
             if changed && online {
                 info!(device = %device.name, "instrument sends again");
             } else if changed {
@@ -250,11 +253,12 @@ pub async fn run<S: SampleSink>(
             h.online = online;
             if online {
                 h.consecutive_failures = 0;
+                h.answered = true;
             } else {
                 h.consecutive_failures = h.consecutive_failures.saturating_add(1);
                 h.last_error = error;
             }
-            changed
+            notify
         });
     };
     loop {

@@ -33,7 +33,8 @@
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`), schema version 2 in
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands of
+//! issue 5 have a table of their own, see [`recent`]), schema version 2 in
 //! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
 //! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
@@ -138,11 +139,13 @@ use crate::sample::{Sample, Value};
 
 pub mod capacity;
 pub mod inspect;
+pub mod recent;
 pub mod record;
 mod store;
 pub mod summary;
 mod writer;
 
+pub use recent::{CommandKey, RecentCommand};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
 use capacity::{Capacity, DropBurst};
@@ -666,6 +669,41 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// What is recorded of the command `key` (`recent.rs`): `None` if it was never taken.
+    pub async fn recent_command(
+        &self,
+        key: CommandKey,
+    ) -> Result<Option<RecentCommand>, QueueError> {
+        self.request(|reply| Command::Recent { key, reply }).await
+    }
+
+    /// Records the command `key` as taken, before its write starts; returns after the commit.
+    pub async fn command_taken(&self, key: CommandKey) -> Result<(), QueueError> {
+        self.request(|reply| Command::Taken { key, reply }).await
+    }
+
+    /// Commits a command's answer in one transaction: `message` (its result, queued and then
+    /// published like any row) and, for a command with an id, the recorded `result`. Returns
+    /// after the commit, so the command's PUBLISH may be acknowledged then. Not subject to
+    /// `store.on_full: reject_new`: an answer is small and must not be lost.
+    pub async fn answer_command(
+        &self,
+        key: Option<CommandKey>,
+        result: String,
+        message: Option<Message>,
+    ) -> Result<(), QueueError> {
+        if message.as_ref().is_some_and(|m| m.qos == Qos::AtMostOnce) {
+            return Err(QueueError::QosZero);
+        }
+        self.request(|reply| Command::Answered {
+            key,
+            result,
+            message,
+            reply,
+        })
+        .await
     }
 
     /// Newest committed `seq`, depth and size, updated after every commit. `changed()` fails

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::recent::CommandKey;
 use super::summary::{Contents, Group, InFlight, RowRef};
 use super::{
     Delivery, Entry, Message, MessageKind, QueueError, QueueProgress, StoredRow, StoredSample,
@@ -264,6 +265,8 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
         1 => tx.execute_batch(MIGRATE_V1_TO_V2)?,
         _ => {}
     }
+    // Additive, so not a schema version of its own (see `recent.rs`).
+    tx.execute_batch(super::recent::SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -335,11 +338,31 @@ pub(super) enum Write<'a> {
         key: &'a str,
         value: &'a str,
     },
+    /// A command was taken: its write is about to start (see `recent.rs`).
+    CommandTaken {
+        key: &'a CommandKey,
+        now_ms: i64,
+    },
+    /// A command's answer: the result message's row (if it is published through the queue)
+    /// and the recorded answer (if the command has an id), together.
+    CommandAnswered {
+        key: Option<&'a CommandKey>,
+        result: &'a str,
+        message: Option<&'a Message>,
+        now_ms: i64,
+    },
 }
 
 impl Write<'_> {
     pub fn is_insert(&self) -> bool {
-        matches!(self, Write::Insert { .. })
+        matches!(
+            self,
+            Write::Insert { .. }
+                | Write::CommandAnswered {
+                    message: Some(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -448,6 +471,31 @@ pub(super) fn apply_writes<'a>(
                 Write::EvictOldest(n) => {
                     let n = i64::try_from(n).unwrap_or(i64::MAX);
                     applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
+                }
+                Write::CommandTaken { key, now_ms } => super::recent::begin(&tx, key, now_ms)?,
+                Write::CommandAnswered {
+                    key,
+                    result,
+                    message,
+                    now_ms,
+                } => {
+                    if let Some(m) = message {
+                        insert.execute(params![
+                            &*m.device,
+                            &*m.point,
+                            m.payload,
+                            m.ts_ms,
+                            qos_to_i64(m.qos),
+                            m.retain,
+                            m.kind.code(),
+                            None::<i64>,
+                        ])?;
+                        applied.inserted += 1;
+                        applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
+                    }
+                    if let Some(key) = key {
+                        super::recent::answer(&tx, key, result, now_ms)?;
+                    }
                 }
             }
         }

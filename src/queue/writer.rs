@@ -31,8 +31,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::capacity::{Capacity, DropBurst, Drops};
+use super::recent::{self, CommandKey, RecentCommand};
 use super::store::{self, Write};
-use super::{Counters, Entry, QueueError, QueueProgress, StoredRow};
+use super::{Counters, Entry, Message, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
 
 /// Reply to a read: the rows, or why they could not be read.
@@ -89,6 +90,25 @@ pub(super) enum Command {
     /// Liveness probe ([`super::Queue::probe`]): answered after the group's commit, once the
     /// write lock could be taken.
     Probe(oneshot::Sender<Result<(), QueueError>>),
+    /// What is recorded of a command (`recent.rs`); answered after the group's commit.
+    Recent {
+        key: CommandKey,
+        reply: oneshot::Sender<Result<Option<RecentCommand>, QueueError>>,
+    },
+    /// Record a command as taken; replied after the commit.
+    Taken {
+        key: CommandKey,
+        reply: DoneReply,
+    },
+    /// Commit a command's answer (its result row and/or its record); replied after the commit.
+    /// Not counted against `max_batch` or the capacity plan: an answer is small and losing it
+    /// would leave a command unanswered.
+    Answered {
+        key: Option<CommandKey>,
+        result: String,
+        message: Option<Message>,
+        reply: DoneReply,
+    },
 }
 
 impl Command {
@@ -155,6 +175,16 @@ enum Pending {
     },
     /// Liveness probe: the write lock is taken after the group's commit.
     Probe(oneshot::Sender<Result<(), QueueError>>),
+    Recent {
+        key: CommandKey,
+        reply: oneshot::Sender<Result<Option<RecentCommand>, QueueError>>,
+    },
+    /// A command's answer: failed if its transaction failed, even when the group's other writes
+    /// were then retried alone without it.
+    Answered {
+        reply: DoneReply,
+        inserts: bool,
+    },
 }
 
 impl Writer {
@@ -261,14 +291,28 @@ impl Writer {
                 }
                 Command::ResetSession { .. } => writes.push(Write::ResetSession),
                 Command::SetMeta { key, value, .. } => writes.push(Write::SetMeta { key, value }),
+                Command::Taken { key, .. } => writes.push(Write::CommandTaken { key, now_ms: now }),
+                Command::Answered {
+                    key,
+                    result,
+                    message,
+                    ..
+                } => writes.push(Write::CommandAnswered {
+                    key: key.as_ref(),
+                    result,
+                    message: message.as_ref(),
+                    now_ms: now,
+                }),
                 _ => {}
             }
         }
 
         let mut commit_error: Option<String> = None;
         let mut unmarked: Vec<u64> = Vec::new();
+        let mut first_failed = false;
         if !writes.is_empty() {
             let mut result = store::apply_writes(&mut self.conn, writes.iter().copied());
+            first_failed = result.is_err();
             let mut dropped_inserts = 0u64;
             if let Err(e) = &result {
                 dropped_inserts = admitted as u64;
@@ -405,6 +449,16 @@ impl Writer {
                 }),
                 Command::GetMeta { key, reply } => pending.push(Pending::Meta { key, reply }),
                 Command::Probe(reply) => pending.push(Pending::Probe(reply)),
+                Command::Recent { key, reply } => pending.push(Pending::Recent { key, reply }),
+                Command::Taken { reply, .. } => pending.push(Pending::Done {
+                    reply,
+                    refused: false,
+                    clears_poison: false,
+                }),
+                Command::Answered { reply, message, .. } => pending.push(Pending::Answered {
+                    reply,
+                    inserts: message.is_some(),
+                }),
                 _ => {}
             }
         }
@@ -452,6 +506,19 @@ impl Writer {
                 }
                 Pending::Probe(reply) => {
                     let _ = reply.send(store::probe_write_lock(&mut self.conn));
+                }
+                Pending::Recent { key, reply } => {
+                    let _ = reply.send(recent::lookup(&self.conn, &key));
+                }
+                Pending::Answered { reply, inserts } => {
+                    let outcome = match &commit_error {
+                        Some(e) => Err(QueueError::Commit(e.clone())),
+                        None if inserts && first_failed => Err(QueueError::Commit(
+                            "the transaction holding the command's result failed".to_owned(),
+                        )),
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(outcome);
                 }
                 Pending::Done {
                     reply,

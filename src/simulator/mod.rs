@@ -14,7 +14,7 @@
 //! - a **gateway config** ([`run_from_config`]): it serves every `tcp` and `rtu_over_tcp` bus
 //!   on its `host:port` and moves the configured points once a second (floats follow a sine,
 //!   integers count up, bools toggle every 5 s, strings show the tick), so the demo shows live
-//!   data with no hardware. `rtu` buses are skipped (the gateway owns that port; use a
+//!   data with no hardware. Writable points keep what commands write to them. `rtu` buses are skipped (the gateway owns that port; use a
 //!   simulator file naming the other end of the serial pair).
 
 pub mod map;
@@ -69,13 +69,30 @@ impl Default for Tables {
     }
 }
 
+/// Called with the unit id of every write request, before it is applied (tests use it to act at
+/// the exact moment a write reaches the device).
+pub type WriteHook = Arc<dyn Fn(u8) + Send + Sync>;
+
 /// The simulated register space; cheap to clone, shared with the server tasks.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Registers {
     units: Arc<Mutex<HashMap<u8, Tables>>>,
     /// Units that answer nothing (an unplugged device).
     silent: Arc<Mutex<HashSet<u8>>>,
+    /// Units that acknowledge writes without applying them (clamped or read-only registers).
+    deaf: Arc<Mutex<HashSet<u8>>>,
     requests: Arc<AtomicU64>,
+    /// Write requests (FC 5, 6, 15, 16) served, per unit.
+    writes: Arc<Mutex<HashMap<u8, u64>>>,
+    write_hook: Arc<Mutex<Option<WriteHook>>>,
+}
+
+impl std::fmt::Debug for Registers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registers")
+            .field("requests", &self.request_count())
+            .finish_non_exhaustive()
+    }
 }
 
 fn range(addr: u16, count: usize) -> Result<std::ops::Range<usize>, ExceptionCode> {
@@ -147,8 +164,72 @@ impl Registers {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Write requests (FC 5, 6, 15, 16) `unit` received so far, applied or not.
+    pub fn write_count(&self, unit: u8) -> u64 {
+        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.get(&unit).copied().unwrap_or(0)
+    }
+
+    /// Makes `unit` acknowledge writes without applying them (`true`), as a device whose
+    /// register is read-only or clamped does, or apply them again.
+    pub fn set_ignore_writes(&self, unit: u8, ignore: bool) {
+        let mut set = self.deaf.lock().unwrap_or_else(|e| e.into_inner());
+        if ignore {
+            set.insert(unit);
+        } else {
+            set.remove(&unit);
+        }
+    }
+
+    /// Calls `hook` with the unit id of every write request before it is applied; `None`
+    /// removes it.
+    pub fn set_write_hook(&self, hook: Option<WriteHook>) {
+        *self.write_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
     fn handle(&self, unit: u8, request: Request<'_>) -> Result<Response, ExceptionCode> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let is_write = matches!(
+            request,
+            Request::WriteSingleCoil(..)
+                | Request::WriteMultipleCoils(..)
+                | Request::WriteSingleRegister(..)
+                | Request::WriteMultipleRegisters(..)
+        );
+        if is_write {
+            *self
+                .writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(unit)
+                .or_default() += 1;
+            let hook = self
+                .write_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook(unit);
+            }
+            if self
+                .deaf
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&unit)
+            {
+                return Ok(match request {
+                    Request::WriteSingleCoil(a, v) => Response::WriteSingleCoil(a, v),
+                    Request::WriteMultipleCoils(a, bits) => {
+                        Response::WriteMultipleCoils(a, bits.len() as u16)
+                    }
+                    Request::WriteSingleRegister(a, v) => Response::WriteSingleRegister(a, v),
+                    Request::WriteMultipleRegisters(a, words) => {
+                        Response::WriteMultipleRegisters(a, words.len() as u16)
+                    }
+                    _ => return Err(ExceptionCode::IllegalFunction),
+                });
+            }
+        }
         self.with(unit, |t| match request {
             Request::ReadCoils(a, n) => {
                 Ok(Response::ReadCoils(t.coils[range(a, n.into())?].to_vec()))
@@ -433,6 +514,10 @@ pub async fn run_from_config(
                 let Some(source) = point.modbus() else {
                     continue;
                 };
+                // A writable point is left to commands, so a demo's write stays visible.
+                if point.write.is_some() {
+                    continue;
+                }
                 let value = synthetic(point.data_type, n);
                 let scaling = match value {
                     Value::Float(_) => Scaling {

@@ -50,6 +50,12 @@ pub struct Completion {
 }
 
 impl AckToken {
+    /// A token for message `completion`, reported on `tx` (for connections other than the
+    /// uplink's that take commands, such as the local broker client).
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Completion>, completion: Completion) -> AckToken {
+        AckToken { tx, completion }
+    }
+
     /// Reports the message handled and its result committed. If the uplink is gone or the
     /// connection changed meanwhile, the broker redelivers it instead.
     pub fn ack(self) {

@@ -53,7 +53,8 @@ use tracing::{debug, error, info, warn};
 
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
 use super::inbound::{AckOrder, AckToken, Completion, Inbound, Incoming};
-use super::message::{self, OfflineReason};
+use super::message;
+use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
 use super::stats::UplinkStats;
@@ -79,7 +80,8 @@ enum Ended {
 
 /// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
 /// given, receives the PUBLISHes of its subscriptions with manual acknowledgement (issue 5).
-/// `state` follows the connection (for status lines); `stats` counts for the metrics.
+/// `state` follows the connection (for status lines); `stats` counts for the metrics. The
+/// certificates are those of [`Presence::fixed`]; the gateway passes its own with [`Uplink::run`].
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: UplinkConfig,
@@ -91,10 +93,75 @@ pub async fn run(
     stats: Arc<UplinkStats>,
     cancel: CancellationToken,
 ) {
+    Uplink {
+        config,
+        dialer,
+        queue,
+        live,
+        inbound,
+        presence: Presence::fixed(now_ms()),
+        state,
+        stats,
+    }
+    .run(cancel)
+    .await;
+}
+
+/// Everything the uplink task is given.
+pub struct Uplink {
+    pub config: UplinkConfig,
+    pub dialer: Dialer,
+    pub queue: Queue,
+    pub live: LiveReceiver,
+    /// Receives the PUBLISHes of its subscriptions with manual acknowledgement (commands).
+    pub inbound: Option<Inbound>,
+    /// Certificates and health reports.
+    pub presence: Presence,
+    /// Follows the connection (for status lines).
+    pub state: watch::Sender<LinkState>,
+    /// Counters for the metrics endpoint.
+    pub stats: Arc<UplinkStats>,
+}
+
+impl Uplink {
+    /// Runs the uplink until `cancel` fires. Never returns early on broker errors.
+    pub async fn run(self, cancel: CancellationToken) {
+        let Uplink {
+            config,
+            dialer,
+            queue,
+            live,
+            inbound,
+            presence,
+            state,
+            stats,
+        } = self;
+        run_link(
+            config, dialer, queue, live, inbound, presence, state, stats, cancel,
+        )
+        .await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of `Uplink`, moved into the task
+async fn run_link(
+    config: UplinkConfig,
+    dialer: Dialer,
+    queue: Queue,
+    live: LiveReceiver,
+    inbound: Option<Inbound>,
+    presence: Presence,
+    state: watch::Sender<LinkState>,
+    stats: Arc<UplinkStats>,
+    cancel: CancellationToken,
+) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut link = Link {
         status_topic: message::status_topic(&config.topic_prefix),
+        health_topic: presence::health_topic(&config.topic_prefix),
+        presence,
+        presence_open: (true, true),
         session: Session::new(config.max_inflight, config.response_timeout),
         rate: RateLimit::new(config.max_rate, now),
         config,
@@ -120,6 +187,11 @@ struct Link {
     config: UplinkConfig,
     dialer: Dialer,
     status_topic: String,
+    health_topic: String,
+    presence: Presence,
+    /// Whether the gateway info and the health reports still have a sender; a closed one's
+    /// branch is disabled.
+    presence_open: (bool, bool),
     session: Session,
     rate: RateLimit,
     queue: Queue,
@@ -168,7 +240,7 @@ impl Link {
                 keep_alive: self.config.keep_alive,
                 clean_session: !persistent || fresh_start,
                 will_topic: self.status_topic.clone(),
-                will_payload: message::death_payload(now_ms(), OfflineReason::ConnectionLost),
+                will_payload: self.presence.will(now_ms()),
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
@@ -246,11 +318,11 @@ impl Link {
             Err(e) => return Ended::Lost(e),
         };
         let resent = packets.len();
-        packets.push(self.session.publish_status(
-            self.status_topic.clone(),
-            message::birth_payload(now_ms()),
-            now,
-        ));
+        let birth = self.presence.birth(now_ms());
+        packets.push(
+            self.session
+                .publish_status(self.status_topic.clone(), birth, now),
+        );
         if let Some(filters) = self.inbound.as_ref().map(|i| i.filters.clone()) {
             if !filters.is_empty() {
                 packets.push(self.session.subscribe(&filters, now));
@@ -314,6 +386,24 @@ impl Link {
                 () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
                 }
+                changed = self.presence.gateway.changed(), if self.presence_open.0 => {
+                    if changed.is_err() {
+                        self.presence_open.0 = false;
+                        Ok(())
+                    } else {
+                        // The device map changed (reload): the birth says so at once.
+                        let birth = self.presence.birth(now_ms());
+                        let packet = self.session.publish_status(self.status_topic.clone(), birth, Instant::now());
+                        writer.write(&[packet]).await
+                    }
+                }
+                report = self.presence.health.recv(), if self.presence_open.1 => match report {
+                    Some(payload) => {
+                        let packet = self.session.publish_live(self.health_topic.clone(), payload, false);
+                        writer.write(&[packet]).await
+                    }
+                    None => { self.presence_open.1 = false; Ok(()) }
+                },
                 Some(done) = self.done_rx.recv() => {
                     let pubacks: Vec<Packet> = self
                         .acks
@@ -574,12 +664,23 @@ impl Link {
 
     /// Graceful end of a connection on shutdown.
     async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
-        let death = self.session.publish_status(
+        // Commands the handler finished before the shutdown are acknowledged now, so the
+        // broker does not redeliver them to the next run.
+        let mut packets: Vec<Packet> = Vec::new();
+        while let Ok(done) = self.done_rx.try_recv() {
+            packets.extend(
+                self.acks
+                    .complete(done)
+                    .into_iter()
+                    .map(|pkid| Packet::PubAck(PubAck::new(pkid))),
+            );
+        }
+        packets.push(self.session.publish_status(
             self.status_topic.clone(),
-            message::death_payload(now_ms(), OfflineReason::Shutdown),
+            self.presence.death(now_ms()),
             Instant::now(),
-        );
-        if let Err(error) = writer.write(&[death]).await {
+        ));
+        if let Err(error) = writer.write(&packets).await {
             warn!(%error, "could not publish the offline status");
             return Ended::Shutdown;
         }
@@ -618,6 +719,8 @@ impl Link {
         while self.live.rx.try_recv().is_ok() {
             discarded += 1;
         }
+        // Likewise a health report that waited for the connection.
+        while self.presence.health.try_recv().is_ok() {}
         if discarded > 0 {
             self.stats.live_discarded(discarded);
             info!(

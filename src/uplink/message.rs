@@ -2,9 +2,8 @@
 //!
 //! - `P/<device>/<point>`: `{"value":<number|bool>,"ts":<ms>,"seq":<u64>}` (QoS 0: no `seq`)
 //! - `P/<device>/status` and `P/<device>/<point>/set/result` (issue 5): queued
-//!   [`crate::queue::Message`]s, published with their payload as it was queued.
-//! - `P/status` (retained, QoS 1): `{"status":"online"|"offline","ts":<ms>,"version":"…"}`;
-//!   the offline form also says why (`"reason":"shutdown"` or `"connection_lost"` for the Last Will).
+//!   [`crate::queue::Message`]s, published with their payload as it was queued plus its `seq`.
+//! - `P/status` (retained, QoS 1): the certificates, rendered by [`crate::status::gateway`].
 //!
 //! Payloads are written by hand rather than through a serializer: the value is already JSON text
 //! ([`crate::sample::Value::to_json`]) and this runs once per published sample.
@@ -15,7 +14,7 @@ use crate::queue::{Entry, MessageKind, StoredRow};
 use crate::sample::Sample;
 
 /// Version reported in the birth certificate.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = crate::status::gateway::VERSION;
 
 pub fn sample_topic(prefix: &str, sample: &Sample) -> String {
     format!("{prefix}/{}/{}", sample.device, sample.point)
@@ -41,11 +40,30 @@ pub fn row_topic(prefix: &str, entry: &Entry) -> String {
     }
 }
 
-/// Payload of a queue row: a sample's envelope with its `seq`, or a message's payload as queued.
+/// Payload of a queue row: a sample's envelope with its `seq`, or a message's payload as queued
+/// with its `seq` added as the last member (see [`with_seq`]).
 pub fn row_payload(row: &StoredRow) -> Bytes {
     match &row.entry {
         Entry::Sample(sample) => sample_payload(sample, Some(row.seq)),
-        Entry::Message(m) => Bytes::from(m.payload.clone()),
+        Entry::Message(m) => Bytes::from(with_seq(&m.payload, row.seq)),
+    }
+}
+
+/// A queued message's JSON object with `"seq":<seq>` appended, so that consumers drop a
+/// redelivered device status or command result as they drop a sample: by `seq`. The `seq` is
+/// known only after the insert, hence added at send time. Anything that is not a JSON object
+/// (an empty payload) is sent as is.
+pub fn with_seq(payload: &str, seq: u64) -> String {
+    let trimmed = payload.trim_end();
+    match trimmed.strip_suffix('}') {
+        Some(head) if trimmed.starts_with('{') => {
+            if head[1..].trim().is_empty() {
+                format!(r#"{{"seq":{seq}}}"#)
+            } else {
+                format!(r#"{head},"seq":{seq}}}"#)
+            }
+        }
+        _ => payload.to_owned(),
     }
 }
 
@@ -59,33 +77,6 @@ pub fn row_flags(entry: &Entry) -> (crate::config::Qos, bool) {
 
 pub fn status_topic(prefix: &str) -> String {
     format!("{prefix}/status")
-}
-
-/// Why the gateway is offline, as told in the death certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OfflineReason {
-    /// Graceful shutdown published by the gateway itself.
-    Shutdown,
-    /// Last Will, published by the broker when the connection dropped without DISCONNECT.
-    ConnectionLost,
-}
-
-pub fn birth_payload(ts_ms: i64) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"status":"online","ts":{ts_ms},"version":"{VERSION}"}}"#
-    ))
-}
-
-/// `ts_ms` of a Last Will is the time the connection was made: the broker publishes it later
-/// without changing it.
-pub fn death_payload(ts_ms: i64, reason: OfflineReason) -> Bytes {
-    let reason = match reason {
-        OfflineReason::Shutdown => "shutdown",
-        OfflineReason::ConnectionLost => "connection_lost",
-    };
-    Bytes::from(format!(
-        r#"{{"status":"offline","ts":{ts_ms},"version":"{VERSION}","reason":"{reason}"}}"#
-    ))
 }
 
 #[cfg(test)]
@@ -157,16 +148,19 @@ mod tests {
         };
         assert_eq!(
             row_payload(&row),
-            Bytes::from_static(br#"{"status":"online"}"#)
+            Bytes::from_static(br#"{"status":"online","seq":9}"#)
         );
     }
 
     #[test]
-    fn status_payloads_are_json() {
-        assert_eq!(json(&birth_payload(5))["status"], "online");
-        assert_eq!(json(&birth_payload(5))["version"], VERSION);
-        let death = json(&death_payload(6, OfflineReason::ConnectionLost));
-        assert_eq!(death["status"], "offline");
-        assert_eq!(death["reason"], "connection_lost");
+    fn messages_get_their_seq_appended() {
+        assert_eq!(with_seq(r#"{"a":1}"#, 3), r#"{"a":1,"seq":3}"#);
+        assert_eq!(with_seq("{ }", 3), r#"{"seq":3}"#);
+        assert_eq!(with_seq("", 3), "");
+        assert_eq!(with_seq("[1]", 3), "[1]");
+        let json: serde_json::Value =
+            serde_json::from_str(&with_seq(r#"{"id":"x","ok":false,"message":"}"}"#, 12)).unwrap();
+        assert_eq!(json["seq"], 12);
+        assert_eq!(json["message"], "}");
     }
 }

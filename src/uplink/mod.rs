@@ -14,9 +14,11 @@
 //!   `seq` after a newer one, never skip one.
 //! - QoS 0 samples (the queue's live channel) are sent only while connected; what arrives while
 //!   the link is down is discarded at the next connect (counted in the log).
-//! - Birth certificate (`P/status` online, retained, QoS 1) after every CONNACK; the CONNECT
-//!   carries a retained QoS 1 Last Will (`offline`, `reason: connection_lost`); a graceful
-//!   shutdown publishes `offline` with `reason: shutdown` before DISCONNECT.
+//! - Birth certificate (`P/status` online, retained, QoS 1) after every CONNACK, and again when
+//!   the device map changes; the CONNECT carries a retained QoS 1 Last Will (`offline`,
+//!   `reason: connection_lost`, or an empty payload with `uplink.status.offline: clear`); a
+//!   graceful shutdown publishes the same kind of death with `reason: shutdown` before
+//!   DISCONNECT ([`presence`]). Health reports on `P/health` go out only while connected.
 //!
 //! # Failure and recovery
 //! Any I/O error, protocol violation, answer missing for `response_timeout` (PINGRESP, PUBACK,
@@ -36,13 +38,15 @@ pub mod connection;
 pub mod inbound;
 pub mod link;
 pub mod message;
+pub mod presence;
 pub mod rate;
 pub mod session;
 pub mod stats;
 pub mod transport;
 
 pub use inbound::{AckToken, Inbound, Incoming};
-pub use link::run;
+pub use link::{run, Uplink};
+pub use presence::Presence;
 pub use stats::{UplinkSnapshot, UplinkStats};
 pub use transport::{Dialer, TransportError};
 

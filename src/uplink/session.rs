@@ -251,6 +251,20 @@ impl Session {
             .0
     }
 
+    /// Builds a PUBLISH that is not a queue row and not counted in the window (the local
+    /// broker's statuses and command results): acknowledged like a certificate, QoS 0 untracked.
+    pub fn publish_other(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        qos: Qos,
+        retain: bool,
+        now: Instant,
+    ) -> Packet {
+        self.publish(Tracked::Status, topic, payload, qos, retain, now)
+            .0
+    }
+
     /// Builds a SUBSCRIBE of `filters` at QoS 1.
     pub fn subscribe(&mut self, filters: &[String], now: Instant) -> Packet {
         let pkid = self.allocate_pkid();

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod snippet;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -534,3 +534,102 @@ async fn incoming_publish_is_acked_only_when_the_handler_acks_in_receive_order()
     assert_eq!(broker.next().await, Some(Packet::PubAck(PubAck::new(22))));
     rig.stop().await;
 }
+
+/// The gateway's presence on the link: the birth carries the device map and is published again
+/// when it changes, health reports go out at QoS 0 unretained, the connection is counted, and
+/// with `offline: clear` the Last Will and the graceful death are empty retained messages.
+#[tokio::test(start_paused = true)]
+async fn presence_birth_follows_the_device_map_and_clear_mode_empties_the_death() {
+    use crate::config::OfflineStatus;
+    use crate::status::gateway::{DeviceInfo, GatewayInfo, VERSION};
+    use std::sync::Arc;
+
+    /// The next PUBLISH, answering pings on the way (paused time may reach the keep-alive).
+    async fn publish(broker: &mut FakeBroker) -> Publish {
+        loop {
+            match broker.next().await {
+                Some(Packet::Publish(p)) => return p,
+                Some(Packet::PingReq) => broker.send(Packet::PingResp).await,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+    fn json(p: &Publish) -> serde_json::Value {
+        serde_json::from_slice(&p.payload).unwrap()
+    }
+
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    let info = |devices| {
+        Arc::new(GatewayInfo {
+            version: VERSION,
+            started: 7,
+            devices,
+        })
+    };
+    let (info_tx, gateway) = tokio::sync::watch::channel(info(Vec::new()));
+    let (health_tx, health) = mpsc::channel(1);
+    let stats = Arc::new(crate::uplink::UplinkStats::default());
+    let cfg = config(rig.port());
+    let (_, live) = mpsc::channel(1);
+    rig.task = Some(tokio::spawn(
+        Uplink {
+            dialer: super::super::dialer(&cfg).unwrap(),
+            config: cfg,
+            queue: rig.queue.clone(),
+            live: LiveReceiver { rx: live },
+            inbound: None,
+            presence: Presence {
+                gateway,
+                offline: OfflineStatus::Clear,
+                health,
+            },
+            state: tokio::sync::watch::channel(crate::uplink::LinkState::default()).0,
+            stats: stats.clone(),
+        }
+        .run(rig.cancel.clone()),
+    ));
+    let (mut broker, connect) = FakeBroker::accept(&rig.listener).await;
+    let will = connect.last_will.expect("a Last Will");
+    assert!(
+        will.retain && will.message.is_empty(),
+        "clear: an empty will"
+    );
+    broker.connack(false).await;
+    let birth = publish(&mut broker).await;
+    assert_eq!((birth.topic.as_str(), birth.retain), ("p/status", true));
+    assert_eq!(json(&birth)["started"], 7);
+    assert_eq!(json(&birth)["devices"], serde_json::json!([]));
+    broker.send(Packet::PubAck(PubAck::new(birth.pkid))).await;
+    assert_eq!(stats.snapshot().connects, 1);
+
+    info_tx.send_replace(info(vec![DeviceInfo {
+        name: "boiler".into(),
+        bus: "plc1".into(),
+        points: Vec::new(),
+    }]));
+    let again = publish(&mut broker).await;
+    assert_eq!(again.topic, "p/status");
+    assert_eq!(json(&again)["devices"][0]["name"], "boiler");
+    broker.send(Packet::PubAck(PubAck::new(again.pkid))).await;
+
+    health_tx
+        .send(bytes::Bytes::from_static(br#"{"uptime_s":1}"#))
+        .await
+        .unwrap();
+    let report = publish(&mut broker).await;
+    assert_eq!(report.topic, "p/health");
+    assert_eq!(report.qos, QoS::AtMostOnce);
+    assert!(!report.retain);
+
+    rig.cancel.cancel();
+    let death = publish(&mut broker).await;
+    assert_eq!(death.topic, "p/status");
+    assert!(
+        death.retain && death.payload.is_empty(),
+        "clear: an empty death"
+    );
+    broker.send(Packet::PubAck(PubAck::new(death.pkid))).await;
+    assert_eq!(broker.next().await, Some(Packet::Disconnect));
+    rig.stop().await;
+}

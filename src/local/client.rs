@@ -1,0 +1,381 @@
+//! The local broker client task (I/O): one MQTT 3.1.1 connection to the on-site broker, built
+//! from the uplink's parts ([`Dialer`], [`connection`], [`Session`], [`AckOrder`], [`Backoff`])
+//! without the queue.
+//!
+//! ```text
+//!   ──► connecting ── CONNACK ──► connected: birth, retained copies, SUBSCRIBE P/+/+/set ──┐
+//!          ▲                        samples QoS 0 (retain per point), statuses and      │
+//!          │                        results QoS 1, commands in (manual ack), pings      │
+//!          └──── backoff (1 s doubling to 30 s, jitter) ◄──── lost ────────────────────┘
+//!                                                     cancel ──► death, DISCONNECT
+//! ```
+//!
+//! # Guarantees and non-guarantees
+//! - **Live, not durable.** Samples are published at QoS 0 as they are read, with the point's
+//!   retain flag and without `seq` (they were never queued). While the broker is down they are
+//!   discarded; the task keeps reading its feed all the same, so the statuses and retained
+//!   values it republishes at the next connect are current.
+//! - **Status.** Birth (retained, QoS 1) at every connect and when the device map changes; a
+//!   retained Last Will and a graceful death on `P/status` of the local broker, always the
+//!   retained offline form (the on-site HMIs want to see that the gateway is down). Device
+//!   statuses retained, QoS 1.
+//! - **Commands.** `P/+/+/set` subscribed at QoS 1 with a persistent session; each PUBLISH goes
+//!   to the local command handler with an ack token and is acknowledged in receive order once
+//!   answered (results QoS 1 on the same broker).
+//! - **Independent of the cloud.** Nothing here waits on the queue or the uplink, and nothing
+//!   there waits on this task: its inputs are offered with `try_send`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
+use rumqttc::mqttbytes::QoS;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::feed::{FeedReceiver, LocalEvent};
+use super::retained::Retained;
+use crate::backoff::Backoff;
+use crate::commands::topic;
+use crate::config::{LocalConfig, OfflineStatus, Qos};
+use crate::sample::{now_ms, Sample};
+use crate::status::gateway::{self, GatewayInfo, OfflineReason};
+use crate::uplink::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
+use crate::uplink::inbound::{AckOrder, AckToken, Completion};
+use crate::uplink::message::{sample_payload, sample_topic, status_topic};
+use crate::uplink::session::Session;
+use crate::uplink::{Dialer, Incoming, UplinkError};
+
+/// First reconnect delay; doubles (full jitter) up to [`RECONNECT_MAX`].
+pub const RECONNECT_INITIAL: Duration = Duration::from_secs(1);
+/// An on-site broker that restarts is back in seconds; a wrong password is not fixed faster by
+/// hammering it.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Deadline for connecting and for each write; a LAN broker answers in milliseconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer (PINGRESP, PUBACK, SUBACK) missing this long means a dead connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the death certificate's PUBACK.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything the task is given.
+pub struct LocalClient {
+    pub config: LocalConfig,
+    pub dialer: Dialer,
+    pub feed: FeedReceiver,
+    /// What the birth says; a change republishes it.
+    pub gateway: watch::Receiver<Arc<GatewayInfo>>,
+    /// Where incoming commands go (the local command handler).
+    pub commands: mpsc::Sender<Incoming>,
+}
+
+enum Ended {
+    Shutdown,
+    Lost(UplinkError),
+}
+
+struct Client {
+    config: LocalConfig,
+    dialer: Dialer,
+    feed: FeedReceiver,
+    gateway: watch::Receiver<Arc<GatewayInfo>>,
+    commands: mpsc::Sender<Incoming>,
+    session: Session,
+    acks: AckOrder,
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+    retained: Retained,
+    /// Whether the gateway info still has a sender (its branch is disabled once it has not).
+    gateway_open: bool,
+}
+
+impl LocalClient {
+    /// Runs until `cancel` fires; never returns early on broker errors.
+    pub async fn run(self, cancel: CancellationToken) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut client = Client {
+            config: self.config,
+            dialer: self.dialer,
+            feed: self.feed,
+            gateway: self.gateway,
+            commands: self.commands,
+            // Only certificates, statuses and results are tracked: the window is irrelevant.
+            session: Session::new(1, RESPONSE_TIMEOUT),
+            acks: AckOrder::default(),
+            done_tx,
+            done_rx,
+            retained: Retained::default(),
+            gateway_open: true,
+        };
+        client.run(cancel).await;
+    }
+}
+
+impl Client {
+    fn topic(&self, suffix: &str) -> String {
+        format!("{}/{suffix}", self.config.topic_prefix)
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+        let broker = self.dialer.endpoint();
+        loop {
+            let options = ConnectOptions {
+                client_id: &self.config.client_id,
+                keep_alive: self.config.keep_alive,
+                clean_session: false,
+                will_topic: status_topic(&self.config.topic_prefix),
+                will_payload: gateway::death(
+                    now_ms(),
+                    OfflineReason::ConnectionLost,
+                    OfflineStatus::Retain,
+                ),
+            };
+            let attempt = tokio::select! {
+                attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
+                () = cancel.cancelled() => return,
+            };
+            match attempt {
+                Ok((reader, writer, ack)) => {
+                    info!(%broker, session_present = ack.session_present, "local broker connected");
+                    backoff.reset();
+                    match self.connected(reader, writer, &cancel).await {
+                        Ended::Shutdown => return,
+                        Ended::Lost(error) => {
+                            warn!(%broker, %error, "local broker connection lost")
+                        }
+                    }
+                }
+                Err(error) if backoff.failures() == 0 => {
+                    warn!(%broker, %error, "cannot connect to the local broker; retrying with backoff (the cloud path is not affected)")
+                }
+                Err(error) => debug!(%broker, %error, "local broker connect failed"),
+            }
+            let pause = tokio::time::sleep(backoff.next_delay());
+            tokio::pin!(pause);
+            // Keep reading the feed while waiting: stale samples go, statuses and retained
+            // values are kept for the next connection; results cannot be delivered and their
+            // commands are redelivered by the broker.
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    () = cancel.cancelled() => return,
+                    Some(sample) = self.feed.samples.recv() => { self.remember_sample(&sample); }
+                    Some(event) = self.feed.events.recv() => { self.remember_event(event); }
+                }
+            }
+        }
+    }
+
+    /// Keeps a retained sample's payload for the next connect; returns it.
+    fn remember_sample(&mut self, sample: &Sample) -> Bytes {
+        let payload = sample_payload(sample, None);
+        if sample.retain {
+            self.retained.keep(
+                format!("{}/{}", sample.device, sample.point),
+                payload.clone(),
+            );
+        }
+        payload
+    }
+
+    /// Keeps a device status for the next connect; returns the packet parts to publish now.
+    fn remember_event(&mut self, event: LocalEvent) -> (String, Bytes, bool) {
+        match event {
+            LocalEvent::DeviceStatus { device, payload } => {
+                let suffix = format!("{device}/status");
+                let payload = Bytes::from(payload);
+                self.retained.keep(suffix.clone(), payload.clone());
+                (self.topic(&suffix), payload, true)
+            }
+            LocalEvent::Result {
+                device,
+                point,
+                payload,
+            } => (
+                topic::result_topic(&self.config.topic_prefix, &device, &point),
+                Bytes::from(payload),
+                false,
+            ),
+        }
+    }
+
+    async fn connected(
+        &mut self,
+        mut reader: PacketReader,
+        mut writer: PacketWriter,
+        cancel: &CancellationToken,
+    ) -> Ended {
+        let now = Instant::now();
+        self.session.on_connected();
+        self.acks.on_connected();
+        // What waited for the connection: samples are stale, the rest is in `retained`.
+        while let Ok(sample) = self.feed.samples.try_recv() {
+            self.remember_sample(&sample);
+        }
+        while let Ok(event) = self.feed.events.try_recv() {
+            self.remember_event(event);
+        }
+        let birth = self.gateway.borrow_and_update().birth(now_ms());
+        let mut packets =
+            vec![self
+                .session
+                .publish_status(status_topic(&self.config.topic_prefix), birth, now)];
+        let copies: Vec<(String, Bytes)> = self
+            .retained
+            .iter()
+            .map(|(suffix, payload)| (self.topic(suffix), payload.clone()))
+            .collect();
+        for (topic, payload) in copies {
+            let qos = if topic.ends_with("/status") {
+                Qos::AtLeastOnce
+            } else {
+                Qos::AtMostOnce
+            };
+            packets.push(self.session.publish_other(topic, payload, qos, true, now));
+        }
+        packets.push(
+            self.session
+                .subscribe(&[topic::filter(&self.config.topic_prefix)], now),
+        );
+        if let Err(error) = writer.write(&packets).await {
+            return Ended::Lost(error);
+        }
+        let half = (self.config.keep_alive / 2).max(Duration::from_millis(100));
+        let mut next_ping = now + half;
+        loop {
+            let now = Instant::now();
+            let deadline = self.session.deadline();
+            let step = tokio::select! {
+                () = cancel.cancelled() => return self.close(reader, writer).await,
+                packet = reader.read() => match packet {
+                    Ok(packet) => self.on_packets(packet, &mut reader),
+                    Err(error) => Err(error),
+                },
+                Some(sample) = self.feed.samples.recv() => {
+                    let payload = self.remember_sample(&sample);
+                    let topic = sample_topic(&self.config.topic_prefix, &sample);
+                    let packet = self.session.publish_live(topic, payload, sample.retain);
+                    writer.write(&[packet]).await
+                }
+                Some(event) = self.feed.events.recv() => {
+                    let (topic, payload, retain) = self.remember_event(event);
+                    let packet = self.session.publish_other(topic, payload, Qos::AtLeastOnce, retain, Instant::now());
+                    writer.write(&[packet]).await
+                }
+                changed = self.gateway.changed(), if self.gateway_open => {
+                    if changed.is_err() {
+                        self.gateway_open = false;
+                        Ok(())
+                    } else {
+                        let birth = self.gateway.borrow_and_update().birth(now_ms());
+                        let packet = self.session.publish_status(status_topic(&self.config.topic_prefix), birth, Instant::now());
+                        writer.write(&[packet]).await
+                    }
+                }
+                () = tokio::time::sleep_until(next_ping) => {
+                    next_ping += half;
+                    match self.session.ping(Instant::now()) {
+                        Some(packet) => writer.write(&[packet]).await,
+                        None => Ok(()),
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
+                    Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
+                }
+                Some(done) = self.done_rx.recv() => {
+                    let pubacks: Vec<Packet> = self
+                        .acks
+                        .complete(done)
+                        .into_iter()
+                        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
+                        .collect();
+                    writer.write(&pubacks).await
+                }
+            };
+            if let Err(error) = step {
+                return Ended::Lost(error);
+            }
+        }
+    }
+
+    /// Handles `first` and every complete packet already buffered behind it.
+    fn on_packets(&mut self, first: Packet, reader: &mut PacketReader) -> Result<(), UplinkError> {
+        let mut packet = Some(first);
+        while let Some(next) = packet.take() {
+            match next {
+                Packet::PubAck(ack) => {
+                    self.session.on_puback(ack.pkid)?;
+                }
+                Packet::PingResp => self.session.on_pingresp(),
+                Packet::SubAck(ack) => {
+                    let codes: Vec<String> =
+                        ack.return_codes.iter().map(|c| format!("{c:?}")).collect();
+                    if let Err(error) = self.session.on_suback(ack.pkid, &codes) {
+                        // The ACL refuses the command topics: values and status still flow.
+                        warn!(%error, "the local broker refused the command subscription");
+                    }
+                }
+                Packet::Publish(publish) => self.on_command(publish),
+                other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
+            }
+            packet = reader.buffered()?;
+        }
+        Ok(())
+    }
+
+    /// A command from an on-site client: to the handler with a manual ack.
+    fn on_command(&mut self, publish: Publish) {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(AckToken::new(
+                self.done_tx.clone(),
+                self.acks.on_publish(publish.pkid),
+            )),
+            QoS::ExactlyOnce => {
+                // Subscribed at QoS 1, so a conforming broker never sends this.
+                warn!(topic = %publish.topic, "ignoring a QoS 2 command from the local broker");
+                return;
+            }
+        };
+        let incoming = Incoming {
+            topic: publish.topic,
+            payload: publish.payload,
+            dup: publish.dup,
+            ack,
+        };
+        if let Err(error) = self.commands.try_send(incoming) {
+            warn!(%error, "local command handler is busy or gone; command left unacknowledged");
+        }
+    }
+
+    async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
+        let death = self.session.publish_status(
+            status_topic(&self.config.topic_prefix),
+            gateway::death(now_ms(), OfflineReason::Shutdown, OfflineStatus::Retain),
+            Instant::now(),
+        );
+        if writer.write(&[death]).await.is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                while self.session.status_pending() {
+                    match reader.read().await {
+                        Ok(Packet::PubAck(ack)) => {
+                            let _ = self.session.on_puback(ack.pkid);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+            .await;
+        }
+        if let Err(error) = writer.disconnect().await {
+            debug!(%error, "local disconnect failed");
+        }
+        info!("local broker client closed");
+        Ended::Shutdown
+    }
+}

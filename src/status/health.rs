@@ -1,0 +1,216 @@
+//! The health report on `P/health` (pure): one JSON document every `uplink.health_interval`,
+//! not retained, QoS 0 (a lost report is replaced by the next one; nothing to queue or resend).
+//!
+//! ```json
+//! {"ts":1763850060000,"started":1763850000000,"uptime_s":60,
+//!  "queue":{"depth":12,"bytes":53248,"oldest_age_ms":1500,
+//!           "dropped":{"capacity":0,"expired":0,"commit_failed":0,"live_channel_full":0}},
+//!  "uplink":{"connections":3,"reconnects":2},
+//!  "devices":{"boiler":{"status":"online","polls":59,"requests":118,"timeouts":0,
+//!             "exceptions":0,"crc_errors":0,"errors":0,"stale_replies":0,"decode_errors":0,
+//!             "last_success":1763850059800}}}
+//! ```
+//!
+//! - `queue.depth`, `queue.bytes`: rows committed and not yet acknowledged, and the bytes of
+//!   `queue.db` in use. `oldest_age_ms`: age of the oldest of them (its sample time), `null`
+//!   when the queue is empty. `dropped`: rows given up on since start, by reason (see
+//!   `docs/specs/queue.md`).
+//! - `uplink.connections`: broker connections made since start; `reconnects` those after the
+//!   first.
+//! - `devices`: per configured device, its reported status (`null` before it was tried),
+//!   successful `polls`, wire `requests` (reads and writes) and failures by kind, and the time
+//!   of the last successful poll (`null`: never). Counters start at zero with the process, and
+//!   for a bus restarted by a reload.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::device::DeviceState;
+use crate::modbus::CounterSnapshot;
+use crate::queue::{QueueProgress, QueueStats};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    pub ts: i64,
+    pub started: i64,
+    pub uptime_s: i64,
+    pub queue: QueueHealth,
+    pub uplink: UplinkHealth,
+    pub devices: BTreeMap<String, DeviceReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueHealth {
+    pub depth: u64,
+    pub bytes: u64,
+    pub oldest_age_ms: Option<i64>,
+    pub dropped: Dropped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dropped {
+    pub capacity: u64,
+    pub expired: u64,
+    pub commit_failed: u64,
+    pub live_channel_full: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UplinkHealth {
+    pub connections: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceReport {
+    pub status: Option<DeviceState>,
+    pub polls: u64,
+    pub requests: u64,
+    pub timeouts: u64,
+    pub exceptions: u64,
+    pub crc_errors: u64,
+    pub errors: u64,
+    pub stale_replies: u64,
+    pub decode_errors: u64,
+    pub last_success: Option<i64>,
+}
+
+impl DeviceReport {
+    /// From a device's counters, its successful poll count and its reported status.
+    pub fn new(status: Option<DeviceState>, counters: &CounterSnapshot, polls: u64) -> Self {
+        DeviceReport {
+            status,
+            polls,
+            requests: counters.requests,
+            timeouts: counters.timeouts,
+            exceptions: counters.exceptions,
+            crc_errors: counters.crc_errors,
+            errors: counters.errors,
+            stale_replies: counters.stale_replies,
+            decode_errors: counters.decode_errors + counters.garbage_lines,
+            last_success: (counters.last_success_ms > 0).then_some(counters.last_success_ms),
+        }
+    }
+}
+
+impl HealthReport {
+    /// The report at `now_ms`.
+    pub fn new(
+        now_ms: i64,
+        started_ms: i64,
+        progress: QueueProgress,
+        stats: QueueStats,
+        connections: u64,
+        devices: BTreeMap<String, DeviceReport>,
+    ) -> Self {
+        HealthReport {
+            ts: now_ms,
+            started: started_ms,
+            uptime_s: (now_ms - started_ms).max(0) / 1000,
+            queue: QueueHealth {
+                depth: progress.depth,
+                bytes: progress.bytes,
+                oldest_age_ms: progress.oldest_ts_ms.map(|ts| (now_ms - ts).max(0)),
+                dropped: Dropped {
+                    capacity: stats.capacity_dropped,
+                    expired: stats.expired,
+                    commit_failed: stats.commit_dropped,
+                    live_channel_full: stats.live_dropped,
+                },
+            },
+            uplink: UplinkHealth {
+                connections,
+                reconnects: connections.saturating_sub(1),
+            },
+            devices,
+        }
+    }
+
+    pub fn payload(&self) -> Bytes {
+        // Plain counters and names: serialising cannot fail; an empty report would be noticed.
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn report_is_the_contract() {
+        let counters = CounterSnapshot {
+            requests: 10,
+            timeouts: 2,
+            exceptions: 1,
+            crc_errors: 0,
+            errors: 3,
+            stale_replies: 0,
+            decode_errors: 1,
+            garbage_lines: 1,
+            last_success_ms: 9_000,
+        };
+        let devices = BTreeMap::from([
+            (
+                "boiler".to_owned(),
+                DeviceReport::new(Some(DeviceState::Offline), &counters, 7),
+            ),
+            (
+                "new".to_owned(),
+                DeviceReport::new(None, &CounterSnapshot::default(), 0),
+            ),
+        ]);
+        let report = HealthReport::new(
+            10_000,
+            4_000,
+            QueueProgress {
+                last_seq: 50,
+                depth: 12,
+                bytes: 4096,
+                oldest_ts_ms: Some(8_500),
+            },
+            QueueStats {
+                committed: 60,
+                live_dropped: 1,
+                commit_dropped: 2,
+                capacity_dropped: 3,
+                expired: 4,
+            },
+            3,
+            devices,
+        );
+        let value: serde_json::Value = serde_json::from_slice(&report.payload()).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "ts": 10000, "started": 4000, "uptime_s": 6,
+                "queue": {"depth": 12, "bytes": 4096, "oldest_age_ms": 1500,
+                    "dropped": {"capacity": 3, "expired": 4, "commit_failed": 2, "live_channel_full": 1}},
+                "uplink": {"connections": 3, "reconnects": 2},
+                "devices": {
+                    "boiler": {"status": "offline", "polls": 7, "requests": 10, "timeouts": 2,
+                        "exceptions": 1, "crc_errors": 0, "errors": 3, "stale_replies": 0,
+                        "decode_errors": 2, "last_success": 9000},
+                    "new": {"status": null, "polls": 0, "requests": 0, "timeouts": 0,
+                        "exceptions": 0, "crc_errors": 0, "errors": 0, "stale_replies": 0,
+                        "decode_errors": 0, "last_success": null}
+                }
+            })
+        );
+        let empty = HealthReport::new(
+            1,
+            1,
+            QueueProgress::default(),
+            QueueStats::default(),
+            0,
+            BTreeMap::new(),
+        );
+        let value: serde_json::Value = serde_json::from_slice(&empty.payload()).unwrap();
+        assert_eq!(value["queue"]["oldest_age_ms"], serde_json::Value::Null);
+        assert_eq!(value["uplink"]["reconnects"], 0);
+    }
+}

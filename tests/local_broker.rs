@@ -1,0 +1,244 @@
+//! The local broker client (issue 6) against mosquitto running the shipped snippet and ACL
+//! (`packaging/mosquitto/`), with on-site clients played by mosquitto_sub/mosquitto_pub (tools
+//! we did not write) logged in as an HMI user, our simulator as the device and the `fieldrelay`
+//! binary as the gateway.
+//!
+//! The WAN broker is down throughout the first test (the uplink url points at a port nobody
+//! listens on): everything on site must work without it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::snippet::{add_user, Broker, GATEWAY, HMI, SUB_TIMEOUT};
+use common::{free_port, wait_until, Gateway, Mosquitto, Subscriber};
+use fieldrelay::simulator::{Registers, Simulator};
+use tokio_util::sync::CancellationToken;
+
+const P: &str = "fieldrelay/test-gw";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn start_device() -> (Registers, u16, CancellationToken) {
+    let regs = Registers::default();
+    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+        .await
+        .expect("bind simulator");
+    let port = sim.local_addr().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(sim.run(cancel.clone()));
+    (regs, port, cancel)
+}
+
+fn write_config(dir: &Path, cloud: u16, local: u16, password: &str, device: u16) -> PathBuf {
+    let password_file = dir.join("local-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let path = dir.join("gateway.yaml");
+    let text = format!(
+        "gateway:
+  id: test-gw
+  data_dir: {data}
+uplink:
+  url: mqtt://127.0.0.1:{cloud}
+  keep_alive: 5s
+  reconnect_initial: 100ms
+  reconnect_max: 500ms
+local:
+  url: mqtt://127.0.0.1:{local}
+  username: fieldrelay
+  password_file: {password_file}
+buses:
+  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 200ms}}
+devices:
+  - name: boiler
+    bus: plc1
+    poll_interval: 50ms
+    points:
+      - {{name: temperature, table: input, address: 0, type: i16, publish: every_poll}}
+      - {{name: alarm, table: coil, address: 1, type: bool, retain: true}}
+      - {{name: setpoint, table: holding, address: 0, type: u16, writable: true, max: 90}}
+",
+        data = dir.join("data").display(),
+        password_file = password_file.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The payload of the single line `topic payload` read for `topic`.
+fn payload_of(lines: &[String], topic: &str) -> serde_json::Value {
+    let line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{topic} ")))
+        .unwrap_or_else(|| panic!("no {topic} in {lines:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// With the WAN broker down, an on-site client reads live values, the retained value of a
+/// retained point and the statuses; it sends a command and gets the result; it cannot publish
+/// to a data or status topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_site_clients_work_with_the_wan_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("fieldrelay.passwd");
+    add_user(&passwd, GATEWAY);
+    add_user(&passwd, HMI);
+    let broker = Broker::start(dir.path());
+    let (regs, device, _sim) = start_device().await;
+    regs.set_input(1, 0, &[215]);
+    regs.set_coil(1, 1, &[true]);
+    let wan = free_port(); // nothing listens there: the cloud is unreachable
+    let config = write_config(dir.path(), wan, broker.port, GATEWAY.1, device);
+    let gateway = Gateway::start(&config);
+
+    // Live values (not retained: they arrive because the gateway publishes them now).
+    let temperature = format!("{P}/boiler/temperature");
+    let (lines, broker) = tokio::task::spawn_blocking(move || {
+        let lines = broker.read(HMI, &temperature, 1);
+        (lines, broker)
+    })
+    .await
+    .unwrap();
+    let live = payload_of(&lines, &format!("{P}/boiler/temperature"));
+    assert_eq!(live["value"], 215);
+    assert!(
+        live.get("seq").is_none(),
+        "live values are not queued: {live}"
+    );
+
+    // The gateway's birth, the device status and the retained point (each read returns the
+    // first message: the retained copy, or the live one if it was not published yet).
+    let (lines, broker) = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for topic in ["status", "boiler/status", "boiler/alarm"] {
+            lines.extend(broker.read(HMI, &format!("{P}/{topic}"), 1));
+        }
+        (lines, broker)
+    })
+    .await
+    .unwrap();
+    let birth = payload_of(&lines, &format!("{P}/status"));
+    assert_eq!(birth["status"], "online");
+    assert_eq!(
+        birth["devices"][0]["points"][2]["writable"], true,
+        "{birth}"
+    );
+    assert_eq!(
+        payload_of(&lines, &format!("{P}/boiler/status"))["status"],
+        "online"
+    );
+    assert_eq!(
+        payload_of(&lines, &format!("{P}/boiler/alarm"))["value"],
+        true
+    );
+
+    // A command from the HMI, answered on the local broker.
+    let result_topic = format!("{P}/boiler/setpoint/set/result");
+    let results = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args([
+            "-u",
+            HMI.0,
+            "-P",
+            HMI.1,
+            "-i",
+            "hmi-results",
+            "-q",
+            "1",
+            "-v",
+        ])
+        .args(["-t", &result_topic, "-C", "1", "-W", SUB_TIMEOUT])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_sub");
+    let broker = tokio::task::spawn_blocking(move || {
+        wait_until("the result subscription", DEADLINE, || {
+            broker.log().contains("Sending SUBACK to hmi-results")
+        });
+        let out = broker.publish(
+            HMI,
+            &format!("{P}/boiler/setpoint/set"),
+            r#"{"id":"hmi-1","value":42}"#,
+        );
+        assert!(out.status.success(), "{out:?}");
+        broker
+    })
+    .await
+    .unwrap();
+    let received = tokio::task::spawn_blocking(move || results.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&received.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let result = payload_of(&lines, &result_topic);
+    assert_eq!(result["id"], "hmi-1");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["value"], 42);
+    assert_eq!(regs.holding(1, 0, 1), [42]);
+
+    // The HMI cannot publish to a data or status topic: the broker drops it (ACL), the
+    // gateway's retained values stay.
+    let alarm = format!("{P}/boiler/alarm");
+    let broker = tokio::task::spawn_blocking(move || {
+        for topic in [&alarm, &format!("{P}/status")] {
+            let out = broker.publish(HMI, topic, r#"{"value":false,"status":"forged"}"#);
+            assert!(out.status.success(), "{out:?}");
+        }
+        let lines = broker.read(HMI, &alarm, 1);
+        assert_eq!(
+            payload_of(&lines, &alarm)["value"],
+            true,
+            "a forged value got through"
+        );
+        let lines = broker.read(HMI, &format!("{P}/status"), 1);
+        assert_eq!(
+            payload_of(&lines, &format!("{P}/status"))["status"],
+            "online"
+        );
+        broker
+    })
+    .await
+    .unwrap();
+    assert!(
+        gateway.log().contains("cannot connect"),
+        "the uplink should be failing meanwhile"
+    );
+    drop(broker);
+}
+
+/// A wrong password is refused by the local broker; the gateway keeps retrying it and the
+/// cloud path goes on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_local_password_is_refused_and_the_cloud_path_goes_on() {
+    // Each broker in a directory of its own (each opens it to the mosquitto user).
+    let dir = tempfile::tempdir().unwrap();
+    add_user(&dir.path().join("fieldrelay.passwd"), GATEWAY);
+    let local = Broker::start(dir.path());
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(cloud_dir.path());
+    let (regs, device, _sim) = start_device().await;
+    regs.set_input(1, 0, &[7]);
+    let config = write_config(dir.path(), cloud.port, local.port, "wrong", device);
+    let mut sub = Subscriber::connect(cloud.port, "local-pw", &[&format!("{P}/boiler/#")]).await;
+    let gateway = Gateway::start(&config);
+    sub.until("values at the cloud", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == format!("{P}/boiler/temperature") && m.payload["value"] == 7)
+    })
+    .await;
+    let log = tokio::task::spawn_blocking(move || {
+        wait_until("the refusal in the gateway's log", DEADLINE, || {
+            gateway.log().contains("cannot connect to the local broker")
+        });
+        gateway.log()
+    })
+    .await
+    .unwrap();
+    assert!(log.contains("refused the connection"), "{log}");
+    assert!(local.log().contains("not authorised"), "{}", local.log());
+}
