@@ -130,7 +130,7 @@ ok "conffiles: $conffiles"
 ok "stat override root:fieldrelay 0640 on $CONFIG"
 
 for key in Type=notify WatchdogSec= User=fieldrelay SupplementaryGroups=dialout \
-  "ExecStartPre=/usr/bin/fieldrelay check --config $CONFIG" RestartPreventExitStatus=78 \
+  "ExecStartPre=-/usr/bin/fieldrelay check --config $CONFIG" RestartPreventExitStatus=78 \
   "ExecReload=/usr/bin/fieldrelay check --config $CONFIG" 'ExecReload=/bin/kill -HUP $MAINPID' \
   Restart=on-failure ProtectSystem=strict StateDirectory=fieldrelay NoNewPrivileges=yes PrivateTmp=yes; do
   grep -qx "$key.*" "$UNIT" || fail "unit lacks $key"
