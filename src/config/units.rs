@@ -10,9 +10,14 @@
 //!   or milliseconds?) is an error, not a guess.
 //! - **Total.** Every input gives `Ok` or a [`UnitError`]; overflow is an error, never a panic or
 //!   a wrap-around.
+//! - **Bounded.** A duration is at most [`MAX_DURATION`] (one year). The gateway adds configured
+//!   durations to clock readings (`next poll = now + poll_interval`), and a reading plus a
+//!   duration near `u64::MAX` seconds overflows and panics; no interval, timeout or age in this
+//!   file is meaningful beyond a year, so such a value is refused at `check` time instead.
 //! - **Round trip.** [`format_duration`] writes the shortest exact spelling, and
-//!   `parse_duration(&format_duration(d)) == Ok(d)` for every [`Duration`] (a proptest checks it),
-//!   so durations can be echoed back in messages in the same notation users write.
+//!   `parse_duration(&format_duration(d)) == Ok(d)` for every [`Duration`] up to
+//!   [`MAX_DURATION`] (a proptest checks it), so durations can be echoed back in messages in the
+//!   same notation users write.
 //!
 //! Sizes use SI units for `kB`/`MB`/`GB`/`TB` (powers of 1000) and IEC units for
 //! `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), as their names say; a bare number or `B` is bytes.
@@ -26,7 +31,7 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("invalid duration {0:?}: expected a number followed by ms, s, m or h")]
     InvalidDuration(String),
-    #[error("duration {0:?} is too long")]
+    #[error("duration {0:?} is too long: at most 8760h (one year)")]
     DurationTooLong(String),
     #[error("duration {0:?} is not a whole number of nanoseconds")]
     DurationTooPrecise(String),
@@ -40,6 +45,10 @@ pub enum UnitError {
     #[error("size {0:?} is not a whole number of bytes")]
     SizeNotWhole(String),
 }
+
+/// The longest duration the file may hold; see the module header (**Bounded**). The message of
+/// [`UnitError::DurationTooLong`] spells it out.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 const NANOS_PER_MS: u128 = 1_000_000;
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
@@ -144,7 +153,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     // The remainder is below 1e9 and so always fits.
     let subsec = u32::try_from(nanos % NANOS_PER_SECOND)
         .map_err(|_| UnitError::DurationTooLong(text.to_owned()))?;
-    Ok(Duration::new(secs, subsec))
+    let duration = Duration::new(secs, subsec);
+    if duration > MAX_DURATION {
+        return Err(UnitError::DurationTooLong(text.to_owned()));
+    }
+    Ok(duration)
 }
 
 /// Writes `duration` in the largest unit that represents it exactly (`1h`, `90s`, `1500ms`), and
@@ -281,9 +294,23 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_duration_parses() {
-        let max = Duration::new(u64::MAX, 999_999_999);
-        assert_eq!(parse_duration(&format_duration(max)), Ok(max));
+    fn the_longest_duration_parses_and_one_nanosecond_more_is_too_long() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration(&format_duration(MAX_DURATION)),
+            Ok(MAX_DURATION)
+        );
+        let over = format_duration(MAX_DURATION + Duration::from_nanos(1));
+        assert_eq!(
+            parse_duration(&over),
+            Err(UnitError::DurationTooLong(over.clone()))
+        );
+        // A value that passed before the bound and then panicked when added to a clock reading.
+        let panicked = format!("{}h", u64::MAX / 3600 / 2);
+        assert_eq!(
+            parse_duration(&panicked),
+            Err(UnitError::DurationTooLong(panicked.clone()))
+        );
     }
 
     #[test]
@@ -352,6 +379,17 @@ mod tests {
         #[test]
         fn format_then_parse_is_identity(secs in any::<u64>(), nanos in 0u32..1_000_000_000) {
             let duration = Duration::new(secs, nanos);
+            let expected = if duration <= MAX_DURATION {
+                Ok(duration)
+            } else {
+                Err(UnitError::DurationTooLong(format_duration(duration)))
+            };
+            prop_assert_eq!(parse_duration(&format_duration(duration)), expected);
+        }
+
+        #[test]
+        fn durations_up_to_the_bound_round_trip(nanos in 0..=MAX_DURATION.as_nanos() as u64) {
+            let duration = Duration::from_nanos(nanos);
             prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
         }
 
@@ -370,6 +408,10 @@ mod tests {
             let text = format!("{whole}.{millis:03}{}", unit.0);
             // whole.millis units, in microseconds: (whole * 1000 + millis) * unit_ms
             let micros = (whole * 1000 + millis) * unit.1;
+            if Duration::from_micros(micros) > MAX_DURATION {
+                prop_assert_eq!(parse_duration(&text), Err(UnitError::DurationTooLong(text.clone())));
+                return Ok(());
+            }
             prop_assert_eq!(parse_duration(&text), Ok(Duration::from_micros(micros)));
             // Formatting the result gives a string that parses back to the same value.
             let again = parse_duration(&format_duration(Duration::from_micros(micros)));
