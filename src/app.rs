@@ -8,8 +8,8 @@
 //!    acknowledgements, and disconnects. Rows not acknowledged stay queued for the next start.
 //! 3. The queue closes last: the writer commits what is pending and the database is closed.
 //!
-//! Each step waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned (logged), so
-//! the process exits within a few seconds even when a peer hangs.
+//! Each of the three stages waits at most [`STEP_DEADLINE`]; a task that overruns it is abandoned
+//! (logged), so the process exits within [`SHUTDOWN_BUDGET`] even when a peer hangs.
 //!
 //! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
 //! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
@@ -18,11 +18,13 @@
 //! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
 //! committing a device status or a command's answer.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -34,8 +36,14 @@ use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
 use crate::{commands, local, metrics, service, status, uplink};
 
-/// Upper bound for each shutdown step; the uplink's own grace period fits inside it.
+/// Upper bound for each of the three shutdown stages (intake, links, queue); the uplink's own
+/// grace period for acknowledgements fits inside it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The longest a shutdown can take: three stages of [`STEP_DEADLINE`]. It must stay below the
+/// unit's `TimeoutStopSec=`, or systemd kills the process before the queue has closed (a test
+/// reads the unit file and checks this).
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3 * STEP_DEADLINE.as_secs());
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -222,55 +230,59 @@ pub async fn run(
 
     cancel.cancelled().await;
     info!("shutting down");
+    // Stage 1: intake and what stands beside it. Every task below was cancelled by the same
+    // token, so they stop together and share one deadline.
+    let deadline = Instant::now() + STEP_DEADLINE;
     // Sends STOPPING=1 and returns; it holds a queue handle only until then.
-    if let Err(error) = supervisor.await {
+    if let Some(Err(error)) = settle(deadline, "service supervisor", supervisor).await {
         warn!(%error, "service supervisor failed");
     }
     // A reload under way stops starting buses once cancelled.
-    if tokio::time::timeout(STEP_DEADLINE, reloader).await.is_err() {
-        warn!("reload task did not stop in time");
-    }
-    if tokio::time::timeout(STEP_DEADLINE, pollers.wait())
-        .await
-        .is_err()
-    {
-        warn!("pollers did not stop in time");
-    }
+    settle(deadline, "reload task", reloader).await;
+    settle(deadline, "pollers", pollers.wait()).await;
     if let Some(metrics) = metrics {
-        if tokio::time::timeout(STEP_DEADLINE, metrics).await.is_err() {
-            warn!("metrics endpoint did not stop in time");
-        }
+        settle(deadline, "metrics endpoint", metrics).await;
     }
     // Before the uplink and the queue: they may be committing a device status or an answer.
-    if tokio::time::timeout(STEP_DEADLINE, monitor).await.is_err() {
-        warn!("status monitor did not stop in time");
-    }
-    if tokio::time::timeout(STEP_DEADLINE, cloud_commands)
-        .await
-        .is_err()
-    {
-        warn!("command handler did not stop in time");
-    }
-    if let Some((_, client, handler)) = local_tasks {
-        if tokio::time::timeout(STEP_DEADLINE, handler).await.is_err() {
-            warn!("local command handler did not stop in time");
+    settle(deadline, "status monitor", monitor).await;
+    settle(deadline, "command handler", cloud_commands).await;
+    let local_client = match local_tasks {
+        Some((_, client, handler)) => {
+            settle(deadline, "local command handler", handler).await;
+            Some(client)
         }
-        // Publishes the offline status on the local broker and disconnects.
-        if tokio::time::timeout(STEP_DEADLINE, client).await.is_err() {
-            warn!("local broker client did not stop in time");
+        None => None,
+    };
+    // Stage 2: the links say goodbye (retained offline status, outstanding acks, DISCONNECT),
+    // the cloud uplink and the on-site client at the same time: neither waits for the other.
+    let deadline = Instant::now() + STEP_DEADLINE;
+    let local_goodbye = async {
+        if let Some(client) = local_client {
+            settle(deadline, "local broker client", client).await;
         }
+    };
+    let (uplink, ()) = tokio::join!(settle(deadline, "uplink", uplink), local_goodbye);
+    match uplink {
+        Some(Ok(())) | None => {}
+        Some(Err(error)) => warn!(%error, "uplink task failed"),
     }
-    match tokio::time::timeout(STEP_DEADLINE, uplink).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => warn!(%error, "uplink task failed"),
-        Err(_) => warn!("uplink did not stop in time"),
-    }
-    match tokio::time::timeout(STEP_DEADLINE, writer.close()).await {
-        Ok(Ok(())) => info!("queue closed"),
-        Ok(Err(error)) => warn!(%error, "queue did not close cleanly"),
-        Err(_) => warn!("queue did not close in time"),
+    // Stage 3: the queue closes last.
+    match settle(Instant::now() + STEP_DEADLINE, "queue", writer.close()).await {
+        Some(Ok(())) => info!("queue closed"),
+        Some(Err(error)) => warn!(%error, "queue did not close cleanly"),
+        None => {}
     }
     Ok(())
+}
+
+/// Waits for `task` until `deadline`; a task that overruns it is abandoned, with a warning, so
+/// that shutdown stays within [`SHUTDOWN_BUDGET`] whatever a peer does.
+async fn settle<F: Future>(deadline: Instant, what: &str, task: F) -> Option<F::Output> {
+    let output = tokio::time::timeout_at(deadline, task).await.ok();
+    if output.is_none() {
+        warn!("{what} did not stop in time");
+    }
+    output
 }
 
 /// What `/metrics` shows of the running gateway: one collector per part. A part with metrics of

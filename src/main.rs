@@ -15,6 +15,9 @@ use tracing_subscriber::EnvFilter;
 /// keeps a broken config from restart-looping.
 const EX_CONFIG: u8 = 78;
 
+/// Exit status after a second SIGTERM/SIGINT cut shutdown short (128 + SIGINT, as shells report).
+const EX_INTERRUPTED: i32 = 130;
+
 #[derive(Parser)]
 #[command(
     name = "fieldrelay",
@@ -26,7 +29,8 @@ Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); defaul
 Under systemd, logs go to the journal with their levels as priorities.",
     after_help = "Exit status: 0 after a clean shutdown or a valid config; 1 when the gateway \
 failed at run time (systemd restarts it); 78 (EX_CONFIG) for an invalid configuration (systemd does \
-not restart it). probe: 0 when every point answered, 1 when any did not. queue: see \
+not restart it); 130 when a second SIGTERM/SIGINT cut a shutdown short. probe: 0 when every point \
+answered, 1 when any did not. queue: see \
 `fieldrelay queue stats --help`."
 )]
 struct Cli {
@@ -394,6 +398,14 @@ where
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             }
             signal_cancel.cancel();
+            // A second signal means "now": an operator pressing Ctrl-C again, or a supervisor
+            // that gave up waiting. Committed rows are safe either way (as after `kill -9`).
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::warn!("second signal during shutdown: exiting at once");
+            std::process::exit(EX_INTERRUPTED);
         });
         body(cancel).await
     })

@@ -347,3 +347,33 @@ async fn sigterm_publishes_offline_and_exits_zero() {
         .unwrap();
     assert_eq!(offline.payload["reason"], "shutdown");
 }
+
+/// Shutdown is bounded, and an operator need not wait for the bound: with the broker hung
+/// (SIGSTOP, the socket open and silent) the uplink waits for the offline status' PUBACK, and a
+/// second SIGTERM during that wait ends the process at once with status 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (_regs, device, _sim) = start_device().await;
+    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_POINT);
+    let status = "fieldrelay/test-gw/status";
+    let mut sub = Subscriber::connect(broker.port, "e2e-second-term", &[status]).await;
+    let mut gateway = Gateway::start(&config);
+    sub.until("online", Duration::from_secs(20), |seen| {
+        seen.iter().any(|m| m.payload["status"] == "online")
+    })
+    .await;
+    broker.freeze();
+    gateway.begin_shutdown();
+    wait_until(
+        "the gateway to begin shutting down",
+        Duration::from_secs(10),
+        || gateway.log().contains("shutting down"),
+    );
+    let exit = tokio::task::spawn_blocking(move || gateway.terminate(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    broker.thaw();
+    assert_eq!(exit.code(), Some(130), "exit status {exit:?}");
+}

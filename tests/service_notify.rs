@@ -334,3 +334,28 @@ fn journal_stream_is_honoured_only_for_its_own_stderr() {
     let inherited = run_check(&|meta| format!("{}:{}", meta.dev(), meta.ino() + 1));
     assert!(!inherited.contains(fallback), "{inherited}");
 }
+
+/// systemd kills the process `TimeoutStopSec=` after SIGTERM; the gateway's own shutdown
+/// deadlines must end first, or the queue may not close in order (still safe, as after
+/// `kill -9`, but the uplink's offline status and DISCONNECT would be lost).
+#[test]
+fn the_shutdown_budget_fits_in_the_units_stop_timeout() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/fieldrelay.service"
+    ))
+    .unwrap();
+    let value = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("TimeoutStopSec="))
+        .expect("the unit sets TimeoutStopSec=");
+    let seconds: u64 = value
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("TimeoutStopSec={value}: expected whole seconds like 30s"));
+    let budget = fieldrelay::app::SHUTDOWN_BUDGET;
+    assert!(
+        budget + std::time::Duration::from_secs(5) <= std::time::Duration::from_secs(seconds),
+        "shutdown may take {budget:?}, TimeoutStopSec={value} leaves less than 5 s of margin"
+    );
+}

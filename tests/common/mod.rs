@@ -157,6 +157,17 @@ impl Mosquitto {
         }
     }
 
+    /// SIGSTOP: the broker keeps its sockets open and answers nothing (a hung broker, from the
+    /// client's side); [`Mosquitto::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref().expect("mosquitto is running"), "-STOP");
+    }
+
+    /// SIGCONT after [`Mosquitto::freeze`].
+    pub fn thaw(&self) {
+        signal(self.child.as_ref().expect("mosquitto is running"), "-CONT");
+    }
+
     /// Starts again on the same port.
     pub fn restart(&mut self) {
         self.stop();
@@ -247,6 +258,11 @@ impl Gateway {
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
         self.launch();
+    }
+
+    /// SIGTERM without waiting for the exit.
+    pub fn begin_shutdown(&self) {
+        signal(self.child.as_ref().expect("gateway is running"), "-TERM");
     }
 
     /// SIGTERM and wait for the exit status.
