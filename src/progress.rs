@@ -1,9 +1,10 @@
-//! A progress bar for long work a person waits on (`fieldrelay probe` of a large map; later
-//! `queue export`): drawn on stderr when stderr is a terminal, silent otherwise, so piped or
-//! logged output (`probe > table.txt`, systemd, CI) never gets control characters.
+//! A progress bar for long work a person waits on (`fieldrelay probe` of a large map,
+//! `fieldrelay queue export`): drawn on stderr when stderr is a terminal, silent otherwise, so
+//! piped or logged output (`probe > table.txt`, systemd, CI) never gets control characters.
 //!
 //! Hand-written rather than a crate: one line redrawn with `\r`, at most every
-//! [`REDRAW_EVERY`]; [`render`] is pure and tested.
+//! [`REDRAW_EVERY`]; [`render`] is pure and tested, and `tests/queue_tools.rs` runs an export
+//! under a pseudo-terminal to see the bar drawn and erased.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;

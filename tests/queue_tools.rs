@@ -203,6 +203,16 @@ async fn peek_and_stats_show_the_rows_queued_during_a_broker_outage() {
 /// Writes `n` committed rows (values 1..=n) to a queue in `data_dir`, closes it, and destroys
 /// one page in the middle of the file.
 async fn damaged_queue(data_dir: &Path, n: i64) {
+    committed_queue(data_dir, n).await;
+    let file = data_dir.join("queue.db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 4096 / 2 * 4096;
+    bytes[middle..middle + 4096].fill(0xA5);
+    std::fs::write(&file, bytes).unwrap();
+}
+
+/// Writes `n` committed rows (values 1..=n) to a queue in `data_dir` and closes it.
+async fn committed_queue(data_dir: &Path, n: i64) {
     let (queue, _live, writer) = Queue::open(data_dir, QueueOptions::default()).unwrap();
     for i in 1..=n {
         let sample = Sample {
@@ -217,11 +227,6 @@ async fn damaged_queue(data_dir: &Path, n: i64) {
     }
     queue.fetch(0, 0).await.unwrap();
     writer.close().await.unwrap();
-    let file = data_dir.join("queue.db");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let middle = bytes.len() / 4096 / 2 * 4096;
-    bytes[middle..middle + 4096].fill(0xA5);
-    std::fs::write(&file, bytes).unwrap();
 }
 
 fn quarantined(data_dir: &Path) -> Option<PathBuf> {
@@ -335,5 +340,53 @@ async fn export_recovers_what_a_quarantined_queue_file_still_holds() {
     assert_eq!(
         (code, stdout.as_str(), err.as_str()),
         (Some(0), "", "0 rows written\n")
+    );
+}
+
+/// Done when (issue 7): "a progress bar on a terminal, quiet when not a TTY". Under a
+/// pseudo-terminal (util-linux `script`), `queue export` redraws one bar line on stderr and
+/// erases it before its summary; the quiet case (stderr a pipe) is checked above, where stderr
+/// holds the summary alone.
+#[tokio::test]
+async fn export_draws_a_progress_bar_on_a_terminal_and_erases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    committed_queue(&data_dir, 3000).await;
+    let output = dir.path().join("rows.jsonl");
+    let command = format!(
+        "{} queue export --data-dir {} --output {}",
+        env!("CARGO_BIN_EXE_fieldrelay"),
+        data_dir.display(),
+        output.display()
+    );
+    let run = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let terminal = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{terminal}");
+    // Every drawing starts with "carriage return, erase the line"; the last full bar is drawn
+    // when the work is done, then erased, then the summary follows on the clean line.
+    let erase = "\r\x1b[2K";
+    assert!(
+        terminal.contains(&format!("{erase}[")),
+        "no bar drawn: {terminal:?}"
+    );
+    let done = format!("[{}] 3000/3000 rows", "#".repeat(30));
+    let tail = terminal
+        .rsplit_once(&done)
+        .map(|(_, tail)| tail)
+        .unwrap_or_else(|| panic!("no finished bar: {terminal:?}"));
+    assert!(
+        tail.starts_with(erase) && tail.contains("3000 rows written"),
+        "the bar is not erased before the summary: {tail:?}"
+    );
+    assert_eq!(
+        json_lines(&std::fs::read_to_string(&output).unwrap()).len(),
+        3000,
+        "the export itself is complete"
     );
 }
