@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian/Ubuntu: a real mosquitto broker and its clients,
-# socat (serial pseudo-terminal pairs), and pymodbus 3.7.4 (a Modbus RTU slave we did not write)
+# socat (serial pseudo-terminal pairs), script (a terminal for the progress bar), and pymodbus 3.7.4 (a Modbus RTU slave we did not write)
 # in a Python virtual environment. Idempotent; uses sudo when not root.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# script(1) gives a test a pseudo-terminal (the progress bar); essential on Debian, not in every image.
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
