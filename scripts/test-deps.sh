@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian/Ubuntu: a real mosquitto broker and its clients,
-# socat (serial pseudo-terminal pairs), script (a terminal for the progress bar), and pymodbus 3.7.4 (a Modbus RTU slave we did not write)
-# in a Python virtual environment. Idempotent; uses sudo when not root.
+# socat (serial pseudo-terminal pairs), script (a terminal for the progress bar), and pymodbus
+# 3.7.4 (a Modbus RTU slave we did not write) in a Python virtual environment. Idempotent; uses
+# sudo when not root.
 set -euo pipefail
 
 need=()
