@@ -135,7 +135,11 @@ impl Rig {
         let sub = Subscriber::connect(
             broker.port,
             name,
-            &[&format!("{P}/+/+/set/result"), &format!("{P}/+/status")],
+            &[
+                &format!("{P}/+/+/set/result"),
+                &format!("{P}/+/status"),
+                &format!("{P}/status"),
+            ],
         )
         .await;
         let gateway = Gateway::start(&config);
@@ -148,14 +152,17 @@ impl Rig {
             _sim: sim,
         };
         // The gateway subscribes at every connect; a command sent before its first one is not
-        // queued for it. Probe until a command is answered.
+        // queued for it. Probe until a command is answered. A probe is refused (`not_writable`)
+        // before it reaches the device, so one answered only after the loop ended (a loaded
+        // machine) writes nothing: it cannot change the tests' write counts or fire a write
+        // hook.
         let mut n = 0;
         loop {
             n += 1;
             let id = format!("probe{n}");
             rig.command(
-                "boiler/run/set",
-                &format!(r#"{{"id":"{id}","value":false}}"#),
+                "boiler/temperature/set",
+                &format!(r#"{{"id":"{id}","value":1}}"#),
             );
             let answered = rig
                 .sub
@@ -168,6 +175,14 @@ impl Rig {
             }
             assert!(n < 120, "the gateway never answered a command");
         }
+        // And the boiler answers its polls, so commands to it reach it.
+        rig.sub
+            .until("the boiler online", DEADLINE, |seen| {
+                seen.iter().any(|m| {
+                    m.topic == format!("{P}/boiler/status") && m.payload["status"] == "online"
+                })
+            })
+            .await;
         (rig, gateway)
     }
 
@@ -388,6 +403,15 @@ async fn kill9_between_write_and_answer_redelivers_and_writes_once() {
         conn.execute_batch("ROLLBACK").unwrap();
     }
     assert_eq!(rig.regs.holding(1, 2, 1), [55], "the write happened");
+    // The broker publishes the Last Will once it has read the dead connection to its end, so
+    // anything the gateway published before the kill reaches us before the will does.
+    rig.sub
+        .until("the Last Will", DEADLINE, |seen| {
+            seen.iter().any(|m| {
+                m.topic == format!("{P}/status") && m.payload["reason"] == "connection_lost"
+            })
+        })
+        .await;
     assert!(
         !results(&rig.sub.seen).any(|m| m.payload["id"] == "k9"),
         "answered before the kill"
