@@ -22,6 +22,7 @@ use common::{Gateway, Message, Mosquitto, Subscriber};
 use fieldrelay::sample::now_ms;
 use fieldrelay::simulator::{Registers, Simulator};
 use serde_json::{json, Value};
+use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -135,7 +136,11 @@ impl Rig {
         let sub = Subscriber::connect(
             broker.port,
             name,
-            &[&format!("{P}/+/+/set/result"), &format!("{P}/+/status")],
+            &[
+                &format!("{P}/+/+/set/result"),
+                &format!("{P}/+/status"),
+                &format!("{P}/status"),
+            ],
         )
         .await;
         let gateway = Gateway::start(&config);
@@ -148,14 +153,17 @@ impl Rig {
             _sim: sim,
         };
         // The gateway subscribes at every connect; a command sent before its first one is not
-        // queued for it. Probe until a command is answered.
+        // queued for it. Probe until a command is answered. A probe is refused (`not_writable`)
+        // before it reaches the device, so one answered only after the loop ended (a loaded
+        // machine) writes nothing: it cannot change the tests' write counts or fire a write
+        // hook.
         let mut n = 0;
         loop {
             n += 1;
             let id = format!("probe{n}");
             rig.command(
-                "boiler/run/set",
-                &format!(r#"{{"id":"{id}","value":false}}"#),
+                "boiler/temperature/set",
+                &format!(r#"{{"id":"{id}","value":1}}"#),
             );
             let answered = rig
                 .sub
@@ -168,6 +176,14 @@ impl Rig {
             }
             assert!(n < 120, "the gateway never answered a command");
         }
+        // And the boiler answers its polls, so commands to it reach it.
+        rig.sub
+            .until("the boiler online", DEADLINE, |seen| {
+                seen.iter().any(|m| {
+                    m.topic == format!("{P}/boiler/status") && m.payload["status"] == "online"
+                })
+            })
+            .await;
         (rig, gateway)
     }
 
@@ -301,6 +317,60 @@ async fn each_bad_input_gets_its_error_and_polling_goes_on() {
         .await;
 }
 
+/// A device that answers the write with a Modbus exception: `device_error`, nothing applied,
+/// the device stays online and polled, and the next command is written (the refused one was
+/// answered and acknowledged, so nothing holds the commands behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_with_an_exception_is_a_device_error_and_polling_goes_on() {
+    let (mut rig, _gateway) = Rig::start("cmd-exception").await;
+    rig.regs.set_holding(1, 2, &[3]);
+    rig.regs
+        .set_write_exception(1, Some(ExceptionCode::IllegalDataValue));
+    let before = rig.regs.write_count(1);
+    rig.command("boiler/mode/set", r#"{"id":"x1","value":9}"#);
+    let refused = result_of(&mut rig.sub, "x1").await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"], "device_error", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the write")),
+        "{refused}"
+    );
+    assert_eq!(
+        rig.regs.write_count(1),
+        before + 1,
+        "the write reached the device"
+    );
+    assert_eq!(rig.regs.holding(1, 2, 1), [3], "and was not applied");
+
+    // Polling goes on: a changed input register is published.
+    let temperature = format!("{P}/boiler/temperature");
+    let mut values =
+        Subscriber::connect(rig.broker.port, "cmd-exception-values", &[&temperature]).await;
+    rig.regs.set_input(1, 0, &[-7i16 as u16]);
+    values
+        .until("the new temperature", DEADLINE, |seen| {
+            seen.iter().any(|m| m.payload["value"] == -7)
+        })
+        .await;
+
+    // The device accepts writes again: the next command is carried out.
+    rig.regs.set_write_exception(1, None);
+    rig.command("boiler/mode/set", r#"{"id":"x2","value":9}"#);
+    let done = result_of(&mut rig.sub, "x2").await;
+    assert_eq!(done["ok"], true, "{done}");
+    assert_eq!(rig.regs.holding(1, 2, 1), [9]);
+    // An exception is an answer: the device was never reported offline.
+    assert!(
+        !rig.sub
+            .on(&format!("{P}/boiler/status"))
+            .iter()
+            .any(|m| m.payload["status"] == "offline"),
+        "the boiler was reported offline"
+    );
+}
+
 /// The same id twice (a sender repeating itself): one write, the same answer twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_command_id_twice_writes_once() {
@@ -388,6 +458,15 @@ async fn kill9_between_write_and_answer_redelivers_and_writes_once() {
         conn.execute_batch("ROLLBACK").unwrap();
     }
     assert_eq!(rig.regs.holding(1, 2, 1), [55], "the write happened");
+    // The broker publishes the Last Will once it has read the dead connection to its end, so
+    // anything the gateway published before the kill reaches us before the will does.
+    rig.sub
+        .until("the Last Will", DEADLINE, |seen| {
+            seen.iter().any(|m| {
+                m.topic == format!("{P}/status") && m.payload["reason"] == "connection_lost"
+            })
+        })
+        .await;
     assert!(
         !results(&rig.sub.seen).any(|m| m.payload["id"] == "k9"),
         "answered before the kill"

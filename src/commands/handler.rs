@@ -25,8 +25,12 @@
 //! Commands **without an id** have no record: a redelivery after a crash between the write and
 //! the answer writes again (at least once). Senders that need exactly once send an id.
 //!
-//! A failure to commit (disk full, closed queue) leaves the PUBLISH unacknowledged: the broker
-//! redelivers it on the next connection. Commands are handled one at a time in arrival order,
+//! A failure to commit (disk full, closed queue), or a local result the local client cannot
+//! take, leaves the PUBLISH unacknowledged: its [`AckToken`] is dropped without an ack, which
+//! makes the connection's owner renew the connection, and the broker redelivers the command on
+//! the next one (`uplink::inbound`; a failure that lasts redials at the backoff's pace, not in
+//! a loop). Left alone, the unacknowledged PUBLISH would hold back the acknowledgement of every
+//! later command of that connection. Commands are handled one at a time in arrival order,
 //! so two commands to one point are written in the order they were sent; a slow device delays
 //! the commands behind it by at most its bus timeout (a dead one fails fast).
 
@@ -129,7 +133,7 @@ impl Handler {
         if let Some(key) = &key {
             match self.queue.recent_command(key.clone()).await {
                 Err(error) => {
-                    warn!(%device, %point, %error, "cannot look the command up; left for redelivery");
+                    warn!(%device, %point, %error, "cannot look the command up; left unacknowledged for redelivery");
                     return;
                 }
                 Ok(Some(RecentCommand::Answered(result))) => {
@@ -150,7 +154,8 @@ impl Handler {
             Err(error) => Outcome::Failed(Refusal::new(ErrorCode::BadPayload, &error.reason)),
             Ok(command) => match self.execute(device, point, command, key.as_ref()).await {
                 Some(outcome) => outcome,
-                // "Writing" could not be committed: nothing was written; the broker redelivers.
+                // "Writing" could not be committed: nothing was written. Dropping `ack` unacked
+                // renews the connection, and the broker redelivers the command.
                 None => return,
             },
         };
@@ -240,7 +245,7 @@ impl Handler {
         }
         if let Some(key) = key {
             if let Err(error) = self.queue.command_taken(key.clone()).await {
-                warn!(%device, %point, %error, "cannot record the command; not written, left for redelivery");
+                warn!(%device, %point, %error, "cannot record the command; not written, left unacknowledged for redelivery");
                 return None;
             }
         }
@@ -384,7 +389,7 @@ impl Handler {
                 match self.queue.answer_command(key, payload, Some(message)).await {
                     Ok(()) => acknowledge(ack),
                     Err(error) => {
-                        warn!(%device, %point, %error, "cannot commit the command's result; left for redelivery")
+                        warn!(%device, %point, %error, "cannot commit the command's result; left unacknowledged for redelivery")
                     }
                 }
             }
@@ -392,14 +397,14 @@ impl Handler {
                 if key.is_some() {
                     if let Err(error) = self.queue.answer_command(key, payload.clone(), None).await
                     {
-                        warn!(%device, %point, %error, "cannot record the command's result; left for redelivery");
+                        warn!(%device, %point, %error, "cannot record the command's result; left unacknowledged for redelivery");
                         return;
                     }
                 }
                 if results.result(device, point, payload) {
                     acknowledge(ack);
                 } else {
-                    warn!(%device, %point, "the local broker client cannot take the result now; left for redelivery");
+                    warn!(%device, %point, "the local broker client cannot take the result now; left unacknowledged for redelivery");
                 }
             }
         }

@@ -21,7 +21,10 @@
 //!   statuses retained, QoS 1.
 //! - **Commands.** `P/+/+/set` subscribed at QoS 1 with a persistent session; each PUBLISH goes
 //!   to the local command handler with an ack token and is acknowledged in receive order once
-//!   answered (results QoS 1 on the same broker).
+//!   answered (results QoS 1 on the same broker). A command left unacknowledged (its result
+//!   could not be recorded or handed to this task, or the handler's channel was full) tears the
+//!   connection down so the broker redelivers it, and the next CONNACK does not reset the
+//!   backoff (`uplink::inbound`).
 //! - **Independent of the cloud.** Nothing here waits on the queue or the uplink, and nothing
 //!   there waits on this task: its inputs are offered with `try_send`.
 
@@ -31,6 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +48,7 @@ use crate::config::{LocalConfig, OfflineStatus, Qos};
 use crate::sample::{now_ms, Sample};
 use crate::status::gateway::{self, GatewayInfo, OfflineReason};
 use crate::uplink::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
-use crate::uplink::inbound::{AckOrder, AckToken, Completion};
+use crate::uplink::inbound::{AckOrder, AckToken, Settled, Settlement};
 use crate::uplink::message::{sample_payload, sample_topic, status_topic};
 use crate::uplink::session::Session;
 use crate::uplink::{Dialer, Incoming, UplinkError};
@@ -85,8 +89,9 @@ struct Client {
     commands: mpsc::Sender<Incoming>,
     session: Session,
     acks: AckOrder,
-    done_tx: mpsc::UnboundedSender<Completion>,
-    done_rx: mpsc::UnboundedReceiver<Completion>,
+    /// Handed to the commands' [`AckToken`]s; their settlements come back on `done_rx`.
+    done_tx: mpsc::UnboundedSender<Settlement>,
+    done_rx: mpsc::UnboundedReceiver<Settlement>,
     retained: Retained,
     /// Whether the gateway info still has a sender (its branch is disabled once it has not).
     gateway_open: bool,
@@ -141,7 +146,10 @@ impl Client {
             match attempt {
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "local broker connected");
-                    backoff.reset();
+                    // Not after a teardown for an unacknowledged command: it may fail again.
+                    if !self.acks.on_connected() {
+                        backoff.reset();
+                    }
                     match self.connected(reader, writer, &cancel).await {
                         Ended::Shutdown => return,
                         Ended::Lost(error) => {
@@ -211,7 +219,6 @@ impl Client {
     ) -> Ended {
         let now = Instant::now();
         self.session.on_connected();
-        self.acks.on_connected();
         // What waited for the connection: samples are stale, the rest is in `retained`.
         while let Ok(sample) = self.feed.samples.try_recv() {
             self.remember_sample(&sample);
@@ -252,7 +259,7 @@ impl Client {
             let step = tokio::select! {
                 () = cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
-                    Ok(packet) => self.on_packets(packet, &mut reader),
+                    Ok(packet) => self.on_packets(packet, &mut reader, cancel),
                     Err(error) => Err(error),
                 },
                 Some(sample) = self.feed.samples.recv() => {
@@ -286,15 +293,20 @@ impl Client {
                 () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
                 }
-                Some(done) = self.done_rx.recv() => {
-                    let pubacks: Vec<Packet> = self
-                        .acks
-                        .complete(done)
-                        .into_iter()
-                        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
-                        .collect();
-                    writer.write(&pubacks).await
-                }
+                Some(settlement) = self.done_rx.recv() => match self.acks.settle(settlement) {
+                    Settled::PubAck(pkids) => {
+                        let pubacks: Vec<Packet> = pkids
+                            .into_iter()
+                            .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
+                            .collect();
+                        writer.write(&pubacks).await
+                    }
+                    // Shutdown drops the tokens of the commands under way; the cancel branch
+                    // closes next.
+                    Settled::Jammed if cancel.is_cancelled() => Ok(()),
+                    Settled::Jammed => Err(UplinkError::Jammed),
+                    Settled::Stale => Ok(()),
+                },
             };
             if let Err(error) = step {
                 return Ended::Lost(error);
@@ -303,7 +315,12 @@ impl Client {
     }
 
     /// Handles `first` and every complete packet already buffered behind it.
-    fn on_packets(&mut self, first: Packet, reader: &mut PacketReader) -> Result<(), UplinkError> {
+    fn on_packets(
+        &mut self,
+        first: Packet,
+        reader: &mut PacketReader,
+        cancel: &CancellationToken,
+    ) -> Result<(), UplinkError> {
         let mut packet = Some(first);
         while let Some(next) = packet.take() {
             match next {
@@ -319,7 +336,7 @@ impl Client {
                         warn!(%error, "the local broker refused the command subscription");
                     }
                 }
-                Packet::Publish(publish) => self.on_command(publish),
+                Packet::Publish(publish) => self.on_command(publish, cancel),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
             packet = reader.buffered()?;
@@ -328,7 +345,7 @@ impl Client {
     }
 
     /// A command from an on-site client: to the handler with a manual ack.
-    fn on_command(&mut self, publish: Publish) {
+    fn on_command(&mut self, publish: Publish, cancel: &CancellationToken) {
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(AckToken::new(
@@ -347,8 +364,23 @@ impl Client {
             dup: publish.dup,
             ack,
         };
-        if let Err(error) = self.commands.try_send(incoming) {
-            warn!(%error, "local command handler is busy or gone; command left unacknowledged");
+        match self.commands.try_send(incoming) {
+            Ok(()) => {}
+            // Its token, dropped here, reports it abandoned: the client reconnects and the
+            // broker redelivers it.
+            Err(TrySendError::Full(incoming)) => {
+                warn!(topic = %incoming.topic, "local command handler is busy; the command goes back to the broker");
+            }
+            // Only at shutdown (or after a bug stopped the handler): a new connection would
+            // not bring it back.
+            Err(TrySendError::Closed(incoming)) => {
+                if !cancel.is_cancelled() {
+                    warn!(topic = %incoming.topic, "local command handler is gone; command left unacknowledged");
+                }
+                if let Some(ack) = incoming.ack {
+                    ack.leave();
+                }
+            }
         }
     }
 

@@ -6,7 +6,9 @@
 //! any unit id answers, unless it was made silent ([`Registers::set_silent`]: an unplugged
 //! device, which answers nothing at all). Reads and writes of FC 1, 2, 3, 4, 5, 6, 15 and 16
 //! are served; a range past the end of the address space is answered with
-//! `IllegalDataAddress`, anything else with `IllegalFunction`.
+//! `IllegalDataAddress`, anything else with `IllegalFunction`. Tests can make a unit ignore
+//! writes ([`Registers::set_ignore_writes`]) or refuse them with an exception
+//! ([`Registers::set_write_exception`]).
 //!
 //! `fieldrelay simulate --config FILE` accepts two kinds of file:
 //! - a **simulator file** ([`map`]): endpoints to serve and a register map with static values,
@@ -81,6 +83,9 @@ pub struct Registers {
     silent: Arc<Mutex<HashSet<u8>>>,
     /// Units that acknowledge writes without applying them (clamped or read-only registers).
     deaf: Arc<Mutex<HashSet<u8>>>,
+    /// Units that answer every write with this exception (a device refusing the value, or
+    /// locked by its local panel); reads are served as usual.
+    refusing: Arc<Mutex<HashMap<u8, ExceptionCode>>>,
     requests: Arc<AtomicU64>,
     /// Write requests (FC 5, 6, 15, 16) served, per unit.
     writes: Arc<Mutex<HashMap<u8, u64>>>,
@@ -181,6 +186,16 @@ impl Registers {
         }
     }
 
+    /// Makes `unit` answer every write request with `exception` (nothing is applied), or serve
+    /// writes again (`None`).
+    pub fn set_write_exception(&self, unit: u8, exception: Option<ExceptionCode>) {
+        let mut map = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        match exception {
+            Some(code) => map.insert(unit, code),
+            None => map.remove(&unit),
+        };
+    }
+
     /// Calls `hook` with the unit id of every write request before it is applied; `None`
     /// removes it.
     pub fn set_write_hook(&self, hook: Option<WriteHook>) {
@@ -210,6 +225,15 @@ impl Registers {
                 .clone();
             if let Some(hook) = hook {
                 hook(unit);
+            }
+            let refused = self
+                .refusing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&unit)
+                .copied();
+            if let Some(exception) = refused {
+                return Err(exception);
             }
             if self
                 .deaf

@@ -9,6 +9,23 @@
 //! MQTT 3.1.1 §4.6 wants acknowledgements in the order the messages arrived, so [`AckOrder`]
 //! (pure) releases a PUBACK only when every earlier message of the connection was acked too.
 //! Tokens of an earlier connection are ignored: the broker redelivers those messages anyway.
+//!
+//! # A message that is never acknowledged
+//! Receive order has a price: one message left unacknowledged holds back the PUBACK of every
+//! later one on its connection, the broker stops sending once its in-flight limit is reached
+//! (mosquitto: 20), and a broker redelivers only on a new connection. So a token dropped without
+//! [`AckToken::ack`] — the handler could not commit (disk full, closed queue), the channel to it
+//! was full, its result had nowhere to go — reports itself **abandoned** ([`Settlement`]), and
+//! [`AckOrder::settle`] answers [`Settled::Jammed`] for one of the current connection: the
+//! connection's owner (the uplink, the local broker client) then tears it down, and the broker
+//! redelivers the message on the next one (persistent session). The redial goes through the
+//! owner's backoff, and a teardown for a jam does not count as a healthy connection (the next
+//! CONNACK does not reset the backoff), so a failure that persists (a full disk) redials at the
+//! backoff's ceiling rather than in a loop.
+//!
+//! Shutdown drops the tokens of the commands under way: the owner ignores abandonments once
+//! its cancellation fired, and [`AckToken::leave`] gives a message up without a report (the
+//! handler is gone, so a new connection would not help).
 
 use std::collections::VecDeque;
 
@@ -20,7 +37,9 @@ use tokio::sync::mpsc;
 pub struct Inbound {
     /// Topic filters subscribed at QoS 1 on every connection.
     pub filters: Vec<String>,
-    /// Where incoming PUBLISHes go. When it is full the link waits (the broker holds the rest).
+    /// Where incoming PUBLISHes go. Offered without waiting (the link never blocks on the
+    /// handler): a message that does not fit is abandoned, and so redelivered on a new
+    /// connection.
     pub tx: mpsc::Sender<Incoming>,
 }
 
@@ -35,32 +54,83 @@ pub struct Incoming {
     pub ack: Option<AckToken>,
 }
 
-/// Acknowledges one incoming QoS 1 PUBLISH once its result is committed.
+/// Acknowledges one incoming QoS 1 PUBLISH once its result is committed. Dropped without
+/// [`AckToken::ack`], it reports the message abandoned (see the module doc).
 #[derive(Debug)]
 pub struct AckToken {
-    pub(super) tx: mpsc::UnboundedSender<Completion>,
-    pub(super) completion: Completion,
+    tx: mpsc::UnboundedSender<Settlement>,
+    completion: Completion,
+    /// Whether a settlement was reported (or deliberately not): `Drop` then stays quiet.
+    settled: bool,
 }
 
-/// Which message of which connection was completed.
+/// Which message of which connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     pub connection: u64,
     pub ticket: u64,
 }
 
+/// What became of one message, as its token reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Handled and its result committed: PUBACK it (in receive order).
+    Acked(Completion),
+    /// Dropped without an ack: it will never be acknowledged on this connection.
+    Abandoned(Completion),
+}
+
 impl AckToken {
-    /// A token for message `completion`, reported on `tx` (for connections other than the
-    /// uplink's that take commands, such as the local broker client).
-    pub(crate) fn new(tx: mpsc::UnboundedSender<Completion>, completion: Completion) -> AckToken {
-        AckToken { tx, completion }
+    /// A token for message `completion`, reported on `tx`.
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Settlement>, completion: Completion) -> AckToken {
+        AckToken {
+            tx,
+            completion,
+            settled: false,
+        }
     }
 
     /// Reports the message handled and its result committed. If the uplink is gone or the
     /// connection changed meanwhile, the broker redelivers it instead.
-    pub fn ack(self) {
-        let _ = self.tx.send(self.completion);
+    pub fn ack(mut self) {
+        self.settled = true;
+        let _ = self.tx.send(Settlement::Acked(self.completion));
     }
+
+    /// Gives the message up without a report: it stays unacknowledged until its connection
+    /// ends. Only for when no handler is left to take a redelivery (shutdown).
+    pub fn leave(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        if !self.settled {
+            // The owner may be gone (shutdown): then nobody needs to know.
+            let _ = self.tx.send(Settlement::Abandoned(self.completion));
+        }
+    }
+}
+
+/// What the connection's owner must do after a [`Settlement`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// PUBACK these packet ids now, in this order (none while an earlier message is handled).
+    PubAck(Vec<u16>),
+    /// A message of this connection was abandoned: every later PUBACK waits behind it, so
+    /// the connection must be renewed for the broker to redeliver it.
+    Jammed,
+    /// Of an earlier connection (or unknown): nothing to do.
+    Stale,
+}
+
+/// Where one message of the current connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handling,
+    Acked,
+    Abandoned,
 }
 
 /// Receive-order acknowledgement bookkeeping of one connection (pure).
@@ -68,44 +138,60 @@ impl AckToken {
 pub struct AckOrder {
     connection: u64,
     next_ticket: u64,
-    /// (ticket, packet id, handler done) in receive order.
-    pending: VecDeque<(u64, u16, bool)>,
+    /// (ticket, packet id, state) in receive order.
+    pending: VecDeque<(u64, u16, State)>,
+    /// Whether this connection answered [`Settled::Jammed`] (and so is being torn down).
+    jammed: bool,
 }
 
 impl AckOrder {
     /// A new connection: everything pending belongs to the old one and is redelivered.
-    pub fn on_connected(&mut self) {
+    /// Returns whether the previous connection was given up for a jam: then this one is no
+    /// sign of recovery (the redelivered message may fail again), and the caller keeps its
+    /// backoff growing instead of resetting it.
+    pub fn on_connected(&mut self) -> bool {
         self.connection += 1;
         self.pending.clear();
+        std::mem::take(&mut self.jammed)
     }
 
     /// Records a QoS 1 PUBLISH; its ticket goes into the [`AckToken`].
     pub fn on_publish(&mut self, pkid: u16) -> Completion {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.pending.push_back((ticket, pkid, false));
+        self.pending.push_back((ticket, pkid, State::Handling));
         Completion {
             connection: self.connection,
             ticket,
         }
     }
 
-    /// Marks a message done; returns the packet ids to PUBACK now, in receive order.
-    pub fn complete(&mut self, done: Completion) -> Vec<u16> {
+    /// Records what a token reported; says what to do about it.
+    pub fn settle(&mut self, settlement: Settlement) -> Settled {
+        let (done, state) = match settlement {
+            Settlement::Acked(done) => (done, State::Acked),
+            Settlement::Abandoned(done) => (done, State::Abandoned),
+        };
         if done.connection != self.connection {
-            return Vec::new();
+            return Settled::Stale;
         }
-        if let Some(entry) = self.pending.iter_mut().find(|e| e.0 == done.ticket) {
-            entry.2 = true;
+        let Some(entry) = self.pending.iter_mut().find(|e| e.0 == done.ticket) else {
+            return Settled::Stale;
+        };
+        entry.2 = state;
+        if state == State::Abandoned {
+            self.jammed = true;
+            return Settled::Jammed;
         }
         let mut ready = Vec::new();
-        while let Some(&(_, pkid, true)) = self.pending.front() {
+        while let Some(&(_, pkid, State::Acked)) = self.pending.front() {
             ready.push(pkid);
             self.pending.pop_front();
         }
-        ready
+        Settled::PubAck(ready)
     }
 
+    /// Messages of this connection not yet PUBACKed.
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
@@ -115,6 +201,10 @@ impl AckOrder {
 mod tests {
     use super::*;
 
+    fn acked(c: Completion) -> Settlement {
+        Settlement::Acked(c)
+    }
+
     #[test]
     fn acks_leave_in_receive_order() {
         let mut order = AckOrder::default();
@@ -122,20 +212,104 @@ mod tests {
         let a = order.on_publish(10);
         let b = order.on_publish(11);
         let c = order.on_publish(12);
-        assert_eq!(order.complete(b), Vec::<u16>::new(), "b waits for a");
-        assert_eq!(order.complete(a), vec![10, 11]);
-        assert_eq!(order.complete(c), vec![12]);
+        assert_eq!(
+            order.settle(acked(b)),
+            Settled::PubAck(vec![]),
+            "b waits for a"
+        );
+        assert_eq!(order.pending(), 3);
+        assert_eq!(order.settle(acked(a)), Settled::PubAck(vec![10, 11]));
+        assert_eq!(order.settle(acked(c)), Settled::PubAck(vec![12]));
         assert_eq!(order.pending(), 0);
     }
 
     #[test]
-    fn completion_of_an_old_connection_is_ignored() {
+    fn completion_of_an_old_connection_is_stale() {
+        let mut order = AckOrder::default();
+        order.on_connected();
+        let old = order.on_publish(1);
+        order.on_connected();
+        assert_eq!(
+            order.pending(),
+            0,
+            "a new connection forgets the old one's messages"
+        );
+        let new = order.on_publish(1);
+        assert_eq!(order.settle(acked(old)), Settled::Stale);
+        assert_eq!(order.settle(acked(new)), Settled::PubAck(vec![1]));
+    }
+
+    #[test]
+    fn an_abandoned_message_jams_the_connection_and_holds_back_later_acks() {
+        let mut order = AckOrder::default();
+        order.on_connected();
+        let a = order.on_publish(1);
+        let b = order.on_publish(2);
+        assert_eq!(order.settle(Settlement::Abandoned(a)), Settled::Jammed);
+        assert_eq!(
+            order.settle(acked(b)),
+            Settled::PubAck(vec![]),
+            "nothing passes an abandoned message"
+        );
+        assert_eq!(order.pending(), 2);
+    }
+
+    #[test]
+    fn an_abandoned_message_behind_acked_ones_lets_those_go_first() {
+        let mut order = AckOrder::default();
+        order.on_connected();
+        let a = order.on_publish(1);
+        let b = order.on_publish(2);
+        assert_eq!(order.settle(acked(a)), Settled::PubAck(vec![1]));
+        assert_eq!(order.settle(Settlement::Abandoned(b)), Settled::Jammed);
+    }
+
+    #[test]
+    fn only_the_connection_after_a_jam_is_reported_as_such() {
+        let mut order = AckOrder::default();
+        assert!(!order.on_connected(), "the first connection");
+        let a = order.on_publish(1);
+        assert_eq!(order.settle(acked(a)), Settled::PubAck(vec![1]));
+        assert!(
+            !order.on_connected(),
+            "after a connection lost for another reason"
+        );
+        let b = order.on_publish(2);
+        assert_eq!(order.settle(Settlement::Abandoned(b)), Settled::Jammed);
+        assert!(order.on_connected(), "after a jam");
+        let c = order.on_publish(2);
+        assert_eq!(order.settle(acked(c)), Settled::PubAck(vec![2]));
+        assert!(!order.on_connected(), "the redelivery went through");
+    }
+
+    #[test]
+    fn an_abandoned_message_of_an_old_connection_is_stale() {
         let mut order = AckOrder::default();
         order.on_connected();
         let old = order.on_publish(1);
         order.on_connected();
         let new = order.on_publish(1);
-        assert_eq!(order.complete(old), Vec::<u16>::new());
-        assert_eq!(order.complete(new), vec![1]);
+        assert_eq!(order.settle(Settlement::Abandoned(old)), Settled::Stale);
+        assert_eq!(order.settle(acked(new)), Settled::PubAck(vec![1]));
+    }
+
+    #[test]
+    fn a_token_reports_ack_abandonment_or_nothing() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let c = |ticket| Completion {
+            connection: 1,
+            ticket,
+        };
+        AckToken::new(tx.clone(), c(0)).ack();
+        assert_eq!(rx.try_recv(), Ok(Settlement::Acked(c(0))));
+        assert!(rx.try_recv().is_err(), "an acked token reports once");
+        drop(AckToken::new(tx.clone(), c(1)));
+        assert_eq!(rx.try_recv(), Ok(Settlement::Abandoned(c(1))));
+        AckToken::new(tx.clone(), c(2)).leave();
+        assert!(rx.try_recv().is_err(), "a left token reports nothing");
+        drop(rx);
+        // With the owner gone, neither ack nor drop panics.
+        AckToken::new(tx.clone(), c(3)).ack();
+        drop(AckToken::new(tx, c(4)));
     }
 }

@@ -22,13 +22,21 @@
 //! **Connected.** One `select!`: a packet from the broker (handled together with every packet
 //! already buffered, so a burst of acknowledgements costs one commit), a new commit in the queue
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
-//! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's ack, and
-//! shutdown. Before each wait it refills the window: take queued rows after the cursor (read
+//! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's settlement,
+//! and shutdown. Before each wait it refills the window: take queued rows after the cursor (read
 //! ahead, several windows per fetch, since a fetch waits for the writer's commit), record
 //! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
 //! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
 //! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
 //! committed ([`Queue::mark_received`]) before its PUBREL is written.
+//!
+//! **Incoming commands.** Each QoS 1 PUBLISH is offered to the handler with an [`AckToken`]
+//! (`try_send`: the link never waits for the handler). Its PUBACK is written once it and every
+//! earlier one were acked ([`AckOrder`]). A token dropped unacknowledged — the handler could not
+//! commit, or the channel to it was full — would hold back every later PUBACK of the
+//! connection until the broker stops sending, so it tears the link down: the broker
+//! redelivers it on the next connection, whose CONNACK does not reset the backoff
+//! ([`super::inbound`]).
 //!
 //! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
@@ -46,13 +54,14 @@ use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
-use super::inbound::{AckOrder, AckToken, Completion, Inbound, Incoming};
+use super::inbound::{AckOrder, AckToken, Inbound, Incoming, Settled, Settlement};
 use super::message;
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
@@ -202,9 +211,9 @@ struct Link {
     live_open: bool,
     inbound: Option<Inbound>,
     acks: AckOrder,
-    /// Handed to [`AckToken`]s; the link receives their completions on `done_rx`.
-    done_tx: mpsc::UnboundedSender<Completion>,
-    done_rx: mpsc::UnboundedReceiver<Completion>,
+    /// Handed to [`AckToken`]s; the link receives their settlements on `done_rx`.
+    done_tx: mpsc::UnboundedSender<Settlement>,
+    done_rx: mpsc::UnboundedReceiver<Settlement>,
     /// Whether the next connection must first clear an unknown broker session; `None` until
     /// the store was asked.
     fresh_start: Option<bool>,
@@ -260,7 +269,12 @@ impl Link {
                 }
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
-                    backoff.reset();
+                    // After a teardown for an unacknowledged command the redelivered command
+                    // may fail again (a full disk): only a connection that did not end that way
+                    // resets the backoff, so such a failure redials at the backoff's pace.
+                    if !self.acks.on_connected() {
+                        backoff.reset();
+                    }
                     self.stats.connected();
                     self.state.send_replace(LinkState::Connected);
                     let resumed = persistent && ack.session_present;
@@ -310,7 +324,6 @@ impl Link {
     ) -> Ended {
         let now = Instant::now();
         self.session.on_connected();
-        self.acks.on_connected();
         self.ahead.clear();
         self.discard_stale_live();
         let mut packets = match self.resume(session_present, now).await {
@@ -404,15 +417,14 @@ impl Link {
                     }
                     None => { self.presence_open.1 = false; Ok(()) }
                 },
-                Some(done) = self.done_rx.recv() => {
-                    let pubacks: Vec<Packet> = self
-                        .acks
-                        .complete(done)
-                        .into_iter()
-                        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
-                        .collect();
-                    writer.write(&pubacks).await
-                }
+                Some(settlement) = self.done_rx.recv() => match self.acks.settle(settlement) {
+                    Settled::PubAck(pkids) => writer.write(&pubacks(pkids)).await,
+                    // Shutdown drops the tokens of the commands under way: the cancel branch
+                    // closes the connection gracefully next, and the broker redelivers them.
+                    Settled::Jammed if self.cancel.is_cancelled() => Ok(()),
+                    Settled::Jammed => Err(UplinkError::Jammed),
+                    Settled::Stale => Ok(()),
+                },
             };
             if let Err(e) = step {
                 return Ended::Lost(e);
@@ -631,10 +643,10 @@ impl Link {
         };
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(AckToken {
-                tx: self.done_tx.clone(),
-                completion: self.acks.on_publish(publish.pkid),
-            }),
+            QoS::AtLeastOnce => Some(AckToken::new(
+                self.done_tx.clone(),
+                self.acks.on_publish(publish.pkid),
+            )),
             // We subscribe at QoS 1, so a conforming broker never sends QoS 2.
             QoS::ExactlyOnce => return Err(UplinkError::UnexpectedPacket("PUBLISH with QoS 2")),
         };
@@ -644,9 +656,23 @@ impl Link {
             dup: publish.dup,
             ack,
         };
-        if let Err(e) = inbound.tx.try_send(incoming) {
-            // Not acknowledged: the broker redelivers it on the next connection.
-            warn!(error = %e, "command handler is busy or gone; incoming message left unacknowledged");
+        match inbound.tx.try_send(incoming) {
+            Ok(()) => {}
+            // Its token, dropped here, reports it abandoned: the link reconnects and the broker
+            // redelivers it, by then to a handler with room.
+            Err(TrySendError::Full(incoming)) => {
+                warn!(topic = %incoming.topic, "command handler is busy; the message goes back to the broker");
+            }
+            // Only at shutdown (or after a bug stopped the handler): a new connection would
+            // not bring it back, so the message just stays unacknowledged.
+            Err(TrySendError::Closed(incoming)) => {
+                if !self.cancel.is_cancelled() {
+                    error!(topic = %incoming.topic, "command handler is gone; incoming message left unacknowledged");
+                }
+                if let Some(ack) = incoming.ack {
+                    ack.leave();
+                }
+            }
         }
         Ok(())
     }
@@ -666,14 +692,12 @@ impl Link {
     async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
         // Commands the handler finished before the shutdown are acknowledged now, so the
         // broker does not redeliver them to the next run.
+        // Abandoned ones are redelivered to the next run.
         let mut packets: Vec<Packet> = Vec::new();
-        while let Ok(done) = self.done_rx.try_recv() {
-            packets.extend(
-                self.acks
-                    .complete(done)
-                    .into_iter()
-                    .map(|pkid| Packet::PubAck(PubAck::new(pkid))),
-            );
+        while let Ok(settlement) = self.done_rx.try_recv() {
+            if let Settled::PubAck(pkids) = self.acks.settle(settlement) {
+                packets.extend(pubacks(pkids));
+            }
         }
         packets.push(self.session.publish_status(
             self.status_topic.clone(),
@@ -729,6 +753,13 @@ impl Link {
             );
         }
     }
+}
+
+fn pubacks(pkids: Vec<u16>) -> Vec<Packet> {
+    pkids
+        .into_iter()
+        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -22,9 +22,13 @@
 //!
 //! # Failure and recovery
 //! Any I/O error, protocol violation, answer missing for `response_timeout` (PINGRESP, PUBACK,
-//! PUBREC, PUBCOMP, SUBACK) or write that does not complete in time tears the connection down. The link then waits an exponential backoff with full
-//! jitter (`reconnect_initial` doubling up to `reconnect_max`, reset after a CONNACK) and dials
-//! again, forever, until shutdown. Nothing is lost meanwhile: the queue keeps every row.
+//! PUBREC, PUBCOMP, SUBACK), write that does not complete in time, or incoming command left
+//! unacknowledged ([`inbound`]: it would hold back every later PUBACK) tears the connection
+//! down. The link then waits an exponential backoff with full jitter (`reconnect_initial`
+//! doubling up to `reconnect_max`, reset after a CONNACK — except the first CONNACK after a
+//! teardown for an unacknowledged command, so a failure that persists does not redial in a
+//! loop) and dials again, forever, until shutdown. Nothing is lost meanwhile: the queue keeps
+//! every row.
 //!
 //! # Why not rumqttc's event loop
 //! rumqttc 0.25 returns no packet id from `publish()`, reports a publish as "outgoing" when it is
@@ -87,6 +91,12 @@ pub enum UplinkError {
     Closed,
     #[error("unexpected {0} from the broker")]
     UnexpectedPacket(&'static str),
+    /// An incoming message will never be acknowledged on this connection, and every later
+    /// PUBACK waits behind it ([`inbound`]): only a new connection makes the broker redeliver it.
+    #[error(
+        "an incoming message was left unacknowledged; reconnecting so the broker redelivers it"
+    )]
+    Jammed,
     #[error(transparent)]
     Session(#[from] session::SessionError),
     #[error(transparent)]

@@ -80,6 +80,30 @@ impl FakeBroker {
         }
     }
 
+    /// Answers the SUBSCRIBE to the command filter.
+    async fn expect_subscribe(&mut self) {
+        match self.next().await {
+            Some(Packet::Subscribe(s)) => {
+                assert_eq!(s.filters[0].path, "p/+/+/set");
+                assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
+                self.send(Packet::SubAck(SubAck::new(
+                    s.pkid,
+                    vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+                )))
+                .await;
+            }
+            other => panic!("expected SUBSCRIBE, got {other:?}"),
+        }
+    }
+
+    /// Sends a QoS 1 command with packet id `pkid`.
+    async fn command(&mut self, pkid: u16, dup: bool) {
+        let mut p = Publish::new(format!("p/d/x{pkid}/set"), QoS::AtLeastOnce, "1");
+        p.pkid = pkid;
+        p.dup = dup;
+        self.send(Packet::Publish(p)).await;
+    }
+
     /// Skips the birth certificate.
     async fn expect_birth(&mut self) {
         let p = self.expect_publish().await;
@@ -494,35 +518,9 @@ async fn max_rate_paces_the_backlog() {
 
 #[tokio::test(start_paused = true)]
 async fn incoming_publish_is_acked_only_when_the_handler_acks_in_receive_order() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    let (tx, mut rx) = mpsc::channel(8);
-    let inbound = Inbound {
-        filters: vec!["p/+/+/set".into()],
-        tx,
-    };
-    let mut cfg = config(rig.port());
-    cfg.keep_alive = Duration::from_secs(3600);
-    rig.start(cfg, Some(inbound));
-    let mut broker = FakeBroker::connected(&rig.listener, true).await;
-    broker.expect_birth().await;
-    match broker.next().await {
-        Some(Packet::Subscribe(s)) => {
-            assert_eq!(s.filters[0].path, "p/+/+/set");
-            assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
-            broker
-                .send(Packet::SubAck(SubAck::new(
-                    s.pkid,
-                    vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
-                )))
-                .await;
-        }
-        other => panic!("expected SUBSCRIBE, got {other:?}"),
-    }
+    let (rig, mut broker, mut rx) = commands_rig(8).await;
     for pkid in [21, 22] {
-        let mut p = Publish::new(format!("p/d/x{pkid}/set"), QoS::AtLeastOnce, "1");
-        p.pkid = pkid;
-        broker.send(Packet::Publish(p)).await;
+        broker.command(pkid, false).await;
     }
     let first = rx.recv().await.unwrap();
     let second = rx.recv().await.unwrap();
@@ -631,5 +629,111 @@ async fn presence_birth_follows_the_device_map_and_clear_mode_empties_the_death(
     );
     broker.send(Packet::PubAck(PubAck::new(death.pkid))).await;
     assert_eq!(broker.next().await, Some(Packet::Disconnect));
+    rig.stop().await;
+}
+
+/// A link taking commands into a channel of `capacity`, connected with a kept session, birth
+/// and subscription done.
+async fn commands_rig(capacity: usize) -> (Rig, FakeBroker, mpsc::Receiver<Incoming>) {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    let (tx, rx) = mpsc::channel(capacity);
+    let inbound = Inbound {
+        filters: vec!["p/+/+/set".into()],
+        tx,
+    };
+    let mut cfg = config(rig.port());
+    cfg.keep_alive = Duration::from_secs(3600);
+    rig.start(cfg, Some(inbound));
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    broker.expect_birth().await;
+    broker.expect_subscribe().await;
+    (rig, broker, rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_command_tears_the_link_down_and_its_redelivery_is_acked() {
+    let (rig, mut broker, mut rx) = commands_rig(8).await;
+    broker.command(21, false).await;
+    broker.command(22, false).await;
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    // The second is done; the first could not be committed (its token is dropped unacked).
+    second.ack.unwrap().ack();
+    drop(first);
+    let torn = Instant::now();
+    assert_eq!(
+        broker.next().await,
+        None,
+        "torn down at once, without a PUBACK for 22 (it must not pass 21)"
+    );
+    assert_eq!(torn.elapsed(), Duration::ZERO);
+
+    // The broker redelivers both on the next connection; now the handler succeeds.
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    assert!(
+        torn.elapsed() <= Duration::from_secs(1),
+        "redialled within the backoff (reconnect_max 1 s)"
+    );
+    broker.expect_birth().await;
+    broker.expect_subscribe().await;
+    for pkid in [21, 22] {
+        broker.command(pkid, true).await;
+        let again = rx.recv().await.unwrap();
+        assert_eq!(again.topic, format!("p/d/x{pkid}/set"));
+        assert!(again.dup);
+        again.ack.unwrap().ack();
+        assert_eq!(broker.next().await, Some(Packet::PubAck(PubAck::new(pkid))));
+    }
+    rig.stats_until("one loss, two connects", |s| {
+        (s.disconnects, s.connects) == (1, 2)
+    })
+    .await;
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_that_finds_the_handler_channel_full_is_handed_back_by_a_reconnect() {
+    let (rig, mut broker, mut rx) = commands_rig(1).await;
+    broker.command(21, false).await;
+    broker.command(22, false).await;
+    assert_eq!(broker.next().await, None, "22 did not fit: torn down");
+    // 21 was taken on the old connection; its late ack is no PUBACK on the new one.
+    let old = rx.recv().await.unwrap();
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    old.ack.unwrap().ack();
+    broker.expect_birth().await;
+    broker.expect_subscribe().await;
+    broker.command(22, true).await;
+    let again = rx.recv().await.unwrap();
+    assert_eq!(again.topic, "p/d/x22/set");
+    again.ack.unwrap().ack();
+    assert_eq!(
+        broker.next().await,
+        Some(Packet::PubAck(PubAck::new(22))),
+        "only the redelivered command is acknowledged"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_dropped_by_shutdown_do_not_tear_the_link_down() {
+    let (rig, mut broker, mut rx) = commands_rig(8).await;
+    broker.command(21, false).await;
+    let under_way = rx.recv().await.unwrap();
+    rig.cancel.cancel();
+    drop(under_way);
+    let death = broker.expect_publish().await;
+    assert_eq!(
+        death.topic, "p/status",
+        "the graceful death, not a teardown"
+    );
+    broker.send(Packet::PubAck(PubAck::new(death.pkid))).await;
+    assert_eq!(
+        broker.next().await,
+        Some(Packet::Disconnect),
+        "no PUBACK for 21"
+    );
+    assert_eq!(rig.stats.snapshot().disconnects, 0);
     rig.stop().await;
 }
