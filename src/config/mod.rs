@@ -24,7 +24,7 @@ pub use commands::{
     DEFAULT_OFFLINE_AFTER,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str, MAX_FILE_SIZE};
+pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
 pub use local::LocalConfig;
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
