@@ -37,6 +37,24 @@ pub use validate::{
     MAX_CLIENT_ID_LEN, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
 
+/// The loader's parts for other YAML files held to the configuration's standard (the simulator
+/// files of `fieldrelay simulate`): one pipeline, one error format, and the gateway's own rules
+/// for the keys the files share (serial settings, a point's table, type and encoding).
+pub(crate) mod checks {
+    pub(crate) use super::error::Issue;
+    pub(crate) use super::load::load_document;
+    pub(crate) use super::raw::{
+        decode_list, decode_mapping, Decoded, DurationValue, Keys, List, PortValue, RawBus,
+        RawPoint,
+    };
+    pub(crate) use super::source_map::KeyPath;
+    pub(crate) use super::validate::{
+        in_range, is_host, modbus_source, optional, parse_data_type, positive, refuse_keys,
+        require, serial_port, serial_settings, unknown_choice, BusTag, Footprint, PointDefaults,
+        DATA_TYPE_NAMES,
+    };
+}
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
