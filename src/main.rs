@@ -149,15 +149,7 @@ fn main() -> ExitCode {
     }
     let config = match fieldrelay::config::load(&config_path) {
         Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
-                "{}: {} problem(s) found",
-                config_path.display(),
-                errors.errors.len()
-            );
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(errors) => return config_errors(&config_path, &errors),
     };
     let result = match cli.command {
         Command::Check { .. } => {
@@ -349,19 +341,17 @@ fn queue(command: &QueueCommand) -> ExitCode {
 }
 
 /// Runs `fieldrelay simulate` on a simulator file (a `simulator:` section); `None` when `path`
-/// is not one, so it is loaded as a gateway configuration.
+/// is not one (or cannot be read), so it is loaded as a gateway configuration, which reports a
+/// file that cannot be read.
 fn simulate_file(path: &std::path::Path) -> Option<ExitCode> {
     use fieldrelay::simulator::{map, Registers};
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = fieldrelay::config::read_text(path).ok()?;
     if !map::is_simulator_file(&text) {
         return None;
     }
     let sim = match map::parse(&text, &path.display().to_string()) {
         Ok(sim) => sim,
-        Err(error) => {
-            eprintln!("{error}");
-            return Some(ExitCode::from(EX_CONFIG));
-        }
+        Err(errors) => return Some(config_errors(path, &errors)),
     };
     let result = run_async(|cancel| async move {
         map::run(sim, Registers::default(), cancel)
@@ -375,6 +365,18 @@ fn simulate_file(path: &std::path::Path) -> Option<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// Prints every problem of an invalid file and a summary line on stderr, as `check` does;
+/// exits 78.
+fn config_errors(path: &std::path::Path, errors: &fieldrelay::config::ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    eprintln!(
+        "{}: {} problem(s) found",
+        path.display(),
+        errors.errors.len()
+    );
+    ExitCode::from(EX_CONFIG)
 }
 
 /// Builds the runtime, cancels the token on SIGTERM/SIGINT and runs `body` to completion.

@@ -3,8 +3,8 @@
 //!
 //! The pipeline, and why each step is separate:
 //!
-//! 1. **Read** the file ([`load`] only). At most [`MAX_FILE_SIZE`] bytes, and it must be UTF-8;
-//!    a bad byte is reported at its line and column.
+//! 1. **Read** the file ([`load`] and [`read_text`] only). At most [`MAX_FILE_SIZE`] bytes, and
+//!    it must be UTF-8; a bad byte is reported at its line and column.
 //! 2. **Scan** with the YAML parser into a [`SourceMap`] (key path → line, column). A syntax error
 //!    stops here as a single error: nothing after it would be trustworthy. Duplicate keys and
 //!    extra documents are collected and loading goes on.
@@ -17,7 +17,8 @@
 //! 6. **Locate** every issue in the source map and sort by position.
 //!
 //! Steps 4 and 5 always both run, so a type error in one point and an unknown bus in another
-//! device come out of the same run.
+//! device come out of the same run. Steps 2 to 6 are [`load_document`], which simulator files
+//! (`crate::simulator::map`) go through too with their own steps 4 and 5.
 
 use std::io::Read;
 use std::path::Path;
@@ -36,11 +37,18 @@ pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Reads, parses and validates the configuration file at `path`. Errors name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read_text(path)?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// Reads the file at `path` as text: at most [`MAX_FILE_SIZE`] bytes of UTF-8, a bad byte
+/// reported at its line and column. Errors name the file as given.
+pub fn read_text(path: &Path) -> Result<String, ConfigErrors> {
     let file = path.display().to_string();
     let bytes = read_limited(path).map_err(|error| {
         ConfigErrors::whole_file(&file, format!("cannot read the file: {error}"))
     })?;
-    let text = String::from_utf8(bytes).map_err(|error| {
+    String::from_utf8(bytes).map_err(|error| {
         let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
         // The prefix is valid UTF-8 by definition; lossy conversion cannot alter it.
         let before = String::from_utf8_lossy(valid);
@@ -53,8 +61,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             path: String::new(),
             message: "the file is not valid utf-8 text".to_owned(),
         }])
-    })?;
-    load_str(&text, &file)
+    })
 }
 
 fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -73,6 +80,20 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Parses and validates configuration `text`; `file_name` is used in the errors.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    load_document(text, file_name, |document, issues| {
+        raw::decode(document, issues).and_then(|raw| validate::validate(&raw, issues))
+    })
+}
+
+/// Steps 2 to 6 of the pipeline with `build` as steps 4 and 5: `build` decodes and checks the
+/// document tree, pushing every problem to the issues, and returns `None` only with at least one
+/// issue pushed. Shared with the other files held to this standard (simulator files, see
+/// `crate::simulator::map`), so they get the same positions, ordering and wording.
+pub(crate) fn load_document<T>(
+    text: &str,
+    file_name: &str,
+    build: impl FnOnce(&serde_json::Value, &mut Vec<Issue>) -> Option<T>,
+) -> Result<T, ConfigErrors> {
     let whole_document = |pos: Option<Pos>, message: String| {
         ConfigErrors::new(vec![ConfigError {
             file: file_name.to_owned(),
@@ -120,10 +141,9 @@ pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
         }
     };
 
-    let config =
-        raw::decode(&document, &mut issues).and_then(|raw| validate::validate(&raw, &mut issues));
-    match config {
-        Some(config) if issues.is_empty() => Ok(config),
+    let built = build(&document, &mut issues);
+    match built {
+        Some(built) if issues.is_empty() => Ok(built),
         _ if !issues.is_empty() => Err(resolve(issues, &source_map, file_name)),
         // Unreachable by construction (every `None` comes with an issue); still an error, not a
         // panic, and not a half-built config.

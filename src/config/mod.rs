@@ -24,7 +24,7 @@ pub use commands::{
     DEFAULT_OFFLINE_AFTER,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str, MAX_FILE_SIZE};
+pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
 pub use local::LocalConfig;
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
@@ -36,6 +36,24 @@ pub use validate::{
     DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
     MAX_CLIENT_ID_LEN, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
+
+/// The loader's parts for other YAML files held to the configuration's standard (the simulator
+/// files of `fieldrelay simulate`): one pipeline, one error format, and the gateway's own rules
+/// for the keys the files share (serial settings, a point's table, type and encoding).
+pub(crate) mod checks {
+    pub(crate) use super::error::Issue;
+    pub(crate) use super::load::load_document;
+    pub(crate) use super::raw::{
+        decode_list, decode_mapping, Decoded, DurationValue, Keys, List, PortValue, RawBus,
+        RawPoint,
+    };
+    pub(crate) use super::source_map::KeyPath;
+    pub(crate) use super::validate::{
+        in_range, is_host, modbus_source, optional, parse_data_type, positive, refuse_keys,
+        require, serial_port, serial_settings, unknown_choice, BusTag, Footprint, PointDefaults,
+        DATA_TYPE_NAMES,
+    };
+}
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, PartialEq)]

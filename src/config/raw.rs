@@ -414,7 +414,7 @@ fn decode_device(value: Value, path: KeyPath, issues: &mut Vec<Issue>) -> Option
     Some(RawDeviceEntry { device, points })
 }
 
-fn decode_list<T>(
+pub(crate) fn decode_list<T>(
     items: Vec<Value>,
     path: KeyPath,
     mut decode_item: impl FnMut(Value, KeyPath, &mut Vec<Issue>) -> Option<T>,

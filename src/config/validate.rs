@@ -418,7 +418,7 @@ fn validate_uplink(
 
 /// Bus types as written in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BusTag {
+pub(crate) enum BusTag {
     Tcp,
     RtuOverTcp,
     Rtu,
@@ -463,7 +463,7 @@ impl BusTag {
 
 /// Reports every key of `not_for` that is written in the mapping: `baud_rate` on a tcp bus is a
 /// mistake (a wrong `type`, or a copy-paste), not something to ignore.
-fn refuse_keys(keys: &Keys, not_for: &[&str], owner: &str, issues: &mut Vec<Issue>) {
+pub(crate) fn refuse_keys(keys: &Keys, not_for: &[&str], owner: &str, issues: &mut Vec<Issue>) {
     for key in not_for {
         if keys.present.contains(*key) && !keys.rejected.contains(*key) {
             issues.push(Issue::key(
@@ -677,7 +677,7 @@ fn network_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<u1
 }
 
 /// `port` of a serial bus: a device path, required.
-fn serial_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<String> {
+pub(crate) fn serial_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<String> {
     let message = match require(keys, "port", &raw.port, issues)? {
         PortValue::Path(path) if !path.is_empty() && !path.contains('\0') => {
             return Some(path.clone())
@@ -693,7 +693,7 @@ fn serial_port(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<Str
 
 /// Port settings of an `rtu` or `serial_line` bus. Defaults: rtu 19200 8E1 (the Modbus serial
 /// line spec's default), serial_line 9600 8N1 (what ASCII instruments ship with).
-fn serial_settings(
+pub(crate) fn serial_settings(
     keys: &Keys,
     raw: &RawBus,
     tag: BusTag,
@@ -964,17 +964,17 @@ fn validate_device(
 }
 
 /// What a point inherits from its device.
-struct PointDefaults {
+pub(crate) struct PointDefaults {
     /// The device's bus type, when known.
-    tag: Option<BusTag>,
+    pub(crate) tag: Option<BusTag>,
     /// `None` when the device's own setting was refused: points then skip their checks of it.
-    encoding: Option<Encoding>,
-    max_registers_per_read: Option<u16>,
+    pub(crate) encoding: Option<Encoding>,
+    pub(crate) max_registers_per_read: Option<u16>,
 }
 
 /// The registers (or bits) a point occupies, when its table, address and type are valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Footprint {
+pub(crate) struct Footprint {
     table: Table,
     first: u16,
     last: u16,
@@ -983,7 +983,7 @@ struct Footprint {
 }
 
 impl Footprint {
-    fn overlaps(&self, other: &Footprint) -> bool {
+    pub(crate) fn overlaps(&self, other: &Footprint) -> bool {
         let bits_apart = matches!((self.bit, other.bit), (Some(a), Some(b)) if a != b);
         self.table == other.table
             && self.first <= other.last
@@ -992,7 +992,7 @@ impl Footprint {
     }
 
     /// `holding 10-11`, `coil 3`, `holding 7 bit 3`.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let table = table_name(self.table);
         let mut text = if self.first == self.last {
             format!("{table} {}", self.first)
@@ -1265,7 +1265,7 @@ fn engineering_unit(keys: &Keys, unit: &str, issues: &mut Vec<Issue>) -> Option<
 
 /// Table, address, bit, string length and byte/word order of a Modbus point. Returns the type
 /// with its string length resolved.
-fn modbus_source(
+pub(crate) fn modbus_source(
     keys: &Keys,
     raw: &RawPoint,
     data_type: Option<DataType>,
@@ -1564,7 +1564,7 @@ fn check_unique<'a>(
 
 /// A required key's value. Reports it as missing, or as empty when written without a value,
 /// unless the value was already refused by the decoder.
-fn require<'a, T>(
+pub(crate) fn require<'a, T>(
     keys: &Keys,
     key: &str,
     value: &'a Option<T>,
@@ -1582,7 +1582,7 @@ fn require<'a, T>(
 
 /// An optional key's value or its default; `None` if the written value was refused, so later
 /// checks do not run on a default the user did not ask for.
-pub(super) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) -> Option<T> {
+pub(crate) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) -> Option<T> {
     if keys.rejected.contains(key) {
         None
     } else {
@@ -1624,7 +1624,7 @@ pub(super) fn is_identifier(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn in_range(
+pub(crate) fn in_range(
     keys: &Keys,
     key: &str,
     value: i64,
@@ -1647,7 +1647,7 @@ fn port_number(keys: &Keys, key: &str, value: i64, issues: &mut Vec<Issue>) -> O
     in_range(keys, key, value, 1, 65_535, issues).and_then(|port| u16::try_from(port).ok())
 }
 
-pub(super) fn positive(
+pub(crate) fn positive(
     keys: &Keys,
     key: &str,
     value: Duration,
@@ -1663,7 +1663,7 @@ pub(super) fn positive(
 
 /// `unknown table "holdings": expected coil, discrete_input, input or holding (did you mean
 /// "holding"?)`
-pub(super) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
+pub(crate) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
     let expected = match choices.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => choices.join(", "),
@@ -1695,7 +1695,7 @@ const DATA_TYPES: [(&str, DataType); 10] = [
     ("f64", DataType::F64),
     ("string", DataType::String { length: 0 }),
 ];
-const DATA_TYPE_NAMES: [&str; 10] = [
+pub(crate) const DATA_TYPE_NAMES: [&str; 10] = [
     "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
@@ -1713,7 +1713,7 @@ fn table_name(table: Table) -> &'static str {
         .map_or("table", |(name, _)| name)
 }
 
-fn parse_data_type(text: &str) -> Option<DataType> {
+pub(crate) fn parse_data_type(text: &str) -> Option<DataType> {
     DATA_TYPES
         .iter()
         .find(|(name, _)| *name == text)
@@ -1810,7 +1810,7 @@ pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), UrlError>
 
 /// An IP address, or a DNS name: dot-separated labels of letters, digits, `-` and `_` (not
 /// strictly DNS, but common in container and lab networks), with an optional final dot.
-fn is_host(text: &str) -> bool {
+pub(crate) fn is_host(text: &str) -> bool {
     if text.parse::<IpAddr>().is_ok() {
         return true;
     }

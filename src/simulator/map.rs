@@ -1,139 +1,161 @@
 //! Simulator files: what `fieldrelay simulate --config FILE` serves when FILE starts with a
-//! `simulator:` section instead of a gateway configuration.
+//! `simulator:` section instead of a gateway configuration. Every key, its type, default and unit
+//! is documented in `docs/configuration.md` ("Simulator files").
 //!
 //! ```yaml
 //! simulator:
 //!   tick: 1s                      # default 1s: how often moving values change
-//!   endpoints:                    # all serve the same units
+//!   endpoints:                    # at least one; all serve the same units
 //!     - type: tcp                 # tcp | rtu_over_tcp | rtu
-//!       host: 127.0.0.1
-//!       port: 5020
+//!       host: 127.0.0.1           # default 127.0.0.1 (network endpoints only)
+//!       port: 5020                # required; 0 picks a free port (logged)
 //!     - type: rtu
 //!       port: /dev/pts/7          # e.g. one end of `socat pty,link=A pty,link=B`
-//!       baud_rate: 19200          # default 19200, parity even, 8 data bits, 1 stop bit
+//!       baud_rate: 19200          # default 19200; parity default even; stop_bits 1 or 2, default 1
 //!   units:
-//!     - unit_id: 1
+//!     - unit_id: 1                # 0 to 255, each unit once
 //!       registers:
 //!         - {table: holding, address: 0, type: f32, value: 21.5}                 # static
 //!         - {table: holding, address: 2, type: u32, counter: {start: 0, step: 1}}
 //!         - {table: input, address: 0, type: f32, sine: {min: 15, max: 25, period: 60s}}
 //!         - {table: input, address: 2, type: u16, ramp: {from: 0, to: 100, period: 10s}}
 //!         - {table: holding, address: 10, type: string, length: 4, value: "AB-7"}
+//!         - {table: holding, address: 20, type: bool, bit: 3, value: true}        # one bit
 //!         - {table: coil, address: 0, type: bool, value: true}
 //! ```
 //!
-//! `type`, `byte_order`, `word_order`, `length`, `scale` and `offset` mean what they mean for a
-//! gateway point, so a simulator file can mirror a device's register map exactly. The file is
-//! parsed strictly (unknown keys are errors, with line and column).
+//! `table`, `address`, `type`, `length`, `bit`, `byte_order`, `word_order`, `scale` and `offset`
+//! mean what they mean for a gateway point and are checked by the gateway's own rules, so a
+//! simulator file can mirror a device's register map exactly; values are engineering values (the
+//! register holds `(value - offset) / scale`, what a point with the same keys reads back).
+//!
+//! Loading follows the gateway configuration's standard (`crate::config::checks`): the same
+//! pipeline, so every problem of the file is reported at once as
+//! `FILE:LINE:COLUMN: KEY.PATH: message`, and `fieldrelay simulate` exits 78 like `check`.
+//! Nothing is silently defaulted or ignored:
+//! - a value that is not valid is an error, never replaced by a default (`stop_bits: 3`);
+//! - a key that does not apply is an error (`baud_rate` on a tcp endpoint, `host` on rtu);
+//! - every static value, counter start and sine or ramp bound must fit the register's type after
+//!   `scale` and `offset`, checked by the encoder the simulator writes with, so a value the
+//!   simulator could not write is refused up front instead of leaving the register at zero;
+//! - registers of a unit may not overlap (the later one would overwrite the earlier each tick).
+//!
+//! What is left to run time: a counter that leaves its type's range stops there (the register
+//! keeps its last value), and a hostname `host` is resolved when the endpoint is bound.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
-use crate::config::units::parse_duration;
-use crate::config::{
-    ByteOrder, DataType, Encoding, ModbusSource, Parity, SerialSettings, StopBits, Table, WordOrder,
+use crate::config::checks::{
+    decode_list, decode_mapping, in_range, is_host, load_document, modbus_source, optional,
+    parse_data_type, positive, refuse_keys, require, serial_port, serial_settings, unknown_choice,
+    BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath, Keys, List, PointDefaults,
+    PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
 };
-use crate::modbus::decode::Scaling;
+use crate::config::{
+    data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
+};
+use crate::modbus::decode::{self, DecodeError, Scaling};
 use crate::sample::Value;
 
-/// Why a simulator file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum MapError {
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("{file}: {path}: {message}")]
-    Invalid {
-        file: String,
-        path: String,
-        message: String,
-    },
+/// How often moving values change when `tick` is not given.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+/// Where network endpoints listen when `host` is not given: a simulator is for this machine
+/// unless the file says otherwise.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+
+const ENDPOINT_TYPES: [&str; 3] = ["tcp", "rtu_over_tcp", "rtu"];
+
+/// The keys that say how a register's value moves; a register has exactly one.
+const MOTIONS: [&str; 4] = ["value", "counter", "sine", "ramp"];
+
+// The file's shape. As in `crate::config::raw`, every field is an `Option` and enumerations stay
+// strings: the decoder reports each bad key on its own, and the checks below word the rest.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    simulator: Option<Json>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
-    simulator: SimulatorSection,
+struct RawSimulator {
+    tick: Option<DurationValue>,
+    endpoints: Option<Vec<Json>>,
+    units: Option<Vec<Json>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SimulatorSection {
-    tick: Option<String>,
-    endpoints: Vec<Endpoint>,
-    units: Vec<Unit>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Endpoint {
+struct RawEndpoint {
     #[serde(rename = "type")]
-    kind: String,
+    kind: Option<String>,
     host: Option<String>,
-    port: serde_json::Value,
-    baud_rate: Option<u32>,
+    /// A number for network endpoints, a device path for rtu.
+    port: Option<PortValue>,
+    baud_rate: Option<i64>,
     parity: Option<String>,
-    stop_bits: Option<u8>,
+    stop_bits: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Unit {
-    unit_id: u8,
-    #[serde(default)]
-    registers: Vec<Register>,
+struct RawUnit {
+    unit_id: Option<i64>,
+    registers: Option<Vec<Json>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Register {
-    table: String,
-    address: u16,
+struct RawRegister {
+    table: Option<String>,
+    address: Option<i64>,
     #[serde(rename = "type")]
-    data_type: String,
-    length: Option<u16>,
-    bit: Option<u8>,
+    data_type: Option<String>,
+    length: Option<i64>,
+    bit: Option<i64>,
     byte_order: Option<String>,
     word_order: Option<String>,
     scale: Option<f64>,
     offset: Option<f64>,
-    value: Option<serde_json::Value>,
-    counter: Option<Counter>,
-    sine: Option<Wave>,
-    ramp: Option<Ramp>,
+    /// Checked against `type` (a bool, text or a number).
+    value: Option<Json>,
+    /// Decoded separately, key by key.
+    counter: Option<Json>,
+    sine: Option<Json>,
+    ramp: Option<Json>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Counter {
-    #[serde(default)]
-    start: f64,
-    #[serde(default = "one")]
-    step: f64,
+struct RawCounter {
+    start: Option<f64>,
+    step: Option<f64>,
 }
 
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Wave {
-    min: f64,
-    max: f64,
-    period: String,
+struct RawSine {
+    min: Option<f64>,
+    max: Option<f64>,
+    period: Option<DurationValue>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Ramp {
-    from: f64,
-    to: f64,
-    period: String,
+struct RawRamp {
+    from: Option<f64>,
+    to: Option<f64>,
+    period: Option<DurationValue>,
 }
 
 /// How a register's value moves.
@@ -174,13 +196,18 @@ impl Motion {
                 from + (to - from) * phase
             }
         };
-        match data_type {
-            DataType::Bool => Value::Bool(number.round() as i64 % 2 != 0),
-            DataType::F32 | DataType::F64 => Value::Float(number),
-            DataType::String { .. } => Value::Str(Arc::from(format!("{number}").as_str())),
-            DataType::U64 => Value::from_u64(number.max(0.0).round() as u64),
-            _ => Value::Int(number.round() as i64),
-        }
+        typed(number, data_type)
+    }
+}
+
+/// A moving value as the register's type holds it.
+fn typed(number: f64, data_type: DataType) -> Value {
+    match data_type {
+        DataType::Bool => Value::Bool(number.round() as i64 % 2 != 0),
+        DataType::F32 | DataType::F64 => Value::Float(number),
+        DataType::String { .. } => Value::Str(Arc::from(format!("{number}").as_str())),
+        DataType::U64 => Value::from_u64(number.max(0.0).round() as u64),
+        _ => Value::Int(number.round() as i64),
     }
 }
 
@@ -219,214 +246,568 @@ pub fn is_simulator_file(text: &str) -> bool {
         .any(|line| line.trim_end().starts_with("simulator:"))
 }
 
-/// Parses a simulator file; `file` names it in errors.
-pub fn parse(text: &str, file: &str) -> Result<SimMap, MapError> {
-    let parsed: File = serde_saphyr::from_str(text).map_err(|error| MapError::Parse {
-        file: file.to_owned(),
-        message: error.to_string(),
-    })?;
-    let invalid = |path: String, message: String| MapError::Invalid {
-        file: file.to_owned(),
-        path,
-        message,
-    };
-    let section = parsed.simulator;
-    let tick = match &section.tick {
-        None => Duration::from_secs(1),
-        Some(text) => parse_duration(text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                invalid(
-                    "simulator.tick".into(),
-                    format!("invalid duration {text:?}"),
-                )
-            })?,
-    };
-    let mut endpoints = Vec::new();
-    for (i, e) in section.endpoints.iter().enumerate() {
-        let path = format!("simulator.endpoints[{i}]");
-        let number_port = || {
-            e.port
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| invalid(format!("{path}.port"), "expected a port number".into()))
-        };
-        let host = || e.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
-        endpoints.push(match e.kind.as_str() {
-            "tcp" => SimEndpoint::Network {
-                host: host(),
-                port: number_port()?,
-                framing: Framing::Tcp,
-            },
-            "rtu_over_tcp" => SimEndpoint::Network {
-                host: host(),
-                port: number_port()?,
-                framing: Framing::RtuOverTcp,
-            },
-            "rtu" => SimEndpoint::Rtu(SerialSettings {
-                port: e
-                    .port
-                    .as_str()
-                    .ok_or_else(|| {
-                        invalid(format!("{path}.port"), "expected a device path".into())
-                    })?
-                    .to_owned(),
-                baud_rate: e.baud_rate.unwrap_or(19_200),
-                parity: match e.parity.as_deref().unwrap_or("even") {
-                    "none" => Parity::None,
-                    "odd" => Parity::Odd,
-                    "even" => Parity::Even,
-                    other => {
-                        return Err(invalid(
-                            format!("{path}.parity"),
-                            format!("unknown parity {other:?}: expected none, even or odd"),
-                        ))
-                    }
-                },
-                data_bits: 8,
-                stop_bits: if e.stop_bits == Some(2) {
-                    StopBits::Two
-                } else {
-                    StopBits::One
-                },
-            }),
-            other => {
-                return Err(invalid(
-                    format!("{path}.type"),
-                    format!("unknown endpoint type {other:?}: expected tcp, rtu_over_tcp or rtu"),
-                ))
-            }
-        });
+/// Parses and checks a simulator file; `file` names it in the errors. Every problem of the file
+/// is returned, located, in the format of `fieldrelay check`.
+pub fn parse(text: &str, file: &str) -> Result<SimMap, ConfigErrors> {
+    load_document(text, file, build)
+}
+
+/// Steps 4 and 5 of the loader for a simulator file: decode and check everything, then build
+/// the map only if nothing was wrong.
+fn build(document: &Json, issues: &mut Vec<Issue>) -> Option<SimMap> {
+    let root = KeyPath::root();
+    if document.is_null() {
+        issues.push(Issue::value(
+            root,
+            "the simulator file is empty: expected a simulator section",
+        ));
+        return None;
     }
-    let mut points = Vec::new();
-    for (u, unit) in section.units.iter().enumerate() {
-        for (r, reg) in unit.registers.iter().enumerate() {
-            let path = format!("simulator.units[{u}].registers[{r}]");
-            points.push(
-                sim_point(unit.unit_id, reg, &path)
-                    .map_err(|(key, message)| invalid(format!("{path}.{key}"), message))?,
-            );
+    let file = decode_mapping::<RawFile>(document, &root, "a simulator file", issues)?;
+    let section = require(&file.keys, "simulator", &file.value.simulator, issues)?;
+    let Decoded { value: raw, keys } = decode_mapping::<RawSimulator>(
+        section,
+        &file.keys.path_of("simulator"),
+        "the simulator section",
+        issues,
+    )?;
+    let tick = optional(&keys, "tick", raw.tick.map(|d| d.0), DEFAULT_TICK)
+        .and_then(|tick| positive(&keys, "tick", tick, issues));
+    let endpoints = require(&keys, "endpoints", &raw.endpoints, issues).and_then(|items| {
+        if items.is_empty() {
+            issues.push(Issue::value(
+                keys.path_of("endpoints"),
+                "at least one endpoint is required",
+            ));
         }
-    }
-    Ok(SimMap {
-        tick,
-        endpoints,
-        points,
+        let list = decode_list(
+            items.clone(),
+            keys.path_of("endpoints"),
+            |value, path, issues| {
+                let endpoint = decode_mapping::<RawEndpoint>(&value, &path, "an endpoint", issues)?;
+                check_endpoint(&endpoint, issues)
+            },
+            issues,
+        );
+        complete(list).filter(|endpoints| !endpoints.is_empty())
+    });
+    let units = require(&keys, "units", &raw.units, issues).and_then(|items| {
+        let list = decode_list(
+            items.clone(),
+            keys.path_of("units"),
+            |value, path, issues| decode_mapping::<RawUnit>(&value, &path, "a unit", issues),
+            issues,
+        );
+        // Every unit is checked before any result is used: one bad unit hides nothing.
+        let points: Vec<Option<Vec<SimPoint>>> = list
+            .items
+            .iter()
+            .map(|unit| check_unit(unit, issues))
+            .collect();
+        check_unique_units(&list.items, issues);
+        let points: Option<Vec<Vec<SimPoint>>> = complete(List {
+            path: list.path,
+            len: list.len,
+            items: points,
+        })?
+        .into_iter()
+        .collect();
+        points.map(|units| units.concat())
+    });
+    Some(SimMap {
+        tick: tick?,
+        endpoints: endpoints?,
+        points: units?,
     })
 }
 
-fn sim_point(unit: u8, reg: &Register, _path: &str) -> Result<SimPoint, (&'static str, String)> {
-    let table = match reg.table.as_str() {
-        "coil" => Table::Coil,
-        "discrete_input" => Table::DiscreteInput,
-        "input" => Table::Input,
-        "holding" => Table::Holding,
-        other => return Err(("table", format!("unknown table {other:?}"))),
+/// The items of `list` if every one that was written could be used.
+fn complete<T>(list: List<T>) -> Option<Vec<T>> {
+    (list.items.len() == list.len).then_some(list.items)
+}
+
+fn check_endpoint(endpoint: &Decoded<RawEndpoint>, issues: &mut Vec<Issue>) -> Option<SimEndpoint> {
+    let (raw, keys) = (&endpoint.value, &endpoint.keys);
+    let kind = require(keys, "type", &raw.kind, issues)?;
+    let framing = match kind.as_str() {
+        "tcp" => Framing::Tcp,
+        "rtu_over_tcp" => Framing::RtuOverTcp,
+        "rtu" => {
+            refuse_keys(keys, &["host"], "an rtu endpoint", issues);
+            // The gateway's rules for an rtu bus's line, so both ends of a pair agree on them.
+            let bus = RawBus {
+                port: raw.port.clone(),
+                baud_rate: raw.baud_rate,
+                parity: raw.parity.clone(),
+                stop_bits: raw.stop_bits,
+                ..RawBus::default()
+            };
+            let port = serial_port(keys, &bus, issues);
+            return serial_settings(keys, &bus, BusTag::Rtu, port, issues).map(SimEndpoint::Rtu);
+        }
+        other => {
+            issues.push(Issue::value(
+                keys.path_of("type"),
+                unknown_choice("endpoint type", other, &ENDPOINT_TYPES),
+            ));
+            return None;
+        }
     };
-    let data_type = match reg.data_type.as_str() {
-        "bool" => DataType::Bool,
-        "u16" => DataType::U16,
-        "i16" => DataType::I16,
-        "u32" => DataType::U32,
-        "i32" => DataType::I32,
-        "u64" => DataType::U64,
-        "i64" => DataType::I64,
-        "f32" => DataType::F32,
-        "f64" => DataType::F64,
-        "string" => DataType::String {
-            length: reg
-                .length
-                .filter(|l| *l > 0)
-                .ok_or(("length", "a string needs a length in registers".to_owned()))?,
-        },
-        other => return Err(("type", format!("unknown type {other:?}"))),
-    };
-    let order = |text: &Option<String>, key| match text.as_deref() {
-        None | Some("big") => Ok(true),
-        Some("little") => Ok(false),
-        Some(other) => Err((key, format!("expected big or little, got {other:?}"))),
-    };
-    let encoding = Encoding {
-        byte_order: if order(&reg.byte_order, "byte_order")? {
-            ByteOrder::Big
+    refuse_keys(
+        keys,
+        &["baud_rate", "parity", "stop_bits"],
+        &format!("a {kind} endpoint"),
+        issues,
+    );
+    let host = optional(keys, "host", raw.host.clone(), DEFAULT_HOST.to_owned()).and_then(|host| {
+        if is_host(&host) {
+            Some(host)
         } else {
-            ByteOrder::Little
-        },
-        word_order: if order(&reg.word_order, "word_order")? {
-            WordOrder::Big
+            issues.push(Issue::value(
+                keys.path_of("host"),
+                format!("invalid host {host:?}: expected a host name or an ip address"),
+            ));
+            None
+        }
+    });
+    let port = require(keys, "port", &raw.port, issues).and_then(|port| match port {
+        // 0 asks the system for a free port; the simulator logs the one it got.
+        PortValue::Number(port) => in_range(keys, "port", *port, 0, 65_535, issues)
+            .and_then(|port| u16::try_from(port).ok()),
+        PortValue::Path(text) => {
+            issues.push(Issue::value(
+                keys.path_of("port"),
+                format!("expected a tcp port number (0 to 65535), got the text {text:?}"),
+            ));
+            None
+        }
+    });
+    Some(SimEndpoint::Network {
+        host: host?,
+        port: port?,
+        framing,
+    })
+}
+
+/// The unit's registers as points; `None` if the unit or any register is invalid (every
+/// problem is reported).
+fn check_unit(unit: &Decoded<RawUnit>, issues: &mut Vec<Issue>) -> Option<Vec<SimPoint>> {
+    let (raw, keys) = (&unit.value, &unit.keys);
+    let unit_id = require(keys, "unit_id", &raw.unit_id, issues)
+        .and_then(|id| in_range(keys, "unit_id", *id, 0, 255, issues))
+        .and_then(|id| u8::try_from(id).ok());
+    let list = decode_list(
+        raw.registers.clone().unwrap_or_default(),
+        keys.path_of("registers"),
+        |value, path, issues| decode_mapping::<RawRegister>(&value, &path, "a register", issues),
+        issues,
+    );
+    let checked: Vec<(Option<Served>, Option<Footprint>)> = list
+        .items
+        .iter()
+        .map(|register| check_register(register, issues))
+        .collect();
+    check_overlaps(&list.items, &checked, issues);
+    let unit_id = unit_id?;
+    if list.items.len() != list.len {
+        return None;
+    }
+    checked
+        .into_iter()
+        .map(|(served, _)| {
+            let served = served?;
+            Some(SimPoint {
+                unit: unit_id,
+                source: served.source,
+                data_type: served.data_type,
+                scaling: served.scaling,
+                motion: served.motion,
+            })
+        })
+        .collect()
+}
+
+/// A unit written twice is a copy-paste mistake: its registers would silently merge.
+fn check_unique_units(units: &[Decoded<RawUnit>], issues: &mut Vec<Issue>) {
+    let mut first: HashMap<i64, KeyPath> = HashMap::new();
+    for unit in units {
+        let Some(id) = unit.value.unit_id else {
+            continue;
+        };
+        let path = unit.keys.path_of("unit_id");
+        match first.get(&id) {
+            Some(first_path) => issues.push(
+                Issue::value(path, format!("duplicate unit id {id}: list each unit once"))
+                    .with_note(first_path.clone(), "first defined"),
+            ),
+            None => {
+                first.insert(id, path);
+            }
+        }
+    }
+}
+
+/// Reports each register that overlaps an earlier one of its unit (once, against the first).
+fn check_overlaps(
+    registers: &[Decoded<RawRegister>],
+    checked: &[(Option<Served>, Option<Footprint>)],
+    issues: &mut Vec<Issue>,
+) {
+    for (later, (_, footprint)) in checked.iter().enumerate() {
+        let Some(footprint) = footprint else { continue };
+        let earlier = checked[..later]
+            .iter()
+            .enumerate()
+            .find_map(|(index, (_, other))| {
+                other
+                    .filter(|other| other.overlaps(footprint))
+                    .map(|other| (index, other))
+            });
+        let (Some((index, other)), Some(register)) = (earlier, registers.get(later)) else {
+            continue;
+        };
+        let Some(first) = registers.get(index) else {
+            continue;
+        };
+        issues.push(
+            Issue::value(
+                register.keys.path_of("address"),
+                format!(
+                    "{} overlaps registers[{index}] of this unit: each would overwrite the other",
+                    footprint.describe()
+                ),
+            )
+            .with_note(
+                first.keys.path.clone(),
+                format!("{}, defined", other.describe()),
+            ),
+        );
+    }
+}
+
+/// A valid register, before its unit is known.
+#[derive(Debug)]
+struct Served {
+    source: ModbusSource,
+    data_type: DataType,
+    scaling: Scaling,
+    motion: Motion,
+}
+
+fn check_register(
+    register: &Decoded<RawRegister>,
+    issues: &mut Vec<Issue>,
+) -> (Option<Served>, Option<Footprint>) {
+    let (raw, keys) = (&register.value, &register.keys);
+    let data_type = require(keys, "type", &raw.data_type, issues).and_then(|text| {
+        let parsed = parse_data_type(text);
+        if parsed.is_none() {
+            issues.push(Issue::value(
+                keys.path_of("type"),
+                unknown_choice("type", text, &DATA_TYPE_NAMES),
+            ));
+        }
+        parsed
+    });
+    // Table, address, length, bit and orders by the gateway's rules for a modbus point.
+    let point = RawPoint {
+        table: raw.table.clone(),
+        address: raw.address,
+        data_type: raw.data_type.clone(),
+        length: raw.length,
+        bit: raw.bit,
+        byte_order: raw.byte_order.clone(),
+        word_order: raw.word_order.clone(),
+        ..RawPoint::default()
+    };
+    let defaults = PointDefaults {
+        tag: None,
+        encoding: Some(Encoding::default()),
+        max_registers_per_read: None,
+    };
+    let (source, data_type, footprint) = modbus_source(keys, &point, data_type, &defaults, issues);
+    let scaling = scaling(keys, raw, issues);
+    let (motion, bounds) = motion(keys, raw, data_type, issues);
+    // Only against a valid target: the check writes with the simulator's own encoder.
+    let problems: Vec<Issue> = match (&source, data_type, scaling) {
+        (Some(source), Some(data_type), Some(scaling)) => bounds
+            .into_iter()
+            .filter_map(|(path, bound)| {
+                let value = match bound {
+                    Bound::Static(value) => value,
+                    Bound::Number(number) => typed(number, data_type),
+                };
+                let problem = writable(source, data_type, scaling, &value).err()?;
+                Some(Issue::value(path, problem))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let fits = problems.is_empty();
+    issues.extend(problems);
+    let motion = motion.filter(|_| fits);
+    let served = || {
+        Some(Served {
+            source: source?,
+            data_type: data_type?,
+            scaling: scaling?,
+            motion: motion?,
+        })
+    };
+    (served(), footprint)
+}
+
+/// `scale` and `offset`, by the gateway's rules for a point (`validate_point`): finite, a scale
+/// of 0 refused, neither on a string.
+fn scaling(keys: &Keys, raw: &RawRegister, issues: &mut Vec<Issue>) -> Option<Scaling> {
+    if raw.data_type.as_deref() == Some("string") {
+        refuse_keys(keys, &["scale", "offset"], "a string register", issues);
+        return Some(Scaling::IDENTITY);
+    }
+    let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
+        let problem = if !scale.is_finite() {
+            "must be a finite number"
+        } else if scale == 0.0 {
+            "must not be 0: the register holds (value - offset) / scale"
         } else {
-            WordOrder::Little
-        },
+            return Some(scale);
+        };
+        issues.push(Issue::value(keys.path_of("scale"), problem));
+        None
+    });
+    let offset = optional(keys, "offset", raw.offset, 0.0).and_then(|offset| {
+        if offset.is_finite() {
+            Some(offset)
+        } else {
+            issues.push(Issue::value(
+                keys.path_of("offset"),
+                "must be a finite number",
+            ));
+            None
+        }
+    });
+    Some(Scaling {
+        scale: scale?,
+        offset: offset?,
+    })
+}
+
+/// The one motion key of a register, decoded and checked on its own (not yet against the
+/// type), with the values it can produce that are to be checked against the register: a static
+/// value, a counter's start, the extremes of a sine or a ramp. The values come even when another
+/// key of the motion is wrong, so their problems are reported in the same run.
+fn motion(
+    keys: &Keys,
+    raw: &RawRegister,
+    data_type: Option<DataType>,
+    issues: &mut Vec<Issue>,
+) -> (Option<Motion>, Vec<(KeyPath, Bound)>) {
+    let written: Vec<&str> = MOTIONS
+        .into_iter()
+        .filter(|key| keys.present.contains(*key))
+        .collect();
+    let Some((first, others)) = written.split_first() else {
+        issues.push(Issue::value(
+            keys.path.clone(),
+            "a register needs one of value, counter, sine or ramp",
+        ));
+        return (None, Vec::new());
     };
-    let period = |text: &str| {
-        parse_duration(text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or(("period", format!("invalid duration {text:?}")))
-    };
-    let motions = [
-        reg.value.is_some(),
-        reg.counter.is_some(),
-        reg.sine.is_some(),
-        reg.ramp.is_some(),
-    ];
-    if motions.iter().filter(|m| **m).count() != 1 {
-        return Err((
-            "value",
-            "give exactly one of value, counter, sine or ramp".to_owned(),
+    for other in others {
+        issues.push(Issue::key(
+            keys.path_of(other),
+            format!(
+                "give only one of value, counter, sine or ramp: this register also has `{first}`"
+            ),
         ));
     }
-    let motion = if let Some(value) = &reg.value {
-        let value = match value {
-            serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
-            other => Value::from_json(&other.to_string())
-                .ok_or(("value", format!("unsupported value {other}")))?,
-        };
-        Motion::Static(value)
-    } else if let Some(c) = reg.counter {
-        Motion::Counter {
-            start: c.start,
-            step: c.step,
+    if !others.is_empty() {
+        return (None, Vec::new());
+    }
+    let path = keys.path_of(first);
+    match *first {
+        "value" => {
+            let value = require(keys, "value", &raw.value, issues)
+                .and_then(|value| static_value(&path, value, data_type, issues));
+            match value {
+                Some(value) => (
+                    Some(Motion::Static(value.clone())),
+                    vec![(path, Bound::Static(value))],
+                ),
+                None => (None, Vec::new()),
+            }
         }
-    } else if let Some(w) = &reg.sine {
-        Motion::Sine {
-            min: w.min,
-            max: w.max,
-            period: period(&w.period)?,
+        "counter" => {
+            let Some(Decoded { value: c, keys }) = require(keys, first, &raw.counter, issues)
+                .and_then(|value| decode_mapping::<RawCounter>(value, &path, "a counter", issues))
+            else {
+                return (None, Vec::new());
+            };
+            let start = optional(&keys, "start", c.start, 0.0);
+            let step = optional(&keys, "step", c.step, 1.0);
+            let bounds = extremes(&keys, [("start", start)]);
+            let motion = start
+                .zip(step)
+                .map(|(start, step)| Motion::Counter { start, step });
+            (motion, bounds)
         }
-    } else if let Some(r) = &reg.ramp {
-        Motion::Ramp {
-            from: r.from,
-            to: r.to,
-            period: period(&r.period)?,
+        "sine" => {
+            let Some(Decoded { value: w, keys }) = require(keys, first, &raw.sine, issues)
+                .and_then(|value| decode_mapping::<RawSine>(value, &path, "a sine", issues))
+            else {
+                return (None, Vec::new());
+            };
+            let min = require(&keys, "min", &w.min, issues).copied();
+            let max = require(&keys, "max", &w.max, issues).copied();
+            let period = period(&keys, &w.period, issues);
+            let bounds = extremes(&keys, [("min", min), ("max", max)]);
+            let motion = || {
+                Some(Motion::Sine {
+                    min: min?,
+                    max: max?,
+                    period: period?,
+                })
+            };
+            (motion(), bounds)
         }
-    } else {
-        return Err(("value", "no value".to_owned()));
+        _ => {
+            let Some(Decoded { value: r, keys }) = require(keys, first, &raw.ramp, issues)
+                .and_then(|value| decode_mapping::<RawRamp>(value, &path, "a ramp", issues))
+            else {
+                return (None, Vec::new());
+            };
+            let from = require(&keys, "from", &r.from, issues).copied();
+            let to = require(&keys, "to", &r.to, issues).copied();
+            let period = period(&keys, &r.period, issues);
+            let bounds = extremes(&keys, [("from", from), ("to", to)]);
+            let motion = || {
+                Some(Motion::Ramp {
+                    from: from?,
+                    to: to?,
+                    period: period?,
+                })
+            };
+            (motion(), bounds)
+        }
+    }
+}
+
+/// The numbers of a counter, sine or ramp that are known, to check against the register.
+fn extremes<const N: usize>(
+    keys: &Keys,
+    values: [(&str, Option<f64>); N],
+) -> Vec<(KeyPath, Bound)> {
+    values
+        .into_iter()
+        .filter_map(|(key, value)| Some((keys.path_of(key), Bound::Number(value?))))
+        .collect()
+}
+
+fn period(
+    keys: &Keys,
+    period: &Option<DurationValue>,
+    issues: &mut Vec<Issue>,
+) -> Option<Duration> {
+    require(keys, "period", period, issues)
+        .and_then(|period| positive(keys, "period", period.0, issues))
+}
+
+/// A static `value` as the register's type takes it: a bool for `bool`, text for `string`, a
+/// number otherwise. When the type is not known (refused elsewhere), the value is taken as
+/// written and not checked further.
+fn static_value(
+    path: &KeyPath,
+    value: &Json,
+    data_type: Option<DataType>,
+    issues: &mut Vec<Issue>,
+) -> Option<Value> {
+    let data_type = data_type.map(data_type_name);
+    let kind = |value: &Json| match value {
+        Json::Null => "an empty value",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a mapping",
     };
-    Ok(SimPoint {
-        unit,
-        source: ModbusSource {
-            table,
-            address: reg.address,
-            bit: reg.bit,
-            encoding,
-        },
-        data_type,
-        scaling: Scaling {
-            scale: reg.scale.unwrap_or(1.0),
-            offset: reg.offset.unwrap_or(0.0),
-        },
-        motion,
-    })
+    let problem = match (data_type, value) {
+        (Some("bool"), Json::Bool(b)) => return Some(Value::Bool(*b)),
+        (Some("bool"), other) => {
+            format!("type bool takes true or false, got {}", kind(other))
+        }
+        (Some("string"), Json::String(text)) => return Some(Value::Str(Arc::from(text.as_str()))),
+        (Some("string"), other) => format!(
+            "type string takes text, got {} (quote it to use it as text)",
+            kind(other)
+        ),
+        (_, Json::Number(number)) => {
+            return Value::from_json(&number.to_string()).or_else(|| {
+                issues.push(Issue::value(
+                    path.clone(),
+                    format!("unsupported number {number}"),
+                ));
+                None
+            })
+        }
+        (Some(name), other) => format!("type {name} takes a number, got {}", kind(other)),
+        (None, Json::Bool(b)) => return Some(Value::Bool(*b)),
+        (None, Json::String(text)) => return Some(Value::Str(Arc::from(text.as_str()))),
+        (None, other) => format!(
+            "expected a number, true, false or text, got {}",
+            kind(other)
+        ),
+    };
+    issues.push(Issue::value(path.clone(), problem));
+    None
+}
+
+/// A value a motion can produce, to check against the register before serving it.
+#[derive(Debug)]
+enum Bound {
+    Static(Value),
+    /// Converted to the type as [`Motion::value_at`] does.
+    Number(f64),
+}
+
+/// Whether [`set_point`] can write `value` into `source`; the reason if not.
+fn writable(
+    source: &ModbusSource,
+    data_type: DataType,
+    scaling: Scaling,
+    value: &Value,
+) -> Result<(), String> {
+    // Bit tables and single bits take the bool the type check already required.
+    if source.table.is_bits() || source.bit.is_some() {
+        return Ok(());
+    }
+    let name = data_type_name(data_type);
+    decode::encode_registers(data_type, source.encoding, value, scaling)
+        .map(drop)
+        .map_err(|error| match error {
+            DecodeError::OutOfRange { value, .. } if scaling.is_identity() => {
+                format!("{value} is out of range for type {name}")
+            }
+            DecodeError::OutOfRange { value, .. } => {
+                format!("{value} is out of range for type {name} once scale and offset are applied")
+            }
+            DecodeError::NotFinite => {
+                "is not a finite number once scale and offset are applied".to_owned()
+            }
+            DecodeError::NotAscii => "must be ascii text without NUL characters".to_owned(),
+            DecodeError::TooLong { len, registers } => {
+                format!("text of {len} bytes does not fit {registers} register(s) (2 bytes each)")
+            }
+            other => other.to_string(),
+        })
 }
 
 /// Applies every point's value at `ticks`/`elapsed` to `regs`.
 pub fn apply(map: &SimMap, regs: &Registers, ticks: u64, elapsed: Duration) {
     for point in &map.points {
         let value = point.motion.value_at(ticks, elapsed, point.data_type);
-        // Integers given as engineering values are scaled back to raw; a raw counter stays raw.
+        // Engineering values: scale and offset give the raw value. One that does not fit (a
+        // counter past its type's range; everything else was checked at load) is skipped, and
+        // the register keeps its last value.
         set_point(
             regs,
             point.unit,
@@ -539,17 +920,234 @@ mod tests {
         assert_eq!(regs.input(3, 4, 1), vec![10]);
     }
 
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, "sim.yaml") {
+            Ok(map) => panic!("expected errors, got {map:?}"),
+            Err(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// `FILE` with one register line replaced.
+    fn with_register(register: &str) -> String {
+        FILE.replace(
+            "{table: holding, address: 0, type: f32, value: 21.5}",
+            register,
+        )
+    }
+
     #[test]
-    fn refuses_mistakes_with_their_place() {
-        let bad = FILE.replace("counter: {step: 2}", "counter: {step: 2}, value: 1");
-        let error = parse(&bad, "sim.yaml").unwrap_err().to_string();
+    fn reports_every_problem_with_its_place() {
+        let text = "\
+simulator:
+  tick: 0s
+  endpoints:
+    - {type: tcp, port: 5020, baud_rate: 9600}
+    - {type: rtu, port: /tmp/x, stop_bits: 3}
+  units:
+    - unit_id: 1
+      registers:
+        - {table: holding, address: 0, type: u16, value: 70000}
+        - {table: holdings, address: 5, type: f32, value: 1}
+        - {table: input, address: 0, type: u16, counter: {step: 2}, value: 1}
+    - unit_id: 300
+";
         assert_eq!(
-            error,
-            "sim.yaml: simulator.units[0].registers[1].value: give exactly one of value, counter, sine or ramp"
+            errors(text),
+            [
+                "sim.yaml:2:9: simulator.tick: must be greater than 0s",
+                "sim.yaml:4:31: simulator.endpoints[0].baud_rate: `baud_rate` does not apply to a tcp endpoint",
+                "sim.yaml:5:44: simulator.endpoints[1].stop_bits: must be 1 or 2, got 3",
+                "sim.yaml:9:58: simulator.units[0].registers[0].value: 70000 is out of range for type u16",
+                r#"sim.yaml:10:19: simulator.units[0].registers[1].table: unknown table "holdings": expected coil, discrete_input, input or holding (did you mean "holding"?)"#,
+                "sim.yaml:11:49: simulator.units[0].registers[2].counter: give only one of value, counter, sine or ramp: this register also has `value`",
+                "sim.yaml:12:16: simulator.units[1].unit_id: must be between 0 and 255, got 300",
+            ]
         );
-        let error = parse(&FILE.replace("tick:", "tock:"), "sim.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("tock"), "{error}");
+    }
+
+    #[test]
+    fn serial_settings_follow_the_gateway_rules() {
+        let map = parse(FILE, "sim.yaml").unwrap();
+        assert_eq!(
+            map.endpoints[1],
+            SimEndpoint::Rtu(SerialSettings {
+                port: "/tmp/x".into(),
+                baud_rate: 9600,
+                parity: crate::config::Parity::None,
+                data_bits: 8,
+                stop_bits: crate::config::StopBits::One,
+            })
+        );
+        let two = FILE.replace("parity: none}", "parity: none, stop_bits: 2}");
+        let map = parse(&two, "sim.yaml").unwrap();
+        assert!(matches!(
+            &map.endpoints[1],
+            SimEndpoint::Rtu(s) if s.stop_bits == crate::config::StopBits::Two
+        ));
+        let bad = FILE.replace(
+            "baud_rate: 9600, parity: none}",
+            "baud_rate: 10, parity: evn, stop_bits: 0, host: h}",
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                "sim.yaml:5:44: simulator.endpoints[1].baud_rate: must be between 50 and 4000000, got 10",
+                r#"sim.yaml:5:56: simulator.endpoints[1].parity: unknown parity "evn": expected none, even or odd (did you mean "even"?)"#,
+                "sim.yaml:5:72: simulator.endpoints[1].stop_bits: must be 1 or 2, got 0",
+                "sim.yaml:5:75: simulator.endpoints[1].host: `host` does not apply to an rtu endpoint",
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_need_a_type_and_a_port() {
+        let bad = FILE.replace(
+            "- {type: tcp, port: 5020}",
+            "- {type: udp, port: 1}\n    - {type: tcp, host: 'a b', port: /dev/x}\n    - {type: rtu_over_tcp}",
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                r#"sim.yaml:4:14: simulator.endpoints[0].type: unknown endpoint type "udp": expected tcp, rtu_over_tcp or rtu"#,
+                r#"sim.yaml:5:25: simulator.endpoints[1].host: invalid host "a b": expected a host name or an ip address"#,
+                r#"sim.yaml:5:38: simulator.endpoints[1].port: expected a tcp port number (0 to 65535), got the text "/dev/x""#,
+                "sim.yaml:6:7: simulator.endpoints[2].port: missing required key",
+            ]
+        );
+        let none = FILE.replace(
+            "  endpoints:\n    - {type: tcp, port: 5020}\n    - {type: rtu, port: /tmp/x, baud_rate: 9600, parity: none}\n",
+            "  endpoints: []\n",
+        );
+        assert_eq!(
+            errors(&none),
+            ["sim.yaml:3:14: simulator.endpoints: at least one endpoint is required"]
+        );
+    }
+
+    #[test]
+    fn registers_follow_the_gateway_point_rules() {
+        let cases = [
+            (
+                "{table: coil, address: 0, type: u16, value: 1}",
+                "sim.yaml:9:43: simulator.units[0].registers[0].type: a coil holds single bits: type must be bool, got u16",
+            ),
+            (
+                "{table: input, address: 30, type: bool, bit: 16, value: true}",
+                "sim.yaml:9:56: simulator.units[0].registers[0].bit: must be between 0 and 15, got 16",
+            ),
+            (
+                "{table: input, address: 30, type: string, value: x}",
+                "sim.yaml:9:11: simulator.units[0].registers[0].length: missing required key",
+            ),
+            (
+                "{table: input, address: 30, type: u16, length: 2, value: 1}",
+                "sim.yaml:9:50: simulator.units[0].registers[0].length: `length` does not apply to a point that is not a string",
+            ),
+            (
+                "{table: input, address: 65535, type: u32, value: 1}",
+                "sim.yaml:9:35: simulator.units[0].registers[0].address: a u32 at address 65535 needs 2 registers and runs past the last address 65535",
+            ),
+            (
+                "{table: input, address: 30, type: u16, byte_order: middle, value: 1}",
+                r#"sim.yaml:9:62: simulator.units[0].registers[0].byte_order: unknown byte order "middle": expected big or little"#,
+            ),
+            (
+                "{table: input, address: 30, type: u16, scale: 0, value: 1}",
+                "sim.yaml:9:57: simulator.units[0].registers[0].scale: must not be 0: the register holds (value - offset) / scale",
+            ),
+            (
+                "{table: input, address: 30, type: string, length: 2, scale: 2, value: x}",
+                "sim.yaml:9:64: simulator.units[0].registers[0].scale: `scale` does not apply to a string register",
+            ),
+            (
+                "{table: input, address: 30, type: u16, value: 1, colour: red}",
+                r#"sim.yaml:9:60: simulator.units[0].registers[0].colour: unknown key "colour" (expected one of: table, address, type, length, bit, byte_order, word_order, scale, offset, value, counter, sine, ramp)"#,
+            ),
+            (
+                "{table: input, address: 30, type: u16}",
+                "sim.yaml:9:11: simulator.units[0].registers[0]: a register needs one of value, counter, sine or ramp",
+            ),
+        ];
+        for (register, expected) in cases {
+            assert_eq!(errors(&with_register(register)), [expected], "{register}");
+        }
+    }
+
+    #[test]
+    fn values_must_fit_their_register() {
+        let cases = [
+            (
+                "{table: input, address: 30, type: bool, value: 1}",
+                "sim.yaml:9:58: simulator.units[0].registers[0].value: type bool takes true or false, got a number",
+            ),
+            (
+                "{table: input, address: 30, type: f32, value: '21.5'}",
+                "sim.yaml:9:57: simulator.units[0].registers[0].value: type f32 takes a number, got a string",
+            ),
+            (
+                "{table: input, address: 30, type: string, length: 1, value: ABC}",
+                "sim.yaml:9:71: simulator.units[0].registers[0].value: text of 3 bytes does not fit 1 register(s) (2 bytes each)",
+            ),
+            (
+                "{table: input, address: 30, type: i16, offset: 40000, value: 0}",
+                "sim.yaml:9:72: simulator.units[0].registers[0].value: 0 is out of range for type i16 once scale and offset are applied",
+            ),
+            (
+                "{table: input, address: 30, type: u16, counter: {start: -1}}",
+                "sim.yaml:9:67: simulator.units[0].registers[0].counter.start: -1 is out of range for type u16",
+            ),
+            (
+                "{table: input, address: 30, type: u16, ramp: {from: 0, to: 1e6, period: 1m}}",
+                "sim.yaml:9:70: simulator.units[0].registers[0].ramp.to: 1000000 is out of range for type u16",
+            ),
+            (
+                "{table: input, address: 30, type: u16, ramp: {from: 0, period: 1m}}",
+                "sim.yaml:9:56: simulator.units[0].registers[0].ramp.to: missing required key",
+            ),
+            (
+                "{table: input, address: 30, type: u16, counter: ~}",
+                "sim.yaml:9:50: simulator.units[0].registers[0].counter: a value is required",
+            ),
+        ];
+        for (register, expected) in cases {
+            assert_eq!(errors(&with_register(register)), [expected], "{register}");
+        }
+        // A bound is checked even when another key of its motion is wrong.
+        assert_eq!(
+            errors(&with_register(
+                "{table: input, address: 30, type: i16, sine: {min: -40000, max: 0, period: 0s}}"
+            )),
+            [
+                "sim.yaml:9:62: simulator.units[0].registers[0].sine.min: -40000 is out of range for type i16",
+                "sim.yaml:9:86: simulator.units[0].registers[0].sine.period: must be greater than 0s",
+            ]
+        );
+    }
+
+    #[test]
+    fn overlapping_registers_and_duplicate_units_are_refused() {
+        let text = FILE.replace(
+            "{table: holding, address: 20, type: u32, word_order: little, value: 65536}",
+            "{table: holding, address: 1, type: u16, value: 1}\n        \
+             - {table: holding, address: 30, type: bool, bit: 0, value: true}\n        \
+             - {table: holding, address: 30, type: bool, bit: 1, value: true}\n    \
+             - unit_id: 3",
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "sim.yaml:14:37: simulator.units[0].registers[5].address: holding 1 overlaps registers[0] of this unit: each would overwrite the other (holding 0-1, defined at line 9)",
+                "sim.yaml:17:16: simulator.units[1].unit_id: duplicate unit id 3: list each unit once (first defined at line 7)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let text = include_str!("../../config/examples/simulator.yaml");
+        let map = parse(text, "simulator.yaml").unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(map.tick, DEFAULT_TICK);
+        assert_eq!(map.endpoints.len(), 2);
+        assert_eq!(map.points.len(), 6);
     }
 }
