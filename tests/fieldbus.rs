@@ -534,6 +534,89 @@ async fn one_unplugged_device_does_not_stall_a_shared_rtu_line() {
     );
 }
 
+/// A USB RS-485 adapter unplugged and plugged back in: the port vanishes under a running `rtu`
+/// bus (socat killed: reads and writes fail), stays gone for a while (opening fails), and comes
+/// back at the same path (a new pair). The bus drops the dead handle, retries the open at its
+/// backoff pace, and reads the device again once the port is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_bus_reopens_its_port_after_the_adapter_is_replugged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::new(dir.path());
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    let regs = Registers::default();
+    regs.set_holding(5, 0, &[1]);
+    let sim = CancellationToken::new();
+    tokio::spawn(simulator::serve_rtu(serial(&b), regs.clone(), sim.clone()));
+    let poll = Duration::from_millis(100);
+    let v = point("v", Table::Holding, 0, DataType::U16, Encoding::default());
+    let (handle, mut rx, cancel) = start(
+        bus(
+            BusKind::Rtu { serial: serial(&a) },
+            Duration::from_millis(500),
+        ),
+        vec![device("meter", 5, poll, vec![v])],
+    );
+    let got = first_values(&mut rx, &["v".into()], Duration::from_secs(30)).await;
+    assert_eq!(got[0].1, Value::Int(1));
+
+    // Unplugged: the port breaks, then cannot be opened. Every attempt is a counted failure,
+    // spaced by the device's backoff (poll 100 ms doubling to the 1 s cap, jitter ≥ ½), not
+    // a busy loop.
+    let view = handle.device("meter").unwrap();
+    let requests_before = view.counters.snapshot().requests;
+    drop(pty);
+    sim.cancel();
+    let unplugged = Instant::now();
+    let mut health = view.health.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| {
+            h.consecutive_failures >= 4
+                && h.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("cannot open serial port"))
+        }),
+    )
+    .await
+    .expect("the bus retries opening the vanished port")
+    .unwrap();
+    let down = unplugged.elapsed();
+    assert!(down >= Duration::from_millis(500), "4 failures in {down:?}");
+    let failures = u64::from(health.borrow().consecutive_failures);
+    let counters = view.counters.snapshot();
+    assert!(counters.errors >= 4, "{counters:?}");
+    // One attempt per failed poll (one more may have started since).
+    assert!(
+        counters.requests - requests_before <= failures + 1,
+        "{failures} failures, {counters:?}"
+    );
+
+    // Plugged back in at the same path (socat was killed, so its links are stale).
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    let _pty = PtyPair::new(dir.path());
+    regs.set_holding(5, 0, &[2]);
+    let sim = CancellationToken::new();
+    tokio::spawn(simulator::serve_rtu(serial(&b), regs.clone(), sim.clone()));
+    let replugged = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, sample) = rx.recv().await.expect("bus owner running");
+            if sample.value == Value::Int(2) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the device is read again after the adapter returns");
+    // Within one backoff period (the 1 s cap) plus load slack.
+    let back_after = replugged.elapsed();
+    assert!(back_after <= Duration::from_secs(3), "{back_after:?}");
+    assert!(view.health.borrow().online);
+    cancel.cancel();
+    sim.cancel();
+}
+
 /// A line instrument on a pty that answers each poll with a good line between garbage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_line_values_arrive_and_garbage_is_counted() {
