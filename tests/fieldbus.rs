@@ -4,6 +4,10 @@
 //!   every type in every byte/word order) and against our simulator (tokio-modbus' RTU server).
 //! - RTU-over-TCP and TCP against tokio-modbus' servers (our simulator), with registers written
 //!   from `std`'s byte functions, not from our encoder.
+//! - The same map on every peer covers every table: numerics in holding and input registers,
+//!   strings in both byte orders, `bit: N` of holding and input registers, whole registers as
+//!   `bool`, and ten coils and ten discrete inputs (FC 1/2 replies of two bytes).
+//! - An `rtu` bus whose port vanishes (socat killed: an unplugged USB adapter) and comes back.
 //! - A `serial_line` instrument on a pty pair that sends garbage between good lines.
 //! - Three devices on one RTU line, one unplugged: measured spacing of the others' samples.
 //!
@@ -280,78 +284,206 @@ fn wire_words(bytes: &[u8], byte_order: ByteOrder, word_order: WordOrder) -> Vec
     words
 }
 
-/// Points, expected values, the pymodbus spec, and wire registers `(address, words)`.
+/// What a peer holds at one address: registers or bits of a table.
+enum Wire {
+    Words(Table, u16, Vec<u16>),
+    Bits(Table, u16, Vec<bool>),
+}
+
+/// Points, expected values, the pymodbus spec, and what the peer holds.
 struct Layout {
     points: Vec<PointConfig>,
     expected: Vec<(String, Value)>,
-    spec: serde_json::Value,
-    words: Vec<(u16, Vec<u16>)>,
+    spec: Vec<serde_json::Value>,
+    wire: Vec<Wire>,
 }
 
-/// Points of every type in every order at consecutive holding addresses (4 apart), plus a
-/// string; with the expected values and a JSON spec for the pymodbus peer.
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Coil => "coil",
+        Table::DiscreteInput => "discrete_input",
+        Table::Holding => "holding",
+        Table::Input => "input",
+    }
+}
+
+impl Layout {
+    /// A numeric point told to the peer as `told` in an order; `std` computes its registers.
+    fn number(
+        &mut self,
+        name: String,
+        source: (Table, u16),
+        (type_name, data_type): (&str, DataType),
+        (told, value): (&serde_json::Value, &Value),
+        (byte_order, word_order): (ByteOrder, WordOrder),
+    ) {
+        let (table, address) = source;
+        let encoding = Encoding {
+            byte_order,
+            word_order,
+        };
+        self.points
+            .push(point(&name, table, address, data_type, encoding));
+        self.expected.push((name, value.clone()));
+        self.spec.push(serde_json::json!({
+            "table": table_name(table), "address": address, "type": type_name, "value": told,
+            "byte_order": if byte_order == ByteOrder::Big { "big" } else { "little" },
+            "word_order": if word_order == WordOrder::Big { "big" } else { "little" },
+        }));
+        self.wire.push(Wire::Words(
+            table,
+            address,
+            wire_words(&std_bytes(told, data_type), byte_order, word_order),
+        ));
+    }
+
+    /// A text of `length` registers; the peer pads it with NULs.
+    fn string(&mut self, name: &str, address: u16, length: u16, text: &str, order: ByteOrder) {
+        let encoding = Encoding {
+            byte_order: order,
+            word_order: WordOrder::Big,
+        };
+        let data_type = DataType::String { length };
+        self.points
+            .push(point(name, Table::Holding, address, data_type, encoding));
+        self.expected.push((name.into(), Value::Str(text.into())));
+        self.spec.push(serde_json::json!({
+            "table": "holding", "address": address, "type": "string", "value": text,
+            "length": length,
+            "byte_order": if order == ByteOrder::Big { "big" } else { "little" },
+            "word_order": "big",
+        }));
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.resize(usize::from(length) * 2, 0);
+        self.wire.push(Wire::Words(
+            Table::Holding,
+            address,
+            wire_words(&bytes, order, WordOrder::Big),
+        ));
+    }
+
+    /// One register holding `raw`, read as bools: `bit: N` points for each of `bits`, or the
+    /// whole register (`type: bool`, register ≠ 0) for `None`.
+    fn register_bools(&mut self, table: Table, address: u16, raw: u16, bits: &[Option<u8>]) {
+        for bit in bits {
+            let (name, value) = match bit {
+                Some(bit) => (
+                    format!("{}_{address}_bit{bit}", table_name(table)),
+                    raw >> bit & 1 == 1,
+                ),
+                None => (format!("{}_{address}_bool", table_name(table)), raw != 0),
+            };
+            let mut p = point(&name, table, address, DataType::Bool, Encoding::default());
+            if let PointSource::Modbus(source) = &mut p.source {
+                source.bit = *bit;
+            }
+            self.points.push(p);
+            self.expected.push((name, Value::Bool(value)));
+        }
+        self.spec.push(serde_json::json!({
+            "table": table_name(table), "address": address, "type": "u16", "value": raw,
+            "byte_order": "big", "word_order": "big",
+        }));
+        self.wire.push(Wire::Words(table, address, vec![raw]));
+    }
+
+    /// Consecutive bits of a coil or discrete input table, one bool point each.
+    fn bits(&mut self, table: Table, address: u16, bits: &[bool]) {
+        for (i, bit) in (address..).zip(bits) {
+            let name = format!("{}_{i}", table_name(table));
+            self.points
+                .push(point(&name, table, i, DataType::Bool, Encoding::default()));
+            self.expected.push((name, Value::Bool(*bit)));
+        }
+        self.spec.push(serde_json::json!({
+            "table": table_name(table), "address": address, "type": "bits", "value": bits,
+        }));
+        self.wire.push(Wire::Bits(table, address, bits.to_vec()));
+    }
+}
+
+/// Every table and every type: each numeric type in every order in holding registers (4
+/// addresses apart), each numeric type once in input registers (orders rotating), strings in
+/// both byte orders, bits of holding and input registers, whole registers as bools, and ten
+/// coils and ten discrete inputs (two bytes of bits in one read); with the expected values and
+/// a JSON spec for the pymodbus peer.
 fn every_type_layout() -> Layout {
-    let mut points = Vec::new();
-    let mut expected = Vec::new();
-    let mut spec = Vec::new();
-    let mut words = Vec::new();
+    let mut layout = Layout {
+        points: Vec::new(),
+        expected: Vec::new(),
+        spec: Vec::new(),
+        wire: Vec::new(),
+    };
     let mut address = 0u16;
     for (type_name, data_type, told, value) in samples_of_every_type() {
         for (order, byte_order, word_order) in ORDERS {
             if data_type.width() == 1 && word_order == WordOrder::Little {
                 continue; // word order does not apply to one register
             }
-            let name = format!("{type_name}_{order}");
-            let encoding = Encoding {
-                byte_order,
-                word_order,
-            };
-            points.push(point(&name, Table::Holding, address, data_type, encoding));
-            expected.push((name, value.clone()));
-            spec.push(serde_json::json!({
-                "address": address, "type": type_name, "value": told,
-                "byte_order": if byte_order == ByteOrder::Big { "big" } else { "little" },
-                "word_order": if word_order == WordOrder::Big { "big" } else { "little" },
-            }));
-            words.push((
-                address,
-                wire_words(&std_bytes(&told, data_type), byte_order, word_order),
-            ));
+            layout.number(
+                format!("{type_name}_{order}"),
+                (Table::Holding, address),
+                (type_name, data_type),
+                (&told, &value),
+                (byte_order, word_order),
+            );
             address += 4;
         }
     }
-    let text = DataType::String { length: 5 };
-    points.push(point(
-        "text",
-        Table::Holding,
-        address,
-        text,
-        Encoding::default(),
-    ));
-    expected.push(("text".into(), Value::Str("PLC-42".into())));
-    spec.push(serde_json::json!({
-        "address": address, "type": "string", "value": "PLC-42", "length": 5,
-        "byte_order": "big", "word_order": "big",
-    }));
-    words.push((address, vec![0x504C, 0x432D, 0x3432, 0, 0]));
-    Layout {
-        points,
-        expected,
-        spec: serde_json::Value::Array(spec),
-        words,
+    layout.string("text", address, 5, "PLC-42", ByteOrder::Big);
+    // Odd length: the last character shares its register with a NUL.
+    layout.string("text_le", address + 8, 4, "Abc-7", ByteOrder::Little);
+    let bits = [Some(0), Some(1), Some(2), Some(15)];
+    layout.register_bools(Table::Holding, address + 16, 0x8005, &bits);
+    // A register ≠ 0 with its low byte 0 is true; 0 is false.
+    layout.register_bools(Table::Holding, address + 17, 0x0100, &[None]);
+    layout.register_bools(Table::Holding, address + 18, 0, &[None]);
+
+    let mut address = 0u16;
+    for (i, (type_name, data_type, told, value)) in samples_of_every_type().into_iter().enumerate()
+    {
+        let (order, byte_order, word_order) = if data_type.width() == 1 {
+            ORDERS[i % 2]
+        } else {
+            ORDERS[i % 4]
+        };
+        layout.number(
+            format!("in_{type_name}_{order}"),
+            (Table::Input, address),
+            (type_name, data_type),
+            (&told, &value),
+            (byte_order, word_order),
+        );
+        address += 4;
     }
+    let bits = [Some(0), Some(1), Some(8)];
+    layout.register_bools(Table::Input, address, 0x0102, &bits);
+    layout.register_bools(Table::Input, address + 1, 0x0001, &[None]);
+
+    let coils = [
+        true, false, true, true, false, false, true, false, false, true,
+    ];
+    layout.bits(Table::Coil, 3, &coils);
+    let inputs = coils.map(|b| !b);
+    layout.bits(Table::DiscreteInput, 20, &inputs);
+    layout
 }
 
 async fn check_every_type(kind: BusKind, regs: Option<&Registers>, unit: u8) {
     let Layout {
         points,
         expected,
-        words,
+        wire,
         ..
     } = every_type_layout();
     if let Some(regs) = regs {
-        for (address, w) in &words {
-            regs.set_holding(unit, *address, w);
+        for item in &wire {
+            match item {
+                Wire::Words(Table::Input, address, w) => regs.set_input(unit, *address, w),
+                Wire::Words(_, address, w) => regs.set_holding(unit, *address, w),
+                Wire::Bits(Table::Coil, address, b) => regs.set_coil(unit, *address, b),
+                Wire::Bits(_, address, b) => regs.set_discrete(unit, *address, b),
+            }
         }
     }
     let names: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
@@ -363,6 +495,7 @@ async fn check_every_type(kind: BusKind, regs: Option<&Registers>, unit: u8) {
     assert_eq!(got, expected);
     let counters = handle.device("dev").unwrap().counters.snapshot();
     assert_eq!(counters.decode_errors, 0);
+    assert_eq!(counters.exceptions, 0);
     cancel.cancel();
 }
 
@@ -423,7 +556,7 @@ async fn rtu_on_a_pty_every_type_and_order_against_our_simulator() {
 async fn rtu_on_a_pty_every_type_and_order_against_pymodbus() {
     let dir = tempfile::tempdir().unwrap();
     let pty = PtyPair::new(dir.path());
-    let spec = every_type_layout().spec;
+    let spec = serde_json::Value::Array(every_type_layout().spec);
     let _peer = Peer(
         Command::new(python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pymodbus_rtu_slave.py"))
@@ -532,6 +665,89 @@ async fn one_unplugged_device_does_not_stall_a_shared_rtu_line() {
         back_after <= Duration::from_secs(3),
         "read again after {back_after:?}"
     );
+}
+
+/// A USB RS-485 adapter unplugged and plugged back in: the port vanishes under a running `rtu`
+/// bus (socat killed: reads and writes fail), stays gone for a while (opening fails), and comes
+/// back at the same path (a new pair). The bus drops the dead handle, retries the open at its
+/// backoff pace, and reads the device again once the port is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_bus_reopens_its_port_after_the_adapter_is_replugged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::new(dir.path());
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    let regs = Registers::default();
+    regs.set_holding(5, 0, &[1]);
+    let sim = CancellationToken::new();
+    tokio::spawn(simulator::serve_rtu(serial(&b), regs.clone(), sim.clone()));
+    let poll = Duration::from_millis(100);
+    let v = point("v", Table::Holding, 0, DataType::U16, Encoding::default());
+    let (handle, mut rx, cancel) = start(
+        bus(
+            BusKind::Rtu { serial: serial(&a) },
+            Duration::from_millis(500),
+        ),
+        vec![device("meter", 5, poll, vec![v])],
+    );
+    let got = first_values(&mut rx, &["v".into()], Duration::from_secs(30)).await;
+    assert_eq!(got[0].1, Value::Int(1));
+
+    // Unplugged: the port breaks, then cannot be opened. Every attempt is a counted failure,
+    // spaced by the device's backoff (poll 100 ms doubling to the 1 s cap, jitter ≥ ½), not
+    // a busy loop.
+    let view = handle.device("meter").unwrap();
+    let requests_before = view.counters.snapshot().requests;
+    drop(pty);
+    sim.cancel();
+    let unplugged = Instant::now();
+    let mut health = view.health.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| {
+            h.consecutive_failures >= 4
+                && h.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("cannot open serial port"))
+        }),
+    )
+    .await
+    .expect("the bus retries opening the vanished port")
+    .unwrap();
+    let down = unplugged.elapsed();
+    assert!(down >= Duration::from_millis(500), "4 failures in {down:?}");
+    let failures = u64::from(health.borrow().consecutive_failures);
+    let counters = view.counters.snapshot();
+    assert!(counters.errors >= 4, "{counters:?}");
+    // One attempt per failed poll (one more may have started since).
+    assert!(
+        counters.requests - requests_before <= failures + 1,
+        "{failures} failures, {counters:?}"
+    );
+
+    // Plugged back in at the same path (socat was killed, so its links are stale).
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    let _pty = PtyPair::new(dir.path());
+    regs.set_holding(5, 0, &[2]);
+    let sim = CancellationToken::new();
+    tokio::spawn(simulator::serve_rtu(serial(&b), regs.clone(), sim.clone()));
+    let replugged = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, sample) = rx.recv().await.expect("bus owner running");
+            if sample.value == Value::Int(2) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the device is read again after the adapter returns");
+    // Within one backoff period (the 1 s cap) plus load slack.
+    let back_after = replugged.elapsed();
+    assert!(back_after <= Duration::from_secs(3), "{back_after:?}");
+    assert!(view.health.borrow().online);
+    cancel.cancel();
+    sim.cancel();
 }
 
 /// A line instrument on a pty that answers each poll with a good line between garbage.

@@ -15,7 +15,9 @@
 //! # Failure behaviour
 //! - Every request runs under the bus `timeout` (tokio-modbus has none); connecting is part of
 //!   the request. After a timeout the link abandons the exchange ([`Link::abandon`]): TCP and
-//!   RTU-over-TCP reconnect, serial RTU discards what arrives late (see [`super::link`]).
+//!   RTU-over-TCP reconnect, serial RTU discards what arrives late (see [`super::link`]). A
+//!   broken serial port (unplugged adapter) is reopened by the link at the next request; an
+//!   open that fails is that exchange's error, so a missing port is retried at backoff pace.
 //! - A Modbus exception marks only the points of that read bad; the device counts as answering.
 //! - A failed poll (timeout, CRC error, transport or protocol error) backs the device off
 //!   exponentially from `poll_interval` up to its `backoff_max`, with jitter in [½, 1] of the
@@ -934,6 +936,97 @@ mod tests {
             let fast = durations.buckets.iter().find(|(bound, _)| *bound == 0.025);
             assert_eq!(fast.map(|(_, n)| *n), Some(durations.count), "{name}");
         }
+    }
+
+    /// RTU: the serial adapter is unplugged under a running owner and plugged back in. The
+    /// broken port and every failed open are counted errors of the device's polls, spaced by
+    /// its backoff (never a busy loop); once the port is back it is opened and read again.
+    #[tokio::test(start_paused = true)]
+    async fn rtu_port_that_vanishes_is_reopened_at_backoff_pace() {
+        use crate::modbus::frame::crc16;
+        use crate::modbus::link::{Plugs, RtuLink};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+        /// The adapter with a device behind it that answers every read with `value`.
+        fn adapter(plugs: &Plugs, value: u16) -> tokio::task::JoinHandle<()> {
+            let (near, mut far): (DuplexStream, DuplexStream) = tokio::io::duplex(1024);
+            plugs.plug(near);
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                while far.read_exact(&mut request).await.is_ok() {
+                    let mut frame = vec![1, 3, 2];
+                    frame.extend_from_slice(&value.to_be_bytes());
+                    let crc = crc16(&frame);
+                    frame.extend_from_slice(&crc.to_le_bytes());
+                    if far.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        }
+        let plugs = Plugs::default();
+        let plugged = adapter(&plugs, 1);
+        let mut rtu = bus(Duration::from_millis(100));
+        rtu.kind = BusKind::Rtu {
+            serial: crate::config::SerialSettings {
+                port: "plugs".into(),
+                baud_rate: 19_200,
+                parity: crate::config::Parity::Even,
+                data_bits: 8,
+                stop_bits: crate::config::StopBits::One,
+            },
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (owner, handle) = BusOwner::new(
+            rtu,
+            vec![device(
+                "dev",
+                1,
+                vec![point("v", Table::Holding, 0, DataType::U16)],
+            )],
+            RtuLink::new(plugs.clone()),
+            tx,
+        );
+        let owner = owner.with_jitter(|| 1.0);
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        tokio::spawn(owner.run(cancel.clone()));
+        for _ in 0..3 {
+            rx.recv().await.unwrap();
+        }
+
+        // Unplugged at 2 s: the poll at 3 s fails on the broken port, then each poll tries to
+        // open it (4, 6, 10, 18, 26 s: the backoff's 1, 2, 4, 8, 8 s).
+        plugged.abort();
+        let view = handle.device("dev").unwrap();
+        let mut health = view.health.clone();
+        health
+            .wait_for(|h| h.consecutive_failures >= 6)
+            .await
+            .unwrap();
+        let last_error = health.borrow().last_error.clone().unwrap_or_default();
+        assert!(
+            last_error.starts_with("cannot open serial port plugs"),
+            "{last_error}"
+        );
+        let counters = view.counters.snapshot();
+        assert_eq!((counters.errors, counters.timeouts), (6, 0));
+
+        // Plugged back in: read at the next attempt (34 s), within one backoff period.
+        let replugged = Instant::now();
+        let _plugged = adapter(&plugs, 2);
+        let (at, sample) = rx.recv().await.unwrap();
+        assert_eq!(sample.value, Value::Int(2));
+        assert!(at - replugged <= Duration::from_secs(8));
+        assert!(view.health.borrow().online);
+        cancel.cancel();
+
+        let opens: Vec<u64> = plugs
+            .opens()
+            .iter()
+            .map(|at| (*at - start).as_secs())
+            .collect();
+        assert_eq!(opens, vec![0, 4, 6, 10, 18, 26, 34]);
     }
 
     /// RTU: a reply that arrives after its request timed out is discarded, not read as the

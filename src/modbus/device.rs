@@ -146,3 +146,189 @@ impl PointTable {
         &self.points
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        ByteOrder, Coalesce, DataType, Encoding, LinePattern, ModbusSource, Planning, PointSource,
+        PublishMode, Qos, Reporting, Table, WordOrder,
+    };
+    use std::time::Duration;
+
+    fn point(name: &str, table: Table, bit: Option<u8>, data_type: DataType) -> PointConfig {
+        PointConfig {
+            name: name.into(),
+            source: PointSource::Modbus(ModbusSource {
+                table,
+                address: 0,
+                bit,
+                encoding: Encoding::default(),
+            }),
+            data_type,
+            scale: 1.0,
+            offset: 0.0,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            reporting: Reporting {
+                publish: PublishMode::EveryPoll,
+                deadband: 0.0,
+                max_silence: None,
+            },
+            unit: None,
+            write: None,
+        }
+    }
+
+    fn table(points: Vec<PointConfig>) -> PointTable {
+        PointTable::new(&DeviceConfig {
+            name: "dev".into(),
+            bus: "bus".into(),
+            unit_id: 1,
+            poll_interval: Duration::from_secs(1),
+            points,
+            planning: Planning {
+                max_gap: 8,
+                max_registers_per_read: 125,
+                coalesce: Coalesce::Merge,
+            },
+            backoff_max: Duration::from_secs(8),
+            offline_after: 3,
+        })
+    }
+
+    fn words(w: &[u16]) -> Response {
+        Response::Words(w.to_vec())
+    }
+
+    #[test]
+    fn a_bit_of_a_register_is_taken_from_the_register_at_its_offset() {
+        let t = table(vec![
+            point("b0", Table::Holding, Some(0), DataType::Bool),
+            point("b2", Table::Holding, Some(2), DataType::Bool),
+            point("b15", Table::Input, Some(15), DataType::Bool),
+        ]);
+        // Register 0 has every bit but 0 and 2 set; register 1 only bits 2 and 15.
+        let data = words(&[0xFFFA, 0x8004]);
+        assert_eq!(
+            t.decode(0, 0, &data),
+            (words(&[0xFFFA]), Ok(Value::Bool(false)))
+        );
+        assert_eq!(t.decode(1, 0, &data).1, Ok(Value::Bool(false)));
+        assert_eq!(t.decode(0, 1, &data).1, Ok(Value::Bool(false)));
+        assert_eq!(
+            t.decode(1, 1, &data),
+            (words(&[0x8004]), Ok(Value::Bool(true)))
+        );
+        assert_eq!(t.decode(2, 1, &data).1, Ok(Value::Bool(true)));
+        assert_eq!(t.decode(2, 0, &data).1, Ok(Value::Bool(true)));
+        // Past the end of the read: a decode error, no register.
+        let (raw, value) = t.decode(1, 2, &data);
+        assert_eq!(raw, words(&[]));
+        assert!(matches!(value, Err(DecodeError::Short { got: 0, .. })));
+    }
+
+    #[test]
+    fn a_whole_register_bool_is_true_when_not_zero() {
+        let t = table(vec![point("on", Table::Holding, None, DataType::Bool)]);
+        assert_eq!(t.decode(0, 0, &words(&[0x0100])).1, Ok(Value::Bool(true)));
+        assert_eq!(t.decode(0, 0, &words(&[0])).1, Ok(Value::Bool(false)));
+    }
+
+    #[test]
+    fn bits_of_a_bit_table_are_taken_at_their_offset() {
+        let t = table(vec![point("c", Table::Coil, None, DataType::Bool)]);
+        let data = Response::Bits(vec![false, true, false]);
+        assert_eq!(
+            t.decode(0, 1, &data),
+            (Response::Bits(vec![true]), Ok(Value::Bool(true)))
+        );
+        assert_eq!(t.decode(0, 2, &data).1, Ok(Value::Bool(false)));
+        let (raw, value) = t.decode(0, 3, &data);
+        assert_eq!(raw, Response::Bits(Vec::new()));
+        assert_eq!(
+            value,
+            Err(DecodeError::Short {
+                data_type: DataType::Bool,
+                needed: 4,
+                got: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_wide_point_takes_its_registers_at_its_offset_in_its_order() {
+        let mut cdab = point("cdab", Table::Holding, None, DataType::U32);
+        if let PointSource::Modbus(source) = &mut cdab.source {
+            source.encoding = Encoding {
+                byte_order: ByteOrder::Big,
+                word_order: WordOrder::Little,
+            };
+        }
+        let mut scaled = point("scaled", Table::Holding, None, DataType::I16);
+        scaled.scale = 0.1;
+        let t = table(vec![
+            point("abcd", Table::Holding, None, DataType::U32),
+            cdab,
+            scaled,
+        ]);
+        let data = words(&[9, 0x0001, 0x0002, 0xFFF6]);
+        assert_eq!(
+            t.decode(0, 1, &data),
+            (words(&[1, 2]), Ok(Value::Int(0x0001_0002)))
+        );
+        assert_eq!(t.decode(1, 1, &data).1, Ok(Value::Int(0x0002_0001)));
+        assert_eq!(t.decode(2, 3, &data).1, Ok(Value::Float(-1.0)));
+        // Only one of its two registers in the read.
+        assert!(matches!(
+            t.decode(0, 3, &data).1,
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn data_that_is_not_registers_of_a_modbus_point_is_an_error() {
+        let mut line = point("line", Table::Holding, None, DataType::U16);
+        line.source = PointSource::Line(LinePattern(regex::Regex::new("(x)").unwrap()));
+        let t = table(vec![point("v", Table::Holding, None, DataType::U16), line]);
+        assert!(t.decode(0, 0, &Response::Written).1.is_err());
+        assert!(t.decode(1, 0, &words(&[1])).1.is_err());
+    }
+
+    #[test]
+    fn samples_skip_and_count_bad_points_and_honour_change_filters() {
+        let mut changes = point("changes", Table::Holding, None, DataType::U16);
+        changes.reporting.publish = PublishMode::OnChange;
+        changes.qos = Qos::AtMostOnce;
+        changes.retain = true;
+        let t = &mut table(vec![
+            point("every", Table::Holding, None, DataType::U16),
+            changes,
+            point("nan", Table::Holding, None, DataType::F32),
+        ]);
+        let read = Read {
+            table: Table::Holding,
+            start: 10,
+            count: 4,
+            points: vec![(0, 0), (1, 1), (2, 2)],
+        };
+        let counters = DeviceCounters::default();
+        let now = Instant::now();
+        let data = words(&[5, 6, 0x7FC0, 0]); // f32 NaN
+        let first = t.samples(&read, &data, 1_000, now, &counters);
+        let names: Vec<&str> = first.iter().map(|s| &*s.point).collect();
+        assert_eq!(names, ["every", "changes"]);
+        assert_eq!(first[1].value, Value::Int(6));
+        assert_eq!((first[1].qos, first[1].retain), (Qos::AtMostOnce, true));
+        assert_eq!((&*first[1].device, first[1].ts_ms), ("dev", 1_000));
+        assert_eq!(counters.snapshot().decode_errors, 1);
+        // Same values again: only the every-poll point; a change passes the filter.
+        let again = t.samples(&read, &data, 2_000, now, &counters);
+        assert_eq!(again.len(), 1);
+        assert_eq!(&*again[0].point, "every");
+        let moved = t.samples(&read, &words(&[5, 7, 0, 0]), 3_000, now, &counters);
+        assert_eq!(moved.len(), 3);
+        assert_eq!(moved[1].value, Value::Int(7));
+        assert_eq!(counters.snapshot().decode_errors, 2);
+    }
+}

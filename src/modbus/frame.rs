@@ -10,7 +10,7 @@
 //! passes its header check, giving wrong data). Here every received frame is checked against the
 //! request it answers (unit, function, byte count, echo of a write); one that answers something
 //! else is a [`ParsedFrame::Frame`] the caller discards as stale, and a CRC mismatch is a
-//! counted [`RtuError::Crc`].
+//! [`ParsedFrame::BadCrc`], counted by the link as [`super::link::LinkError::Crc`].
 //!
 //! Frame: `unit | function | data | crc16 (low byte first)`. The response length follows from
 //! the function code: exceptions are 5 bytes, reads carry a byte count, writes echo 8 bytes.

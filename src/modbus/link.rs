@@ -9,9 +9,22 @@
 //!   request are discarded, and a complete frame that does not answer the request (another unit,
 //!   function or length: the late reply of an earlier, timed-out request) is counted as stale
 //!   and skipped while the deadline lasts. A CRC error is returned as [`LinkError::Crc`]; the
-//!   rest of that garbled reply is discarded before the next request. A TCP stream is reopened
-//!   after any failure; a serial port is kept (reopening it would not discard bytes still on
-//!   the wire).
+//!   rest of that garbled reply is discarded before the next request.
+//!
+//! # When a transport is reopened
+//! - **A broken transport** (an i/o error or end of stream on read, write or flush) is dropped
+//!   on every kind of link, and the next exchange opens it again. On a serial port this is a
+//!   USB RS-485 adapter unplugged (the kernel then fails every call on the old handle with
+//!   `EIO`/`ENXIO`, forever) and plugged back in. A failed open fails that exchange at once
+//!   ([`LinkError::OpenSerial`], [`LinkError::Connect`]): the owner counts it as an error and
+//!   backs the device off, so a missing port is retried at backoff pace, never in a busy loop.
+//! - **A line fault** (timeout, CRC error, garbled or foreign reply) reopens a TCP stream
+//!   (late replies, a half-open connection) but keeps a serial port: on a shared RS-485 line a
+//!   dead device times out on every poll, and reopening the port for that would cost every
+//!   other device on it, and would not discard bytes still on the wire anyway
+//!   ([`Opener::REOPEN_AFTER_LINE_FAULT`]).
+//!
+//! `serial_line` buses follow the same rule in their own task (see [`super::serial_line`]).
 //!
 //! Timeouts are the owner's: it wraps [`Link::transact`] in `tokio::time::timeout` and calls
 //! [`Link::abandon`] when one fires. Connecting is part of `transact`, so it is under the same
@@ -47,6 +60,14 @@ pub enum LinkError {
     Protocol(String),
     #[error("request exceeds the protocol limits")]
     TooLarge,
+}
+
+impl LinkError {
+    /// The transport itself failed (i/o error, end of stream) and must be reopened, as opposed
+    /// to a fault of the line or of a device behind it.
+    pub fn is_broken_transport(&self) -> bool {
+        matches!(self, LinkError::Io(_))
+    }
 }
 
 /// Counts that only the link can see, reported with each exchange.
@@ -251,8 +272,9 @@ mod drain {
 /// How an [`RtuLink`] (re)opens its transport.
 pub trait Opener: Send {
     type Transport: RtuTransport;
-    /// Whether the transport is reopened after a failure (TCP: yes; serial: no).
-    const REOPEN_AFTER_FAILURE: bool;
+    /// Whether a line fault (timeout, CRC error, unexpected bytes) also reopens the transport
+    /// (TCP: yes; serial: no, see the module docs). A broken transport is always reopened.
+    const REOPEN_AFTER_LINE_FAULT: bool;
     fn open(&mut self) -> impl Future<Output = Result<Self::Transport, LinkError>> + Send;
 }
 
@@ -261,7 +283,7 @@ pub struct SerialOpener(pub SerialSettings);
 
 impl Opener for SerialOpener {
     type Transport = tokio_serial::SerialStream;
-    const REOPEN_AFTER_FAILURE: bool = false;
+    const REOPEN_AFTER_LINE_FAULT: bool = false;
 
     async fn open(&mut self) -> Result<Self::Transport, LinkError> {
         open_serial(&self.0)
@@ -306,7 +328,7 @@ pub struct TcpOpener {
 
 impl Opener for TcpOpener {
     type Transport = TcpStream;
-    const REOPEN_AFTER_FAILURE: bool = true;
+    const REOPEN_AFTER_LINE_FAULT: bool = true;
 
     async fn open(&mut self) -> Result<TcpStream, LinkError> {
         let addr = resolve(&self.host, self.port).await?;
@@ -326,7 +348,7 @@ pub struct Given<T>(pub Option<T>);
 
 impl<T: RtuTransport> Opener for Given<T> {
     type Transport = T;
-    const REOPEN_AFTER_FAILURE: bool = false;
+    const REOPEN_AFTER_LINE_FAULT: bool = false;
 
     async fn open(&mut self) -> Result<T, LinkError> {
         self.0.take().ok_or_else(|| {
@@ -335,6 +357,48 @@ impl<T: RtuTransport> Opener for Given<T> {
                 "the transport was closed",
             ))
         })
+    }
+}
+
+/// A serial adapter for tests that is unplugged and plugged back in: hands out the in-memory
+/// streams given to [`Plugs::plug`], fails to open while it holds none (as opening a vanished
+/// `/dev/ttyUSB0` does), and records when each open was tried. `REOPEN` is its
+/// [`Opener::REOPEN_AFTER_LINE_FAULT`] (`false`: a serial port; `true`: a TCP stream).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Plugs<const REOPEN: bool = false> {
+    streams: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<tokio::io::DuplexStream>>>,
+    opens: std::sync::Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+}
+
+#[cfg(test)]
+impl<const REOPEN: bool> Plugs<REOPEN> {
+    /// Plugs in a port: the next open gets `stream`.
+    pub fn plug(&self, stream: tokio::io::DuplexStream) {
+        self.streams.lock().unwrap().push_back(stream);
+    }
+
+    /// When each open was tried, successful or not.
+    pub fn opens(&self) -> Vec<tokio::time::Instant> {
+        self.opens.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl<const REOPEN: bool> Opener for Plugs<REOPEN> {
+    type Transport = tokio::io::DuplexStream;
+    const REOPEN_AFTER_LINE_FAULT: bool = REOPEN;
+
+    async fn open(&mut self) -> Result<Self::Transport, LinkError> {
+        self.opens.lock().unwrap().push(tokio::time::Instant::now());
+        self.streams
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| LinkError::OpenSerial {
+                port: "plugs".to_owned(),
+                reason: "No such file or directory".to_owned(),
+            })
     }
 }
 
@@ -354,11 +418,19 @@ impl<O: Opener> RtuLink<O> {
         }
     }
 
-    fn failed(&mut self) {
+    /// Forgets the unfinished exchange; drops the transport if it is `broken` or the opener
+    /// wants a fresh one after any fault (see the module docs).
+    fn failed(&mut self, broken: bool) {
         self.buf.clear();
-        if O::REOPEN_AFTER_FAILURE {
+        if broken || O::REOPEN_AFTER_LINE_FAULT {
             self.transport = None;
         }
+    }
+
+    /// Whether a transport is open (tests).
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
+        self.transport.is_some()
     }
 }
 
@@ -383,14 +455,15 @@ impl<O: Opener> Link for RtuLink<O> {
         transport.discard_pending();
         self.buf.clear();
         let result = exchange(transport, &mut self.buf, unit, request, notes).await;
-        if result.is_err() {
-            self.failed();
+        if let Err(error) = &result {
+            self.failed(error.is_broken_transport());
         }
         result
     }
 
     fn abandon(&mut self) {
-        self.failed();
+        // A timeout: the line was quiet; nothing says the transport is broken.
+        self.failed(false);
     }
 }
 
@@ -443,6 +516,7 @@ async fn exchange<T: RtuTransport>(
 mod tests {
     use super::*;
     use crate::config::Table;
+    use std::time::Duration;
 
     fn reply_frame(unit: u8, pdu: &[u8]) -> Vec<u8> {
         let mut frame = vec![unit];
@@ -457,6 +531,103 @@ mod tests {
         start: 0,
         count: 1,
     };
+
+    /// A slave on `far` that answers each read request with the next of `values` (one
+    /// register), or stays silent for a `None`; returns `far` when the list is done.
+    fn slave(
+        mut far: tokio::io::DuplexStream,
+        values: Vec<Option<u16>>,
+    ) -> tokio::task::JoinHandle<tokio::io::DuplexStream> {
+        tokio::spawn(async move {
+            for value in values {
+                let mut req = [0u8; 8];
+                far.read_exact(&mut req).await.unwrap();
+                if let Some(value) = value {
+                    let [hi, lo] = value.to_be_bytes();
+                    far.write_all(&reply_frame(1, &[3, 2, hi, lo]))
+                        .await
+                        .unwrap();
+                }
+            }
+            far
+        })
+    }
+
+    async fn read(link: &mut impl Link) -> Result<Reply, LinkError> {
+        link.transact(1, &READ, &mut LinkNotes::default()).await
+    }
+
+    /// The unplugged USB adapter: a timeout (a dead device on a shared line) keeps the port,
+    /// an i/o error drops it, a failed open is an error of that exchange, and the port is
+    /// opened again once it is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_serial_port_is_reopened_after_an_io_error_but_kept_after_a_timeout() {
+        let plugs = Plugs::<false>::default();
+        let (near, far) = tokio::io::duplex(1024);
+        plugs.plug(near);
+        let mut link = RtuLink::new(plugs.clone());
+        let answering = slave(far, vec![Some(42), None]);
+        assert_eq!(
+            read(&mut link).await.unwrap(),
+            Ok(Response::Words(vec![42]))
+        );
+        let timed_out = tokio::time::timeout(Duration::from_millis(100), read(&mut link)).await;
+        assert!(timed_out.is_err());
+        link.abandon();
+        assert!(link.is_open(), "a timeout keeps the serial port");
+        assert_eq!(plugs.opens().len(), 1);
+
+        // Unplugged: the other end is gone, the exchange fails and the handle is dropped.
+        drop(answering.await.unwrap());
+        assert!(matches!(read(&mut link).await, Err(LinkError::Io(_))));
+        assert!(!link.is_open());
+        // Still unplugged: every exchange tries to open the port once and fails.
+        assert!(matches!(
+            read(&mut link).await,
+            Err(LinkError::OpenSerial { .. })
+        ));
+        assert!(matches!(
+            read(&mut link).await,
+            Err(LinkError::OpenSerial { .. })
+        ));
+        assert_eq!(plugs.opens().len(), 3);
+
+        // Plugged back in.
+        let (near, far) = tokio::io::duplex(1024);
+        plugs.plug(near);
+        let answering = slave(far, vec![Some(43)]);
+        assert_eq!(
+            read(&mut link).await.unwrap(),
+            Ok(Response::Words(vec![43]))
+        );
+        assert_eq!(plugs.opens().len(), 4);
+        drop(answering.await.unwrap());
+    }
+
+    /// A CRC error is a line fault: a serial port is kept, a TCP stream reopened.
+    #[tokio::test]
+    async fn a_line_fault_reopens_only_a_tcp_stream() {
+        async fn crc_error<const REOPEN: bool>() -> usize {
+            let plugs = Plugs::<REOPEN>::default();
+            let (near, mut far) = tokio::io::duplex(1024);
+            plugs.plug(near);
+            let mut link = RtuLink::new(plugs.clone());
+            let garbling = tokio::spawn(async move {
+                let mut req = [0u8; 8];
+                far.read_exact(&mut req).await.unwrap();
+                let mut bad = reply_frame(1, &[3, 2, 0, 42]);
+                bad[4] ^= 0x10;
+                far.write_all(&bad).await.unwrap();
+                far
+            });
+            assert!(matches!(read(&mut link).await, Err(LinkError::Crc)));
+            assert_eq!(link.is_open(), !REOPEN);
+            drop(garbling.await.unwrap());
+            plugs.opens().len()
+        }
+        assert_eq!(crc_error::<false>().await, 1);
+        assert_eq!(crc_error::<true>().await, 1);
+    }
 
     #[tokio::test]
     async fn a_stale_frame_is_skipped_and_counted() {

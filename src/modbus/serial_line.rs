@@ -9,9 +9,14 @@
 //! (when set) and reads lines as they come. **Garbage is counted, never fatal**: a line no regex
 //! matches, a capture that does not parse, invalid UTF-8 and an over-long line without a
 //! terminator each add one to `garbage_lines` and are dropped. The device is online while
-//! matching lines arrive; it goes offline when none arrived for `poll_interval + timeout`. A
-//! port that cannot be opened (unplugged USB adapter) is retried with backoff, never given up
-//! on.
+//! matching lines arrive; it goes offline when none arrived for `poll_interval + timeout`
+//! (counted as a timeout, once per such period; garbage does not keep it online).
+//!
+//! Ports are handled as an `rtu` link handles them (see [`super::link`]): silence keeps the
+//! port (an instrument that stops talking is not a broken adapter), an i/o error or end of
+//! stream on the port (an unplugged USB adapter) closes it, and it is opened again after the
+//! device's backoff; a port that cannot be opened is a counted error, retried with backoff,
+//! never given up on.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use tracing::{debug, info, warn};
 use super::bus::{DeviceView, SampleSink};
 use super::counters::{DeviceCounters, DeviceHealth};
 use super::device::PointTable;
-use super::link::open_serial;
+use super::link::{Opener, SerialOpener};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, BusKind, DataType, DeviceConfig, PointSource};
 use crate::sample::{now_ms, Value};
@@ -232,7 +237,26 @@ pub async fn run<S: SampleSink>(
     sink: S,
     cancel: CancellationToken,
 ) {
-    let BusKind::SerialLine { serial, line } = &bus.kind else {
+    let BusKind::SerialLine { serial, .. } = &bus.kind else {
+        return;
+    };
+    let port = SerialOpener(serial.clone());
+    run_on(port, bus, device, counters, health, sink, cancel).await;
+}
+
+/// [`run`] on the ports `port` opens. The one seam of this task: production passes the bus's
+/// serial port, tests an in-memory stream, so the poll, silence and reopen timers can be
+/// tested on paused time.
+pub(crate) async fn run_on<O: Opener, S: SampleSink>(
+    mut port: O,
+    bus: BusConfig,
+    device: DeviceConfig,
+    counters: Arc<DeviceCounters>,
+    health: watch::Sender<DeviceHealth>,
+    sink: S,
+    cancel: CancellationToken,
+) {
+    let BusKind::SerialLine { line, .. } = &bus.kind else {
         return;
     };
     let mut backoff = Backoff::new(device.poll_interval, device.backoff_max);
@@ -262,7 +286,7 @@ pub async fn run<S: SampleSink>(
         });
     };
     loop {
-        let mut port = match open_serial(serial) {
+        let mut port = match port.open().await {
             Ok(port) => port,
             Err(error) => {
                 DeviceCounters::bump(&counters.errors);
@@ -300,9 +324,14 @@ pub async fn run<S: SampleSink>(
                 }
                 read = port.read(&mut chunk) => {
                     let n = match read {
-                        Ok(0) | Err(_) => {
+                        Ok(0) => {
                             DeviceCounters::bump(&counters.errors);
                             set_health(false, Some("the port was closed".to_owned()));
+                            break;
+                        }
+                        Err(error) => {
+                            DeviceCounters::bump(&counters.errors);
+                            set_health(false, Some(format!("read failed: {error}")));
                             break;
                         }
                         Ok(n) => n,
@@ -396,6 +425,251 @@ mod tests {
         assert!(parse("1.5", DataType::I64, 1.0, 0.0).is_err());
         assert!(parse("NaN", DataType::F64, 1.0, 0.0).is_err());
         assert!(parse("inf", DataType::F64, 1.0, 0.0).is_err());
+    }
+
+    mod timers {
+        //! The task's timers on paused time, over in-memory ports ([`Plugs`]).
+        use super::*;
+        use crate::config::{
+            LinePattern, LineSettings, Parity, PointConfig, Qos, Reporting, SerialSettings,
+            StopBits,
+        };
+        use crate::modbus::link::Plugs;
+        use crate::sample::Sample;
+        use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+        use tokio::sync::mpsc;
+
+        const POLL: Duration = Duration::from_secs(1);
+        const TIMEOUT: Duration = Duration::from_millis(500);
+
+        fn line_bus(poll: Option<&[u8]>) -> BusConfig {
+            BusConfig {
+                name: "line".into(),
+                kind: BusKind::SerialLine {
+                    serial: SerialSettings {
+                        port: "mem".into(),
+                        baud_rate: 9600,
+                        parity: Parity::None,
+                        data_bits: 8,
+                        stop_bits: StopBits::One,
+                    },
+                    line: LineSettings {
+                        terminator: b"\n".to_vec(),
+                        poll: poll.map(<[u8]>::to_vec),
+                    },
+                },
+                timeout: TIMEOUT,
+                turnaround_delay: Duration::ZERO,
+            }
+        }
+
+        fn scale() -> DeviceConfig {
+            let weight = PointConfig {
+                name: "w".into(),
+                source: PointSource::Line(LinePattern(regex::Regex::new(r"^W=(\d+)").unwrap())),
+                data_type: DataType::I32,
+                scale: 1.0,
+                offset: 0.0,
+                qos: Qos::AtLeastOnce,
+                retain: false,
+                reporting: Reporting {
+                    publish: crate::config::PublishMode::EveryPoll,
+                    deadband: 0.0,
+                    max_silence: None,
+                },
+                unit: None,
+                write: None,
+            };
+            DeviceConfig {
+                name: "scale".into(),
+                bus: "line".into(),
+                unit_id: 1,
+                poll_interval: POLL,
+                points: vec![weight],
+                planning: crate::config::Planning {
+                    max_gap: 8,
+                    max_registers_per_read: 125,
+                    coalesce: crate::config::Coalesce::Merge,
+                },
+                backoff_max: Duration::from_secs(4),
+                offline_after: 3,
+            }
+        }
+
+        struct Running {
+            health: watch::Receiver<DeviceHealth>,
+            counters: Arc<DeviceCounters>,
+            samples: mpsc::UnboundedReceiver<(Instant, Sample)>,
+            cancel: CancellationToken,
+        }
+
+        fn spawn(plugs: &Plugs, poll: Option<&[u8]>) -> Running {
+            let device = scale();
+            let (view, health) = view(&device);
+            let (tx, samples) = mpsc::unbounded_channel();
+            let cancel = CancellationToken::new();
+            tokio::spawn(run_on(
+                plugs.clone(),
+                line_bus(poll),
+                device,
+                view.counters.clone(),
+                health,
+                tx,
+                cancel.clone(),
+            ));
+            Running {
+                health: view.health,
+                counters: view.counters,
+                samples,
+                cancel,
+            }
+        }
+
+        fn within(got: Duration, low: Duration, high: Duration) -> bool {
+            got >= low && got <= high
+        }
+
+        /// The poll string goes out at once and then every `poll_interval`, on a fixed rate.
+        #[tokio::test(start_paused = true)]
+        async fn the_poll_string_is_written_every_poll_interval() {
+            let plugs = Plugs::default();
+            let (near, far) = tokio::io::duplex(1024);
+            plugs.plug(near);
+            let start = Instant::now();
+            let mut running = spawn(&plugs, Some(b"P\n"));
+            // The instrument answers every poll with the count of polls so far.
+            let (read, mut write) = tokio::io::split(far);
+            let (polled, mut polls) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(read).lines();
+                let mut n = 0;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    assert_eq!(line, "P");
+                    n += 1;
+                    let _ = polled.send(Instant::now());
+                    if write
+                        .write_all(format!("W={n}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            for n in 0..5u32 {
+                let at = polls.recv().await.unwrap();
+                assert_eq!(at - start, POLL * n, "poll {n}");
+                let (_, sample) = running.samples.recv().await.unwrap();
+                assert_eq!(sample.value, Value::Int(i64::from(n) + 1));
+            }
+            let counters = running.counters.snapshot();
+            assert_eq!((counters.requests, counters.timeouts), (5, 0));
+            assert!(running.health.borrow().online);
+            running.cancel.cancel();
+        }
+
+        /// No matching line for `poll_interval + timeout` marks the instrument offline (once
+        /// per such period, counted as a timeout); garbage does not keep it online, the port is
+        /// kept, and the next good line brings it back.
+        #[tokio::test(start_paused = true)]
+        async fn silence_beyond_the_limit_marks_the_instrument_offline() {
+            let plugs = Plugs::default();
+            let (near, mut far) = tokio::io::duplex(1024);
+            plugs.plug(near);
+            far.write_all(b"W=7\n").await.unwrap();
+            let start = Instant::now();
+            let mut running = spawn(&plugs, None);
+            let (_, sample) = running.samples.recv().await.unwrap();
+            assert_eq!(sample.value, Value::Int(7));
+            tokio::time::sleep(POLL).await;
+            far.write_all(b"junk\n").await.unwrap();
+            let limit = POLL + TIMEOUT;
+            running.health.wait_for(|h| !h.online).await.unwrap();
+            assert_eq!(start.elapsed(), limit);
+            assert_eq!(
+                running.health.borrow().last_error.as_deref(),
+                Some("no matching line for 1.5s")
+            );
+            let counters = running.counters.snapshot();
+            assert_eq!((counters.timeouts, counters.garbage_lines), (1, 1));
+            running
+                .health
+                .wait_for(|h| h.consecutive_failures == 2)
+                .await
+                .unwrap();
+            assert_eq!(start.elapsed(), limit * 2);
+            assert_eq!(running.counters.snapshot().timeouts, 2);
+
+            far.write_all(b"W=8\n").await.unwrap();
+            running.health.wait_for(|h| h.online).await.unwrap();
+            let (_, sample) = running.samples.recv().await.unwrap();
+            assert_eq!(sample.value, Value::Int(8));
+            assert_eq!(plugs.opens().len(), 1, "silence keeps the port");
+            running.cancel.cancel();
+        }
+
+        /// An unplugged adapter: opening fails at backoff pace (1, 2, 4, 4 s ceilings with
+        /// jitter in [½, 1]), each a counted error; once plugged the instrument is read, and
+        /// when the port then breaks (end of stream) it is reopened after the reset backoff.
+        #[tokio::test(start_paused = true)]
+        async fn a_missing_port_is_retried_with_backoff_and_a_broken_one_reopened() {
+            let plugs = Plugs::default();
+            let mut running = spawn(&plugs, None);
+            running
+                .health
+                .wait_for(|h| h.consecutive_failures >= 5)
+                .await
+                .unwrap();
+            let opens = plugs.opens();
+            assert_eq!(opens.len(), 5);
+            for (gap, ceiling) in opens.windows(2).map(|w| w[1] - w[0]).zip([1, 2, 4, 4]) {
+                let ceiling = Duration::from_secs(ceiling);
+                assert!(within(gap, ceiling / 2, ceiling), "{gap:?} for {ceiling:?}");
+            }
+            assert_eq!(running.counters.snapshot().errors, 5);
+            let last_error = running
+                .health
+                .borrow()
+                .last_error
+                .clone()
+                .unwrap_or_default();
+            assert!(
+                last_error.starts_with("cannot open serial port"),
+                "{last_error}"
+            );
+
+            // Plugged in: read at the next attempt.
+            let (near, mut far): (DuplexStream, DuplexStream) = tokio::io::duplex(1024);
+            far.write_all(b"W=1\n").await.unwrap();
+            plugs.plug(near);
+            let (_, sample) = running.samples.recv().await.unwrap();
+            assert_eq!(sample.value, Value::Int(1));
+            assert!(running.health.borrow().online);
+
+            // Unplugged again: the read ends, the port is dropped and opened again after the
+            // backoff, which the good line reset (ceiling one poll interval).
+            drop(far);
+            running.health.wait_for(|h| !h.online).await.unwrap();
+            let broke = Instant::now();
+            assert_eq!(
+                running.health.borrow().last_error.as_deref(),
+                Some("the port was closed")
+            );
+            running
+                .health
+                .wait_for(|h| h.consecutive_failures >= 2)
+                .await
+                .unwrap();
+            let reopened = *plugs.opens().last().unwrap();
+            assert!(
+                within(reopened - broke, POLL / 2, POLL),
+                "{:?}",
+                reopened - broke
+            );
+            assert_eq!(plugs.opens().len(), 7);
+            assert_eq!(running.counters.snapshot().errors, 7);
+            running.cancel.cancel();
+        }
     }
 
     proptest! {
