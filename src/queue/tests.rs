@@ -238,6 +238,60 @@ async fn qos0_goes_live_and_never_to_disk() {
     assert_eq!(rows[0].sample, int(7));
 }
 
+/// Log lines a test captures (the thread's default subscriber, so a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// QoS 0 drops are logged once per burst, however many there are, with samples that got through
+/// in between (the end is logged after a quiet period: see `capacity.rs`).
+#[tokio::test(flavor = "current_thread")]
+async fn qos0_drops_are_logged_once_per_burst() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let dir = TempDir::new().unwrap();
+    let opts = QueueOptions {
+        live_capacity: 1,
+        ..QueueOptions::default()
+    };
+    let (q, mut live, w) = Queue::open(dir.path(), opts).unwrap();
+    let s0 = |i| sample("fast", Value::Int(i), Qos::AtMostOnce);
+    for i in 0..50 {
+        q.push(s0(i)).await.unwrap();
+        q.push(s0(i)).await.unwrap(); // the channel holds one: dropped
+        assert_eq!(live.rx.recv().await.unwrap(), s0(i));
+    }
+    assert_eq!(q.stats().live_dropped, 50);
+    assert_eq!(log.count("qos 0 samples dropped"), 1);
+    assert_eq!(log.count("qos 0 samples flow again"), 0);
+    w.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn api_after_close_returns_closed() {
     let dir = TempDir::new().unwrap();

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -369,8 +369,10 @@ impl Writer {
                             capacity: applied.evicted + rejected as u64,
                             expired: applied.expired,
                             failed: dropped_inserts,
+                            live: 0,
                         },
                         self.capacity.on_full,
+                        Instant::now(),
                     );
                 }
                 Err(e) => {
@@ -383,8 +385,10 @@ impl Writer {
                             capacity: rejected as u64,
                             expired: 0,
                             failed: dropped_inserts,
+                            live: 0,
                         },
                         self.capacity.on_full,
+                        Instant::now(),
                     );
                     // Re-read the truth: after an I/O error the outcome of COMMIT is the disk's
                     // word, not our counter's.
@@ -407,6 +411,7 @@ impl Writer {
                     ..Drops::default()
                 },
                 self.capacity.on_full,
+                Instant::now(),
             );
         }
         if rejected > 0 {
