@@ -534,6 +534,7 @@ impl Queue {
             sweep_every: options.expiry_sweep,
             next_sweep_ms: 0,
             burst: DropBurst::default(),
+            requeue_on_ack: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
@@ -657,7 +658,10 @@ impl Queue {
             .await
     }
 
-    /// Rows with a session state, in `seq` order: what a resumed session must resend.
+    /// Rows with a session state, in `seq` order: what a resumed session must resend. A row
+    /// that no longer decodes comes as a placeholder past PUBREC (its packet id, an empty
+    /// message), so the session reserves the id and releases it with a PUBREL (see
+    /// `store::unsettled_rows` for what its ack then does).
     pub async fn unsettled(&self) -> Result<Vec<StoredRow>, QueueError> {
         self.request(|reply| Command::Unsettled { reply }).await
     }
