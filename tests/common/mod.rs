@@ -259,6 +259,24 @@ impl Gateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How much was logged so far: a mark for [`Gateway::log_since`].
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// The complete lines logged after `mark`.
+    pub fn log_since(&self, mark: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.seek(SeekFrom::Start(mark));
+            let _ = file.read_to_string(&mut text);
+        }
+        // A line being written may be cut short: only whole lines count.
+        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        text
+    }
 }
 
 impl Drop for Gateway {
