@@ -157,6 +157,17 @@ impl Mosquitto {
         }
     }
 
+    /// SIGSTOP: connections stay open and nothing is answered (a hung broker, or a half-open
+    /// link as the gateway sees it). [`Mosquitto::resume`] continues it.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().expect("mosquitto is running"), "-STOP");
+    }
+
+    /// SIGCONT after [`Mosquitto::pause`].
+    pub fn resume(&self) {
+        signal(self.child.as_ref().expect("mosquitto is running"), "-CONT");
+    }
+
     /// Starts again on the same port.
     pub fn restart(&mut self) {
         self.stop();
