@@ -349,7 +349,7 @@ async fn sigterm_publishes_offline_and_exits_zero() {
 }
 
 /// Shutdown is bounded, and an operator need not wait for the bound: with the broker hung
-/// (SIGSTOP, the socket open and silent) the uplink waits for the offline status' PUBACK, and a
+/// (SIGSTOP: the socket open and silent) the uplink waits for the offline status' PUBACK, and a
 /// second SIGTERM during that wait ends the process at once with status 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
@@ -364,7 +364,7 @@ async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
         seen.iter().any(|m| m.payload["status"] == "online")
     })
     .await;
-    broker.freeze();
+    broker.pause();
     gateway.begin_shutdown();
     wait_until(
         "the gateway to begin shutting down",
@@ -374,6 +374,6 @@ async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
     let exit = tokio::task::spawn_blocking(move || gateway.terminate(Duration::from_secs(10)))
         .await
         .unwrap();
-    broker.thaw();
+    broker.resume();
     assert_eq!(exit.code(), Some(130), "exit status {exit:?}");
 }

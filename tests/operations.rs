@@ -1,8 +1,10 @@
 //! Operability against real parts: the `fieldrelay` binary as a child process, a simulated
 //! Modbus TCP device (our simulator, in this process), a real mosquitto and a real SQLite queue.
 //!
-//! - `/metrics` is scraped over TCP while traffic flows and faults are injected (broker down,
-//!   device silent) and the counters and gauges must follow.
+//! - `/metrics` is scraped over TCP while traffic flows and faults are injected (broker down
+//!   with samples expiring, broker hung and resumed with its session, a device answering
+//!   exceptions, a device silent) and the counters and gauges must follow: drops by reason,
+//!   resends, exceptions, timeouts among them.
 //! - SIGHUP reloads: a new point is published without losing the rows queued during a broker
 //!   outage; an invalid file, or one that changes what needs a restart, is refused and the
 //!   gateway goes on with the configuration it had; systemd hears RELOADING=1 and READY=1.
@@ -26,6 +28,42 @@ use tokio_util::sync::CancellationToken;
 
 /// Generous: other test suites compile and run on the same two cores.
 const DEADLINE: Duration = Duration::from_secs(60);
+/// `uplink.response_timeout`: a hung broker is found this long after it stops answering.
+/// Short enough to keep the paused-broker step quick, long enough that a loaded machine does
+/// not make mosquitto miss it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A Modbus TCP device (tokio-modbus' server, a peer we did not write) that answers every
+/// request with exception 02, illegal data address. The simulator serves the whole address
+/// space and a valid configuration cannot name an address past it, so exceptions come from here.
+async fn start_exception_device() -> (u16, CancellationToken) {
+    use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+    use tokio_modbus::{ExceptionCode, Response, SlaveRequest};
+
+    struct Refuse;
+    impl tokio_modbus::server::Service for Refuse {
+        type Request = SlaveRequest<'static>;
+        type Response = Response;
+        type Exception = ExceptionCode;
+        type Future = std::future::Ready<Result<Response, ExceptionCode>>;
+        fn call(&self, _: Self::Request) -> Self::Future {
+            std::future::ready(Err(ExceptionCode::IllegalDataAddress))
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let on_connected =
+            |stream, addr| async move { accept_tcp_connection(stream, addr, |_| Ok(Some(Refuse))) };
+        let _ = Server::new(listener)
+            .serve_until(&on_connected, |_| {}, stop.cancelled_owned())
+            .await;
+    });
+    (port, cancel)
+}
 
 async fn start_simulator() -> (Registers, u16, CancellationToken) {
     let regs = Registers::default();
@@ -48,6 +86,36 @@ fn write_config(
     devices_yaml: &str,
     extra: &str,
 ) -> PathBuf {
+    write_config_with(
+        path,
+        data_dir,
+        broker_port,
+        device_port,
+        More::default(),
+        devices_yaml,
+        extra,
+    )
+}
+
+/// What [`write_config_with`] adds to the common configuration.
+#[derive(Default)]
+struct More<'a> {
+    /// Keys of the uplink section (indented by two).
+    uplink: &'a str,
+    /// Buses (YAML list items) after the simulator's bus `plc1`.
+    buses: &'a str,
+}
+
+/// [`write_config`] with `more` in the uplink and bus sections.
+fn write_config_with(
+    path: &Path,
+    data_dir: &Path,
+    broker_port: u16,
+    device_port: u16,
+    more: More<'_>,
+    devices_yaml: &str,
+    extra: &str,
+) -> PathBuf {
     let text = format!(
         "gateway:
   id: test-gw
@@ -57,33 +125,51 @@ uplink:
   keep_alive: 5s
   reconnect_initial: 100ms
   reconnect_max: 500ms
-buses:
+{uplink_extra}buses:
   - name: plc1
     type: tcp
     host: 127.0.0.1
     port: {device_port}
     timeout: 200ms
-devices:
+{more_buses}devices:
 {devices_yaml}{extra}",
         data = data_dir.display(),
+        uplink_extra = more.uplink,
+        more_buses = more.buses,
     );
     std::fs::write(path, text).expect("write config");
     path.to_path_buf()
 }
 
+/// Two devices on the simulator (the boiler's `fresh` samples expire after a second unsent) and
+/// the `meter` on the exception device's bus `plc2`.
 const TWO_DEVICES: &str = "  - name: boiler
     bus: plc1
     unit_id: 1
     poll_interval: 50ms
     points:
       - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: every_poll}
+      - {name: fresh, table: holding, address: 8, type: u16, qos: 1, publish: every_poll, max_age: 1s}
   - name: chiller
     bus: plc1
     unit_id: 2
     poll_interval: 50ms
     points:
       - {name: supply_temp, table: input, address: 0, type: i16, scale: 0.1, publish: every_poll}
+  - name: meter
+    bus: plc2
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: energy, table: holding, address: 0, type: u32, qos: 1, publish: every_poll}
 ";
+
+/// The bus of the `meter`: the exception device.
+fn exception_bus(port: u16) -> String {
+    format!("  - name: plc2\n    type: tcp\n    host: 127.0.0.1\n    port: {port}\n    timeout: 200ms\n")
+}
+
+const EXPIRED: &str = "fieldrelay_queue_dropped_total{reason=\"expired\"}";
 
 /// One HTTP exchange: status code and body.
 fn http(port: u16, request: &[u8]) -> (u16, String) {
@@ -145,12 +231,17 @@ async fn metrics_follow_traffic_and_faults() {
     let mut broker = Mosquitto::start(dir.path());
     let (regs, device_port, _sim) = start_simulator().await;
     regs.set_input(2, 0, &[215]);
+    let (exception_port, _refusing) = start_exception_device().await;
     let metrics_port = free_port();
-    let config = write_config(
+    let config = write_config_with(
         &dir.path().join("gateway.yaml"),
         &dir.path().join("data"),
         broker.port,
         device_port,
+        More {
+            uplink: &format!("  response_timeout: {}ms\n", RESPONSE_TIMEOUT.as_millis()),
+            buses: &exception_bus(exception_port),
+        },
         TWO_DEVICES,
         &format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n"),
     );
@@ -202,6 +293,29 @@ async fn metrics_follow_traffic_and_faults() {
         0.0
     );
 
+    // The meter answers every read with a Modbus exception: counted as exceptions, not as
+    // timeouts or errors, and only for that device.
+    let meter = |metric: &str| format!("{metric}{{bus=\"plc2\",device=\"meter\"}}");
+    let refused = scrape_until(metrics_port, "the meter's exceptions", |m| {
+        value(m, &meter("fieldrelay_device_exceptions_total")) >= 2.0
+    });
+    assert!(
+        value(&refused, &meter("fieldrelay_device_exceptions_total"))
+            <= value(&refused, &meter("fieldrelay_device_requests_total")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        value(&refused, &meter("fieldrelay_device_timeouts_total")),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &refused,
+            &device("fieldrelay_device_exceptions_total", "boiler")
+        ),
+        0.0
+    );
+
     // Uplink: publishes and acknowledgements rise with traffic, on one connection.
     let flowing = scrape_until(metrics_port, "publishes and acks", |m| {
         value(m, "fieldrelay_uplink_acked_total") >= 3.0
@@ -234,30 +348,60 @@ async fn metrics_follow_traffic_and_faults() {
     });
     assert_eq!(value(&down, "fieldrelay_uplink_disconnects_total"), 1.0);
     let acked_while_down = value(&down, "fieldrelay_uplink_acked_total");
+    // The boiler's `fresh` samples wait longer than their max_age of 1 s: dropped as expired.
     let aged = scrape_until(metrics_port, "the oldest row to age", |m| {
         value(m, "fieldrelay_queue_oldest_age_seconds")
             > value(&down, "fieldrelay_queue_oldest_age_seconds") + 0.5
             && value(m, "fieldrelay_queue_depth") > value(&down, "fieldrelay_queue_depth")
             && value(m, "fieldrelay_uplink_connect_failures_total") >= 1.0
+            && value(m, EXPIRED) > value(&down, EXPIRED)
     });
     assert_eq!(
         value(&aged, "fieldrelay_uplink_acked_total"),
         acked_while_down
     );
     assert_eq!(value(&aged, "fieldrelay_uplink_inflight"), 0.0);
+    assert!(
+        gateway.log().contains("queue started dropping samples"),
+        "the expiries were not logged"
+    );
     broker.restart();
     let back = scrape_until(metrics_port, "the queue to drain", |m| {
         value(m, "fieldrelay_queue_depth") < 20.0
     });
     assert_eq!(value(&back, "fieldrelay_uplink_connects_total"), 2.0);
-    // Rows leave the queue only by acknowledgement here (no max_size or max_age in play).
+    // Rows leave the queue by acknowledgement or by expiry here (no max_size in play).
     let acked_since = value(&back, "fieldrelay_uplink_acked_total") - acked_while_down;
+    let expired_since = value(&back, EXPIRED) - value(&aged, EXPIRED);
     let drained = value(&aged, "fieldrelay_queue_depth") - value(&back, "fieldrelay_queue_depth");
-    assert!(acked_since >= drained && drained > 0.0, "{aged:?} {back:?}");
+    assert!(
+        acked_since + expired_since >= drained && drained > 0.0,
+        "{aged:?} {back:?}"
+    );
     assert!(
         value(&back, "fieldrelay_queue_oldest_age_seconds")
             < value(&aged, "fieldrelay_queue_oldest_age_seconds"),
         "{back:?}"
+    );
+
+    // A hung broker (SIGSTOP): the link is torn down after the response timeout with rows
+    // unacknowledged; when the broker answers again it still has the session, so those rows
+    // are resent with their packet ids.
+    let before = scrape(metrics_port);
+    broker.pause();
+    scrape_until(metrics_port, "the hung broker to be noticed", |m| {
+        value(m, "fieldrelay_uplink_disconnects_total")
+            > value(&before, "fieldrelay_uplink_disconnects_total")
+    });
+    broker.resume();
+    let resumed = scrape_until(metrics_port, "the session to resume", |m| {
+        value(m, "fieldrelay_uplink_resent_total")
+            > value(&before, "fieldrelay_uplink_resent_total")
+            && value(m, "fieldrelay_uplink_connected") == 1.0
+    });
+    assert_eq!(
+        value(&resumed, "fieldrelay_uplink_connects_total"),
+        value(&before, "fieldrelay_uplink_connects_total") + 1.0
     );
 
     // A device stops answering: its timeouts rise and it goes offline; the other stays online.

@@ -152,15 +152,24 @@ const POINTS: &str = "      - name: c1
         publish: every_poll
 ";
 
+/// `uplink.keep_alive`: long, so that only the response timeout explains a prompt detection of
+/// a half-open link (the keep-alive path would take a PINGREQ at half of it, or the broker
+/// 1.5 × it).
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// `uplink.response_timeout`.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn config(dir: &Path, url: &str, device_port: u16, uplink_extra: &str) -> std::path::PathBuf {
     let path = dir.join("gateway.yaml");
     let text = format!(
-        "gateway:\n  id: test-gw\n  data_dir: {data}\nuplink:\n  url: {url}\n  keep_alive: 60s\n  \
-         response_timeout: 2s\n  reconnect_initial: 100ms\n  reconnect_max: 500ms\n{uplink_extra}\
+        "gateway:\n  id: test-gw\n  data_dir: {data}\nuplink:\n  url: {url}\n  keep_alive: {keep_alive}s\n  \
+         response_timeout: {timeout}ms\n  reconnect_initial: 100ms\n  reconnect_max: 500ms\n{uplink_extra}\
          buses:\n  - name: plc1\n    type: tcp\n    host: 127.0.0.1\n    port: {device_port}\n    \
          timeout: 500ms\ndevices:\n  - name: boiler\n    bus: plc1\n    poll_interval: 25ms\n    \
          points:\n{POINTS}",
         data = dir.join("data").display(),
+        keep_alive = KEEP_ALIVE.as_secs(),
+        timeout = RESPONSE_TIMEOUT.as_millis(),
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -365,6 +374,21 @@ async fn pump(
     }
 }
 
+/// Waits until the gateway logged a line containing `needle` after `mark`; returns that line.
+async fn logged_after(gateway: &Gateway, mark: u64, needle: &str, deadline: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = gateway.log_since(mark).lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "no `{needle}` logged within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,12 +397,38 @@ async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() 
     let proxy = Proxy::start(broker.port).await;
     let (device, stream) = device().await;
     let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let _gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    let gateway = Gateway::start(&config(dir.path(), &url, device, ""));
+    // The gateway publishes a sample every poll (25 ms), so a PUBACK is due within a poll of the
+    // cut and missing one response timeout later. The margin covers a busy machine; the
+    // keep-alive path would take at least KEEP_ALIVE / 2 (its next PINGREQ) plus the timeout.
+    let bound = RESPONSE_TIMEOUT + Duration::from_secs(3);
+    assert!(
+        bound < KEEP_ALIVE / 2,
+        "the bound must rule out the keep-alive path"
+    );
     for _ in 0..2 {
         until_seen(&sub, sub.seen().len() + 40).await;
         let before = proxy.accepted.load(Ordering::SeqCst);
+        let mark = gateway.log_mark();
         let cut = Instant::now();
         proxy.cut();
+        let lost = logged_after(
+            &gateway,
+            mark,
+            "uplink connection lost",
+            Duration::from_secs(30),
+        )
+        .await;
+        let detected = cut.elapsed();
+        assert!(
+            lost.contains("timed out waiting for"),
+            "the link was lost for another reason: {lost}"
+        );
+        assert!(
+            detected <= bound,
+            "half-open link detected after {detected:?} (response timeout {RESPONSE_TIMEOUT:?})"
+        );
+        // And it redials.
         let accepted = proxy.accepted.clone();
         tokio::task::spawn_blocking(move || {
             wait_until("the redial", Duration::from_secs(30), || {
@@ -387,11 +437,6 @@ async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() 
         })
         .await
         .unwrap();
-        // keep_alive is 60 s (the broker would wait 90 s): only the 2 s response timeout (plus
-        // a reconnect delay of at most 500 ms) explains a redial this soon, even on a busy
-        // machine.
-        let took = cut.elapsed();
-        assert!(took < Duration::from_secs(15), "redial took {took:?}");
     }
     until_seen(&sub, sub.seen().len() + 40).await;
     stop_drain_and_check(dir.path(), stream, &sub, true).await;
@@ -408,8 +453,17 @@ async fn broker_without_the_session_gets_everything_resent_as_new() {
     let gateway = Gateway::start(&config(dir.path(), &url, device, ""));
     until_seen(&sub, 60).await;
     // The gateway loses the broker, which comes back without any session (persistence wiped).
+    // The proxy closes the link at the next packet (a sample every 25 ms) and refuses redials.
+    let mark = gateway.log_mark();
     proxy.mode.store(REFUSE, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    logged_after(
+        &gateway,
+        mark,
+        "uplink connection lost",
+        Duration::from_secs(30),
+    )
+    .await;
+    let lost = gateway.log_mark();
     let port = broker.port;
     tokio::task::block_in_place(|| broker.restart_forgetting_sessions());
     // The subscriber's session went too: a fresh one (keeping what it saw) before the gateway
@@ -423,18 +477,17 @@ async fn broker_without_the_session_gets_everything_resent_as_new() {
         backup.lines.lock().unwrap().splice(0..0, lines);
     }
     proxy.mode.store(FORWARD, Ordering::SeqCst);
-    stop_after_sp0(&gateway, &sub).await;
+    // The first connection after the loss is the one to the broker that forgot the session (the
+    // proxy refused every dial in between). A fresh queue's own first connection also logs
+    // session_present=false, hence the mark: only this reconnect counts.
+    let reconnect = logged_after(&gateway, lost, "uplink connected", Duration::from_secs(30)).await;
+    assert!(
+        reconnect.contains("session_present=false"),
+        "the reconnect after the broker lost the session: {reconnect}"
+    );
+    until_seen(&sub, sub.seen().len() + 40).await;
     // Duplicates are allowed here (the broker lost its QoS 2 state), loss is not.
     stop_drain_and_check(dir.path(), stream, &sub, false).await;
-}
-
-async fn stop_after_sp0(gateway: &Gateway, sub: &Consumers) {
-    until_seen(sub, sub.seen().len() + 40).await;
-    let log = gateway.log();
-    assert!(
-        log.contains("session_present=false") && log.contains("uplink connected"),
-        "the gateway never saw session_present = 0"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

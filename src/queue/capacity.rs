@@ -9,6 +9,8 @@
 //! oldest rows frees the leftmost b-tree pages whole, so the measure follows within a page or
 //! two.
 
+use std::time::{Duration, Instant};
+
 use crate::config::OnFull;
 
 /// Row size assumed while the queue is nearly empty (a sample row with its index share is about
@@ -69,7 +71,7 @@ impl Capacity {
     }
 }
 
-/// Drops of one group, by reason.
+/// Drops of one group (or of one QoS 0 sample), by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Drops {
     /// `store.max_size` reached: evicted (`drop_oldest`) or refused (`reject_new`).
@@ -78,56 +80,82 @@ pub struct Drops {
     pub expired: u64,
     /// The commit holding them failed (disk full, I/O error).
     pub failed: u64,
+    /// QoS 0 samples the live channel could not take (never queued).
+    pub live: u64,
 }
 
 impl Drops {
     fn any(&self) -> bool {
-        self.capacity + self.expired + self.failed > 0
+        self.capacity + self.expired + self.failed + self.live > 0
+    }
+
+    fn add(&mut self, other: Drops) {
+        self.capacity += other.capacity;
+        self.expired += other.expired;
+        self.failed += other.failed;
+        self.live += other.live;
     }
 }
 
+/// How long nothing must be dropped before a burst counts as over. Drops come in waves while a
+/// queue is full and the uplink drains it (every ack frees a little room, the next group fills
+/// it, a page boundary decides which group evicts), and expiry sweeps run once a second: a burst
+/// that ended at the first group without drops would log a start/end pair per wave. Ten seconds
+/// of silence spans those waves and still reports the end of an outage promptly.
+pub const BURST_QUIET: Duration = Duration::from_secs(10);
+
 /// Logs drops once per burst: a warning when the first drop of a burst happens, and a summary
-/// when the first group without drops ends it. Counters are exact in [`super::QueueStats`];
-/// this only keeps the log readable when thousands of samples are dropped a second.
+/// at the first group (or QoS 0 sample) without drops that comes [`BURST_QUIET`] or more after
+/// the burst's last drop. Groups in between (acks, fetches, inserts that happened to fit) neither
+/// end nor restart it. The end is only noticed when something happens: if nothing arrives after
+/// the last drop, the summary waits for the next group. Counters are exact in
+/// [`super::QueueStats`]; this only keeps the log readable when thousands of samples are
+/// dropped a second.
 #[derive(Debug, Default)]
 pub struct DropBurst {
-    active: bool,
+    /// When the open burst last dropped something; `None` while no burst is open.
+    last_drop: Option<Instant>,
     total: Drops,
 }
 
 /// What [`DropBurst::record`] asks the caller to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BurstEvent {
+    /// The first drops of a burst.
     Started(Drops),
+    /// Everything the burst dropped.
     Ended(Drops),
 }
 
 impl DropBurst {
-    pub fn record(&mut self, drops: Drops) -> Option<BurstEvent> {
+    /// Whether a burst is open (its end is still to be reported).
+    pub fn is_open(&self) -> bool {
+        self.last_drop.is_some()
+    }
+
+    pub fn record(&mut self, drops: Drops, now: Instant) -> Option<BurstEvent> {
         if drops.any() {
-            self.total.capacity += drops.capacity;
-            self.total.expired += drops.expired;
-            self.total.failed += drops.failed;
-            if !self.active {
-                self.active = true;
-                return Some(BurstEvent::Started(drops));
+            self.total.add(drops);
+            let started = self.last_drop.is_none();
+            self.last_drop = Some(now);
+            return started.then_some(BurstEvent::Started(drops));
+        }
+        match self.last_drop {
+            Some(last) if now.saturating_duration_since(last) >= BURST_QUIET => {
+                self.last_drop = None;
+                Some(BurstEvent::Ended(std::mem::take(&mut self.total)))
             }
-            None
-        } else if self.active {
-            self.active = false;
-            Some(BurstEvent::Ended(std::mem::take(&mut self.total)))
-        } else {
-            None
+            _ => None,
         }
     }
 
-    /// [`DropBurst::record`], logging the event.
-    pub fn log(&mut self, drops: Drops, on_full: OnFull) {
+    /// [`DropBurst::record`] for a writer group, logging the event.
+    pub fn log(&mut self, drops: Drops, on_full: OnFull, now: Instant) {
         let policy = match on_full {
             OnFull::DropOldest => "drop_oldest",
             OnFull::RejectNew => "reject_new",
         };
-        match self.record(drops) {
+        match self.record(drops, now) {
             Some(BurstEvent::Started(d)) => tracing::warn!(
                 capacity = d.capacity,
                 expired = d.expired,
@@ -141,6 +169,25 @@ impl DropBurst {
                 failed = d.failed,
                 on_full = policy,
                 "queue stopped dropping samples; dropped in this burst"
+            ),
+            None => {}
+        }
+    }
+
+    /// [`DropBurst::record`] for one QoS 0 sample offered to the live channel (`dropped`: it
+    /// was full or had no receiver), logging the event.
+    pub fn log_live(&mut self, dropped: bool, now: Instant) {
+        let drops = Drops {
+            live: u64::from(dropped),
+            ..Drops::default()
+        };
+        match self.record(drops, now) {
+            Some(BurstEvent::Started(_)) => tracing::warn!(
+                "qos 0 samples dropped: the live channel to the uplink is full (link down or slow); counting until it stops"
+            ),
+            Some(BurstEvent::Ended(d)) => tracing::warn!(
+                dropped = d.live,
+                "qos 0 samples flow again; dropped in this burst"
             ),
             None => {}
         }
@@ -229,18 +276,69 @@ mod tests {
         assert_eq!(c.plan(120_000, 100, 10).admit, 0);
     }
 
-    #[test]
-    fn a_burst_is_logged_once_at_start_and_once_at_end() {
-        let mut b = DropBurst::default();
-        let d = |capacity| Drops {
+    fn d(capacity: u64) -> Drops {
+        Drops {
             capacity,
             ..Drops::default()
+        }
+    }
+
+    #[test]
+    fn a_burst_is_logged_once_at_start_and_once_at_end() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut b = DropBurst::default();
+        assert_eq!(b.record(d(0), at(0)), None);
+        assert_eq!(b.record(d(3), at(0)), Some(BurstEvent::Started(d(3))));
+        assert!(b.is_open());
+        assert_eq!(b.record(d(4), at(10)), None);
+        // Quiet, but not long enough yet.
+        assert_eq!(b.record(d(0), at(5_000)), None);
+        let quiet = BURST_QUIET.as_millis() as u64;
+        assert_eq!(
+            b.record(d(0), at(10 + quiet)),
+            Some(BurstEvent::Ended(d(7)))
+        );
+        assert!(!b.is_open());
+        assert_eq!(b.record(d(0), at(20 + quiet)), None);
+        assert_eq!(
+            b.record(d(1), at(30 + quiet)),
+            Some(BurstEvent::Started(d(1)))
+        );
+    }
+
+    /// A full queue while the uplink drains it: groups that drop alternate with groups of acks
+    /// and fetches (and inserts that happened to fit) that drop nothing. That is one burst: one
+    /// start, and one end once the drops stop for good.
+    #[test]
+    fn drops_interleaved_with_groups_without_drops_are_one_burst() {
+        let t0 = Instant::now();
+        let mut b = DropBurst::default();
+        let mut events = Vec::new();
+        for i in 0..2_000u64 {
+            let now = t0 + Duration::from_millis(i * 10);
+            let drops = if i % 3 == 0 { d(2) } else { d(0) };
+            events.extend(b.record(drops, now));
+        }
+        assert_eq!(events, [BurstEvent::Started(d(2))]);
+        // The last drop was at 19.98 s; nothing dropped since.
+        let end = t0 + Duration::from_millis(19_980) + BURST_QUIET;
+        assert_eq!(b.record(d(0), end), Some(BurstEvent::Ended(d(2 * 667))));
+    }
+
+    #[test]
+    fn live_drops_are_a_burst_of_their_own_kind() {
+        let t0 = Instant::now();
+        let mut b = DropBurst::default();
+        let live = |live| Drops {
+            live,
+            ..Drops::default()
         };
-        assert_eq!(b.record(d(0)), None);
-        assert_eq!(b.record(d(3)), Some(BurstEvent::Started(d(3))));
-        assert_eq!(b.record(d(4)), None);
-        assert_eq!(b.record(d(0)), Some(BurstEvent::Ended(d(7))));
-        assert_eq!(b.record(d(0)), None);
-        assert_eq!(b.record(d(1)), Some(BurstEvent::Started(d(1))));
+        assert_eq!(b.record(live(1), t0), Some(BurstEvent::Started(live(1))));
+        assert_eq!(b.record(live(1), t0), None);
+        assert_eq!(
+            b.record(live(0), t0 + BURST_QUIET),
+            Some(BurstEvent::Ended(live(2)))
+        );
     }
 }

@@ -75,7 +75,9 @@
 //!
 //! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget;
 //! `on_full` evicts the oldest never-sent rows or refuses new ones; every drop is counted in
-//! [`QueueStats`] and logged once per burst. Rows of points with a `max_age` get an expiry;
+//! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
+//! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst
+//! of their own). Rows of points with a `max_age` get an expiry;
 //! never-sent expired rows are swept at most once a second by the writer and dropped by the
 //! uplink when it meets them. A failed commit (disk full) drops that group's inserts (counted)
 //! and retries its other writes alone; the writer carries on and commits succeed again as soon
@@ -126,7 +128,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -280,6 +282,33 @@ struct Counters {
     commit_dropped: AtomicU64,
     capacity_dropped: AtomicU64,
     expired: AtomicU64,
+    /// The once-per-burst log of `live_dropped`, shared by every producer.
+    live_burst: LiveBurst,
+}
+
+/// [`DropBurst`] for QoS 0 drops, which happen in `push` on any producer's task. `open` mirrors
+/// whether a burst is open, so a sample that goes through takes the lock only while a burst
+/// waits for its end.
+#[derive(Debug, Default)]
+struct LiveBurst {
+    open: AtomicBool,
+    state: std::sync::Mutex<DropBurst>,
+}
+
+impl LiveBurst {
+    fn record(&self, dropped: bool) {
+        if !dropped && !self.open.load(Ordering::Relaxed) {
+            return;
+        }
+        // A poisoned lock only means another producer panicked while logging: the state is
+        // still a valid burst.
+        let mut burst = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        burst.log_live(dropped, std::time::Instant::now());
+        self.open.store(burst.is_open(), Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +534,7 @@ impl Queue {
             sweep_every: options.expiry_sweep,
             next_sweep_ms: 0,
             burst: DropBurst::default(),
+            requeue_on_ack: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
@@ -544,9 +574,10 @@ impl Queue {
         match sample.qos {
             Qos::AtMostOnce => {
                 match self.live_tx.try_send(sample) {
-                    Ok(()) => {}
+                    Ok(()) => self.counters.live_burst.record(false),
                     Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                         self.counters.live_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.counters.live_burst.record(true);
                     }
                 }
                 Ok(())
@@ -627,7 +658,10 @@ impl Queue {
             .await
     }
 
-    /// Rows with a session state, in `seq` order: what a resumed session must resend.
+    /// Rows with a session state, in `seq` order: what a resumed session must resend. A row
+    /// that no longer decodes comes as a placeholder past PUBREC (its packet id, an empty
+    /// message), so the session reserves the id and releases it with a PUBREL (see
+    /// `store::unsettled_rows` for what its ack then does).
     pub async fn unsettled(&self) -> Result<Vec<StoredRow>, QueueError> {
         self.request(|reply| Command::Unsettled { reply }).await
     }

@@ -99,6 +99,8 @@ const SQL_EXPIRE: &str = "DELETE FROM messages WHERE seq = ?1 AND state = 0";
 const SQL_MARK_PUBLISHED: &str = "UPDATE messages SET state = 1, pkid = ?2 WHERE seq = ?1";
 const SQL_MARK_RECEIVED: &str = "UPDATE messages SET state = 2 WHERE seq = ?1 AND state != 0";
 const SQL_RESET_SESSION: &str = "UPDATE messages SET state = 0, pkid = NULL WHERE state != 0";
+const SQL_REQUEUE: &str =
+    "UPDATE messages SET state = 0, pkid = NULL WHERE seq = ?1 AND state != 0";
 const SQL_SWEEP_EXPIRED: &str = "DELETE FROM messages WHERE expires_ms <= ?1 AND state = 0";
 const SQL_EVICT_OLDEST: &str = "DELETE FROM messages WHERE seq IN \
      (SELECT seq FROM messages WHERE state = 0 ORDER BY seq LIMIT ?1)";
@@ -330,6 +332,9 @@ pub(super) enum Write<'a> {
     MarkReceived(u64),
     /// The broker has no session for us: every row is queued again.
     ResetSession,
+    /// The broker completed the packet id of an undecodable row whose PUBLISH it may never have
+    /// had (see [`unsettled_rows`]): keep the row, queued again, instead of deleting it.
+    Requeue(u64),
     /// Delete every never-sent row whose expiry is at or before this time.
     SweepExpired(i64),
     /// Delete this many of the oldest never-sent rows (capacity).
@@ -457,6 +462,11 @@ pub(super) fn apply_writes<'a>(
                 Write::ResetSession => {
                     tx.prepare_cached(SQL_RESET_SESSION)?.execute([])?;
                 }
+                Write::Requeue(seq) => {
+                    if let Ok(seq) = i64::try_from(seq) {
+                        tx.prepare_cached(SQL_REQUEUE)?.execute([seq])?;
+                    }
+                }
                 Write::SweepExpired(now_ms) => {
                     applied.expired +=
                         tx.prepare_cached(SQL_SWEEP_EXPIRED)?.execute([now_ms])? as u64;
@@ -535,23 +545,96 @@ pub(super) fn fetch_queued(
     collect_rows(rows, true)
 }
 
+/// What [`unsettled_rows`] found.
+#[derive(Debug, Default)]
+pub(super) struct Unsettled {
+    pub rows: Vec<StoredRow>,
+    /// Undecodable rows in state "PUBLISH sent", among `rows` as placeholders: when the broker
+    /// completes their id they are queued again rather than deleted.
+    pub requeue_on_ack: Vec<u64>,
+}
+
 /// Rows with a session state (PUBLISH sent or PUBREC received), in `seq` order. Uses the
-/// `messages_unsettled` partial index, so it costs nothing like a scan of the backlog. A row
-/// that does not decode is skipped here (logged): it cannot be resent anyway, and the broker
-/// gives up on an id we never complete only for QoS 2.
-pub(super) fn unsettled_rows(conn: &Connection) -> Result<Vec<StoredRow>, QueueError> {
+/// `messages_unsettled` partial index, so it costs nothing like a scan of the backlog.
+///
+/// # A row that does not decode
+/// Its packet id must still be reserved: the broker may hold it for a QoS 2 message, and a new
+/// row sent under the same id would be taken for a duplicate and swallowed. Its PUBLISH cannot
+/// be rendered, but a PUBREL needs only the id, and a broker answers every PUBREL with a PUBCOMP
+/// (MQTT 3.1.1 §4.3.3), whether it holds the id (the message is then released, once) or not.
+/// So such a row (when its `state` and `pkid` are readable) is returned as a placeholder QoS 2
+/// row past PUBREC ([`Delivery::Received`], an empty message that is never rendered): the
+/// uplink reserves its id, sends a PUBREL and acks the row on the PUBCOMP. Then:
+/// - state "PUBREC received": the broker had the message, the PUBREL delivered it; the ack
+///   deletes the row as usual.
+/// - state "PUBLISH sent": the broker may never have had it; the ack requeues the row
+///   ([`Unsettled::requeue_on_ack`]), which keeps it in the file for inspection like any
+///   undecodable queued row (the uplink skips and counts it; a build that decodes it sends it,
+///   same `seq`).
+///
+/// A row whose `state` or `pkid` itself is unreadable names no id to reserve: it is left alone
+/// (logged).
+pub(super) fn unsettled_rows(conn: &Connection) -> Result<Unsettled, QueueError> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE state != 0 ORDER BY seq");
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
+    let mut out = Unsettled::default();
     let (mut last_device, mut last_point) = (None, None);
     while let Some(row) = rows.next()? {
-        match decode_row(row, &mut last_device, &mut last_point) {
-            Ok(r) => out.push(r),
-            Err(e) => tracing::error!(error = %e, "unsettled queue row cannot be resent"),
+        let error = match decode_row(row, &mut last_device, &mut last_point) {
+            Ok(r) => {
+                out.rows.push(r);
+                continue;
+            }
+            Err(error) => error,
+        };
+        match undecodable_session(row) {
+            Some((seq, state, pkid)) => {
+                tracing::error!(
+                    %error,
+                    seq,
+                    pkid,
+                    "unsettled queue row cannot be decoded: its packet id is released with a \
+                     PUBREL, then the row is deleted if the broker had it, queued again otherwise"
+                );
+                if state == 1 {
+                    out.requeue_on_ack.push(seq);
+                }
+                out.rows.push(placeholder(seq, pkid));
+            }
+            None => tracing::error!(
+                %error,
+                "unsettled queue row cannot be decoded and names no packet id; left in the file"
+            ),
         }
     }
     Ok(out)
+}
+
+/// `seq`, `state` (1 or 2) and packet id of a row, read without its body.
+fn undecodable_session(row: &rusqlite::Row<'_>) -> Option<(u64, i64, u16)> {
+    let seq = u64::try_from(row.get_ref(0).ok()?.as_i64().ok()?).ok()?;
+    let state = row.get_ref(9).ok()?.as_i64().ok()?;
+    let pkid = u16::try_from(row.get_ref(10).ok()?.as_i64().ok()?).ok()?;
+    ((state == 1 || state == 2) && pkid != 0).then_some((seq, state, pkid))
+}
+
+/// The stand-in for an undecodable row with packet id `pkid` (see [`unsettled_rows`]).
+fn placeholder(seq: u64, pkid: u16) -> StoredRow {
+    StoredRow {
+        seq,
+        entry: Entry::Message(Message {
+            kind: MessageKind::DeviceStatus,
+            device: Arc::from(""),
+            point: Arc::from(""),
+            payload: String::new(),
+            ts_ms: 0,
+            qos: Qos::ExactlyOnce,
+            retain: false,
+        }),
+        delivery: Delivery::Received { pkid },
+        expires_ms: None,
+    }
 }
 
 /// Every row, in `seq` order (read-only helper).

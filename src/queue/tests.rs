@@ -238,6 +238,60 @@ async fn qos0_goes_live_and_never_to_disk() {
     assert_eq!(rows[0].sample, int(7));
 }
 
+/// Log lines a test captures (the thread's default subscriber, so a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// QoS 0 drops are logged once per burst, however many there are, with samples that got through
+/// in between (the end is logged after a quiet period: see `capacity.rs`).
+#[tokio::test(flavor = "current_thread")]
+async fn qos0_drops_are_logged_once_per_burst() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let dir = TempDir::new().unwrap();
+    let opts = QueueOptions {
+        live_capacity: 1,
+        ..QueueOptions::default()
+    };
+    let (q, mut live, w) = Queue::open(dir.path(), opts).unwrap();
+    let s0 = |i| sample("fast", Value::Int(i), Qos::AtMostOnce);
+    for i in 0..50 {
+        q.push(s0(i)).await.unwrap();
+        q.push(s0(i)).await.unwrap(); // the channel holds one: dropped
+        assert_eq!(live.rx.recv().await.unwrap(), s0(i));
+    }
+    assert_eq!(q.stats().live_dropped, 50);
+    assert_eq!(log.count("qos 0 samples dropped"), 1);
+    assert_eq!(log.count("qos 0 samples flow again"), 0);
+    w.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn api_after_close_returns_closed() {
     let dir = TempDir::new().unwrap();
@@ -332,6 +386,92 @@ async fn undecodable_row_is_a_typed_error_with_its_seq() {
     ));
     q.ack(2).await.unwrap();
     assert_eq!(seqs(&q.fetch(1, 10).await.unwrap()), [3]);
+    w.close().await.unwrap();
+}
+
+/// An unsettled row that no longer decodes still holds its packet id: a resumed session must
+/// not hand that id to a new QoS 2 row (the broker would swallow it as a duplicate). It comes
+/// back as a placeholder past PUBREC, so the session reserves the id and releases it with a
+/// PUBREL; on the PUBCOMP the row the broker had is deleted and the row it may not have had is
+/// queued again (kept, and skipped as undecodable like any other).
+#[tokio::test]
+async fn undecodable_unsettled_row_keeps_its_packet_id_reserved() {
+    use crate::uplink::session::{Released, Restored, Session};
+    use tokio::time::Instant;
+
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    let q2 = |i| sample("p", Value::Int(i), Qos::ExactlyOnce);
+    for i in 1..=3 {
+        q.push(q2(i)).await.unwrap();
+    }
+    wait_last_seq(&q, 3).await;
+    // Seq 1: PUBLISH sent with id 1. Seq 2: PUBREC received for id 2. Seq 3: sent with id 3.
+    q.mark_published(vec![(1, 1), (2, 2), (3, 3)])
+        .await
+        .unwrap();
+    q.mark_received(vec![2]).await.unwrap();
+    {
+        let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        ext.execute("UPDATE messages SET body = 'null' WHERE seq IN (1, 2)", [])
+            .unwrap();
+    }
+
+    let rows = q.unsettled().await.unwrap();
+    assert_eq!(seqs(&rows), [1, 2, 3]);
+    assert_eq!(rows[0].delivery, Delivery::Received { pkid: 1 });
+    assert_eq!(rows[0].qos(), Qos::ExactlyOnce);
+    assert_eq!(rows[1].delivery, Delivery::Received { pkid: 2 });
+    assert_eq!(rows[2].delivery, Delivery::Published { pkid: 3 });
+    assert_eq!(sample_of(&rows[2]), &q2(3));
+
+    // What the uplink does with them on `session_present = 1`.
+    let now = Instant::now();
+    let mut session = Session::new(16, std::time::Duration::from_secs(10));
+    session.on_connected();
+    let mut restored = Vec::new();
+    for row in &rows {
+        let (pkid, received) = match row.delivery {
+            Delivery::Published { pkid } => (pkid, false),
+            Delivery::Received { pkid } => (pkid, true),
+            Delivery::Queued => continue,
+        };
+        restored.push(
+            session
+                .restore(row.seq, pkid, row.qos(), received, now)
+                .unwrap(),
+        );
+    }
+    assert!(matches!(restored[0], Restored::Release(_)));
+    assert!(matches!(restored[1], Restored::Release(_)));
+    // A new row never gets an id the broker may still hold.
+    let (_, pkid) = session
+        .publish_row(
+            4,
+            "t".into(),
+            bytes::Bytes::new(),
+            Qos::ExactlyOnce,
+            false,
+            now,
+        )
+        .unwrap();
+    assert!(![1, 2, 3].contains(&pkid), "reused packet id {pkid}");
+
+    // PUBCOMPs for the PUBRELs: the rows are acked.
+    for pkid in [1, 2] {
+        match session.on_pubcomp(pkid).unwrap() {
+            Released::Row(seq) => q.ack(seq).await.unwrap(),
+            other => panic!("expected a row, got {other:?}"),
+        }
+    }
+    // Seq 2 (the broker had it) is gone; seq 1 is queued again, still undecodable.
+    match q.fetch(0, 10).await {
+        Err(QueueError::Decode { seq: 1, .. }) => {}
+        other => panic!("expected seq 1 queued and undecodable, got {other:?}"),
+    }
+    assert_eq!(seqs(&q.unsettled().await.unwrap()), [3]);
+    assert_eq!(q.progress().borrow().depth, 2);
     w.close().await.unwrap();
 }
 

@@ -22,10 +22,10 @@
 //! Nothing is retried behind the caller's back beyond that; commits succeed again by themselves
 //! once space returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -149,6 +149,10 @@ pub(super) struct Writer {
     pub sweep_every: Duration,
     pub next_sweep_ms: i64,
     pub burst: DropBurst,
+    /// Undecodable rows the last [`Command::Unsettled`] returned as placeholders whose PUBLISH
+    /// the broker may never have had: their ack (the PUBCOMP of the PUBREL that released their
+    /// packet id) queues them again instead of deleting them (see `store::unsettled_rows`).
+    pub requeue_on_ack: HashSet<u64>,
 }
 
 /// One command's outcome, resolved after the commit.
@@ -278,6 +282,9 @@ impl Writer {
                         expires_ms: self.expires_ms(entry),
                     });
                 }
+                Command::Ack(seq) if self.requeue_on_ack.remove(seq) => {
+                    writes.push(Write::Requeue(*seq))
+                }
                 Command::Ack(seq) => writes.push(Write::Ack(*seq)),
                 Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
                 Command::MarkPublished { rows, .. } if !poisoned => {
@@ -289,7 +296,10 @@ impl Writer {
                 Command::MarkReceived { seqs, .. } if !poisoned => {
                     writes.extend(seqs.iter().map(|s| Write::MarkReceived(*s)))
                 }
-                Command::ResetSession { .. } => writes.push(Write::ResetSession),
+                Command::ResetSession { .. } => {
+                    self.requeue_on_ack.clear();
+                    writes.push(Write::ResetSession)
+                }
                 Command::SetMeta { key, value, .. } => writes.push(Write::SetMeta { key, value }),
                 Command::Taken { key, .. } => writes.push(Write::CommandTaken { key, now_ms: now }),
                 Command::Answered {
@@ -369,8 +379,10 @@ impl Writer {
                             capacity: applied.evicted + rejected as u64,
                             expired: applied.expired,
                             failed: dropped_inserts,
+                            live: 0,
                         },
                         self.capacity.on_full,
+                        Instant::now(),
                     );
                 }
                 Err(e) => {
@@ -383,8 +395,10 @@ impl Writer {
                             capacity: rejected as u64,
                             expired: 0,
                             failed: dropped_inserts,
+                            live: 0,
                         },
                         self.capacity.on_full,
+                        Instant::now(),
                     );
                     // Re-read the truth: after an I/O error the outcome of COMMIT is the disk's
                     // word, not our counter's.
@@ -407,6 +421,7 @@ impl Writer {
                     ..Drops::default()
                 },
                 self.capacity.on_full,
+                Instant::now(),
             );
         }
         if rejected > 0 {
@@ -480,10 +495,11 @@ impl Writer {
                     let _ = reply.send(rows);
                 }
                 Pending::Unsettled(reply) => {
-                    let rows = store::unsettled_rows(&self.conn);
-                    if rows.is_ok() {
+                    let rows = store::unsettled_rows(&self.conn).map(|found| {
                         self.poisoned = false;
-                    }
+                        self.requeue_on_ack = found.requeue_on_ack.into_iter().collect();
+                        found.rows
+                    });
                     let _ = reply.send(rows);
                 }
                 Pending::Marked {

@@ -157,14 +157,14 @@ impl Mosquitto {
         }
     }
 
-    /// SIGSTOP: the broker keeps its sockets open and answers nothing (a hung broker, from the
-    /// client's side); [`Mosquitto::thaw`] lets it go on.
-    pub fn freeze(&self) {
+    /// SIGSTOP: connections stay open and nothing is answered (a hung broker, or a half-open
+    /// link as the gateway sees it). [`Mosquitto::resume`] continues it.
+    pub fn pause(&self) {
         signal(self.child.as_ref().expect("mosquitto is running"), "-STOP");
     }
 
-    /// SIGCONT after [`Mosquitto::freeze`].
-    pub fn thaw(&self) {
+    /// SIGCONT after [`Mosquitto::pause`].
+    pub fn resume(&self) {
         signal(self.child.as_ref().expect("mosquitto is running"), "-CONT");
     }
 
@@ -274,6 +274,24 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How much was logged so far: a mark for [`Gateway::log_since`].
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// The complete lines logged after `mark`.
+    pub fn log_since(&self, mark: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.seek(SeekFrom::Start(mark));
+            let _ = file.read_to_string(&mut text);
+        }
+        // A line being written may be cut short: only whole lines count.
+        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        text
     }
 }
 
