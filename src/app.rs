@@ -18,6 +18,7 @@
 //! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
 //! committing a device status or a command's answer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,14 +65,19 @@ pub fn queue_options(config: &Config) -> QueueOptions {
         max_size: config.store.max_size,
         on_full: config.store.on_full,
         sync: config.store.sync,
-        max_age: config
-            .store
-            .max_age
-            .iter()
-            .map(|(key, age)| (key.clone(), *age))
-            .collect(),
+        max_age: max_ages(config),
         ..QueueOptions::default()
     }
+}
+
+/// The points' `max_age`s as the queue takes them: at start, and again after a reload.
+pub fn max_ages(config: &Config) -> HashMap<(String, String), Duration> {
+    config
+        .store
+        .max_age
+        .iter()
+        .map(|(key, age)| (key.clone(), *age))
+        .collect()
 }
 
 /// Runs the gateway until `cancel` fires, then shuts down in order. SIGHUP reloads the buses and
@@ -212,7 +218,8 @@ pub async fn run(
         },
         cancel.clone(),
     ));
-    drop(queue);
+    // The reload task keeps one handle: a reload may change the points' `max_age`s.
+    let reload_queue = queue;
     info!(
         devices = config.devices.len(),
         gateway = %config.gateway.id,
@@ -223,6 +230,7 @@ pub async fn run(
             path: config_path,
             running: config,
             fleet,
+            queue: reload_queue,
             stats: reloads,
         }
         .run(hangups, cancel.clone()),

@@ -5,7 +5,8 @@
 //! 1. The file is read again with the same loader as at start ([`crate::config::load`]). If it
 //!    is invalid, every problem is logged at error level as `FILE:LINE:COLUMN: KEY.PATH: message`
 //!    and the gateway keeps running on the configuration it had: nothing is half applied.
-//! 2. Only `buses` and `devices` (with their points) are reloadable. If anything else differs
+//! 2. Only `buses` and `devices` (with their points, `max_age` included: the queue takes the
+//!    new ages for rows committed after the reload) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
 //!    the `metrics`, `commands` and `local` sections, and any section added later until it is
 //!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
@@ -32,9 +33,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, StoreConfig};
 use crate::fleet::{units, BusChanges, Fleet};
 use crate::modbus::SampleSink;
+use crate::queue::Queue;
 use crate::sample::now_ms;
 use crate::service::notifier::Notifier;
 
@@ -82,8 +84,12 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     Unchanged,
-    /// Only buses and devices differ.
-    Apply(BusChanges),
+    /// Only buses and devices differ: these bus units change (possibly none), and the points'
+    /// `max_age`s go to the queue if they changed.
+    Apply {
+        buses: BusChanges,
+        max_age_changed: bool,
+    },
     /// These keys differ and need a restart.
     NeedsRestart(Vec<String>),
 }
@@ -112,11 +118,21 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     if running.local != new.local {
         keys.push("local".to_owned());
     }
+    // The points' `max_age`s are resolved into `store` but written on the points: they follow
+    // the devices. The rest of `store` (the file's size, `on_full`, `sync`) needs a restart.
+    let new_ages = StoreConfig {
+        max_age: new.store.max_age.clone(),
+        ..running.store.clone()
+    };
+    if new_ages != new.store {
+        keys.push("store".to_owned());
+    }
     // Everything but the reloadable parts, compared whole: a section added to `Config` later
     // needs a restart until this function learns to reload it.
     let same_rest = Config {
         buses: new.buses.clone(),
         devices: new.devices.clone(),
+        store: new_ages,
         ..running.clone()
     } == *new;
     if keys.is_empty() && !same_rest {
@@ -126,10 +142,14 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         return Plan::NeedsRestart(keys);
     }
     let changes = BusChanges::between(&units(running), &units(new));
-    if changes.is_empty() {
+    let max_age_changed = running.store.max_age != new.store.max_age;
+    if changes.is_empty() && !max_age_changed {
         Plan::Unchanged
     } else {
-        Plan::Apply(changes)
+        Plan::Apply {
+            buses: changes,
+            max_age_changed,
+        }
     }
 }
 
@@ -197,6 +217,8 @@ pub struct Reloader<S> {
     /// The configuration that runs now.
     pub running: Config,
     pub fleet: Fleet<S>,
+    /// For the points' `max_age`s, the one part of the queue a reload changes.
+    pub queue: Queue,
     pub stats: Arc<ReloadStats>,
 }
 
@@ -257,8 +279,19 @@ impl<S: SampleSink + Clone> Reloader<S> {
                 );
                 Outcome::NeedsRestart
             }
-            Plan::Apply(changes) => {
-                self.fleet.apply(&new, &changes, STOP_DEADLINE).await;
+            Plan::Apply {
+                buses: changes,
+                max_age_changed,
+            } => {
+                if max_age_changed {
+                    // Before the new buses start, so their first samples get the new ages.
+                    if let Err(error) = self.queue.set_max_age(crate::app::max_ages(&new)).await {
+                        warn!(%error, "reload: the queue did not take the new max_age values");
+                    }
+                }
+                if !changes.is_empty() {
+                    self.fleet.apply(&new, &changes, STOP_DEADLINE).await;
+                }
                 if cancel.is_cancelled() {
                     // Shutting down: the stopped buses were not restarted; nothing to report.
                     return Outcome::Applied;
@@ -312,17 +345,49 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
         );
         assert_eq!(
             plan(&config(BASE), &config(&more)),
-            Plan::Apply(BusChanges {
-                stop: vec!["plc1".into()],
-                start: vec!["plc1".into()],
-                kept: vec![],
-            })
+            Plan::Apply {
+                buses: BusChanges {
+                    stop: vec!["plc1".into()],
+                    start: vec!["plc1".into()],
+                    kept: vec![],
+                },
+                max_age_changed: false,
+            }
         );
         let timeout = BASE.replace("host: h}", "host: h, timeout: 2s}");
         assert!(matches!(
             plan(&config(BASE), &config(&timeout)),
-            Plan::Apply(_)
+            Plan::Apply { .. }
         ));
+    }
+
+    #[test]
+    fn a_points_max_age_is_reloaded_but_the_rest_of_the_store_needs_a_restart() {
+        let aged = BASE.replace("type: bool}", "type: bool, qos: 1, max_age: 1h}");
+        let Plan::Apply {
+            max_age_changed, ..
+        } = plan(&config(BASE), &config(&aged))
+        else {
+            panic!("a new max_age is applied");
+        };
+        assert!(max_age_changed);
+        // A point added with a max_age: both at once.
+        let added = BASE.replace(
+            "type: bool}]",
+            "type: bool}, {name: q, table: holding, address: 1, type: u16, max_age: 2m}]",
+        );
+        assert!(matches!(
+            plan(&config(BASE), &config(&added)),
+            Plan::Apply {
+                max_age_changed: true,
+                ..
+            }
+        ));
+        let resized = format!("{BASE}store: {{max_size: 64MiB}}\n");
+        assert_eq!(
+            plan(&config(BASE), &config(&resized)),
+            Plan::NeedsRestart(vec!["store".into()])
+        );
     }
 
     #[test]

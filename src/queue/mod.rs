@@ -705,6 +705,19 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
+    /// Replaces the per-(device, point) `max_age`s (a configuration reload). Rows committed
+    /// from now on get their expiry from `ages`; rows already queued keep the expiry they were
+    /// committed with, so a reload never silently drops a backlog it did not drop before.
+    pub async fn set_max_age(
+        &self,
+        ages: HashMap<(String, String), Duration>,
+    ) -> Result<(), QueueError> {
+        self.cmd_tx
+            .send(Command::SetMaxAge(ages))
+            .await
+            .map_err(|_| QueueError::Closed)
+    }
+
     /// What is recorded of the command `key` (`recent.rs`): `None` if it was never taken.
     pub async fn recent_command(
         &self,

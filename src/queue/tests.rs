@@ -1073,6 +1073,39 @@ async fn max_age_expires_never_sent_rows_only() {
     w.close().await.unwrap();
 }
 
+/// A reload's new `max_age`s apply to rows committed after it; rows already queued keep the
+/// expiry they were committed with.
+#[tokio::test]
+async fn new_max_ages_apply_to_rows_committed_after_them() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    let now = crate::sample::now_ms();
+    let at = |ts_ms| Sample {
+        ts_ms,
+        ..sample("p", Value::Int(1), Qos::AtLeastOnce)
+    };
+    q.push(at(now)).await.unwrap();
+    let mut ages = HashMap::new();
+    ages.insert(
+        ("plc1".to_owned(), "p".to_owned()),
+        std::time::Duration::from_secs(60),
+    );
+    q.set_max_age(ages).await.unwrap();
+    q.push(at(now)).await.unwrap();
+    q.set_max_age(HashMap::new()).await.unwrap();
+    q.push(at(now)).await.unwrap();
+    wait_last_seq(&q, 3).await;
+    let expiries: Vec<Option<i64>> = q
+        .fetch(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.expires_ms)
+        .collect();
+    assert_eq!(expiries, [None, Some(now + 60_000), None]);
+    w.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn messages_are_stored_with_their_kind() {
     let dir = TempDir::new().unwrap();

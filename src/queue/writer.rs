@@ -58,6 +58,9 @@ pub(super) enum Command {
     Ack(u64),
     /// Delete never-sent rows past their `max_age` (counted as expired).
     Expire(Vec<u64>),
+    /// New per-point `max_age`s (a reload): rows inserted after it in the same group and later
+    /// get expiries from it; rows already committed keep theirs.
+    SetMaxAge(HashMap<(String, String), Duration>),
     MarkPublished {
         rows: Vec<(u64, u16)>,
         reply: MarkReply,
@@ -287,6 +290,7 @@ impl Writer {
                 }
                 Command::Ack(seq) => writes.push(Write::Ack(*seq)),
                 Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
+                Command::SetMaxAge(ages) => self.max_age.clone_from(ages),
                 Command::MarkPublished { rows, .. } if !poisoned => {
                     writes.extend(rows.iter().map(|(seq, pkid)| Write::MarkPublished {
                         seq: *seq,
