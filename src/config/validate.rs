@@ -1006,6 +1006,43 @@ impl Footprint {
     }
 }
 
+/// A footprint that overlaps an earlier one of the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overlap {
+    /// Index of the overlapping footprint.
+    pub(crate) later: usize,
+    /// Index of the first earlier footprint it overlaps.
+    pub(crate) earlier: usize,
+    pub(crate) footprint: Footprint,
+    pub(crate) other: Footprint,
+}
+
+/// For each footprint, the first earlier one it overlaps (in list order; `None`s, the entries
+/// whose table, address or type were refused, overlap nothing). Reporting against the first only
+/// keeps one mistake to one message, however many points it collides with.
+pub(crate) fn first_overlaps(footprints: &[Option<Footprint>]) -> Vec<Overlap> {
+    footprints
+        .iter()
+        .enumerate()
+        .filter_map(|(later, footprint)| {
+            let footprint = (*footprint)?;
+            footprints[..later]
+                .iter()
+                .enumerate()
+                .find_map(|(earlier, other)| {
+                    other
+                        .filter(|other| other.overlaps(&footprint))
+                        .map(|other| Overlap {
+                            later,
+                            earlier,
+                            footprint,
+                            other,
+                        })
+                })
+        })
+        .collect()
+}
+
 /// Keys of a point that only a Modbus point has, and only a serial_line point has.
 const MODBUS_POINT_KEYS: [&str; 6] = [
     "table",
@@ -1504,19 +1541,14 @@ fn check_overlaps(
         Some(name) => format!("point {name:?}"),
         None => format!("point #{}", index + 1),
     };
-    for (later, (_, footprint)) in checked.iter().enumerate() {
-        let Some(footprint) = footprint else { continue };
-        let earlier = checked[..later]
-            .iter()
-            .enumerate()
-            .find_map(|(index, (_, other))| {
-                other
-                    .filter(|other| other.overlaps(footprint))
-                    .map(|other| (index, other))
-            });
-        let Some((index, other)) = earlier else {
-            continue;
-        };
+    let footprints: Vec<_> = checked.iter().map(|(_, footprint)| *footprint).collect();
+    for Overlap {
+        later,
+        earlier: index,
+        footprint,
+        other,
+    } in first_overlaps(&footprints)
+    {
         let (Some(point), Some(first)) = (points.get(later), points.get(index)) else {
             continue;
         };
@@ -2636,6 +2668,25 @@ devices:
                 r#"20:18: devices[0].points[1].address: point "pressure" (holding 11) overlaps point "temperature" (holding 10-11, defined at line 14)"#
             ]
         );
+    }
+
+    #[test]
+    fn each_footprint_is_paired_with_the_first_earlier_one_it_overlaps() {
+        let at = |first, last| {
+            Some(Footprint {
+                table: Table::Holding,
+                first,
+                last,
+                bit: None,
+            })
+        };
+        // [2] overlaps [0] and [1] and is paired with [0] only; [1] (refused) overlaps nothing.
+        let footprints = [at(10, 11), None, at(11, 12), at(12, 12), at(20, 20)];
+        let pairs: Vec<_> = first_overlaps(&footprints)
+            .iter()
+            .map(|overlap| (overlap.later, overlap.earlier))
+            .collect();
+        assert_eq!(pairs, [(2, 0), (3, 2)]);
     }
 
     #[test]

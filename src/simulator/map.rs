@@ -54,10 +54,10 @@ use tracing::info;
 
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
-    decode_list, decode_mapping, in_range, is_host, load_document, modbus_source, optional,
-    parse_data_type, positive, refuse_keys, require, serial_port, serial_settings, unknown_choice,
-    BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath, Keys, List, PointDefaults,
-    PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    decode_list, decode_mapping, first_overlaps, in_range, is_host, load_document, modbus_source,
+    optional, parse_data_type, positive, refuse_keys, require, serial_port, serial_settings,
+    unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath, Keys, List, Overlap,
+    PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -453,20 +453,15 @@ fn check_overlaps(
     checked: &[(Option<Served>, Option<Footprint>)],
     issues: &mut Vec<Issue>,
 ) {
-    for (later, (_, footprint)) in checked.iter().enumerate() {
-        let Some(footprint) = footprint else { continue };
-        let earlier = checked[..later]
-            .iter()
-            .enumerate()
-            .find_map(|(index, (_, other))| {
-                other
-                    .filter(|other| other.overlaps(footprint))
-                    .map(|other| (index, other))
-            });
-        let (Some((index, other)), Some(register)) = (earlier, registers.get(later)) else {
-            continue;
-        };
-        let Some(first) = registers.get(index) else {
+    let footprints: Vec<_> = checked.iter().map(|(_, footprint)| *footprint).collect();
+    for Overlap {
+        later,
+        earlier: index,
+        footprint,
+        other,
+    } in first_overlaps(&footprints)
+    {
+        let (Some(register), Some(first)) = (registers.get(later), registers.get(index)) else {
             continue;
         };
         issues.push(
