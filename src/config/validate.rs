@@ -1145,34 +1145,13 @@ fn validate_point(
             issues,
         );
     }
-    let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
-        if !scale.is_finite() {
-            issues.push(Issue::value(
-                keys.path_of("scale"),
-                "must be a finite number",
-            ));
-            None
-        } else if scale == 0.0 {
-            issues.push(Issue::value(
-                keys.path_of("scale"),
-                "must not be 0 (every reading would become the offset)",
-            ));
-            None
-        } else {
-            Some(scale)
-        }
-    });
-    let offset = optional(keys, "offset", raw.offset, 0.0).and_then(|offset| {
-        if offset.is_finite() {
-            Some(offset)
-        } else {
-            issues.push(Issue::value(
-                keys.path_of("offset"),
-                "must be a finite number",
-            ));
-            None
-        }
-    });
+    let (scale, offset) = scale_and_offset(
+        keys,
+        raw.scale,
+        raw.offset,
+        "must not be 0 (every reading would become the offset)",
+        issues,
+    );
     let qos = optional(keys, "qos", raw.qos, 1).and_then(|qos| match qos {
         0 => Some(Qos::AtMostOnce),
         1 => Some(Qos::AtLeastOnce),
@@ -1620,6 +1599,41 @@ pub(crate) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) 
     } else {
         Some(value.unwrap_or(default))
     }
+}
+
+/// A point's `scale` (default 1) and `offset` (default 0): both finite, the scale not 0.
+/// `zero_scale` is the message for a scale of 0, which says why from the caller's side (a
+/// gateway reads through the scale, a simulator writes through it). `None`: refused (reported).
+pub(crate) fn scale_and_offset(
+    keys: &Keys,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    zero_scale: &str,
+    issues: &mut Vec<Issue>,
+) -> (Option<f64>, Option<f64>) {
+    let scale = optional(keys, "scale", scale, 1.0).and_then(|scale| {
+        let problem = if !scale.is_finite() {
+            "must be a finite number"
+        } else if scale == 0.0 {
+            zero_scale
+        } else {
+            return Some(scale);
+        };
+        issues.push(Issue::value(keys.path_of("scale"), problem));
+        None
+    });
+    let offset = optional(keys, "offset", offset, 0.0).and_then(|offset| {
+        if offset.is_finite() {
+            Some(offset)
+        } else {
+            issues.push(Issue::value(
+                keys.path_of("offset"),
+                "must be a finite number",
+            ));
+            None
+        }
+    });
+    (scale, offset)
 }
 
 /// A required name or id: `[A-Za-z0-9_-]+`, at most `max_len` characters. These end up in MQTT

@@ -55,9 +55,9 @@ use tracing::info;
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
     decode_list, decode_mapping, first_overlaps, in_range, is_host, load_document, modbus_source,
-    optional, parse_data_type, positive, refuse_keys, require, serial_port, serial_settings,
-    unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath, Keys, List, Overlap,
-    PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    optional, parse_data_type, positive, refuse_keys, require, scale_and_offset, serial_port,
+    serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath,
+    Keys, List, Overlap, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -552,35 +552,20 @@ fn check_register(
     (served(), footprint)
 }
 
-/// `scale` and `offset`, by the gateway's rules for a point (`validate_point`): finite, a scale
+/// `scale` and `offset`, by the gateway's rules for a point (`scale_and_offset`): finite, a scale
 /// of 0 refused, neither on a string.
 fn scaling(keys: &Keys, raw: &RawRegister, issues: &mut Vec<Issue>) -> Option<Scaling> {
     if raw.data_type.as_deref() == Some("string") {
         refuse_keys(keys, &["scale", "offset"], "a string register", issues);
         return Some(Scaling::IDENTITY);
     }
-    let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
-        let problem = if !scale.is_finite() {
-            "must be a finite number"
-        } else if scale == 0.0 {
-            "must not be 0: the register holds (value - offset) / scale"
-        } else {
-            return Some(scale);
-        };
-        issues.push(Issue::value(keys.path_of("scale"), problem));
-        None
-    });
-    let offset = optional(keys, "offset", raw.offset, 0.0).and_then(|offset| {
-        if offset.is_finite() {
-            Some(offset)
-        } else {
-            issues.push(Issue::value(
-                keys.path_of("offset"),
-                "must be a finite number",
-            ));
-            None
-        }
-    });
+    let (scale, offset) = scale_and_offset(
+        keys,
+        raw.scale,
+        raw.offset,
+        "must not be 0: the register holds (value - offset) / scale",
+        issues,
+    );
     Some(Scaling {
         scale: scale?,
         offset: offset?,
