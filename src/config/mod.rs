@@ -44,8 +44,8 @@ pub(crate) mod checks {
     pub(crate) use super::error::Issue;
     pub(crate) use super::load::load_document;
     pub(crate) use super::raw::{
-        decode_list, decode_mapping, Decoded, DurationValue, Keys, List, PortValue, RawBus,
-        RawPoint,
+        decode_document, decode_list, decode_mapping, Decoded, DurationValue, Keys, List,
+        PortValue, RawBus, RawPoint,
     };
     pub(crate) use super::source_map::KeyPath;
     pub(crate) use super::validate::{

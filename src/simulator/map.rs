@@ -54,10 +54,10 @@ use tracing::info;
 
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
-    decode_list, decode_mapping, first_overlaps, in_range, is_host, load_document, modbus_source,
-    optional, parse_data_type, positive, refuse_keys, require, scale_and_offset, serial_port,
-    serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath,
-    Keys, List, Overlap, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    decode_document, decode_list, decode_mapping, first_overlaps, in_range, is_host, load_document,
+    modbus_source, optional, parse_data_type, positive, refuse_keys, require, scale_and_offset,
+    serial_port, serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue,
+    KeyPath, Keys, List, Overlap, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -255,15 +255,12 @@ pub fn parse(text: &str, file: &str) -> Result<SimMap, ConfigErrors> {
 /// Steps 4 and 5 of the loader for a simulator file: decode and check everything, then build
 /// the map only if nothing was wrong.
 fn build(document: &Json, issues: &mut Vec<Issue>) -> Option<SimMap> {
-    let root = KeyPath::root();
-    if document.is_null() {
-        issues.push(Issue::value(
-            root,
-            "the simulator file is empty: expected a simulator section",
-        ));
-        return None;
-    }
-    let file = decode_mapping::<RawFile>(document, &root, "a simulator file", issues)?;
+    let file = decode_document::<RawFile>(
+        document,
+        "a simulator file",
+        "the simulator file is empty: expected a simulator section",
+        issues,
+    )?;
     let section = require(&file.keys, "simulator", &file.value.simulator, issues)?;
     let Decoded { value: raw, keys } = decode_mapping::<RawSimulator>(
         section,
@@ -1119,6 +1116,18 @@ simulator:
                 "sim.yaml:14:37: simulator.units[0].registers[5].address: holding 1 overlaps registers[0] of this unit: each would overwrite the other (holding 0-1, defined at line 9)",
                 "sim.yaml:17:16: simulator.units[1].unit_id: duplicate unit id 3: list each unit once (first defined at line 7)",
             ]
+        );
+    }
+
+    #[test]
+    fn empty_and_non_mapping_files() {
+        assert_eq!(
+            errors("# nothing\n"),
+            ["sim.yaml:1:1: the simulator file is empty: expected a simulator section"]
+        );
+        assert_eq!(
+            errors("- simulator\n"),
+            ["sim.yaml:1:1: expected a simulator file (a mapping of keys to values), got a list"]
         );
     }
 
