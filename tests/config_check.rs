@@ -34,7 +34,7 @@ const REQUIRED_CASES: [&str; 10] = [
 ];
 
 fn check(config: &str) -> Output {
-    run_on_config("check", config)
+    run_on_config(&["check"], config)
 }
 
 #[test]
@@ -117,6 +117,17 @@ fn errors_are_sorted_by_position() {
         .collect();
     assert!(positions.len() >= 4, "{stderr}");
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{stderr}");
+}
+
+#[test]
+fn queue_reports_an_invalid_config_like_check_does() {
+    let config = "tests/config_cases/multiple_errors/config.yaml";
+    let queue = run_on_config(&["queue", "stats"], config);
+    assert_eq!(queue.status.code(), Some(EX_CONFIG));
+    assert_eq!(
+        String::from_utf8_lossy(&queue.stderr),
+        String::from_utf8_lossy(&check(config).stderr)
+    );
 }
 
 #[test]

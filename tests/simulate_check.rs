@@ -20,7 +20,7 @@ use common::cases::{case_names, position, run_on_config};
 const EX_CONFIG: i32 = 78;
 
 fn simulate(config: &str) -> Output {
-    run_on_config("simulate", config)
+    run_on_config(&["simulate"], config)
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn several_problems_are_all_in_one_run() {
 fn a_gateway_config_is_still_checked_like_check_does() {
     let config = "tests/config_cases/multiple_errors/config.yaml";
     let simulated = simulate(config);
-    let checked = run_on_config("check", config);
+    let checked = run_on_config(&["check"], config);
     assert_eq!(simulated.status.code(), Some(EX_CONFIG));
     assert_eq!(
         String::from_utf8_lossy(&simulated.stderr),

@@ -4,12 +4,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `fieldrelay SUBCOMMAND --config CONFIG`, run from the crate root so `config` (and every error
+/// `fieldrelay COMMAND… --config CONFIG`, run from the crate root so `config` (and every error
 /// line naming it) reads as a user would type it; `RUST_LOG` removed so only the problems are on
 /// stderr.
-pub fn run_on_config(subcommand: &str, config: &str) -> Output {
+pub fn run_on_config(command: &[&str], config: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
-        .args([subcommand, "--config", config])
+        .args(command)
+        .args(["--config", config])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
         .output()
