@@ -1008,19 +1008,19 @@ impl Footprint {
 
 /// A footprint that overlaps an earlier one of the same list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Overlap {
+struct Overlap {
     /// Index of the overlapping footprint.
-    pub(crate) later: usize,
+    later: usize,
     /// Index of the first earlier footprint it overlaps.
-    pub(crate) earlier: usize,
-    pub(crate) footprint: Footprint,
-    pub(crate) other: Footprint,
+    earlier: usize,
+    footprint: Footprint,
+    other: Footprint,
 }
 
 /// For each footprint, the first earlier one it overlaps (in list order; `None`s, the entries
 /// whose table, address or type were refused, overlap nothing). Reporting against the first only
 /// keeps one mistake to one message, however many points it collides with.
-pub(crate) fn first_overlaps(footprints: &[Option<Footprint>]) -> Vec<Overlap> {
+fn first_overlaps(footprints: &[Option<Footprint>]) -> Vec<Overlap> {
     footprints
         .iter()
         .enumerate()
@@ -1041,6 +1041,35 @@ pub(crate) fn first_overlaps(footprints: &[Option<Footprint>]) -> Vec<Overlap> {
                 })
         })
         .collect()
+}
+
+/// Reports each of `items` whose footprint overlaps an earlier one's ([`first_overlaps`]) at its
+/// `address`, with a note at the earlier item that shows its footprint. `message(later,
+/// earlier, footprint)` words the problem in the caller's terms (points of a device, registers
+/// of a simulated unit).
+pub(crate) fn report_overlaps<T>(
+    items: &[Decoded<T>],
+    footprints: impl IntoIterator<Item = Option<Footprint>>,
+    message: impl Fn(usize, usize, &Footprint) -> String,
+    issues: &mut Vec<Issue>,
+) {
+    let footprints: Vec<_> = footprints.into_iter().collect();
+    for overlap in first_overlaps(&footprints) {
+        let (Some(later), Some(earlier)) = (items.get(overlap.later), items.get(overlap.earlier))
+        else {
+            continue;
+        };
+        issues.push(
+            Issue::value(
+                later.keys.path_of("address"),
+                message(overlap.later, overlap.earlier, &overlap.footprint),
+            )
+            .with_note(
+                earlier.keys.path.clone(),
+                format!("{}, defined", overlap.other.describe()),
+            ),
+        );
+    }
 }
 
 /// Keys of a point that only a Modbus point has, and only a serial_line point has.
@@ -1520,33 +1549,19 @@ fn check_overlaps(
         Some(name) => format!("point {name:?}"),
         None => format!("point #{}", index + 1),
     };
-    let footprints: Vec<_> = checked.iter().map(|(_, footprint)| *footprint).collect();
-    for Overlap {
-        later,
-        earlier: index,
-        footprint,
-        other,
-    } in first_overlaps(&footprints)
-    {
-        let (Some(point), Some(first)) = (points.get(later), points.get(index)) else {
-            continue;
-        };
-        issues.push(
-            Issue::value(
-                point.keys.path_of("address"),
-                format!(
-                    "{} ({}) overlaps {}",
-                    label(later),
-                    footprint.describe(),
-                    label(index)
-                ),
+    report_overlaps(
+        points,
+        checked.iter().map(|(_, footprint)| *footprint),
+        |later, earlier, footprint| {
+            format!(
+                "{} ({}) overlaps {}",
+                label(later),
+                footprint.describe(),
+                label(earlier)
             )
-            .with_note(
-                first.keys.path.clone(),
-                format!("{}, defined", other.describe()),
-            ),
-        );
-    }
+        },
+        issues,
+    );
 }
 
 /// Reports the second and later uses of a name, pointing back at the first.

@@ -54,10 +54,10 @@ use tracing::info;
 
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
-    decode_document, decode_list, decode_mapping, first_overlaps, in_range, is_host, load_document,
-    modbus_source, optional, parse_data_type, positive, refuse_keys, require, scale_and_offset,
+    decode_document, decode_list, decode_mapping, in_range, is_host, load_document, modbus_source,
+    optional, parse_data_type, positive, refuse_keys, report_overlaps, require, scale_and_offset,
     serial_port, serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue,
-    KeyPath, Keys, List, Overlap, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    KeyPath, Keys, List, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -450,31 +450,17 @@ fn check_overlaps(
     checked: &[(Option<Served>, Option<Footprint>)],
     issues: &mut Vec<Issue>,
 ) {
-    let footprints: Vec<_> = checked.iter().map(|(_, footprint)| *footprint).collect();
-    for Overlap {
-        later,
-        earlier: index,
-        footprint,
-        other,
-    } in first_overlaps(&footprints)
-    {
-        let (Some(register), Some(first)) = (registers.get(later), registers.get(index)) else {
-            continue;
-        };
-        issues.push(
-            Issue::value(
-                register.keys.path_of("address"),
-                format!(
-                    "{} overlaps registers[{index}] of this unit: each would overwrite the other",
-                    footprint.describe()
-                ),
+    report_overlaps(
+        registers,
+        checked.iter().map(|(_, footprint)| *footprint),
+        |_, earlier, footprint| {
+            format!(
+                "{} overlaps registers[{earlier}] of this unit: each would overwrite the other",
+                footprint.describe()
             )
-            .with_note(
-                first.keys.path.clone(),
-                format!("{}, defined", other.describe()),
-            ),
-        );
-    }
+        },
+        issues,
+    );
 }
 
 /// A valid register, before its unit is known.
