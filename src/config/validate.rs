@@ -1095,16 +1095,7 @@ fn validate_point(
         Some(tag) => tag == BusTag::SerialLine,
         None => keys.present.contains("regex"),
     };
-    let data_type = require(keys, "type", &raw.data_type, issues).and_then(|data_type| {
-        let parsed = parse_data_type(data_type);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                unknown_choice("type", data_type, &DATA_TYPE_NAMES),
-            ));
-        }
-        parsed
-    });
+    let data_type = require_data_type(keys, &raw.data_type, issues);
     let (source, data_type, footprint) = if is_line {
         refuse_keys(
             keys,
@@ -1756,7 +1747,7 @@ const DATA_TYPES: [(&str, DataType); 10] = [
     ("f64", DataType::F64),
     ("string", DataType::String { length: 0 }),
 ];
-pub(crate) const DATA_TYPE_NAMES: [&str; 10] = [
+const DATA_TYPE_NAMES: [&str; 10] = [
     "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
@@ -1774,11 +1765,29 @@ fn table_name(table: Table) -> &'static str {
         .map_or("table", |(name, _)| name)
 }
 
-pub(crate) fn parse_data_type(text: &str) -> Option<DataType> {
+fn parse_data_type(text: &str) -> Option<DataType> {
     DATA_TYPES
         .iter()
         .find(|(name, _)| *name == text)
         .map(|(_, data_type)| *data_type)
+}
+
+/// The required `type` of a point (or of a simulated register), one of [`DATA_TYPE_NAMES`]. A
+/// string's length is not part of it: [`modbus_source`] checks `length`.
+pub(crate) fn require_data_type(
+    keys: &Keys,
+    value: &Option<String>,
+    issues: &mut Vec<Issue>,
+) -> Option<DataType> {
+    let text = require(keys, "type", value, issues)?;
+    let parsed = parse_data_type(text);
+    if parsed.is_none() {
+        issues.push(Issue::value(
+            keys.path_of("type"),
+            unknown_choice("type", text, &DATA_TYPE_NAMES),
+        ));
+    }
+    parsed
 }
 
 pub(crate) fn data_type_name(data_type: DataType) -> &'static str {

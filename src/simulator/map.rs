@@ -55,9 +55,9 @@ use tracing::info;
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
     decode_document, decode_list, decode_mapping, in_range, is_host, load_document, modbus_source,
-    optional, parse_data_type, positive, refuse_keys, report_overlaps, require, scale_and_offset,
+    optional, positive, refuse_keys, report_overlaps, require, require_data_type, scale_and_offset,
     serial_port, serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue,
-    KeyPath, Keys, List, PointDefaults, PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    KeyPath, Keys, List, PointDefaults, PortValue, RawBus, RawPoint,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -477,16 +477,7 @@ fn check_register(
     issues: &mut Vec<Issue>,
 ) -> (Option<Served>, Option<Footprint>) {
     let (raw, keys) = (&register.value, &register.keys);
-    let data_type = require(keys, "type", &raw.data_type, issues).and_then(|text| {
-        let parsed = parse_data_type(text);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                unknown_choice("type", text, &DATA_TYPE_NAMES),
-            ));
-        }
-        parsed
-    });
+    let data_type = require_data_type(keys, &raw.data_type, issues);
     // Table, address, length, bit and orders by the gateway's rules for a modbus point.
     let point = RawPoint {
         table: raw.table.clone(),
