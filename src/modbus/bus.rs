@@ -749,6 +749,22 @@ mod tests {
         }
     }
 
+    /// An rtu bus on `port` (19200 8E1), timeout 100 ms.
+    fn rtu_bus(port: &str) -> BusConfig {
+        BusConfig {
+            kind: BusKind::Rtu {
+                serial: crate::config::SerialSettings {
+                    port: port.into(),
+                    baud_rate: 19_200,
+                    parity: crate::config::Parity::Even,
+                    data_bits: 8,
+                    stop_bits: crate::config::StopBits::One,
+                },
+            },
+            ..bus(Duration::from_millis(100))
+        }
+    }
+
     /// A wire with devices behind it, on tokio's clock: every exchange takes `latency`; a unit
     /// in `dead` never answers (the owner's timeout ends the exchange). Records when each
     /// request went out, to which unit.
@@ -923,16 +939,7 @@ mod tests {
         }
         let plugs = Plugs::default();
         let plugged = adapter(&plugs, 1);
-        let mut rtu = bus(Duration::from_millis(100));
-        rtu.kind = BusKind::Rtu {
-            serial: crate::config::SerialSettings {
-                port: "plugs".into(),
-                baud_rate: 19_200,
-                parity: crate::config::Parity::Even,
-                data_bits: 8,
-                stop_bits: crate::config::StopBits::One,
-            },
-        };
+        let rtu = rtu_bus("plugs");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (owner, handle) = BusOwner::new(
             rtu,
@@ -1020,16 +1027,7 @@ mod tests {
             far
         });
         let link = RtuLink::new(Given(Some(near)));
-        let mut rtu = bus(Duration::from_millis(100));
-        rtu.kind = BusKind::Rtu {
-            serial: crate::config::SerialSettings {
-                port: "mem".into(),
-                baud_rate: 19_200,
-                parity: crate::config::Parity::Even,
-                data_bits: 8,
-                stop_bits: crate::config::StopBits::One,
-            },
-        };
+        let rtu = rtu_bus("mem");
         let (mut owner, handle) = BusOwner::new(
             rtu,
             vec![device(
