@@ -227,15 +227,7 @@ fn queue(command: &QueueCommand) -> ExitCode {
                 Target::DataDir(config.gateway.data_dir),
                 Some(config.uplink.topic_prefix),
             ),
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!(
-                    "{}: {} problem(s) found",
-                    path.display(),
-                    errors.errors.len()
-                );
-                return ExitCode::from(EX_CONFIG);
-            }
+            Err(errors) => return config_errors(path, &errors),
         },
         // clap requires one of them.
         (None, None, None) => return ExitCode::from(2),

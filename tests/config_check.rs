@@ -9,8 +9,12 @@
 //! lines read exactly as a user would see them: `tests/config_cases/unknown_bus/config.yaml:14:10:
 //! devices[0].bus: unknown bus "plc9" (defined buses: plc1)`.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::cases::{case_names, position, run_on_config};
 
 /// sysexits.h EX_CONFIG, what `check` exits with on an invalid configuration.
 const EX_CONFIG: i32 = 78;
@@ -30,29 +34,12 @@ const REQUIRED_CASES: [&str; 10] = [
 ];
 
 fn check(config: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
-        .args(["check", "--config", config])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the fieldrelay binary runs")
-}
-
-fn case_names() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("tests/config_cases exists")
-        .map(|entry| entry.expect("readable directory entry"))
-        .filter(|entry| entry.path().is_dir())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    run_on_config(&["check"], config)
 }
 
 #[test]
 fn every_required_case_exists() {
-    let names = case_names();
+    let names = case_names("tests/config_cases");
     for required in REQUIRED_CASES {
         assert!(
             names.iter().any(|name| name == required),
@@ -64,7 +51,7 @@ fn every_required_case_exists() {
 #[test]
 fn every_case_exits_78_and_prints_its_expected_lines() {
     let mut failures = Vec::new();
-    for name in case_names() {
+    for name in case_names("tests/config_cases") {
         let config = format!("tests/config_cases/{name}/config.yaml");
         let expected_path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/config_cases")
@@ -89,14 +76,7 @@ fn every_case_exits_78_and_prints_its_expected_lines() {
         }
         for line in expected_lines {
             // Every expected line carries the position: FILE:LINE:COLUMN:
-            let prefix = format!("{config}:");
-            let position = line.strip_prefix(&prefix).and_then(|rest| {
-                let mut parts = rest.splitn(3, ':');
-                let line_no = parts.next()?.parse::<u64>().ok()?;
-                let column = parts.next()?.parse::<u64>().ok()?;
-                Some((line_no, column))
-            });
-            if position.is_none() {
+            if position(&config, line).is_none() {
                 failures.push(format!(
                     "{name}: expected line has no {config}:LINE:COLUMN: prefix: {line}"
                 ));
@@ -133,13 +113,21 @@ fn errors_are_sorted_by_position() {
     let stderr = String::from_utf8_lossy(&check(config).stderr).into_owned();
     let positions: Vec<(u64, u64)> = stderr
         .lines()
-        .filter_map(|line| {
-            let mut parts = line.strip_prefix(&format!("{config}:"))?.splitn(3, ':');
-            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-        })
+        .filter_map(|line| position(config, line))
         .collect();
     assert!(positions.len() >= 4, "{stderr}");
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{stderr}");
+}
+
+#[test]
+fn queue_reports_an_invalid_config_like_check_does() {
+    let config = "tests/config_cases/multiple_errors/config.yaml";
+    let queue = run_on_config(&["queue", "stats"], config);
+    assert_eq!(queue.status.code(), Some(EX_CONFIG));
+    assert_eq!(
+        String::from_utf8_lossy(&queue.stderr),
+        String::from_utf8_lossy(&check(config).stderr)
+    );
 }
 
 #[test]

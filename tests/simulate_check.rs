@@ -6,45 +6,26 @@
 //! `simulator.yaml` and the `expected.txt` that is exactly its problems. The shipped
 //! `config/examples/simulator.yaml` must load and serve: each endpoint accepts a connection.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::cases::{case_names, position, run_on_config};
+
 /// sysexits.h EX_CONFIG.
 const EX_CONFIG: i32 = 78;
 
 fn simulate(config: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
-        .args(["simulate", "--config", config])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the fieldrelay binary runs")
-}
-
-fn case_names() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/simulator_cases");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("tests/simulator_cases exists")
-        .map(|entry| entry.expect("readable directory entry"))
-        .filter(|entry| entry.path().is_dir())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// `(line, column)` of an error line of `config`, if it has them.
-fn position(config: &str, line: &str) -> Option<(u64, u64)> {
-    let mut parts = line.strip_prefix(&format!("{config}:"))?.splitn(3, ':');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    run_on_config(&["simulate"], config)
 }
 
 #[test]
 fn every_case_reports_all_its_problems_with_positions_and_exits_78() {
-    let names = case_names();
+    let names = case_names("tests/simulator_cases");
     assert!(
         names.iter().any(|name| name == "several_problems"),
         "{names:?}"
@@ -107,12 +88,7 @@ fn several_problems_are_all_in_one_run() {
 fn a_gateway_config_is_still_checked_like_check_does() {
     let config = "tests/config_cases/multiple_errors/config.yaml";
     let simulated = simulate(config);
-    let checked = Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
-        .args(["check", "--config", config])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the fieldrelay binary runs");
+    let checked = run_on_config(&["check"], config);
     assert_eq!(simulated.status.code(), Some(EX_CONFIG));
     assert_eq!(
         String::from_utf8_lossy(&simulated.stderr),

@@ -44,14 +44,14 @@ pub(crate) mod checks {
     pub(crate) use super::error::Issue;
     pub(crate) use super::load::load_document;
     pub(crate) use super::raw::{
-        decode_list, decode_mapping, Decoded, DurationValue, Keys, List, PortValue, RawBus,
-        RawPoint,
+        decode_document, decode_list, decode_mapping, Decoded, DurationValue, Keys, List,
+        PortValue, RawBus, RawPoint,
     };
     pub(crate) use super::source_map::KeyPath;
     pub(crate) use super::validate::{
-        in_range, is_host, modbus_source, optional, parse_data_type, positive, refuse_keys,
-        require, serial_port, serial_settings, unknown_choice, BusTag, Footprint, PointDefaults,
-        DATA_TYPE_NAMES,
+        in_range, is_host, modbus_source, optional, positive, refuse_keys, report_overlaps,
+        require, require_data_type, scale_and_offset, serial_port, serial_settings, unknown_choice,
+        BusTag, Footprint, PointDefaults,
     };
 }
 

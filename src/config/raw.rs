@@ -341,18 +341,15 @@ pub(crate) struct RawConfig {
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
 /// nothing else can be said); every other problem is pushed to `issues` and decoding goes on.
 pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawConfig> {
-    let root_path = KeyPath::root();
-    if document.is_null() {
-        issues.push(Issue::value(
-            root_path,
-            "the configuration is empty: expected the sections gateway, uplink, buses and devices",
-        ));
-        return None;
-    }
     let Decoded {
         value: root,
         mut keys,
-    } = decode_mapping::<RawRoot>(document, &root_path, "the configuration", issues)?;
+    } = decode_document::<RawRoot>(
+        document,
+        "the configuration",
+        "the configuration is empty: expected the sections gateway, uplink, buses and devices",
+        issues,
+    )?;
 
     let gateway = decode_section(&root.gateway, "gateway", &mut keys, issues);
     let uplink = decode_section(&root.uplink, "uplink", &mut keys, issues);
@@ -427,6 +424,23 @@ pub(crate) fn decode_list<T>(
         .filter_map(|(index, value)| decode_item(value, path.index(index), issues))
         .collect();
     List { path, len, items }
+}
+
+/// Decodes a whole document (its top level) into `T` with [`decode_mapping`]. An empty file is
+/// one problem, `if_empty` (which says what the file should hold), not "expected a mapping, got
+/// null".
+pub(crate) fn decode_document<T: DeserializeOwned>(
+    document: &Value,
+    what: &str,
+    if_empty: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<Decoded<T>> {
+    let root = KeyPath::root();
+    if document.is_null() {
+        issues.push(Issue::value(root, if_empty));
+        return None;
+    }
+    decode_mapping(document, &root, what, issues)
 }
 
 /// Decodes one mapping into `T`, key by key (see the module doc). `what` names the node in the

@@ -1006,6 +1006,72 @@ impl Footprint {
     }
 }
 
+/// A footprint that overlaps an earlier one of the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Overlap {
+    /// Index of the overlapping footprint.
+    later: usize,
+    /// Index of the first earlier footprint it overlaps.
+    earlier: usize,
+    footprint: Footprint,
+    other: Footprint,
+}
+
+/// For each footprint, the first earlier one it overlaps (in list order; `None`s, the entries
+/// whose table, address or type were refused, overlap nothing). Reporting against the first only
+/// keeps one mistake to one message, however many points it collides with.
+fn first_overlaps(footprints: &[Option<Footprint>]) -> Vec<Overlap> {
+    footprints
+        .iter()
+        .enumerate()
+        .filter_map(|(later, footprint)| {
+            let footprint = (*footprint)?;
+            footprints[..later]
+                .iter()
+                .enumerate()
+                .find_map(|(earlier, other)| {
+                    other
+                        .filter(|other| other.overlaps(&footprint))
+                        .map(|other| Overlap {
+                            later,
+                            earlier,
+                            footprint,
+                            other,
+                        })
+                })
+        })
+        .collect()
+}
+
+/// Reports each of `items` whose footprint overlaps an earlier one's ([`first_overlaps`]) at its
+/// `address`, with a note at the earlier item that shows its footprint. `message(later,
+/// earlier, footprint)` words the problem in the caller's terms (points of a device, registers
+/// of a simulated unit).
+pub(crate) fn report_overlaps<T>(
+    items: &[Decoded<T>],
+    footprints: impl IntoIterator<Item = Option<Footprint>>,
+    message: impl Fn(usize, usize, &Footprint) -> String,
+    issues: &mut Vec<Issue>,
+) {
+    let footprints: Vec<_> = footprints.into_iter().collect();
+    for overlap in first_overlaps(&footprints) {
+        let (Some(later), Some(earlier)) = (items.get(overlap.later), items.get(overlap.earlier))
+        else {
+            continue;
+        };
+        issues.push(
+            Issue::value(
+                later.keys.path_of("address"),
+                message(overlap.later, overlap.earlier, &overlap.footprint),
+            )
+            .with_note(
+                earlier.keys.path.clone(),
+                format!("{}, defined", overlap.other.describe()),
+            ),
+        );
+    }
+}
+
 /// Keys of a point that only a Modbus point has, and only a serial_line point has.
 const MODBUS_POINT_KEYS: [&str; 6] = [
     "table",
@@ -1029,16 +1095,7 @@ fn validate_point(
         Some(tag) => tag == BusTag::SerialLine,
         None => keys.present.contains("regex"),
     };
-    let data_type = require(keys, "type", &raw.data_type, issues).and_then(|data_type| {
-        let parsed = parse_data_type(data_type);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                unknown_choice("type", data_type, &DATA_TYPE_NAMES),
-            ));
-        }
-        parsed
-    });
+    let data_type = require_data_type(keys, &raw.data_type, issues);
     let (source, data_type, footprint) = if is_line {
         refuse_keys(
             keys,
@@ -1108,34 +1165,13 @@ fn validate_point(
             issues,
         );
     }
-    let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
-        if !scale.is_finite() {
-            issues.push(Issue::value(
-                keys.path_of("scale"),
-                "must be a finite number",
-            ));
-            None
-        } else if scale == 0.0 {
-            issues.push(Issue::value(
-                keys.path_of("scale"),
-                "must not be 0 (every reading would become the offset)",
-            ));
-            None
-        } else {
-            Some(scale)
-        }
-    });
-    let offset = optional(keys, "offset", raw.offset, 0.0).and_then(|offset| {
-        if offset.is_finite() {
-            Some(offset)
-        } else {
-            issues.push(Issue::value(
-                keys.path_of("offset"),
-                "must be a finite number",
-            ));
-            None
-        }
-    });
+    let (scale, offset) = scale_and_offset(
+        keys,
+        raw.scale,
+        raw.offset,
+        "must not be 0 (every reading would become the offset)",
+        issues,
+    );
     let qos = optional(keys, "qos", raw.qos, 1).and_then(|qos| match qos {
         0 => Some(Qos::AtMostOnce),
         1 => Some(Qos::AtLeastOnce),
@@ -1504,38 +1540,19 @@ fn check_overlaps(
         Some(name) => format!("point {name:?}"),
         None => format!("point #{}", index + 1),
     };
-    for (later, (_, footprint)) in checked.iter().enumerate() {
-        let Some(footprint) = footprint else { continue };
-        let earlier = checked[..later]
-            .iter()
-            .enumerate()
-            .find_map(|(index, (_, other))| {
-                other
-                    .filter(|other| other.overlaps(footprint))
-                    .map(|other| (index, other))
-            });
-        let Some((index, other)) = earlier else {
-            continue;
-        };
-        let (Some(point), Some(first)) = (points.get(later), points.get(index)) else {
-            continue;
-        };
-        issues.push(
-            Issue::value(
-                point.keys.path_of("address"),
-                format!(
-                    "{} ({}) overlaps {}",
-                    label(later),
-                    footprint.describe(),
-                    label(index)
-                ),
+    report_overlaps(
+        points,
+        checked.iter().map(|(_, footprint)| *footprint),
+        |later, earlier, footprint| {
+            format!(
+                "{} ({}) overlaps {}",
+                label(later),
+                footprint.describe(),
+                label(earlier)
             )
-            .with_note(
-                first.keys.path.clone(),
-                format!("{}, defined", other.describe()),
-            ),
-        );
-    }
+        },
+        issues,
+    );
 }
 
 /// Reports the second and later uses of a name, pointing back at the first.
@@ -1588,6 +1605,41 @@ pub(crate) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) 
     } else {
         Some(value.unwrap_or(default))
     }
+}
+
+/// A point's `scale` (default 1) and `offset` (default 0): both finite, the scale not 0.
+/// `zero_scale` is the message for a scale of 0, which says why from the caller's side (a
+/// gateway reads through the scale, a simulator writes through it). `None`: refused (reported).
+pub(crate) fn scale_and_offset(
+    keys: &Keys,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    zero_scale: &str,
+    issues: &mut Vec<Issue>,
+) -> (Option<f64>, Option<f64>) {
+    let scale = optional(keys, "scale", scale, 1.0).and_then(|scale| {
+        let problem = if !scale.is_finite() {
+            "must be a finite number"
+        } else if scale == 0.0 {
+            zero_scale
+        } else {
+            return Some(scale);
+        };
+        issues.push(Issue::value(keys.path_of("scale"), problem));
+        None
+    });
+    let offset = optional(keys, "offset", offset, 0.0).and_then(|offset| {
+        if offset.is_finite() {
+            Some(offset)
+        } else {
+            issues.push(Issue::value(
+                keys.path_of("offset"),
+                "must be a finite number",
+            ));
+            None
+        }
+    });
+    (scale, offset)
 }
 
 /// A required name or id: `[A-Za-z0-9_-]+`, at most `max_len` characters. These end up in MQTT
@@ -1695,7 +1747,7 @@ const DATA_TYPES: [(&str, DataType); 10] = [
     ("f64", DataType::F64),
     ("string", DataType::String { length: 0 }),
 ];
-pub(crate) const DATA_TYPE_NAMES: [&str; 10] = [
+const DATA_TYPE_NAMES: [&str; 10] = [
     "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
@@ -1713,11 +1765,29 @@ fn table_name(table: Table) -> &'static str {
         .map_or("table", |(name, _)| name)
 }
 
-pub(crate) fn parse_data_type(text: &str) -> Option<DataType> {
+fn parse_data_type(text: &str) -> Option<DataType> {
     DATA_TYPES
         .iter()
         .find(|(name, _)| *name == text)
         .map(|(_, data_type)| *data_type)
+}
+
+/// The required `type` of a point (or of a simulated register), one of [`DATA_TYPE_NAMES`]. A
+/// string's length is not part of it: [`modbus_source`] checks `length`.
+pub(crate) fn require_data_type(
+    keys: &Keys,
+    value: &Option<String>,
+    issues: &mut Vec<Issue>,
+) -> Option<DataType> {
+    let text = require(keys, "type", value, issues)?;
+    let parsed = parse_data_type(text);
+    if parsed.is_none() {
+        issues.push(Issue::value(
+            keys.path_of("type"),
+            unknown_choice("type", text, &DATA_TYPE_NAMES),
+        ));
+    }
+    parsed
 }
 
 pub(crate) fn data_type_name(data_type: DataType) -> &'static str {
@@ -2636,6 +2706,25 @@ devices:
                 r#"20:18: devices[0].points[1].address: point "pressure" (holding 11) overlaps point "temperature" (holding 10-11, defined at line 14)"#
             ]
         );
+    }
+
+    #[test]
+    fn each_footprint_is_paired_with_the_first_earlier_one_it_overlaps() {
+        let at = |first, last| {
+            Some(Footprint {
+                table: Table::Holding,
+                first,
+                last,
+                bit: None,
+            })
+        };
+        // [2] overlaps [0] and [1] and is paired with [0] only; [1] (refused) overlaps nothing.
+        let footprints = [at(10, 11), None, at(11, 12), at(12, 12), at(20, 20)];
+        let pairs: Vec<_> = first_overlaps(&footprints)
+            .iter()
+            .map(|overlap| (overlap.later, overlap.earlier))
+            .collect();
+        assert_eq!(pairs, [(2, 0), (3, 2)]);
     }
 
     #[test]

@@ -727,10 +727,8 @@ pub async fn probe<L: Link>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        BusKind, Coalesce, DataType, Encoding, ModbusSource, Planning, PointConfig, PointSource,
-        PublishMode, Qos, Reporting,
-    };
+    use crate::config::{BusKind, DataType};
+    use crate::modbus::fixtures::{device, point};
     use crate::modbus::frame::Response;
     use crate::modbus::link::TcpLink;
     use crate::simulator::{Registers, Simulator};
@@ -738,47 +736,6 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
     use tokio::net::{TcpListener, TcpStream};
-
-    fn point(name: &str, table: Table, address: u16, data_type: DataType) -> PointConfig {
-        PointConfig {
-            name: name.into(),
-            source: PointSource::Modbus(ModbusSource {
-                table,
-                address,
-                bit: None,
-                encoding: Encoding::default(),
-            }),
-            data_type,
-            scale: 1.0,
-            offset: 0.0,
-            qos: Qos::AtLeastOnce,
-            retain: false,
-            reporting: Reporting {
-                publish: PublishMode::EveryPoll,
-                deadband: 0.0,
-                max_silence: None,
-            },
-            unit: None,
-            write: None,
-        }
-    }
-
-    fn device(name: &str, unit_id: u8, points: Vec<PointConfig>) -> DeviceConfig {
-        DeviceConfig {
-            name: name.into(),
-            bus: "bus".into(),
-            unit_id,
-            poll_interval: Duration::from_secs(1),
-            points,
-            planning: Planning {
-                max_gap: 8,
-                max_registers_per_read: 125,
-                coalesce: Coalesce::Merge,
-            },
-            backoff_max: Duration::from_secs(8),
-            offline_after: 3,
-        }
-    }
 
     fn bus(timeout: Duration) -> BusConfig {
         BusConfig {
@@ -789,6 +746,22 @@ mod tests {
             },
             timeout,
             turnaround_delay: Duration::from_millis(5),
+        }
+    }
+
+    /// An rtu bus on `port` (19200 8E1), timeout 100 ms.
+    fn rtu_bus(port: &str) -> BusConfig {
+        BusConfig {
+            kind: BusKind::Rtu {
+                serial: crate::config::SerialSettings {
+                    port: port.into(),
+                    baud_rate: 19_200,
+                    parity: crate::config::Parity::Even,
+                    data_bits: 8,
+                    stop_bits: crate::config::StopBits::One,
+                },
+            },
+            ..bus(Duration::from_millis(100))
         }
     }
 
@@ -966,16 +939,7 @@ mod tests {
         }
         let plugs = Plugs::default();
         let plugged = adapter(&plugs, 1);
-        let mut rtu = bus(Duration::from_millis(100));
-        rtu.kind = BusKind::Rtu {
-            serial: crate::config::SerialSettings {
-                port: "plugs".into(),
-                baud_rate: 19_200,
-                parity: crate::config::Parity::Even,
-                data_bits: 8,
-                stop_bits: crate::config::StopBits::One,
-            },
-        };
+        let rtu = rtu_bus("plugs");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (owner, handle) = BusOwner::new(
             rtu,
@@ -1063,16 +1027,7 @@ mod tests {
             far
         });
         let link = RtuLink::new(Given(Some(near)));
-        let mut rtu = bus(Duration::from_millis(100));
-        rtu.kind = BusKind::Rtu {
-            serial: crate::config::SerialSettings {
-                port: "mem".into(),
-                baud_rate: 19_200,
-                parity: crate::config::Parity::Even,
-                data_bits: 8,
-                stop_bits: crate::config::StopBits::One,
-            },
-        };
+        let rtu = rtu_bus("mem");
         let (mut owner, handle) = BusOwner::new(
             rtu,
             vec![device(

@@ -151,50 +151,12 @@ impl PointTable {
 mod tests {
     use super::*;
     use crate::config::{
-        ByteOrder, Coalesce, DataType, Encoding, LinePattern, ModbusSource, Planning, PointSource,
-        PublishMode, Qos, Reporting, Table, WordOrder,
+        ByteOrder, DataType, Encoding, LinePattern, PointSource, PublishMode, Qos, Table, WordOrder,
     };
-    use std::time::Duration;
-
-    fn point(name: &str, table: Table, bit: Option<u8>, data_type: DataType) -> PointConfig {
-        PointConfig {
-            name: name.into(),
-            source: PointSource::Modbus(ModbusSource {
-                table,
-                address: 0,
-                bit,
-                encoding: Encoding::default(),
-            }),
-            data_type,
-            scale: 1.0,
-            offset: 0.0,
-            qos: Qos::AtLeastOnce,
-            retain: false,
-            reporting: Reporting {
-                publish: PublishMode::EveryPoll,
-                deadband: 0.0,
-                max_silence: None,
-            },
-            unit: None,
-            write: None,
-        }
-    }
+    use crate::modbus::fixtures::{bit_point, device, point};
 
     fn table(points: Vec<PointConfig>) -> PointTable {
-        PointTable::new(&DeviceConfig {
-            name: "dev".into(),
-            bus: "bus".into(),
-            unit_id: 1,
-            poll_interval: Duration::from_secs(1),
-            points,
-            planning: Planning {
-                max_gap: 8,
-                max_registers_per_read: 125,
-                coalesce: Coalesce::Merge,
-            },
-            backoff_max: Duration::from_secs(8),
-            offline_after: 3,
-        })
+        PointTable::new(&device("dev", 1, points))
     }
 
     fn words(w: &[u16]) -> Response {
@@ -204,9 +166,9 @@ mod tests {
     #[test]
     fn a_bit_of_a_register_is_taken_from_the_register_at_its_offset() {
         let t = table(vec![
-            point("b0", Table::Holding, Some(0), DataType::Bool),
-            point("b2", Table::Holding, Some(2), DataType::Bool),
-            point("b15", Table::Input, Some(15), DataType::Bool),
+            bit_point("b0", Table::Holding, 0, 0),
+            bit_point("b2", Table::Holding, 0, 2),
+            bit_point("b15", Table::Input, 0, 15),
         ]);
         // Register 0 has every bit but 0 and 2 set; register 1 only bits 2 and 15.
         let data = words(&[0xFFFA, 0x8004]);
@@ -230,14 +192,14 @@ mod tests {
 
     #[test]
     fn a_whole_register_bool_is_true_when_not_zero() {
-        let t = table(vec![point("on", Table::Holding, None, DataType::Bool)]);
+        let t = table(vec![point("on", Table::Holding, 0, DataType::Bool)]);
         assert_eq!(t.decode(0, 0, &words(&[0x0100])).1, Ok(Value::Bool(true)));
         assert_eq!(t.decode(0, 0, &words(&[0])).1, Ok(Value::Bool(false)));
     }
 
     #[test]
     fn bits_of_a_bit_table_are_taken_at_their_offset() {
-        let t = table(vec![point("c", Table::Coil, None, DataType::Bool)]);
+        let t = table(vec![point("c", Table::Coil, 0, DataType::Bool)]);
         let data = Response::Bits(vec![false, true, false]);
         assert_eq!(
             t.decode(0, 1, &data),
@@ -258,17 +220,17 @@ mod tests {
 
     #[test]
     fn a_wide_point_takes_its_registers_at_its_offset_in_its_order() {
-        let mut cdab = point("cdab", Table::Holding, None, DataType::U32);
+        let mut cdab = point("cdab", Table::Holding, 0, DataType::U32);
         if let PointSource::Modbus(source) = &mut cdab.source {
             source.encoding = Encoding {
                 byte_order: ByteOrder::Big,
                 word_order: WordOrder::Little,
             };
         }
-        let mut scaled = point("scaled", Table::Holding, None, DataType::I16);
+        let mut scaled = point("scaled", Table::Holding, 0, DataType::I16);
         scaled.scale = 0.1;
         let t = table(vec![
-            point("abcd", Table::Holding, None, DataType::U32),
+            point("abcd", Table::Holding, 0, DataType::U32),
             cdab,
             scaled,
         ]);
@@ -288,23 +250,23 @@ mod tests {
 
     #[test]
     fn data_that_is_not_registers_of_a_modbus_point_is_an_error() {
-        let mut line = point("line", Table::Holding, None, DataType::U16);
+        let mut line = point("line", Table::Holding, 0, DataType::U16);
         line.source = PointSource::Line(LinePattern(regex::Regex::new("(x)").unwrap()));
-        let t = table(vec![point("v", Table::Holding, None, DataType::U16), line]);
+        let t = table(vec![point("v", Table::Holding, 0, DataType::U16), line]);
         assert!(t.decode(0, 0, &Response::Written).1.is_err());
         assert!(t.decode(1, 0, &words(&[1])).1.is_err());
     }
 
     #[test]
     fn samples_skip_and_count_bad_points_and_honour_change_filters() {
-        let mut changes = point("changes", Table::Holding, None, DataType::U16);
+        let mut changes = point("changes", Table::Holding, 0, DataType::U16);
         changes.reporting.publish = PublishMode::OnChange;
         changes.qos = Qos::AtMostOnce;
         changes.retain = true;
         let t = &mut table(vec![
-            point("every", Table::Holding, None, DataType::U16),
+            point("every", Table::Holding, 0, DataType::U16),
             changes,
-            point("nan", Table::Holding, None, DataType::F32),
+            point("nan", Table::Holding, 0, DataType::F32),
         ]);
         let read = Read {
             table: Table::Holding,

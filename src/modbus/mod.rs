@@ -10,6 +10,8 @@ pub mod bus;
 pub mod counters;
 pub mod decode;
 pub mod device;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod frame;
 pub mod link;
 pub mod plan;

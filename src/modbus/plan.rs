@@ -97,33 +97,12 @@ pub fn plan(points: &[PointConfig], planning: &Planning) -> Vec<Read> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        DataType, Encoding, ModbusSource, PointSource, PublishMode, Qos, Reporting,
-    };
+    use crate::config::DataType;
+    use crate::modbus::fixtures;
     use proptest::prelude::*;
 
-    pub(crate) fn point(table: Table, address: u16, data_type: DataType) -> PointConfig {
-        PointConfig {
-            name: format!("p{address}"),
-            source: PointSource::Modbus(ModbusSource {
-                table,
-                address,
-                bit: None,
-                encoding: Encoding::default(),
-            }),
-            data_type,
-            scale: 1.0,
-            offset: 0.0,
-            qos: Qos::AtLeastOnce,
-            retain: false,
-            reporting: Reporting {
-                publish: PublishMode::OnChange,
-                deadband: 0.0,
-                max_silence: None,
-            },
-            unit: None,
-            write: None,
-        }
+    fn point(table: Table, address: u16, data_type: DataType) -> PointConfig {
+        fixtures::point(&format!("p{address}"), table, address, data_type)
     }
 
     const DEFAULT: Planning = Planning {

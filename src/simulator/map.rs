@@ -54,10 +54,10 @@ use tracing::info;
 
 use super::{serve_rtu, set_point, Framing, Registers, Simulator, SimulatorError};
 use crate::config::checks::{
-    decode_list, decode_mapping, in_range, is_host, load_document, modbus_source, optional,
-    parse_data_type, positive, refuse_keys, require, serial_port, serial_settings, unknown_choice,
-    BusTag, Decoded, DurationValue, Footprint, Issue, KeyPath, Keys, List, PointDefaults,
-    PortValue, RawBus, RawPoint, DATA_TYPE_NAMES,
+    decode_document, decode_list, decode_mapping, in_range, is_host, load_document, modbus_source,
+    optional, positive, refuse_keys, report_overlaps, require, require_data_type, scale_and_offset,
+    serial_port, serial_settings, unknown_choice, BusTag, Decoded, DurationValue, Footprint, Issue,
+    KeyPath, Keys, List, PointDefaults, PortValue, RawBus, RawPoint,
 };
 use crate::config::{
     data_type_name, ConfigErrors, DataType, Encoding, ModbusSource, SerialSettings,
@@ -255,15 +255,12 @@ pub fn parse(text: &str, file: &str) -> Result<SimMap, ConfigErrors> {
 /// Steps 4 and 5 of the loader for a simulator file: decode and check everything, then build
 /// the map only if nothing was wrong.
 fn build(document: &Json, issues: &mut Vec<Issue>) -> Option<SimMap> {
-    let root = KeyPath::root();
-    if document.is_null() {
-        issues.push(Issue::value(
-            root,
-            "the simulator file is empty: expected a simulator section",
-        ));
-        return None;
-    }
-    let file = decode_mapping::<RawFile>(document, &root, "a simulator file", issues)?;
+    let file = decode_document::<RawFile>(
+        document,
+        "a simulator file",
+        "the simulator file is empty: expected a simulator section",
+        issues,
+    )?;
     let section = require(&file.keys, "simulator", &file.value.simulator, issues)?;
     let Decoded { value: raw, keys } = decode_mapping::<RawSimulator>(
         section,
@@ -453,36 +450,17 @@ fn check_overlaps(
     checked: &[(Option<Served>, Option<Footprint>)],
     issues: &mut Vec<Issue>,
 ) {
-    for (later, (_, footprint)) in checked.iter().enumerate() {
-        let Some(footprint) = footprint else { continue };
-        let earlier = checked[..later]
-            .iter()
-            .enumerate()
-            .find_map(|(index, (_, other))| {
-                other
-                    .filter(|other| other.overlaps(footprint))
-                    .map(|other| (index, other))
-            });
-        let (Some((index, other)), Some(register)) = (earlier, registers.get(later)) else {
-            continue;
-        };
-        let Some(first) = registers.get(index) else {
-            continue;
-        };
-        issues.push(
-            Issue::value(
-                register.keys.path_of("address"),
-                format!(
-                    "{} overlaps registers[{index}] of this unit: each would overwrite the other",
-                    footprint.describe()
-                ),
+    report_overlaps(
+        registers,
+        checked.iter().map(|(_, footprint)| *footprint),
+        |_, earlier, footprint| {
+            format!(
+                "{} overlaps registers[{earlier}] of this unit: each would overwrite the other",
+                footprint.describe()
             )
-            .with_note(
-                first.keys.path.clone(),
-                format!("{}, defined", other.describe()),
-            ),
-        );
-    }
+        },
+        issues,
+    );
 }
 
 /// A valid register, before its unit is known.
@@ -499,16 +477,7 @@ fn check_register(
     issues: &mut Vec<Issue>,
 ) -> (Option<Served>, Option<Footprint>) {
     let (raw, keys) = (&register.value, &register.keys);
-    let data_type = require(keys, "type", &raw.data_type, issues).and_then(|text| {
-        let parsed = parse_data_type(text);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                unknown_choice("type", text, &DATA_TYPE_NAMES),
-            ));
-        }
-        parsed
-    });
+    let data_type = require_data_type(keys, &raw.data_type, issues);
     // Table, address, length, bit and orders by the gateway's rules for a modbus point.
     let point = RawPoint {
         table: raw.table.clone(),
@@ -557,35 +526,20 @@ fn check_register(
     (served(), footprint)
 }
 
-/// `scale` and `offset`, by the gateway's rules for a point (`validate_point`): finite, a scale
+/// `scale` and `offset`, by the gateway's rules for a point (`scale_and_offset`): finite, a scale
 /// of 0 refused, neither on a string.
 fn scaling(keys: &Keys, raw: &RawRegister, issues: &mut Vec<Issue>) -> Option<Scaling> {
     if raw.data_type.as_deref() == Some("string") {
         refuse_keys(keys, &["scale", "offset"], "a string register", issues);
         return Some(Scaling::IDENTITY);
     }
-    let scale = optional(keys, "scale", raw.scale, 1.0).and_then(|scale| {
-        let problem = if !scale.is_finite() {
-            "must be a finite number"
-        } else if scale == 0.0 {
-            "must not be 0: the register holds (value - offset) / scale"
-        } else {
-            return Some(scale);
-        };
-        issues.push(Issue::value(keys.path_of("scale"), problem));
-        None
-    });
-    let offset = optional(keys, "offset", raw.offset, 0.0).and_then(|offset| {
-        if offset.is_finite() {
-            Some(offset)
-        } else {
-            issues.push(Issue::value(
-                keys.path_of("offset"),
-                "must be a finite number",
-            ));
-            None
-        }
-    });
+    let (scale, offset) = scale_and_offset(
+        keys,
+        raw.scale,
+        raw.offset,
+        "must not be 0: the register holds (value - offset) / scale",
+        issues,
+    );
     Some(Scaling {
         scale: scale?,
         offset: offset?,
@@ -1139,6 +1093,18 @@ simulator:
                 "sim.yaml:14:37: simulator.units[0].registers[5].address: holding 1 overlaps registers[0] of this unit: each would overwrite the other (holding 0-1, defined at line 9)",
                 "sim.yaml:17:16: simulator.units[1].unit_id: duplicate unit id 3: list each unit once (first defined at line 7)",
             ]
+        );
+    }
+
+    #[test]
+    fn empty_and_non_mapping_files() {
+        assert_eq!(
+            errors("# nothing\n"),
+            ["sim.yaml:1:1: the simulator file is empty: expected a simulator section"]
+        );
+        assert_eq!(
+            errors("- simulator\n"),
+            ["sim.yaml:1:1: expected a simulator file (a mapping of keys to values), got a list"]
         );
     }
 
