@@ -242,3 +242,68 @@ async fn a_wrong_local_password_is_refused_and_the_cloud_path_goes_on() {
     assert!(log.contains("refused the connection"), "{log}");
     assert!(local.log().contains("not authorised"), "{}", local.log());
 }
+
+/// A hung on-site broker (SIGSTOP: its socket open, nothing answered) never holds up the cloud
+/// path: while the local client waits on it, finds it dead and redials, every new value still
+/// reaches the cloud broker; once the broker goes on, the local client connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_local_broker_never_holds_up_the_cloud_path() {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = Mosquitto::start(local_dir.path());
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(cloud_dir.path());
+    let (regs, device, _sim) = start_device().await;
+    regs.set_input(1, 0, &[1]);
+    let config = write_config(cloud_dir.path(), cloud.port, local.port, "any", device);
+    // A short keep-alive, so the local client finds the hung broker within seconds.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  username: fieldrelay\n",
+        "  keep_alive: 1s\n  username: fieldrelay\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let temperature = format!("{P}/boiler/temperature");
+    let mut sub = Subscriber::connect(cloud.port, "local-hung", &[&temperature]).await;
+    let gateway = Gateway::start(&config);
+    let gateway = tokio::task::spawn_blocking(move || {
+        wait_until("the local broker connected", DEADLINE, || {
+            gateway.log().contains("local broker connected")
+        });
+        gateway
+    })
+    .await
+    .unwrap();
+
+    local.pause();
+    for value in 2..=6 {
+        regs.set_input(1, 0, &[value]);
+        sub.until(&format!("value {value} at the cloud"), DEADLINE, |seen| {
+            seen.iter()
+                .any(|m| m.topic == temperature && m.payload["value"] == value)
+        })
+        .await;
+    }
+    let gateway = tokio::task::spawn_blocking(move || {
+        wait_until("the hung local broker found dead", DEADLINE, || {
+            gateway.log().contains("local broker connection lost")
+        });
+        gateway
+    })
+    .await
+    .unwrap();
+    // Still flowing after the local client gave up on the connection and redials.
+    regs.set_input(1, 0, &[7]);
+    sub.until("value 7 at the cloud", DEADLINE, |seen| {
+        seen.iter()
+            .any(|m| m.topic == temperature && m.payload["value"] == 7)
+    })
+    .await;
+
+    local.resume();
+    tokio::task::spawn_blocking(move || {
+        wait_until("the local broker connected again", DEADLINE, || {
+            gateway.log().matches("local broker connected").count() >= 2
+        });
+    })
+    .await
+    .unwrap();
+}
