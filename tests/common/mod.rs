@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod snippet;
+pub mod sparkplug;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,145 @@
+//! Sparkplug peers we did not write, for the integration tests: pysparkplug 0.6.1 (Python) and
+//! npm sparkplug-payload 1.0.3 (Eclipse Tahu's JavaScript codec), both installed by
+//! scripts/test-deps.sh, driven through the scripts in tests/peers/ with JSON lines.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value as Json;
+
+/// `tests/peers/<name>`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// The Python with pysparkplug 0.6.1 and paho-mqtt: `FIELDRELAY_PYTHON`, the venv
+/// scripts/test-deps.sh makes (`FIELDRELAY_PYENV`, default `~/.cache/fieldrelay/pyenv`), or
+/// `python3` on the PATH.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("FIELDRELAY_PYTHON") {
+        return python.into();
+    }
+    let venv = std::env::var_os("FIELDRELAY_PYENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fieldrelay/pyenv")))
+        .map(|env| env.join("bin/python"));
+    for candidate in venv.into_iter().chain([PathBuf::from("python3")]) {
+        let ok = Command::new(&candidate)
+            .args([
+                "-c",
+                "import pysparkplug, paho.mqtt; assert pysparkplug.__version__ == '0.6.1'",
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return candidate;
+        }
+    }
+    panic!("no python with pysparkplug 0.6.1 and paho-mqtt: run scripts/test-deps.sh");
+}
+
+/// `node` and the NODE_PATH holding sparkplug-payload 1.0.3: `FIELDRELAY_NODE_MODULES`, default
+/// `~/.cache/fieldrelay/node/node_modules` (scripts/test-deps.sh).
+pub fn node() -> (PathBuf, PathBuf) {
+    let modules = std::env::var_os("FIELDRELAY_NODE_MODULES")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| Path::new(&h).join(".cache/fieldrelay/node/node_modules"))
+        })
+        .expect("HOME or FIELDRELAY_NODE_MODULES");
+    assert!(
+        modules.join("sparkplug-payload/package.json").is_file(),
+        "no sparkplug-payload in {}: run scripts/test-deps.sh",
+        modules.display()
+    );
+    (PathBuf::from("node"), modules)
+}
+
+/// Runs a peer script: one JSON line per request on stdin, one JSON line back per request.
+pub fn run_lines(mut command: Command, requests: &[Json]) -> Vec<Json> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the peer");
+    {
+        let mut stdin = child.stdin.take().expect("peer stdin");
+        for request in requests {
+            writeln!(stdin, "{request}").expect("write to the peer");
+        }
+    }
+    let output = child.wait_with_output().expect("peer output");
+    assert!(
+        output.status.success(),
+        "peer failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replies: Vec<Json> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("the peer prints json lines"))
+        .collect();
+    assert_eq!(replies.len(), requests.len(), "one reply per request");
+    replies
+}
+
+/// pysparkplug's reading of payloads (tests/peers/sparkplug_decode.py).
+pub fn decode_with_pysparkplug(requests: &[Json]) -> Vec<Json> {
+    let mut command = Command::new(python());
+    command.arg(peer_script("sparkplug_decode.py"));
+    run_lines(command, requests)
+}
+
+/// sparkplug-payload's reading of payloads (tests/peers/sparkplug_decode.js).
+pub fn decode_with_tahu_js(requests: &[Json]) -> Vec<Json> {
+    let (node, modules) = node();
+    let mut command = Command::new(node);
+    command
+        .arg(peer_script("sparkplug_decode.js"))
+        .env("NODE_PATH", modules);
+    run_lines(command, requests)
+}
+
+/// NCMD/DCMD payloads as pysparkplug encodes them (tests/peers/sparkplug_encode.py).
+pub fn encode_with_pysparkplug(requests: &[Json]) -> Vec<Vec<u8>> {
+    let mut command = Command::new(python());
+    command.arg(peer_script("sparkplug_encode.py"));
+    run_lines(command, requests)
+        .into_iter()
+        .map(|reply| {
+            assert_eq!(reply["ok"], true, "pysparkplug refused to encode: {reply}");
+            hex_decode(reply["payload"].as_str().expect("hex payload"))
+        })
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// A JSON integer printed as a number or (beyond 2^53, by the JS peer) as a decimal string.
+pub fn as_u64(value: &Json) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// A JSON integer that may be negative, as a number or a decimal string.
+pub fn as_i64(value: &Json) -> Option<i64> {
+    value
+        .as_i64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
