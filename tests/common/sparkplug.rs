@@ -143,3 +143,147 @@ pub fn as_i64(value: &Json) -> Option<i64> {
         .as_i64()
         .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
+
+/// A peer process that talks JSON lines: commands on its stdin, records on its stdout, read by
+/// a thread so that waits have deadlines.
+pub struct LinePeer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    rx: std::sync::mpsc::Receiver<Json>,
+    /// Every record received so far, in order.
+    pub seen: Vec<Json>,
+    name: String,
+}
+
+impl LinePeer {
+    pub fn spawn(name: &str, mut command: Command) -> LinePeer {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("peer stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let record = serde_json::from_str(&line).unwrap_or(Json::String(line));
+                if tx.send(record).is_err() {
+                    break;
+                }
+            }
+        });
+        LinePeer {
+            stdin: child.stdin.take(),
+            child,
+            rx,
+            seen: Vec::new(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Writes one command line.
+    pub fn send(&mut self, command: &Json) {
+        let stdin = self.stdin.as_mut().expect("peer stdin is open");
+        writeln!(stdin, "{command}").expect("write to the peer");
+        stdin.flush().expect("flush the peer's stdin");
+    }
+
+    /// Receives records until one satisfies `matches` (checking those already seen after index
+    /// `from` first); panics after `deadline` with everything seen.
+    pub fn wait_from(
+        &mut self,
+        from: usize,
+        what: &str,
+        deadline: std::time::Duration,
+        matches: impl Fn(&Json) -> bool,
+    ) -> Json {
+        if let Some(found) = self.seen.iter().skip(from).find(|r| matches(r)) {
+            return found.clone();
+        }
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(record) => {
+                    self.seen.push(record.clone());
+                    if matches(&record) {
+                        return record;
+                    }
+                }
+                Err(error) => panic!(
+                    "{}: {} waiting for {what}; seen:\n{}",
+                    self.name,
+                    match error {
+                        std::sync::mpsc::RecvTimeoutError::Timeout =>
+                            format!("timed out after {deadline:?}"),
+                        std::sync::mpsc::RecvTimeoutError::Disconnected =>
+                            "exited (its stderr is above)".to_owned(),
+                    },
+                    self.seen
+                        .iter()
+                        .map(Json::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// [`LinePeer::wait_from`] over every record.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: std::time::Duration,
+        matches: impl Fn(&Json) -> bool,
+    ) -> Json {
+        self.wait_from(0, what, deadline, matches)
+    }
+
+    /// Records received so far that satisfy `matches` (after draining what is buffered).
+    pub fn count(&mut self, matches: impl Fn(&Json) -> bool) -> usize {
+        while let Ok(record) = self.rx.try_recv() {
+            self.seen.push(record);
+        }
+        self.seen.iter().filter(|r| matches(r)).count()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LinePeer {
+    fn drop(&mut self) {
+        // Closing stdin ends the scripts gracefully; a kill makes sure.
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a record is `event` with every `(key, value)` of `fields`.
+pub fn is_event(record: &Json, event: &str, fields: &[(&str, Json)]) -> bool {
+    record["event"] == event && fields.iter().all(|(k, v)| record[*k] == *v)
+}
+
+/// The test host application (tests/peers/sparkplug_host.py) on a broker at 127.0.0.1:`port`,
+/// once it published its online STATE.
+pub fn start_host(port: u16, host_id: &str) -> LinePeer {
+    let mut command = Command::new(python());
+    command.arg(peer_script("sparkplug_host.py")).args([
+        "--port",
+        &port.to_string(),
+        "--host-id",
+        host_id,
+    ]);
+    let mut host = LinePeer::spawn("sparkplug host", command);
+    host.wait_for(
+        "the host's ready",
+        std::time::Duration::from_secs(15),
+        |r| r["event"] == "ready",
+    );
+    host
+}

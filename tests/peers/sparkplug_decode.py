@@ -40,7 +40,6 @@ CLASSES = {
     "NCMD": pysparkplug.NCmd,
     "DCMD": pysparkplug.DCmd,
 }
-BIRTHS = {"NBIRTH": pysparkplug.NBirth, "DBIRTH": pysparkplug.DBirth}
 
 
 def jsonable(value):
@@ -104,14 +103,25 @@ def metric_json(raw_metric, birth):
     return out
 
 
-def decode(request):
-    kind = request["type"]
-    raw = bytes.fromhex(request["payload"])
-    birth = None
-    if request.get("birth"):
-        birth_bytes = bytes.fromhex(request["birth"])
-        birth_kind = "NBIRTH" if kind in ("NDATA", "NCMD") else "DBIRTH"
-        birth = BIRTHS[birth_kind].decode(birth_bytes)
+class BirthIndex:
+    """The names and datatypes a birth declared, by alias and by name: what a host keeps to read
+    later DATA and CMD payloads (the interface pysparkplug's decoders expect of a birth). Built
+    from the protobuf, so a birth whose values pysparkplug refuses still resolves aliases."""
+
+    def __init__(self, raw_birth):
+        message = pb.Payload.FromString(raw_birth)
+        self.names = {m.alias: m.name for m in message.metrics if m.HasField("alias")}
+        self.dtypes = {m.name: pysparkplug.DataType(m.datatype) for m in message.metrics}
+
+    def get_name(self, alias):
+        return self.names[alias]
+
+    def get_dtype(self, name):
+        return self.dtypes[name]
+
+
+def decode_payload(kind, raw, birth=None):
+    """A payload of type `kind` as pysparkplug reads it; `birth`: a BirthIndex for DATA/CMD."""
     # The whole payload through pysparkplug's own decoder first: it must accept it.
     try:
         CLASSES[kind].decode(raw, birth=birth)
@@ -126,6 +136,11 @@ def decode(request):
         "seq": message.seq if message.HasField("seq") else None,
         "metrics": [metric_json(m, birth) for m in message.metrics],
     }
+
+
+def decode(request):
+    birth = BirthIndex(bytes.fromhex(request["birth"])) if request.get("birth") else None
+    return decode_payload(request["type"], bytes.fromhex(request["payload"]), birth)
 
 
 def main():
