@@ -176,6 +176,20 @@ fn bd_seq_metric(ts_ms: i64, bd_seq: BdSeq) -> Metric {
     }
 }
 
+/// A payload with `seq`: every message of the node but NDEATH.
+fn sequenced(ts_ms: i64, seq: u8, metrics: Vec<Metric>, refused: Vec<Refused>) -> Encoded {
+    let payload = Payload {
+        timestamp: Some(millis(ts_ms)),
+        metrics,
+        seq: Some(u64::from(seq)),
+        ..Payload::default()
+    };
+    Encoded {
+        bytes: payload.encode_to_vec(),
+        refused,
+    }
+}
+
 /// NBIRTH: `seq` 0, `bdSeq` (the value of this connection's will), `Node Control/Rebirth`
 /// false without alias, then `metrics` (the node metrics).
 pub fn nbirth(ts_ms: i64, bd_seq: BdSeq, metrics: &[BirthMetric<'_>]) -> Encoded {
@@ -191,31 +205,14 @@ pub fn nbirth(ts_ms: i64, bd_seq: BdSeq, metrics: &[BirthMetric<'_>]) -> Encoded
         },
     ];
     all.extend(births(metrics, &mut refused));
-    let payload = Payload {
-        timestamp: Some(millis(ts_ms)),
-        metrics: all,
-        seq: Some(0),
-        ..Payload::default()
-    };
-    Encoded {
-        bytes: payload.encode_to_vec(),
-        refused,
-    }
+    sequenced(ts_ms, 0, all, refused)
 }
 
 /// DBIRTH of one device: every point with its current value (or null).
 pub fn dbirth(ts_ms: i64, seq: u8, metrics: &[BirthMetric<'_>]) -> Encoded {
     let mut refused = Vec::new();
-    let payload = Payload {
-        timestamp: Some(millis(ts_ms)),
-        metrics: births(metrics, &mut refused),
-        seq: Some(u64::from(seq)),
-        ..Payload::default()
-    };
-    Encoded {
-        bytes: payload.encode_to_vec(),
-        refused,
-    }
+    let metrics = births(metrics, &mut refused);
+    sequenced(ts_ms, seq, metrics, refused)
 }
 
 /// NDATA or DDATA: the metrics in the order given (chronological per metric, as the spec asks
@@ -248,26 +245,12 @@ pub fn data(ts_ms: i64, seq: u8, metrics: &[DataMetric<'_>]) -> Encoded {
             }
         })
         .collect();
-    let payload = Payload {
-        timestamp: Some(millis(ts_ms)),
-        metrics,
-        seq: Some(u64::from(seq)),
-        ..Payload::default()
-    };
-    Encoded {
-        bytes: payload.encode_to_vec(),
-        refused,
-    }
+    sequenced(ts_ms, seq, metrics, refused)
 }
 
 /// DDEATH: a timestamp and the `seq`, no metrics.
 pub fn ddeath(ts_ms: i64, seq: u8) -> Vec<u8> {
-    Payload {
-        timestamp: Some(millis(ts_ms)),
-        seq: Some(u64::from(seq)),
-        ..Payload::default()
-    }
-    .encode_to_vec()
+    sequenced(ts_ms, seq, Vec::new(), Vec::new()).bytes
 }
 
 /// NDEATH (the will, and the graceful death): `bdSeq` only, no `seq`.

@@ -134,24 +134,12 @@ impl MetricValue {
                     MetricValue::Double(f)
                 }
             }
-            DataType::Int16 => i16::try_from(integer()?)
-                .map(MetricValue::Int16)
-                .map_err(|_| out_of_range())?,
-            DataType::Int32 => i32::try_from(integer()?)
-                .map(MetricValue::Int32)
-                .map_err(|_| out_of_range())?,
-            DataType::Int64 => i64::try_from(integer()?)
-                .map(MetricValue::Int64)
-                .map_err(|_| out_of_range())?,
-            DataType::UInt16 => u16::try_from(integer()?)
-                .map(MetricValue::UInt16)
-                .map_err(|_| out_of_range())?,
-            DataType::UInt32 => u32::try_from(integer()?)
-                .map(MetricValue::UInt32)
-                .map_err(|_| out_of_range())?,
-            DataType::UInt64 => u64::try_from(integer()?)
-                .map(MetricValue::UInt64)
-                .map_err(|_| out_of_range())?,
+            DataType::Int16 => MetricValue::Int16(fit(integer()?).ok_or_else(out_of_range)?),
+            DataType::Int32 => MetricValue::Int32(fit(integer()?).ok_or_else(out_of_range)?),
+            DataType::Int64 => MetricValue::Int64(fit(integer()?).ok_or_else(out_of_range)?),
+            DataType::UInt16 => MetricValue::UInt16(fit(integer()?).ok_or_else(out_of_range)?),
+            DataType::UInt32 => MetricValue::UInt32(fit(integer()?).ok_or_else(out_of_range)?),
+            DataType::UInt64 => MetricValue::UInt64(fit(integer()?).ok_or_else(out_of_range)?),
             other => return Err(ValueError::Unsupported(datatype_name(other))),
         })
     }
@@ -203,6 +191,11 @@ impl MetricValue {
             MetricValue::String(s) => Value::Str(s.clone()),
         }
     }
+}
+
+/// `value` as the integer type the caller wants, if it fits.
+fn fit<T: TryFrom<i128>>(value: i128) -> Option<T> {
+    T::try_from(value).ok()
 }
 
 /// The f64 nearest to the shortest decimal that round-trips `v` (21.7f32 → 21.7).

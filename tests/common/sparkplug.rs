@@ -15,31 +15,12 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The Python with pysparkplug 0.6.1 and paho-mqtt: `FIELDRELAY_PYTHON`, the venv
-/// scripts/test-deps.sh makes (`FIELDRELAY_PYENV`, default `~/.cache/fieldrelay/pyenv`), or
-/// `python3` on the PATH.
+/// The Python with pysparkplug 0.6.1 and paho-mqtt ([`super::python::find`]).
 pub fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("FIELDRELAY_PYTHON") {
-        return python.into();
-    }
-    let venv = std::env::var_os("FIELDRELAY_PYENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fieldrelay/pyenv")))
-        .map(|env| env.join("bin/python"));
-    for candidate in venv.into_iter().chain([PathBuf::from("python3")]) {
-        let ok = Command::new(&candidate)
-            .args([
-                "-c",
-                "import pysparkplug, paho.mqtt; assert pysparkplug.__version__ == '0.6.1'",
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate;
-        }
-    }
-    panic!("no python with pysparkplug 0.6.1 and paho-mqtt: run scripts/test-deps.sh");
+    super::python::find(
+        "import pysparkplug, paho.mqtt; assert pysparkplug.__version__ == '0.6.1'",
+        "pysparkplug 0.6.1 and paho-mqtt",
+    )
 }
 
 /// `node` and the NODE_PATH holding sparkplug-payload 1.0.3: `FIELDRELAY_NODE_MODULES`, default
