@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian/Ubuntu: a real mosquitto broker and its clients,
 # socat (serial pseudo-terminal pairs), script (a terminal for the progress bar), and pymodbus
-# 3.7.4 (a Modbus RTU slave we did not write) in a Python virtual environment. Idempotent; uses
-# sudo when not root.
+# 3.7.4 (a Modbus RTU slave we did not write) in a Python virtual environment, with pysparkplug
+# 0.6.1; Node.js with npm sparkplug-payload 1.0.3 (Sparkplug peers). Idempotent; uses sudo when
+# not root.
 set -euo pipefail
 
 need=()
@@ -36,6 +37,25 @@ if ! "$pyenv/bin/python" -c 'import pymodbus, serial; assert pymodbus.__version_
   "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "pymodbus[serial]==3.7.4"
 fi
 
+# pysparkplug 0.6.1 (a Sparkplug B codec and client we did not write; the test host application
+# is built on it) with its MQTT client paho-mqtt 1.6.1, in the same virtual environment.
+if ! "$pyenv/bin/python" -c 'import pysparkplug, paho.mqtt; assert pysparkplug.__version__ == "0.6.1"' >/dev/null 2>&1; then
+  "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "pysparkplug==0.6.1" "paho-mqtt==1.6.1" "protobuf==7.36.2"
+fi
+
+# npm sparkplug-payload 1.0.3 (Eclipse Tahu's JavaScript codec: a second Sparkplug decoder), from
+# tests/peers/package-lock.json, in a cache the tests find (FIELDRELAY_NODE_MODULES).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+nodedir="${FIELDRELAY_NODE:-$HOME/.cache/fieldrelay/node}"
+peers="$(cd "$(dirname "$0")/../tests/peers" && pwd)"
+if ! cmp -s "$peers/package-lock.json" "$nodedir/package-lock.json" \
+  || [ ! -f "$nodedir/node_modules/sparkplug-payload/package.json" ]; then
+  mkdir -p "$nodedir"
+  cp "$peers/package.json" "$peers/package-lock.json" "$nodedir/"
+  (cd "$nodedir" && npm ci --no-audit --no-fund --silent)
+fi
+
 # Debian installs mosquitto in /usr/sbin, which is not on every user's PATH.
 command -v mosquitto >/dev/null 2>&1 || echo "note: add /usr/sbin to PATH for mosquitto" >&2
-echo "test dependencies present: mosquitto, mosquitto-clients, socat, pymodbus 3.7.4 ($pyenv)"
+echo "test dependencies present: mosquitto, mosquitto-clients, socat, pymodbus 3.7.4 and pysparkplug 0.6.1 ($pyenv), sparkplug-payload 1.0.3 ($nodedir)"

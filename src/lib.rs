@@ -41,5 +41,6 @@ pub mod reload;
 pub mod sample;
 pub mod service;
 pub mod simulator;
+pub mod sparkplug;
 pub mod status;
 pub mod uplink;

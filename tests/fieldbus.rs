@@ -14,6 +14,8 @@
 //! Every path is a fresh temp dir and every port is picked by the OS. Waits are on events with
 //! generous deadlines (this machine is shared with other builds).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,30 +77,12 @@ impl Drop for Peer {
     }
 }
 
-/// The Python with pymodbus 3.7.4: `FIELDRELAY_PYTHON`, the venv scripts/test-deps.sh makes,
-/// or `python3` on the PATH.
+/// The Python with pymodbus 3.7.4 ([`common::python::find`]).
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("FIELDRELAY_PYTHON") {
-        return python.into();
-    }
-    let venv = std::env::var_os("FIELDRELAY_PYENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fieldrelay/pyenv")))
-        .map(|env| env.join("bin/python"));
-    let candidates = venv.into_iter().chain([PathBuf::from("python3")]);
-    for candidate in candidates {
-        let ok = Command::new(&candidate)
-            .args([
-                "-c",
-                "import pymodbus, serial; assert pymodbus.__version__ == '3.7.4'",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate;
-        }
-    }
-    panic!("no python with pymodbus 3.7.4 and pyserial: run scripts/test-deps.sh");
+    common::python::find(
+        "import pymodbus, serial; assert pymodbus.__version__ == '3.7.4'",
+        "pymodbus 3.7.4 and pyserial",
+    )
 }
 
 fn serial(port: &Path) -> SerialSettings {

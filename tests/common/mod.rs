@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod python;
 pub mod snippet;
+pub mod sparkplug;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
