@@ -34,7 +34,7 @@ pub use validate::{
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,
     DEFAULT_MQTTS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL,
     DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
-    MAX_CLIENT_ID_LEN, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+    MAX_CLIENT_ID_LEN, MAX_DECIMALS, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
 
 /// The loader's parts for other YAML files held to the configuration's standard (the simulator
@@ -310,6 +310,9 @@ pub struct PointConfig {
     pub data_type: DataType,
     pub scale: f64,
     pub offset: f64,
+    /// At most this many decimals in the published value; `None`: those the scale and offset
+    /// imply (`crate::modbus::decode`, "Decimals").
+    pub decimals: Option<u8>,
     pub qos: Qos,
     pub retain: bool,
     pub reporting: Reporting,
@@ -343,6 +346,15 @@ impl PointConfig {
         match &self.source {
             PointSource::Modbus(source) => Some(source),
             PointSource::Line(_) => None,
+        }
+    }
+
+    /// How a raw reading becomes the published value: scale, offset, decimals.
+    pub fn scaling(&self) -> crate::modbus::decode::Scaling {
+        crate::modbus::decode::Scaling {
+            scale: self.scale,
+            offset: self.offset,
+            decimals: self.decimals,
         }
     }
 }

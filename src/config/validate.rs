@@ -92,6 +92,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// TCP round trip alone is several milliseconds.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Most decimals a point's `decimals:` key may ask for: more than an f64 promises for a value
+/// near 1.
+pub const MAX_DECIMALS: u8 = 15;
+
 /// Builds the configuration; pushes every problem found to `issues`. Returns `Some` only if every
 /// part could be built.
 pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
@@ -1160,7 +1164,7 @@ fn validate_point(
     if is_string {
         refuse_keys(
             keys,
-            &["scale", "offset", "deadband"],
+            &["scale", "offset", "decimals", "deadband"],
             "a string point",
             issues,
         );
@@ -1172,6 +1176,19 @@ fn validate_point(
         "must not be 0 (every reading would become the offset)",
         issues,
     );
+    let decimals = match raw.decimals {
+        None => Some(None),
+        Some(places) if (0..=i64::from(MAX_DECIMALS)).contains(&places) => {
+            Some(u8::try_from(places).ok())
+        }
+        Some(places) => {
+            issues.push(Issue::value(
+                keys.path_of("decimals"),
+                format!("must be 0 to {MAX_DECIMALS}, got {places}"),
+            ));
+            None
+        }
+    };
     let qos = optional(keys, "qos", raw.qos, 1).and_then(|qos| match qos {
         0 => Some(Qos::AtMostOnce),
         1 => Some(Qos::AtLeastOnce),
@@ -1258,6 +1275,7 @@ fn validate_point(
             data_type: data_type?,
             scale: if is_string { 1.0 } else { scale? },
             offset: if is_string { 0.0 } else { offset? },
+            decimals: decimals?,
             qos: qos?,
             retain: retain?,
             reporting: Reporting {
@@ -2018,6 +2036,7 @@ devices:
                 data_type: DataType::F32,
                 scale: 1.0,
                 offset: 0.0,
+                decimals: None,
                 qos: Qos::AtLeastOnce,
                 retain: false,
                 reporting: Reporting {
