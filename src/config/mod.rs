@@ -12,6 +12,7 @@ mod error;
 mod load;
 mod local;
 mod metrics;
+mod modicon;
 mod raw;
 mod source_map;
 mod status;
@@ -24,8 +25,11 @@ pub use commands::{
     DEFAULT_OFFLINE_AFTER,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
+pub use load::{
+    load, load_str, load_str_with_warnings, load_with_warnings, read_text, MAX_FILE_SIZE,
+};
 pub use local::LocalConfig;
+pub use modicon::{modicon_hint, ModiconReference};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub(crate) use validate::data_type_name;

@@ -1156,6 +1156,7 @@ fn validate_point(
             ));
         }
         let (source, data_type, footprint) = modbus_source(keys, raw, data_type, defaults, issues);
+        super::modicon::check_address(keys, raw.table.as_deref(), raw.address, issues);
         (source.map(PointSource::Modbus), data_type, footprint)
     };
 
@@ -1769,14 +1770,14 @@ const DATA_TYPE_NAMES: [&str; 10] = [
     "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
-fn parse_table(text: &str) -> Option<Table> {
+pub(crate) fn parse_table(text: &str) -> Option<Table> {
     TABLES
         .iter()
         .find(|(name, _)| *name == text)
         .map(|(_, table)| *table)
 }
 
-fn table_name(table: Table) -> &'static str {
+pub(crate) fn table_name(table: Table) -> &'static str {
     TABLES
         .iter()
         .find(|(_, t)| *t == table)
