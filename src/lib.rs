@@ -24,6 +24,8 @@
 //! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
+//! - [`import`] turns a vendor's register list (CSV) into checked points for
+//!   `fieldrelay points import`.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
 
 pub mod app;
@@ -31,6 +33,7 @@ pub mod backoff;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod import;
 pub mod local;
 pub mod metrics;
 pub mod modbus;
