@@ -30,9 +30,9 @@ use tracing::{debug, info, warn};
 
 use super::bus::{DeviceView, SampleSink};
 use super::counters::{DeviceCounters, DeviceHealth};
+use super::decode::{DecodeError, Scaling};
 use super::device::PointTable;
 use super::link::{Opener, SerialOpener};
-use super::decode::{DecodeError, Scaling};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, BusKind, DataType, DeviceConfig, PointSource};
 use crate::sample::{now_ms, Value};
@@ -388,8 +388,14 @@ mod tests {
             parse(" 12.5", DataType::F64, Scaling::IDENTITY),
             Ok(Value::Float(12.5))
         );
-        assert_eq!(parse("+42", DataType::I32, Scaling::IDENTITY), Ok(Value::Int(42)));
-        assert_eq!(parse("42", DataType::U16, Scaling::linear(0.5, 1.0)), Ok(Value::Float(22.0)));
+        assert_eq!(
+            parse("+42", DataType::I32, Scaling::IDENTITY),
+            Ok(Value::Int(42))
+        );
+        assert_eq!(
+            parse("42", DataType::U16, Scaling::linear(0.5, 1.0)),
+            Ok(Value::Float(22.0))
+        );
         assert_eq!(
             parse("OK", DataType::String { length: 0 }, Scaling::IDENTITY),
             Ok(Value::Str("OK".into()))
