@@ -1,11 +1,11 @@
 //! The command line as clap sees it: subcommands, options, help texts. `main.rs` acts on it; the
-//! same definition renders `fieldrelay completions SHELL` and the man pages (`fieldrelay
-//! manpages DIR`, hidden: the package build runs it), so help, completions and man pages
-//! cannot disagree.
+//! same definition renders `fieldrelay completions SHELL` and, at package build time
+//! ([`write_package_assets`], run by `examples/package_assets.rs`), the man pages and the
+//! completion files the `.deb` installs, so help, completions and man pages cannot disagree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Where the package installs the configuration, and where every subcommand looks by default.
 pub const DEFAULT_CONFIG: &str = "/etc/fieldrelay/config.yaml";
@@ -85,12 +85,32 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Write the man pages (fieldrelay.1, fieldrelay-run.1, ...) into DIR: the package build.
-    #[command(hide = true)]
-    Manpages {
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-    },
+}
+
+/// The completion script for `shell`.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fieldrelay", &mut script);
+    script
+}
+
+/// What the `.deb` installs besides the binary, generated from this definition: `DIR/man/*.1`
+/// (one page per command and subcommand) and `DIR/completions/` (`fieldrelay.bash`,
+/// `_fieldrelay`, `fieldrelay.fish`, the names the shells' completion directories expect).
+pub fn write_package_assets(dir: &Path) -> std::io::Result<()> {
+    let man = dir.join("man");
+    std::fs::create_dir_all(&man)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for (shell, name) in [
+        (clap_complete::Shell::Bash, "fieldrelay.bash"),
+        (clap_complete::Shell::Zsh, "_fieldrelay"),
+        (clap_complete::Shell::Fish, "fieldrelay.fish"),
+    ] {
+        std::fs::write(completions.join(name), completion_script(shell))?;
+    }
+    Ok(())
 }
 
 pub const QUEUE_EXIT: &str = "Exit status: 0 done; 3 export finished but could not read every \

@@ -17,7 +17,8 @@
 //! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
-//! - [`app`] wires the tasks together and owns shutdown.
+//! - [`app`] wires the tasks together and owns shutdown; [`cli`] is the command line (help,
+//!   completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
@@ -30,6 +31,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod fleet;

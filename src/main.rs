@@ -1,20 +1,18 @@
 //! The `fieldrelay` command line: `run`, `check`, `probe`, `queue`, `simulate`, `points import`,
-//! `completions` (the options themselves are in `cli.rs`).
-
-mod cli;
+//! `completions` (the options themselves are in `fieldrelay::cli`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, PointsCommand, QueueCommand, StatsFormat};
+use fieldrelay::cli::{self, Cli, Command, PointsCommand, QueueCommand, StatsFormat};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid. systemd's `RestartPreventExitStatus=78`
 /// keeps a broken config from restart-looping.
@@ -23,9 +21,6 @@ const EX_CONFIG: u8 = 78;
 /// sysexits.h EX_NOPERM: root refused on the service user's data directory.
 const EX_NOPERM: u8 = 77;
 
-/// sysexits.h EX_CANTCREAT: the man pages could not be written.
-const EX_CANTCREAT: u8 = 73;
-
 /// Exit status after a second SIGTERM/SIGINT cut shutdown short (128 + SIGINT, as shells report).
 const EX_INTERRUPTED: i32 = 130;
 
@@ -33,10 +28,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match cli.command {
         Command::Completions { shell } => {
-            // Into memory first: the generator panics on a write error (`| head`).
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "fieldrelay", &mut script);
-            return match std::io::stdout().write_all(&script) {
+            // Generated into memory: the generator panics on a write error (`| head`).
+            return match std::io::stdout().write_all(&cli::completion_script(shell)) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                     eprintln!("error: cannot write the completion script: {e}");
                     ExitCode::FAILURE
@@ -44,7 +37,6 @@ fn main() -> ExitCode {
                 _ => ExitCode::SUCCESS,
             };
         }
-        Command::Manpages { dir } => return manpages(&dir),
         Command::Points(PointsCommand::Import {
             csv,
             device,
@@ -117,8 +109,7 @@ fn main() -> ExitCode {
         Command::Check { .. }
         | Command::Queue(_)
         | Command::Points(_)
-        | Command::Completions { .. }
-        | Command::Manpages { .. } => return ExitCode::from(2),
+        | Command::Completions { .. } => return ExitCode::from(2),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,23 +148,6 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => config_errors(path, &errors),
-    }
-}
-
-/// `fieldrelay manpages DIR`: one page per command and subcommand, from the same definition as
-/// `--help`.
-fn manpages(dir: &Path) -> ExitCode {
-    let written =
-        std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "error: cannot write the man pages to {}: {error}",
-                dir.display()
-            );
-            ExitCode::from(EX_CANTCREAT)
-        }
     }
 }
 
