@@ -800,3 +800,57 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     task.await.unwrap();
     writer.close().await.unwrap();
 }
+
+/// Every failed reconnect is logged after a lost connection, with its reason and when the next
+/// attempt comes, for the cloud uplink and the on-site client alike; while the broker stays
+/// down, lines come at most every 10 s and say how many attempts they stand for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reconnects_are_logged_with_reason_and_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_dir, local_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cloud = Mosquitto::start(cloud_dir.path());
+    let mut local = Mosquitto::start(local_dir.path());
+    let (device, _stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", cloud.port);
+    let local_section = format!("local:\n  url: mqtt://127.0.0.1:{}\n", local.port);
+    let gateway = Gateway::start(&config(dir.path(), &url, device, &local_section));
+    logged_after(&gateway, 0, "uplink connected", Duration::from_secs(30)).await;
+    logged_after(
+        &gateway,
+        0,
+        "local broker connected",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let mark = gateway.log_mark();
+    cloud.stop();
+    local.stop();
+    let deadline = Duration::from_secs(30);
+    logged_after(&gateway, mark, "uplink connection lost", deadline).await;
+    logged_after(&gateway, mark, "local broker connection lost", deadline).await;
+    for needle in [
+        "uplink cannot connect",
+        "cannot connect to the local broker",
+    ] {
+        let line = logged_after(&gateway, mark, needle, deadline).await;
+        assert!(line.contains("Connection refused"), "no reason: {line}");
+        assert!(line.contains("next attempt in "), "no next attempt: {line}");
+    }
+    // Attempts every 0.5 s at most: the next uplink line stands for the ones in between.
+    let mark = gateway.log_mark();
+    let line = logged_after(
+        &gateway,
+        mark,
+        "since the last report",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(line.contains("more failed attempts"), "{line}");
+    let lines = gateway.log_since(mark);
+    let uplink_lines = lines
+        .lines()
+        .filter(|l| l.contains("uplink cannot connect"))
+        .count();
+    assert!(uplink_lines <= 2, "not rate limited:\n{lines}");
+}

@@ -69,7 +69,7 @@ use super::session::{PubRecAction, Released, Restored, Session};
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
-use crate::backoff::Backoff;
+use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
 use crate::config::{Qos, SessionMode, UplinkConfig};
 use crate::queue::{Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
@@ -232,6 +232,7 @@ impl Link {
 
     async fn run(&mut self) {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        let mut failure_log = FailureLog::default();
         let persistent = self.config.session == SessionMode::Persistent;
         while !self.cancel.is_cancelled() {
             if persistent && self.fresh_start.is_none() {
@@ -256,6 +257,7 @@ impl Link {
                 () = self.cancel.cancelled() => break,
             };
             let broker = self.dialer.endpoint();
+            let mut failed = None;
             match attempt {
                 Ok((_reader, writer, _ack)) if fresh_start => {
                     match self.start_fresh_session(writer).await {
@@ -275,6 +277,7 @@ impl Link {
                     if !self.acks.on_connected() {
                         backoff.reset();
                     }
+                    failure_log.reset();
                     self.stats.connected();
                     self.state.send_replace(LinkState::Connected);
                     let resumed = persistent && ack.session_present;
@@ -288,19 +291,25 @@ impl Link {
                         }
                     }
                 }
-                Err(error) if backoff.failures() == 0 => {
-                    self.stats.connect_failed();
-                    warn!(%error, %broker, "uplink cannot connect; retrying with backoff")
-                }
                 Err(error) => {
                     self.stats.connect_failed();
-                    debug!(%error, failures = backoff.failures(), "uplink connect failed")
+                    failed = Some(error);
                 }
             }
             if self.queue.is_closed() {
                 return;
             }
             let delay = backoff.next_delay();
+            if let Some(error) = failed {
+                match failure_log.failed(Instant::now()) {
+                    Some(unlogged) => warn!(
+                        %error, %broker, attempt = backoff.failures(), next_attempt_in = ?delay,
+                        "uplink cannot connect; retrying with backoff, next attempt in {delay:.1?}{}",
+                        unlogged_suffix(unlogged)
+                    ),
+                    None => debug!(%error, attempt = backoff.failures(), "uplink connect failed"),
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.cancel.cancelled() => break,
