@@ -26,6 +26,7 @@ const EX_INTERRUPTED: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let config_path = match cli.command {
         Command::Completions { shell } => {
             // Generated into memory: the generator panics on a write error (`| head`).
@@ -58,15 +59,11 @@ fn main() -> ExitCode {
             };
             return import(&csv, &target);
         }
-        Command::Queue(command) => {
-            init_logging();
-            return queue(&command);
-        }
+        Command::Queue(command) => return queue(&command),
         Command::Check { config } => return check(&config.config),
         Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
         Command::Simulate { ref config } => config.clone(),
     };
-    init_logging();
     if let Command::Simulate { config } = &cli.command {
         if let Some(result) = simulate_file(config) {
             return result;
