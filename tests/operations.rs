@@ -700,20 +700,26 @@ async fn a_refused_reload_keeps_the_running_configuration() {
     )
     .await;
 
-    // 2. Needs a restart: a new gateway id together with a new point; neither is applied.
+    // 2. Needs a restart: a new gateway id and keep alive together with a new point; none is
+    // applied, and the log names each key.
     write(COUNTER_AND_SETPOINT);
     std::fs::write(
         &config_path,
         std::fs::read_to_string(&config_path)
             .unwrap()
-            .replace("id: test-gw", "id: other-gw"),
+            .replace("id: test-gw", "id: other-gw")
+            .replace("keep_alive: 5s", "keep_alive: 6s"),
     )
     .unwrap();
     reload(&gateway, "needs_restart", 1.0);
     let log = gateway.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("reload refused: these changes need a restart"))
+        .unwrap_or_else(|| panic!("no refusal in:\n{log}"));
     assert!(
-        log.contains("reload refused: these changes need a restart") && log.contains("gateway.id"),
-        "{log}"
+        refused.contains("gateway.id") && refused.contains("uplink.keep_alive"),
+        "{refused}"
     );
     regs.set_holding(1, 4, &u32_words(3));
     sub.until("a counter change on the old topic", DEADLINE, |seen| {
