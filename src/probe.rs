@@ -348,20 +348,23 @@ mod tests {
     use crate::modbus::decode::DecodeError;
     use crate::sample::Value;
 
+    /// The device `boiler` with these points (YAML list items).
+    fn device_with(points: &str) -> DeviceConfig {
+        let text = format!(
+            "gateway: {{id: gw, data_dir: /d}}\nuplink: {{url: 'mqtt://b'}}\n\
+             buses: [{{name: plc1, type: tcp, host: h}}]\n\
+             devices:\n  - name: boiler\n    bus: plc1\n    points:\n{points}"
+        );
+        load_str(&text, "c.yaml").unwrap().devices.remove(0)
+    }
+
     fn device() -> DeviceConfig {
-        let text = "\
-gateway: {id: gw, data_dir: /d}
-uplink: {url: 'mqtt://b'}
-buses: [{name: plc1, type: tcp, host: h}]
-devices:
-  - name: boiler
-    bus: plc1
-    points:
-      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
+        device_with(
+            "      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
       - {name: pump, table: coil, address: 0, type: bool}
       - {name: level, table: input, address: 0, type: f32, unit: m}
-";
-        load_str(text, "c.yaml").unwrap().devices.remove(0)
+",
+        )
     }
 
     #[test]
@@ -423,18 +426,11 @@ boiler  level        0x7FC0 0x0000         m     decode error: decoded value is 
     /// probably meant; a successful one does not second-guess it.
     #[test]
     fn a_failed_read_at_a_modicon_reference_gets_a_hint() {
-        let text = "\
-gateway: {id: gw, data_dir: /d}
-uplink: {url: 'mqtt://b'}
-buses: [{name: plc1, type: tcp, host: h}]
-devices:
-  - name: boiler
-    bus: plc1
-    points:
-      - {name: setpoint, table: holding, address: 40003, type: u16}
+        let device = device_with(
+            "      - {name: setpoint, table: holding, address: 40003, type: u16}
       - {name: level, table: input, address: 30002, type: u16}
-";
-        let device = load_str(text, "c.yaml").unwrap().devices.remove(0);
+",
+        );
         let probed = Ok(vec![
             ProbedPoint {
                 point: "setpoint".into(),

@@ -99,36 +99,43 @@ pub enum Plan {
 /// Decides what reloading from `running` to `new` means.
 pub fn plan(running: &Config, new: &Config) -> Plan {
     let mut keys = Vec::new();
-    if running.gateway.id != new.gateway.id {
-        keys.push("gateway.id".to_owned());
-    }
-    if running.gateway.data_dir != new.gateway.data_dir {
-        keys.push("gateway.data_dir".to_owned());
-    }
-    uplink_changes(&running.uplink, &new.uplink, &mut keys);
-    if running.metrics != new.metrics {
-        keys.push("metrics.listen".to_owned());
-    }
     let StatusConfig {
         offline,
         health_interval,
     } = &new.status;
-    if *offline != running.status.offline {
-        keys.push("uplink.status.offline".to_owned());
-    }
-    if *health_interval != running.status.health_interval {
-        keys.push("uplink.health_interval".to_owned());
-    }
     let CommandsConfig {
         max_age,
         without_ts,
     } = &new.commands;
-    if *max_age != running.commands.max_age {
-        keys.push("commands.max_age".to_owned());
-    }
-    if *without_ts != running.commands.without_ts {
-        keys.push("commands.without_ts".to_owned());
-    }
+    push_changed(
+        &mut keys,
+        "",
+        [
+            ("gateway.id", running.gateway.id != new.gateway.id),
+            (
+                "gateway.data_dir",
+                running.gateway.data_dir != new.gateway.data_dir,
+            ),
+        ],
+    );
+    uplink_changes(&running.uplink, &new.uplink, &mut keys);
+    push_changed(
+        &mut keys,
+        "",
+        [
+            ("metrics.listen", running.metrics != new.metrics),
+            ("uplink.status.offline", *offline != running.status.offline),
+            (
+                "uplink.health_interval",
+                *health_interval != running.status.health_interval,
+            ),
+            ("commands.max_age", *max_age != running.commands.max_age),
+            (
+                "commands.without_ts",
+                *without_ts != running.commands.without_ts,
+            ),
+        ],
+    );
     local_changes(running.local.as_ref(), new.local.as_ref(), &mut keys);
     // The points' `max_age`s are resolved into `store` but written on the points: they follow
     // the devices. The rest of `store` (the file's size, `on_full`, `sync`) needs a restart.
@@ -205,11 +212,16 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ("max_inflight", *max_inflight != old.max_inflight),
         ("max_rate", *max_rate != old.max_rate),
     ];
+    push_changed(keys, "uplink.", changed);
+}
+
+/// `prefix` + each key whose flag is set, in order.
+fn push_changed<const N: usize>(keys: &mut Vec<String>, prefix: &str, changed: [(&str, bool); N]) {
     keys.extend(
         changed
             .into_iter()
             .filter(|(_, changed)| *changed)
-            .map(|(key, _)| format!("uplink.{key}")),
+            .map(|(key, _)| format!("{prefix}{key}")),
     );
 }
 
@@ -238,12 +250,7 @@ fn local_changes(old: Option<&LocalConfig>, new: Option<&LocalConfig>, keys: &mu
         ("username", *username != old.username),
         ("password_file", *password_file != old.password_file),
     ];
-    keys.extend(
-        changed
-            .into_iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(key, _)| format!("local.{key}")),
-    );
+    push_changed(keys, "local.", changed);
 }
 
 /// Reload results for the metrics endpoint.

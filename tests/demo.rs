@@ -29,7 +29,10 @@ fn a_taken_device_port_is_diagnosed_not_hidden() {
     );
     assert!(stderr.contains("DEMO_MODBUS_PORT=5021"), "{stderr}");
     assert!(
-        stderr.contains(&format!("all logs are in {}/", dir.path().join("demo").display())),
+        stderr.contains(&format!(
+            "all logs are in {}/",
+            dir.path().join("demo").display()
+        )),
         "{stderr}"
     );
     drop(taken);

@@ -183,26 +183,18 @@ mod tests {
 
     #[test]
     fn numbers_in_the_reference_ranges_resolve() {
-        assert_eq!(
-            ModiconReference::from_number(40003),
-            reference(Table::Holding, 2, 40003)
-        );
-        assert_eq!(
-            ModiconReference::from_number(30001),
-            reference(Table::Input, 0, 30001)
-        );
-        assert_eq!(
-            ModiconReference::from_number(10010),
-            reference(Table::DiscreteInput, 9, 10010)
-        );
-        assert_eq!(
-            ModiconReference::from_number(400001),
-            reference(Table::Holding, 0, 400001)
-        );
-        assert_eq!(
-            ModiconReference::from_number(465536),
-            reference(Table::Holding, 65535, 465536)
-        );
+        for (number, table, address) in [
+            (40003, Table::Holding, 2),
+            (30001, Table::Input, 0),
+            (10010, Table::DiscreteInput, 9),
+            (400001, Table::Holding, 0),
+            (465536, Table::Holding, 65535),
+        ] {
+            assert_eq!(
+                ModiconReference::from_number(i64::from(number)),
+                reference(table, address, number)
+            );
+        }
         for not_one in [
             0, 2, 9_999, 20_001, 40_000, 50_000, 465_537, 500_000, -40_001,
         ] {
