@@ -51,6 +51,7 @@ fn point(i: usize, table: Table, address: u16, data_type: DataType) -> PointConf
         data_type,
         scale: 1.0,
         offset: 0.0,
+        decimals: None,
         qos: Qos::AtLeastOnce,
         retain: false,
         reporting: Reporting {

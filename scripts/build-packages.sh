@@ -61,6 +61,10 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
   cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
 
+# Man pages and shell completions (the same for every architecture), from the command line's
+# definition: a host build of the example, then packaged as assets by every `cargo deb`.
+cargo run --locked --quiet --example package_assets -- target/assets
+
 mkdir -p "$OUT"
 for arch in "${arches[@]}"; do
   target=$(target_of "$arch")

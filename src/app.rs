@@ -215,6 +215,7 @@ pub async fn run(
             link,
             pollers: pollers.clone(),
             uplink: uplink.abort_handle(),
+            devices: handles.clone(),
         },
         cancel.clone(),
     ));

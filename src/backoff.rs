@@ -1,10 +1,18 @@
-//! Exponential backoff with full jitter (pure; the caller sleeps).
+//! Exponential backoff with full jitter (pure; the caller sleeps), and the rate limit of the
+//! log lines that report failed attempts.
 //!
 //! Used by the uplink between reconnect attempts and by device pollers after failures. Full jitter
 //! (a uniform delay in `[0, min(max, initial * 2^n)]`) spreads a fleet of gateways that lost the
 //! same broker at the same moment, instead of having them all redial in lock step.
+//!
+//! [`FailureLog`] decides which failed reconnects are logged: every one would flood the journal
+//! with a short backoff, none leaves an operator guessing why the uplink stays down. So the first
+//! failure after a connection is logged at once, later ones at most once per
+//! [`FailureLog::EVERY`], each line with the number of attempts it stands for.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -53,10 +61,72 @@ impl Backoff {
     }
 }
 
+/// Which failed attempts to log (pure: the caller passes the time and logs).
+#[derive(Debug, Clone, Default)]
+pub struct FailureLog {
+    last_logged: Option<Instant>,
+    /// Failures since the last logged one.
+    unlogged: u32,
+}
+
+impl FailureLog {
+    /// At most one line per this long: a few lines a minute while a broker stays down.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// A failure at `now`: `Some(n)` when it is to be logged, `n` being the failures before it
+    /// that were not; `None` when it is only counted.
+    pub fn failed(&mut self, now: Instant) -> Option<u32> {
+        let due = self
+            .last_logged
+            .is_none_or(|last| now.duration_since(last) >= Self::EVERY);
+        if due {
+            self.last_logged = Some(now);
+            Some(std::mem::take(&mut self.unlogged))
+        } else {
+            self.unlogged = self.unlogged.saturating_add(1);
+            None
+        }
+    }
+
+    /// After a success: the next failure is logged at once.
+    pub fn reset(&mut self) {
+        *self = FailureLog::default();
+    }
+}
+
+/// `" (3 more failed attempts since the last report)"`, or nothing.
+pub fn unlogged_suffix(unlogged: u32) -> String {
+    match unlogged {
+        0 => String::new(),
+        1 => " (1 more failed attempt since the last report)".to_owned(),
+        n => format!(" ({n} more failed attempts since the last report)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn failures_are_logged_first_then_once_per_interval() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(at(0)), Some(0));
+        assert_eq!(log.failed(at(1_000)), None);
+        assert_eq!(log.failed(at(3_000)), None);
+        assert_eq!(log.failed(at(10_000)), Some(2));
+        assert_eq!(log.failed(at(19_999)), None);
+        assert_eq!(log.failed(at(40_000)), Some(1));
+        log.reset();
+        assert_eq!(log.failed(at(40_100)), Some(0));
+        assert_eq!(unlogged_suffix(0), "");
+        assert_eq!(
+            unlogged_suffix(2),
+            " (2 more failed attempts since the last report)"
+        );
+    }
 
     #[test]
     fn ceiling_doubles_then_caps() {

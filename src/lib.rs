@@ -17,20 +17,25 @@
 //! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
-//! - [`app`] wires the tasks together and owns shutdown.
+//! - [`app`] wires the tasks together and owns shutdown; [`cli`] is the command line (help,
+//!   completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
 //! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
+//! - [`import`] turns a vendor's register list (CSV) into checked points for
+//!   `fieldrelay points import`.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
 
 pub mod app;
 pub mod backoff;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod import;
 pub mod local;
 pub mod metrics;
 pub mod modbus;

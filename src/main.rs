@@ -1,180 +1,170 @@
-//! The `fieldrelay` command line: `run`, `check`, `probe`, `queue` and `simulate`.
+//! The `fieldrelay` command line: `run`, `check`, `probe`, `queue`, `simulate`, `points import`,
+//! `completions` (the options themselves are in `fieldrelay::cli`).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use fieldrelay::cli::{self, Cli, Command, PointsCommand, QueueCommand, StatsFormat};
+
 /// sysexits.h EX_CONFIG: the configuration is invalid. systemd's `RestartPreventExitStatus=78`
 /// keeps a broken config from restart-looping.
 const EX_CONFIG: u8 = 78;
 
+/// sysexits.h EX_NOPERM: root refused on the service user's data directory.
+const EX_NOPERM: u8 = 77;
+
 /// Exit status after a second SIGTERM/SIGINT cut shutdown short (128 + SIGINT, as shells report).
 const EX_INTERRUPTED: i32 = 130;
-
-#[derive(Parser)]
-#[command(
-    name = "fieldrelay",
-    version,
-    about = "Edge gateway: Modbus devices -> durable SQLite queue -> cloud MQTT broker",
-    long_about = "Edge gateway: polls Modbus devices, keeps every QoS 1/2 sample in a durable \
-SQLite queue until the cloud MQTT broker acknowledged it, and publishes status certificates.\n\n\
-Logging: set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fieldrelay=trace); default info. \
-Under systemd, logs go to the journal with their levels as priorities.",
-    after_help = "Exit status: 0 after a clean shutdown or a valid config; 1 when the gateway \
-failed at run time (systemd restarts it); 78 (EX_CONFIG) for an invalid configuration (systemd does \
-not restart it); 130 when a second SIGTERM/SIGINT cut a shutdown short. probe: 0 when every point \
-answered, 1 when any did not. queue: see \
-`fieldrelay queue stats --help`."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads buses and devices.
-    Run {
-        /// Path of the YAML configuration.
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Validate the configuration; print every problem and exit 78 if there is any.
-    Check {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Read every configured point once and print a table: device, point, raw registers,
-    /// decoded value, unit, status. Exit 0 if every point answered, 1 otherwise.
-    Probe {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
-        /// Probe only this device (repeatable); default: every device.
-        #[arg(short, long, value_name = "NAME")]
-        device: Vec<String>,
-    },
-    /// Look into the durable queue, read-only (safe while the gateway runs): stats, the next
-    /// rows to be sent, or every row as JSON lines (also from a quarantined file).
-    #[command(subcommand)]
-    Queue(QueueCommand),
-    /// Serve simulated Modbus devices: a simulator file (TCP, RTU-over-TCP and RTU endpoints with a
-    /// register map), or a gateway config's tcp buses with moving values (demo, tests).
-    Simulate {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
-    },
-}
-
-const QUEUE_EXIT: &str = "Exit status: 0 done; 3 export finished but could not read every \
-row (each unreadable range and bad row is listed on stderr); 65 not a queue file, a newer schema, \
-or damaged (use export --file to recover it); 66 no data directory or queue file, or it cannot be \
-opened; 73 the output file exists; 74 a read or write failed; 78 invalid --config.";
-
-/// Where `fieldrelay queue` reads: exactly one of these.
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-struct QueueSource {
-    /// The gateway's data directory (holds queue.db and any quarantined files).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Take the data directory and the topic prefix from this configuration.
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// One queue file: a copy, or a quarantined queue.db.corrupt-*.
-    #[arg(long, value_name = "FILE")]
-    file: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum QueueCommand {
-    /// Rows per device, point and kind, rows in flight with their packet ids, the oldest and
-    /// newest row with their ages, sizes on disk, quarantined files.
-    #[command(after_help = QUEUE_EXIT)]
-    Stats {
-        #[command(flatten)]
-        source: QueueSource,
-        #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
-        format: StatsFormat,
-    },
-    /// The next rows the uplink sends (in-flight ones first), as JSON lines on stdout.
-    #[command(after_help = QUEUE_EXIT)]
-    Peek {
-        #[command(flatten)]
-        source: QueueSource,
-        /// How many rows.
-        #[arg(short = 'n', long = "rows", value_name = "N", default_value_t = 10)]
-        rows: usize,
-    },
-    /// Every row as JSON lines, in seq order; reads around damaged pages of a quarantined file
-    /// and lists what it could not read on stderr. A progress bar on a terminal.
-    #[command(after_help = QUEUE_EXIT)]
-    Export {
-        #[command(flatten)]
-        source: QueueSource,
-        /// Write here (a new file, synced when done) instead of stdout.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StatsFormat {
-    /// A report for a person.
-    Text,
-    /// One JSON document, for scripts.
-    Json,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let config_path = match &cli.command {
-        Command::Queue(command) => return queue(command),
-        Command::Run { config }
-        | Command::Check { config }
-        | Command::Probe { config, .. }
-        | Command::Simulate { config } => config.clone(),
+    let config_path = match cli.command {
+        Command::Completions { shell } => {
+            // Generated into memory: the generator panics on a write error (`| head`).
+            return match std::io::stdout().write_all(&cli::completion_script(shell)) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            };
+        }
+        Command::Points(PointsCommand::Import {
+            csv,
+            device,
+            bus,
+            unit_id,
+            protocol_addresses,
+        }) => {
+            use fieldrelay::import::{AddressStyle, Target};
+            let addresses = if protocol_addresses {
+                AddressStyle::Protocol
+            } else {
+                AddressStyle::Modicon
+            };
+            let target = Target {
+                device: &device,
+                bus: &bus,
+                unit_id,
+                addresses,
+            };
+            return import(&csv, &target);
+        }
+        Command::Queue(command) => return queue(&command),
+        Command::Check { config } => return check(&config.config),
+        Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
+        Command::Simulate { ref config } => config.clone(),
     };
     if let Command::Simulate { config } = &cli.command {
         if let Some(result) = simulate_file(config) {
             return result;
         }
     }
-    let config = match fieldrelay::config::load(&config_path) {
-        Ok(config) => config,
+    let (config, warnings) = match fieldrelay::config::load_with_warnings(&config_path) {
+        Ok(loaded) => loaded,
         Err(errors) => return config_errors(&config_path, &errors),
     };
     let result = match cli.command {
-        Command::Check { .. } => {
-            println!("{}: ok", config_path.display());
-            return ExitCode::SUCCESS;
+        Command::Probe { device, .. } => {
+            for warning in &warnings {
+                eprintln!("{}", warning.as_warning());
+            }
+            return probe(&config, &device);
         }
-        Command::Probe { device, .. } => return probe(&config, &device),
-        Command::Run { .. } => run_async(|cancel| async move {
-            fieldrelay::app::run(config, config_path, cancel)
-                .await
-                .context("gateway failed")
-        }),
+        Command::Run { .. } => {
+            for warning in &warnings {
+                tracing::warn!("{}", warning.as_warning());
+            }
+            if let Err(refusal) = fieldrelay::service::owner::may_run_on(
+                &config.gateway.data_dir,
+                fieldrelay::service::owner::effective_uid(),
+            ) {
+                tracing::error!("{}", refusal.explained(&config_path));
+                return ExitCode::from(EX_NOPERM);
+            }
+            run_async(|cancel| async move {
+                fieldrelay::app::run(config, config_path, cancel)
+                    .await
+                    .context("gateway failed")
+            })
+        }
         Command::Simulate { .. } => run_async(|cancel| async move {
             fieldrelay::simulator::run_from_config(&config, cancel)
                 .await
                 .context("simulator failed")
         }),
-        // Needs no configuration; answered before one is loaded.
-        Command::Queue(command) => return queue(&command),
+        // Answered above, before a configuration is loaded.
+        Command::Check { .. }
+        | Command::Queue(_)
+        | Command::Points(_)
+        | Command::Completions { .. } => return ExitCode::from(2),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fieldrelay check`: a gateway configuration or, recognised by its `simulator:` section, a
+/// simulator file (checked by the simulator's rules). Warnings on stderr; exit 78 only for
+/// errors.
+fn check(path: &Path) -> ExitCode {
+    use fieldrelay::simulator::map;
+    if let Ok(text) = fieldrelay::config::read_text(path) {
+        if map::is_simulator_file(&text) {
+            return match map::parse(&text, &path.display().to_string()) {
+                Ok(_) => {
+                    println!("{}: ok (simulator file)", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => config_errors(path, &errors),
+            };
+        }
+    }
+    match fieldrelay::config::load_with_warnings(path) {
+        Ok((_, warnings)) => {
+            for warning in &warnings {
+                eprintln!("{}", warning.as_warning());
+            }
+            match warnings.len() {
+                0 => println!("{}: ok", path.display()),
+                n => println!("{}: ok, {n} warning(s)", path.display()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => config_errors(path, &errors),
+    }
+}
+
+/// `fieldrelay points import`: the YAML on stdout, warnings and problems on stderr.
+fn import(csv: &Path, target: &fieldrelay::import::Target<'_>) -> ExitCode {
+    use fieldrelay::import::{import_file, ImportError};
+    match import_file(csv, target) {
+        Ok(imported) => {
+            for warning in &imported.warnings {
+                eprintln!("{warning}");
+            }
+            print!("{}", imported.yaml);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(match error {
+                ImportError::Read { .. } => 66,
+                ImportError::Rows { .. } => 65,
+            })
         }
     }
 }
@@ -189,6 +179,9 @@ fn probe(config: &fieldrelay::config::Config, devices: &[String]) -> ExitCode {
     match result {
         Ok(Ok(report)) => {
             print!("{}", report.table());
+            for hint in report.hints() {
+                eprintln!("hint: {hint}");
+            }
             eprintln!("{}", report.summary());
             if report.all_answered() {
                 ExitCode::SUCCESS
@@ -222,15 +215,16 @@ fn queue(command: &QueueCommand) -> ExitCode {
     let (target, topic_prefix) = match (&source.data_dir, &source.config, &source.file) {
         (Some(dir), _, _) => (Target::DataDir(dir.clone()), None),
         (_, _, Some(file)) => (Target::File(file.clone()), None),
-        (None, Some(path), None) => match fieldrelay::config::load(path) {
-            Ok(config) => (
-                Target::DataDir(config.gateway.data_dir),
-                Some(config.uplink.topic_prefix),
-            ),
-            Err(errors) => return config_errors(path, &errors),
-        },
-        // clap requires one of them.
-        (None, None, None) => return ExitCode::from(2),
+        (None, config, None) => {
+            let path = config.clone().unwrap_or_else(|| cli::DEFAULT_CONFIG.into());
+            match fieldrelay::config::load(&path) {
+                Ok(config) => (
+                    Target::DataDir(config.gateway.data_dir),
+                    Some(config.uplink.topic_prefix),
+                ),
+                Err(errors) => return config_errors(&path, &errors),
+            }
+        }
     };
     let failed = |error: InspectError| {
         if error.is_broken_pipe() {
@@ -363,8 +357,12 @@ fn simulate_file(path: &std::path::Path) -> Option<ExitCode> {
 /// exits 78.
 fn config_errors(path: &std::path::Path, errors: &fieldrelay::config::ConfigErrors) -> ExitCode {
     eprintln!("{errors}");
+    let warnings = match errors.warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s)"),
+    };
     eprintln!(
-        "{}: {} problem(s) found",
+        "{}: {} problem(s) found{warnings}",
         path.display(),
         errors.errors.len()
     );

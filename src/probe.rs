@@ -76,6 +76,9 @@ pub struct ProbeRow {
     pub value: String,
     pub unit: String,
     pub status: PointStatus,
+    /// When the read failed and the address looks like a Modicon reference: the likely
+    /// intended address.
+    pub hint: Option<String>,
 }
 
 /// Every probed point, in file order.
@@ -124,6 +127,18 @@ impl ProbeReport {
             out.push('\n');
         }
         out
+    }
+
+    /// `boiler/setpoint: 40003 looks like the Modicon reference …`, one per failed point whose
+    /// address looks like one (printed after the table).
+    pub fn hints(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter_map(|row| {
+                let hint = row.hint.as_ref()?;
+                Some(format!("{}/{}: {hint}", row.device, row.point))
+            })
+            .collect()
     }
 
     /// `7 points: 5 ok, 1 failed, 1 skipped`.
@@ -181,11 +196,23 @@ pub fn device_rows(
                 value: String::new(),
                 unit: point.unit.clone().unwrap_or_default(),
                 status: PointStatus::Ok,
+                hint: None,
+            };
+            let read_failed = |status: &PointStatus| {
+                matches!(
+                    status,
+                    PointStatus::Exception(_) | PointStatus::DeviceFailed(_)
+                )
+            };
+            let hint = || {
+                let source = point.modbus()?;
+                crate::config::modicon_hint(Some(source.table), i64::from(source.address))
             };
             let probed = match result {
                 Ok(probed) => probed.iter().find(|p| p.point == point.name),
                 Err(status) => {
                     row.status = status.clone();
+                    row.hint = hint().filter(|_| read_failed(status));
                     return row;
                 }
             };
@@ -198,7 +225,10 @@ pub fn device_rows(
                     row.raw = raw_text(raw);
                     row.status = PointStatus::DecodeError(error.to_string());
                 }
-                Some(Err(exception)) => row.status = PointStatus::Exception(*exception),
+                Some(Err(exception)) => {
+                    row.status = PointStatus::Exception(*exception);
+                    row.hint = hint();
+                }
                 None => row.status = PointStatus::DeviceFailed("not read".to_owned()),
             }
             row
@@ -318,20 +348,23 @@ mod tests {
     use crate::modbus::decode::DecodeError;
     use crate::sample::Value;
 
+    /// The device `boiler` with these points (YAML list items).
+    fn device_with(points: &str) -> DeviceConfig {
+        let text = format!(
+            "gateway: {{id: gw, data_dir: /d}}\nuplink: {{url: 'mqtt://b'}}\n\
+             buses: [{{name: plc1, type: tcp, host: h}}]\n\
+             devices:\n  - name: boiler\n    bus: plc1\n    points:\n{points}"
+        );
+        load_str(&text, "c.yaml").unwrap().devices.remove(0)
+    }
+
     fn device() -> DeviceConfig {
-        let text = "\
-gateway: {id: gw, data_dir: /d}
-uplink: {url: 'mqtt://b'}
-buses: [{name: plc1, type: tcp, host: h}]
-devices:
-  - name: boiler
-    bus: plc1
-    points:
-      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
+        device_with(
+            "      - {name: temperature, table: holding, address: 0, type: f32, unit: °C}
       - {name: pump, table: coil, address: 0, type: bool}
       - {name: level, table: input, address: 0, type: f32, unit: m}
-";
-        load_str(text, "c.yaml").unwrap().devices.remove(0)
+",
+        )
     }
 
     #[test]
@@ -387,6 +420,40 @@ boiler  level        0x7FC0 0x0000         m     decode error: decoded value is 
             "modbus exception 2 (illegal data address)"
         );
         assert_eq!(rows[0].status.text(), "error: not read");
+    }
+
+    /// A failed read at an address that looks like a Modicon reference says which address was
+    /// probably meant; a successful one does not second-guess it.
+    #[test]
+    fn a_failed_read_at_a_modicon_reference_gets_a_hint() {
+        let device = device_with(
+            "      - {name: setpoint, table: holding, address: 40003, type: u16}
+      - {name: level, table: input, address: 30002, type: u16}
+",
+        );
+        let probed = Ok(vec![
+            ProbedPoint {
+                point: "setpoint".into(),
+                result: Err(Exception(2)),
+            },
+            ProbedPoint {
+                point: "level".into(),
+                result: Ok((Response::Words(vec![7]), Ok(Value::Int(7)))),
+            },
+        ]);
+        let report = ProbeReport {
+            rows: device_rows(&device, &probed),
+        };
+        assert_eq!(
+            report.hints(),
+            [
+                "boiler/setpoint: 40003 looks like the Modicon reference 40003 (holding registers \
+              count from 40001): did you mean address: 2? (keep 40003 if the device's manual \
+              gives it as the 0-based protocol address)"
+            ]
+        );
+        let timed_out = device_rows(&device, &Err(PointStatus::DeviceFailed("timed out".into())));
+        assert_eq!(timed_out.iter().filter(|r| r.hint.is_some()).count(), 2);
     }
 
     #[test]

@@ -33,7 +33,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, StoreConfig};
+use crate::config::{
+    self, CommandsConfig, Config, LocalConfig, StatusConfig, StoreConfig, UplinkConfig,
+};
 use crate::fleet::{units, BusChanges, Fleet};
 use crate::modbus::SampleSink;
 use crate::queue::Queue;
@@ -97,27 +99,44 @@ pub enum Plan {
 /// Decides what reloading from `running` to `new` means.
 pub fn plan(running: &Config, new: &Config) -> Plan {
     let mut keys = Vec::new();
-    if running.gateway.id != new.gateway.id {
-        keys.push("gateway.id".to_owned());
-    }
-    if running.gateway.data_dir != new.gateway.data_dir {
-        keys.push("gateway.data_dir".to_owned());
-    }
-    if running.uplink != new.uplink {
-        keys.push("uplink".to_owned());
-    }
-    if running.metrics != new.metrics {
-        keys.push("metrics".to_owned());
-    }
-    if running.status != new.status {
-        keys.push("uplink.status or uplink.health_interval".to_owned());
-    }
-    if running.commands != new.commands {
-        keys.push("commands".to_owned());
-    }
-    if running.local != new.local {
-        keys.push("local".to_owned());
-    }
+    let StatusConfig {
+        offline,
+        health_interval,
+    } = &new.status;
+    let CommandsConfig {
+        max_age,
+        without_ts,
+    } = &new.commands;
+    push_changed(
+        &mut keys,
+        "",
+        [
+            ("gateway.id", running.gateway.id != new.gateway.id),
+            (
+                "gateway.data_dir",
+                running.gateway.data_dir != new.gateway.data_dir,
+            ),
+        ],
+    );
+    uplink_changes(&running.uplink, &new.uplink, &mut keys);
+    push_changed(
+        &mut keys,
+        "",
+        [
+            ("metrics.listen", running.metrics != new.metrics),
+            ("uplink.status.offline", *offline != running.status.offline),
+            (
+                "uplink.health_interval",
+                *health_interval != running.status.health_interval,
+            ),
+            ("commands.max_age", *max_age != running.commands.max_age),
+            (
+                "commands.without_ts",
+                *without_ts != running.commands.without_ts,
+            ),
+        ],
+    );
+    local_changes(running.local.as_ref(), new.local.as_ref(), &mut keys);
     // The points' `max_age`s are resolved into `store` but written on the points: they follow
     // the devices. The rest of `store` (the file's size, `on_full`, `sync`) needs a restart.
     let new_ages = StoreConfig {
@@ -151,6 +170,87 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
             max_age_changed,
         }
     }
+}
+
+/// The `uplink.*` keys whose values differ. The struct is taken apart whole, so a key added to
+/// it cannot be forgotten here.
+fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>) {
+    let UplinkConfig {
+        host,
+        port,
+        client_id,
+        keep_alive,
+        topic_prefix,
+        reconnect_initial,
+        reconnect_max,
+        tls,
+        username,
+        password_file,
+        session,
+        response_timeout,
+        max_inflight,
+        max_rate,
+    } = new;
+    let changed = [
+        ("url", *host != old.host || *port != old.port),
+        ("client_id", *client_id != old.client_id),
+        ("keep_alive", *keep_alive != old.keep_alive),
+        ("topic_prefix", *topic_prefix != old.topic_prefix),
+        (
+            "reconnect_initial",
+            *reconnect_initial != old.reconnect_initial,
+        ),
+        ("reconnect_max", *reconnect_max != old.reconnect_max),
+        ("tls", *tls != old.tls),
+        ("username", *username != old.username),
+        ("password_file", *password_file != old.password_file),
+        ("session", *session != old.session),
+        (
+            "response_timeout",
+            *response_timeout != old.response_timeout,
+        ),
+        ("max_inflight", *max_inflight != old.max_inflight),
+        ("max_rate", *max_rate != old.max_rate),
+    ];
+    push_changed(keys, "uplink.", changed);
+}
+
+/// `prefix` + each key whose flag is set, in order.
+fn push_changed<const N: usize>(keys: &mut Vec<String>, prefix: &str, changed: [(&str, bool); N]) {
+    keys.extend(
+        changed
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| format!("{prefix}{key}")),
+    );
+}
+
+/// The `local.*` keys whose values differ; `local` itself when the section came or went.
+fn local_changes(old: Option<&LocalConfig>, new: Option<&LocalConfig>, keys: &mut Vec<String>) {
+    let (Some(old), Some(new)) = (old, new) else {
+        if old.is_some() != new.is_some() {
+            keys.push("local".to_owned());
+        }
+        return;
+    };
+    let LocalConfig {
+        host,
+        port,
+        client_id,
+        keep_alive,
+        topic_prefix,
+        username,
+        password_file,
+    } = new;
+    let changed = [
+        ("url", *host != old.host || *port != old.port),
+        ("client_id", *client_id != old.client_id),
+        ("keep_alive", *keep_alive != old.keep_alive),
+        ("topic_prefix", *topic_prefix != old.topic_prefix),
+        ("username", *username != old.username),
+        ("password_file", *password_file != old.password_file),
+    ];
+    push_changed(keys, "local.", changed);
 }
 
 /// Reload results for the metrics endpoint.
@@ -402,8 +502,11 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
             Plan::NeedsRestart(vec![
                 "gateway.id".into(),
                 "gateway.data_dir".into(),
-                "uplink".into(),
-                "metrics".into(),
+                "uplink.url".into(),
+                // Both follow gateway.id when not set.
+                "uplink.client_id".into(),
+                "uplink.topic_prefix".into(),
+                "metrics.listen".into(),
             ])
         );
         // Together with a device change: still refused as a whole.
@@ -412,7 +515,19 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
             .replace("address: 0", "address: 5");
         assert_eq!(
             plan(&config(BASE), &config(&both)),
-            Plan::NeedsRestart(vec!["uplink".into()])
+            Plan::NeedsRestart(vec!["uplink.url".into()])
+        );
+        // Each key by name, in every section that needs a restart.
+        let keys = BASE.replace("mqtt://b'", "mqtt://b', keep_alive: 7s, max_rate: 5")
+            + "commands: {max_age: 5s}\nlocal: {url: 'mqtt://l'}\n";
+        assert_eq!(
+            plan(&config(BASE), &config(&keys)),
+            Plan::NeedsRestart(vec![
+                "uplink.keep_alive".into(),
+                "uplink.max_rate".into(),
+                "commands.max_age".into(),
+                "local".into(),
+            ])
         );
     }
 

@@ -1,5 +1,6 @@
-//! The shipped on-site broker setup — `packaging/mosquitto/fieldrelay.conf` (conf.d snippet),
-//! `packaging/mosquitto/fieldrelay.acl` and the user tool `packaging/fieldrelay-broker-user` —
+//! The shipped on-site broker setup — `packaging/mosquitto/fieldrelay.conf` (the settings),
+//! `packaging/mosquitto/fieldrelay.rights` and the user tool `packaging/fieldrelay-broker-user`
+//! (which writes the ACL from them) —
 //! run by a real mosquitto and exercised with mosquitto_pub/mosquitto_sub, clients we did not
 //! write. Only the listener (a free loopback port) and file paths differ from the package.
 //!
@@ -27,6 +28,23 @@ fn on_site_users_read_everything_and_write_only_commands() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "fieldrelay\nhmi\n");
     let mut broker = Broker::start(dir.path());
     assert_eq!(broker.passwd(), passwd);
+    // Rights per user, not `pattern` lines: mosquitto has nothing to warn about at start.
+    let log = broker.log();
+    assert!(log.contains("mosquitto version"), "{log}");
+    assert!(!log.contains("Warning"), "{log}");
+    let acl = std::fs::read_to_string(dir.path().join("fieldrelay.acl")).unwrap();
+    assert!(
+        acl.contains("\nuser hmi\ntopic read fieldrelay/#\ntopic write fieldrelay/+/+/+/set\n"),
+        "{acl}"
+    );
+    assert!(
+        acl.contains("\nuser fieldrelay\ntopic readwrite fieldrelay/#\n"),
+        "{acl}"
+    );
+    assert!(
+        !acl.contains("former"),
+        "a deleted user keeps rights:\n{acl}"
+    );
 
     // The gateway's account publishes a live value and its status (retained, as fieldrelay does).
     let value = "fieldrelay/gw1/boiler/temperature";

@@ -141,15 +141,16 @@ fn the_shipped_example_passes() {
     );
 }
 
+/// Every file in `config/examples/` passes `check`, simulator files included (check knows them
+/// by their `simulator:` section and applies the simulator's rules), as the docs promise.
 #[test]
-fn the_fieldbus_examples_pass() {
+fn every_example_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("config/examples exists") {
         let path = entry.expect("readable entry").path();
-        let text = std::fs::read_to_string(&path).expect("readable example");
-        if path.extension().is_none_or(|e| e != "yaml") || text.contains("\nsimulator:") {
-            continue; // simulator files are checked by `simulate`'s own tests
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
         }
         let name = format!(
             "config/examples/{}",
@@ -167,8 +168,37 @@ fn the_fieldbus_examples_pass() {
     checked.sort();
     assert_eq!(
         checked,
-        ["config/examples/rtu.yaml", "config/examples/tcp.yaml"]
+        [
+            "config/examples/rtu.yaml",
+            "config/examples/simulator.yaml",
+            "config/examples/tcp.yaml"
+        ]
     );
+    let simulator = check("config/examples/simulator.yaml");
+    assert_eq!(
+        String::from_utf8_lossy(&simulator.stdout),
+        "config/examples/simulator.yaml: ok (simulator file)\n"
+    );
+}
+
+/// A simulator file with mistakes gets the simulator's messages (not "unknown key simulator")
+/// and exit 78.
+#[test]
+fn a_broken_simulator_file_is_checked_by_the_simulator_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.yaml");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string("config/examples/simulator.yaml")
+            .unwrap()
+            .replacen("type: tcp", "type: tpc", 1),
+    )
+    .unwrap();
+    let output = check(path.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
+    assert!(stderr.contains("\"tpc\""), "{stderr}");
+    assert!(!stderr.contains("unknown key"), "{stderr}");
 }
 
 #[test]
@@ -179,5 +209,64 @@ fn a_missing_file_exits_78() {
     assert!(
         stderr.contains("tests/config_cases/does-not-exist.yaml: cannot read the file"),
         "{stderr}"
+    );
+}
+
+/// Modicon references where protocol addresses belong: warnings with position and the likely
+/// address, exit 0; beside an error, both are printed and the exit is 78.
+#[test]
+fn modicon_references_are_warnings_with_the_likely_address() {
+    let config = "tests/config_warnings/modicon.yaml";
+    let output = check(config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{config}: ok, 3 warning(s)\n")
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{config}:16:51: warning: devices[0].points[0].address: 40003 looks like the Modicon \
+             reference 40003 (holding registers count from 40001): did you mean address: 2? (keep \
+             40003 if the device's manual gives it as the 0-based protocol address)"
+        )
+    );
+    assert!(lines[1].starts_with(&format!("{config}:17:45: warning: devices[0].points[1].address: 30001 looks like the Modicon reference 30001 (input registers count from 30001): did you mean address: 0?")), "{stderr}");
+    assert!(
+        lines[2].contains("points[2].address: 10002 looks like")
+            && lines[2].contains("address: 1?"),
+        "{stderr}"
+    );
+
+    // A 6-digit reference is no address at all: the range error, and the hint beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("six.yaml");
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("address: 40003", "address: 400003");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    let output = check(path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            format!("{path}:16:51: devices[0].points[0].address: must be between 0 and 65535, got 400003"),
+            format!(
+                "{path}:16:51: warning: devices[0].points[0].address: 400003 looks like the Modicon \
+                 reference 400003 (holding registers count from 400001): did you mean table: \
+                 holding, address: 2?"
+            ),
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("{path}: 1 problem(s) found, 3 warning(s)").as_str())
     );
 }

@@ -69,10 +69,12 @@ async fn decoded_values_arrive_on_contract_topics() {
     let broker = Mosquitto::start(dir.path());
     let (regs, device, _sim) = start_device().await;
     regs.set_holding(UNIT, 0, &f32_words(21.5));
-    regs.set_holding(UNIT, 2, &[1234]);
+    // 1004 * 0.01 and 569 * 0.1 in f64 are 10.040000000000001 and 56.900000000000006: the
+    // payloads carry the decimals of the scale instead.
+    regs.set_holding(UNIT, 2, &[1004]);
     regs.set_holding(UNIT, 4, &u32_words(70_000));
     regs.set_coil(UNIT, 0, &[true]);
-    regs.set_input(UNIT, 0, &[(-5i16) as u16]);
+    regs.set_input(UNIT, 0, &[569]);
     let points = "      - name: temperature
         table: holding
         address: 0
@@ -129,10 +131,10 @@ async fn decoded_values_arrive_on_contract_topics() {
 
     let first = |p: &str| sub.on(&topic(p))[0].payload.clone();
     assert_eq!(first("temperature")["value"], 21.5);
-    assert!((first("pressure")["value"].as_f64().unwrap() - 12.34).abs() < 1e-9);
+    assert_eq!(first("pressure")["value"], 10.04);
     assert_eq!(first("counter")["value"], 70_000);
     assert_eq!(first("pump_running")["value"], true);
-    assert!((first("flow")["value"].as_f64().unwrap() + 0.5).abs() < 1e-9);
+    assert_eq!(first("flow")["value"], 56.9);
     // QoS 1/2 samples carry their queue seq; QoS 0 samples are never queued and carry none.
     assert!(first("temperature")["seq"].as_u64().unwrap() > 0);
     assert!(first("flow").get("seq").is_none());

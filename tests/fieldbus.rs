@@ -122,6 +122,7 @@ fn point(
         data_type,
         scale: 1.0,
         offset: 0.0,
+        decimals: None,
         qos: Qos::AtLeastOnce,
         retain: false,
         reporting: Reporting {

@@ -700,20 +700,26 @@ async fn a_refused_reload_keeps_the_running_configuration() {
     )
     .await;
 
-    // 2. Needs a restart: a new gateway id together with a new point; neither is applied.
+    // 2. Needs a restart: a new gateway id and keep alive together with a new point; none is
+    // applied, and the log names each key.
     write(COUNTER_AND_SETPOINT);
     std::fs::write(
         &config_path,
         std::fs::read_to_string(&config_path)
             .unwrap()
-            .replace("id: test-gw", "id: other-gw"),
+            .replace("id: test-gw", "id: other-gw")
+            .replace("keep_alive: 5s", "keep_alive: 6s"),
     )
     .unwrap();
     reload(&gateway, "needs_restart", 1.0);
     let log = gateway.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("reload refused: these changes need a restart"))
+        .unwrap_or_else(|| panic!("no refusal in:\n{log}"));
     assert!(
-        log.contains("reload refused: these changes need a restart") && log.contains("gateway.id"),
-        "{log}"
+        refused.contains("gateway.id") && refused.contains("uplink.keep_alive"),
+        "{refused}"
     );
     regs.set_holding(1, 4, &u32_words(3));
     sub.until("a counter change on the old topic", DEADLINE, |seen| {
@@ -790,7 +796,7 @@ async fn probe_prints_what_the_simulator_serves() {
     regs.set_holding(1, 2, &[1234]);
     regs.set_holding(1, 4, &u32_words(70_000));
     regs.set_coil(1, 0, &[true]);
-    regs.set_input(1, 0, &[(-5i16) as u16]);
+    regs.set_input(1, 0, &[569]); // 56.900000000000006 in f64: printed as its scale implies
     regs.set_holding(1, 20, &[0x4142, 0x4344, 0x4500]); // "ABCDE"
     regs.set_silent(9, true);
     // No broker: probe does not need one.
@@ -816,7 +822,7 @@ boiler  temperature   0x41AC 0x0000         21.5     °C    ok
 boiler  pressure      0x04D2                12.34    bar   ok
 boiler  counter       0x0001 0x1170         70000          ok
 boiler  pump_running  1                     true           ok
-boiler  flow          0xFFFB                -0.5     m³/h  ok
+boiler  flow          0x0239                56.9     m³/h  ok
 boiler  model         0x4142 0x4344 0x4500  \"ABCDE\"        ok
 ",
         "{stderr}"

@@ -199,7 +199,11 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let (device, _sim) = start_device().await;
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_EVERY_POLL);
+    // Two devices on one bus (one poller task): the status line counts devices.
+    let two_devices = format!(
+        "{COUNTER_EVERY_POLL}  - name: chiller\n    bus: plc1\n    unit_id: 2\n    poll_interval: 50ms\n    points:\n{COUNTER_EVERY_POLL}"
+    );
+    let config = write_config(dir.path(), broker.port, device.port(), &two_devices);
     let mut notify = NotifySocket::bind(dir.path());
     let mut gateway = Gateway::start(&config, &notify.path);
 
@@ -207,17 +211,21 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
     assert!(first.ready, "the first notification is READY=1: {first:?}");
     assert!(!first.watchdog);
     let ping = notify
-        .until(&gateway, "a ping while connected", |n| {
-            n.watchdog
-                && n.status
-                    .as_deref()
-                    .is_some_and(|s| s.starts_with("uplink connected;"))
-        })
+        .until(
+            &gateway,
+            "a ping while connected, both devices online",
+            |n| {
+                n.watchdog
+                    && n.status.as_deref().is_some_and(|s| {
+                        s.starts_with("uplink connected;") && s.ends_with("; 2/2 devices online")
+                    })
+            },
+        )
         .await;
     assert!(
         ping.status
             .as_deref()
-            .is_some_and(|s| s.contains(" queued; ") && s.ends_with("; 1/1 device pollers")),
+            .is_some_and(|s| s.contains(" queued; ")),
         "status line: {ping:?}"
     );
 

@@ -158,7 +158,7 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
     );
     let health = "fieldrelay/test-gw/health";
     let mut sub = Subscriber::connect(broker.port, "st-device", &[DEVICE_STATUS, health]).await;
-    let _gateway = Gateway::start(&config);
+    let gateway = Gateway::start(&config);
     sub.until("online", DEADLINE, |seen| {
         device_statuses(seen)
             .iter()
@@ -214,6 +214,14 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
         offline["seq"].as_u64() > Some(0),
         "queued: it carries its seq"
     );
+    // The log line says the same in plain words: `error=timed out …`, not a Rust `Some("…")`.
+    let log = gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("device status: offline"))
+        .unwrap_or_else(|| panic!("no offline line in:\n{log}"));
+    assert!(line.contains("error=timed out"), "{line}");
+    assert!(!line.contains("Some("), "{line}");
     regs.set_silent(1, false);
     sub.until("online again", DEADLINE, |seen| {
         device_statuses(seen)

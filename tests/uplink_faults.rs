@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_until, Gateway, Mosquitto};
+use common::{free_port, wait_until, Gateway, Mosquitto, Subscriber};
 use fieldrelay::simulator::{Registers, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -309,6 +309,9 @@ struct Proxy {
 
 const FORWARD: u8 = 0;
 const REFUSE: u8 = 1;
+/// Accepts, then waits [`SLOW_CONNECT`] before forwarding: a broker slow to answer CONNECT.
+const SLOW: u8 = 2;
+const SLOW_CONNECT: Duration = Duration::from_millis(600);
 
 impl Proxy {
     async fn start(target: u16) -> Proxy {
@@ -324,6 +327,9 @@ impl Proxy {
                     continue; // dropped: closed at once
                 }
                 a.fetch_add(1, Ordering::SeqCst);
+                if m.load(Ordering::SeqCst) == SLOW {
+                    tokio::time::sleep(SLOW_CONNECT).await;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
@@ -799,4 +805,97 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     cancel.cancel();
     task.await.unwrap();
     writer.close().await.unwrap();
+}
+
+/// Every failed reconnect is logged after a lost connection, with its reason and when the next
+/// attempt comes, for the cloud uplink and the on-site client alike; while the broker stays
+/// down, lines come at most every 10 s and say how many attempts they stand for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reconnects_are_logged_with_reason_and_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_dir, local_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cloud = Mosquitto::start(cloud_dir.path());
+    let mut local = Mosquitto::start(local_dir.path());
+    let (device, _stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", cloud.port);
+    let local_section = format!("local:\n  url: mqtt://127.0.0.1:{}\n", local.port);
+    let gateway = Gateway::start(&config(dir.path(), &url, device, &local_section));
+    logged_after(&gateway, 0, "uplink connected", Duration::from_secs(30)).await;
+    logged_after(
+        &gateway,
+        0,
+        "local broker connected",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let mark = gateway.log_mark();
+    cloud.stop();
+    local.stop();
+    let deadline = Duration::from_secs(30);
+    logged_after(&gateway, mark, "uplink connection lost", deadline).await;
+    logged_after(&gateway, mark, "local broker connection lost", deadline).await;
+    for needle in [
+        "uplink cannot connect",
+        "cannot connect to the local broker",
+    ] {
+        let line = logged_after(&gateway, mark, needle, deadline).await;
+        assert!(line.contains("Connection refused"), "no reason: {line}");
+        assert!(line.contains("next attempt in "), "no next attempt: {line}");
+    }
+    // Attempts every 0.5 s at most: the next uplink line stands for the ones in between.
+    let mark = gateway.log_mark();
+    let line = logged_after(
+        &gateway,
+        mark,
+        "since the last report",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(line.contains("more failed attempts"), "{line}");
+    let lines = gateway.log_since(mark);
+    let uplink_lines = lines
+        .lines()
+        .filter(|l| l.contains("uplink cannot connect"))
+        .count();
+    assert!(uplink_lines <= 2, "not rate limited:\n{lines}");
+}
+
+/// The first polls' QoS 0 samples, taken while the first connect is under way, are sent when it
+/// succeeds: nothing is "dropped" at start, and an `on_change` QoS 0 point whose value never
+/// changes still reaches the broker once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_samples_of_the_first_polls_are_sent_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut sub = Subscriber::connect(broker.port, "faults-first-qos0", &["fieldrelay/#"]).await;
+    let proxy = Proxy::start(broker.port).await;
+    proxy.mode.store(SLOW, Ordering::SeqCst);
+    let regs = Registers::default();
+    regs.set_holding(1, 0, &[1, 2]);
+    regs.set_input(1, 0, &[42]);
+    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs)
+        .await
+        .expect("bind simulator");
+    let device = sim.local_addr().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(sim.run(stop.clone()));
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let config = config(dir.path(), &url, device, "");
+    // A constant QoS 0 point published on change only: its one sample is the first poll's.
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "      - {name: level, table: input, address: 0, type: u16, qos: 0}\n";
+    std::fs::write(&config, text).unwrap();
+    let gateway = Gateway::start(&config);
+    let topic = "fieldrelay/test-gw/boiler/level";
+    sub.until(
+        "the constant QoS 0 value",
+        Duration::from_secs(30),
+        |seen| seen.iter().any(|m| m.topic == topic),
+    )
+    .await;
+    assert_eq!(sub.on(topic)[0].payload["value"], 42);
+    let log = gateway.log();
+    assert!(!log.contains("dropped QoS 0 samples"), "{log}");
+    stop.cancel();
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::result::{ErrorCode, Refusal};
 use crate::config::{data_type_name, DataType, MissingTs, PointConfig};
 use crate::modbus::bus::{write_request, WriteError};
-use crate::modbus::decode::{self, DecodeError, Scaling};
+use crate::modbus::decode::{self, DecodeError};
 use crate::modbus::{ProbedPoint, Request, Response};
 use crate::sample::Value;
 
@@ -201,16 +201,10 @@ impl WritePlan {
         };
         let written = match (&expected, point.modbus()) {
             (Response::Bits(bits), _) => bits.first().map(|b| Value::Bool(*b)),
-            (Response::Words(words), Some(source)) => decode::decode_registers(
-                point.data_type,
-                source.encoding,
-                words,
-                Scaling {
-                    scale: point.scale,
-                    offset: point.offset,
-                },
-            )
-            .ok(),
+            (Response::Words(words), Some(source)) => {
+                decode::decode_registers(point.data_type, source.encoding, words, point.scaling())
+                    .ok()
+            }
             _ => None,
         };
         Ok(WritePlan {
@@ -301,7 +295,7 @@ devices:
             }
         );
         // What the decoder makes of the register, as the next poll will publish it.
-        assert_eq!(p.value, Value::Float(-217.0 * 0.1));
+        assert_eq!(p.value, Value::Float(-21.7));
         assert!(p.verify);
         assert_eq!(
             plan("mode", Value::Float(7.0)).unwrap().value,
@@ -408,7 +402,7 @@ devices:
             p.confirmed_by(&read(0, Value::Float(0.0))),
             Err(format!(
                 "the device holds 0.0 instead of {}",
-                Value::Float(-217.0 * 0.1).to_json()
+                Value::Float(-21.7).to_json()
             ))
         );
         let refused = ProbedPoint {

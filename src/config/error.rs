@@ -15,7 +15,10 @@
 //! gives `FILE:LINE:COLUMN: message`.
 //!
 //! [`ConfigErrors`] holds **every** problem found, sorted by position, so that one run of
-//! `check` is enough to fix a file. Messages are lowercase without a trailing period, and quote
+//! `check` is enough to fix a file. A *warning* is a problem that does not stop the file from
+//! loading (an address that looks like a Modicon reference): printed in the same format with
+//! `warning:` after the position (`FILE:LINE:COLUMN: warning: KEY.PATH: message`, as compilers
+//! do), beside the errors when there are any, and on its own when the file is valid. Messages are lowercase without a trailing period, and quote
 //! values from the file with Rust's debug escaping so control characters cannot garble the
 //! terminal.
 //!
@@ -42,8 +45,9 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// `FILE:LINE:COLUMN:[ label:][ PATH:] message`.
+    fn write(&self, f: &mut fmt::Formatter<'_>, label: Option<&str>) -> fmt::Result {
         write!(f, "{}:", self.file)?;
         if let Some(line) = self.line {
             write!(f, "{line}:")?;
@@ -51,10 +55,30 @@ impl fmt::Display for ConfigError {
                 write!(f, "{column}:")?;
             }
         }
+        if let Some(label) = label {
+            write!(f, " {label}:")?;
+        }
         if !self.path.is_empty() {
             write!(f, " {}:", self.path)?;
         }
         write!(f, " {}", self.message)
+    }
+
+    /// The problem printed as a warning: `FILE:LINE:COLUMN: warning: KEY.PATH: message`.
+    pub fn as_warning(&self) -> impl fmt::Display + '_ {
+        struct Warning<'a>(&'a ConfigError);
+        impl fmt::Display for Warning<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, Some("warning"))
+            }
+        }
+        Warning(self)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, None)
     }
 }
 
@@ -64,16 +88,25 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
+    /// Found beside the errors; they alone would not have refused the file.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl ConfigErrors {
     /// Sorts by position (problems without one first: they concern the whole file) and drops
     /// exact duplicates. The sort is stable, so problems at the same position keep the order in
     /// which they were found.
-    pub fn new(mut errors: Vec<ConfigError>) -> ConfigErrors {
-        errors.sort_by_key(|error| (error.line, error.column));
-        errors.dedup();
-        ConfigErrors { errors }
+    pub fn new(errors: Vec<ConfigError>) -> ConfigErrors {
+        ConfigErrors {
+            errors: sorted(errors),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The same errors, printed with these warnings.
+    pub fn with_warnings(mut self, warnings: Vec<ConfigError>) -> ConfigErrors {
+        self.warnings = sorted(warnings);
+        self
     }
 
     /// A single problem that concerns the whole file.
@@ -88,14 +121,32 @@ impl ConfigErrors {
     }
 }
 
+fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by_key(|error| (error.line, error.column));
+    errors.dedup();
+    errors
+}
+
 impl fmt::Display for ConfigErrors {
-    /// One error per line, without a trailing newline.
+    /// One problem per line, errors and warnings in the order of the file (an error before a
+    /// warning at the same place), without a trailing newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.errors.iter().enumerate() {
+        let mut lines: Vec<(Option<u64>, Option<u64>, bool, &ConfigError)> = self
+            .errors
+            .iter()
+            .map(|e| (e.line, e.column, false, e))
+            .chain(self.warnings.iter().map(|w| (w.line, w.column, true, w)))
+            .collect();
+        lines.sort_by_key(|&(line, column, warning, _)| (line, column, warning));
+        for (i, (_, _, warning, problem)) in lines.into_iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{error}")?;
+            if warning {
+                write!(f, "{}", problem.as_warning())?;
+            } else {
+                write!(f, "{problem}")?;
+            }
         }
         Ok(())
     }
@@ -124,6 +175,14 @@ pub(crate) struct Note {
     pub text: String,
 }
 
+/// Whether an issue refuses the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    Error,
+    /// Printed, but the file loads: a value that is valid yet probably not what was meant.
+    Warning,
+}
+
 /// A problem found by a check, before it is given a file and a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issue {
@@ -131,6 +190,7 @@ pub(crate) struct Issue {
     pub at: At,
     pub message: String,
     pub note: Option<Note>,
+    pub severity: Severity,
 }
 
 impl Issue {
@@ -140,7 +200,20 @@ impl Issue {
             at,
             message: message.into(),
             note: None,
+            severity: Severity::Error,
         }
+    }
+
+    /// The value at `path` is valid but probably not what was meant.
+    pub(crate) fn warning(path: KeyPath, message: impl Into<String>) -> Issue {
+        Issue {
+            severity: Severity::Warning,
+            ..Issue::new(path, At::Value, message)
+        }
+    }
+
+    pub(crate) fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     /// The value at `path` is wrong.
@@ -213,6 +286,23 @@ mod tests {
              c.yaml:2:3: a: before first\n\
              c.yaml:2:5: a: first\n\
              c.yaml:9:1: b: second"
+        );
+    }
+
+    #[test]
+    fn warnings_are_labelled_and_interleaved_by_position() {
+        let errors = ConfigErrors::new(vec![error(Some(9), Some(1), "b", "an error")])
+            .with_warnings(vec![
+                error(Some(12), Some(3), "c", "late"),
+                error(Some(9), Some(1), "b", "same place"),
+                error(Some(2), Some(5), "a", "early"),
+            ]);
+        assert_eq!(
+            errors.to_string(),
+            "c.yaml:2:5: warning: a: early\n\
+             c.yaml:9:1: b: an error\n\
+             c.yaml:9:1: warning: b: same place\n\
+             c.yaml:12:3: warning: c: late"
         );
     }
 }

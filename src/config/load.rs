@@ -37,8 +37,14 @@ pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Reads, parses and validates the configuration file at `path`. Errors name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_warnings(path).map(|(config, _)| config)
+}
+
+/// [`load`], with the warnings of a valid file (print them with
+/// [`ConfigError::as_warning`]); the errors of an invalid one carry its warnings too.
+pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let text = read_text(path)?;
-    load_str(&text, &path.display().to_string())
+    load_str_with_warnings(&text, &path.display().to_string())
 }
 
 /// Reads the file at `path` as text: at most [`MAX_FILE_SIZE`] bytes of UTF-8, a bad byte
@@ -80,7 +86,15 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Parses and validates configuration `text`; `file_name` is used in the errors.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
-    load_document(text, file_name, |document, issues| {
+    load_str_with_warnings(text, file_name).map(|(config, _)| config)
+}
+
+/// [`load_str`] with the warnings of a valid file.
+pub fn load_str_with_warnings(
+    text: &str,
+    file_name: &str,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+    load_document_with_warnings(text, file_name, |document, issues| {
         raw::decode(document, issues).and_then(|raw| validate::validate(&raw, issues))
     })
 }
@@ -94,6 +108,15 @@ pub(crate) fn load_document<T>(
     file_name: &str,
     build: impl FnOnce(&serde_json::Value, &mut Vec<Issue>) -> Option<T>,
 ) -> Result<T, ConfigErrors> {
+    load_document_with_warnings(text, file_name, build).map(|(built, _)| built)
+}
+
+/// [`load_document`], with the warnings (issues that do not refuse the file) located.
+pub(crate) fn load_document_with_warnings<T>(
+    text: &str,
+    file_name: &str,
+    build: impl FnOnce(&serde_json::Value, &mut Vec<Issue>) -> Option<T>,
+) -> Result<(T, Vec<ConfigError>), ConfigErrors> {
     let whole_document = |pos: Option<Pos>, message: String| {
         ConfigErrors::new(vec![ConfigError {
             file: file_name.to_owned(),
@@ -142,10 +165,15 @@ pub(crate) fn load_document<T>(
     };
 
     let built = build(&document, &mut issues);
+    let (errors, warnings): (Vec<Issue>, Vec<Issue>) =
+        issues.into_iter().partition(Issue::is_error);
+    let warnings = resolve(warnings, &source_map, file_name).errors;
     match built {
-        Some(built) if issues.is_empty() => Ok(built),
-        _ if !issues.is_empty() => Err(resolve(issues, &source_map, file_name)),
-        // Unreachable by construction (every `None` comes with an issue); still an error, not a
+        Some(built) if errors.is_empty() => Ok((built, warnings)),
+        _ if !errors.is_empty() => {
+            Err(resolve(errors, &source_map, file_name).with_warnings(warnings))
+        }
+        // Unreachable by construction (every `None` comes with an error); still an error, not a
         // panic, and not a half-built config.
         _ => Err(resolve(
             vec![Issue::value(
@@ -154,7 +182,8 @@ pub(crate) fn load_document<T>(
             )],
             &source_map,
             file_name,
-        )),
+        )
+        .with_warnings(warnings)),
     }
 }
 

@@ -12,6 +12,7 @@ mod error;
 mod load;
 mod local;
 mod metrics;
+mod modicon;
 mod raw;
 mod source_map;
 mod status;
@@ -24,8 +25,11 @@ pub use commands::{
     DEFAULT_OFFLINE_AFTER,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
+pub use load::{
+    load, load_str, load_str_with_warnings, load_with_warnings, read_text, MAX_FILE_SIZE,
+};
 pub use local::LocalConfig;
+pub use modicon::{modicon_hint, ModiconReference};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub(crate) use validate::data_type_name;
@@ -34,7 +38,7 @@ pub use validate::{
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,
     DEFAULT_MQTTS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL,
     DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
-    MAX_CLIENT_ID_LEN, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+    MAX_CLIENT_ID_LEN, MAX_DECIMALS, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
 };
 
 /// The loader's parts for other YAML files held to the configuration's standard (the simulator
@@ -310,6 +314,9 @@ pub struct PointConfig {
     pub data_type: DataType,
     pub scale: f64,
     pub offset: f64,
+    /// At most this many decimals in the published value; `None`: those the scale and offset
+    /// imply (`crate::modbus::decode`, "Decimals").
+    pub decimals: Option<u8>,
     pub qos: Qos,
     pub retain: bool,
     pub reporting: Reporting,
@@ -343,6 +350,15 @@ impl PointConfig {
         match &self.source {
             PointSource::Modbus(source) => Some(source),
             PointSource::Line(_) => None,
+        }
+    }
+
+    /// How a raw reading becomes the published value: scale, offset, decimals.
+    pub fn scaling(&self) -> crate::modbus::decode::Scaling {
+        crate::modbus::decode::Scaling {
+            scale: self.scale,
+            offset: self.offset,
+            decimals: self.decimals,
         }
     }
 }

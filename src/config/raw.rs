@@ -143,6 +143,7 @@ pub(crate) struct RawPoint {
     pub data_type: Option<String>,
     pub scale: Option<f64>,
     pub offset: Option<f64>,
+    pub decimals: Option<i64>,
     pub qos: Option<i64>,
     pub retain: Option<bool>,
     pub publish: Option<String>,

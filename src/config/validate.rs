@@ -92,6 +92,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// TCP round trip alone is several milliseconds.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Most decimals a point's `decimals:` key may ask for: more than an f64 promises for a value
+/// near 1.
+pub const MAX_DECIMALS: u8 = 15;
+
 /// Builds the configuration; pushes every problem found to `issues`. Returns `Some` only if every
 /// part could be built.
 pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
@@ -1152,6 +1156,7 @@ fn validate_point(
             ));
         }
         let (source, data_type, footprint) = modbus_source(keys, raw, data_type, defaults, issues);
+        super::modicon::check_address(keys, raw.table.as_deref(), raw.address, issues);
         (source.map(PointSource::Modbus), data_type, footprint)
     };
 
@@ -1160,7 +1165,7 @@ fn validate_point(
     if is_string {
         refuse_keys(
             keys,
-            &["scale", "offset", "deadband"],
+            &["scale", "offset", "decimals", "deadband"],
             "a string point",
             issues,
         );
@@ -1172,6 +1177,19 @@ fn validate_point(
         "must not be 0 (every reading would become the offset)",
         issues,
     );
+    let decimals = match raw.decimals {
+        None => Some(None),
+        Some(places) if (0..=i64::from(MAX_DECIMALS)).contains(&places) => {
+            Some(u8::try_from(places).ok())
+        }
+        Some(places) => {
+            issues.push(Issue::value(
+                keys.path_of("decimals"),
+                format!("must be 0 to {MAX_DECIMALS}, got {places}"),
+            ));
+            None
+        }
+    };
     let qos = optional(keys, "qos", raw.qos, 1).and_then(|qos| match qos {
         0 => Some(Qos::AtMostOnce),
         1 => Some(Qos::AtLeastOnce),
@@ -1258,6 +1276,7 @@ fn validate_point(
             data_type: data_type?,
             scale: if is_string { 1.0 } else { scale? },
             offset: if is_string { 0.0 } else { offset? },
+            decimals: decimals?,
             qos: qos?,
             retain: retain?,
             reporting: Reporting {
@@ -1751,14 +1770,14 @@ const DATA_TYPE_NAMES: [&str; 10] = [
     "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
 ];
 
-fn parse_table(text: &str) -> Option<Table> {
+pub(crate) fn parse_table(text: &str) -> Option<Table> {
     TABLES
         .iter()
         .find(|(name, _)| *name == text)
         .map(|(_, table)| *table)
 }
 
-fn table_name(table: Table) -> &'static str {
+pub(crate) fn table_name(table: Table) -> &'static str {
     TABLES
         .iter()
         .find(|(_, t)| *t == table)
@@ -2018,6 +2037,7 @@ devices:
                 data_type: DataType::F32,
                 scale: 1.0,
                 offset: 0.0,
+                decimals: None,
                 qos: Qos::AtLeastOnce,
                 retain: false,
                 reporting: Reporting {

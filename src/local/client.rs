@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use super::feed::{FeedReceiver, LocalEvent};
 use super::retained::Retained;
-use crate::backoff::Backoff;
+use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
 use crate::commands::topic;
 use crate::config::{LocalConfig, OfflineStatus, Qos};
 use crate::sample::{now_ms, Sample};
@@ -126,6 +126,7 @@ impl Client {
 
     async fn run(&mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+        let mut failure_log = FailureLog::default();
         let broker = self.dialer.endpoint();
         loop {
             let options = ConnectOptions {
@@ -143,6 +144,7 @@ impl Client {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
                 () = cancel.cancelled() => return,
             };
+            let mut failed = None;
             match attempt {
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "local broker connected");
@@ -150,6 +152,7 @@ impl Client {
                     if !self.acks.on_connected() {
                         backoff.reset();
                     }
+                    failure_log.reset();
                     match self.connected(reader, writer, &cancel).await {
                         Ended::Shutdown => return,
                         Ended::Lost(error) => {
@@ -157,12 +160,23 @@ impl Client {
                         }
                     }
                 }
-                Err(error) if backoff.failures() == 0 => {
-                    warn!(%broker, %error, "cannot connect to the local broker; retrying with backoff (the cloud path is not affected)")
-                }
-                Err(error) => debug!(%broker, %error, "local broker connect failed"),
+                Err(error) => failed = Some(error),
             }
-            let pause = tokio::time::sleep(backoff.next_delay());
+            let delay = backoff.next_delay();
+            if let Some(error) = failed {
+                match failure_log.failed(Instant::now()) {
+                    Some(unlogged) => warn!(
+                        %broker, %error, attempt = backoff.failures(), next_attempt_in = ?delay,
+                        "cannot connect to the local broker; retrying with backoff, next attempt in \
+                         {delay:.1?}{} (the cloud path is not affected)",
+                        unlogged_suffix(unlogged)
+                    ),
+                    None => {
+                        debug!(%broker, %error, attempt = backoff.failures(), "local broker connect failed")
+                    }
+                }
+            }
+            let pause = tokio::time::sleep(delay);
             tokio::pin!(pause);
             // Keep reading the feed while waiting: stale samples go, statuses and retained
             // values are kept for the next connection; results cannot be delivered and their

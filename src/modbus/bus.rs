@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::counters::{DeviceCounters, DeviceHealth};
-use super::decode::{self, DecodeError, Scaling};
+use super::decode::{self, DecodeError};
 use super::device::{PointTable, ProbedPoint};
 use super::frame::{Exception, Reply, Request};
 use super::link::{Link, LinkError, LinkNotes};
@@ -304,10 +304,7 @@ pub fn write_request(
 ) -> Result<Request, WriteError> {
     let not_writable = || WriteError::NotWritable(point.name.clone());
     let source = point.modbus().ok_or_else(not_writable)?;
-    let scaling = Scaling {
-        scale: point.scale,
-        offset: point.offset,
-    };
+    let scaling = point.scaling();
     let multiple = point
         .write
         .is_some_and(|w| w.function == crate::config::WriteFunction::Multiple);

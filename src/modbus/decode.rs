@@ -20,6 +20,19 @@
 //! non-finite result is an error, never a sample: JSON cannot carry NaN or infinity, and a NaN
 //! from a device is a fault worth counting, not data.
 //!
+//! # Decimals
+//!
+//! A scaled value is rounded here, once, to the decimals the arithmetic implies, so the queue, the
+//! wire, the on-site broker and `probe` all carry `0.3`, never `0.30000000000000004`: `raw *
+//! scale + offset` in exact decimal arithmetic has at most `d(raw) + d(scale)` decimals, or
+//! `d(offset)` if that is more, where `d(x)` counts the decimals of the shortest text of `x`
+//! (`d(0.1) = 1`, `d(0.25) = 2`, `d(-273.15) = 2`, an integer raw value has none, an f32 has those
+//! of its shortest text, `21.7`). Rounding to that many decimals gives the f64 nearest to the
+//! exact result, which prints as it. A point's `decimals:` key replaces the implied count (at
+//! most that many decimals, e.g. `decimals: 1` on a float from a device). Results whose digits
+//! do not fit an f64's 53-bit mantissa are left as computed: they have no noise below their
+//! precision to remove.
+//!
 //! [`encode_registers`] is the inverse, used by the simulator and by writes; the property tests
 //! check that `decode(encode(v)) == v` for every type and order.
 
@@ -52,55 +65,106 @@ pub enum DecodeError {
     TooLong { len: usize, registers: u16 },
 }
 
-/// Scaling applied to a point's raw value.
+/// Scaling applied to a point's raw value, and the decimals the result keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scaling {
     pub scale: f64,
     pub offset: f64,
+    /// The point's `decimals:` key: at most this many decimals. `None`: those the scale, the
+    /// offset and the raw value imply (module header).
+    pub decimals: Option<u8>,
 }
 
 impl Scaling {
     pub const IDENTITY: Scaling = Scaling {
         scale: 1.0,
         offset: 0.0,
+        decimals: None,
     };
+
+    /// `raw * scale + offset` with the implied decimals.
+    pub fn linear(scale: f64, offset: f64) -> Scaling {
+        Scaling {
+            scale,
+            offset,
+            decimals: None,
+        }
+    }
 
     pub fn is_identity(self) -> bool {
         self.scale == 1.0 && self.offset == 0.0
     }
 
-    fn apply_int(self, raw: i64) -> Result<Value, DecodeError> {
+    /// Integers stay integers when unscaled (whatever `decimals` says: they have none).
+    pub(crate) fn apply_int(self, raw: i64) -> Result<Value, DecodeError> {
         if self.is_identity() {
             Ok(Value::Int(raw))
         } else {
-            finite(raw as f64 * self.scale + self.offset)
+            self.rounded(raw as f64 * self.scale + self.offset, 0)
         }
     }
 
-    fn apply_u64(self, raw: u64) -> Result<Value, DecodeError> {
+    pub(crate) fn apply_u64(self, raw: u64) -> Result<Value, DecodeError> {
         if self.is_identity() {
             Ok(Value::from_u64(raw))
         } else {
-            finite(raw as f64 * self.scale + self.offset)
+            self.rounded(raw as f64 * self.scale + self.offset, 0)
         }
     }
 
-    fn apply_float(self, raw: f64) -> Result<Value, DecodeError> {
+    /// `raw` is the shortest-decimal f64 of the reading (a device's f32, a parsed text).
+    pub(crate) fn apply_float(self, raw: f64) -> Result<Value, DecodeError> {
         if !raw.is_finite() {
             return Err(DecodeError::NotFinite);
         }
-        if self.is_identity() {
+        if self.is_identity() && self.decimals.is_none() {
             return Ok(Value::Float(raw));
         }
-        finite(raw * self.scale + self.offset)
+        self.rounded(raw * self.scale + self.offset, decimal_places(raw))
+    }
+
+    /// `v` rounded to the explicit decimals, or to those implied by a raw value with
+    /// `raw_places` decimals.
+    fn rounded(self, v: f64, raw_places: u32) -> Result<Value, DecodeError> {
+        if !v.is_finite() {
+            return Err(DecodeError::NotFinite);
+        }
+        let places = match self.decimals {
+            Some(places) => u32::from(places),
+            None => (raw_places + decimal_places(self.scale)).max(decimal_places(self.offset)),
+        };
+        Ok(Value::Float(round_to(v, places)))
     }
 }
 
-fn finite(v: f64) -> Result<Value, DecodeError> {
-    if v.is_finite() {
-        Ok(Value::Float(v))
+/// Digits after the decimal point in the shortest text that round-trips `x` (`0.1` → 1,
+/// `0.25` → 2, `40` → 0). Rust prints an f64 without an exponent, so these are all of them.
+pub fn decimal_places(x: f64) -> u32 {
+    let text = x.to_string();
+    text.split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len() as u32)
+}
+
+/// The f64 nearest to `v` rounded to `places` decimals, which prints with at most that many:
+/// `k / 10^places` with `k` a whole number below 2^53 and `10^places` exact (`places <= 22`),
+/// and IEEE division rounds correctly. Outside those bounds `v` is returned as it is.
+pub fn round_to(v: f64, places: u32) -> f64 {
+    const EXACT_POWERS_OF_TEN: u32 = 22;
+    const MANTISSA: f64 = 9_007_199_254_740_992.0; // 2^53
+    if places > EXACT_POWERS_OF_TEN {
+        return v;
+    }
+    let factor = 10f64.powi(places as i32);
+    let scaled = v * factor;
+    if !scaled.is_finite() || scaled.abs() >= MANTISSA {
+        return v;
+    }
+    let rounded = scaled.round() / factor;
+    // -0.0 prints as "-0.0": a reading that rounds to zero is zero.
+    if rounded == 0.0 {
+        0.0
     } else {
-        Err(DecodeError::NotFinite)
+        rounded
     }
 }
 
@@ -426,14 +490,68 @@ mod tests {
 
     #[test]
     fn scaling_makes_floats() {
-        let s = Scaling {
-            scale: 0.01,
-            offset: 0.0,
+        let s = Scaling::linear(0.01, 0.0);
+        assert_eq!(
+            decode_registers(DataType::U16, ABCD, &[1234], s),
+            Ok(Value::Float(12.34))
+        );
+    }
+
+    /// The noise the naive arithmetic leaves (`3 * 0.1 = 0.30000000000000004`) is gone, and the
+    /// value prints with the decimals of its scale and offset.
+    #[test]
+    fn scaled_values_keep_the_decimals_their_scale_implies() {
+        let json = |t, words: &[u16], s| decode_registers(t, ABCD, words, s).unwrap().to_json();
+        assert_eq!(json(DataType::U16, &[3], Scaling::linear(0.1, 0.0)), "0.3");
+        assert_eq!(
+            json(DataType::U16, &[569], Scaling::linear(0.1, 0.0)),
+            "56.9"
+        );
+        assert_eq!(
+            json(DataType::I16, &[0xFFFD], Scaling::linear(0.1, 0.0)),
+            "-0.3"
+        );
+        assert_eq!(
+            json(DataType::U16, &[7], Scaling::linear(0.25, 0.0)),
+            "1.75"
+        );
+        assert_eq!(
+            json(DataType::U16, &[3], Scaling::linear(0.1, -273.15)),
+            "-272.85"
+        );
+        assert_eq!(json(DataType::U16, &[1], Scaling::linear(2.0, 0.5)), "2.5");
+        assert_eq!(json(DataType::U16, &[0], Scaling::linear(0.1, 0.0)), "0.0");
+        // An f32 keeps its own decimals plus the scale's: 21.7 * 0.1 = 2.17 exactly.
+        let bits = 21.7f32.to_bits();
+        let words = [(bits >> 16) as u16, bits as u16];
+        assert_eq!(
+            json(DataType::F32, &words, Scaling::linear(0.1, 0.0)),
+            "2.17"
+        );
+        // The `decimals:` key caps them, also on an unscaled float; integers stay integers.
+        let one = Scaling {
+            decimals: Some(0),
+            ..Scaling::IDENTITY
         };
-        match decode_registers(DataType::U16, ABCD, &[1234], s) {
-            Ok(Value::Float(v)) => assert!((v - 12.34).abs() < 1e-9),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(json(DataType::F32, &words, one), "22.0");
+        assert_eq!(json(DataType::U16, &[7], one), "7");
+        let two = Scaling {
+            decimals: Some(2),
+            ..Scaling::linear(1.0 / 3.0, 0.0)
+        };
+        assert_eq!(json(DataType::U16, &[1], two), "0.33");
+    }
+
+    #[test]
+    fn round_to_leaves_what_it_cannot_round_exactly() {
+        assert_eq!(round_to(0.30000000000000004, 1), 0.3);
+        assert_eq!(round_to(1e300, 2), 1e300);
+        assert_eq!(round_to(0.123, 40), 0.123);
+        assert_eq!(round_to(-0.04, 1).to_string(), "0");
+        assert_eq!(decimal_places(0.1), 1);
+        assert_eq!(decimal_places(-273.15), 2);
+        assert_eq!(decimal_places(1e-7), 7);
+        assert_eq!(decimal_places(40.0), 0);
     }
 
     #[test]
@@ -497,9 +615,40 @@ mod tests {
 
         #[test]
         fn scaled_integers_round_trip(raw in 0u16..=u16::MAX, scale in 0.001f64..1000.0, offset in -1000.0f64..1000.0) {
-            let s = Scaling { scale, offset };
+            let s = Scaling::linear(scale, offset);
             let value = decode_registers(DataType::U16, ABCD, &[raw], s).unwrap();
             prop_assert_eq!(encode_registers(DataType::U16, ABCD, &value, s).unwrap(), vec![raw]);
+        }
+
+        /// Any raw value times a decimal scale plus a decimal offset is the exact decimal result
+        /// (computed here in integers), printed with at most the implied decimals.
+        #[test]
+        fn scaled_integers_are_the_exact_decimal(
+            raw in -10_000_000i32..10_000_000,
+            (scale_mantissa, scale_places) in (1i64..=2000, 0u32..=4),
+            (offset_mantissa, offset_places) in (-100_000i64..=100_000, 0u32..=3),
+        ) {
+            let scale: f64 = format!("{}e-{scale_places}", scale_mantissa).parse().unwrap();
+            let offset: f64 = format!("{}e-{offset_places}", offset_mantissa).parse().unwrap();
+            let s = Scaling::linear(scale, offset);
+            let value = decode_registers(DataType::I32, ABCD, &[(raw >> 16) as u16, raw as u16], s).unwrap();
+            // Exact: raw * scale + offset over the common power of ten.
+            let places = scale_places.max(offset_places);
+            let exact = i128::from(raw) * i128::from(scale_mantissa) * 10i128.pow(places - scale_places)
+                + i128::from(offset_mantissa) * 10i128.pow(places - offset_places);
+            let expected = exact as f64 / 10f64.powi(places as i32);
+            prop_assert_eq!(&value, &Value::Float(if expected == 0.0 { 0.0 } else { expected }));
+            let text = value.to_json();
+            let decimals = text.split_once('.').map_or(0, |(_, f)| f.len() as u32);
+            prop_assert!(decimals <= places.max(1), "{} has more than {} decimals", text, places);
+        }
+
+        /// The rule of thumb users see: any raw × 0.1 prints at most one decimal.
+        #[test]
+        fn tenths_print_one_decimal(raw in any::<i16>()) {
+            let value = decode_registers(DataType::I16, ABCD, &[raw as u16], Scaling::linear(0.1, 0.0)).unwrap();
+            let text = value.to_json();
+            prop_assert_eq!(text.split_once('.').map(|(_, f)| f.len()), Some(1), "{}", text);
         }
 
         #[test]

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::counters::DeviceCounters;
-use super::decode::{self, DecodeError, Scaling};
+use super::decode::{self, DecodeError};
 use super::frame::{Exception, Response};
 use super::plan::Read;
 use crate::config::{DeviceConfig, PointConfig};
@@ -80,10 +80,7 @@ impl PointTable {
                             point.data_type,
                             source.encoding,
                             &raw,
-                            Scaling {
-                                scale: point.scale,
-                                offset: point.offset,
-                            },
+                            point.scaling(),
                         ),
                     },
                     None => Err(short(0)),

@@ -22,6 +22,7 @@ pub(crate) fn point(name: &str, table: Table, address: u16, data_type: DataType)
         data_type,
         scale: 1.0,
         offset: 0.0,
+        decimals: None,
         qos: Qos::AtLeastOnce,
         retain: false,
         reporting: Reporting {

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::bus::{DeviceView, SampleSink};
 use super::counters::{DeviceCounters, DeviceHealth};
+use super::decode::{DecodeError, Scaling};
 use super::device::PointTable;
 use super::link::{Opener, SerialOpener};
 use crate::backoff::Backoff;
@@ -103,7 +104,7 @@ impl LineSplitter {
 
 /// Applies a device's point regexes to lines.
 pub struct LineMatcher {
-    points: Vec<(usize, regex::Regex, DataType, f64, f64)>,
+    points: Vec<(usize, regex::Regex, DataType, Scaling)>,
 }
 
 /// Why a capture was not a value.
@@ -123,7 +124,7 @@ impl LineMatcher {
                 .enumerate()
                 .filter_map(|(i, p)| match &p.source {
                     PointSource::Line(pattern) => {
-                        Some((i, pattern.0.clone(), p.data_type, p.scale, p.offset))
+                        Some((i, pattern.0.clone(), p.data_type, p.scaling()))
                     }
                     PointSource::Modbus(_) => None,
                 })
@@ -135,48 +136,28 @@ impl LineMatcher {
     pub fn matches(&self, line: &str) -> Vec<(usize, Result<Value, ParseError>)> {
         self.points
             .iter()
-            .filter_map(|(i, regex, data_type, scale, offset)| {
+            .filter_map(|(i, regex, data_type, scaling)| {
                 let captures = regex.captures(line)?;
                 let text = captures.get(1).map_or("", |m| m.as_str());
-                Some((*i, parse(text, *data_type, *scale, *offset)))
+                Some((*i, parse(text, *data_type, *scaling)))
             })
             .collect()
     }
 }
 
-/// Parses a capture as `data_type`, scaled like a register value.
-pub fn parse(
-    text: &str,
-    data_type: DataType,
-    scale: f64,
-    offset: f64,
-) -> Result<Value, ParseError> {
+/// Parses a capture as `data_type`, scaled (and rounded) like a register value.
+pub fn parse(text: &str, data_type: DataType, scaling: Scaling) -> Result<Value, ParseError> {
     let trimmed = text.trim();
-    let identity = scale == 1.0 && offset == 0.0;
     let fail = |expected| ParseError {
         text: text.to_owned(),
         expected,
     };
-    let scaled = |v: f64| {
-        let v = v * scale + offset;
-        if v.is_finite() {
-            Ok(Value::Float(v))
-        } else {
-            Err(fail("finite number"))
-        }
-    };
+    let finite = |result: Result<Value, DecodeError>| result.map_err(|_| fail("finite number"));
     match data_type {
         DataType::String { .. } => Ok(Value::Str(Arc::from(text))),
         DataType::F32 | DataType::F64 => {
             let v: f64 = trimmed.parse().map_err(|_| fail("number"))?;
-            if !v.is_finite() {
-                return Err(fail("finite number"));
-            }
-            if identity {
-                Ok(Value::Float(v))
-            } else {
-                scaled(v)
-            }
+            finite(scaling.apply_float(v))
         }
         DataType::U64 => {
             let v: u64 = trimmed
@@ -184,11 +165,7 @@ pub fn parse(
                 .unwrap_or(trimmed)
                 .parse()
                 .map_err(|_| fail("integer"))?;
-            if identity {
-                Ok(Value::from_u64(v))
-            } else {
-                scaled(v as f64)
-            }
+            finite(scaling.apply_u64(v))
         }
         _ => {
             let v: i64 = trimmed
@@ -206,11 +183,7 @@ pub fn parse(
             if !(lo..=hi).contains(&v) {
                 return Err(fail("integer in range"));
             }
-            if identity {
-                Ok(Value::Int(v))
-            } else {
-                scaled(v as f64)
-            }
+            finite(scaling.apply_int(v))
         }
     }
 }
@@ -412,19 +385,25 @@ mod tests {
     #[test]
     fn parses_captures_by_type() {
         assert_eq!(
-            parse(" 12.5", DataType::F64, 1.0, 0.0),
+            parse(" 12.5", DataType::F64, Scaling::IDENTITY),
             Ok(Value::Float(12.5))
         );
-        assert_eq!(parse("+42", DataType::I32, 1.0, 0.0), Ok(Value::Int(42)));
-        assert_eq!(parse("42", DataType::U16, 0.5, 1.0), Ok(Value::Float(22.0)));
         assert_eq!(
-            parse("OK", DataType::String { length: 0 }, 1.0, 0.0),
+            parse("+42", DataType::I32, Scaling::IDENTITY),
+            Ok(Value::Int(42))
+        );
+        assert_eq!(
+            parse("42", DataType::U16, Scaling::linear(0.5, 1.0)),
+            Ok(Value::Float(22.0))
+        );
+        assert_eq!(
+            parse("OK", DataType::String { length: 0 }, Scaling::IDENTITY),
             Ok(Value::Str("OK".into()))
         );
-        assert!(parse("70000", DataType::U16, 1.0, 0.0).is_err());
-        assert!(parse("1.5", DataType::I64, 1.0, 0.0).is_err());
-        assert!(parse("NaN", DataType::F64, 1.0, 0.0).is_err());
-        assert!(parse("inf", DataType::F64, 1.0, 0.0).is_err());
+        assert!(parse("70000", DataType::U16, Scaling::IDENTITY).is_err());
+        assert!(parse("1.5", DataType::I64, Scaling::IDENTITY).is_err());
+        assert!(parse("NaN", DataType::F64, Scaling::IDENTITY).is_err());
+        assert!(parse("inf", DataType::F64, Scaling::IDENTITY).is_err());
     }
 
     mod timers {
@@ -470,6 +449,7 @@ mod tests {
                 data_type: DataType::I32,
                 scale: 1.0,
                 offset: 0.0,
+                decimals: None,
                 qos: Qos::AtLeastOnce,
                 retain: false,
                 reporting: Reporting {

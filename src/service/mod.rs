@@ -38,6 +38,11 @@
 //! - `NOTIFY_SOCKET` must be a file-system path (as systemd sets it); abstract sockets (`@…`)
 //!   are not supported by the crate.
 //!
+//! # Who runs it
+//!
+//! [`owner`] refuses `sudo fieldrelay run` on the service user's data directory, whose files
+//! root would otherwise take over.
+//!
 //! # Logs
 //!
 //! [`journal::stderr_is_journal`] tells `main` whether stderr is the journal (`JOURNAL_STREAM`
@@ -46,6 +51,7 @@
 
 pub mod journal;
 pub mod notifier;
+pub mod owner;
 pub mod status;
 pub mod supervisor;
 pub mod watchdog;

@@ -27,9 +27,12 @@ pub struct Snapshot {
     pub link: LinkState,
     /// Rows committed and not yet acknowledged by the broker.
     pub depth: u64,
-    /// Device poller tasks still running, out of the number started.
+    /// Device poller tasks (one per bus) still running, out of the number started.
     pub pollers_running: usize,
     pub pollers_started: usize,
+    /// Devices whose last poll succeeded (after at least one good poll), out of all configured.
+    pub devices_online: usize,
+    pub devices: usize,
     /// Whether the uplink task is still running (it only ends on shutdown, or by a panic).
     pub uplink_running: bool,
 }
@@ -63,7 +66,7 @@ impl fmt::Display for Stall {
             }
             Stall::WriterGone => write!(f, "queue writer stopped"),
             Stall::PollersStopped { running, started } => {
-                write!(f, "only {running} of {started} device pollers running")
+                write!(f, "only {running} of {started} bus pollers running")
             }
             Stall::UplinkStopped => write!(f, "uplink task stopped"),
         }
@@ -91,19 +94,24 @@ impl Snapshot {
         }
     }
 
-    /// The `STATUS=` text: link state and queue depth, prefixed with the stall reason when the
-    /// watchdog is being starved, so `systemctl status fieldrelay` says why.
+    /// The `STATUS=` text: link state, queue depth and devices online, prefixed with the stall
+    /// reason when the watchdog is being starved, so `systemctl status fieldrelay` says why.
     pub fn status_line(&self) -> String {
         let link = match self.link {
             LinkState::Connected => "uplink connected",
             LinkState::Connecting => "uplink disconnected, reconnecting",
         };
         let rows = if self.depth == 1 { "row" } else { "rows" };
+        let devices = if self.devices == 1 {
+            "device"
+        } else {
+            "devices"
+        };
         let running = format!(
-            "{link}; {depth} {rows} queued; {running}/{started} device pollers",
+            "{link}; {depth} {rows} queued; {online}/{total} {devices} online",
             depth = self.depth,
-            running = self.pollers_running,
-            started = self.pollers_started,
+            online = self.devices_online,
+            total = self.devices,
         );
         match self.health() {
             Health::Progressing => running,
@@ -121,8 +129,10 @@ mod tests {
             probe: Probe::Answered,
             link: LinkState::Connected,
             depth: 12,
-            pollers_running: 2,
-            pollers_started: 2,
+            pollers_running: 1,
+            pollers_started: 1,
+            devices_online: 2,
+            devices: 2,
             uplink_running: true,
         }
     }
@@ -137,23 +147,26 @@ mod tests {
         assert_eq!(snapshot.health(), Health::Progressing);
         assert_eq!(
             snapshot.status_line(),
-            "uplink disconnected, reconnecting; 50000 rows queued; 2/2 device pollers"
+            "uplink disconnected, reconnecting; 50000 rows queued; 2/2 devices online"
         );
     }
 
     #[test]
     fn status_line_of_a_healthy_gateway() {
+        // Two devices on one bus: one poller, and the line counts devices.
         assert_eq!(
             healthy().status_line(),
-            "uplink connected; 12 rows queued; 2/2 device pollers"
+            "uplink connected; 12 rows queued; 2/2 devices online"
         );
         let one = Snapshot {
             depth: 1,
+            devices_online: 0,
+            devices: 1,
             ..healthy()
         };
         assert_eq!(
             one.status_line(),
-            "uplink connected; 1 row queued; 2/2 device pollers"
+            "uplink connected; 1 row queued; 0/1 device online"
         );
     }
 
@@ -170,7 +183,7 @@ mod tests {
         assert_eq!(
             snapshot.status_line(),
             "stalled: queue writer did not answer within 250ms; \
-             uplink connected; 12 rows queued; 2/2 device pollers"
+             uplink connected; 12 rows queued; 2/2 devices online"
         );
     }
 
@@ -193,16 +206,19 @@ mod tests {
     #[test]
     fn a_dead_task_is_a_stall_even_when_the_writer_answers() {
         let poller_died = Snapshot {
-            pollers_running: 1,
+            pollers_running: 0,
             ..healthy()
         };
         assert_eq!(
             poller_died.health(),
             Health::Stalled(Stall::PollersStopped {
-                running: 1,
-                started: 2
+                running: 0,
+                started: 1
             })
         );
+        assert!(poller_died
+            .status_line()
+            .starts_with("stalled: only 0 of 1 bus pollers running; "));
         let uplink_died = Snapshot {
             uplink_running: false,
             ..healthy()

@@ -1,6 +1,7 @@
 //! The supervisor task (I/O): `READY=1`, then one probe per tick, `WATCHDOG=1` only after a
 //! probe showed progress, `STOPPING=1` when shutdown begins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -14,6 +15,7 @@ use super::notifier::Notifier;
 use super::status::{Health, Probe, Snapshot};
 use super::watchdog::WatchdogPlan;
 use crate::fleet::Pollers;
+use crate::modbus::BusHandle;
 use crate::queue::{Queue, QueueError, QueueProgress};
 use crate::uplink::LinkState;
 
@@ -30,6 +32,8 @@ pub struct Pipeline {
     pub pollers: Pollers,
     /// The uplink task; finished before shutdown only if it panicked.
     pub uplink: AbortHandle,
+    /// The current buses' devices and their health (a reload changes them).
+    pub devices: watch::Receiver<Arc<[BusHandle]>>,
 }
 
 /// Runs until `cancel` fires. Does nothing when not started by systemd (no `NOTIFY_SOCKET`).
@@ -93,12 +97,25 @@ impl Supervisor {
 
     /// Feeds the watchdog if the round showed progress, and refreshes the status line.
     fn report(&mut self, probe: Probe) {
+        let (devices_online, devices) = {
+            let handles = self.pipeline.devices.borrow();
+            let views = || handles.iter().flat_map(BusHandle::devices);
+            let online = views()
+                .filter(|view| {
+                    let health = view.health.borrow();
+                    health.answered && health.online
+                })
+                .count();
+            (online, views().count())
+        };
         let snapshot = Snapshot {
             probe,
             link: *self.pipeline.link.borrow(),
             depth: self.progress.borrow().depth,
             pollers_running: self.pipeline.pollers.running(),
             pollers_started: self.pipeline.pollers.started(),
+            devices_online,
+            devices,
             uplink_running: !self.pipeline.uplink.is_finished(),
         };
         let line = snapshot.status_line();

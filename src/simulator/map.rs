@@ -540,10 +540,7 @@ fn scaling(keys: &Keys, raw: &RawRegister, issues: &mut Vec<Issue>) -> Option<Sc
         "must not be 0: the register holds (value - offset) / scale",
         issues,
     );
-    Some(Scaling {
-        scale: scale?,
-        offset: offset?,
-    })
+    Some(Scaling::linear(scale?, offset?))
 }
 
 /// The one motion key of a register, decoded and checked on its own (not yet against the

@@ -544,10 +544,7 @@ pub async fn run_from_config(
                 }
                 let value = synthetic(point.data_type, n);
                 let scaling = match value {
-                    Value::Float(_) => Scaling {
-                        scale: point.scale,
-                        offset: point.offset,
-                    },
+                    Value::Float(_) => point.scaling(),
                     _ => Scaling::IDENTITY,
                 };
                 let value = match (source.bit, value) {

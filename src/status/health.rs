@@ -4,7 +4,8 @@
 //! ```json
 //! {"ts":1763850060000,"started":1763850000000,"uptime_s":60,
 //!  "queue":{"depth":12,"bytes":53248,"oldest_age_ms":1500,
-//!           "dropped":{"capacity":0,"expired":0,"commit_failed":0,"live_channel_full":0}},
+//!           "dropped":{"queue_full":0,"capacity":0,"expired":0,"commit_failed":0,
+//!                      "live_channel_full":0}},
 //!  "uplink":{"connections":3,"reconnects":2},
 //!  "devices":{"boiler":{"status":"online","polls":59,"requests":118,"timeouts":0,
 //!             "exceptions":0,"crc_errors":0,"errors":0,"stale_replies":0,"decode_errors":0,
@@ -49,8 +50,12 @@ pub struct QueueHealth {
     pub dropped: Dropped,
 }
 
+/// Per reason, named as the metric's `reason` label (`fieldrelay_queue_dropped_total`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Dropped {
+    /// The metric's `queue_full`.
+    pub queue_full: u64,
+    /// The same count under its first name; kept because the payload is a public contract.
     pub capacity: u64,
     pub expired: u64,
     pub commit_failed: u64,
@@ -114,6 +119,7 @@ impl HealthReport {
                 bytes: progress.bytes,
                 oldest_age_ms: progress.oldest_ts_ms.map(|ts| (now_ms - ts).max(0)),
                 dropped: Dropped {
+                    queue_full: stats.capacity_dropped,
                     capacity: stats.capacity_dropped,
                     expired: stats.expired,
                     commit_failed: stats.commit_dropped,
@@ -189,7 +195,7 @@ mod tests {
             json!({
                 "ts": 10000, "started": 4000, "uptime_s": 6,
                 "queue": {"depth": 12, "bytes": 4096, "oldest_age_ms": 1500,
-                    "dropped": {"capacity": 3, "expired": 4, "commit_failed": 2, "live_channel_full": 1}},
+                    "dropped": {"queue_full": 3, "capacity": 3, "expired": 4, "commit_failed": 2, "live_channel_full": 1}},
                 "uplink": {"connections": 3, "reconnects": 2},
                 "devices": {
                     "boiler": {"status": "offline", "polls": 7, "requests": 10, "timeouts": 2,

@@ -152,7 +152,8 @@ impl Monitor {
         match transition.state {
             super::device::DeviceState::Online => info!(%device, "device status: online"),
             super::device::DeviceState::Offline => {
-                warn!(%device, error = ?transition.error, "device status: offline")
+                let error = transition.error.as_deref().unwrap_or("no answer");
+                warn!(%device, %error, "device status: offline")
             }
         }
         if let Some(local) = &self.local {

@@ -69,10 +69,10 @@ use super::session::{PubRecAction, Released, Restored, Session};
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
-use crate::backoff::Backoff;
+use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
 use crate::config::{Qos, SessionMode, UplinkConfig};
 use crate::queue::{Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
-use crate::sample::now_ms;
+use crate::sample::{now_ms, Sample};
 
 /// How long shutdown waits for outstanding acknowledgements before it disconnects anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -179,6 +179,7 @@ async fn run_link(
         queue,
         live,
         live_open: true,
+        down_since_ms: None,
         inbound,
         acks: AckOrder::default(),
         done_tx,
@@ -209,6 +210,10 @@ struct Link {
     live: LiveReceiver,
     /// False once every producer of live samples is gone; the branch is then disabled.
     live_open: bool,
+    /// Wall time (ms) of the last lost connection or failed connect: QoS 0 samples taken up to
+    /// then waited out an outage and are stale at the next connect. `None` before any failure,
+    /// so the samples of the first polls, taken while the first connect is under way, go out.
+    down_since_ms: Option<i64>,
     inbound: Option<Inbound>,
     acks: AckOrder,
     /// Handed to [`AckToken`]s; the link receives their settlements on `done_rx`.
@@ -232,6 +237,7 @@ impl Link {
 
     async fn run(&mut self) {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        let mut failure_log = FailureLog::default();
         let persistent = self.config.session == SessionMode::Persistent;
         while !self.cancel.is_cancelled() {
             if persistent && self.fresh_start.is_none() {
@@ -256,6 +262,7 @@ impl Link {
                 () = self.cancel.cancelled() => break,
             };
             let broker = self.dialer.endpoint();
+            let mut failed = None;
             match attempt {
                 Ok((_reader, writer, _ack)) if fresh_start => {
                     match self.start_fresh_session(writer).await {
@@ -275,6 +282,7 @@ impl Link {
                     if !self.acks.on_connected() {
                         backoff.reset();
                     }
+                    failure_log.reset();
                     self.stats.connected();
                     self.state.send_replace(LinkState::Connected);
                     let resumed = persistent && ack.session_present;
@@ -284,23 +292,31 @@ impl Link {
                         Ended::Shutdown => return,
                         Ended::Lost(error) => {
                             self.stats.lost();
+                            self.down_since_ms = Some(now_ms());
                             warn!(%error, "uplink connection lost")
                         }
                     }
                 }
-                Err(error) if backoff.failures() == 0 => {
-                    self.stats.connect_failed();
-                    warn!(%error, %broker, "uplink cannot connect; retrying with backoff")
-                }
                 Err(error) => {
                     self.stats.connect_failed();
-                    debug!(%error, failures = backoff.failures(), "uplink connect failed")
+                    self.down_since_ms = Some(now_ms());
+                    failed = Some(error);
                 }
             }
             if self.queue.is_closed() {
                 return;
             }
             let delay = backoff.next_delay();
+            if let Some(error) = failed {
+                match failure_log.failed(Instant::now()) {
+                    Some(unlogged) => warn!(
+                        %error, %broker, attempt = backoff.failures(), next_attempt_in = ?delay,
+                        "uplink cannot connect; retrying with backoff, next attempt in {delay:.1?}{}",
+                        unlogged_suffix(unlogged)
+                    ),
+                    None => debug!(%error, attempt = backoff.failures(), "uplink connect failed"),
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.cancel.cancelled() => break,
@@ -325,7 +341,7 @@ impl Link {
         let now = Instant::now();
         self.session.on_connected();
         self.ahead.clear();
-        self.discard_stale_live();
+        let fresh = self.discard_stale_live();
         let mut packets = match self.resume(session_present, now).await {
             Ok(packets) => packets,
             Err(e) => return Ended::Lost(e),
@@ -341,10 +357,17 @@ impl Link {
                 packets.push(self.session.subscribe(&filters, now));
             }
         }
+        let live = fresh.len();
+        for sample in fresh {
+            let topic = message::sample_topic(&self.config.topic_prefix, &sample);
+            let payload = message::sample_payload(&sample, None);
+            packets.push(self.session.publish_live(topic, payload, sample.retain));
+        }
         if let Err(e) = writer.write(&packets).await {
             return Ended::Lost(e);
         }
         self.stats.resent(resent);
+        self.stats.published(live);
         // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
@@ -737,11 +760,16 @@ impl Link {
     }
 
     /// QoS 0 samples that waited while the link was down are stale: contract v1 sends QoS 0 only
-    /// while connected.
-    fn discard_stale_live(&mut self) {
+    /// while connected. Those taken since the last failure, during the connect that succeeded
+    /// (at start: the first polls), are returned to be sent.
+    fn discard_stale_live(&mut self) -> Vec<Sample> {
         let mut discarded = 0usize;
-        while self.live.rx.try_recv().is_ok() {
-            discarded += 1;
+        let mut fresh = Vec::new();
+        while let Ok(sample) = self.live.rx.try_recv() {
+            match self.down_since_ms {
+                Some(down) if sample.ts_ms <= down => discarded += 1,
+                _ => fresh.push(sample),
+            }
         }
         // Likewise a health report that waited for the connection.
         while self.presence.health.try_recv().is_ok() {}
@@ -752,6 +780,7 @@ impl Link {
                 "dropped QoS 0 samples taken while the uplink was down"
             );
         }
+        fresh
     }
 }
 

@@ -1,8 +1,8 @@
 //! The shipped on-site broker setup as a test fixture: mosquitto on
-//! `packaging/mosquitto/fieldrelay.conf` and `fieldrelay.acl`, users managed with
-//! `packaging/fieldrelay-broker-user`, and mosquitto_pub/mosquitto_sub as on-site clients (tools
-//! we did not write). Only the listener (a free loopback port) and file paths differ from the
-//! package.
+//! `packaging/mosquitto/fieldrelay.conf`, users and the ACL (from `fieldrelay.rights`) managed
+//! with `packaging/fieldrelay-broker-user`, and mosquitto_pub/mosquitto_sub as on-site clients
+//! (tools we did not write). Only the listener (a free loopback port) and file paths differ from
+//! the package.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{free_port, port_accepts, wait_until};
 
 pub const SNIPPET: &str = "packaging/mosquitto/fieldrelay.conf";
-pub const ACL: &str = "packaging/mosquitto/fieldrelay.acl";
+pub const RIGHTS: &str = "packaging/mosquitto/fieldrelay.rights";
 pub const USER_TOOL: &str = "packaging/fieldrelay-broker-user";
 /// Seconds mosquitto_sub waits for its messages; generous for a loaded machine.
 pub const SUB_TIMEOUT: &str = "30";
@@ -46,8 +46,9 @@ impl Broker {
 
     fn write_config(&self) {
         let snippet = std::fs::read_to_string(SNIPPET).expect("read the shipped snippet");
+        // The ACL as the tool writes it beside the password file, for the users added so far.
+        user_tool(&self.passwd(), &["sync"], "");
         let acl = self.dir.join("fieldrelay.acl");
-        std::fs::copy(ACL, &acl).expect("copy the shipped ACL");
         let mut conf = snippet.clone();
         for (from, to) in [
             (
@@ -174,6 +175,7 @@ pub fn user_tool(passwd: &Path, args: &[&str], stdin: &str) -> Output {
         .arg(USER_TOOL)
         .args(args)
         .env("FIELDRELAY_BROKER_PASSWD", passwd)
+        .env("FIELDRELAY_BROKER_RIGHTS", RIGHTS)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
