@@ -145,6 +145,7 @@ pub mod recent;
 pub mod record;
 mod store;
 pub mod summary;
+pub mod unwritten;
 mod writer;
 
 pub use recent::{CommandKey, RecentCommand};
@@ -284,6 +285,12 @@ struct Counters {
     expired: AtomicU64,
     /// The once-per-burst log of `live_dropped`, shared by every producer.
     live_burst: LiveBurst,
+    /// Bytes the rows may use before `on_full` applies, as the writer last derived it from
+    /// `store.max_size` and the room on disk.
+    capacity_bytes: AtomicU64,
+    /// Whether the acknowledgements kept over failed commits reached their bound
+    /// ([`unwritten::MAX_RANGES`]).
+    acks_backlogged: AtomicBool,
 }
 
 /// [`DropBurst`] for QoS 0 drops, which happen in `push` on any producer's task. `open` mirrors
@@ -391,10 +398,6 @@ pub enum QueueError {
     /// The transaction holding this write failed (disk full, I/O error); nothing of it applied.
     #[error("queue commit failed: {0}")]
     Commit(String),
-    /// An earlier session write failed: the session must be reloaded from disk before packet
-    /// ids are assigned again.
-    #[error("queue session state must be reloaded after a failed commit")]
-    SessionLost,
 }
 
 /// Handle to the queue; cheap to clone. Every clone talks to the same writer thread.
@@ -407,8 +410,6 @@ pub struct Queue {
     live_tx: mpsc::Sender<Sample>,
     progress_rx: watch::Receiver<QueueProgress>,
     counters: Arc<Counters>,
-    /// Bytes the rows may use before `on_full` applies (`max_size` less the WAL budget).
-    capacity_bytes: u64,
 }
 
 /// Receiving end of the QoS 0 live channel; owned by the uplink.
@@ -514,7 +515,10 @@ impl Queue {
         let counters = Arc::new(Counters::default());
         let capacity_bytes = options
             .max_size
-            .saturating_sub(store::wal_budget(options.max_size));
+            .saturating_sub(capacity::wal_budget(options.max_size));
+        counters
+            .capacity_bytes
+            .store(capacity_bytes, Ordering::Relaxed);
 
         let writer = Writer {
             conn,
@@ -530,7 +534,15 @@ impl Queue {
                 page_size: u64::try_from(page_size).unwrap_or(4096),
             },
             max_age: options.max_age.clone(),
-            poisoned: false,
+            max_size: options.max_size,
+            room: writer::RoomMeter {
+                db: db_path(data_dir),
+            },
+            checkpoint_pages: 0,
+            unwritten: Default::default(),
+            rows_in_file: progress.depth,
+            retry: Default::default(),
+            read_log: (None, 0),
             sweep_every: options.expiry_sweep,
             next_sweep_ms: 0,
             burst: DropBurst::default(),
@@ -554,7 +566,6 @@ impl Queue {
                 live_tx,
                 progress_rx,
                 counters,
-                capacity_bytes,
             },
             LiveReceiver { rx: live_rx },
             QueueWriter { cmd_tx, thread },
@@ -623,7 +634,9 @@ impl Queue {
     }
 
     /// Queues the deletion of row `seq` (committed with the next group). Unknown `seq`: no-op.
-    /// Only the uplink calls it, on PUBACK (QoS 1) or PUBCOMP (QoS 2).
+    /// Only the uplink calls it, on PUBACK (QoS 1) or PUBCOMP (QoS 2). If that commit fails, the
+    /// deletion is kept and committed with the first group that succeeds; meanwhile the row is
+    /// treated as deleted (`fetch`, `unsettled` and the depth leave it out).
     pub async fn ack(&self, seq: u64) -> Result<(), QueueError> {
         self.send(Command::Ack(seq)).await
     }
@@ -636,8 +649,8 @@ impl Queue {
     /// Records the packet ids PUBLISHes are about to be sent with; returns after the commit,
     /// with the rows that no longer exist (evicted or expired since they were fetched): their
     /// PUBLISH must not be sent, or the broker would hold an id the store does not know.
-    /// Refused with [`QueueError::SessionLost`] after a failed session write until
-    /// [`Queue::unsettled`] or [`Queue::reset_session`] reloaded the session.
+    /// [`QueueError::Commit`] when the commit failed: nothing was recorded, so the PUBLISHes must
+    /// not be sent (their ids are free again).
     pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<Vec<u64>, QueueError> {
         self.request(|reply| Command::MarkPublished { rows, reply })
             .await
@@ -771,10 +784,16 @@ impl Queue {
     }
 
     /// Bytes of `queue.db` pages the rows may use before `store.on_full` applies
-    /// (`store.max_size` less the write-ahead log's budget); compare with
-    /// [`QueueProgress::bytes`].
+    /// (`store.max_size` less the write-ahead log's budget, or less when the disk holds less);
+    /// compare with [`QueueProgress::bytes`].
     pub fn capacity_bytes(&self) -> u64 {
-        self.capacity_bytes
+        self.counters.capacity_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the acknowledgements kept over failed commits reached their bound: the uplink then
+    /// takes no new rows until a commit succeeds (see [`unwritten`]).
+    pub fn acks_backlogged(&self) -> bool {
+        self.counters.acks_backlogged.load(Ordering::Relaxed)
     }
 
     /// Whether the writer stopped (closed or died); every call then returns [`QueueError::Closed`].

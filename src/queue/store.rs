@@ -95,6 +95,7 @@ const COLUMNS: &str = "seq, device, point, body, ts_ms, qos, retain, kind, expir
 const SQL_INSERT: &str = "INSERT INTO messages (device, point, body, ts_ms, qos, retain, kind, \
      expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const SQL_DELETE: &str = "DELETE FROM messages WHERE seq = ?1";
+const SQL_DELETE_RANGE: &str = "DELETE FROM messages WHERE seq BETWEEN ?1 AND ?2";
 const SQL_EXPIRE: &str = "DELETE FROM messages WHERE seq = ?1 AND state = 0";
 const SQL_MARK_PUBLISHED: &str = "UPDATE messages SET state = 1, pkid = ?2 WHERE seq = ?1";
 const SQL_MARK_RECEIVED: &str = "UPDATE messages SET state = 2 WHERE seq = ?1 AND state != 0";
@@ -115,12 +116,6 @@ const SQL_OLDEST_TS: &str = "SELECT ts_ms FROM messages ORDER BY seq LIMIT 1";
 /// `<data_dir>/queue.db`.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
-}
-
-/// How the write-ahead log is kept small: checkpoint after this many bytes of log and truncate
-/// the log file back to it. Part of `max_size` (see [`wal_budget`]).
-pub(super) fn wal_budget(max_size: u64) -> u64 {
-    (max_size / 4).clamp(16 * 1024, 4 * 1024 * 1024)
 }
 
 /// Opens the read-write connection: pragmas first, then the schema migration.
@@ -144,7 +139,9 @@ pub(super) fn open_rw(
         SyncMode::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
-    let wal = wal_budget(max_size);
+    // The writer lowers the checkpoint threshold to what the disk can hold (`capacity::limits`);
+    // the log file is never truncated below the budget, so the space it holds stays ours.
+    let wal = super::capacity::wal_budget(max_size);
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
     let pages = (wal / u64::try_from(page_size.max(512)).unwrap_or(4096)).max(4);
     conn.pragma_update(
@@ -155,6 +152,27 @@ pub(super) fn open_rw(
     conn.pragma_update(None, "journal_size_limit", i64::try_from(wal).unwrap_or(-1))?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Whether a statement failed because the disk (or the file size limit) is full.
+pub(super) fn is_disk_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
+/// Copies the write-ahead log into the database as far as no reader needs it (`PASSIVE`: never
+/// waits). A log copied completely is written from its start again by the next commit, reusing
+/// the file's space.
+pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+/// Whether row `seq` is in the file.
+pub(super) fn row_exists(conn: &Connection, seq: u64) -> rusqlite::Result<bool> {
+    let Ok(seq) = i64::try_from(seq) else {
+        return Ok(false);
+    };
+    conn.prepare_cached("SELECT 1 FROM messages WHERE seq = ?1")?
+        .exists([seq])
 }
 
 /// Whether an error means "this file is not a sound SQLite database" (quarantine it) rather than
@@ -269,7 +287,10 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     }
     // Additive, so not a schema version of its own (see `recent.rs`).
     tx.execute_batch(super::recent::SCHEMA)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // Written only when it changes: an open that writes nothing also works on a full disk.
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -323,6 +344,9 @@ pub(super) enum Write<'a> {
     },
     /// The broker acknowledged the row (PUBACK/PUBCOMP): delete it whatever its state.
     Ack(u64),
+    /// The broker acknowledged every row of `seq` in this range (acknowledgements kept over a
+    /// failed commit): delete them.
+    AckRange(u64, u64),
     /// The row is past its `max_age`: delete it if it was never sent.
     Expire(u64),
     MarkPublished {
@@ -437,6 +461,12 @@ pub(super) fn apply_writes<'a>(
                     if let Ok(seq) = i64::try_from(seq) {
                         applied.acked += delete.execute([seq])? as u64;
                     }
+                }
+                Write::AckRange(from, to) => {
+                    let from = i64::try_from(from).unwrap_or(i64::MAX);
+                    let to = i64::try_from(to).unwrap_or(i64::MAX);
+                    applied.acked +=
+                        tx.prepare_cached(SQL_DELETE_RANGE)?.execute([from, to])? as u64;
                 }
                 Write::Expire(seq) => {
                     if let Ok(seq) = i64::try_from(seq) {
