@@ -45,6 +45,7 @@ pub mod message;
 pub mod presence;
 pub mod rate;
 pub mod session;
+pub mod stall;
 pub mod stats;
 pub mod transport;
 
