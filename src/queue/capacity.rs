@@ -18,8 +18,10 @@
 //!   file plus the free space), at most its share of `max_size`: a log that could not be
 //!   checkpointed before the disk filled would stop every commit (the log file is reused from
 //!   its start after a checkpoint, so once it exists it needs no new space);
-//! - the rows may use the database file plus the free space, less what the log may still grow
-//!   by and one group's margin.
+//! - the rows may use the database file plus the free space the log does not need (what it may
+//!   still grow by: its threshold and one group). On a disk someone else filled, that is the
+//!   database file: `drop_oldest` then evicts as many never-sent rows as a group inserts, and
+//!   `reject_new` refuses the group, in place of failed commits.
 //!
 //! The log file is never truncated below its share of `max_size` (`journal_size_limit`): space it
 //! holds stays the queue's when another program fills the disk.
@@ -63,7 +65,7 @@ pub struct Limits {
 }
 
 /// The budgets of `max_size`, lowered to what `room` can hold (see the module doc). `margin`:
-/// the most one group can add to the log and the file.
+/// the most one group can add to the log.
 pub fn limits(max_size: u64, room: Option<Room>, margin: u64) -> Limits {
     let wal = wal_budget(max_size);
     let data = max_size.saturating_sub(wal);
@@ -76,13 +78,17 @@ pub fn limits(max_size: u64, room: Option<Room>, margin: u64) -> Limits {
     let checkpoint = wal
         .min(room.wal_file.saturating_add(room.free) / 4)
         .max(MIN_CHECKPOINT);
+    // What the log may still add to its file comes out of the free space; the rows get the
+    // database file (its free pages included) and the rest of it. A group is projected by the
+    // plan; the slack covers a page or two of projection error, which could not grow the file
+    // on a disk that is full.
     let log_growth = checkpoint
         .saturating_add(margin)
         .saturating_sub(room.wal_file);
     let data_room = room
         .db_file
-        .saturating_add(room.free)
-        .saturating_sub(log_growth.saturating_add(margin));
+        .saturating_add(room.free.saturating_sub(log_growth))
+        .saturating_sub(MIN_CHECKPOINT);
     Limits {
         data: data.min(data_room),
         checkpoint,
@@ -369,7 +375,7 @@ mod tests {
         // The log may grow to its threshold and one group; the rows get the rest.
         assert_eq!(
             l.data,
-            3 * MIB + 24 * 1024 - (3 * MIB / 4 + margin) - margin
+            3 * MIB + 24 * 1024 - (3 * MIB / 4 + margin) - MIN_CHECKPOINT
         );
     }
 
@@ -385,14 +391,14 @@ mod tests {
         // The log checkpoints early enough to stay inside its own file...
         assert_eq!(l.checkpoint, 128 * 1024);
         assert!(l.checkpoint + margin <= room.wal_file);
-        // ...and the rows keep their file, less one group's margin: no more is evicted.
-        assert_eq!(l.data, 2 * MIB - margin);
+        // ...and the rows keep their file: a group evicts (or is refused) what it would add.
+        assert_eq!(l.data, 2 * MIB - MIN_CHECKPOINT);
     }
 
     proptest! {
-        /// The limits never exceed what `max_size` allows, and when the disk is the tighter
-        /// bound, the rows, the log's threshold and a group's margin fit in what the queue's
-        /// files and the free space hold.
+        /// The limits never exceed what `max_size` allows, and the rows get no space the log
+        /// may still need: the rows, a page or two of slack and the log's growth fit in the
+        /// database file and the free space.
         #[test]
         fn limits_fit_the_disk(
             max_size in MIB..(2048 * MIB),
@@ -407,9 +413,11 @@ mod tests {
             prop_assert!(l.data <= configured.data);
             prop_assert!(l.checkpoint <= configured.checkpoint);
             prop_assert!(l.checkpoint >= MIN_CHECKPOINT);
-            if l.data > 0 && l.checkpoint > MIN_CHECKPOINT {
-                let log = wal_file.max(l.checkpoint + margin);
-                prop_assert!(l.data + margin + log <= db_file + wal_file + free);
+            let log_growth = (l.checkpoint + margin).saturating_sub(wal_file);
+            if l.data > 0 {
+                prop_assert!(
+                    l.data + MIN_CHECKPOINT + log_growth.min(free) <= db_file + free
+                );
             }
         }
     }

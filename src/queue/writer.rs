@@ -363,9 +363,12 @@ impl Writer {
     /// The limits of the next group from `store.max_size` and the room on disk; keeps SQLite's
     /// checkpoint threshold and the published capacity in step.
     fn limits(&mut self, inserts: usize) {
+        // The average is far off while the queue holds a few rows (the schema's pages count
+        // in it): a group's log is bounded by a few times the usual row instead.
         let row = self
             .capacity
-            .row_bytes(self.progress.bytes, self.progress.depth);
+            .row_bytes(self.progress.bytes, self.progress.depth)
+            .min(4 * capacity::DEFAULT_ROW_BYTES);
         let group = u64::try_from(inserts.max(self.max_batch)).unwrap_or(u64::MAX);
         let margin = row
             .saturating_mul(group)
