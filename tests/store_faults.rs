@@ -10,45 +10,18 @@
 //!
 //! Mounting needs root (CI runs as root). Where `mount` is refused the test says so and
 //! returns: an unprivileged stand-in (a size limit on the process) would not exercise SQLite's
-//! real ENOSPC path.
+//! real ENOSPC path. The gateway on a full disk, with a broker, is in `uplink_faults.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use common::disk::{DiskFull, Tmpfs};
 
 use fieldrelay::config::{OnFull, Qos};
 use fieldrelay::queue::{Queue, QueueOptions, QueueReader};
 use fieldrelay::sample::{Sample, Value};
-
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 /// WARN and ERROR lines of the whole test binary; the tests run one at a time ([`serial`]) so
 /// that each counts its own.
@@ -113,26 +86,6 @@ fn sample(i: i64) -> Sample {
     }
 }
 
-/// Empties the write-ahead log file (so that the next commit needs new space), then fills the
-/// file system with a file of 64 KiB blocks until it is full.
-fn fill(path: &Path, data: &Path) -> PathBuf {
-    use std::io::Write;
-    let side = rusqlite::Connection::open(data.join("queue.db")).unwrap();
-    side.busy_timeout(std::time::Duration::from_secs(5))
-        .unwrap();
-    let busy: i64 = side
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(busy, 0, "the log was truncated");
-    drop(side);
-    let filler = path.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    let _ = f.sync_all();
-    filler
-}
-
 fn seqs_on_disk(data: &Path) -> Vec<u64> {
     fieldrelay::queue::read_only_rows(data)
         .unwrap()
@@ -144,11 +97,12 @@ fn seqs_on_disk(data: &Path) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_keeps_acknowledgements_counts_drops_and_recovers_by_itself() {
     let (_serial, log) = serial();
-    let Some(fs) = Tmpfs::mount("2m") else {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_fs) = Tmpfs::mount_at(&data, "2m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
         return;
     };
-    let data = fs.path().join("data");
     let options = QueueOptions {
         max_size: 64 << 20, // far above the disk
         max_batch: 50,
@@ -162,7 +116,7 @@ async fn disk_full_keeps_acknowledgements_counts_drops_and_recovers_by_itself() 
     // A sent row with its packet id, as the uplink leaves it.
     q.mark_published(vec![(1, 11)]).await.unwrap();
 
-    let filler = fill(fs.path(), &data);
+    let full = DiskFull::start(&data, false);
     // The broker acknowledges 50 rows: their deletes cannot be committed.
     for seq in 2..=51 {
         q.ack(seq).await.unwrap();
@@ -189,7 +143,7 @@ async fn disk_full_keeps_acknowledgements_counts_drops_and_recovers_by_itself() 
 
     // Space returns: the kept acknowledgements are written without any other command, and the
     // very next commits succeed, no restart.
-    std::fs::remove_file(filler).unwrap();
+    full.free();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while QueueReader::open(&data).unwrap().count().unwrap() != 150 {
         assert!(std::time::Instant::now() < deadline, "acks never written");
@@ -225,8 +179,9 @@ const ROWS: i64 = 120_000;
 /// `max_size` far above a 3 MiB disk: the queue fills the disk to its own limits and then drops
 /// by `on_full`, with no failed commit.
 async fn fill_a_small_disk(on_full: OnFull) -> Option<(Vec<i64>, fieldrelay::queue::QueueStats)> {
-    let fs = Tmpfs::mount("3m")?;
-    let data = fs.path().join("data");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _fs = Tmpfs::mount_at(&data, "3m")?;
     let options = QueueOptions {
         max_size: 64 << 20,
         on_full,
