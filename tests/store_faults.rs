@@ -15,7 +15,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::disk::{DiskFull, Tmpfs};
 
@@ -54,10 +54,10 @@ impl Log {
 }
 
 /// Takes the test lock and installs (once) the subscriber that captures warnings and errors.
-fn serial() -> (MutexGuard<'static, ()>, Log) {
-    static LOCK: Mutex<()> = Mutex::new(());
+async fn serial() -> (tokio::sync::MutexGuard<'static, ()>, Log) {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     static LOG: OnceLock<Log> = OnceLock::new();
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = LOCK.lock().await;
     let log = LOG
         .get_or_init(|| {
             let log = Log::default();
@@ -96,7 +96,7 @@ fn seqs_on_disk(data: &Path) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_keeps_acknowledgements_counts_drops_and_recovers_by_itself() {
-    let (_serial, log) = serial();
+    let (_serial, log) = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let Some(_fs) = Tmpfs::mount_at(&data, "2m") else {
@@ -218,7 +218,7 @@ async fn fill_a_small_disk(on_full: OnFull) -> Option<(Vec<i64>, fieldrelay::que
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_smaller_than_max_size_drops_by_on_full_not_by_failed_commits() {
-    let (_serial, log) = serial();
+    let (_serial, log) = serial().await;
     let Some((kept, stats)) = fill_a_small_disk(OnFull::DropOldest).await else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
         return;
