@@ -244,3 +244,85 @@ async fn a_disk_smaller_than_max_size_drops_by_on_full_not_by_failed_commits() {
     assert_eq!(kept.first(), Some(&0), "reject_new keeps the oldest");
     assert_eq!(stats.capacity_dropped + kept.len() as u64, ROWS as u64);
 }
+
+/// Runs `fieldrelay run` on a gateway config whose data directory is `data` (the queue opens
+/// before anything is dialled, so nothing needs to listen), as `nobody` when run as root (root
+/// may write anything), as the current user otherwise.
+fn run_gateway_as_someone_else(dir: &Path) -> std::process::Output {
+    let points = "      - name: p\n        table: holding\n        address: 0\n        type: u16\n";
+    let config = common::write_config(dir, common::free_port(), common::free_port(), points);
+    let mut command = if nix::unistd::Uid::effective().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c.arg(env!("CARGO_BIN_EXE_fieldrelay"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
+    };
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run fieldrelay")
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A queue the service user cannot write: the gateway refuses to start, names the file (or the
+/// directory) and the user and what to run, and leaves nothing beside the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_the_user_cannot_write_is_refused_before_anything_is_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    mode(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    let (q, _live, w) = Queue::open(&data, QueueOptions::default()).unwrap();
+    q.push(sample(1)).await.unwrap();
+    w.close().await.unwrap();
+    assert_eq!(names_in(&data), ["queue.db"]);
+    let root = nix::unistd::Uid::effective().is_root();
+    let user = if root {
+        "nobody".to_owned()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+            .unwrap()
+            .unwrap()
+            .name
+    };
+
+    // The directory: SQLite could not create its -wal and -shm in it.
+    mode(&data, 0o555);
+    mode(&data.join("queue.db"), 0o444);
+    let out = run_gateway_as_someone_else(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!("{} is not writable by user {user}", data.display());
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(stderr.contains("chown -R"), "{stderr}");
+    assert_eq!(names_in(&data), ["queue.db"], "nothing created");
+
+    // The file.
+    mode(&data, 0o777);
+    let out = run_gateway_as_someone_else(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!(
+        "{} is not writable by user {user}",
+        data.join("queue.db").display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert_eq!(names_in(&data), ["queue.db"], "nothing created");
+    mode(&data.join("queue.db"), 0o644);
+}

@@ -69,7 +69,10 @@
 //! `PRAGMA quick_check` reads the whole file. A file that SQLite calls corrupt or not a database
 //! is *quarantined*: renamed with its `-wal`/`-shm` to `queue.db.corrupt-<UTC time>` (never
 //! deleted), and a new queue starts above the old file's last readable `seq`. Any other open
-//! error (permissions, I/O, newer schema) refuses to start and touches nothing.
+//! error (permissions, I/O, newer schema) refuses to start and touches nothing. Permissions are
+//! checked before SQLite opens the file ([`QueueError::NotWritable`], naming the file and the
+//! user): SQLite itself would open a read-only file read-only and create its `-wal` and `-shm`
+//! beside it before the first write failed.
 //!
 //! # Capacity, expiry, disk full
 //!
@@ -398,6 +401,16 @@ pub enum QueueError {
     /// The transaction holding this write failed (disk full, I/O error); nothing of it applied.
     #[error("queue commit failed: {0}")]
     Commit(String),
+    /// Checked before SQLite opens anything, so nothing (no `-wal`, no `-shm`) is left behind.
+    #[error("{path} is not writable by user {user}: {reason}; {fix}")]
+    NotWritable {
+        path: std::path::PathBuf,
+        /// Name (or uid) of the effective user.
+        user: String,
+        reason: String,
+        /// What to run.
+        fix: String,
+    },
 }
 
 /// Handle to the queue; cheap to clone. Every clone talks to the same writer thread.
@@ -500,6 +513,7 @@ impl Queue {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        store::check_writable(data_dir)?;
         let conn = open_checked(&db_path(data_dir), &options)?;
         let progress = store::load_progress(&conn)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;

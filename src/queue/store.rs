@@ -154,6 +154,53 @@ pub(super) fn open_rw(
     Ok(conn)
 }
 
+/// Checks, before SQLite touches anything, that the effective user may create files in
+/// `data_dir` (SQLite creates `-wal` and `-shm` there, a quarantine renames there) and read and
+/// write `queue.db` and its companions where they exist. SQLite would otherwise open a file it
+/// cannot write read-only, leave a `-wal` and `-shm` beside it and only fail at the first write.
+pub(super) fn check_writable(data_dir: &Path) -> Result<(), QueueError> {
+    use nix::unistd::AccessFlags;
+    let file = db_path(data_dir);
+    let mut checks = vec![(
+        data_dir.to_path_buf(),
+        AccessFlags::W_OK | AccessFlags::X_OK,
+    )];
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            checks.push((path, AccessFlags::R_OK | AccessFlags::W_OK));
+        }
+    }
+    for (path, mode) in checks {
+        let Err(errno) = nix::unistd::eaccess(&path, mode) else {
+            continue;
+        };
+        let uid = nix::unistd::Uid::effective();
+        let user = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |u| u.name);
+        let fix = match errno {
+            nix::errno::Errno::EROFS => "the file system is read-only: remount it read-write or \
+                                         set gateway.data_dir to a writable directory"
+                .to_owned(),
+            _ => format!(
+                "give the directory and its files to that user, e.g. `sudo chown -R {user}: {}`",
+                data_dir.display()
+            ),
+        };
+        return Err(QueueError::NotWritable {
+            path,
+            user,
+            reason: errno.desc().to_owned(),
+            fix,
+        });
+    }
+    Ok(())
+}
+
 /// Whether a statement failed because the disk (or the file size limit) is full.
 pub(super) fn is_disk_full(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(ErrorCode::DiskFull)
