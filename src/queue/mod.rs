@@ -146,6 +146,7 @@ pub mod capacity;
 pub mod inspect;
 pub mod recent;
 pub mod record;
+pub mod salvage;
 mod store;
 pub mod summary;
 pub mod unwritten;
@@ -402,15 +403,20 @@ pub enum QueueError {
     #[error("queue commit failed: {0}")]
     Commit(String),
     /// Checked before SQLite opens anything, so nothing (no `-wal`, no `-shm`) is left behind.
-    #[error("{path} is not writable by user {user}: {reason}; {fix}")]
-    NotWritable {
-        path: std::path::PathBuf,
-        /// Name (or uid) of the effective user.
-        user: String,
-        reason: String,
-        /// What to run.
-        fix: String,
-    },
+    #[error(transparent)]
+    NotWritable(Box<NotWritable>),
+}
+
+/// A queue file or directory the gateway's user cannot write ([`QueueError::NotWritable`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not writable by user {user}: {reason}; {fix}")]
+pub struct NotWritable {
+    pub path: std::path::PathBuf,
+    /// Name (or uid) of the effective user.
+    pub user: String,
+    pub reason: String,
+    /// What to run.
+    pub fix: String,
 }
 
 /// Handle to the queue; cheap to clone. Every clone talks to the same writer thread.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::recent::CommandKey;
@@ -191,12 +192,12 @@ pub(super) fn check_writable(data_dir: &Path) -> Result<(), QueueError> {
                 data_dir.display()
             ),
         };
-        return Err(QueueError::NotWritable {
+        return Err(QueueError::NotWritable(Box::new(super::NotWritable {
             path,
             user,
             reason: errno.desc().to_owned(),
             fix,
-        });
+        })));
     }
     Ok(())
 }
@@ -249,36 +250,19 @@ pub(super) fn quick_check(conn: &Connection) -> Result<(), QueueError> {
     }
 }
 
-/// Best effort: the newest `seq` a damaged file still tells, so that the new queue continues
-/// above it. `sqlite_sequence` is trusted first (it is the value AUTOINCREMENT would continue
-/// from); the rows' `MAX(seq)` only when it is missing. Values above 2^53 are refused: a damaged
-/// page can decode as any number, and a seq that large would break JSON consumers and soon
-/// exhaust the id space. `None` when nothing plausible can be read.
+/// The newest `seq` a damaged file handed out, so that the new queue continues above it:
+/// `sqlite_sequence` as the page walk ([`super::salvage`]) reads it — SQLite itself refuses a
+/// file cut short as a whole — raised to the highest `seq` on any page. `None` when
+/// `sqlite_sequence` cannot be read: the rows' highest `seq` is no bound then (the newest rows
+/// may have been acknowledged, or sat in the lost part), and a `seq` handed out again would make
+/// consumers that de-duplicate by `seq` drop new samples. Values above 2^53 are refused: a
+/// damaged page can decode as any number, and a seq that large would break JSON consumers and
+/// soon exhaust the id space.
 pub(super) fn salvage_last_seq(path: &Path) -> Option<u64> {
-    const PLAUSIBLE: i64 = 1 << 53;
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    let plausible = |v: Option<i64>| v.filter(|v| (0..PLAUSIBLE).contains(v));
-    let from_sequence = plausible(
-        conn.query_row(
-            "SELECT MAX(seq) FROM sqlite_sequence WHERE name IN ('messages', 'samples')",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
-        .flatten(),
-    );
-    let best = from_sequence.or_else(|| {
-        ["messages", "samples"].iter().find_map(|table| {
-            plausible(
-                conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })
-                .ok()
-                .flatten(),
-            )
-        })
-    })?;
-    u64::try_from(best).ok()
+    const PLAUSIBLE: u64 = 1 << 53;
+    let salvage = super::salvage::Salvage::open(path).ok()?;
+    let last = salvage.sequence()?.max(salvage.max_seq().unwrap_or(0));
+    (last < PLAUSIBLE).then_some(last)
 }
 
 /// Makes the next `seq` of a new file larger than `floor`.
@@ -748,31 +732,59 @@ fn decode_row(
     last_device: &mut Option<Arc<str>>,
     last_point: &mut Option<Arc<str>>,
 ) -> Result<StoredRow, QueueError> {
-    let seq: i64 = row.get(0)?;
+    let mut fields = [ValueRef::Null; COLUMN_COUNT];
+    for (i, field) in fields.iter_mut().enumerate() {
+        *field = row.get_ref(i)?;
+    }
+    decode_fields(&fields, last_device, last_point)
+}
+
+/// Columns of a row in [`COLUMNS`] order.
+pub(super) const COLUMN_COUNT: usize = 11;
+
+/// Decodes a row from its values in [`COLUMNS`] order (`seq` first): the codec shared by the
+/// queries and by the page walk of a damaged file (`salvage.rs`).
+pub(super) fn decode_fields(
+    fields: &[ValueRef<'_>; COLUMN_COUNT],
+    last_device: &mut Option<Arc<str>>,
+    last_point: &mut Option<Arc<str>>,
+) -> Result<StoredRow, QueueError> {
+    let seq = fields[0]
+        .as_i64()
+        .map_err(|e| decode_err(0, "seq", e.to_string()))?;
     let seq =
         u64::try_from(seq).map_err(|_| decode_err(0, "seq", format!("negative seq {seq}")))?;
-    let device = intern(col_str(row, 1, seq, "device")?, last_device);
-    let point = intern(col_str(row, 2, seq, "point")?, last_point);
-    let body = col_str(row, 3, seq, "body")?;
-    let ts_ms = col_i64(row, 4, seq, "ts_ms")?;
-    let qos_raw = col_i64(row, 5, seq, "qos")?;
+    let text = |idx: usize, column: &'static str| -> Result<&str, QueueError> {
+        fields[idx]
+            .as_str()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let int = |idx: usize, column: &'static str| -> Result<i64, QueueError> {
+        fields[idx]
+            .as_i64()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let int_or_null = |idx: usize, column: &'static str| -> Result<Option<i64>, QueueError> {
+        fields[idx]
+            .as_i64_or_null()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let device = intern(text(1, "device")?, last_device);
+    let point = intern(text(2, "point")?, last_point);
+    let body = text(3, "body")?;
+    let ts_ms = int(4, "ts_ms")?;
+    let qos_raw = int(5, "qos")?;
     let qos = qos_from_i64(qos_raw)
         .ok_or_else(|| decode_err(seq, "qos", format!("{qos_raw} is not 1 or 2")))?;
-    let retain = match col_i64(row, 6, seq, "retain")? {
+    let retain = match int(6, "retain")? {
         0 => false,
         1 => true,
         other => return Err(decode_err(seq, "retain", format!("{other} is not 0 or 1"))),
     };
-    let kind_raw = col_i64(row, 7, seq, "kind")?;
-    let expires_ms: Option<i64> = row
-        .get_ref(8)?
-        .as_i64_or_null()
-        .map_err(|e| decode_err(seq, "expires_ms", e.to_string()))?;
-    let state = col_i64(row, 9, seq, "state")?;
-    let pkid: Option<i64> = row
-        .get_ref(10)?
-        .as_i64_or_null()
-        .map_err(|e| decode_err(seq, "pkid", e.to_string()))?;
+    let kind_raw = int(7, "kind")?;
+    let expires_ms = int_or_null(8, "expires_ms")?;
+    let state = int(9, "state")?;
+    let pkid = int_or_null(10, "pkid")?;
     let pkid = || {
         pkid.and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
@@ -820,30 +832,6 @@ fn decode_row(
         delivery,
         expires_ms,
     })
-}
-
-/// A TEXT column; a wrong type or invalid UTF-8 is a decode error of that row.
-fn col_str<'r>(
-    row: &'r rusqlite::Row<'_>,
-    idx: usize,
-    seq: u64,
-    column: &'static str,
-) -> Result<&'r str, QueueError> {
-    row.get_ref(idx)?
-        .as_str()
-        .map_err(|e| decode_err(seq, column, e.to_string()))
-}
-
-/// An INTEGER column; a wrong type is a decode error of that row.
-fn col_i64(
-    row: &rusqlite::Row<'_>,
-    idx: usize,
-    seq: u64,
-    column: &'static str,
-) -> Result<i64, QueueError> {
-    row.get_ref(idx)?
-        .as_i64()
-        .map_err(|e| decode_err(seq, column, e.to_string()))
 }
 
 fn decode_err(seq: u64, column: &'static str, reason: String) -> QueueError {
@@ -984,6 +972,14 @@ impl QueueReader {
             conn,
             layout: Layout::V2,
         })
+    }
+
+    /// Reads a damaged file as far as SQLite can (`PRAGMA writable_schema`, a connection flag that
+    /// writes nothing): a file cut short opens, with the pages it still has, instead of being
+    /// refused as a whole because its header counts more pages.
+    pub fn tolerate_damage(self) -> Result<QueueReader, QueueError> {
+        self.conn.pragma_update(None, "writable_schema", true)?;
+        Ok(self)
     }
 
     /// Reads rows from where `layout` keeps them.
