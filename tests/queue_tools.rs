@@ -659,6 +659,11 @@ async fn export_recovers_row_by_row_from_truncated_and_damaged_files() {
             .last_seq;
         writer.close().await.unwrap();
         assert!(next > 4000, "{name}: the new queue continues at {next}");
+        // With `sqlite_sequence` (page 3) and the schema still in the file, right above the
+        // file's last seq, not at the clock floor.
+        if bytes.len() >= 3 * 4096 && name.starts_with("cut") {
+            assert_eq!(next, 4001, "{name}");
+        }
         assert!(recovered.iter().all(|s| *s < next), "{name}");
         assert!(quarantined(&case_dir).is_some(), "{name}");
     }
