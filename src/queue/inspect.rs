@@ -13,11 +13,12 @@
 //! `export` is also the recovery tool for a quarantined file. The connection tolerates damage
 //! (`PRAGMA writable_schema`: a file cut short opens with the pages it has). It reads rows in
 //! `seq` order through SQLite while it can; at the first damaged page (corrupt, I/O error) it
-//! reads the rest of the file page by page ([`salvage`]): every table leaf still in the file,
-//! also those no interior page reaches any more. Every range it could not read is reported as a
-//! [`Gap`] and every row that reads but does not decode by its `seq`; nothing is guessed. When
-//! even SQLite's schema cannot be read, `export` walks the whole file; `stats` and `peek` refuse
-//! it (exit 65) and point to `export`. Only a file without a readable SQLite header is beyond
+//! reads the rest of the file page by page ([`super::salvage`]): every table leaf still in the
+//! file, also those no interior page reaches any more. Every range it could not read is reported
+//! as a [`Gap`] and every row that reads but does not decode by its `seq`; nothing is guessed.
+//! When even SQLite's schema cannot be read, or the file was cut short (SQLite would read its
+//! last page with a zeroed tail), `export` walks the whole file; `stats` and `peek` refuse it
+//! (exit 65) and point to `export`. Only a file without a readable SQLite header is beyond
 //! recovery.
 
 use std::fmt;

@@ -18,13 +18,14 @@
 //!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
 //!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
 //!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
-//!    under a new id (same `seq`). See "Session writes and the poison flag" in `writer.rs` for
-//!    failed commits.
+//!    under a new id (same `seq`). See "Session writes" in `writer.rs` for failed commits: a
+//!    write that did not commit is refused, and the uplink holds what depends on it.
 //! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
 //!    newest rows were acked (or the queue drained, the process restarted, the file migrated)
 //!    the next row still gets a larger id. A corrupt file that is quarantined hands its last
-//!    `seq` (or, if unreadable, a clock-derived floor) to the new file.
+//!    `seq` (its `sqlite_sequence` as [`salvage`] reads it; if unreadable, a clock-derived
+//!    floor) to the new file.
 //! 5. **Order.** Commands are applied in channel order, so for one producer `seq` order is push
 //!    order. A transaction is all or nothing. `fetch` returns queued rows in `seq` order.
 //!
@@ -62,13 +63,14 @@
 //!
 //! Pragmas: `journal_mode=WAL`; `synchronous=FULL` (default; the WAL is fsynced at every commit)
 //! or `NORMAL` (`store.sync`); `wal_autocheckpoint`/`journal_size_limit` keep the log within a
-//! quarter of `max_size` (at most 4 MiB); 5 s busy timeout for read-only tools.
+//! quarter of `max_size` (at most 4 MiB; the writer lowers the checkpoint threshold to what the
+//! disk holds, see [`capacity`]); 5 s busy timeout for read-only tools.
 //!
 //! # Start-up
 //!
 //! `PRAGMA quick_check` reads the whole file. A file that SQLite calls corrupt or not a database
 //! is *quarantined*: renamed with its `-wal`/`-shm` to `queue.db.corrupt-<UTC time>` (never
-//! deleted), and a new queue starts above the old file's last readable `seq`. Any other open
+//! deleted), and a new queue starts above the last `seq` the old file handed out. Any other open
 //! error (permissions, I/O, newer schema) refuses to start and touches nothing. Permissions are
 //! checked before SQLite opens the file ([`QueueError::NotWritable`], naming the file and the
 //! user): SQLite itself would open a read-only file read-only and create its `-wal` and `-shm`
@@ -76,15 +78,20 @@
 //!
 //! # Capacity, expiry, disk full
 //!
-//! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget;
-//! `on_full` evicts the oldest never-sent rows or refuses new ones; every drop is counted in
+//! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget,
+//! both lowered to what the disk holds (measured before every group), so that `on_full`, not
+//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones; every drop
+//! is counted in
 //! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
 //! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst
 //! of their own). Rows of points with a `max_age` get an expiry;
 //! never-sent expired rows are swept at most once a second by the writer and dropped by the
-//! uplink when it meets them. A failed commit (disk full) drops that group's inserts (counted)
-//! and retries its other writes alone; the writer carries on and commits succeed again as soon
-//! as space returns.
+//! uplink when it meets them. A failed commit (disk full) is tried again after a checkpoint,
+//! then drops that group's inserts (counted) and retries its other writes alone; acknowledgements
+//! that still fail are kept in memory ([`unwritten`]) and written with the first commit that
+//! succeeds, reads treating them as applied. The writer carries on and commits succeed again as
+//! soon as space returns (see "A failed commit" in `writer.rs`). The failures of a burst are
+//! logged with its drops: a handful of lines, not one per commit.
 //!
 //! # Crash semantics
 //!
@@ -93,16 +100,18 @@
 //! - **Power loss** with `sync: full`, on a medium that honours flushes: the same. With
 //!   `sync: normal`: the commits since the last checkpoint (at most the WAL budget) may be
 //!   rolled back, samples and session state alike.
-//! - **Acked but delete not yet committed**: the row is still there after a restart and is sent
-//!   again with the *same* `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session:
-//!   PUBREL again, no duplicate).
+//! - **Acked but delete not yet committed** (a crash before the next group, or a disk still
+//!   full at shutdown): the row is still there after a restart and is sent again with the *same*
+//!   `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session: PUBREL again, no
+//!   duplicate). Within one run an acknowledged row is never sent again.
 //!
 //! # Inspection
 //!
 //! [`QueueReader`] is a read-only connection for tools and tests: it never creates, migrates or
 //! writes (no `-wal`/`-shm` either, for a file no writer has open). [`inspect`] builds
 //! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
-//! output), including reading around damaged pages of a quarantined file.
+//! output); `export` reads a damaged file past its first damaged page with [`salvage`], a walk
+//! of its pages (a quarantine reads the old file's last `seq` with it too).
 //!
 //! # Threading model
 //!
