@@ -401,6 +401,19 @@ async fn logged_after(gateway: &Gateway, mark: u64, needle: &str, deadline: Dura
     }
 }
 
+/// Makes the proxy close the link and refuse redials; returns once the gateway lost it.
+async fn refuse_until_lost(gateway: &Gateway, proxy: &Proxy) {
+    let mark = gateway.log_mark();
+    proxy.mode.store(REFUSE, Ordering::SeqCst);
+    logged_after(
+        gateway,
+        mark,
+        "uplink connection lost",
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -466,15 +479,7 @@ async fn broker_without_the_session_gets_everything_resent_as_new() {
     until_seen(&sub, 60).await;
     // The gateway loses the broker, which comes back without any session (persistence wiped).
     // The proxy closes the link at the next packet (a sample every 25 ms) and refuses redials.
-    let mark = gateway.log_mark();
-    proxy.mode.store(REFUSE, Ordering::SeqCst);
-    logged_after(
-        &gateway,
-        mark,
-        "uplink connection lost",
-        Duration::from_secs(30),
-    )
-    .await;
+    refuse_until_lost(&gateway, &proxy).await;
     let lost = gateway.log_mark();
     let port = broker.port;
     tokio::task::block_in_place(|| broker.restart_forgetting_sessions());
@@ -846,15 +851,7 @@ impl FullDisk {
         let gateway = Gateway::start(&cfg);
         until_seen(&sub, 40).await;
         // A backlog: the link is refused for a while.
-        let mark = gateway.log_mark();
-        proxy.mode.store(REFUSE, Ordering::SeqCst);
-        logged_after(
-            &gateway,
-            mark,
-            "uplink connection lost",
-            Duration::from_secs(30),
-        )
-        .await;
+        refuse_until_lost(&gateway, &proxy).await;
         let data = dir.path().join("data");
         let path = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || {

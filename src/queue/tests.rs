@@ -481,16 +481,12 @@ async fn failed_commit_drops_the_group_and_keeps_the_writer() {
     let (q, _live, w) = open(&dir);
     q.push(int(1)).await.unwrap();
     wait_last_seq(&q, 1).await;
-    {
-        // Stand-in for a disk error: make any insert of device 'boom' fail.
-        let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
-        ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        ext.execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.device = 'boom' \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-        )
-        .unwrap();
-    }
+    // Stand-in for a disk error: make any insert of device 'boom' fail.
+    on_the_side(
+        &dir,
+        "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.device = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    );
     let bad = Sample {
         device: Arc::from("boom"),
         ..int(2)

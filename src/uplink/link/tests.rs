@@ -226,6 +226,18 @@ impl Rig {
         panic!("{what}: {:?}", self.stats.snapshot());
     }
 
+    /// A rig whose queue holds `n` rows of `qos`, its link connected (a known broker session,
+    /// `session_present = 0`) and past the birth certificate.
+    async fn connected_with(n: i64, qos: Qos) -> (Rig, FakeBroker) {
+        let mut rig = Rig::new().await;
+        rig.known_peer().await;
+        rig.push(n, qos).await;
+        rig.start(config(rig.port()), None);
+        let mut broker = FakeBroker::connected(&rig.listener, false).await;
+        broker.expect_birth().await;
+        (rig, broker)
+    }
+
     fn rows(&self) -> Vec<StoredRow> {
         QueueReader::open(&self.path).unwrap().entries().unwrap()
     }
@@ -317,12 +329,7 @@ async fn missing_puback_tears_the_link_down_within_response_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(2, Qos::AtLeastOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(2, Qos::AtLeastOnce).await;
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     assert_eq!((a.qos, a.dup), (QoS::AtLeastOnce, false));
@@ -350,12 +357,7 @@ async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
 
 #[tokio::test(start_paused = true)]
 async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(2, Qos::AtLeastOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(2, Qos::AtLeastOnce).await;
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     rig.stats_until("two publishes on one connection", |s| {
@@ -389,12 +391,7 @@ async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
 
 #[tokio::test(start_paused = true)]
 async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_deletes() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(1, Qos::ExactlyOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(1, Qos::ExactlyOnce).await;
     let p = broker.expect_publish().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
     assert_eq!(
@@ -564,12 +561,7 @@ async fn a_qos2_id_that_cannot_be_committed_pauses_the_link_instead_of_dropping_
 
 #[tokio::test(start_paused = true)]
 async fn a_pubrec_that_cannot_be_committed_holds_the_pubrel_without_a_deadline() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(1, Qos::ExactlyOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(1, Qos::ExactlyOnce).await;
     let p = broker.expect_publish().await;
     disk_full_for_state(&rig, 2);
     broker.send(Packet::PubRec(PubRec::new(p.pkid))).await;
