@@ -260,18 +260,9 @@ impl Inspector {
             Target::File(_) => Salvage::cut_short(&file),
             Target::DataDir(_) => None,
         };
-        let schema = match (reader.schema(), cut_short) {
-            (Ok(schema), None) => schema,
-            (Ok(_), Some(reason)) => {
-                return Ok(Inspector {
-                    reader,
-                    file,
-                    dir,
-                    schema_version: SCHEMA_VERSION,
-                    schema_damage: Some(reason),
-                })
-            }
-            (Err(error), _) if is_damage(&error) => {
+        let schema = match reader.schema() {
+            Ok(schema) => schema,
+            Err(error) if is_damage(&error) => {
                 // Only the page walk may still read it (`export`).
                 return match Salvage::open(&file) {
                     Ok(_) => Ok(Inspector {
@@ -287,7 +278,7 @@ impl Inspector {
                     }),
                 };
             }
-            (Err(source), _) => return Err(InspectError::Open { path: file, source }),
+            Err(source) => return Err(InspectError::Open { path: file, source }),
         };
         let has = |table: &str| schema.tables.iter().any(|t| t == table);
         let layout = match schema.version {
@@ -307,7 +298,7 @@ impl Inspector {
             file,
             dir,
             schema_version: schema.version,
-            schema_damage: None,
+            schema_damage: cut_short,
         })
     }
 
