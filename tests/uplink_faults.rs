@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::disk::{DiskFull, Tmpfs};
 use common::{free_port, wait_until, Gateway, Mosquitto, Subscriber};
 use fieldrelay::simulator::{Registers, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,13 +161,24 @@ const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn config(dir: &Path, url: &str, device_port: u16, uplink_extra: &str) -> std::path::PathBuf {
+    config_with_points(dir, url, device_port, uplink_extra, POINTS)
+}
+
+/// [`config`] with other points.
+fn config_with_points(
+    dir: &Path,
+    url: &str,
+    device_port: u16,
+    uplink_extra: &str,
+    points: &str,
+) -> std::path::PathBuf {
     let path = dir.join("gateway.yaml");
     let text = format!(
         "gateway:\n  id: test-gw\n  data_dir: {data}\nuplink:\n  url: {url}\n  keep_alive: {keep_alive}s\n  \
          response_timeout: {timeout}ms\n  reconnect_initial: 100ms\n  reconnect_max: 500ms\n{uplink_extra}\
          buses:\n  - name: plc1\n    type: tcp\n    host: 127.0.0.1\n    port: {device_port}\n    \
          timeout: 500ms\ndevices:\n  - name: boiler\n    bus: plc1\n    poll_interval: 25ms\n    \
-         points:\n{POINTS}",
+         points:\n{points}",
         data = dir.join("data").display(),
         keep_alive = KEEP_ALIVE.as_secs(),
         timeout = RESPONSE_TIMEOUT.as_millis(),
@@ -395,6 +407,19 @@ async fn logged_after(gateway: &Gateway, mark: u64, needle: &str, deadline: Dura
     }
 }
 
+/// Makes the proxy close the link and refuse redials; returns once the gateway lost it.
+async fn refuse_until_lost(gateway: &Gateway, proxy: &Proxy) {
+    let mark = gateway.log_mark();
+    proxy.mode.store(REFUSE, Ordering::SeqCst);
+    logged_after(
+        gateway,
+        mark,
+        "uplink connection lost",
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_link_is_detected_within_response_timeout_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,15 +485,7 @@ async fn broker_without_the_session_gets_everything_resent_as_new() {
     until_seen(&sub, 60).await;
     // The gateway loses the broker, which comes back without any session (persistence wiped).
     // The proxy closes the link at the next packet (a sample every 25 ms) and refuses redials.
-    let mark = gateway.log_mark();
-    proxy.mode.store(REFUSE, Ordering::SeqCst);
-    logged_after(
-        &gateway,
-        mark,
-        "uplink connection lost",
-        Duration::from_secs(30),
-    )
-    .await;
+    refuse_until_lost(&gateway, &proxy).await;
     let lost = gateway.log_mark();
     let port = broker.port;
     tokio::task::block_in_place(|| broker.restart_forgetting_sessions());
@@ -898,4 +915,200 @@ async fn qos0_samples_of_the_first_polls_are_sent_not_dropped() {
     let log = gateway.log();
     assert!(!log.contains("dropped QoS 0 samples"), "{log}");
     stop.cancel();
+}
+
+/// The gateway's queue on an 8 MiB tmpfs, with a backlog built while the proxy refuses the
+/// link; then the disk fills ([`DiskFull`]: every commit fails) and the link is let through.
+/// Returns what the test needs to go on; `None` where no tmpfs can be mounted.
+/// Fields drop in order: the processes go before the file systems and directories they use.
+struct FullDisk {
+    gateway: Gateway,
+    sub: Consumers,
+    broker: Mosquitto,
+    proxy: Proxy,
+    stream: CancellationToken,
+    full: Option<DiskFull>,
+    /// Log mark taken just before the disk filled.
+    mark: u64,
+    _fs: Tmpfs,
+    dir: tempfile::TempDir,
+}
+
+impl FullDisk {
+    async fn start(name: &str, points: &str) -> Option<FullDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Tmpfs::mount_at(&dir.path().join("data"), "8m")?;
+        let broker = Mosquitto::start(dir.path());
+        let sub = Consumers::start(broker.port, name, &[]);
+        let proxy = Proxy::start(broker.port).await;
+        let (device, stream) = device().await;
+        let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+        // `reject_new`: a full disk refuses new samples, so every committed seq must arrive
+        // (with `drop_oldest` it would evict never-sent rows for them, counted, by design).
+        let store = "store:\n  on_full: reject_new\n";
+        let cfg = config_with_points(dir.path(), &url, device, store, points);
+        let gateway = Gateway::start(&cfg);
+        until_seen(&sub, 40).await;
+        // A backlog: the link is refused for a while.
+        refuse_until_lost(&gateway, &proxy).await;
+        let data = dir.path().join("data");
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            wait_until("a backlog", Duration::from_secs(30), || {
+                queue_progress(&path).is_some_and(|p| p.depth >= 100)
+            })
+        })
+        .await
+        .unwrap();
+        let mark = gateway.log_mark();
+        let full = tokio::task::spawn_blocking(move || DiskFull::start(&data, true))
+            .await
+            .unwrap();
+        proxy.mode.store(FORWARD, Ordering::SeqCst);
+        Some(FullDisk {
+            dir,
+            _fs: fs,
+            broker,
+            sub,
+            proxy,
+            stream,
+            gateway,
+            full: Some(full),
+            mark,
+        })
+    }
+
+    /// Rows in the queue file, acknowledged or not.
+    fn rows_in_file(&self) -> u64 {
+        fieldrelay::queue::QueueReader::open(&self.dir.path().join("data"))
+            .and_then(|r| r.count())
+            .unwrap_or(0)
+    }
+
+    /// Asserts what a full disk must not cause since it filled: a reconnect, or more than a
+    /// handful of warnings and errors.
+    fn assert_calm(&self) {
+        let log = self.gateway.log_since(self.mark);
+        let connects = log.matches("uplink connected").count();
+        assert_eq!(connects, 1, "one connection while the disk is full:\n{log}");
+        assert!(!log.contains("uplink connection lost"), "{log}");
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(
+            (1..=5).contains(&loud.len()),
+            "a handful of lines for the whole outage: {loud:#?}"
+        );
+        assert!(
+            loud.iter().any(|l| l.contains("queue commits fail")),
+            "{loud:#?}"
+        );
+    }
+
+    fn free(&mut self) {
+        if let Some(full) = self.full.take() {
+            full.free();
+        }
+    }
+}
+
+/// The issue's QoS 1 case: the cloud comes back while the disk is full. The backlog is
+/// delivered; the acknowledgements are kept and written once space returns, so the depth is
+/// then the rows not acknowledged (none), and a graceful restart resends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_drains_qos1_and_a_restart_resends_nothing_acknowledged() {
+    let points =
+        "      - name: c1\n        table: holding\n        address: 0\n        type: u16\n        \
+                  qos: 1\n        publish: every_poll\n";
+    let Some(mut t) = FullDisk::start("faults-full-q1", points).await else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
+        return;
+    };
+    // The backlog drains while the disk is full: its rows arrive, their deletes cannot commit.
+    let backlog = queue_progress(t.dir.path()).unwrap().last_seq;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(1..=backlog).all(|s| t.sub.seen_by_any().contains_key(&s)) {
+        assert!(Instant::now() < deadline, "the backlog was not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        t.rows_in_file() >= 100,
+        "delivered rows wait in the file for a commit"
+    );
+    t.assert_calm();
+
+    t.free();
+    t.stream.cancel();
+    let data = t.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "every acknowledged row deleted",
+            Duration::from_secs(30),
+            || queue_progress(&data).is_some_and(|p| p.depth == 0),
+        )
+    })
+    .await
+    .unwrap();
+    let last_seq = queue_progress(t.dir.path()).unwrap().last_seq;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(1..=last_seq).all(|s| t.sub.seen().contains_key(&s)) {
+        assert!(Instant::now() < deadline, "committed samples lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = t.sub.seen();
+
+    // A graceful restart: nothing acknowledged comes again. A new sample shows the link is up
+    // and past any resend (resends go first).
+    let status = t.gateway.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let (device, stream) = device().await;
+    let url = format!("mqtt://127.0.0.1:{}", t.proxy.port);
+    let store = "store:\n  on_full: reject_new\n";
+    let cfg = config_with_points(t.dir.path(), &url, device, store, points);
+    t.gateway = Gateway::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.sub.seen().keys().any(|s| *s > last_seq) {
+        assert!(Instant::now() < deadline, "no new sample after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stream.cancel();
+    let after = t.sub.seen();
+    let resent: Vec<u64> = (1..=last_seq)
+        .filter(|s| after.get(s).map(|e| e.1) != before.get(s).map(|e| e.1))
+        .collect();
+    assert!(resent.is_empty(), "acknowledged rows resent: {resent:?}");
+    drop(t.broker);
+}
+
+/// The issue's QoS 2 case: with a QoS 2 point and the disk full, the link stays up (no
+/// reconnect loop), pauses without losing what the broker holds, and delivers every QoS 2
+/// sample once when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_with_a_qos2_point_pauses_the_link_without_reconnecting() {
+    let Some(mut t) = FullDisk::start("faults-full-q2", POINTS).await else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
+        return;
+    };
+    logged_after(
+        &t.gateway,
+        t.mark,
+        "uplink connected",
+        Duration::from_secs(30),
+    )
+    .await;
+    // Twice the response timeout goes by while every session write fails: a link that gave up
+    // would have reconnected (and failed again) several times by then.
+    let started = Instant::now();
+    while started.elapsed() < RESPONSE_TIMEOUT * 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.assert_calm();
+    let log = t.gateway.log_since(t.mark);
+    assert_eq!(log.matches("uplink paused").count(), 1, "{log}");
+
+    t.free();
+    until_seen(&t.sub, t.sub.seen().len() + 40).await;
+    let dir = t.dir.path().to_path_buf();
+    stop_drain_and_check(&dir, t.stream.clone(), &t.sub, true).await;
 }

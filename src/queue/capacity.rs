@@ -1,5 +1,5 @@
-//! Capacity planning (`store.max_size`, `store.on_full`) and the once-per-burst drop log. Pure:
-//! the writer measures, this decides.
+//! Capacity planning (`store.max_size`, `store.on_full`, the room on disk) and the once-per-burst
+//! drop log. Pure: the writer measures, this decides.
 //!
 //! The measure is SQLite's own: pages in use (not on the free list) × page size, read after
 //! every commit. A group of inserts is projected with the average row size; when the projection
@@ -8,6 +8,23 @@
 //! (sent, PUBREC received) are never evicted: the broker may hold their packet id. Deleting the
 //! oldest rows frees the leftmost b-tree pages whole, so the measure follows within a page or
 //! two.
+//!
+//! # The room on disk
+//! `store.max_size` may be larger than the file system (or the file system may be shared and
+//! fill up). So that the queue's own rules, not `ENOSPC`, decide what is dropped, the writer
+//! measures the free space before every group ([`Room`]) and [`limits`] takes the smaller of the
+//! configured budgets and what the disk can hold:
+//! - the write-ahead log is checkpointed after a quarter of what *it* can still use (its own
+//!   file plus the free space), at most its share of `max_size`: a log that could not be
+//!   checkpointed before the disk filled would stop every commit (the log file is reused from
+//!   its start after a checkpoint, so once it exists it needs no new space);
+//! - the rows may use the database file plus the free space the log does not need (what it may
+//!   still grow by: its threshold and one group). On a disk someone else filled, that is the
+//!   database file: `drop_oldest` then evicts as many never-sent rows as a group inserts, and
+//!   `reject_new` refuses the group, in place of failed commits.
+//!
+//! The log file is never truncated below its share of `max_size` (`journal_size_limit`): space it
+//! holds stays the queue's when another program fills the disk.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +35,65 @@ use crate::config::OnFull;
 pub const DEFAULT_ROW_BYTES: u64 = 128;
 /// Pages an empty queue uses (schema, table and index roots); not part of the per-row average.
 const BASE_PAGES: u64 = 6;
+/// The write-ahead log is never checkpointed more often than after this many bytes.
+const MIN_CHECKPOINT: u64 = 16 * 1024;
+
+/// How the write-ahead log is kept small: checkpoint after this many bytes of log and truncate
+/// the log file back to it. Part of `max_size`: a quarter of it, at most 4 MiB.
+pub fn wal_budget(max_size: u64) -> u64 {
+    (max_size / 4).clamp(MIN_CHECKPOINT, 4 * 1024 * 1024)
+}
+
+/// What the disk holds for the queue, measured by the writer before a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes the file system still gives an unprivileged writer (`statvfs`: available blocks).
+    pub free: u64,
+    /// Size of `queue.db`.
+    pub db_file: u64,
+    /// Size of `queue.db-wal`.
+    pub wal_file: u64,
+}
+
+/// The limits of the next group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of pages in use the rows may take before `on_full` applies.
+    pub data: u64,
+    /// Bytes of log after which a commit checkpoints (`wal_autocheckpoint`).
+    pub checkpoint: u64,
+}
+
+/// The budgets of `max_size`, lowered to what `room` can hold (see the module doc). `margin`:
+/// the most one group can add to the log.
+pub fn limits(max_size: u64, room: Option<Room>, margin: u64) -> Limits {
+    let wal = wal_budget(max_size);
+    let data = max_size.saturating_sub(wal);
+    let Some(room) = room else {
+        return Limits {
+            data,
+            checkpoint: wal,
+        };
+    };
+    let checkpoint = wal
+        .min(room.wal_file.saturating_add(room.free) / 4)
+        .max(MIN_CHECKPOINT);
+    // What the log may still add to its file comes out of the free space; the rows get the
+    // database file (its free pages included) and the rest of it. A group is projected by the
+    // plan; the slack covers a page or two of projection error, which could not grow the file
+    // on a disk that is full.
+    let log_growth = checkpoint
+        .saturating_add(margin)
+        .saturating_sub(room.wal_file);
+    let data_room = room
+        .db_file
+        .saturating_add(room.free.saturating_sub(log_growth))
+        .saturating_sub(MIN_CHECKPOINT);
+    Limits {
+        data: data.min(data_room),
+        checkpoint,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
@@ -82,11 +158,13 @@ pub struct Drops {
     pub failed: u64,
     /// QoS 0 samples the live channel could not take (never queued).
     pub live: u64,
+    /// Transactions that failed (disk full, I/O error), with or without samples in them.
+    pub failed_commits: u64,
 }
 
 impl Drops {
     fn any(&self) -> bool {
-        self.capacity + self.expired + self.failed + self.live > 0
+        self.capacity + self.expired + self.failed + self.live + self.failed_commits > 0
     }
 
     fn add(&mut self, other: Drops) {
@@ -94,6 +172,7 @@ impl Drops {
         self.expired += other.expired;
         self.failed += other.failed;
         self.live += other.live;
+        self.failed_commits += other.failed_commits;
     }
 }
 
@@ -104,18 +183,22 @@ impl Drops {
 /// of silence spans those waves and still reports the end of an outage promptly.
 pub const BURST_QUIET: Duration = Duration::from_secs(10);
 
-/// Logs drops once per burst: a warning when the first drop of a burst happens, and a summary
-/// at the first group (or QoS 0 sample) without drops that comes [`BURST_QUIET`] or more after
-/// the burst's last drop. Groups in between (acks, fetches, inserts that happened to fit) neither
-/// end nor restart it. The end is only noticed when something happens: if nothing arrives after
-/// the last drop, the summary waits for the next group. Counters are exact in
-/// [`super::QueueStats`]; this only keeps the log readable when thousands of samples are
-/// dropped a second.
+/// Logs drops and failed commits once per burst: a warning when the first drop of a burst
+/// happens, and a summary at the first group (or QoS 0 sample) without drops that comes
+/// [`BURST_QUIET`] or more after the burst's last drop. Groups in between (acks, fetches, inserts
+/// that happened to fit, a commit that went through between failing ones) neither end nor
+/// restart it. The end is only noticed when something happens: if nothing arrives after the
+/// last drop, the summary waits for the next group (the writer retries kept acknowledgements on
+/// a timer, so a disk that frees up is noticed). Counters are exact in [`super::QueueStats`];
+/// this only keeps the log readable when thousands of samples are dropped a second. The first
+/// failed commit of a burst is logged with its error, once: at most three lines per burst.
 #[derive(Debug, Default)]
 pub struct DropBurst {
     /// When the open burst last dropped something; `None` while no burst is open.
     last_drop: Option<Instant>,
     total: Drops,
+    /// Whether the open burst logged a commit error already.
+    error_logged: bool,
 }
 
 /// What [`DropBurst::record`] asks the caller to log.
@@ -149,28 +232,54 @@ impl DropBurst {
         }
     }
 
-    /// [`DropBurst::record`] for a writer group, logging the event.
-    pub fn log(&mut self, drops: Drops, on_full: OnFull, now: Instant) {
+    /// [`DropBurst::record`] for a writer group, logging the event. `error`: why the group's
+    /// commit failed, if it did.
+    pub fn log(&mut self, drops: Drops, on_full: OnFull, now: Instant, error: Option<&str>) {
         let policy = match on_full {
             OnFull::DropOldest => "drop_oldest",
             OnFull::RejectNew => "reject_new",
         };
-        match self.record(drops, now) {
-            Some(BurstEvent::Started(d)) => tracing::warn!(
+        let event = self.record(drops, now);
+        if !self.is_open() {
+            self.error_logged = false;
+        }
+        match (event, error) {
+            (Some(BurstEvent::Started(d)), Some(error)) => {
+                self.error_logged = true;
+                tracing::warn!(
+                    %error,
+                    failed = d.failed,
+                    capacity = d.capacity,
+                    on_full = policy,
+                    "queue commits fail (disk full or i/o error): new samples are dropped and counted, \
+                     acknowledgements are kept and written with the first commit that succeeds; \
+                     counting until it stops"
+                )
+            }
+            (Some(BurstEvent::Started(d)), None) => tracing::warn!(
                 capacity = d.capacity,
                 expired = d.expired,
                 failed = d.failed,
                 on_full = policy,
                 "queue started dropping samples (full, expired or failed commits); counting until it stops"
             ),
-            Some(BurstEvent::Ended(d)) => tracing::warn!(
+            (Some(BurstEvent::Ended(d)), _) => tracing::warn!(
                 capacity = d.capacity,
                 expired = d.expired,
                 failed = d.failed,
+                failed_commits = d.failed_commits,
                 on_full = policy,
                 "queue stopped dropping samples; dropped in this burst"
             ),
-            None => {}
+            (None, Some(error)) if !self.error_logged => {
+                self.error_logged = true;
+                tracing::warn!(
+                    %error,
+                    "queue commits fail (disk full or i/o error) during this burst: new samples \
+                     are dropped and counted, acknowledgements are kept until a commit succeeds"
+                )
+            }
+            (None, _) => {}
         }
     }
 
@@ -231,6 +340,84 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn without_a_measure_or_with_room_to_spare_max_size_decides() {
+        let configured = Limits {
+            data: 60 * MIB,
+            checkpoint: 4 * MIB,
+        };
+        assert_eq!(limits(64 * MIB, None, 100_000), configured);
+        let roomy = Room {
+            free: 10_000 * MIB,
+            db_file: MIB,
+            wal_file: 0,
+        };
+        assert_eq!(limits(64 * MIB, Some(roomy), 100_000), configured);
+    }
+
+    #[test]
+    fn a_disk_smaller_than_max_size_lowers_both_limits() {
+        // The issue's case: a 3 MiB disk, max_size 64 MiB, an empty queue.
+        let room = Room {
+            free: 3 * MIB,
+            db_file: 24 * 1024,
+            wal_file: 0,
+        };
+        let margin = 64 * 1024;
+        let l = limits(64 * MIB, Some(room), margin);
+        assert_eq!(l.checkpoint, 3 * MIB / 4);
+        // The log may grow to its threshold and one group; the rows get the rest.
+        assert_eq!(
+            l.data,
+            3 * MIB + 24 * 1024 - (3 * MIB / 4 + margin) - MIN_CHECKPOINT
+        );
+    }
+
+    #[test]
+    fn a_disk_filled_by_someone_else_keeps_the_rows_in_their_file() {
+        let room = Room {
+            free: 0,
+            db_file: 2 * MIB,
+            wal_file: 512 * 1024,
+        };
+        let margin = 64 * 1024;
+        let l = limits(64 * MIB, Some(room), margin);
+        // The log checkpoints early enough to stay inside its own file...
+        assert_eq!(l.checkpoint, 128 * 1024);
+        assert!(l.checkpoint + margin <= room.wal_file);
+        // ...and the rows keep their file: a group evicts (or is refused) what it would add.
+        assert_eq!(l.data, 2 * MIB - MIN_CHECKPOINT);
+    }
+
+    proptest! {
+        /// The limits never exceed what `max_size` allows, and the rows get no space the log
+        /// may still need: the rows, a page or two of slack and the log's growth fit in the
+        /// database file and the free space.
+        #[test]
+        fn limits_fit_the_disk(
+            max_size in MIB..(2048 * MIB),
+            free in 0u64..(4096 * MIB),
+            db_file in 0u64..(1024 * MIB),
+            wal_file in 0u64..(8 * MIB),
+            margin in 4096u64..(1024 * 1024),
+        ) {
+            let room = Room { free, db_file, wal_file };
+            let l = limits(max_size, Some(room), margin);
+            let configured = limits(max_size, None, margin);
+            prop_assert!(l.data <= configured.data);
+            prop_assert!(l.checkpoint <= configured.checkpoint);
+            prop_assert!(l.checkpoint >= MIN_CHECKPOINT);
+            let log_growth = (l.checkpoint + margin).saturating_sub(wal_file);
+            if l.data > 0 {
+                prop_assert!(
+                    l.data + MIN_CHECKPOINT + log_growth.min(free) <= db_file + free
+                );
             }
         }
     }

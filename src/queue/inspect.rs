@@ -10,13 +10,16 @@
 //! order). `stats` reads in one snapshot (one scan) so that its numbers add up.
 //!
 //! # Damaged files
-//! `export` is also the recovery tool for a quarantined file: it reads rows in `seq` order, and
-//! when SQLite reports a damaged page (corrupt, I/O error) it looks for the next `seq` from which
-//! the table can be read again — doubling the step, then bisecting back, each probe one b-tree
-//! seek — and carries on from there. Every range it had to skip is reported as a [`Gap`] and
-//! every row that reads but does not decode by its `seq`; nothing is guessed. A file whose header
-//! or schema SQLite cannot read is refused with a pointer to `sqlite3 FILE .recover`, which
-//! parses pages by hand.
+//! `export` is also the recovery tool for a quarantined file. The connection tolerates damage
+//! (`PRAGMA writable_schema`: a file cut short opens with the pages it has). It reads rows in
+//! `seq` order through SQLite while it can; at the first damaged page (corrupt, I/O error) it
+//! reads the rest of the file page by page ([`super::salvage`]): every table leaf still in the
+//! file, also those no interior page reaches any more. Every range it could not read is reported
+//! as a [`Gap`] and every row that reads but does not decode by its `seq`; nothing is guessed.
+//! When even SQLite's schema cannot be read, or the file was cut short (SQLite would read its
+//! last page with a zeroed tail), `export` walks the whole file; `stats` and `peek` refuse it
+//! (exit 65) and point to `export`. Only a file without a readable SQLite header is beyond
+//! recovery.
 
 use std::fmt;
 use std::io::Write;
@@ -26,9 +29,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::ErrorCode;
 
 use super::record::Record;
+use super::salvage::Salvage;
 use super::store::{db_path, Layout, QueueReader, DB_FILE, SCHEMA_VERSION};
 use super::summary::{FileSize, Summary};
-use super::QueueError;
+use super::{QueueError, StoredRow};
 use crate::progress::{Display, Progress};
 
 /// Rows per read transaction in `export`.
@@ -53,9 +57,7 @@ pub enum InspectError {
     NoQueueFile(PathBuf),
     #[error("cannot open {path}: {source} (run as the service user: sudo -u fieldrelay …)")]
     Open { path: PathBuf, source: QueueError },
-    #[error(
-        "{path} cannot be read by SQLite ({reason}); `sqlite3 {path} .recover` may still find rows"
-    )]
+    #[error("{path} cannot be read: {reason}")]
     Unreadable { path: PathBuf, reason: String },
     #[error("{0} is an SQLite database but not a fieldrelay queue (no messages table)")]
     NotAQueue(PathBuf),
@@ -204,6 +206,9 @@ pub struct Inspector {
     /// The data directory, when one was given (for the quarantined files in it).
     dir: Option<PathBuf>,
     schema_version: i64,
+    /// Why only the page walk reads the file: SQLite could not read the schema, or the file was
+    /// cut short.
+    schema_damage: Option<String>,
 }
 
 fn write_err(what: &str) -> impl FnOnce(std::io::Error) -> InspectError + '_ {
@@ -244,24 +249,34 @@ impl Inspector {
         if !file.is_file() {
             return Err(InspectError::NoQueueFile(file));
         }
-        let reader = QueueReader::open(&file).map_err(|source| InspectError::Open {
-            path: file.clone(),
-            source,
-        })?;
+        let reader = QueueReader::open(&file)
+            .and_then(QueueReader::tolerate_damage)
+            .map_err(|source| InspectError::Open {
+                path: file.clone(),
+                source,
+            })?;
+        // A quarantined file (or a copy) cut short: its last page would read with zeroed values.
+        let cut_short = match target {
+            Target::File(_) => Salvage::cut_short(&file),
+            Target::DataDir(_) => None,
+        };
         let schema = match reader.schema() {
             Ok(schema) => schema,
-            Err(QueueError::Sqlite(rusqlite::Error::SqliteFailure(e, message)))
-                if matches!(
-                    e.code,
-                    ErrorCode::DatabaseCorrupt
-                        | ErrorCode::NotADatabase
-                        | ErrorCode::SystemIoFailure
-                ) =>
-            {
-                return Err(InspectError::Unreadable {
-                    path: file,
-                    reason: message.unwrap_or_else(|| e.to_string()),
-                })
+            Err(error) if is_damage(&error) => {
+                // Only the page walk may still read it (`export`).
+                return match Salvage::open(&file) {
+                    Ok(_) => Ok(Inspector {
+                        reader,
+                        file,
+                        dir,
+                        schema_version: SCHEMA_VERSION,
+                        schema_damage: Some(error.to_string()),
+                    }),
+                    Err(walk) => Err(InspectError::Unreadable {
+                        path: file,
+                        reason: format!("{error}; {walk}"),
+                    }),
+                };
             }
             Err(source) => return Err(InspectError::Open { path: file, source }),
         };
@@ -283,7 +298,19 @@ impl Inspector {
             file,
             dir,
             schema_version: schema.version,
+            schema_damage: cut_short,
         })
+    }
+
+    /// `stats` and `peek` need SQLite to read the schema.
+    fn readable_schema(&self) -> Result<(), InspectError> {
+        match &self.schema_damage {
+            Some(reason) => Err(InspectError::Damaged {
+                path: self.file.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The queue file being read.
@@ -307,6 +334,7 @@ impl Inspector {
 
     /// `queue stats`: one scan of the table, in one snapshot, plus the files on disk.
     pub fn summary(&self) -> Result<Summary, InspectError> {
+        self.readable_schema()?;
         let contents = self.reader.contents().map_err(|e| self.read_error(e))?;
         let files = ["", "-wal", "-shm"]
             .iter()
@@ -349,6 +377,7 @@ impl Inspector {
         topic_prefix: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<Outcome, InspectError> {
+        self.readable_schema()?;
         let mut outcome = Outcome::default();
         let mut failed = None;
         self.reader
@@ -377,60 +406,47 @@ impl Inspector {
         Ok(outcome)
     }
 
-    /// `queue export`: every row as JSON lines, reading around damaged pages (see the module
-    /// doc). A progress bar is drawn per `display`.
+    /// `queue export`: every row as JSON lines, through SQLite and past its first damaged page
+    /// by the page walk (see the module doc). A progress bar is drawn per `display`.
     pub fn export(
         &self,
         topic_prefix: Option<&str>,
         out: &mut dyn Write,
         display: Display,
     ) -> Result<Outcome, InspectError> {
+        let mut outcome = Outcome::default();
+        if self.schema_damage.is_some() {
+            let mut progress = Progress::new(display, "rows", 0);
+            self.export_salvaged(0, topic_prefix, out, &mut outcome, &mut progress)?;
+            progress.finish();
+            out.flush().map_err(write_err("the export"))?;
+            return Ok(outcome);
+        }
         let last_seq = self.reader.last_seq();
         let total = self.reader.count().ok().or(last_seq).unwrap_or_default();
         let mut progress = Progress::new(display, "rows", total);
-        let mut outcome = Outcome::default();
         // Exclusive lower bound of the next read.
         let mut cursor = i64::MIN;
-        // A gap waiting for the first row read after it.
-        let mut open_gap: Option<Gap> = None;
         loop {
-            let before = outcome.rows + outcome.undecodable.len() as u64;
             let mut last = None;
             let mut failed = None;
+            let mut handed = 0;
             let read = self.reader.visit_rows(cursor, PAGE, |row| {
-                let seq = match row {
-                    Ok(row) => {
-                        let record = Record {
-                            row: &row,
-                            topic_prefix,
-                        };
-                        if let Err(e) = writeln!(out, "{record}") {
-                            failed = Some(e);
-                            return ControlFlow::Break(());
-                        }
-                        outcome.rows += 1;
-                        Some(row.seq)
+                handed += 1;
+                match write_row(row, topic_prefix, out, &mut outcome) {
+                    Ok(seq) => {
+                        last = seq.or(last);
+                        ControlFlow::Continue(())
                     }
                     Err(e) => {
-                        let bad = undecodable(e);
-                        let seq = (bad.seq > 0).then_some(bad.seq);
-                        outcome.undecodable.push(bad);
-                        seq
+                        failed = Some(e);
+                        ControlFlow::Break(())
                     }
-                };
-                if let Some(seq) = seq {
-                    if let Some(mut gap) = open_gap.take() {
-                        gap.resumed_at = Some(seq);
-                        outcome.gaps.push(gap);
-                    }
-                    last = Some(seq);
                 }
-                ControlFlow::Continue(())
             });
             if let Some(e) = failed {
                 return Err(write_err("the export")(e));
             }
-            let handed = outcome.rows + outcome.undecodable.len() as u64 - before;
             progress.advance(handed, "");
             let advanced = match last.and_then(|seq| i64::try_from(seq).ok()) {
                 Some(seq) if seq > cursor => {
@@ -444,80 +460,92 @@ impl Inspector {
                 Ok(_) if advanced => {}
                 // Rows came back but none with a usable seq: nothing to continue from.
                 Ok(_) => {
-                    open_gap = Some(self.gap_after(cursor, last_seq, "rows without a seq"));
+                    outcome.gaps.push(Gap {
+                        after: u64::try_from(cursor).ok(),
+                        resumed_at: None,
+                        last_seq,
+                        reason: "rows without a seq".to_owned(),
+                    });
                     break;
                 }
-                // The damage may sit right after the last row read: read again from there,
-                // and if nothing comes back, skip it.
+                // The damage may sit right after the last row read: read again from there.
                 Err(e) if is_damage(&e) && advanced => {}
                 Err(e) if is_damage(&e) => {
-                    let gap = self.gap_after(cursor, last_seq, &e.to_string());
-                    match self.next_readable(cursor).map_err(|e| self.read_error(e))? {
-                        Some(from) => {
-                            open_gap = Some(gap);
-                            cursor = from - 1;
-                        }
-                        None => {
-                            open_gap = Some(gap);
-                            break;
-                        }
-                    }
+                    let after = u64::try_from(cursor).unwrap_or(0);
+                    self.export_salvaged(after, topic_prefix, out, &mut outcome, &mut progress)?;
+                    break;
                 }
                 Err(e) => return Err(self.read_error(e)),
             }
         }
-        outcome.gaps.extend(open_gap);
         progress.finish();
         out.flush().map_err(write_err("the export"))?;
         Ok(outcome)
     }
 
-    fn gap_after(&self, cursor: i64, last_seq: Option<u64>, reason: &str) -> Gap {
-        Gap {
-            after: u64::try_from(cursor).ok().filter(|_| cursor > i64::MIN),
-            resumed_at: None,
-            last_seq,
-            reason: reason.to_owned(),
+    /// The rows with `seq > after` and the ranges lost among them, by the page walk.
+    fn export_salvaged(
+        &self,
+        after: u64,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        outcome: &mut Outcome,
+        progress: &mut Progress,
+    ) -> Result<(), InspectError> {
+        let salvage = Salvage::open(&self.file).map_err(|e| InspectError::Unreadable {
+            path: self.file.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut failed = None;
+        salvage.visit_rows(after, |row| {
+            progress.advance(1, "");
+            match write_row(row, topic_prefix, out, outcome) {
+                Ok(_) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(write_err("the export")(e));
         }
+        let last_seq = salvage.sequence();
+        outcome
+            .gaps
+            .extend(salvage.lost_after(after).into_iter().map(|lost| Gap {
+                after: lost.from.checked_sub(1).filter(|a| *a > 0),
+                resumed_at: lost.to.map(|to| to.saturating_add(1)),
+                last_seq,
+                reason: lost.reason,
+            }));
+        Ok(())
     }
+}
 
-    /// Whether a read of the rows with `seq >= from` gets past its first row.
-    fn readable_from(&self, from: i64) -> Result<bool, QueueError> {
-        match self
-            .reader
-            .visit_rows(from.saturating_sub(1), 1, |_| ControlFlow::Continue(()))
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_damage(&e) => Ok(false),
-            Err(e) => Err(e),
+/// Writes one row of an export (or counts it undecodable); returns its `seq`, if it has one.
+fn write_row(
+    row: Result<StoredRow, QueueError>,
+    topic_prefix: Option<&str>,
+    out: &mut dyn Write,
+    outcome: &mut Outcome,
+) -> Result<Option<u64>, std::io::Error> {
+    match row {
+        Ok(row) => {
+            let record = Record {
+                row: &row,
+                topic_prefix,
+            };
+            writeln!(out, "{record}")?;
+            outcome.rows += 1;
+            Ok(Some(row.seq))
         }
-    }
-
-    /// The smallest `from > cursor + 1` (reading from `cursor + 1` failed) from which rows can
-    /// be read again, found by doubling the step and bisecting back; `None` if there is none.
-    fn next_readable(&self, cursor: i64) -> Result<Option<i64>, QueueError> {
-        let mut bad = cursor.saturating_add(1);
-        let mut step: i64 = 1;
-        let mut good = loop {
-            if bad == i64::MAX {
-                return Ok(None);
-            }
-            let probe = bad.saturating_add(step);
-            if self.readable_from(probe)? {
-                break probe;
-            }
-            bad = probe;
-            step = step.saturating_mul(2);
-        };
-        while good - bad > 1 {
-            let mid = bad + (good - bad) / 2;
-            if self.readable_from(mid)? {
-                good = mid;
-            } else {
-                bad = mid;
-            }
+        Err(e) => {
+            let bad = undecodable(e);
+            let seq = (bad.seq > 0).then_some(bad.seq);
+            outcome.undecodable.push(bad);
+            Ok(seq)
         }
-        Ok(Some(good))
     }
 }
 

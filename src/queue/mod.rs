@@ -18,13 +18,14 @@
 //!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
 //!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
 //!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
-//!    under a new id (same `seq`). See "Session writes and the poison flag" in `writer.rs` for
-//!    failed commits.
+//!    under a new id (same `seq`). See "Session writes" in `writer.rs` for failed commits: a
+//!    write that did not commit is refused, and the uplink holds what depends on it.
 //! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
 //!    newest rows were acked (or the queue drained, the process restarted, the file migrated)
 //!    the next row still gets a larger id. A corrupt file that is quarantined hands its last
-//!    `seq` (or, if unreadable, a clock-derived floor) to the new file.
+//!    `seq` (its `sqlite_sequence` as [`salvage`] reads it; if unreadable, a clock-derived
+//!    floor) to the new file.
 //! 5. **Order.** Commands are applied in channel order, so for one producer `seq` order is push
 //!    order. A transaction is all or nothing. `fetch` returns queued rows in `seq` order.
 //!
@@ -62,26 +63,35 @@
 //!
 //! Pragmas: `journal_mode=WAL`; `synchronous=FULL` (default; the WAL is fsynced at every commit)
 //! or `NORMAL` (`store.sync`); `wal_autocheckpoint`/`journal_size_limit` keep the log within a
-//! quarter of `max_size` (at most 4 MiB); 5 s busy timeout for read-only tools.
+//! quarter of `max_size` (at most 4 MiB; the writer lowers the checkpoint threshold to what the
+//! disk holds, see [`capacity`]); 5 s busy timeout for read-only tools.
 //!
 //! # Start-up
 //!
 //! `PRAGMA quick_check` reads the whole file. A file that SQLite calls corrupt or not a database
 //! is *quarantined*: renamed with its `-wal`/`-shm` to `queue.db.corrupt-<UTC time>` (never
-//! deleted), and a new queue starts above the old file's last readable `seq`. Any other open
-//! error (permissions, I/O, newer schema) refuses to start and touches nothing.
+//! deleted), and a new queue starts above the last `seq` the old file handed out. Any other open
+//! error (permissions, I/O, newer schema) refuses to start and touches nothing. Permissions are
+//! checked before SQLite opens the file ([`QueueError::NotWritable`], naming the file and the
+//! user): SQLite itself would open a read-only file read-only and create its `-wal` and `-shm`
+//! beside it before the first write failed.
 //!
 //! # Capacity, expiry, disk full
 //!
-//! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget;
-//! `on_full` evicts the oldest never-sent rows or refuses new ones; every drop is counted in
+//! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget,
+//! both lowered to what the disk holds (measured before every group), so that `on_full`, not
+//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones; every drop
+//! is counted in
 //! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
 //! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst
 //! of their own). Rows of points with a `max_age` get an expiry;
 //! never-sent expired rows are swept at most once a second by the writer and dropped by the
-//! uplink when it meets them. A failed commit (disk full) drops that group's inserts (counted)
-//! and retries its other writes alone; the writer carries on and commits succeed again as soon
-//! as space returns.
+//! uplink when it meets them. A failed commit (disk full) is tried again after a checkpoint,
+//! then drops that group's inserts (counted) and retries its other writes alone; acknowledgements
+//! that still fail are kept in memory ([`unwritten`]) and written with the first commit that
+//! succeeds, reads treating them as applied. The writer carries on and commits succeed again as
+//! soon as space returns (see "A failed commit" in `writer.rs`). The failures of a burst are
+//! logged with its drops: a handful of lines, not one per commit.
 //!
 //! # Crash semantics
 //!
@@ -90,16 +100,18 @@
 //! - **Power loss** with `sync: full`, on a medium that honours flushes: the same. With
 //!   `sync: normal`: the commits since the last checkpoint (at most the WAL budget) may be
 //!   rolled back, samples and session state alike.
-//! - **Acked but delete not yet committed**: the row is still there after a restart and is sent
-//!   again with the *same* `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session:
-//!   PUBREL again, no duplicate).
+//! - **Acked but delete not yet committed** (a crash before the next group, or a disk still
+//!   full at shutdown): the row is still there after a restart and is sent again with the *same*
+//!   `seq` (QoS 1: a duplicate consumers drop; QoS 2 with a kept session: PUBREL again, no
+//!   duplicate). Within one run an acknowledged row is never sent again.
 //!
 //! # Inspection
 //!
 //! [`QueueReader`] is a read-only connection for tools and tests: it never creates, migrates or
 //! writes (no `-wal`/`-shm` either, for a file no writer has open). [`inspect`] builds
 //! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
-//! output), including reading around damaged pages of a quarantined file.
+//! output); `export` reads a damaged file past its first damaged page with [`salvage`], a walk
+//! of its pages (a quarantine reads the old file's last `seq` with it too).
 //!
 //! # Threading model
 //!
@@ -143,8 +155,10 @@ pub mod capacity;
 pub mod inspect;
 pub mod recent;
 pub mod record;
+pub mod salvage;
 mod store;
 pub mod summary;
+pub mod unwritten;
 mod writer;
 
 pub use recent::{CommandKey, RecentCommand};
@@ -284,6 +298,12 @@ struct Counters {
     expired: AtomicU64,
     /// The once-per-burst log of `live_dropped`, shared by every producer.
     live_burst: LiveBurst,
+    /// Bytes the rows may use before `on_full` applies, as the writer last derived it from
+    /// `store.max_size` and the room on disk.
+    capacity_bytes: AtomicU64,
+    /// Whether the acknowledgements kept over failed commits reached their bound
+    /// ([`unwritten::MAX_RANGES`]).
+    acks_backlogged: AtomicBool,
 }
 
 /// [`DropBurst`] for QoS 0 drops, which happen in `push` on any producer's task. `open` mirrors
@@ -391,10 +411,21 @@ pub enum QueueError {
     /// The transaction holding this write failed (disk full, I/O error); nothing of it applied.
     #[error("queue commit failed: {0}")]
     Commit(String),
-    /// An earlier session write failed: the session must be reloaded from disk before packet
-    /// ids are assigned again.
-    #[error("queue session state must be reloaded after a failed commit")]
-    SessionLost,
+    /// Checked before SQLite opens anything, so nothing (no `-wal`, no `-shm`) is left behind.
+    #[error(transparent)]
+    NotWritable(Box<NotWritable>),
+}
+
+/// A queue file or directory the gateway's user cannot write ([`QueueError::NotWritable`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not writable by user {user}: {reason}; {fix}")]
+pub struct NotWritable {
+    pub path: std::path::PathBuf,
+    /// Name (or uid) of the effective user.
+    pub user: String,
+    pub reason: String,
+    /// What to run.
+    pub fix: String,
 }
 
 /// Handle to the queue; cheap to clone. Every clone talks to the same writer thread.
@@ -407,8 +438,6 @@ pub struct Queue {
     live_tx: mpsc::Sender<Sample>,
     progress_rx: watch::Receiver<QueueProgress>,
     counters: Arc<Counters>,
-    /// Bytes the rows may use before `on_full` applies (`max_size` less the WAL budget).
-    capacity_bytes: u64,
 }
 
 /// Receiving end of the QoS 0 live channel; owned by the uplink.
@@ -499,6 +528,7 @@ impl Queue {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        store::check_writable(data_dir)?;
         let conn = open_checked(&db_path(data_dir), &options)?;
         let progress = store::load_progress(&conn)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -514,7 +544,10 @@ impl Queue {
         let counters = Arc::new(Counters::default());
         let capacity_bytes = options
             .max_size
-            .saturating_sub(store::wal_budget(options.max_size));
+            .saturating_sub(capacity::wal_budget(options.max_size));
+        counters
+            .capacity_bytes
+            .store(capacity_bytes, Ordering::Relaxed);
 
         let writer = Writer {
             conn,
@@ -530,7 +563,15 @@ impl Queue {
                 page_size: u64::try_from(page_size).unwrap_or(4096),
             },
             max_age: options.max_age.clone(),
-            poisoned: false,
+            max_size: options.max_size,
+            room: writer::RoomMeter {
+                db: db_path(data_dir),
+            },
+            checkpoint_pages: 0,
+            unwritten: Default::default(),
+            rows_in_file: progress.depth,
+            retry: Default::default(),
+            read_log: (None, 0),
             sweep_every: options.expiry_sweep,
             next_sweep_ms: 0,
             burst: DropBurst::default(),
@@ -554,7 +595,6 @@ impl Queue {
                 live_tx,
                 progress_rx,
                 counters,
-                capacity_bytes,
             },
             LiveReceiver { rx: live_rx },
             QueueWriter { cmd_tx, thread },
@@ -623,7 +663,9 @@ impl Queue {
     }
 
     /// Queues the deletion of row `seq` (committed with the next group). Unknown `seq`: no-op.
-    /// Only the uplink calls it, on PUBACK (QoS 1) or PUBCOMP (QoS 2).
+    /// Only the uplink calls it, on PUBACK (QoS 1) or PUBCOMP (QoS 2). If that commit fails, the
+    /// deletion is kept and committed with the first group that succeeds; meanwhile the row is
+    /// treated as deleted (`fetch`, `unsettled` and the depth leave it out).
     pub async fn ack(&self, seq: u64) -> Result<(), QueueError> {
         self.send(Command::Ack(seq)).await
     }
@@ -636,8 +678,8 @@ impl Queue {
     /// Records the packet ids PUBLISHes are about to be sent with; returns after the commit,
     /// with the rows that no longer exist (evicted or expired since they were fetched): their
     /// PUBLISH must not be sent, or the broker would hold an id the store does not know.
-    /// Refused with [`QueueError::SessionLost`] after a failed session write until
-    /// [`Queue::unsettled`] or [`Queue::reset_session`] reloaded the session.
+    /// [`QueueError::Commit`] when the commit failed: nothing was recorded, so the PUBLISHes must
+    /// not be sent (their ids are free again).
     pub async fn mark_published(&self, rows: Vec<(u64, u16)>) -> Result<Vec<u64>, QueueError> {
         self.request(|reply| Command::MarkPublished { rows, reply })
             .await
@@ -771,10 +813,16 @@ impl Queue {
     }
 
     /// Bytes of `queue.db` pages the rows may use before `store.on_full` applies
-    /// (`store.max_size` less the write-ahead log's budget); compare with
-    /// [`QueueProgress::bytes`].
+    /// (`store.max_size` less the write-ahead log's budget, or less when the disk holds less);
+    /// compare with [`QueueProgress::bytes`].
     pub fn capacity_bytes(&self) -> u64 {
-        self.capacity_bytes
+        self.counters.capacity_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the acknowledgements kept over failed commits reached their bound: the uplink then
+    /// takes no new rows until a commit succeeds (see [`unwritten`]).
+    pub fn acks_backlogged(&self) -> bool {
+        self.counters.acks_backlogged.load(Ordering::Relaxed)
     }
 
     /// Whether the writer stopped (closed or died); every call then returns [`QueueError::Closed`].

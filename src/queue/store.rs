@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::recent::CommandKey;
@@ -95,6 +96,7 @@ const COLUMNS: &str = "seq, device, point, body, ts_ms, qos, retain, kind, expir
 const SQL_INSERT: &str = "INSERT INTO messages (device, point, body, ts_ms, qos, retain, kind, \
      expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const SQL_DELETE: &str = "DELETE FROM messages WHERE seq = ?1";
+const SQL_DELETE_RANGE: &str = "DELETE FROM messages WHERE seq BETWEEN ?1 AND ?2";
 const SQL_EXPIRE: &str = "DELETE FROM messages WHERE seq = ?1 AND state = 0";
 const SQL_MARK_PUBLISHED: &str = "UPDATE messages SET state = 1, pkid = ?2 WHERE seq = ?1";
 const SQL_MARK_RECEIVED: &str = "UPDATE messages SET state = 2 WHERE seq = ?1 AND state != 0";
@@ -115,12 +117,6 @@ const SQL_OLDEST_TS: &str = "SELECT ts_ms FROM messages ORDER BY seq LIMIT 1";
 /// `<data_dir>/queue.db`.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
-}
-
-/// How the write-ahead log is kept small: checkpoint after this many bytes of log and truncate
-/// the log file back to it. Part of `max_size` (see [`wal_budget`]).
-pub(super) fn wal_budget(max_size: u64) -> u64 {
-    (max_size / 4).clamp(16 * 1024, 4 * 1024 * 1024)
 }
 
 /// Opens the read-write connection: pragmas first, then the schema migration.
@@ -144,7 +140,9 @@ pub(super) fn open_rw(
         SyncMode::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
-    let wal = wal_budget(max_size);
+    // The writer lowers the checkpoint threshold to what the disk can hold (`capacity::limits`);
+    // the log file is never truncated below the budget, so the space it holds stays ours.
+    let wal = super::capacity::wal_budget(max_size);
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
     let pages = (wal / u64::try_from(page_size.max(512)).unwrap_or(4096)).max(4);
     conn.pragma_update(
@@ -155,6 +153,74 @@ pub(super) fn open_rw(
     conn.pragma_update(None, "journal_size_limit", i64::try_from(wal).unwrap_or(-1))?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Checks, before SQLite touches anything, that the effective user may create files in
+/// `data_dir` (SQLite creates `-wal` and `-shm` there, a quarantine renames there) and read and
+/// write `queue.db` and its companions where they exist. SQLite would otherwise open a file it
+/// cannot write read-only, leave a `-wal` and `-shm` beside it and only fail at the first write.
+pub(super) fn check_writable(data_dir: &Path) -> Result<(), QueueError> {
+    use nix::unistd::AccessFlags;
+    let file = db_path(data_dir);
+    let mut checks = vec![(
+        data_dir.to_path_buf(),
+        AccessFlags::W_OK | AccessFlags::X_OK,
+    )];
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            checks.push((path, AccessFlags::R_OK | AccessFlags::W_OK));
+        }
+    }
+    for (path, mode) in checks {
+        let Err(errno) = nix::unistd::eaccess(&path, mode) else {
+            continue;
+        };
+        let uid = nix::unistd::Uid::effective();
+        let user = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |u| u.name);
+        let fix = match errno {
+            nix::errno::Errno::EROFS => "the file system is read-only: remount it read-write or \
+                                         set gateway.data_dir to a writable directory"
+                .to_owned(),
+            _ => format!(
+                "give the directory and its files to that user, e.g. `sudo chown -R {user}: {}`",
+                data_dir.display()
+            ),
+        };
+        return Err(QueueError::NotWritable(Box::new(super::NotWritable {
+            path,
+            user,
+            reason: errno.desc().to_owned(),
+            fix,
+        })));
+    }
+    Ok(())
+}
+
+/// Whether a statement failed because the disk (or the file size limit) is full.
+pub(super) fn is_disk_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
+/// Copies the write-ahead log into the database as far as no reader needs it (`PASSIVE`: never
+/// waits). A log copied completely is written from its start again by the next commit, reusing
+/// the file's space.
+pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+/// Whether row `seq` is in the file.
+pub(super) fn row_exists(conn: &Connection, seq: u64) -> rusqlite::Result<bool> {
+    let Ok(seq) = i64::try_from(seq) else {
+        return Ok(false);
+    };
+    conn.prepare_cached("SELECT 1 FROM messages WHERE seq = ?1")?
+        .exists([seq])
 }
 
 /// Whether an error means "this file is not a sound SQLite database" (quarantine it) rather than
@@ -184,36 +250,19 @@ pub(super) fn quick_check(conn: &Connection) -> Result<(), QueueError> {
     }
 }
 
-/// Best effort: the newest `seq` a damaged file still tells, so that the new queue continues
-/// above it. `sqlite_sequence` is trusted first (it is the value AUTOINCREMENT would continue
-/// from); the rows' `MAX(seq)` only when it is missing. Values above 2^53 are refused: a damaged
-/// page can decode as any number, and a seq that large would break JSON consumers and soon
-/// exhaust the id space. `None` when nothing plausible can be read.
+/// The newest `seq` a damaged file handed out, so that the new queue continues above it:
+/// `sqlite_sequence` as the page walk ([`super::salvage`]) reads it — SQLite itself refuses a
+/// file cut short as a whole — raised to the highest `seq` on any page. `None` when
+/// `sqlite_sequence` cannot be read: the rows' highest `seq` is no bound then (the newest rows
+/// may have been acknowledged, or sat in the lost part), and a `seq` handed out again would make
+/// consumers that de-duplicate by `seq` drop new samples. Values above 2^53 are refused: a
+/// damaged page can decode as any number, and a seq that large would break JSON consumers and
+/// soon exhaust the id space.
 pub(super) fn salvage_last_seq(path: &Path) -> Option<u64> {
-    const PLAUSIBLE: i64 = 1 << 53;
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    let plausible = |v: Option<i64>| v.filter(|v| (0..PLAUSIBLE).contains(v));
-    let from_sequence = plausible(
-        conn.query_row(
-            "SELECT MAX(seq) FROM sqlite_sequence WHERE name IN ('messages', 'samples')",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
-        .flatten(),
-    );
-    let best = from_sequence.or_else(|| {
-        ["messages", "samples"].iter().find_map(|table| {
-            plausible(
-                conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })
-                .ok()
-                .flatten(),
-            )
-        })
-    })?;
-    u64::try_from(best).ok()
+    const PLAUSIBLE: u64 = 1 << 53;
+    let salvage = super::salvage::Salvage::open(path).ok()?;
+    let last = salvage.sequence()?.max(salvage.max_seq().unwrap_or(0));
+    (last < PLAUSIBLE).then_some(last)
 }
 
 /// Makes the next `seq` of a new file larger than `floor`.
@@ -269,7 +318,10 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     }
     // Additive, so not a schema version of its own (see `recent.rs`).
     tx.execute_batch(super::recent::SCHEMA)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // Written only when it changes: an open that writes nothing also works on a full disk.
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -323,6 +375,9 @@ pub(super) enum Write<'a> {
     },
     /// The broker acknowledged the row (PUBACK/PUBCOMP): delete it whatever its state.
     Ack(u64),
+    /// The broker acknowledged every row of `seq` in this range (acknowledgements kept over a
+    /// failed commit): delete them.
+    AckRange(u64, u64),
     /// The row is past its `max_age`: delete it if it was never sent.
     Expire(u64),
     MarkPublished {
@@ -437,6 +492,12 @@ pub(super) fn apply_writes<'a>(
                     if let Ok(seq) = i64::try_from(seq) {
                         applied.acked += delete.execute([seq])? as u64;
                     }
+                }
+                Write::AckRange(from, to) => {
+                    let from = i64::try_from(from).unwrap_or(i64::MAX);
+                    let to = i64::try_from(to).unwrap_or(i64::MAX);
+                    applied.acked +=
+                        tx.prepare_cached(SQL_DELETE_RANGE)?.execute([from, to])? as u64;
                 }
                 Write::Expire(seq) => {
                     if let Ok(seq) = i64::try_from(seq) {
@@ -671,31 +732,59 @@ fn decode_row(
     last_device: &mut Option<Arc<str>>,
     last_point: &mut Option<Arc<str>>,
 ) -> Result<StoredRow, QueueError> {
-    let seq: i64 = row.get(0)?;
+    let mut fields = [ValueRef::Null; COLUMN_COUNT];
+    for (i, field) in fields.iter_mut().enumerate() {
+        *field = row.get_ref(i)?;
+    }
+    decode_fields(&fields, last_device, last_point)
+}
+
+/// Columns of a row in [`COLUMNS`] order.
+pub(super) const COLUMN_COUNT: usize = 11;
+
+/// Decodes a row from its values in [`COLUMNS`] order (`seq` first): the codec shared by the
+/// queries and by the page walk of a damaged file (`salvage.rs`).
+pub(super) fn decode_fields(
+    fields: &[ValueRef<'_>; COLUMN_COUNT],
+    last_device: &mut Option<Arc<str>>,
+    last_point: &mut Option<Arc<str>>,
+) -> Result<StoredRow, QueueError> {
+    let seq = fields[0]
+        .as_i64()
+        .map_err(|e| decode_err(0, "seq", e.to_string()))?;
     let seq =
         u64::try_from(seq).map_err(|_| decode_err(0, "seq", format!("negative seq {seq}")))?;
-    let device = intern(col_str(row, 1, seq, "device")?, last_device);
-    let point = intern(col_str(row, 2, seq, "point")?, last_point);
-    let body = col_str(row, 3, seq, "body")?;
-    let ts_ms = col_i64(row, 4, seq, "ts_ms")?;
-    let qos_raw = col_i64(row, 5, seq, "qos")?;
+    let text = |idx: usize, column: &'static str| -> Result<&str, QueueError> {
+        fields[idx]
+            .as_str()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let int = |idx: usize, column: &'static str| -> Result<i64, QueueError> {
+        fields[idx]
+            .as_i64()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let int_or_null = |idx: usize, column: &'static str| -> Result<Option<i64>, QueueError> {
+        fields[idx]
+            .as_i64_or_null()
+            .map_err(|e| decode_err(seq, column, e.to_string()))
+    };
+    let device = intern(text(1, "device")?, last_device);
+    let point = intern(text(2, "point")?, last_point);
+    let body = text(3, "body")?;
+    let ts_ms = int(4, "ts_ms")?;
+    let qos_raw = int(5, "qos")?;
     let qos = qos_from_i64(qos_raw)
         .ok_or_else(|| decode_err(seq, "qos", format!("{qos_raw} is not 1 or 2")))?;
-    let retain = match col_i64(row, 6, seq, "retain")? {
+    let retain = match int(6, "retain")? {
         0 => false,
         1 => true,
         other => return Err(decode_err(seq, "retain", format!("{other} is not 0 or 1"))),
     };
-    let kind_raw = col_i64(row, 7, seq, "kind")?;
-    let expires_ms: Option<i64> = row
-        .get_ref(8)?
-        .as_i64_or_null()
-        .map_err(|e| decode_err(seq, "expires_ms", e.to_string()))?;
-    let state = col_i64(row, 9, seq, "state")?;
-    let pkid: Option<i64> = row
-        .get_ref(10)?
-        .as_i64_or_null()
-        .map_err(|e| decode_err(seq, "pkid", e.to_string()))?;
+    let kind_raw = int(7, "kind")?;
+    let expires_ms = int_or_null(8, "expires_ms")?;
+    let state = int(9, "state")?;
+    let pkid = int_or_null(10, "pkid")?;
     let pkid = || {
         pkid.and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
@@ -743,30 +832,6 @@ fn decode_row(
         delivery,
         expires_ms,
     })
-}
-
-/// A TEXT column; a wrong type or invalid UTF-8 is a decode error of that row.
-fn col_str<'r>(
-    row: &'r rusqlite::Row<'_>,
-    idx: usize,
-    seq: u64,
-    column: &'static str,
-) -> Result<&'r str, QueueError> {
-    row.get_ref(idx)?
-        .as_str()
-        .map_err(|e| decode_err(seq, column, e.to_string()))
-}
-
-/// An INTEGER column; a wrong type is a decode error of that row.
-fn col_i64(
-    row: &rusqlite::Row<'_>,
-    idx: usize,
-    seq: u64,
-    column: &'static str,
-) -> Result<i64, QueueError> {
-    row.get_ref(idx)?
-        .as_i64()
-        .map_err(|e| decode_err(seq, column, e.to_string()))
 }
 
 fn decode_err(seq: u64, column: &'static str, reason: String) -> QueueError {
@@ -907,6 +972,14 @@ impl QueueReader {
             conn,
             layout: Layout::V2,
         })
+    }
+
+    /// Reads a damaged file as far as SQLite can (`PRAGMA writable_schema`, a connection flag that
+    /// writes nothing): a file cut short opens, with the pages it still has, instead of being
+    /// refused as a whole because its header counts more pages.
+    pub fn tolerate_damage(self) -> Result<QueueReader, QueueError> {
+        self.conn.pragma_update(None, "writable_schema", true)?;
+        Ok(self)
     }
 
     /// Reads rows from where `layout` keeps them.

@@ -481,16 +481,12 @@ async fn failed_commit_drops_the_group_and_keeps_the_writer() {
     let (q, _live, w) = open(&dir);
     q.push(int(1)).await.unwrap();
     wait_last_seq(&q, 1).await;
-    {
-        // Stand-in for a disk error: make any insert of device 'boom' fail.
-        let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
-        ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        ext.execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.device = 'boom' \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-        )
-        .unwrap();
-    }
+    // Stand-in for a disk error: make any insert of device 'boom' fail.
+    on_the_side(
+        &dir,
+        "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.device = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    );
     let bad = Sample {
         device: Arc::from("boom"),
         ..int(2)
@@ -984,7 +980,7 @@ async fn drop_oldest_keeps_the_newest_rows_within_max_size() {
     q.mark_published(vec![(1, 9)]).await.unwrap();
     fill(&q, 20_000).await;
     let p = *q.progress().borrow();
-    let budget = 256 * 1024 - store::wal_budget(256 * 1024);
+    let budget = 256 * 1024 - super::capacity::wal_budget(256 * 1024);
     assert!(p.bytes <= budget + 2 * 4096, "{p:?}");
     let stats = q.stats();
     assert!(stats.capacity_dropped > 10_000, "{stats:?}");
@@ -1136,29 +1132,93 @@ async fn messages_are_stored_with_their_kind() {
     w.close().await.unwrap();
 }
 
+/// Runs `sql` on a second connection to the queue file (to inject failures with triggers).
+fn on_the_side(dir: &TempDir, sql: &str) {
+    let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    ext.execute_batch(sql).unwrap();
+}
+
+const DELETES_FAIL: &str = "CREATE TRIGGER boom BEFORE DELETE ON messages \
+     BEGIN SELECT RAISE(ABORT, 'injected failure'); END;";
+
 #[tokio::test]
-async fn failed_session_write_poisons_marks_until_reload() {
+async fn acknowledgements_that_fail_to_commit_are_kept_and_written_with_the_next_commit() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    for i in 1..=4 {
+        q.push(int(i)).await.unwrap();
+    }
+    wait_last_seq(&q, 4).await;
+    q.mark_published(vec![(1, 5), (2, 6)]).await.unwrap();
+    on_the_side(&dir, DELETES_FAIL);
+    q.ack(1).await.unwrap();
+    q.ack(3).await.unwrap();
+    // Barrier: answered after the failed group. The acknowledged rows are as good as gone.
+    assert_eq!(seqs(&q.fetch(0, 10).await.unwrap()), [4]);
+    assert_eq!(seqs(&q.unsettled().await.unwrap()), [2]);
+    assert_eq!(
+        q.progress().borrow().depth,
+        2,
+        "rows 2 and 4 are not acknowledged"
+    );
+    // The packet id row 1 gave back cannot reach the disk before row 1's delete.
+    assert!(matches!(
+        q.mark_published(vec![(4, 5)]).await,
+        Err(QueueError::Commit(_))
+    ));
+    assert_eq!(QueueReader::open(dir.path()).unwrap().count().unwrap(), 4);
+
+    // Space returns: the writer tries again by itself, with nothing else to commit (the depth
+    // does not move, so the file is polled).
+    on_the_side(&dir, "DROP TRIGGER boom");
+    let on_disk = || -> Vec<u64> {
+        let reader = QueueReader::open(dir.path()).unwrap();
+        reader.entries().unwrap().iter().map(|r| r.seq).collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while on_disk() != [2, 4] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", on_disk());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pd(&q.progress().borrow()), prog(4, 2));
+    q.mark_published(vec![(4, 5)]).await.unwrap();
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_writes_the_kept_acknowledgements_once_more() {
     let dir = TempDir::new().unwrap();
     let (q, _live, w) = open(&dir);
     q.push(int(1)).await.unwrap();
-    wait_last_seq(&q, 1).await;
-    {
-        let ext = rusqlite::Connection::open(db_path(dir.path())).unwrap();
-        ext.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        ext.execute_batch(
-            "CREATE TRIGGER boom BEFORE DELETE ON messages \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-        )
-        .unwrap();
+    q.push(int(2)).await.unwrap();
+    wait_last_seq(&q, 2).await;
+    on_the_side(&dir, DELETES_FAIL);
+    q.ack(1).await.unwrap();
+    q.fetch(0, 0).await.unwrap(); // barrier: the ack failed
+    on_the_side(&dir, "DROP TRIGGER boom");
+    w.close().await.unwrap();
+    let (q, _live, w) = open(&dir);
+    assert_eq!(pd(&q.progress().borrow()), prog(2, 1));
+    assert_eq!(seqs(&q.fetch(0, 10).await.unwrap()), [2]);
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fetch_skips_kept_acknowledgements_without_cutting_the_page_short() {
+    let dir = TempDir::new().unwrap();
+    let (q, _live, w) = open(&dir);
+    for i in 1..=10 {
+        q.push(int(i)).await.unwrap();
     }
-    q.ack(1).await.unwrap(); // fails: the session may have reused the id
-    q.fetch(0, 0).await.unwrap(); // barrier: the failed group is behind us
-    assert!(matches!(
-        q.mark_published(vec![(1, 5)]).await,
-        Err(QueueError::SessionLost)
-    ));
-    q.unsettled().await.unwrap(); // reload
-    q.mark_published(vec![(1, 5)]).await.unwrap();
+    wait_last_seq(&q, 10).await;
+    on_the_side(&dir, DELETES_FAIL);
+    for seq in 1..=6 {
+        q.ack(seq).await.unwrap();
+    }
+    assert_eq!(seqs(&q.fetch(0, 3).await.unwrap()), [7, 8, 9]);
+    assert_eq!(seqs(&q.fetch(2, 10).await.unwrap()), [7, 8, 9, 10]);
+    on_the_side(&dir, "DROP TRIGGER boom");
     w.close().await.unwrap();
 }
 

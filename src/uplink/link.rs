@@ -30,6 +30,13 @@
 //! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
 //! committed ([`Queue::mark_received`]) before its PUBREL is written.
 //!
+//! **Paused.** When such a commit fails (a full disk), the link does not drop the connection
+//! ([`super::stall`]): the PUBLISHes whose ids were not recorded are not written (their rows go
+//! back to the read-ahead), PUBRELs whose PUBREC was not recorded are held, no new rows are
+//! taken, and the writes are tried again on a timer while keep-alive and acknowledgements go on.
+//! A failed reset of the stored session (`session_present = 0`) pauses the same way, as does the
+//! queue when it keeps too many acknowledgements it could not delete yet.
+//!
 //! **Incoming commands.** Each QoS 1 PUBLISH is offered to the handler with an [`AckToken`]
 //! (`try_send`: the link never waits for the handler). Its PUBACK is written once it and every
 //! earlier one were acked ([`AckOrder`]). A token dropped unacknowledged — the handler could not
@@ -66,6 +73,7 @@ use super::message;
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
+use super::stall::Stall;
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
@@ -186,6 +194,9 @@ async fn run_link(
         done_rx,
         fresh_start: None,
         ahead: std::collections::VecDeque::new(),
+        stall: Stall::default(),
+        held: Vec::new(),
+        reset_due: false,
         state,
         stats,
         cancel,
@@ -225,6 +236,12 @@ struct Link {
     /// Committed, never-sent rows fetched ahead of the window, in `seq` order, all after the
     /// session's cursor. Emptied at every connection (the store is the truth).
     ahead: std::collections::VecDeque<StoredRow>,
+    /// Set while a session write failed (see "Paused" in the module doc).
+    stall: Stall,
+    /// Rows past PUBREC (`seq`, packet id) whose PUBREL waits for "PUBREC received" on disk.
+    held: Vec<(u64, u16)>,
+    /// The stored session states must still be reset (`session_present = 0`, commit failed).
+    reset_due: bool,
     state: watch::Sender<LinkState>,
     stats: Arc<UplinkStats>,
     cancel: CancellationToken,
@@ -341,6 +358,9 @@ impl Link {
         let now = Instant::now();
         self.session.on_connected();
         self.ahead.clear();
+        self.stall.on_connected();
+        self.held.clear();
+        self.reset_due = false;
         let fresh = self.discard_stale_live();
         let mut packets = match self.resume(session_present, now).await {
             Ok(packets) => packets,
@@ -383,12 +403,14 @@ impl Link {
             let deadline = self.session.deadline();
             let backlog =
                 !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
-            let pace = if backlog && self.session.room() > 0 {
+            let paused = self.stall.is_paused();
+            let pace = if backlog && self.session.room() > 0 && !paused {
                 self.rate.next_ready(now)
             } else {
                 None
             };
-            let can_take = self.session.room() > 0 && pace.is_none();
+            let can_take = self.session.room() > 0 && pace.is_none() && !paused;
+            let retry_at = self.stall.retry_at();
             let step = tokio::select! {
                 () = self.cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
@@ -399,6 +421,9 @@ impl Link {
                     changed.map_err(|_| UplinkError::Queue(QueueError::Closed))
                 }
                 () = tokio::time::sleep_until(pace.unwrap_or(now)), if pace.is_some() => Ok(()),
+                () = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {
+                    self.retry(&mut writer).await
+                }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
                         let topic = message::sample_topic(&self.config.topic_prefix, &sample);
@@ -462,7 +487,16 @@ impl Link {
         now: Instant,
     ) -> Result<Vec<Packet>, UplinkError> {
         if !session_present {
-            self.queue.reset_session().await?;
+            match self.queue.reset_session().await {
+                Ok(()) => {}
+                // Nothing is taken until the reset is on disk: stored states would otherwise
+                // mix with new packet ids.
+                Err(QueueError::Commit(error)) => {
+                    self.reset_due = true;
+                    self.pause(&error, now);
+                }
+                Err(e) => return Err(e.into()),
+            }
             return Ok(Vec::new());
         }
         let rows = self.queue.unsettled().await?;
@@ -509,8 +543,15 @@ impl Link {
     /// limit allows: packet ids are committed before the PUBLISHes are written.
     async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
+            if self.stall.is_paused() {
+                return Ok(());
+            }
             let last_seq = self.progress.borrow_and_update().last_seq;
             let now = Instant::now();
+            if self.queue.acks_backlogged() {
+                self.pause("acknowledgements wait for a commit", now);
+                return Ok(());
+            }
             let n = self.session.room().min(self.rate.available(now));
             if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
                 return Ok(());
@@ -544,9 +585,11 @@ impl Link {
             }
             let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
             let wall = now_ms();
+            let cursor = self.session.cursor();
             let mut expired = Vec::new();
             let mut packets = Vec::with_capacity(rows.len());
             let mut marks = Vec::with_capacity(rows.len());
+            let mut sent = Vec::with_capacity(rows.len());
             let mut exactly_once = false;
             for row in rows {
                 if row.expires_ms.is_some_and(|at| at <= wall) {
@@ -566,16 +609,29 @@ impl Link {
                 )?;
                 packets.push(packet);
                 marks.push((row.seq, pkid));
+                sent.push(row);
             }
             if !expired.is_empty() {
                 self.queue.expire(expired).await?;
             }
             if !marks.is_empty() {
-                self.rate.take(marks.len(), now);
                 // QoS 2 ids must be on disk before the wire (a resend with another id would be a
                 // second message to the broker); QoS 1 ids only need to be there eventually.
                 if exactly_once {
-                    let gone = self.queue.mark_published(marks.clone()).await?;
+                    let gone = match self.queue.mark_published(marks.clone()).await {
+                        Ok(gone) => gone,
+                        Err(QueueError::Commit(error)) => {
+                            // Not on disk, so not on the wire: the rows wait for the retry.
+                            let pkids: Vec<u16> = marks.iter().map(|(_, pkid)| *pkid).collect();
+                            self.session.unsend(&pkids, cursor);
+                            for row in sent.into_iter().rev() {
+                                self.ahead.push_front(row);
+                            }
+                            self.pause(&error, now);
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     if !gone.is_empty() {
                         // Evicted or expired after the fetch: never put on the wire, so the
                         // broker cannot hold an id the store does not know.
@@ -596,10 +652,70 @@ impl Link {
                 } else {
                     self.queue.record_published(marks).await?;
                 }
+                self.rate.take(packets.len(), now);
                 writer.write(&packets).await?;
                 self.stats.published(packets.len());
+                self.flowed(now);
             }
         }
+    }
+
+    /// A session write failed: take no rows, hold what depends on it, try again later.
+    fn pause(&mut self, error: &str, now: Instant) {
+        if self.stall.failed(now) {
+            warn!(
+                %error,
+                held_pubrels = self.held.len(),
+                "uplink paused: the queue cannot commit the session state (disk full?); the \
+                 connection stays up and nothing the broker holds is lost; retrying"
+            );
+        }
+    }
+
+    /// Rows or session writes went through.
+    fn flowed(&mut self, now: Instant) {
+        if let Some(resumed) = self.stall.flowed(now) {
+            info!(
+                paused_secs = resumed.paused.as_secs(),
+                failed_tries = resumed.failures,
+                "uplink flows again after a pause"
+            );
+        }
+    }
+
+    /// The pause's retry: the reset, then the held PUBRECs, then new rows (by the next refill).
+    async fn retry(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
+        let now = Instant::now();
+        self.stall.retrying();
+        if self.reset_due {
+            match self.queue.reset_session().await {
+                Ok(()) => self.reset_due = false,
+                Err(QueueError::Commit(error)) => {
+                    self.pause(&error, now);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !self.held.is_empty() {
+            let seqs = self.held.iter().map(|(seq, _)| *seq).collect();
+            match self.queue.mark_received(seqs).await {
+                Ok(()) => {}
+                Err(QueueError::Commit(error)) => {
+                    self.pause(&error, now);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let pubrels: Vec<Packet> = self
+                .held
+                .drain(..)
+                .filter_map(|(_, pkid)| self.session.release_held(pkid, now))
+                .collect();
+            writer.write(&pubrels).await?;
+        }
+        self.flowed(now);
+        Ok(())
     }
 
     /// Handles `first` and every complete packet already buffered behind it as one batch.
@@ -627,10 +743,11 @@ impl Link {
                 }
                 Packet::PubRec(rec) => match self.session.on_pubrec(rec.pkid, now)? {
                     PubRecAction::Persist { seq, pubrel } => {
-                        received.push(seq);
+                        received.push((seq, rec.pkid));
                         out.push(pubrel);
                     }
                     PubRecAction::Send(pubrel) => out.push(pubrel),
+                    PubRecAction::Wait => {}
                 },
                 Packet::PubComp(comp) => {
                     let released = self.session.on_pubcomp(comp.pkid)?;
@@ -649,7 +766,19 @@ impl Link {
         }
         // The PUBRELs of first PUBRECs go out only once "PUBREC received" is on disk.
         if !received.is_empty() {
-            self.queue.mark_received(received).await?;
+            let seqs = received.iter().map(|(seq, _)| *seq).collect();
+            match self.queue.mark_received(seqs).await {
+                Ok(()) => self.flowed(now),
+                Err(QueueError::Commit(error)) => {
+                    for (seq, pkid) in received {
+                        self.session.hold(pkid);
+                        self.held.push((seq, pkid));
+                        out.retain(|p| !matches!(p, Packet::PubRel(rel) if rel.pkid == pkid));
+                    }
+                    self.pause(&error, now);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         writer.write(&out).await
     }

@@ -28,7 +28,8 @@
 //! doubling up to `reconnect_max`, reset after a CONNACK — except the first CONNACK after a
 //! teardown for an unacknowledged command, so a failure that persists does not redial in a
 //! loop) and dials again, forever, until shutdown. Nothing is lost meanwhile: the queue keeps
-//! every row.
+//! every row. A session write the queue cannot commit (a full disk) is not such a failure: the
+//! link pauses on the live connection until it can ([`stall`]).
 //!
 //! # Why not rumqttc's event loop
 //! rumqttc 0.25 returns no packet id from `publish()`, reports a publish as "outgoing" when it is
@@ -45,6 +46,7 @@ pub mod message;
 pub mod presence;
 pub mod rate;
 pub mod session;
+pub mod stall;
 pub mod stats;
 pub mod transport;
 

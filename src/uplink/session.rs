@@ -16,6 +16,10 @@
 //! - Every outstanding request (PUBLISH QoS > 0, PUBREL, SUBSCRIBE, PINGREQ) has a send time;
 //!   [`Session::deadline`] is the oldest plus the response timeout. Past it, the link is
 //!   half-open and is torn down ([`Session::overdue`]).
+//! - A PUBREL whose "PUBREC received" could not be committed is *held* ([`Session::hold`]): it is
+//!   not written, so nothing is awaited from the broker for it and it has no deadline. The row
+//!   keeps its id and window slot until [`Session::release_held`] hands out the PUBREL (after the
+//!   commit); the broker keeps the message meanwhile (MQTT 3.1.1 §4.3.3 sets no time limit).
 //!
 //! # Reconnects (MQTT 3.1.1 §4.4)
 //! Every connection starts with [`Session::on_connected`] (nothing in flight, cursor 0). With
@@ -54,6 +58,8 @@ enum Awaiting {
     Received,
     /// PUBCOMP, "publish complete" (QoS 2 PUBREL sent).
     Complete,
+    /// Nothing: PUBREC received, the PUBREL waits until "PUBREC received" is on disk.
+    Held,
     /// SUBACK.
     SubAck,
 }
@@ -82,6 +88,8 @@ pub enum PubRecAction {
     Persist { seq: u64, pubrel: Packet },
     /// Nothing to persist (a repeated PUBREC, or a message that is not a row): write `pubrel`.
     Send(Packet),
+    /// A repeated PUBREC for a held PUBREL ([`Session::hold`]): it goes out once released.
+    Wait,
 }
 
 /// What a restored row needs on a resumed session.
@@ -341,6 +349,37 @@ impl Session {
         }
     }
 
+    /// Moves the handed-out rows after `cursor` back out of the session (their PUBLISHes were not
+    /// written: the packet ids could not be committed): ids and slots are freed, and the rows
+    /// are handed out again, from `cursor` on.
+    pub fn unsend(&mut self, pkids: &[u16], cursor: u64) {
+        for pkid in pkids {
+            self.cancel_row(*pkid);
+        }
+        self.cursor = cursor;
+    }
+
+    /// Holds the PUBREL of a row past PUBREC whose "PUBREC received" could not be committed: no
+    /// answer is awaited for it (no deadline) until [`Session::release_held`].
+    pub fn hold(&mut self, pkid: u16) {
+        if let Some(entry) = self.inflight.get_mut(&pkid) {
+            if entry.stage == Awaiting::Complete {
+                entry.stage = Awaiting::Held;
+            }
+        }
+    }
+
+    /// The PUBREL of a held row, now that its stage is on disk; its PUBCOMP is due from `now`.
+    pub fn release_held(&mut self, pkid: u16, now: Instant) -> Option<Packet> {
+        let entry = self.inflight.get_mut(&pkid)?;
+        if entry.stage != Awaiting::Held {
+            return None;
+        }
+        entry.stage = Awaiting::Complete;
+        entry.since = now;
+        Some(Packet::PubRel(PubRel::new(pkid)))
+    }
+
     /// PUBACK for a QoS 1 message.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Released, SessionError> {
         self.complete(pkid, Awaiting::Ack, "PUBACK")
@@ -364,6 +403,8 @@ impl Session {
             }
             // A repeated PUBREC (the broker did not see our PUBREL) is answered again.
             Awaiting::Complete => Ok(PubRecAction::Send(pubrel)),
+            // Its PUBREL waits for the commit; the first PUBREC already asked for it.
+            Awaiting::Held => Ok(PubRecAction::Wait),
             Awaiting::Ack | Awaiting::SubAck => Err(SessionError::WrongStage {
                 packet: "PUBREC",
                 pkid,
@@ -437,7 +478,12 @@ impl Session {
 
     /// When the oldest outstanding request becomes overdue; `None` when nothing is outstanding.
     pub fn deadline(&self) -> Option<Instant> {
-        let oldest = self.inflight.values().map(|e| e.since).min();
+        let oldest = self
+            .inflight
+            .values()
+            .filter(|e| e.stage != Awaiting::Held)
+            .map(|e| e.since)
+            .min();
         let oldest = match (oldest, self.ping_sent) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -454,13 +500,13 @@ impl Session {
         self.inflight
             .values()
             .filter(|e| late(e.since))
-            .map(|e| match e.stage {
-                Awaiting::Ack => "PUBACK",
-                Awaiting::Received => "PUBREC",
-                Awaiting::Complete => "PUBCOMP",
-                Awaiting::SubAck => "SUBACK",
+            .find_map(|e| match e.stage {
+                Awaiting::Ack => Some("PUBACK"),
+                Awaiting::Received => Some("PUBREC"),
+                Awaiting::Complete => Some("PUBCOMP"),
+                Awaiting::SubAck => Some("SUBACK"),
+                Awaiting::Held => None,
             })
-            .next()
     }
 
     /// Whether a status certificate is still waiting for its acknowledgement.
@@ -609,6 +655,49 @@ mod tests {
             s.on_pubrec(pkid, Instant::now()),
             Err(SessionError::UnknownPacketId { pkid })
         );
+    }
+
+    #[test]
+    fn unsend_frees_ids_and_slots_and_hands_the_rows_out_again() {
+        let mut s = new(3);
+        row(&mut s, 4, Qos::AtLeastOnce);
+        let b = row(&mut s, 6, Qos::ExactlyOnce);
+        let c = row(&mut s, 7, Qos::ExactlyOnce);
+        assert_eq!(s.room(), 0);
+        s.unsend(&[b, c], 4);
+        assert_eq!((s.room(), s.inflight(), s.cursor()), (2, 1, 4));
+        assert!(s.on_pubrec(b, Instant::now()).is_err(), "id {b} is free");
+        // The same rows can be handed out again, in seq order.
+        row(&mut s, 6, Qos::ExactlyOnce);
+        assert_eq!(s.cursor(), 6);
+    }
+
+    #[test]
+    fn a_held_pubrel_has_no_deadline_until_released() {
+        let mut s = new(4);
+        let t0 = Instant::now();
+        let (_, pkid) = s
+            .publish_row(1, "t".into(), Bytes::new(), Qos::ExactlyOnce, false, t0)
+            .unwrap();
+        assert!(matches!(
+            s.on_pubrec(pkid, t0),
+            Ok(PubRecAction::Persist { seq: 1, .. })
+        ));
+        s.hold(pkid);
+        assert_eq!(s.deadline(), None, "nothing is awaited from the broker");
+        assert_eq!(s.overdue(t0 + TIMEOUT * 100), None);
+        assert_eq!((s.inflight(), s.room()), (1, 3), "id and slot stay taken");
+        // A repeated PUBREC neither persists again nor sends the PUBREL early.
+        assert_eq!(s.on_pubrec(pkid, t0), Ok(PubRecAction::Wait));
+        assert!(s.on_pubcomp(pkid).is_err(), "no PUBREL was sent");
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(
+            s.release_held(pkid, t1),
+            Some(Packet::PubRel(PubRel::new(pkid)))
+        );
+        assert_eq!(s.release_held(pkid, t1), None, "released once");
+        assert_eq!(s.deadline(), Some(t1 + TIMEOUT));
+        assert_eq!(s.on_pubcomp(pkid), Ok(Released::Row(1)));
     }
 
     #[test]

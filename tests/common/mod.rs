@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod disk;
 pub mod python;
 pub mod snippet;
 pub mod sparkplug;

@@ -71,7 +71,10 @@ fn missing_and_foreign_files_get_their_own_error_and_exit_code() {
     std::fs::write(&garbage, vec![0x42u8; 8192]).unwrap();
     let error = open(Target::File(garbage.clone()));
     assert!(matches!(error, InspectError::Unreadable { .. }), "{error}");
-    assert!(error.to_string().contains(".recover"), "{error}");
+    assert!(
+        error.to_string().contains("no readable SQLite header"),
+        "{error}"
+    );
     assert_eq!(error.exit_code(), EX_DATAERR);
 
     let other = dir.path().join("other.db");
@@ -275,8 +278,8 @@ async fn damaged_queue(dir: &Path, n: i64, pages: &[u64]) -> PathBuf {
     file
 }
 
-/// Done when (issue 7, recovery): `export` of a damaged file writes every row SQLite can still
-/// read, in order and intact, and names the seq ranges it could not read; nothing else is lost.
+/// `export` of a damaged file writes every row still in the file, in order and intact, and
+/// names the seq ranges it could not read (the destroyed leaves); nothing else is lost.
 #[tokio::test]
 async fn export_reads_around_damaged_pages_and_names_what_it_lost() {
     let dir = TempDir::new().unwrap();
@@ -319,7 +322,11 @@ async fn export_reads_around_damaged_pages_and_names_what_it_lost() {
     );
     for gap in &outcome.gaps {
         assert!(gap.resumed_at.is_some(), "{}", outcome.report());
-        assert!(gap.reason.contains("malformed"), "{}", gap.reason);
+        assert!(
+            gap.reason.contains("page 40") || gap.reason.contains("page 120"),
+            "{}",
+            gap.reason
+        );
     }
     let report = outcome.report();
     assert!(report.ends_with(&format!(

@@ -226,6 +226,18 @@ impl Rig {
         panic!("{what}: {:?}", self.stats.snapshot());
     }
 
+    /// A rig whose queue holds `n` rows of `qos`, its link connected (a known broker session,
+    /// `session_present = 0`) and past the birth certificate.
+    async fn connected_with(n: i64, qos: Qos) -> (Rig, FakeBroker) {
+        let mut rig = Rig::new().await;
+        rig.known_peer().await;
+        rig.push(n, qos).await;
+        rig.start(config(rig.port()), None);
+        let mut broker = FakeBroker::connected(&rig.listener, false).await;
+        broker.expect_birth().await;
+        (rig, broker)
+    }
+
     fn rows(&self) -> Vec<StoredRow> {
         QueueReader::open(&self.path).unwrap().entries().unwrap()
     }
@@ -317,12 +329,7 @@ async fn missing_puback_tears_the_link_down_within_response_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(2, Qos::AtLeastOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(2, Qos::AtLeastOnce).await;
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     assert_eq!((a.qos, a.dup), (QoS::AtLeastOnce, false));
@@ -350,12 +357,7 @@ async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
 
 #[tokio::test(start_paused = true)]
 async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(2, Qos::AtLeastOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(2, Qos::AtLeastOnce).await;
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     rig.stats_until("two publishes on one connection", |s| {
@@ -389,12 +391,7 @@ async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
 
 #[tokio::test(start_paused = true)]
 async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_deletes() {
-    let mut rig = Rig::new().await;
-    rig.known_peer().await;
-    rig.push(1, Qos::ExactlyOnce).await;
-    rig.start(config(rig.port()), None);
-    let mut broker = FakeBroker::connected(&rig.listener, false).await;
-    broker.expect_birth().await;
+    let (rig, mut broker) = Rig::connected_with(1, Qos::ExactlyOnce).await;
     let p = broker.expect_publish().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
     assert_eq!(
@@ -490,6 +487,100 @@ async fn session_not_present_resets_and_resends_everything_as_new() {
         seqs.push(v["seq"].as_u64().unwrap());
     }
     assert_eq!(seqs, [1, 2, 3], "oldest first, same seq");
+    rig.stop().await;
+}
+
+/// Makes the queue's commits of one session stage fail, as a full disk would (`state`: 1 for
+/// "PUBLISH sent", 2 for "PUBREC received"); [`disk_returns`] ends it.
+fn disk_full_for_state(rig: &Rig, state: u8) {
+    let conn = rusqlite::Connection::open(rig.path.join("queue.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER full BEFORE UPDATE ON messages WHEN NEW.state = {state} \
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;"
+    ))
+    .unwrap();
+}
+
+fn disk_returns(rig: &Rig) {
+    let conn = rusqlite::Connection::open(rig.path.join("queue.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch("DROP TRIGGER full").unwrap();
+}
+
+impl FakeBroker {
+    /// The next packet that is not a PINGREQ, answering PINGREQs; also returns how many there
+    /// were.
+    async fn next_answering_pings(&mut self) -> (Option<Packet>, usize) {
+        let mut pings = 0;
+        loop {
+            match self.next().await {
+                Some(Packet::PingReq) => {
+                    pings += 1;
+                    self.send(Packet::PingResp).await;
+                }
+                other => return (other, pings),
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_qos2_id_that_cannot_be_committed_pauses_the_link_instead_of_dropping_it() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    rig.push(2, Qos::ExactlyOnce).await;
+    disk_full_for_state(&rig, 1);
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    // Nothing goes on the wire while the ids cannot be recorded; the keep-alive goes on.
+    assert_eq!(broker.next().await, Some(Packet::PingReq));
+    broker.send(Packet::PingResp).await;
+    assert!(
+        rig.rows().iter().all(|r| r.delivery == Delivery::Queued),
+        "no id recorded"
+    );
+    disk_returns(&rig);
+    let mut published = Vec::new();
+    while published.len() < 2 {
+        match broker.next_answering_pings().await.0 {
+            Some(Packet::Publish(p)) => published.push(p),
+            other => panic!("expected the rows, got {other:?}"),
+        }
+    }
+    let rows = rig.rows();
+    for (row, p) in rows.iter().zip(&published) {
+        assert_eq!((p.qos, p.dup), (QoS::ExactlyOnce, false));
+        assert_eq!(row.delivery, Delivery::Published { pkid: p.pkid });
+    }
+    let s = rig.stats.snapshot();
+    assert_eq!((s.connects, s.disconnects), (1, 0), "no reconnect");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pubrec_that_cannot_be_committed_holds_the_pubrel_without_a_deadline() {
+    let (rig, mut broker) = Rig::connected_with(1, Qos::ExactlyOnce).await;
+    let p = broker.expect_publish().await;
+    disk_full_for_state(&rig, 2);
+    broker.send(Packet::PubRec(PubRec::new(p.pkid))).await;
+    // Two keep-alive rounds (10 s) pass, well beyond the response timeout (5 s): the held
+    // PUBREL is awaited by nobody, so the link stays up, and it is not written early.
+    for _ in 0..2 {
+        assert_eq!(broker.next().await, Some(Packet::PingReq));
+        broker.send(Packet::PingResp).await;
+    }
+    assert_eq!(rig.rows()[0].delivery, Delivery::Published { pkid: p.pkid });
+    disk_returns(&rig);
+    let (next, _) = broker.next_answering_pings().await;
+    assert_eq!(next, Some(Packet::PubRel(PubRel::new(p.pkid))));
+    assert_eq!(rig.rows()[0].delivery, Delivery::Received { pkid: p.pkid });
+    broker.send(Packet::PubComp(PubComp::new(p.pkid))).await;
+    rig.stats_until("the row acknowledged on the first connection", |s| {
+        (s.acked, s.connects, s.disconnects) == (1, 1, 0)
+    })
+    .await;
     rig.stop().await;
 }
 
