@@ -425,9 +425,10 @@ async fn a_command_sent_while_the_gateway_is_down_is_written_after_it_reconnects
     assert_eq!(rig.regs.holding(1, 2, 1), [42]);
 }
 
-/// `kill -9` after the write reached the device and before the answer was committed: the broker
-/// redelivers the command to the restarted gateway, which does not write it again and answers
-/// from a read-back.
+/// `kill -9` after the write reached the device and before the answer was committed: the
+/// command was acknowledged to the broker when it entered the command inbox, so the broker does
+/// not redeliver it; the restarted gateway finds it in the inbox, does not write it again and
+/// answers from a read-back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_between_write_and_answer_redelivers_and_writes_once() {
     let (mut rig, mut gateway) = Rig::start("cmd-kill").await;

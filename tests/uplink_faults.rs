@@ -703,7 +703,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");
-    let start = |tx: tokio::sync::mpsc::Sender<Incoming>| {
+    let start = |tx: tokio::sync::mpsc::Sender<Vec<Incoming>>| {
         let cancel = CancellationToken::new();
         let (_unused, live) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(fieldrelay::uplink::run(
@@ -743,8 +743,10 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
         let id = format!("a{}", published.len());
         publish("setpoint", &format!(r#"{{"id":"{id}","value":1}}"#));
         published.push(id);
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            break m;
+        if let Ok(Some(mut batch)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            break batch.remove(0);
         }
     };
     assert_eq!(first.topic, "fieldrelay/test-gw/boiler/setpoint/set");
@@ -764,17 +766,19 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     let (cancel, task) = start(tx);
     let mut redelivered = std::collections::BTreeSet::new();
     while !redelivered.contains(published.last().unwrap()) {
-        let m = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        let batch = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("the unacknowledged command again within 30 s")
             .expect("the uplink is running");
-        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        let id = json["id"].as_str().unwrap().to_owned();
-        if id == first_id {
-            assert!(m.dup, "a redelivery carries DUP");
+        for m in batch {
+            let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = json["id"].as_str().unwrap().to_owned();
+            if id == first_id {
+                assert!(m.dup, "a redelivery carries DUP");
+            }
+            redelivered.insert(id);
+            m.ack.expect("QoS 1").ack();
         }
-        redelivered.insert(id);
-        m.ack.expect("QoS 1").ack();
     }
     assert!(
         redelivered.contains(&first_id),
@@ -788,8 +792,10 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     let (cancel, task) = start(tx);
     let fresh = loop {
         publish("other", r#"{"id":"b","value":2}"#);
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            break m;
+        if let Ok(Some(mut batch)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            break batch.remove(0);
         }
     };
     assert_eq!(

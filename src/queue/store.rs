@@ -269,6 +269,7 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     }
     // Additive, so not a schema version of its own (see `recent.rs`).
     tx.execute_batch(super::recent::SCHEMA)?;
+    tx.execute_batch(super::inbox::SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -354,6 +355,13 @@ pub(super) enum Write<'a> {
         key: Option<&'a CommandKey>,
         result: &'a str,
         message: Option<&'a Message>,
+        /// The command's inbox row, removed with its answer.
+        inbox: Option<i64>,
+        now_ms: i64,
+    },
+    /// A request of the command inbox (see `inbox.rs`).
+    Inbox {
+        request: &'a super::inbox::Request,
         now_ms: i64,
     },
 }
@@ -367,7 +375,7 @@ impl Write<'_> {
                     message: Some(_),
                     ..
                 }
-        )
+        ) || matches!(self, Write::Inbox { request, .. } if request.inserts())
     }
 }
 
@@ -483,12 +491,17 @@ pub(super) fn apply_writes<'a>(
                     applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
                 }
                 Write::CommandTaken { key, now_ms } => super::recent::begin(&tx, key, now_ms)?,
+                Write::Inbox { request, now_ms } => super::inbox::apply(&tx, request, now_ms)?,
                 Write::CommandAnswered {
                     key,
                     result,
                     message,
+                    inbox,
                     now_ms,
                 } => {
+                    if let Some(row) = inbox {
+                        super::inbox::delete(&tx, row)?;
+                    }
                     if let Some(m) = message {
                         insert.execute(params![
                             &*m.device,

@@ -31,6 +31,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::capacity::{Capacity, DropBurst, Drops};
+use super::inbox;
 use super::recent::{self, CommandKey, RecentCommand};
 use super::store::{self, Write};
 use super::{Counters, Entry, Message, QueueError, QueueProgress, StoredRow};
@@ -110,8 +111,12 @@ pub(super) enum Command {
         key: Option<CommandKey>,
         result: String,
         message: Option<Message>,
+        /// The command's inbox row, removed in the same transaction.
+        inbox: Option<i64>,
         reply: DoneReply,
     },
+    /// The command inbox (`inbox.rs`).
+    Inbox(inbox::Request),
 }
 
 impl Command {
@@ -192,6 +197,7 @@ enum Pending {
         reply: DoneReply,
         inserts: bool,
     },
+    Inbox(inbox::Request),
 }
 
 impl Writer {
@@ -224,6 +230,7 @@ impl Writer {
                 *inserts += 1;
                 group.push(cmd);
             }
+
             _ => group.push(cmd),
         }
     }
@@ -310,11 +317,17 @@ impl Writer {
                     key,
                     result,
                     message,
+                    inbox,
                     ..
                 } => writes.push(Write::CommandAnswered {
                     key: key.as_ref(),
                     result,
                     message: message.as_ref(),
+                    inbox: *inbox,
+                    now_ms: now,
+                }),
+                Command::Inbox(request) => writes.push(Write::Inbox {
+                    request,
                     now_ms: now,
                 }),
                 _ => {}
@@ -478,6 +491,7 @@ impl Writer {
                     reply,
                     inserts: message.is_some(),
                 }),
+                Command::Inbox(request) => pending.push(Pending::Inbox(request)),
                 _ => {}
             }
         }
@@ -539,6 +553,18 @@ impl Writer {
                         None => Ok(()),
                     };
                     let _ = reply.send(outcome);
+                }
+                Pending::Inbox(request) => {
+                    // Like an answer: failed if its transaction failed, even when the group's
+                    // other writes were then retried alone without it.
+                    let failed = match &commit_error {
+                        Some(e) => Some(e.clone()),
+                        None if first_failed && request.inserts() => {
+                            Some("the transaction holding the commands failed".to_owned())
+                        }
+                        None => None,
+                    };
+                    request.resolve(&self.conn, failed.as_deref())
                 }
                 Pending::Done {
                     reply,
