@@ -349,7 +349,7 @@ impl Handler {
     ) -> Outcome {
         const STOPPED: &str =
             "the gateway stopped while carrying out this command and does not write it twice";
-        info!(%device, %point, "command redelivered after an interrupted write: reading the point back");
+        info!(%device, %point, "command interrupted between its write and its answer: reading the point back");
         let plan = match parsed {
             Ok(command) => self.target(device, point).and_then(|(handle, _, config)| {
                 WritePlan::new(&config, &command.value).map(|plan| (handle, plan))

@@ -214,8 +214,22 @@ pub(super) fn apply(tx: &Transaction<'_>, request: &Request, now_ms: i64) -> rus
             commands, taken, ..
         } => {
             let mut outcomes = Vec::with_capacity(commands.len());
+            // Counted once per origin and request, not per command: a burst must not cost a
+            // scan of the inbox per command.
+            let mut waiting: Vec<(&str, i64)> = Vec::new();
             for command in commands {
-                outcomes.push(take(tx, command, now_ms)?);
+                let count = match waiting.iter_mut().find(|(o, _)| *o == command.origin) {
+                    Some((_, count)) => count,
+                    None => {
+                        waiting.push((command.origin, count(tx, command.origin)?));
+                        &mut waiting.last_mut().expect("just pushed").1
+                    }
+                };
+                let outcome = take(tx, command, *count, now_ms)?;
+                if outcome == Taken::Stored {
+                    *count += 1;
+                }
+                outcomes.push(outcome);
             }
             *taken.borrow_mut() = outcomes;
         }
@@ -225,13 +239,16 @@ pub(super) fn apply(tx: &Transaction<'_>, request: &Request, now_ms: i64) -> rus
     Ok(())
 }
 
-fn take(tx: &Transaction<'_>, command: &NewCommand, now_ms: i64) -> rusqlite::Result<Taken> {
+/// Stores `command` unless it is a known redelivery or `waiting` fills its origin's inbox.
+fn take(
+    tx: &Transaction<'_>,
+    command: &NewCommand,
+    waiting: i64,
+    now_ms: i64,
+) -> rusqlite::Result<Taken> {
     if (command.dup || command.retained) && is_known(tx, command)? {
         return Ok(Taken::Redelivered);
     }
-    let waiting: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM command_inbox WHERE origin = ?1")?
-        .query_row([command.origin], |r| r.get(0))?;
     if waiting >= CAPACITY {
         return Ok(Taken::Full);
     }
@@ -306,11 +323,14 @@ pub(super) fn delete(tx: &Transaction<'_>, row: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Commands of `origin` in the inbox.
+fn count(conn: &Connection, origin: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM command_inbox WHERE origin = ?1")?
+        .query_row([origin], |r| r.get(0))
+}
+
 fn waiting(conn: &Connection, origin: &str) -> Result<u64, QueueError> {
-    let n: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM command_inbox WHERE origin = ?1")?
-        .query_row([origin], |r| r.get(0))?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    Ok(u64::try_from(count(conn, origin)?).unwrap_or(0))
 }
 
 fn next(
@@ -517,9 +537,31 @@ mod tests {
         )
         .unwrap();
         let tx = conn.transaction().unwrap();
-        assert_eq!(take(&tx, &command(None, "1"), 0).unwrap(), Taken::Full);
+        let full = count(&tx, "cloud").unwrap();
+        assert_eq!(full, CAPACITY);
+        assert_eq!(
+            take(&tx, &command(None, "1"), full, 0).unwrap(),
+            Taken::Full
+        );
+        assert_eq!(
+            take(&tx, &command(None, "1"), full - 1, 0).unwrap(),
+            Taken::Stored
+        );
         let mut local = command(None, "1");
         local.origin = "local";
-        assert_eq!(take(&tx, &local, 0).unwrap(), Taken::Stored, "per origin");
+        let request = Request::Take {
+            commands: vec![local.clone(), command(None, "1"), local],
+            taken: RefCell::default(),
+            reply: oneshot::channel().0,
+        };
+        apply(&tx, &request, 0).unwrap();
+        let Request::Take { taken, .. } = request else {
+            unreachable!()
+        };
+        assert_eq!(
+            taken.into_inner(),
+            [Taken::Stored, Taken::Full, Taken::Stored],
+            "the bound is per origin"
+        );
     }
 }
