@@ -75,6 +75,9 @@ impl Default for Tables {
 /// the exact moment a write reaches the device).
 pub type WriteHook = Arc<dyn Fn(u8) + Send + Sync>;
 
+/// One register write as a unit received it: start address and words.
+pub type RegisterWrite = (u16, Vec<u16>);
+
 /// The simulated register space; cheap to clone, shared with the server tasks.
 #[derive(Clone, Default)]
 pub struct Registers {
@@ -90,7 +93,7 @@ pub struct Registers {
     /// Write requests (FC 5, 6, 15, 16) served, per unit.
     writes: Arc<Mutex<HashMap<u8, u64>>>,
     /// Every register write (FC 6, 16) received, per unit, in order: start address and words.
-    register_writes: Arc<Mutex<HashMap<u8, Vec<(u16, Vec<u16>)>>>>,
+    register_writes: Arc<Mutex<HashMap<u8, Vec<RegisterWrite>>>>,
     write_hook: Arc<Mutex<Option<WriteHook>>>,
 }
 
@@ -180,7 +183,7 @@ impl Registers {
     /// Every register write (FC 6, 16) `unit` received so far, applied or not, in the order it
     /// arrived: the start address and the words (tests check what was written, in which order,
     /// and that nothing was written twice).
-    pub fn register_writes(&self, unit: u8) -> Vec<(u16, Vec<u16>)> {
+    pub fn register_writes(&self, unit: u8) -> Vec<RegisterWrite> {
         let writes = self
             .register_writes
             .lock()
