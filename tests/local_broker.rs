@@ -307,3 +307,74 @@ async fn a_hung_local_broker_never_holds_up_the_cloud_path() {
     .await
     .unwrap();
 }
+
+/// The on-site broker's commands take the same intake as the cloud's: a command far over the
+/// packet limit from an on-site client (a broker without `message_size_limit`) is read past,
+/// answered `bad_payload` on the local broker and acknowledged; the command behind it is
+/// carried out; the local connection is never renewed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_local_command_is_answered_and_read_past_without_a_reconnect() {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = Mosquitto::start(local_dir.path());
+    let (regs, device, _sim) = start_device().await;
+    let config = write_config(local_dir.path(), free_port(), local.port, "any", device);
+    let result_topic = format!("{P}/boiler/setpoint/set/result");
+    let mut hmi = Subscriber::connect(local.port, "hmi-results", &[&result_topic]).await;
+    let gateway = Gateway::start(&config);
+    let gateway = tokio::task::spawn_blocking(move || {
+        wait_until("the local broker connected", DEADLINE, || {
+            gateway.log().contains("local broker connected")
+        });
+        gateway
+    })
+    .await
+    .unwrap();
+    let big = local_dir.path().join("big.json");
+    std::fs::write(&big, format!(r#"{{"value":{}}}"#, "7".repeat(2_000_000))).unwrap();
+    let port = local.port.to_string();
+    let publish = |args: &[&str]| {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+            .args(["-t", &format!("{P}/boiler/setpoint/set")])
+            .args(args)
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success());
+    };
+    // Until the gateway's subscription is live, commands go nowhere: send the pair until the
+    // small one is answered.
+    for n in 0.. {
+        publish(&["-f", &big.display().to_string()]);
+        publish(&["-m", &format!(r#"{{"id":"after-{n}","value":{n}}}"#)]);
+        let answered = hmi
+            .try_until(Duration::from_millis(500), |seen| {
+                seen.iter().any(|m| m.payload["id"] == format!("after-{n}"))
+            })
+            .await;
+        if answered {
+            break;
+        }
+        assert!(n < 60, "no command was answered on the local broker");
+    }
+    let refused: Vec<_> = hmi
+        .seen
+        .iter()
+        .filter(|m| m.payload["id"].is_null())
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "the oversized command was not answered"
+    );
+    for m in refused {
+        assert_eq!(m.payload["error"], "bad_payload", "{:?}", m.payload);
+    }
+    let last = hmi.seen.last().unwrap();
+    assert_eq!(last.payload["ok"], true, "{:?}", last.payload);
+    assert_eq!(
+        regs.holding(1, 0, 1),
+        [last.payload["value"].as_u64().unwrap() as u16]
+    );
+    let log = gateway.log();
+    assert_eq!(log.matches("local broker connected").count(), 1, "{log}");
+    assert!(!log.contains("local broker connection lost"), "{log}");
+}
