@@ -152,6 +152,23 @@ fi
 runuser -u fieldrelay -- fieldrelay check --config "$CONFIG"
 ok "fieldrelay check on the installed config, as user fieldrelay"
 
+# As root, check also asks whether the service user may read every file the config names: a
+# password file left root:root 0600 is refused at its key; in group fieldrelay, 0640, it passes.
+chmod 0755 "$work"
+printf 'secret\n' >"$work/mqtt-password"
+chmod 0600 "$work/mqtt-password"
+sed "s|^uplink:\$|uplink:\n  username: gw\n  password_file: $work/mqtt-password|" "$CONFIG" >"$work/files.yaml"
+if fieldrelay check --config "$work/files.yaml" 2>"$work/check.log"; then
+  fail "check passed a password file the service user cannot read"
+fi
+grep -q "uplink.password_file: $work/mqtt-password is not readable by the service user fieldrelay" "$work/check.log" \
+  || { cat "$work/check.log"; fail "check did not name the unreadable password file"; }
+chgrp fieldrelay "$work/mqtt-password"
+chmod 0640 "$work/mqtt-password"
+fieldrelay check --config "$work/files.yaml" | grep -q "readable by the service user fieldrelay" \
+  || fail "check as root did not say the files are readable by the service user"
+ok "check as root: files the service user cannot read are refused, readable ones said so"
+
 # A short run as systemd would do it: the service user, NOTIFY_SOCKET, the installed config. In
 # a private network namespace when possible, so the example config reaches no broker or device
 # of this machine.

@@ -147,15 +147,29 @@ fn main() -> ExitCode {
             return result;
         }
     }
+    if let Command::Check { .. } = &cli.command {
+        return match fieldrelay::config::load_for_check(&config_path) {
+            Ok((_, Some(user))) => {
+                println!(
+                    "{}: ok (every file it names is readable by the service user {user})",
+                    config_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok((_, None)) => {
+                println!("{}: ok", config_path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => config_errors(&config_path, &errors),
+        };
+    }
     let config = match fieldrelay::config::load(&config_path) {
         Ok(config) => config,
         Err(errors) => return config_errors(&config_path, &errors),
     };
     let result = match cli.command {
-        Command::Check { .. } => {
-            println!("{}: ok", config_path.display());
-            return ExitCode::SUCCESS;
-        }
+        // Answered above, before the plain load.
+        Command::Check { .. } => return ExitCode::SUCCESS,
         Command::Probe { device, .. } => return probe(&config, &device),
         Command::Run { .. } => run_async(|cancel| async move {
             fieldrelay::app::run(config, config_path, cancel)

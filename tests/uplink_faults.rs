@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pki::TestPki;
 use common::{free_port, wait_until, Gateway, Mosquitto};
 use fieldrelay::simulator::{Registers, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -565,51 +566,6 @@ async fn mutual_tls_with_password_against_mosquitto() {
     let dialer = Dialer::new("127.0.0.1", tls_port, Some(&wrong_ca), None, None).unwrap();
     assert!(dialer.dial().await.is_err(), "untrusted server accepted");
     stop_drain_and_check(dir.path(), stream, &sub, true).await;
-}
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files.
-struct TestPki {
-    ca: std::path::PathBuf,
-    server_cert: std::path::PathBuf,
-    server_key: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-}
-
-impl TestPki {
-    fn generate(dir: &Path) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "fieldrelay test ca");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf = |names: Vec<String>, cn: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, cn);
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) =
-            leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
-        let (client_cert, client_key) = leaf(Vec::new(), "test-gw");
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        TestPki {
-            ca: write("ca.pem", &ca.pem()),
-            server_cert: write("server.pem", &server_cert),
-            server_key: write("server.key", &server_key),
-            client_cert: write("client.pem", &client_cert),
-            client_key: write("client.key", &client_key),
-        }
-    }
 }
 
 /// A backlog written by a contract v1 build (schema v1) is migrated in place at start and every

@@ -13,7 +13,8 @@
 //!    stay strings, so `name: no` is the name "no"), and NaN/infinity become strings so that
 //!    `serde_json::Value` cannot turn them into `null`, which would read as "use the default".
 //! 4. **Decode** section by section, item by item, key by key ([`super::raw`]).
-//! 5. **Validate** semantics and resolve defaults ([`super::validate`]).
+//! 5. **Validate** semantics and resolve defaults ([`super::validate`]). [`load`] also opens and
+//!    parses every file the configuration names ([`super::files`]).
 //! 6. **Locate** every issue in the source map and sort by position.
 //!
 //! Steps 4 and 5 always both run, so a type error in one point and an unknown bus in another
@@ -25,7 +26,9 @@ use std::path::Path;
 
 use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy};
 
+use super::access::ServiceUser;
 use super::error::{ConfigError, ConfigErrors, Issue};
+use super::files;
 use super::raw;
 use super::source_map::{KeyPath, Pos, SourceMap};
 use super::validate;
@@ -35,10 +38,30 @@ use super::Config;
 /// (a log file, `/dev/zero`) should fail fast instead of filling memory.
 pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
-/// Reads, parses and validates the configuration file at `path`. Errors name the file as given.
+/// Reads, parses and validates the configuration file at `path`, and opens and parses every
+/// file it names (TLS certificates and key, password files: [`super::files`]). Errors name the
+/// file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_file(path, None)
+}
+
+/// [`load`] for `fieldrelay check`: run as root, it also checks that the service user may read
+/// every file the configuration names ([`super::access`]), and returns that user's name when
+/// it did.
+pub fn load_for_check(path: &Path) -> Result<(Config, Option<String>), ConfigErrors> {
+    let user = ServiceUser::when_root();
+    let config = load_file(path, user.as_ref())?;
+    Ok((config, user.map(|user| user.name)))
+}
+
+fn load_file(path: &Path, user: Option<&ServiceUser>) -> Result<Config, ConfigErrors> {
     let text = read_text(path)?;
-    load_str(&text, &path.display().to_string())
+    load_document(&text, &path.display().to_string(), |document, issues| {
+        let raw = raw::decode(document, issues)?;
+        // Every named file, whatever else is wrong: all problems at once.
+        files::check(&files::references(&raw), user, issues);
+        validate::validate(&raw, issues)
+    })
 }
 
 /// Reads the file at `path` as text: at most [`MAX_FILE_SIZE`] bytes of UTF-8, a bad byte
@@ -78,7 +101,8 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parses and validates configuration `text`; `file_name` is used in the errors.
+/// Parses and validates configuration `text`; `file_name` is used in the errors. The files the
+/// text names are not opened.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     load_document(text, file_name, |document, issues| {
         raw::decode(document, issues).and_then(|raw| validate::validate(&raw, issues))

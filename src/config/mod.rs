@@ -7,8 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod access;
 mod commands;
 mod error;
+pub mod files;
 mod load;
 mod local;
 mod metrics;
@@ -24,7 +26,7 @@ pub use commands::{
     DEFAULT_OFFLINE_AFTER,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
+pub use load::{load, load_for_check, load_str, read_text, MAX_FILE_SIZE};
 pub use local::LocalConfig;
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};

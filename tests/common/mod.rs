@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod pki;
 pub mod snippet;
 
 use std::collections::HashMap;
