@@ -285,3 +285,63 @@ fn check_client<'r>(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::load_document;
+    use crate::config::raw;
+
+    fn refs(uplink: &str, local: &str) -> Vec<FileRef> {
+        let text = format!("gateway: {{id: gw}}\nuplink:\n{uplink}{local}");
+        load_document(&text, "c.yaml", |document, issues| {
+            raw::decode(document, issues).map(|raw| references(&raw))
+        })
+        .unwrap_or_else(|errors| panic!("{errors}"))
+    }
+
+    #[test]
+    fn every_named_file_is_found_at_its_key() {
+        assert_eq!(refs("  url: mqtt://b\n", ""), []);
+        // mqtts:// without tls trusts the system bundle: a problem with it is at the url.
+        assert_eq!(
+            refs("  url: mqtts://b\n", ""),
+            [FileRef::Tls {
+                ca: (
+                    KeyPath::root().key("uplink").key("url"),
+                    DEFAULT_CA_FILE.into()
+                ),
+                ca_written: false,
+                client: None,
+            }]
+        );
+        let tls = "  url: mqtts://b\n  username: u\n  password_file: /pw\n  tls: {ca_file: /ca, cert_file: /c, key_file: /k}\n";
+        let at = |key: &str| KeyPath::root().key("uplink").key("tls").key(key);
+        assert_eq!(
+            refs(
+                tls,
+                "local: {url: 'mqtt://l', username: u, password_file: /lpw}\n"
+            ),
+            [
+                FileRef::Tls {
+                    ca: (at("ca_file"), "/ca".into()),
+                    ca_written: true,
+                    client: Some([
+                        (at("cert_file"), "/c".into()),
+                        (at("key_file"), "/k".into())
+                    ]),
+                },
+                FileRef::Password((
+                    KeyPath::root().key("uplink").key("password_file"),
+                    "/pw".into()
+                )),
+                FileRef::Password((
+                    KeyPath::root().key("local").key("password_file"),
+                    "/lpw".into()
+                )),
+            ]
+        );
+        // tls under mqtt:// is refused by validation; nothing to open.
+        assert_eq!(refs("  url: mqtt://b\n  tls: {ca_file: /ca}\n", ""), []);
+    }
+}
