@@ -33,8 +33,8 @@
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands of
-//! issue 5 have a table of their own, see [`recent`]), schema version 2 in
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands and the
+//! command inbox have tables of their own, see [`recent`] and [`inbox`]), schema version 2 in
 //! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
 //! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
