@@ -22,8 +22,9 @@ const DEADLINE: Duration = Duration::from_secs(180);
 /// Writable one-register points at holding addresses 0..POINTS.
 const POINTS: u16 = 4;
 
+/// The common test gateway, with [`POINTS`] writable registers, a point with a maximum, and a
+/// command age limit no loaded machine reaches.
 fn write_config(dir: &Path, broker: u16, device: u16) -> PathBuf {
-    let path = dir.join("gateway.yaml");
     let points: String = (0..POINTS)
         .map(|i| {
             format!(
@@ -31,31 +32,13 @@ fn write_config(dir: &Path, broker: u16, device: u16) -> PathBuf {
             )
         })
         .collect();
-    let text = format!(
-        "gateway:
-  id: test-gw
-  data_dir: {data}
-uplink:
-  url: mqtt://127.0.0.1:{broker}
-  keep_alive: 5s
-  reconnect_initial: 100ms
-  reconnect_max: 500ms
-commands:
-  max_age: 1h
-buses:
-  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 500ms}}
-devices:
-  - name: boiler
-    bus: plc1
-    unit_id: 1
-    poll_interval: 1s
-    points:
-{points}      - {{name: limited, table: holding, address: 10, type: u16, writable: true, max: 90}}
-      - {{name: temperature, table: input, address: 0, type: i16}}
-",
-        data = dir.join("data").display(),
+    let points = format!(
+        "{points}      - {{name: limited, table: holding, address: 10, type: u16, writable: true, max: 90}}\n"
     );
-    std::fs::write(&path, text).expect("write config");
+    let path = common::write_config(dir, broker, device, &points);
+    let mut text = std::fs::read_to_string(&path).expect("read the config");
+    text.push_str("commands:\n  max_age: 1h\n");
+    std::fs::write(&path, text).expect("write the config");
     path
 }
 
