@@ -182,16 +182,9 @@ async fn exchange_tcp(
     stream
         .write_all(&mbap::encode(transaction, unit, request))
         .await?;
-    let mut chunk = [0u8; mbap::MAX_ADU];
     loop {
         match mbap::parse_response(buf) {
-            ParsedAdu::Incomplete(_) => {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            ParsedAdu::Incomplete(_) => read_more(stream, buf).await?,
             ParsedAdu::Frame {
                 len,
                 transaction: t,
@@ -214,6 +207,21 @@ async fn exchange_tcp(
             ParsedAdu::Garbage(reason) => return Err(LinkError::Protocol(reason)),
         }
     }
+}
+
+/// Appends what the transport has next to `buf` (at most one frame's worth); the end of the
+/// stream is an i/o error.
+async fn read_more<T: AsyncRead + Unpin>(
+    transport: &mut T,
+    buf: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let mut chunk = [0u8; mbap::MAX_ADU];
+    let n = transport.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// A byte stream an RTU link can run on.
@@ -480,16 +488,9 @@ async fn exchange<T: RtuTransport>(
         .write_all(&frame::encode_rtu(unit, request))
         .await?;
     transport.flush().await?;
-    let mut chunk = [0u8; frame::MAX_RTU_FRAME];
     loop {
         match frame::parse_rtu_response(buf) {
-            ParsedFrame::Incomplete(_) => {
-                let n = transport.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            ParsedFrame::Incomplete(_) => read_more(transport, buf).await?,
             ParsedFrame::Frame {
                 len,
                 unit: frame_unit,
