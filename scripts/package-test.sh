@@ -165,8 +165,11 @@ grep -q "uplink.password_file: $work/mqtt-password is not readable by the servic
   || { cat "$work/check.log"; fail "check did not name the unreadable password file"; }
 chgrp fieldrelay "$work/mqtt-password"
 chmod 0640 "$work/mqtt-password"
-fieldrelay check --config "$work/files.yaml" | grep -q "readable by the service user fieldrelay" \
-  || fail "check as root did not say the files are readable by the service user"
+said=$(fieldrelay check --config "$work/files.yaml") || fail "check refused a password file the service user can read"
+case "$said" in
+  *"readable by the service user fieldrelay"*) ;;
+  *) fail "check as root did not say the files are readable by the service user: $said" ;;
+esac
 ok "check as root: files the service user cannot read are refused, readable ones said so"
 
 # A short run as systemd would do it: the service user, NOTIFY_SOCKET, the installed config. In
