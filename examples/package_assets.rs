@@ -1,5 +1,6 @@
 //! Writes what the `.deb` installs besides the binary into DIR (default `target/assets`): man
-//! pages and shell completions, from the command line's own definition. Run by
+//! pages and shell completions, from the command line's own definition, and the installed
+//! `config.yaml` (`config/example.yaml` with the gateway's login on). Run by
 //! `scripts/build-packages.sh` and `scripts/package-test.sh` before `cargo deb`; the files are
 //! build outputs, not committed.
 //!

@@ -41,7 +41,6 @@ run() { # binary label extra-config
   mkdir -p "$dir"
   sed -e "s#port: 5020#port: $sim_port#" -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$broker_port#" \
     -e "s#/var/lib/fieldrelay#$dir/data#" -e "s#client_id: plant1-gw01#client_id: gw$n#" -e '/^ *unit: /d' \
-    -e '/^  username: fieldrelay$/d' -e '/^  password_file: /d' \
     "$root/config/example.yaml" >"$dir/gw.yaml"
   printf '%s' "$extra" >>"$dir/gw.yaml"
   "$bin" run --config "$dir/gw.yaml" >"$dir/log" 2>&1 &

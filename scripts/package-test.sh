@@ -340,6 +340,27 @@ fi
 runuser -u fieldrelay -- fieldrelay check
 ok "fieldrelay check on the installed config (the default --config), as user fieldrelay"
 
+# As root, check also asks whether the service user may read every file the config names: a
+# password file left root:root 0600 is refused at its key; in group fieldrelay, 0640, it passes.
+printf 'secret\n' >"$work/mqtt-password"
+chmod 0600 "$work/mqtt-password"
+sed "s|^\(  password_file:\).*|\1 $work/mqtt-password|" "$CONFIG" >"$work/files.yaml"
+grep -qx "  password_file: $work/mqtt-password" "$work/files.yaml" ||
+  fail "the installed config names no uplink.password_file to point elsewhere"
+if fieldrelay check --config "$work/files.yaml" 2>"$work/check.log"; then
+  fail "check passed a password file the service user cannot read"
+fi
+grep -q "uplink.password_file: $work/mqtt-password is not readable by the service user fieldrelay" "$work/check.log" \
+  || { cat "$work/check.log"; fail "check did not name the unreadable password file"; }
+chgrp fieldrelay "$work/mqtt-password"
+chmod 0640 "$work/mqtt-password"
+said=$(fieldrelay check --config "$work/files.yaml") || fail "check refused a password file the service user can read"
+case "$said" in
+  *"readable by the service user fieldrelay"*) ;;
+  *) fail "check as root did not say the files are readable by the service user: $said" ;;
+esac
+ok "check as root: files the service user cannot read are refused, readable ones said so"
+
 echo "== package-test: the fresh install runs as README.md says"
 # README's first quoted status line is the one of a fresh install.
 readme_status=$(grep -o 'Status: "[^"]*"' "$DOCS/README.md" | head -n 1 | sed 's/^Status: "\(.*\)"$/\1/')

@@ -31,7 +31,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::metrics::{DeviceCollector, Metrics, QueueCollector, ReloadCollector, UplinkCollector};
+use crate::metrics::{
+    CommandCollector, DeviceCollector, Metrics, QueueCollector, ReloadCollector, UplinkCollector,
+};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
@@ -129,8 +131,19 @@ pub async fn run(
     )));
     // One report at a time: a report the uplink did not take (link down) is stale by the next.
     let (health_tx, health_rx) = mpsc::channel(1);
-    // Cloud commands: subscribed by the uplink, acknowledged by the handler once answered.
-    let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
+    // Cloud commands: subscribed by the uplink, committed to the command inbox (then
+    // acknowledged) by the intake, carried out by the handler.
+    let cloud_stats = Arc::new(commands::CommandStats::new("cloud"));
+    let (cloud_inbound, cloud_commands) = commands::CommandPath {
+        origin: commands::Origin::Cloud,
+        prefix: config.uplink.topic_prefix.clone(),
+        queue: queue.clone(),
+        handles: handles.clone(),
+        commands: config.commands,
+        stats: cloud_stats.clone(),
+    }
+    .spawn(cancel.clone());
+    let mut command_stats = vec![cloud_stats];
     let (link_state, link) = watch::channel(uplink::LinkState::default());
     let uplink_stats = Arc::new(uplink::UplinkStats::default());
     let uplink = tokio::spawn(
@@ -139,10 +152,7 @@ pub async fn run(
             dialer,
             queue: queue.clone(),
             live,
-            inbound: Some(uplink::Inbound {
-                filters: vec![commands::topic::filter(&config.uplink.topic_prefix)],
-                tx: commands_tx,
-            }),
+            inbound: Some(cloud_inbound),
             presence: uplink::Presence {
                 gateway: gateway_rx,
                 offline: config.status.offline,
@@ -154,26 +164,26 @@ pub async fn run(
         .run(cancel.clone()),
     );
     let local_tasks = local.map(|(settings, dialer, feed, receiver)| {
-        let (commands_tx, commands_rx) = mpsc::channel(commands::BACKLOG);
+        let stats = Arc::new(commands::CommandStats::new("local"));
+        command_stats.push(stats.clone());
+        let (inbound, handler) = commands::CommandPath {
+            origin: commands::Origin::Local(Arc::new(feed.clone())),
+            prefix: settings.topic_prefix.clone(),
+            queue: queue.clone(),
+            handles: handles.clone(),
+            commands: config.commands,
+            stats,
+        }
+        .spawn(cancel.clone());
         let client = tokio::spawn(
             local::LocalClient {
-                config: settings.clone(),
+                config: settings,
                 dialer,
                 feed: receiver,
                 gateway: gateway_tx.subscribe(),
-                commands: commands_tx,
+                commands: inbound,
             }
             .run(cancel.clone()),
-        );
-        let handler = tokio::spawn(
-            commands::Handler {
-                origin: commands::Origin::Local(Arc::new(feed.clone())),
-                prefix: settings.topic_prefix,
-                queue: queue.clone(),
-                handles: handles.clone(),
-                commands: config.commands,
-            }
-            .run(commands_rx, cancel.clone()),
         );
         (feed, client, handler)
     });
@@ -192,20 +202,11 @@ pub async fn run(
         }
         .run(cancel.clone()),
     );
-    let cloud_commands = tokio::spawn(
-        commands::Handler {
-            origin: commands::Origin::Cloud,
-            prefix: config.uplink.topic_prefix.clone(),
-            queue: queue.clone(),
-            handles: handles.clone(),
-            commands: config.commands,
-        }
-        .run(commands_rx, cancel.clone()),
-    );
     let reloads = Arc::new(ReloadStats::default());
     let metrics = config.metrics.as_ref().map(|settings| {
         let uplink = UplinkCollector::new(uplink_stats.clone(), link.clone());
-        let metrics = gateway_metrics(&queue, &fleet, &reloads, uplink);
+        let mut metrics = gateway_metrics(&queue, &fleet, &reloads, uplink);
+        metrics.add(CommandCollector::new(command_stats.clone()));
         tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
     });
     // Last: READY=1 means every task above runs.

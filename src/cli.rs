@@ -2,6 +2,7 @@
 //! same definition renders `fieldrelay completions SHELL` and, at package build time
 //! ([`write_package_assets`], run by `examples/package_assets.rs`), the man pages and the
 //! completion files the `.deb` installs, so help, completions and man pages cannot disagree.
+//! The same step writes the installed configuration.
 
 use std::path::{Path, PathBuf};
 
@@ -96,8 +97,13 @@ pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
 
 /// What the `.deb` installs besides the binary, generated from this definition: `DIR/man/*.1`
 /// (one page per command and subcommand) and `DIR/completions/` (`fieldrelay.bash`,
-/// `_fieldrelay`, `fieldrelay.fish`, the names the shells' completion directories expect).
+/// `_fieldrelay`, `fieldrelay.fish`, the names the shells' completion directories expect); and
+/// `DIR/config.yaml`, the installed configuration ([`crate::config::packaged`]).
 pub fn write_package_assets(dir: &Path) -> std::io::Result<()> {
+    let config = crate::config::packaged::installed(crate::config::packaged::EXAMPLE)
+        .map_err(|e| std::io::Error::other(format!("config/example.yaml: {e}")))?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.yaml"), config)?;
     let man = dir.join("man");
     std::fs::create_dir_all(&man)?;
     clap_mangen::generate_to(Cli::command(), &man)?;

@@ -133,15 +133,21 @@ fn check(path: &Path) -> ExitCode {
             };
         }
     }
-    match fieldrelay::config::load_with_warnings(path) {
-        Ok((_, warnings)) => {
-            for warning in &warnings {
+    match fieldrelay::config::load_for_check(path) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
                 eprintln!("{}", warning.as_warning());
             }
-            match warnings.len() {
-                0 => println!("{}: ok", path.display()),
-                n => println!("{}: ok, {n} warning(s)", path.display()),
+            let mut said = format!("{}: ok", path.display());
+            if !checked.warnings.is_empty() {
+                said.push_str(&format!(", {} warning(s)", checked.warnings.len()));
             }
+            if let Some(user) = &checked.service_user {
+                said.push_str(&format!(
+                    " (every file it names is readable by the service user {user})"
+                ));
+            }
+            println!("{said}");
             ExitCode::SUCCESS
         }
         Err(errors) => config_errors(path, &errors),

@@ -13,7 +13,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::snippet::{add_user, refused, user_tool, Broker, GATEWAY, HMI, SUB_TIMEOUT};
+use common::snippet::{add_user, pid_file, refused, user_tool, Broker, GATEWAY, HMI, SUB_TIMEOUT};
 use common::wait_until;
 
 #[test]
@@ -136,4 +136,67 @@ fn on_site_users_read_everything_and_write_only_commands() {
         broker.read(HMI, value, 1),
         [r#"fieldrelay/gw1/boiler/temperature {"value":21.5}"#]
     );
+}
+
+/// The user tool makes a running mosquitto reload the password file without systemd (SIGHUP to
+/// the pid in its pid file): a user added while it runs logs in at once, a deleted one is
+/// refused at once.
+#[test]
+fn users_added_or_deleted_while_mosquitto_runs_take_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("fieldrelay.passwd");
+    add_user(&passwd, GATEWAY);
+    let broker = Broker::start(dir.path());
+    wait_until("the pid file", Duration::from_secs(30), || {
+        pid_file(&passwd).exists()
+    });
+    let out = user_tool(&passwd, &["add", HMI.0], &format!("{0}\n{0}\n", HMI.1));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("mosquitto reloaded (SIGHUP"), "{said}");
+    let topic = "fieldrelay/gw1/pump/speed/set";
+    // mosquitto handles the signal in its main loop: the first publish after it may race it.
+    wait_until("the new user accepted", Duration::from_secs(30), || {
+        broker.publish(HMI, topic, "1").status.success()
+    });
+    user_tool(&passwd, &["delete", HMI.0], "");
+    wait_until("the deleted user refused", Duration::from_secs(30), || {
+        refused(&broker.publish(HMI, topic, "1"))
+    });
+}
+
+/// The snippet's `message_size_limit`: a payload above it from an on-site client is
+/// acknowledged and dropped by the broker, never forwarded (the gateway's account receives the
+/// small command sent after it first).
+#[test]
+fn a_payload_above_the_size_limit_is_never_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("fieldrelay.passwd");
+    add_user(&passwd, GATEWAY);
+    add_user(&passwd, HMI);
+    let broker = Broker::start(dir.path());
+    let topic = "fieldrelay/gw1/pump/speed/set";
+    let commands = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", GATEWAY.0, "-P", GATEWAY.1, "-i", "gw-big", "-q", "1"])
+        .args(["-t", topic, "-C", "1", "-W", SUB_TIMEOUT])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_sub");
+    wait_until("the command subscription", Duration::from_secs(30), || {
+        broker.log().contains("Sending SUBACK to gw-big")
+    });
+    let big = dir.path().join("big");
+    std::fs::write(&big, "9".repeat(1_100_000)).unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", HMI.0, "-P", HMI.1, "-q", "1", "-t", topic, "-f"])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = broker.publish(HMI, topic, "42");
+    assert!(out.status.success(), "{out:?}");
+    let received = commands.wait_with_output().unwrap();
+    assert!(received.status.success(), "{received:?}");
+    assert_eq!(String::from_utf8_lossy(&received.stdout), "42\n");
 }

@@ -12,32 +12,20 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Gateway, Message, Mosquitto, Subscriber};
+use common::{connects_of, start_simulator, Gateway, Message, Mosquitto, Subscriber};
 use fieldrelay::sample::now_ms;
-use fieldrelay::simulator::{Registers, Simulator};
+use fieldrelay::simulator::Registers;
 use serde_json::{json, Value};
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const P: &str = "fieldrelay/test-gw";
-
-async fn start_device() -> (Registers, u16, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, port, cancel)
-}
 
 /// boiler (unit 1, writable points), deaf (unit 2: acknowledges writes it ignores), gone
 /// (unit 3: silent).
@@ -126,10 +114,11 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(name: &str) -> (Rig, Gateway) {
+    /// Broker, device and subscriber; the gateway is not started yet.
+    async fn prepare(name: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let broker = Mosquitto::start(dir.path());
-        let (regs, device, sim) = start_device().await;
+        let (regs, device, sim) = start_simulator().await;
         regs.set_silent(3, true);
         regs.set_ignore_writes(2, true);
         let config = write_config(dir.path(), broker.port, device);
@@ -143,15 +132,19 @@ impl Rig {
             ],
         )
         .await;
-        let gateway = Gateway::start(&config);
-        let mut rig = Rig {
+        Rig {
             dir,
             broker,
             regs,
             config,
             sub,
             _sim: sim,
-        };
+        }
+    }
+
+    async fn start(name: &str) -> (Rig, Gateway) {
+        let mut rig = Rig::prepare(name).await;
+        let gateway = Gateway::start(&rig.config);
         // The gateway subscribes at every connect; a command sent before its first one is not
         // queued for it. Probe until a command is answered. A probe is refused (`not_writable`)
         // before it reaches the device, so one answered only after the loop ended (a loaded
@@ -425,9 +418,10 @@ async fn a_command_sent_while_the_gateway_is_down_is_written_after_it_reconnects
     assert_eq!(rig.regs.holding(1, 2, 1), [42]);
 }
 
-/// `kill -9` after the write reached the device and before the answer was committed: the broker
-/// redelivers the command to the restarted gateway, which does not write it again and answers
-/// from a read-back.
+/// `kill -9` after the write reached the device and before the answer was committed: the
+/// command was acknowledged to the broker when it entered the command inbox, so the broker does
+/// not redeliver it; the restarted gateway finds it in the inbox, does not write it again and
+/// answers from a read-back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_between_write_and_answer_redelivers_and_writes_once() {
     let (mut rig, mut gateway) = Rig::start("cmd-kill").await;
@@ -483,4 +477,126 @@ async fn kill9_between_write_and_answer_redelivers_and_writes_once() {
         "{result}"
     );
     assert_eq!(rig.regs.write_count(1), before + 1, "written once");
+}
+
+/// A command far over the packet limit (the issue's 1.1 MB) is read past unread: answered
+/// `bad_payload` on its topic (no id: its payload was never read), acknowledged, and the
+/// command behind it is carried out, all on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_command_is_answered_and_read_past_without_a_reconnect() {
+    let (mut rig, gateway) = Rig::start("cmd-oversize").await;
+    let connects = connects_of(rig.dir.path(), "test-gw");
+    let before = rig.regs.write_count(1);
+    let big = rig.dir.path().join("big.json");
+    let value = "1".repeat(1_100_000);
+    std::fs::write(&big, format!(r#"{{"id":"big","value":{value}}}"#)).unwrap();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &rig.broker.port.to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", &format!("{P}/boiler/mode/set"), "-f"])
+        .arg(&big)
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(status.success());
+    rig.command("boiler/mode/set", r#"{"id":"after-big","value":5}"#);
+    let after = result_of(&mut rig.sub, "after-big").await;
+    assert_eq!(after["ok"], true, "{after}");
+    let topic = format!("{P}/boiler/mode/set/result");
+    let refused = results(&rig.sub.seen)
+        .find(|m| m.topic == topic && m.payload["id"].is_null())
+        .map(|m| m.payload.clone())
+        .expect("the oversized command was answered before the next one");
+    assert_eq!(refused["error"], "bad_payload", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("discarded unread")),
+        "{refused}"
+    );
+    assert_eq!(
+        rig.regs.write_count(1),
+        before + 1,
+        "only the small one written"
+    );
+    assert_eq!(
+        connects_of(rig.dir.path(), "test-gw"),
+        connects,
+        "reconnected"
+    );
+    assert!(!gateway.log().contains("uplink connection lost"));
+}
+
+/// A retained command (here published before the gateway ever subscribed, so the broker hands
+/// it over at subscribe with the retain flag) is never carried out: answered `retained`. With an
+/// id it is answered once, and its copy at every later connect is dropped; a bare one (no id)
+/// is answered at each connect. Nothing is written either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_is_refused_and_never_written() {
+    let mut rig = Rig::prepare("cmd-retained").await;
+    for (topic, payload) in [
+        ("boiler/mode/set", r#"{"id":"r1","value":77}"#),
+        ("boiler/setpoint/set", "66"),
+    ] {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &rig.broker.port.to_string()])
+            .args([
+                "-q",
+                "1",
+                "-r",
+                "-t",
+                &format!("{P}/{topic}"),
+                "-m",
+                payload,
+            ])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success());
+    }
+    let setpoint_results = format!("{P}/boiler/setpoint/set/result");
+    let bare_answers = |seen: &[Message]| {
+        results(seen)
+            .filter(|m| m.topic == setpoint_results && m.payload["id"].is_null())
+            .count()
+    };
+    for connect in 1..=2 {
+        let mut gateway = Gateway::start(&rig.config);
+        rig.sub
+            .until("the bare retained command's answer", DEADLINE, |seen| {
+                bare_answers(seen) >= connect
+            })
+            .await;
+        let r1 = result_of(&mut rig.sub, "r1").await;
+        assert_eq!(r1["error"], "retained", "{r1}");
+        if connect == 2 {
+            // The copy of r1 delivered at this connect was recognised (and not answered).
+            let log = |gateway: &Gateway| gateway.log().contains("redelivered commands recognised");
+            common::wait_until("r1's copy recognised", DEADLINE, || log(&gateway));
+        }
+        assert_eq!(
+            results(&rig.sub.seen)
+                .find(|m| m.topic == setpoint_results)
+                .map(|m| m.payload["error"].clone()),
+            Some(json!("retained"))
+        );
+        let exit = tokio::task::spawn_blocking(move || gateway.terminate(DEADLINE))
+            .await
+            .unwrap();
+        assert!(exit.success(), "{exit:?}");
+    }
+    assert_eq!(
+        results(&rig.sub.seen)
+            .filter(|m| m.payload["id"] == "r1")
+            .count(),
+        1,
+        "answered once per id"
+    );
+    assert_eq!(rig.regs.write_count(1), 0, "nothing written");
+    assert_eq!(rig.regs.holding(1, 2, 1), [0]);
+    assert_eq!(f32_of(&rig.regs.holding(1, 0, 2)), 0.0);
 }

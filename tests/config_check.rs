@@ -270,3 +270,70 @@ fn modicon_references_are_warnings_with_the_likely_address() {
         Some(format!("{path}: 1 problem(s) found, 3 warning(s)").as_str())
     );
 }
+
+/// A configuration naming TLS files (made here with rcgen: nothing secret is committed).
+fn tls_config(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> String {
+    let path = dir.join("tls.yaml");
+    let text = format!(
+        "gateway:\n  id: gw\n  data_dir: {data}\nuplink:\n  url: mqtts://broker.example.com\n  tls:\n    ca_file: {ca}\n    cert_file: {cert}\n    key_file: {key}\nbuses:\n  - {{name: plc1, type: tcp, host: 127.0.0.1}}\ndevices:\n  - name: boiler\n    bus: plc1\n    points:\n      - {{name: temp, table: input, address: 0, type: f32}}\n",
+        data = dir.join("data").display(),
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Good files pass; a key that belongs to another certificate is refused at `key_file`, with
+/// the position and key path of every configuration error.
+#[test]
+fn a_client_key_of_another_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Readable by anyone: `check` as root also asks the service user, if it exists here.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pki = common::pki::TestPki::generate(dir.path());
+    let good = tls_config(dir.path(), &pki.ca, &pki.client_cert, &pki.client_key);
+    let output = check(&good);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mixed = tls_config(dir.path(), &pki.ca, &pki.client_cert, &pki.server_key);
+    let output = check(&mixed);
+    assert_eq!(output.status.code(), Some(EX_CONFIG));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "{mixed}:9:15: uplink.tls.key_file: {} does not go with the certificate in {}",
+        pki.server_key.display(),
+        pki.client_cert.display()
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&expected)),
+        "{expected}\n{stderr}"
+    );
+}
+
+/// `run` refuses what `check` refuses about the named files with exit 78 (systemd does not
+/// restart that), instead of failing at the first dial with 1 and restarting forever.
+#[test]
+fn run_exits_78_for_a_missing_tls_or_password_file() {
+    let config = "tests/config_cases/tls_and_password_files/config.yaml";
+    let output = run_on_config(&["run"], config);
+    assert_eq!(
+        output.status.code(),
+        Some(EX_CONFIG),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&check(config).stderr)
+    );
+}

@@ -920,3 +920,77 @@ async fn simulate_serves_a_simulator_file() {
     );
     cancel.cancel();
 }
+
+/// Modbus TCP replies that do not answer the request — one register (or bit byte) more or
+/// less, a byte count that lies, another function code or unit, no byte count, a bad protocol
+/// id, a stale transaction — against `tests/peers/malformed_tcp_slave.py`, which puts 666 (or
+/// bits on) only in malformed frames: not one such value is ever taken, each malformed reply is
+/// a counted error (a stale one is skipped and counted), and the good values keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_tcp_replies_are_errors_never_values() {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new("python3")
+        .arg("tests/peers/malformed_tcp_slave.py")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let stdout = child.stdout.take().unwrap();
+    let _peer = Peer(child);
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let port: u16 = lines
+        .recv()
+        .await
+        .and_then(|l| l.strip_prefix("port ")?.parse().ok())
+        .expect("the peer's port");
+    let points = vec![
+        point("reg", Table::Holding, 0, DataType::U16, Encoding::default()),
+        point("flag", Table::Coil, 0, DataType::Bool, Encoding::default()),
+    ];
+    let mut dev = device("dev", 1, Duration::from_millis(10), points);
+    dev.backoff_max = Duration::from_millis(20);
+    dev.planning.coalesce = Coalesce::OnePerPoint;
+    let kind = BusKind::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let (handle, mut rx, cancel) = start(bus(kind, Duration::from_millis(300)), vec![dev]);
+
+    let mut samples = Vec::new();
+    let collect = async {
+        loop {
+            tokio::select! {
+                Some((_, sample)) = rx.recv() => samples.push(sample),
+                line = lines.recv() => if line.as_deref() == Some("cycle 3") { break },
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), collect)
+        .await
+        .expect("three cycles of every malformed reply within 120 s");
+    cancel.cancel();
+    while let Ok((_, sample)) = rx.try_recv() {
+        samples.push(sample);
+    }
+    let value_of = |name: &str| -> Vec<Value> {
+        samples
+            .iter()
+            .filter(|s| &*s.point == name)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    let (regs, flags) = (value_of("reg"), value_of("flag"));
+    assert!(regs.len() >= 3 && flags.len() >= 3, "{regs:?} {flags:?}");
+    assert!(regs.iter().all(|v| *v == Value::Int(100)), "{regs:?}");
+    assert!(flags.iter().all(|v| *v == Value::Bool(false)), "{flags:?}");
+    let counters = handle.device("dev").unwrap().counters.snapshot();
+    // 8 malformed modes per kind and cycle, two kinds, three cycles.
+    assert!(counters.errors >= 2 * 3 * 8, "{counters:?}");
+    assert!(counters.stale_replies >= 2 * 3, "{counters:?}");
+    assert!(counters.exceptions >= 2 * 3, "{counters:?}");
+}

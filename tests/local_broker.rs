@@ -8,29 +8,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::snippet::{add_user, Broker, GATEWAY, HMI, SUB_TIMEOUT};
-use common::{free_port, wait_until, Gateway, Mosquitto, Subscriber};
-use fieldrelay::simulator::{Registers, Simulator};
-use tokio_util::sync::CancellationToken;
+use common::{free_port, start_simulator, wait_until, Gateway, Mosquitto, Subscriber};
 
 const P: &str = "fieldrelay/test-gw";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn start_device() -> (Registers, u16, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, port, cancel)
-}
 
 fn write_config(dir: &Path, cloud: u16, local: u16, password: &str, device: u16) -> PathBuf {
     let password_file = dir.join("local-password");
@@ -67,6 +53,16 @@ devices:
     path
 }
 
+/// Waits (off the runtime's threads) until the gateway logged `what`; hands the gateway back.
+async fn until_logged(gateway: Gateway, what: &'static str) -> Gateway {
+    tokio::task::spawn_blocking(move || {
+        wait_until(what, DEADLINE, || gateway.log().contains(what));
+        gateway
+    })
+    .await
+    .unwrap()
+}
+
 /// The payload of the single line `topic payload` read for `topic`.
 fn payload_of(lines: &[String], topic: &str) -> serde_json::Value {
     let line = lines
@@ -86,7 +82,7 @@ async fn on_site_clients_work_with_the_wan_down() {
     add_user(&passwd, GATEWAY);
     add_user(&passwd, HMI);
     let broker = Broker::start(dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     regs.set_input(1, 0, &[215]);
     regs.set_coil(1, 1, &[true]);
     let wan = free_port(); // nothing listens there: the cloud is unreachable
@@ -221,7 +217,7 @@ async fn a_wrong_local_password_is_refused_and_the_cloud_path_goes_on() {
     let local = Broker::start(dir.path());
     let cloud_dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(cloud_dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     regs.set_input(1, 0, &[7]);
     let config = write_config(dir.path(), cloud.port, local.port, "wrong", device);
     let mut sub = Subscriber::connect(cloud.port, "local-pw", &[&format!("{P}/boiler/#")]).await;
@@ -252,7 +248,7 @@ async fn a_hung_local_broker_never_holds_up_the_cloud_path() {
     let local = Mosquitto::start(local_dir.path());
     let cloud_dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(cloud_dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     regs.set_input(1, 0, &[1]);
     let config = write_config(cloud_dir.path(), cloud.port, local.port, "any", device);
     // A short keep-alive, so the local client finds the hung broker within seconds.
@@ -264,14 +260,7 @@ async fn a_hung_local_broker_never_holds_up_the_cloud_path() {
     let temperature = format!("{P}/boiler/temperature");
     let mut sub = Subscriber::connect(cloud.port, "local-hung", &[&temperature]).await;
     let gateway = Gateway::start(&config);
-    let gateway = tokio::task::spawn_blocking(move || {
-        wait_until("the local broker connected", DEADLINE, || {
-            gateway.log().contains("local broker connected")
-        });
-        gateway
-    })
-    .await
-    .unwrap();
+    let gateway = until_logged(gateway, "local broker connected").await;
 
     local.pause();
     for value in 2..=6 {
@@ -306,4 +295,68 @@ async fn a_hung_local_broker_never_holds_up_the_cloud_path() {
     })
     .await
     .unwrap();
+}
+
+/// The on-site broker's commands take the same intake as the cloud's: a command far over the
+/// packet limit from an on-site client (a broker without `message_size_limit`) is read past,
+/// answered `bad_payload` on the local broker and acknowledged; the command behind it is
+/// carried out; the local connection is never renewed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_local_command_is_answered_and_read_past_without_a_reconnect() {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = Mosquitto::start(local_dir.path());
+    let (regs, device, _sim) = start_simulator().await;
+    let config = write_config(local_dir.path(), free_port(), local.port, "any", device);
+    let result_topic = format!("{P}/boiler/setpoint/set/result");
+    let mut hmi = Subscriber::connect(local.port, "hmi-results", &[&result_topic]).await;
+    let gateway = Gateway::start(&config);
+    let gateway = until_logged(gateway, "local broker connected").await;
+    let big = local_dir.path().join("big.json");
+    std::fs::write(&big, format!(r#"{{"value":{}}}"#, "7".repeat(2_000_000))).unwrap();
+    let port = local.port.to_string();
+    let publish = |args: &[&str]| {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+            .args(["-t", &format!("{P}/boiler/setpoint/set")])
+            .args(args)
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success());
+    };
+    // Until the gateway's subscription is live, commands go nowhere: send the pair until the
+    // small one is answered.
+    for n in 0.. {
+        publish(&["-f", &big.display().to_string()]);
+        publish(&["-m", &format!(r#"{{"id":"after-{n}","value":{n}}}"#)]);
+        let answered = hmi
+            .try_until(Duration::from_millis(500), |seen| {
+                seen.iter().any(|m| m.payload["id"] == format!("after-{n}"))
+            })
+            .await;
+        if answered {
+            break;
+        }
+        assert!(n < 60, "no command was answered on the local broker");
+    }
+    let refused: Vec<_> = hmi
+        .seen
+        .iter()
+        .filter(|m| m.payload["id"].is_null())
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "the oversized command was not answered"
+    );
+    for m in refused {
+        assert_eq!(m.payload["error"], "bad_payload", "{:?}", m.payload);
+    }
+    let last = hmi.seen.last().unwrap();
+    assert_eq!(last.payload["ok"], true, "{:?}", last.payload);
+    assert_eq!(
+        regs.holding(1, 0, 1),
+        [last.payload["value"].as_u64().unwrap() as u16]
+    );
+    let log = gateway.log();
+    assert_eq!(log.matches("local broker connected").count(), 1, "{log}");
+    assert!(!log.contains("local broker connection lost"), "{log}");
 }

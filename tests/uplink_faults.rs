@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::disk::{DiskFull, Tmpfs};
+use common::pki::TestPki;
 use common::{free_port, wait_until, Gateway, Mosquitto, Subscriber};
 use fieldrelay::simulator::{Registers, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -590,51 +591,6 @@ async fn mutual_tls_with_password_against_mosquitto() {
     stop_drain_and_check(dir.path(), stream, &sub, true).await;
 }
 
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files.
-struct TestPki {
-    ca: std::path::PathBuf,
-    server_cert: std::path::PathBuf,
-    server_key: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-}
-
-impl TestPki {
-    fn generate(dir: &Path) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "fieldrelay test ca");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf = |names: Vec<String>, cn: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, cn);
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) =
-            leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
-        let (client_cert, client_key) = leaf(Vec::new(), "test-gw");
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        TestPki {
-            ca: write("ca.pem", &ca.pem()),
-            server_cert: write("server.pem", &server_cert),
-            server_key: write("server.key", &server_key),
-            client_cert: write("client.pem", &client_cert),
-            client_key: write("client.key", &client_key),
-        }
-    }
-}
-
 /// A backlog written by a contract v1 build (schema v1) is migrated in place at start and every
 /// row of it is delivered with its original `seq`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,7 +682,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");
-    let start = |tx: tokio::sync::mpsc::Sender<Incoming>| {
+    let start = |tx: tokio::sync::mpsc::Sender<Vec<Incoming>>| {
         let cancel = CancellationToken::new();
         let (_unused, live) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(fieldrelay::uplink::run(
@@ -766,8 +722,10 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
         let id = format!("a{}", published.len());
         publish("setpoint", &format!(r#"{{"id":"{id}","value":1}}"#));
         published.push(id);
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            break m;
+        if let Ok(Some(mut batch)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            break batch.remove(0);
         }
     };
     assert_eq!(first.topic, "fieldrelay/test-gw/boiler/setpoint/set");
@@ -787,17 +745,19 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     let (cancel, task) = start(tx);
     let mut redelivered = std::collections::BTreeSet::new();
     while !redelivered.contains(published.last().unwrap()) {
-        let m = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        let batch = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("the unacknowledged command again within 30 s")
             .expect("the uplink is running");
-        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        let id = json["id"].as_str().unwrap().to_owned();
-        if id == first_id {
-            assert!(m.dup, "a redelivery carries DUP");
+        for m in batch {
+            let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = json["id"].as_str().unwrap().to_owned();
+            if id == first_id {
+                assert!(m.dup, "a redelivery carries DUP");
+            }
+            redelivered.insert(id);
+            m.ack.expect("QoS 1").ack();
         }
-        redelivered.insert(id);
-        m.ack.expect("QoS 1").ack();
     }
     assert!(
         redelivered.contains(&first_id),
@@ -811,8 +771,10 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     let (cancel, task) = start(tx);
     let fresh = loop {
         publish("other", r#"{"id":"b","value":2}"#);
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            break m;
+        if let Ok(Some(mut batch)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            break batch.remove(0);
         }
     };
     assert_eq!(

@@ -1,171 +1,237 @@
-//! The command task (I/O): takes the commands one broker delivers (manual ack), carries each out
-//! through the bus owner, answers it, and acknowledges the PUBLISH only once the answer is
-//! committed.
+//! The command handler of one origin (I/O): works through the command inbox
+//! (`queue/inbox.rs`) in arrival order, carries each command out through the bus owner and
+//! answers it; the answer's commit removes the command from the inbox.
 //!
 //! # One command, step by step
-//! 1. The topic names the device and point; the payload is parsed ([`CommandPayload`]).
-//! 2. With an `id`, the recent-commands table is asked first ([`Queue::recent_command`]):
-//!    - **answered** before: the stored result is published again, nothing is written;
+//! 1. The [intake](super::intake) committed it to the inbox (and its PUBLISH was acknowledged
+//!    then). The handler reads the next commands of its origin ([`Queue::inbox_next`]), each
+//!    with what the recent-commands table knows of its id.
+//! 2. An oversized command is answered `bad_payload` unread. A retained one (delivered at
+//!    subscribe) is never carried out: answered `retained` and its id recorded, so the copy the
+//!    broker delivers at the next connect is dropped silently.
+//! 3. With an `id` seen before:
+//!    - **answered**: the stored result is published again, nothing is written;
 //!    - **writing**: the gateway stopped between the write and its answer. It does not write
 //!      again; it reads the point back and answers `ok` if the device holds the requested
-//!      value, `device_error` otherwise (or if it cannot read it);
-//!    - unknown: go on.
-//! 3. Checks against the point map, pure ([`plan`](super::plan)): `unknown_point`,
-//!    `not_writable`, `expired`, `bad_payload`, `out_of_range`. A device whose last poll failed
-//!    gets `device_offline` at once, nothing sent.
-//! 4. With an `id`: "writing" is committed ([`Queue::command_taken`]) — only then the write goes
+//!      value, `device_error` otherwise (or if it cannot read it).
+//! 4. Checks against the point map, pure ([`plan`](super::plan)): `unknown_point`,
+//!    `not_writable`, `expired` (the age of its `ts` now, at execution), `bad_payload`,
+//!    `out_of_range`. A device whose last poll failed gets `device_offline` at once.
+//! 5. With an `id`: "writing" is committed ([`Queue::command_taken`]) — only then the write goes
 //!    to the bus owner (FC 5/6/15/16, failing fast when the device is offline), and with
 //!    `verify: true` the point is read back.
-//! 5. The answer is committed: for the cloud, the result row and the recorded answer in one
-//!    transaction ([`Queue::answer_command`]); for the on-site broker, the recorded answer, then
-//!    the result is handed to the local client. Then, and only then, the PUBLISH is
-//!    acknowledged. A crash anywhere before that makes the broker redeliver the command (with a
-//!    persistent session), and step 2 makes sure it is written at most once.
+//! 6. The answer is committed ([`Answers`]): for the cloud, the result row, the recorded answer
+//!    and the removal from the inbox in one transaction; for the on-site broker, the recorded
+//!    answer and the removal, then the result is handed to the local client.
 //!
-//! Commands **without an id** have no record: a redelivery after a crash between the write and
-//! the answer writes again (at least once). Senders that need exactly once send an id.
+//! Answers are handed to the queue without waiting for each commit (the next command's own
+//! reads and writes come after them in the writer's order), and a batch's answers are awaited
+//! together: a run of refused commands costs one commit, a written one the commit of its
+//! "writing" record. A crash anywhere before an answer's commit leaves the command in the inbox,
+//! and the next start carries it out (step 3 keeps that from writing twice). A queue failure
+//! (disk full) stops the batch; the handler waits, growing its pause, and reads the inbox again
+//! from where the batch began.
 //!
-//! A failure to commit (disk full, closed queue), or a local result the local client cannot
-//! take, leaves the PUBLISH unacknowledged: its [`AckToken`] is dropped without an ack, which
-//! makes the connection's owner renew the connection, and the broker redelivers the command on
-//! the next one (`uplink::inbound`; a failure that lasts redials at the backoff's pace, not in
-//! a loop). Left alone, the unacknowledged PUBLISH would hold back the acknowledgement of every
-//! later command of that connection. Commands are handled one at a time in arrival order,
-//! so two commands to one point are written in the order they were sent; a slow device delays
-//! the commands behind it by at most its bus timeout (a dead one fails fast).
+//! Commands **without an id** have no record: one interrupted between its write and its answer
+//! is written again after a restart (at least once). Senders that need exactly once send an id.
+//!
+//! Commands are handled one at a time in arrival order, so two commands to one point are
+//! written in the order they were sent; a slow device delays the commands behind it by at most
+//! its bus timeout (a dead one fails fast).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::payload::{CommandId, CommandPayload};
+use super::answer::{Answer, Answers, Origin};
+use super::payload::{CommandId, CommandPayload, MAX_PAYLOAD};
 use super::plan::{check_age, WritePlan};
 use super::result::{self, ErrorCode, Outcome, Refusal};
-use super::topic;
-use crate::config::{CommandsConfig, PointConfig, Qos};
+use super::stats::CommandStats;
+use crate::backoff::Backoff;
+use crate::config::{CommandsConfig, PointConfig};
 use crate::modbus::{BusHandle, DeviceView, WriteError};
-use crate::queue::{CommandKey, Message, MessageKind, Queue, RecentCommand};
+use crate::queue::{CommandKey, InboxCommand, Queue, QueueError, RecentCommand};
 use crate::sample::now_ms;
-use crate::uplink::{AckToken, Incoming};
 
-/// Where the results of the on-site broker's commands go (its client): non-durable, offered
-/// without waiting; `false` when it cannot take the result now.
-pub trait LocalResults: Send + Sync + 'static {
-    fn result(&self, device: &str, point: &str, payload: String) -> bool;
-}
+/// Commands read from the inbox at once; their answers are awaited together.
+const BATCH: usize = 256;
+/// First pause after a queue failure; doubles (with jitter) up to [`RETRY_MAX`].
+const RETRY_INITIAL: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Which broker the commands come from, and so where their results go.
-#[derive(Clone)]
-pub enum Origin {
-    /// The uplink: results through the durable queue.
-    Cloud,
-    /// The on-site broker: results straight back to it.
-    Local(Arc<dyn LocalResults>),
-}
-
-impl Origin {
-    /// The name commands are remembered under (see `queue/recent.rs`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Origin::Cloud => "cloud",
-            Origin::Local(_) => "local",
-        }
-    }
-}
-
-/// The command task of one origin.
+/// The command handler of one origin.
 pub struct Handler {
     pub origin: Origin,
-    /// The topic prefix commands arrive under (`P` of `P/+/+/set`).
-    pub prefix: String,
     pub queue: Queue,
     /// The running bus owners (writes, read-backs, the point map), replaced by a reload.
     pub handles: watch::Receiver<Arc<[BusHandle]>>,
     pub commands: CommandsConfig,
+    pub stats: Arc<CommandStats>,
 }
 
+/// Answers made in the current batch, by key: a repeated id in the same batch gets the same.
+type Made = HashMap<CommandKey, String>;
+
 impl Handler {
-    /// Handles commands from `rx` until `cancel` fires. A command under way when it fires is
-    /// dropped unanswered and unacknowledged: the broker redelivers it to the next run.
-    pub async fn run(self, mut rx: mpsc::Receiver<Incoming>, cancel: CancellationToken) {
+    /// Works through the inbox until `cancel` fires; `wake` is notified when commands arrive. A
+    /// command under way when it fires stays in the inbox for the next start.
+    pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        let mut after = 0;
+        let mut retry = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
-            let incoming = tokio::select! {
+            let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
-                incoming = rx.recv() => match incoming {
-                    Some(incoming) => incoming,
-                    None => return,
-                },
+                next = self.queue.inbox_next(self.origin.name(), after, BATCH) => next,
             };
+            let failure = match next {
+                Ok(batch) if batch.is_empty() => {
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return,
+                        () = wake.notified() => {}
+                    }
+                    continue;
+                }
+                Ok(batch) => {
+                    let last = batch.last().map_or(after, |c| c.row);
+                    let done = tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return,
+                        done = self.work(batch) => done,
+                    };
+                    match done {
+                        Ok(()) => {
+                            after = last;
+                            retry.reset();
+                            continue;
+                        }
+                        Err(error) => error,
+                    }
+                }
+                Err(error) => error,
+            };
+            if matches!(failure, QueueError::Closed) {
+                return;
+            }
+            let pause = retry.next_delay();
+            warn!(origin = self.origin.name(), error = %failure, ?pause, "commands wait: the queue failed; trying again");
             tokio::select! {
-                biased;
                 () = cancel.cancelled() => return,
-                () = self.handle(incoming) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    async fn handle(&self, incoming: Incoming) {
-        let Incoming {
-            topic,
+    /// Carries out and answers `batch`; returns once every answer is committed.
+    async fn work(&self, batch: Vec<InboxCommand>) -> Result<(), QueueError> {
+        let mut answers = Answers::new(&self.origin);
+        let mut made = Made::new();
+        let mut result = Ok(());
+        for command in batch {
+            result = self.handle(command, &mut made, &mut answers).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let answered = answers.len();
+        let flushed = answers.flush().await;
+        if flushed.is_ok() {
+            CommandStats::add(&self.stats.answered, answered);
+        }
+        result.and(flushed)
+    }
+
+    async fn handle(
+        &self,
+        command: InboxCommand,
+        made: &mut Made,
+        answers: &mut Answers<'_>,
+    ) -> Result<(), QueueError> {
+        let device = command.device.as_str();
+        let point = command.point.as_str();
+        let key = command.id.as_ref().map(|id| CommandKey {
+            origin: self.origin.name(),
+            device: device.to_owned(),
+            point: point.to_owned(),
+            id: id.clone(),
+        });
+        let answer = |key: Option<CommandKey>, payload: String| Answer {
+            device,
+            point,
+            key,
             payload,
-            ack,
-            ..
-        } = incoming;
-        let Some((device, point)) = topic::parse(&self.prefix, &topic) else {
-            warn!(%topic, "ignoring a message that is not a command topic");
-            acknowledge(ack);
-            return;
+            inbox: Some(command.row),
         };
-        let parsed = CommandPayload::parse(&payload);
+        if command.oversized {
+            let refusal = Refusal::new(
+                ErrorCode::BadPayload,
+                format!(
+                    "payload of {} bytes is too large (at most {MAX_PAYLOAD}); it was discarded unread",
+                    command.size
+                ),
+            );
+            let payload = self.render(device, point, None, &Outcome::Failed(refusal));
+            return answers.send(&self.queue, answer(None, payload)).await;
+        }
+        let parsed = CommandPayload::parse(&command.payload);
         let id = match &parsed {
             Ok(command) => command.id.clone(),
             Err(error) => error.id.clone(),
         };
-        let key = id.as_ref().map(|id| CommandKey {
-            origin: self.origin.name(),
-            device: device.to_owned(),
-            point: point.to_owned(),
-            id: id.key(),
-        });
-        if let Some(key) = &key {
-            match self.queue.recent_command(key.clone()).await {
-                Err(error) => {
-                    warn!(%device, %point, %error, "cannot look the command up; left unacknowledged for redelivery");
-                    return;
-                }
-                Ok(Some(RecentCommand::Answered(result))) => {
-                    info!(%device, %point, id = %key.id, "command seen before: answered again, not written");
-                    self.deliver(device, point, None, result, ack).await;
-                    return;
-                }
-                Ok(Some(RecentCommand::Writing)) => {
-                    let outcome = self.interrupted(device, point, &parsed).await;
-                    self.answer(device, point, key.clone(), id.as_ref(), outcome, ack)
-                        .await;
-                    return;
-                }
-                Ok(None) => {}
+        let recent = match &key {
+            Some(key) => made
+                .get(key)
+                .map(|result| RecentCommand::Answered(result.clone()))
+                .or(command.recent.clone()),
+            None => None,
+        };
+        if command.retained {
+            CommandStats::add(&self.stats.retained, 1);
+            if recent.is_some() {
+                // A retained copy of a command already answered (or refused) under its id.
+                return self.queue.inbox_done(command.row).await;
             }
+            let refusal = Refusal::new(
+                ErrorCode::Retained,
+                "a retained command is never carried out (it would be at every connect); send it without retain",
+            );
+            let payload = self.render(device, point, id.as_ref(), &Outcome::Failed(refusal));
+            return self.answer(made, answers, answer(key, payload)).await;
         }
-        let outcome = match &parsed {
-            Err(error) => Outcome::Failed(Refusal::new(ErrorCode::BadPayload, &error.reason)),
-            Ok(command) => match self.execute(device, point, command, key.as_ref()).await {
-                Some(outcome) => outcome,
-                // "Writing" could not be committed: nothing was written. Dropping `ack` unacked
-                // renews the connection, and the broker redelivers the command.
-                None => return,
+        let outcome = match (&recent, &key) {
+            (Some(RecentCommand::Answered(result)), Some(key)) => {
+                info!(%device, %point, id = %key.id, "command seen before: answered again, not written");
+                return answers
+                    .send(&self.queue, answer(None, result.clone()))
+                    .await;
+            }
+            (Some(RecentCommand::Writing), _) => self.interrupted(device, point, &parsed).await,
+            _ => match &parsed {
+                Err(error) => Outcome::Failed(Refusal::new(ErrorCode::BadPayload, &error.reason)),
+                Ok(parsed) => self.execute(device, point, parsed, key.as_ref()).await?,
             },
         };
-        match key {
-            Some(key) => {
-                self.answer(device, point, key, id.as_ref(), outcome, ack)
-                    .await
-            }
-            None => self.answer_once(device, point, outcome, ack).await,
+        let payload = self.render(device, point, id.as_ref(), &outcome);
+        self.answer(made, answers, answer(key, payload)).await
+    }
+
+    /// Sends an answer, remembering it for a repeat of its id later in the batch.
+    async fn answer(
+        &self,
+        made: &mut Made,
+        answers: &mut Answers<'_>,
+        answer: Answer<'_>,
+    ) -> Result<(), QueueError> {
+        if let Some(key) = &answer.key {
+            made.insert(key.clone(), answer.payload.clone());
         }
+        answers.send(&self.queue, answer).await
     }
 
     /// The running device `name`, its handle and view.
@@ -205,21 +271,21 @@ impl Handler {
         Ok((handle, view, config))
     }
 
-    /// Checks and carries out a command; `None` when its "writing" record could not be committed
-    /// (then nothing was written).
+    /// Checks and carries out a command; an error when its "writing" record could not be
+    /// committed (then nothing was written).
     async fn execute(
         &self,
         device: &str,
         point: &str,
         command: &CommandPayload,
         key: Option<&CommandKey>,
-    ) -> Option<Outcome> {
+    ) -> Result<Outcome, QueueError> {
         let (handle, view, config) = match self.target(device, point) {
             Ok(target) => target,
-            Err(refusal) => return Some(Outcome::Failed(refusal)),
+            Err(refusal) => return Ok(Outcome::Failed(refusal)),
         };
         let Some(write) = config.write else {
-            return Some(Outcome::Failed(Refusal::new(
+            return Ok(Outcome::Failed(Refusal::new(
                 ErrorCode::NotWritable,
                 format!("point {point:?} of {device:?} is not writable"),
             )));
@@ -227,15 +293,15 @@ impl Handler {
         let max_age = write.max_age.unwrap_or(self.commands.max_age);
         if let Err(refusal) = check_age(command.ts_ms, now_ms(), max_age, self.commands.without_ts)
         {
-            return Some(Outcome::Failed(refusal));
+            return Ok(Outcome::Failed(refusal));
         }
         let plan = match WritePlan::new(&config, &command.value) {
             Ok(plan) => plan,
-            Err(refusal) => return Some(Outcome::Failed(refusal)),
+            Err(refusal) => return Ok(Outcome::Failed(refusal)),
         };
         let health = view.health.borrow().clone();
         if !health.online {
-            return Some(Outcome::Failed(Refusal::new(
+            return Ok(Outcome::Failed(Refusal::new(
                 ErrorCode::DeviceOffline,
                 format!(
                     "the device does not answer ({}); nothing was written",
@@ -245,20 +311,20 @@ impl Handler {
         }
         if let Some(key) = key {
             if let Err(error) = self.queue.command_taken(key.clone()).await {
-                warn!(%device, %point, %error, "cannot record the command; not written, left unacknowledged for redelivery");
-                return None;
+                warn!(%device, %point, %error, "cannot record the command; not written, it stays in the inbox");
+                return Err(error);
             }
         }
         if let Err(error) = handle.write(device, plan.request.clone()).await {
-            return Some(Outcome::Failed(write_refusal(error)));
+            return Ok(Outcome::Failed(write_refusal(error)));
         }
         if !plan.verify {
-            return Some(Outcome::Done {
+            return Ok(Outcome::Done {
                 value: plan.value,
                 note: None,
             });
         }
-        Some(match handle.read_point(device, point).await {
+        Ok(match handle.read_point(device, point).await {
             Ok(read) => match plan.confirmed_by(&read) {
                 Ok(value) => Outcome::Done { value, note: None },
                 Err(holds) => Outcome::Failed(Refusal::new(
@@ -283,7 +349,7 @@ impl Handler {
     ) -> Outcome {
         const STOPPED: &str =
             "the gateway stopped while carrying out this command and does not write it twice";
-        info!(%device, %point, "command redelivered after an interrupted write: reading the point back");
+        info!(%device, %point, "command interrupted between its write and its answer: reading the point back");
         let plan = match parsed {
             Ok(command) => self.target(device, point).and_then(|(handle, _, config)| {
                 WritePlan::new(&config, &command.value).map(|plan| (handle, plan))
@@ -319,32 +385,6 @@ impl Handler {
         }
     }
 
-    /// Commits and publishes the answer of a command with an id, then acknowledges it.
-    async fn answer(
-        &self,
-        device: &str,
-        point: &str,
-        key: CommandKey,
-        id: Option<&CommandId>,
-        outcome: Outcome,
-        ack: Option<AckToken>,
-    ) {
-        let payload = self.render(device, point, id, &outcome);
-        self.deliver(device, point, Some(key), payload, ack).await;
-    }
-
-    /// The same for a command without an id: nothing is recorded.
-    async fn answer_once(
-        &self,
-        device: &str,
-        point: &str,
-        outcome: Outcome,
-        ack: Option<AckToken>,
-    ) {
-        let payload = self.render(device, point, None, &outcome);
-        self.deliver(device, point, None, payload, ack).await;
-    }
-
     fn render(
         &self,
         device: &str,
@@ -363,57 +403,6 @@ impl Handler {
             ),
         }
         result::payload(id, outcome, now_ms())
-    }
-
-    /// Commits `payload` (recorded under `key` when given) and hands it to the broker the
-    /// command came from; acknowledges the command once that is done.
-    async fn deliver(
-        &self,
-        device: &str,
-        point: &str,
-        key: Option<CommandKey>,
-        payload: String,
-        ack: Option<AckToken>,
-    ) {
-        match &self.origin {
-            Origin::Cloud => {
-                let message = Message {
-                    kind: MessageKind::CommandResult,
-                    device: Arc::from(device),
-                    point: Arc::from(point),
-                    payload: payload.clone(),
-                    ts_ms: now_ms(),
-                    qos: Qos::AtLeastOnce,
-                    retain: false,
-                };
-                match self.queue.answer_command(key, payload, Some(message)).await {
-                    Ok(()) => acknowledge(ack),
-                    Err(error) => {
-                        warn!(%device, %point, %error, "cannot commit the command's result; left unacknowledged for redelivery")
-                    }
-                }
-            }
-            Origin::Local(results) => {
-                if key.is_some() {
-                    if let Err(error) = self.queue.answer_command(key, payload.clone(), None).await
-                    {
-                        warn!(%device, %point, %error, "cannot record the command's result; left unacknowledged for redelivery");
-                        return;
-                    }
-                }
-                if results.result(device, point, payload) {
-                    acknowledge(ack);
-                } else {
-                    warn!(%device, %point, "the local broker client cannot take the result now; left unacknowledged for redelivery");
-                }
-            }
-        }
-    }
-}
-
-fn acknowledge(ack: Option<AckToken>) {
-    if let Some(ack) = ack {
-        ack.ack();
     }
 }
 

@@ -38,6 +38,10 @@ pub enum ErrorCode {
     DeviceError,
     /// Written, but the read-back (`verify: true`) shows another value, or could not be made.
     VerifyFailed,
+    /// The command inbox of its broker is full: nothing written; it may be sent again (same id).
+    Busy,
+    /// Delivered as a retained message (at subscribe): never carried out.
+    Retained,
 }
 
 impl ErrorCode {
@@ -51,6 +55,8 @@ impl ErrorCode {
             ErrorCode::DeviceOffline => "device_offline",
             ErrorCode::DeviceError => "device_error",
             ErrorCode::VerifyFailed => "verify_failed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Retained => "retained",
         }
     }
 }

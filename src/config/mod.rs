@@ -7,12 +7,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod access;
 mod commands;
 mod error;
+pub mod files;
 mod load;
 mod local;
 mod metrics;
 mod modicon;
+pub mod packaged;
 mod raw;
 mod source_map;
 mod status;
@@ -26,7 +29,8 @@ pub use commands::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    load, load_str, load_str_with_warnings, load_with_warnings, read_text, MAX_FILE_SIZE,
+    load, load_for_check, load_str, load_str_with_warnings, load_with_warnings, read_text, Checked,
+    MAX_FILE_SIZE,
 };
 pub use local::LocalConfig;
 pub use modicon::{modicon_hint, ModiconReference};

@@ -19,22 +19,24 @@
 //!   retained Last Will and a graceful death on `P/status` of the local broker, always the
 //!   retained offline form (the on-site HMIs want to see that the gateway is down). Device
 //!   statuses retained, QoS 1.
-//! - **Commands.** `P/+/+/set` subscribed at QoS 1 with a persistent session; each PUBLISH goes
-//!   to the local command handler with an ack token and is acknowledged in receive order once
-//!   answered (results QoS 1 on the same broker). A command left unacknowledged (its result
-//!   could not be recorded or handed to this task, or the handler's channel was full) tears the
-//!   connection down so the broker redelivers it, and the next CONNACK does not reset the
-//!   backoff (`uplink::inbound`).
+//! - **Commands.** `P/+/+/set` subscribed at QoS 1 with a persistent session; the PUBLISHes of
+//!   each read go to the command intake of origin `local` exactly as the uplink's go to the
+//!   cloud's (`uplink::inbound`): committed to the command inbox, then acknowledged in receive
+//!   order; oversized ones are skipped unread and answered `bad_payload`. Results go out QoS 1
+//!   on the same broker; those made while it is down are kept (at most
+//!   [`PENDING_RESULTS`]) and published at the next connect. Only a failed inbox commit leaves
+//!   commands unacknowledged; that tears the connection down so the broker redelivers them, and
+//!   the next CONNACK does not reset the backoff.
 //! - **Independent of the cloud.** Nothing here waits on the queue or the uplink, and nothing
 //!   there waits on this task: its inputs are offered with `try_send`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
-use rumqttc::mqttbytes::QoS;
-use tokio::sync::mpsc::error::TrySendError;
+use rumqttc::mqttbytes::v4::{Packet, PubAck};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,11 +49,13 @@ use crate::commands::topic;
 use crate::config::{LocalConfig, OfflineStatus, Qos};
 use crate::sample::{now_ms, Sample};
 use crate::status::gateway::{self, GatewayInfo, OfflineReason};
-use crate::uplink::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
-use crate::uplink::inbound::{AckOrder, AckToken, Settled, Settlement};
+use crate::uplink::connection::{
+    self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received,
+};
+use crate::uplink::inbound::{self, AckOrder, Inbound, Settled, Settlement};
 use crate::uplink::message::{sample_payload, sample_topic, status_topic};
 use crate::uplink::session::Session;
-use crate::uplink::{Dialer, Incoming, UplinkError};
+use crate::uplink::{Dialer, UplinkError};
 
 /// First reconnect delay; doubles (full jitter) up to [`RECONNECT_MAX`].
 pub const RECONNECT_INITIAL: Duration = Duration::from_secs(1);
@@ -64,6 +68,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the death certificate's PUBACK.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Results kept while the broker is down, published at the next connect (oldest dropped
+/// first): the answers of a full command inbox's worth of on-site commands would not fit, but
+/// the on-site clients waiting for a few answers get them.
+pub const PENDING_RESULTS: usize = 1024;
 
 /// Everything the task is given.
 pub struct LocalClient {
@@ -72,8 +80,8 @@ pub struct LocalClient {
     pub feed: FeedReceiver,
     /// What the birth says; a change republishes it.
     pub gateway: watch::Receiver<Arc<GatewayInfo>>,
-    /// Where incoming commands go (the local command handler).
-    pub commands: mpsc::Sender<Incoming>,
+    /// The command intake of origin `local`: its filter is subscribed at every connect.
+    pub commands: Inbound,
 }
 
 enum Ended {
@@ -86,13 +94,15 @@ struct Client {
     dialer: Dialer,
     feed: FeedReceiver,
     gateway: watch::Receiver<Arc<GatewayInfo>>,
-    commands: mpsc::Sender<Incoming>,
+    commands: Inbound,
     session: Session,
     acks: AckOrder,
     /// Handed to the commands' [`AckToken`]s; their settlements come back on `done_rx`.
     done_tx: mpsc::UnboundedSender<Settlement>,
     done_rx: mpsc::UnboundedReceiver<Settlement>,
     retained: Retained,
+    /// Results made while the broker was down, for the next connect.
+    pending_results: VecDeque<(String, Bytes)>,
     /// Whether the gateway info still has a sender (its branch is disabled once it has not).
     gateway_open: bool,
 }
@@ -113,6 +123,7 @@ impl LocalClient {
             done_tx,
             done_rx,
             retained: Retained::default(),
+            pending_results: VecDeque::new(),
             gateway_open: true,
         };
         client.run(cancel).await;
@@ -178,18 +189,31 @@ impl Client {
             }
             let pause = tokio::time::sleep(delay);
             tokio::pin!(pause);
-            // Keep reading the feed while waiting: stale samples go, statuses and retained
-            // values are kept for the next connection; results cannot be delivered and their
-            // commands are redelivered by the broker.
+            // Keep reading the feed while waiting: stale samples go; statuses, retained values
+            // and results are kept for the next connection.
             loop {
                 tokio::select! {
                     () = &mut pause => break,
                     () = cancel.cancelled() => return,
                     Some(sample) = self.feed.samples.recv() => { self.remember_sample(&sample); }
-                    Some(event) = self.feed.events.recv() => { self.remember_event(event); }
+                    Some(event) = self.feed.events.recv() => {
+                        let (topic, payload, retain) = self.remember_event(event);
+                        if !retain {
+                            self.keep_result(topic, payload);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// A result that cannot be published now, for the next connect.
+    fn keep_result(&mut self, topic: String, payload: Bytes) {
+        if self.pending_results.len() == PENDING_RESULTS {
+            self.pending_results.pop_front();
+            warn!("too many command results wait for the local broker; dropping the oldest");
+        }
+        self.pending_results.push_back((topic, payload));
     }
 
     /// Keeps a retained sample's payload for the next connect; returns it.
@@ -238,7 +262,10 @@ impl Client {
             self.remember_sample(&sample);
         }
         while let Ok(event) = self.feed.events.try_recv() {
-            self.remember_event(event);
+            let (topic, payload, retain) = self.remember_event(event);
+            if !retain {
+                self.keep_result(topic, payload);
+            }
         }
         let birth = self.gateway.borrow_and_update().birth(now_ms());
         let mut packets =
@@ -258,10 +285,13 @@ impl Client {
             };
             packets.push(self.session.publish_other(topic, payload, qos, true, now));
         }
-        packets.push(
-            self.session
-                .subscribe(&[topic::filter(&self.config.topic_prefix)], now),
-        );
+        for (topic, payload) in std::mem::take(&mut self.pending_results) {
+            packets.push(
+                self.session
+                    .publish_other(topic, payload, Qos::AtLeastOnce, false, now),
+            );
+        }
+        packets.push(self.session.subscribe(&self.commands.filters, now));
         if let Err(error) = writer.write(&packets).await {
             return Ended::Lost(error);
         }
@@ -273,7 +303,7 @@ impl Client {
             let step = tokio::select! {
                 () = cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
-                    Ok(packet) => self.on_packets(packet, &mut reader, cancel),
+                    Ok(packet) => self.on_packets(packet, &mut reader, cancel).await,
                     Err(error) => Err(error),
                 },
                 Some(sample) = self.feed.samples.recv() => {
@@ -328,15 +358,29 @@ impl Client {
         }
     }
 
-    /// Handles `first` and every complete packet already buffered behind it.
-    fn on_packets(
+    /// Handles `first` and every complete packet already buffered behind it; the commands among
+    /// them go to the intake as one batch.
+    async fn on_packets(
         &mut self,
-        first: Packet,
+        first: Received,
         reader: &mut PacketReader,
         cancel: &CancellationToken,
     ) -> Result<(), UplinkError> {
         let mut packet = Some(first);
+        let mut commands = Vec::new();
         while let Some(next) = packet.take() {
+            let next = match next {
+                Received::Packet(next) => next,
+                Received::Oversized(publish) => {
+                    commands.extend(inbound::receive(
+                        Err(publish),
+                        &mut self.acks,
+                        &self.done_tx,
+                    ));
+                    packet = reader.buffered()?;
+                    continue;
+                }
+            };
             match next {
                 Packet::PubAck(ack) => {
                     self.session.on_puback(ack.pkid)?;
@@ -350,52 +394,15 @@ impl Client {
                         warn!(%error, "the local broker refused the command subscription");
                     }
                 }
-                Packet::Publish(publish) => self.on_command(publish, cancel),
+                Packet::Publish(publish) => {
+                    commands.extend(inbound::receive(Ok(publish), &mut self.acks, &self.done_tx))
+                }
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
             packet = reader.buffered()?;
         }
+        self.commands.hand_over(commands, cancel).await;
         Ok(())
-    }
-
-    /// A command from an on-site client: to the handler with a manual ack.
-    fn on_command(&mut self, publish: Publish, cancel: &CancellationToken) {
-        let ack = match publish.qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(AckToken::new(
-                self.done_tx.clone(),
-                self.acks.on_publish(publish.pkid),
-            )),
-            QoS::ExactlyOnce => {
-                // Subscribed at QoS 1, so a conforming broker never sends this.
-                warn!(topic = %publish.topic, "ignoring a QoS 2 command from the local broker");
-                return;
-            }
-        };
-        let incoming = Incoming {
-            topic: publish.topic,
-            payload: publish.payload,
-            dup: publish.dup,
-            ack,
-        };
-        match self.commands.try_send(incoming) {
-            Ok(()) => {}
-            // Its token, dropped here, reports it abandoned: the client reconnects and the
-            // broker redelivers it.
-            Err(TrySendError::Full(incoming)) => {
-                warn!(topic = %incoming.topic, "local command handler is busy; the command goes back to the broker");
-            }
-            // Only at shutdown (or after a bug stopped the handler): a new connection would
-            // not bring it back.
-            Err(TrySendError::Closed(incoming)) => {
-                if !cancel.is_cancelled() {
-                    warn!(topic = %incoming.topic, "local command handler is gone; command left unacknowledged");
-                }
-                if let Some(ack) = incoming.ack {
-                    ack.leave();
-                }
-            }
-        }
     }
 
     async fn close(&mut self, mut reader: PacketReader, mut writer: PacketWriter) -> Ended {
@@ -408,7 +415,7 @@ impl Client {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
                 while self.session.status_pending() {
                     match reader.read().await {
-                        Ok(Packet::PubAck(ack)) => {
+                        Ok(Received::Packet(Packet::PubAck(ack))) => {
                             let _ = self.session.on_puback(ack.pkid);
                         }
                         Ok(_) => {}

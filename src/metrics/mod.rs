@@ -23,6 +23,7 @@
 //!   scrape.
 //! - Shutdown: the listener and every open connection stop when the cancellation token fires.
 
+pub mod commands;
 pub mod devices;
 mod encode;
 pub mod http;
@@ -45,6 +46,7 @@ use tracing::{debug, error, info};
 
 use crate::backoff::Backoff;
 
+pub use commands::CommandCollector;
 pub use devices::DeviceCollector;
 pub use process::ProcessCollector;
 pub use queue::QueueCollector;

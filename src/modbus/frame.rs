@@ -1,8 +1,8 @@
 //! Modbus requests and replies, and their RTU framing (pure).
 //!
 //! [`Request`] and [`Response`] are the protocol data units the bus owner deals in, whatever the
-//! transport: the TCP link maps them onto tokio-modbus, the RTU link frames them itself with
-//! [`encode_rtu`] and [`parse_rtu_response`].
+//! transport: the RTU link frames them with [`encode_rtu`] and [`parse_rtu_response`], the TCP
+//! link with the MBAP header of [`super::mbap`]; both check every reply with [`interpret`].
 //!
 //! Why RTU framing is ours and not tokio-modbus': its RTU codec silently skips bytes with a bad
 //! CRC (so CRC errors cannot be counted per device), and a reply that arrives after its request
@@ -262,6 +262,15 @@ pub fn interpret(
             } else {
                 count * 2
             };
+            // The byte count the reply declares, and the bytes it carries: over RTU the frame
+            // is cut by the first, over TCP by the MBAP length, so either may lie.
+            let declared = data.first().map_or(0, |&n| usize::from(n));
+            if declared != expected {
+                return Err(Mismatch::Length {
+                    expected,
+                    got: declared,
+                });
+            }
             let bytes = data.get(1..).unwrap_or(&[]);
             if bytes.len() != expected {
                 return Err(Mismatch::Length {

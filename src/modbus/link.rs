@@ -1,9 +1,13 @@
 //! Links: how a bus owner puts one request on the wire and gets its reply (I/O).
 //!
-//! - [`TcpLink`]: Modbus TCP through tokio-modbus' client, one connection per bus. After a
-//!   timeout or a transport/protocol error the connection is dropped and the next request opens
-//!   a new one: tokio-modbus would otherwise hand the late reply of the timed-out request to the
-//!   next one (upstream #324) and stay off by one forever.
+//! - [`TcpLink`]: Modbus TCP with MBAP framing of our own ([`super::mbap`]), one connection per
+//!   bus. Every reply is checked against its request like an RTU one (transaction id, unit,
+//!   function code, byte count and register or bit count, write echo): a frame with another
+//!   transaction id answers an earlier request and is skipped as stale; a frame that answers
+//!   this request wrongly is a protocol error, never a value, and the connection is dropped (a
+//!   peer that sent it cannot be trusted to be in step). After a timeout the connection is
+//!   dropped too (a half-open connection, or a device that answers much later) and the next
+//!   request opens a new one.
 //! - [`RtuLink`]: Modbus RTU framing of our own ([`super::frame`]) over a serial port (`rtu`) or
 //!   a TCP stream (`rtu_over_tcp`). Stale replies are handled twice over: bytes waiting before a
 //!   request are discarded, and a complete frame that does not answer the request (another unit,
@@ -36,11 +40,9 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_modbus::client::{Client, Context};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
 
-use super::frame::{self, Exception, ParsedFrame, Reply, Request, Response};
+use super::frame::{self, ParsedFrame, Reply, Request};
+use super::mbap::{self, ParsedAdu};
 use crate::config::{Parity, SerialSettings, StopBits};
 
 /// Why an exchange failed (an exception is not a failure: it is a [`Reply`]).
@@ -92,12 +94,15 @@ pub trait Link: Send {
     fn abandon(&mut self);
 }
 
-/// Modbus TCP over tokio-modbus.
+/// Modbus TCP (MBAP framing, see the module docs).
 pub struct TcpLink {
     host: String,
     port: u16,
     /// `None` until connected and after any failure (see the module docs).
-    ctx: Option<Context>,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    /// The transaction id of the last request.
+    transaction: u16,
 }
 
 impl TcpLink {
@@ -105,7 +110,9 @@ impl TcpLink {
         TcpLink {
             host,
             port,
-            ctx: None,
+            stream: None,
+            buf: Vec::with_capacity(mbap::MAX_ADU),
+            transaction: 0,
         }
     }
 }
@@ -123,95 +130,98 @@ impl Link for TcpLink {
         &mut self,
         unit: u8,
         request: &Request,
-        _notes: &mut LinkNotes,
+        notes: &mut LinkNotes,
     ) -> Result<Reply, LinkError> {
         if !request.is_within_limits() {
             return Err(LinkError::TooLarge);
         }
-        let ctx = match &mut self.ctx {
-            Some(ctx) => ctx,
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
             None => {
-                let addr = resolve(&self.host, self.port).await?;
-                let ctx = tokio_modbus::client::tcp::connect_slave(addr, Slave(unit))
-                    .await
-                    .map_err(|source| LinkError::Connect {
-                        addr: addr.to_string(),
-                        source,
-                    })?;
-                self.ctx.insert(ctx)
+                let stream = TcpOpener {
+                    host: self.host.clone(),
+                    port: self.port,
+                }
+                .open()
+                .await?;
+                self.stream.insert(stream)
             }
         };
-        ctx.set_slave(Slave(unit));
-        let result = ctx.call(to_tokio_modbus(request)).await;
-        match result {
-            Ok(Ok(response)) => match from_tokio_modbus(response) {
-                Some(response) => Ok(Ok(trim(request, response))),
-                None => {
-                    self.ctx = None;
-                    Err(LinkError::Protocol("unexpected response".to_owned()))
-                }
-            },
-            Ok(Err(code)) => Ok(Err(Exception(u8::from(code)))),
-            Err(error) => {
-                self.ctx = None;
-                Err(match error {
-                    tokio_modbus::Error::Transport(io) => LinkError::Io(io),
-                    tokio_modbus::Error::Protocol(p) => LinkError::Protocol(p.to_string()),
-                })
-            }
+        // Bytes left from an abandoned exchange must not be framed as this reply.
+        stream.discard_pending();
+        self.buf.clear();
+        self.transaction = self.transaction.wrapping_add(1);
+        let result = exchange_tcp(
+            stream,
+            &mut self.buf,
+            self.transaction,
+            unit,
+            request,
+            notes,
+        )
+        .await;
+        if result.is_err() {
+            self.stream = None;
         }
+        result
     }
 
     fn abandon(&mut self) {
-        self.ctx = None;
+        self.stream = None;
     }
 }
 
-/// tokio-modbus returns bit reads padded to whole bytes; the owner expects `count` bits.
-fn trim(request: &Request, response: Response) -> Response {
-    match (request, response) {
-        (Request::Read { count, .. }, Response::Bits(mut bits)) => {
-            bits.truncate(usize::from(*count));
-            Response::Bits(bits)
+async fn exchange_tcp(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    transaction: u16,
+    unit: u8,
+    request: &Request,
+    notes: &mut LinkNotes,
+) -> Result<Reply, LinkError> {
+    stream
+        .write_all(&mbap::encode(transaction, unit, request))
+        .await?;
+    loop {
+        match mbap::parse_response(buf) {
+            ParsedAdu::Incomplete(_) => read_more(stream, buf).await?,
+            ParsedAdu::Frame {
+                len,
+                transaction: t,
+                ..
+            } if t != transaction => {
+                // The late reply of an earlier request.
+                notes.stale_frames += 1;
+                buf.drain(..len);
+            }
+            ParsedAdu::Frame {
+                unit: frame_unit,
+                function,
+                data,
+                ..
+            } => {
+                return frame::interpret(request, unit, frame_unit, function, &data).map_err(
+                    |mismatch| LinkError::Protocol(format!("malformed reply: {mismatch}")),
+                )
+            }
+            ParsedAdu::Garbage(reason) => return Err(LinkError::Protocol(reason)),
         }
-        (_, response) => response,
     }
 }
 
-fn to_tokio_modbus(request: &Request) -> tokio_modbus::Request<'static> {
-    use crate::config::Table;
-    use tokio_modbus::Request as R;
-    match request.clone() {
-        Request::Read {
-            table,
-            start,
-            count,
-        } => match table {
-            Table::Coil => R::ReadCoils(start, count),
-            Table::DiscreteInput => R::ReadDiscreteInputs(start, count),
-            Table::Holding => R::ReadHoldingRegisters(start, count),
-            Table::Input => R::ReadInputRegisters(start, count),
-        },
-        Request::WriteCoil { address, value } => R::WriteSingleCoil(address, value),
-        Request::WriteRegister { address, value } => R::WriteSingleRegister(address, value),
-        Request::WriteCoils { address, values } => R::WriteMultipleCoils(address, values.into()),
-        Request::WriteRegisters { address, values } => {
-            R::WriteMultipleRegisters(address, values.into())
-        }
+/// Appends what the transport has next to `buf` (at most one frame's worth); the end of the
+/// stream is an i/o error.
+async fn read_more<T: AsyncRead + Unpin>(
+    transport: &mut T,
+    buf: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let mut chunk = [0u8; mbap::MAX_ADU];
+    let n = transport.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
     }
-}
-
-fn from_tokio_modbus(response: tokio_modbus::Response) -> Option<Response> {
-    use tokio_modbus::Response as R;
-    Some(match response {
-        R::ReadCoils(bits) | R::ReadDiscreteInputs(bits) => Response::Bits(bits),
-        R::ReadHoldingRegisters(words) | R::ReadInputRegisters(words) => Response::Words(words),
-        R::WriteSingleCoil(..)
-        | R::WriteSingleRegister(..)
-        | R::WriteMultipleCoils(..)
-        | R::WriteMultipleRegisters(..) => Response::Written,
-        _ => return None,
-    })
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// A byte stream an RTU link can run on.
@@ -478,16 +488,9 @@ async fn exchange<T: RtuTransport>(
         .write_all(&frame::encode_rtu(unit, request))
         .await?;
     transport.flush().await?;
-    let mut chunk = [0u8; frame::MAX_RTU_FRAME];
     loop {
         match frame::parse_rtu_response(buf) {
-            ParsedFrame::Incomplete(_) => {
-                let n = transport.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            ParsedFrame::Incomplete(_) => read_more(transport, buf).await?,
             ParsedFrame::Frame {
                 len,
                 unit: frame_unit,
@@ -516,6 +519,7 @@ async fn exchange<T: RtuTransport>(
 mod tests {
     use super::*;
     use crate::config::Table;
+    use crate::modbus::frame::Response;
     use std::time::Duration;
 
     fn reply_frame(unit: u8, pdu: &[u8]) -> Vec<u8> {
@@ -650,6 +654,82 @@ mod tests {
         assert_eq!(reply, Ok(Response::Words(vec![42])));
         assert_eq!(notes.stale_frames, 1);
         drop(slave.await.unwrap());
+    }
+
+    /// A Modbus TCP device on a loopback port that answers each read with the next of
+    /// `replies` (each a PDU, sent with the given transaction id offset), one connection at a
+    /// time; returns how many connections it accepted.
+    async fn tcp_device(replies: Vec<(u16, Vec<u8>)>) -> (u16, tokio::task::JoinHandle<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut replies = replies.into_iter();
+            let mut connections = 0;
+            'accept: while replies.len() > 0 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    break;
+                };
+                connections += 1;
+                loop {
+                    let mut request = [0u8; 12];
+                    if stream.read_exact(&mut request).await.is_err() {
+                        continue 'accept;
+                    }
+                    let Some((offset, pdu)) = replies.next() else {
+                        break 'accept;
+                    };
+                    let transaction = u16::from_be_bytes([request[0], request[1]]) - offset;
+                    let mut frame = transaction.to_be_bytes().to_vec();
+                    frame.extend_from_slice(&[0, 0]);
+                    frame.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+                    frame.push(request[6]);
+                    frame.extend_from_slice(&pdu);
+                    stream.write_all(&frame).await.unwrap();
+                }
+            }
+            connections
+        });
+        (port, task)
+    }
+
+    /// Replies that do not answer the request (one register more, another function code, a
+    /// byte count that lies) are protocol errors, never values, and cost the connection; a
+    /// reply with an earlier transaction id is skipped as stale and the real one taken.
+    #[tokio::test]
+    async fn a_tcp_reply_is_checked_against_its_request_and_transaction() {
+        let (port, device) = tcp_device(vec![
+            (0, vec![3, 2, 0, 42]),
+            (0, vec![3, 4, 0, 66, 0, 66]),
+            (0, vec![4, 2, 0, 66]),
+            (0, vec![3, 2, 0]),
+            (1, vec![3, 2, 0, 66]),
+        ])
+        .await;
+        let mut link = TcpLink::new("127.0.0.1".into(), port);
+        let mut notes = LinkNotes::default();
+        assert_eq!(
+            link.transact(1, &READ, &mut notes).await.unwrap(),
+            Ok(Response::Words(vec![42]))
+        );
+        for _ in 0..3 {
+            let error = link.transact(1, &READ, &mut notes).await.unwrap_err();
+            assert!(matches!(error, LinkError::Protocol(_)), "{error}");
+            assert!(
+                link.stream.is_none(),
+                "a malformed reply drops the connection"
+            );
+        }
+        // A stale frame, then nothing: the owner's timeout ends the wait, no value taken.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(300),
+            link.transact(1, &READ, &mut notes),
+        )
+        .await;
+        assert!(waited.is_err(), "{waited:?}");
+        assert_eq!(notes.stale_frames, 1);
+        link.abandon();
+        drop(link);
+        assert_eq!(device.await.unwrap(), 4);
     }
 
     #[tokio::test]

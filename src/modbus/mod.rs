@@ -3,7 +3,7 @@
 //! ([`decode`]) into samples. `serial_line` buses of ASCII instruments have their own owner
 //! ([`serial_line`]).
 //!
-//! Pure: [`plan`], [`decode`], [`frame`], [`device`], the splitter and matcher of
+//! Pure: [`plan`], [`decode`], [`frame`], [`mbap`], [`device`], the splitter and matcher of
 //! [`serial_line`]. I/O: [`link`], [`bus`], the task of [`serial_line`].
 
 pub mod bus;
@@ -14,6 +14,7 @@ pub mod device;
 pub(crate) mod fixtures;
 pub mod frame;
 pub mod link;
+pub mod mbap;
 pub mod plan;
 pub mod serial_line;
 

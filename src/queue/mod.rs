@@ -34,8 +34,8 @@
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands of
-//! issue 5 have a table of their own, see [`recent`]), schema version 2 in
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands and the
+//! command inbox have tables of their own, see [`recent`] and [`inbox`]), schema version 2 in
 //! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
 //! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
@@ -152,6 +152,7 @@ use crate::config::{OnFull, Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
 pub mod capacity;
+pub mod inbox;
 pub mod inspect;
 pub mod recent;
 pub mod record;
@@ -161,6 +162,7 @@ pub mod summary;
 pub mod unwritten;
 mod writer;
 
+pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};
 pub use recent::{CommandKey, RecentCommand};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
@@ -444,6 +446,18 @@ pub struct Queue {
 #[derive(Debug)]
 pub struct LiveReceiver {
     pub rx: mpsc::Receiver<Sample>,
+}
+
+/// An answer the writer has ([`Queue::send_answer`]), not necessarily committed yet.
+#[derive(Debug)]
+pub struct AnswerSent(oneshot::Receiver<Result<(), QueueError>>);
+
+impl AnswerSent {
+    /// Waits for the commit of the answer's transaction.
+    pub async fn committed(self) -> Result<(), QueueError> {
+        // A dropped reply sender means the writer died before answering.
+        self.0.await.map_err(|_| QueueError::Closed)?
+    }
 }
 
 /// Owner of the writer thread.
@@ -774,25 +788,45 @@ impl Queue {
     }
 
     /// Commits a command's answer in one transaction: `message` (its result, queued and then
-    /// published like any row) and, for a command with an id, the recorded `result`. Returns
-    /// after the commit, so the command's PUBLISH may be acknowledged then. Not subject to
-    /// `store.on_full: reject_new`: an answer is small and must not be lost.
+    /// published like any row), for a command with an id the recorded `result`, and the removal
+    /// of its `inbox` row. Returns after the commit. Not subject to `store.on_full:
+    /// reject_new`: an answer is small and must not be lost.
     pub async fn answer_command(
         &self,
         key: Option<CommandKey>,
         result: String,
         message: Option<Message>,
+        inbox: Option<i64>,
     ) -> Result<(), QueueError> {
+        self.send_answer(key, result, message, inbox)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// [`Queue::answer_command`] without waiting for the commit: returns once the writer has
+    /// the answer, so a handler can go on with the next command (its own reads see the answer)
+    /// and learn of the commit later ([`AnswerSent::committed`]).
+    pub async fn send_answer(
+        &self,
+        key: Option<CommandKey>,
+        result: String,
+        message: Option<Message>,
+        inbox: Option<i64>,
+    ) -> Result<AnswerSent, QueueError> {
         if message.as_ref().is_some_and(|m| m.qos == Qos::AtMostOnce) {
             return Err(QueueError::QosZero);
         }
-        self.request(|reply| Command::Answered {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Answered {
             key,
             result,
             message,
+            inbox,
             reply,
         })
-        .await
+        .await?;
+        Ok(AnswerSent(rx))
     }
 
     /// Newest committed `seq`, depth and size, updated after every commit. `changed()` fails

@@ -27,9 +27,10 @@
 //! 1. **Writing** is committed *before* the write goes to the device. A command found in this
 //!    state was interrupted (crash, `kill -9`, power cut) between its write and its answer: the
 //!    gateway does not know whether the device got the write, so it must not write again.
-//! 2. **Answered** is committed in the same transaction as the result message's queue row
-//!    ([`super::Queue::answer_command`]), and only then is the incoming PUBLISH acknowledged. So
-//!    a redelivery always finds the command, and its answer is either in the queue or known.
+//! 2. **Answered** is committed in the same transaction as the result message's queue row and
+//!    the removal of the command from the inbox ([`super::Queue::answer_command`], `inbox.rs`).
+//!    So a command handled again after a crash always finds itself, and its answer is either
+//!    in the queue or known.
 //!
 //! Commands without an `id` are not recorded: nothing identifies a redelivery of them.
 //!
@@ -90,6 +91,14 @@ pub(super) fn lookup(
     conn: &Connection,
     key: &CommandKey,
 ) -> Result<Option<RecentCommand>, QueueError> {
+    Ok(state(conn, key)?)
+}
+
+/// [`lookup`] inside a transaction (the inbox asks it while it stores commands).
+pub(super) fn state(
+    conn: &Connection,
+    key: &CommandKey,
+) -> rusqlite::Result<Option<RecentCommand>> {
     let row: Option<(i64, Option<String>)> = conn
         .prepare_cached(
             "SELECT state, result FROM recent_commands \
@@ -273,12 +282,17 @@ mod tests {
         );
         let result = r#"{"id":"a","ok":true}"#;
         queue
-            .answer_command(Some(key("a")), result.into(), Some(result_message(result)))
+            .answer_command(
+                Some(key("a")),
+                result.into(),
+                Some(result_message(result)),
+                None,
+            )
             .await
             .unwrap();
         // Without an id: only the result row.
         queue
-            .answer_command(None, "{}".into(), Some(result_message("{}")))
+            .answer_command(None, "{}".into(), Some(result_message("{}")), None)
             .await
             .unwrap();
         assert_eq!(queue.progress().borrow().depth, 2);
@@ -286,7 +300,7 @@ mod tests {
         let mut qos0 = result_message("{}");
         qos0.qos = Qos::AtMostOnce;
         assert!(queue
-            .answer_command(None, "{}".into(), Some(qos0))
+            .answer_command(None, "{}".into(), Some(qos0), None)
             .await
             .is_err());
         writer.close().await.unwrap();

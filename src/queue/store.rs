@@ -318,6 +318,7 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     }
     // Additive, so not a schema version of its own (see `recent.rs`).
     tx.execute_batch(super::recent::SCHEMA)?;
+    tx.execute_batch(super::inbox::SCHEMA)?;
     // Written only when it changes: an open that writes nothing also works on a full disk.
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -409,6 +410,13 @@ pub(super) enum Write<'a> {
         key: Option<&'a CommandKey>,
         result: &'a str,
         message: Option<&'a Message>,
+        /// The command's inbox row, removed with its answer.
+        inbox: Option<i64>,
+        now_ms: i64,
+    },
+    /// A request of the command inbox (see `inbox.rs`).
+    Inbox {
+        request: &'a super::inbox::Request,
         now_ms: i64,
     },
 }
@@ -422,7 +430,7 @@ impl Write<'_> {
                     message: Some(_),
                     ..
                 }
-        )
+        ) || matches!(self, Write::Inbox { request, .. } if request.inserts())
     }
 }
 
@@ -544,12 +552,17 @@ pub(super) fn apply_writes<'a>(
                     applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
                 }
                 Write::CommandTaken { key, now_ms } => super::recent::begin(&tx, key, now_ms)?,
+                Write::Inbox { request, now_ms } => super::inbox::apply(&tx, request, now_ms)?,
                 Write::CommandAnswered {
                     key,
                     result,
                     message,
+                    inbox,
                     now_ms,
                 } => {
+                    if let Some(row) = inbox {
+                        super::inbox::delete(&tx, row)?;
+                    }
                     if let Some(m) = message {
                         insert.execute(params![
                             &*m.device,

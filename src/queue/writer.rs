@@ -21,7 +21,9 @@
 //!    the group again: a commit that fits in the existing log file needs no new disk space.
 //! 2. If a group with inserts still fails (disk full, I/O error), its other writes are tried
 //!    alone: on a nearly full disk, updates and deletes may fit (they reuse pages) where inserts
-//!    do not. New samples are dropped and counted.
+//!    do not. New samples are dropped and counted. Command results and commands taken into the
+//!    inbox are inserts too: their replies fail whenever their own transaction did, so a
+//!    command is acknowledged to its broker only once it is on disk.
 //! 3. If that fails too, the acknowledgements are kept (see above), the writer carries on and
 //!    commits succeed again by themselves once space returns. While acknowledgements are kept
 //!    and nothing else arrives, the writer tries them again on a timer (250 ms doubling to 5 s),
@@ -40,6 +42,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::capacity::{self, Capacity, DropBurst, Drops, Room};
+use super::inbox;
 use super::recent::{self, CommandKey, RecentCommand};
 use super::store::{self, Write};
 use super::unwritten::Unwritten;
@@ -127,8 +130,12 @@ pub(super) enum Command {
         key: Option<CommandKey>,
         result: String,
         message: Option<Message>,
+        /// The command's inbox row, removed in the same transaction.
+        inbox: Option<i64>,
         reply: DoneReply,
     },
+    /// The command inbox (`inbox.rs`).
+    Inbox(inbox::Request),
 }
 
 /// State owned by the writer thread.
@@ -205,6 +212,7 @@ enum Pending {
         reply: DoneReply,
         inserts: bool,
     },
+    Inbox(inbox::Request),
 }
 
 /// Measures the room on disk for [`capacity::limits`].
@@ -241,7 +249,9 @@ pub(super) struct Retry {
     delay: Option<Duration>,
 }
 
-/// What [`Retry::recv`] got.
+/// What [`Retry::recv`] got. A return value moved once, never stored: boxing the command
+/// would cost an allocation per command for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Waited {
     Command(Command),
     Closed,
@@ -342,6 +352,7 @@ impl Writer {
                 *inserts += 1;
                 group.push(cmd);
             }
+
             _ => group.push(cmd),
         }
     }
@@ -460,11 +471,17 @@ impl Writer {
                     key,
                     result,
                     message,
+                    inbox,
                     ..
                 } => writes.push(Write::CommandAnswered {
                     key: key.as_ref(),
                     result,
                     message: message.as_ref(),
+                    inbox: *inbox,
+                    now_ms: now,
+                }),
+                Command::Inbox(request) => writes.push(Write::Inbox {
+                    request,
                     now_ms: now,
                 }),
                 _ => {}
@@ -475,7 +492,7 @@ impl Writer {
         let mut unmarked: Vec<u64> = Vec::new();
         let mut inserts_failed = false;
         if !writes.is_empty() {
-            let committed = self.commit(&writes, admitted > 0);
+            let committed = self.commit(&writes);
             inserts_failed = !committed.inserts_applied;
             let dropped = if committed.inserts_applied {
                 0
@@ -554,6 +571,7 @@ impl Writer {
                     reply,
                     inserts: message.is_some(),
                 }),
+                Command::Inbox(request) => pending.push(Pending::Inbox(request)),
                 _ => {}
             }
         }
@@ -562,7 +580,7 @@ impl Writer {
 
     /// Tries the group's transaction, then (see the module doc) again after a checkpoint when
     /// the disk is full, then without the inserts.
-    fn commit(&mut self, writes: &[Write<'_>], has_inserts: bool) -> Committed {
+    fn commit(&mut self, writes: &[Write<'_>]) -> Committed {
         let mut result = store::apply_writes(&mut self.conn, writes.iter().copied());
         let first_failed = result.is_err();
         if result.as_ref().is_err_and(store::is_disk_full) {
@@ -572,7 +590,10 @@ impl Writer {
             result = store::apply_writes(&mut self.conn, writes.iter().copied());
         }
         let mut inserts_applied = result.is_ok();
-        if result.is_err() && has_inserts && writes.iter().any(|w| !w.is_insert()) {
+        if result.is_err()
+            && writes.iter().any(Write::is_insert)
+            && writes.iter().any(|w| !w.is_insert())
+        {
             // What keeps the session and the disk usage moving, without the inserts that most
             // likely caused the failure.
             result = store::apply_writes(
@@ -779,6 +800,18 @@ impl Writer {
                         None => Ok(()),
                     };
                     let _ = reply.send(outcome);
+                }
+                Pending::Inbox(request) => {
+                    // Like an answer: failed if its transaction failed, even when the group's
+                    // other writes then went through without it.
+                    let failed = match &commit_error {
+                        Some(e) => Some(e.clone()),
+                        None if request.inserts() && inserts_failed => {
+                            Some("the transaction holding the commands failed".to_owned())
+                        }
+                        None => None,
+                    };
+                    request.resolve(&self.conn, failed.as_deref())
                 }
                 Pending::Done(reply) => {
                     let _ = reply.send(match &commit_error {

@@ -75,6 +75,9 @@ impl Default for Tables {
 /// the exact moment a write reaches the device).
 pub type WriteHook = Arc<dyn Fn(u8) + Send + Sync>;
 
+/// One register write as a unit received it: start address and words.
+pub type RegisterWrite = (u16, Vec<u16>);
+
 /// The simulated register space; cheap to clone, shared with the server tasks.
 #[derive(Clone, Default)]
 pub struct Registers {
@@ -89,6 +92,8 @@ pub struct Registers {
     requests: Arc<AtomicU64>,
     /// Write requests (FC 5, 6, 15, 16) served, per unit.
     writes: Arc<Mutex<HashMap<u8, u64>>>,
+    /// Every register write (FC 6, 16) received, per unit, in order: start address and words.
+    register_writes: Arc<Mutex<HashMap<u8, Vec<RegisterWrite>>>>,
     write_hook: Arc<Mutex<Option<WriteHook>>>,
 }
 
@@ -175,6 +180,17 @@ impl Registers {
         writes.get(&unit).copied().unwrap_or(0)
     }
 
+    /// Every register write (FC 6, 16) `unit` received so far, applied or not, in the order it
+    /// arrived: the start address and the words (tests check what was written, in which order,
+    /// and that nothing was written twice).
+    pub fn register_writes(&self, unit: u8) -> Vec<RegisterWrite> {
+        let writes = self
+            .register_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        writes.get(&unit).cloned().unwrap_or_default()
+    }
+
     /// Makes `unit` acknowledge writes without applying them (`true`), as a device whose
     /// register is read-only or clamped does, or apply them again.
     pub fn set_ignore_writes(&self, unit: u8, ignore: bool) {
@@ -218,6 +234,19 @@ impl Registers {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(unit)
                 .or_default() += 1;
+            let words = match &request {
+                Request::WriteSingleRegister(a, v) => Some((*a, vec![*v])),
+                Request::WriteMultipleRegisters(a, words) => Some((*a, words.to_vec())),
+                _ => None,
+            };
+            if let Some(write) = words {
+                self.register_writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(unit)
+                    .or_default()
+                    .push(write);
+            }
             let hook = self
                 .write_hook
                 .lock()

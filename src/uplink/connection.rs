@@ -9,10 +9,18 @@
 //! `read_buf`, which either appended bytes to the buffer or did nothing), so it can sit in a
 //! `select!` that other branches win. Writes are bounded by a deadline: a peer that stops reading
 //! (a stalled WAN link) fails the write instead of blocking the task forever.
+//!
+//! # Oversized PUBLISHes
+//! A PUBLISH longer than [`MAX_INCOMING_PACKET`] is not an error of the connection: renewing
+//! it would only make the broker deliver the same message again, forever. The reader parses its
+//! fixed and variable header (topic, packet id, flags), hands it over as
+//! [`Received::Oversized`], and discards the payload as it streams in, never holding more of it
+//! than one socket read. Any other packet over the limit is a protocol error (a broker sends
+//! nothing else that large).
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, LastWill, Packet};
 use rumqttc::mqttbytes::{self, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -20,15 +28,38 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::transport::{Dialer, Stream};
 use super::UplinkError;
 
-/// Largest packet accepted from the broker: commands (issue 5) are small JSON documents; the
-/// bound keeps a misbehaving peer from growing the buffer.
-const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet read whole from the broker. Commands are at most 16 KiB of payload (larger
+/// ones are refused unread), so 64 KiB leaves room for the longest topic while a misbehaving
+/// peer cannot grow the buffer; a longer PUBLISH is skipped as it streams in.
+pub const MAX_INCOMING_PACKET: usize = 64 * 1024;
 /// Largest packet we write; MQTT's own limit is 256 MiB, samples are tiny.
 const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 
 pub struct PacketReader {
     half: ReadHalf<Stream>,
     buf: BytesMut,
+    /// Bytes of an oversized PUBLISH's payload still to be discarded as they arrive.
+    skip: u64,
+}
+
+/// What the reader took off the wire.
+#[derive(Debug)]
+pub enum Received {
+    Packet(Packet),
+    /// A PUBLISH over [`MAX_INCOMING_PACKET`]: its header, the payload discarded unread.
+    Oversized(OversizedPublish),
+}
+
+/// The header of a PUBLISH too large to read (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedPublish {
+    pub topic: String,
+    pub pkid: u16,
+    pub qos: QoS,
+    pub dup: bool,
+    pub retain: bool,
+    /// Payload bytes, discarded.
+    pub payload_len: u64,
 }
 
 pub struct PacketWriter {
@@ -60,6 +91,7 @@ pub async fn connect(
         let mut reader = PacketReader {
             half: read,
             buf: BytesMut::with_capacity(4096),
+            skip: 0,
         };
         let mut writer = PacketWriter {
             half: write,
@@ -80,11 +112,16 @@ pub async fn connect(
         }
         writer.write(&[Packet::Connect(connect)]).await?;
         match reader.read().await? {
-            Packet::ConnAck(ack) if ack.code == mqttbytes::v4::ConnectReturnCode::Success => {
+            Received::Packet(Packet::ConnAck(ack))
+                if ack.code == mqttbytes::v4::ConnectReturnCode::Success =>
+            {
                 Ok((reader, writer, ack))
             }
-            Packet::ConnAck(ack) => Err(UplinkError::Refused(format!("{:?}", ack.code))),
-            other => Err(UplinkError::UnexpectedPacket(packet_name(&other))),
+            Received::Packet(Packet::ConnAck(ack)) => {
+                Err(UplinkError::Refused(format!("{:?}", ack.code)))
+            }
+            Received::Packet(other) => Err(UplinkError::UnexpectedPacket(packet_name(&other))),
+            Received::Oversized(_) => Err(UplinkError::UnexpectedPacket("PUBLISH")),
         }
     };
     tokio::time::timeout(deadline, attempt)
@@ -94,7 +131,7 @@ pub async fn connect(
 
 impl PacketReader {
     /// Next packet from the broker. Cancel-safe.
-    pub async fn read(&mut self) -> Result<Packet, UplinkError> {
+    pub async fn read(&mut self) -> Result<Received, UplinkError> {
         loop {
             if let Some(packet) = self.buffered()? {
                 return Ok(packet);
@@ -107,16 +144,96 @@ impl PacketReader {
 
     /// A packet that is already complete in the buffer, without waiting for the socket: lets
     /// the link handle a burst of acknowledgements as one batch (one commit).
-    pub fn buffered(&mut self) -> Result<Option<Packet>, UplinkError> {
+    pub fn buffered(&mut self) -> Result<Option<Received>, UplinkError> {
+        if self.skip > 0 {
+            let n = self.skip.min(self.buf.len() as u64);
+            self.buf.advance(n as usize);
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
         match Packet::read(&mut self.buf, MAX_INCOMING_PACKET) {
-            Ok(packet) => Ok(Some(packet)),
+            Ok(packet) => Ok(Some(Received::Packet(packet))),
             Err(mqttbytes::Error::InsufficientBytes(needed)) => {
                 self.buf.reserve(needed);
                 Ok(None)
             }
+            Err(mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
+                match oversized_header(&self.buf)? {
+                    None => Ok(None),
+                    Some((publish, header_len)) => {
+                        self.skip = publish.payload_len;
+                        self.buf.advance(header_len);
+                        tracing::debug!(size, topic = %publish.topic, "skipping an oversized publish");
+                        Ok(Some(Received::Oversized(publish)))
+                    }
+                }
+            }
             Err(e) => Err(UplinkError::Protocol(e)),
         }
     }
+}
+
+/// The header of an oversized packet at the start of `buf` and its length (fixed and variable
+/// header), or `None` until all of it is in. Only a PUBLISH may be oversized.
+fn oversized_header(buf: &[u8]) -> Result<Option<(OversizedPublish, usize)>, UplinkError> {
+    let protocol = |e| Err(UplinkError::Protocol(e));
+    let Some(&byte1) = buf.first() else {
+        return Ok(None);
+    };
+    let mut remaining: u64 = 0;
+    let mut at = 1;
+    loop {
+        let Some(&byte) = buf.get(at) else {
+            return Ok(None);
+        };
+        remaining |= u64::from(byte & 0x7F) << (7 * (at - 1));
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return protocol(mqttbytes::Error::MalformedRemainingLength);
+        }
+    }
+    if byte1 >> 4 != 3 {
+        return protocol(mqttbytes::Error::PayloadSizeLimitExceeded(
+            usize::try_from(remaining).unwrap_or(usize::MAX),
+        ));
+    }
+    let qos = match (byte1 >> 1) & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        q => return protocol(mqttbytes::Error::InvalidQoS(q)),
+    };
+    let Some(len) = buf.get(at..at + 2) else {
+        return Ok(None);
+    };
+    let topic_len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let pkid_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let variable = 2 + topic_len + pkid_len;
+    let Some(payload_len) = remaining.checked_sub(variable as u64) else {
+        return protocol(mqttbytes::Error::BoundaryCrossed(topic_len));
+    };
+    let Some(variable_header) = buf.get(at + 2..at + variable) else {
+        return Ok(None);
+    };
+    let (topic, pkid) = variable_header.split_at(topic_len);
+    let pkid = match pkid {
+        [hi, lo] => u16::from_be_bytes([*hi, *lo]),
+        _ => 0,
+    };
+    let publish = OversizedPublish {
+        topic: String::from_utf8_lossy(topic).into_owned(),
+        pkid,
+        qos,
+        dup: byte1 & 0x08 != 0,
+        retain: byte1 & 0x01 != 0,
+        payload_len,
+    };
+    Ok(Some((publish, at + variable)))
 }
 
 impl PacketWriter {

@@ -1,57 +1,145 @@
-//! Incoming PUBLISHes (cloud commands, issue 5) with manual acknowledgement.
+//! Incoming PUBLISHes (commands) with manual acknowledgement: the one intake path of every
+//! connection that takes commands (the cloud uplink and the on-site broker's client).
 //!
-//! The uplink subscribes to [`Inbound::filters`] at QoS 1 on every connection and hands each
-//! incoming PUBLISH to the handler through [`Inbound::tx`] as an [`Incoming`]. The PUBACK is not
-//! sent on receipt: the handler calls [`AckToken::ack`] once its result is committed (written,
-//! answered and the answer in the queue), and only then is the PUBACK written. So a crash in
-//! between makes the broker redeliver the command (persistent session).
+//! Each connection subscribes to [`Inbound::filters`] at QoS 1 and turns every incoming
+//! PUBLISH into an [`Incoming`] with [`receive`] (the same rules for both connections: QoS 0
+//! has nothing to acknowledge, a QoS 2 PUBLISH — which a broker never sends on a QoS 1
+//! subscription — is logged and left alone, an oversized one comes without its payload). The
+//! PUBLISHes of one read go to the command intake as one batch ([`Inbound::hand_over`]); the
+//! intake commits them to the durable command inbox (`queue/inbox.rs`) and then calls
+//! [`AckToken::ack`] on each, and only then is the PUBACK written. So a crash in between makes
+//! the broker redeliver the command, and a command acknowledged to the broker is on disk.
 //!
 //! MQTT 3.1.1 §4.6 wants acknowledgements in the order the messages arrived, so [`AckOrder`]
 //! (pure) releases a PUBACK only when every earlier message of the connection was acked too.
 //! Tokens of an earlier connection are ignored: the broker redelivers those messages anyway.
 //!
 //! # A message that is never acknowledged
-//! Receive order has a price: one message left unacknowledged holds back the PUBACK of every
-//! later one on its connection, the broker stops sending once its in-flight limit is reached
-//! (mosquitto: 20), and a broker redelivers only on a new connection. So a token dropped without
-//! [`AckToken::ack`] — the handler could not commit (disk full, closed queue), the channel to it
-//! was full, its result had nowhere to go — reports itself **abandoned** ([`Settlement`]), and
-//! [`AckOrder::settle`] answers [`Settled::Jammed`] for one of the current connection: the
-//! connection's owner (the uplink, the local broker client) then tears it down, and the broker
-//! redelivers the message on the next one (persistent session). The redial goes through the
-//! owner's backoff, and a teardown for a jam does not count as a healthy connection (the next
-//! CONNACK does not reset the backoff), so a failure that persists (a full disk) redials at the
-//! backoff's ceiling rather than in a loop.
+//! The intake acknowledges everything it can commit — including commands it refuses (a full
+//! inbox: `busy`) — so nothing is left unacknowledged for being many or large. Only a commit that
+//! fails (disk full, closed queue) leaves the commands of that batch unacknowledged, and one
+//! message left unacknowledged holds back the PUBACK of every later one on its connection, while
+//! a broker redelivers only on a new connection. So a token dropped without [`AckToken::ack`]
+//! reports itself **abandoned** ([`Settlement`]), and [`AckOrder::settle`] answers
+//! [`Settled::Jammed`] for one of the current connection: the connection's owner then tears it
+//! down, and the broker redelivers the message on the next one (persistent session). The redial
+//! goes through the owner's backoff, and a teardown for a jam does not count as a healthy
+//! connection (the next CONNACK does not reset the backoff), so a failure that persists (a full
+//! disk) redials at the backoff's ceiling rather than in a loop.
 //!
 //! Shutdown drops the tokens of the commands under way: the owner ignores abandonments once
 //! its cancellation fired, and [`AckToken::leave`] gives a message up without a report (the
-//! handler is gone, so a new connection would not help).
+//! intake is gone, so a new connection would not help).
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// The handler side of the seam.
+use super::connection::OversizedPublish;
+
+/// How many read batches may wait for the intake. The intake takes every waiting batch into one
+/// commit, so this only fills while commits stall (a stuck disk); the connection then waits for
+/// room instead of holding an unbounded backlog in memory.
+pub const INTAKE_BACKLOG: usize = 64;
+
+/// The intake side of the seam.
 #[derive(Debug, Clone)]
 pub struct Inbound {
     /// Topic filters subscribed at QoS 1 on every connection.
     pub filters: Vec<String>,
-    /// Where incoming PUBLISHes go. Offered without waiting (the link never blocks on the
-    /// handler): a message that does not fit is abandoned, and so redelivered on a new
-    /// connection.
-    pub tx: mpsc::Sender<Incoming>,
+    /// Where the incoming PUBLISHes of each read go, as one batch.
+    pub tx: mpsc::Sender<Vec<Incoming>>,
+}
+
+impl Inbound {
+    /// Hands the PUBLISHes of one read to the intake. Waits only while the intake is
+    /// [`INTAKE_BACKLOG`] batches behind; returns `false` once the intake is gone (shutdown).
+    /// A batch that cannot be handed over is dropped: its tokens report it abandoned, unless
+    /// `cancel` fired (the broker redelivers it to the next start).
+    pub async fn hand_over(&self, batch: Vec<Incoming>, cancel: &CancellationToken) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let sent = tokio::select! {
+            sent = self.tx.send(batch) => sent.map_err(|e| e.0),
+            () = cancel.cancelled() => return false,
+        };
+        match sent {
+            Ok(()) => true,
+            Err(batch) => {
+                if !cancel.is_cancelled() {
+                    tracing::error!(
+                        commands = batch.len(),
+                        "the command intake is gone; incoming commands left unacknowledged"
+                    );
+                }
+                batch
+                    .into_iter()
+                    .filter_map(|i| i.ack)
+                    .for_each(AckToken::leave);
+                false
+            }
+        }
+    }
 }
 
 /// One incoming PUBLISH.
 #[derive(Debug)]
 pub struct Incoming {
     pub topic: String,
+    /// Empty when `oversized`.
     pub payload: Bytes,
-    /// Whether the broker says it may have delivered this before.
+    /// Whether the broker says it may have delivered this before (DUP).
     pub dup: bool,
+    /// Delivered as a retained message (the broker sets it only for a retained message sent
+    /// at subscribe, never for one forwarded live).
+    pub retained: bool,
+    /// Too large to read: the payload's length, discarded unread.
+    pub oversized: Option<u64>,
     /// `None` for QoS 0 (nothing to acknowledge).
     pub ack: Option<AckToken>,
+}
+
+/// What a connection makes of an incoming PUBLISH, read whole or oversized. `None` for a QoS 2
+/// PUBLISH: a broker never sends one on a QoS 1 subscription, and a new connection would bring
+/// it back, so it is logged and left unacknowledged.
+pub fn receive(
+    publish: Result<Publish, OversizedPublish>,
+    acks: &mut AckOrder,
+    settlements: &mpsc::UnboundedSender<Settlement>,
+) -> Option<Incoming> {
+    let (topic, payload, qos, pkid, dup, retained, oversized) = match publish {
+        Ok(p) => (p.topic, p.payload, p.qos, p.pkid, p.dup, p.retain, None),
+        Err(o) => (
+            o.topic,
+            Bytes::new(),
+            o.qos,
+            o.pkid,
+            o.dup,
+            o.retain,
+            Some(o.payload_len),
+        ),
+    };
+    let ack = match qos {
+        QoS::AtMostOnce => None,
+        QoS::AtLeastOnce => Some(AckToken::new(settlements.clone(), acks.on_publish(pkid))),
+        QoS::ExactlyOnce => {
+            tracing::warn!(%topic, "ignoring a qos 2 publish (commands are subscribed at qos 1)");
+            return None;
+        }
+    };
+    Some(Incoming {
+        topic,
+        payload,
+        dup,
+        retained,
+        oversized,
+        ack,
+    })
 }
 
 /// Acknowledges one incoming QoS 1 PUBLISH once its result is committed. Dropped without

@@ -37,13 +37,15 @@
 //! A failed reset of the stored session (`session_present = 0`) pauses the same way, as does the
 //! queue when it keeps too many acknowledgements it could not delete yet.
 //!
-//! **Incoming commands.** Each QoS 1 PUBLISH is offered to the handler with an [`AckToken`]
-//! (`try_send`: the link never waits for the handler). Its PUBACK is written once it and every
-//! earlier one were acked ([`AckOrder`]). A token dropped unacknowledged — the handler could not
-//! commit, or the channel to it was full — would hold back every later PUBACK of the
-//! connection until the broker stops sending, so it tears the link down: the broker
-//! redelivers it on the next connection, whose CONNACK does not reset the backoff
-//! ([`super::inbound`]).
+//! **Incoming commands.** The PUBLISHes of one read go to the command intake as one batch, each
+//! with an [`AckToken`] ([`super::inbound`]); the intake commits them to the command inbox and
+//! acks them, and a PUBACK is written once its message and every earlier one were acked
+//! ([`AckOrder`]). The link keeps reading meanwhile: commands are never a reason to stop
+//! reading the socket (the PUBACKs of our own rows arrive on it) nor to renew the connection.
+//! Only a token dropped unacknowledged — the intake could not commit (disk full) — would hold
+//! back every later PUBACK of the connection, so it tears the link down: the broker redelivers
+//! it on the next connection, whose CONNACK does not reset the backoff. An oversized PUBLISH
+//! is skipped as it streams in and handed over without its payload ([`connection`]).
 //!
 //! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
@@ -61,14 +63,15 @@ use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter};
-use super::inbound::{AckOrder, AckToken, Inbound, Incoming, Settled, Settlement};
+use super::connection::{
+    self, packet_name, ConnectOptions, OversizedPublish, PacketReader, PacketWriter, Received,
+};
+use super::inbound::{self, AckOrder, Inbound, Incoming, Settled, Settlement};
 use super::message;
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
@@ -721,7 +724,7 @@ impl Link {
     /// Handles `first` and every complete packet already buffered behind it as one batch.
     async fn on_packets(
         &mut self,
-        first: Packet,
+        first: Received,
         reader: &mut PacketReader,
         writer: &mut PacketWriter,
     ) -> Result<(), UplinkError> {
@@ -735,7 +738,15 @@ impl Link {
         let now = Instant::now();
         let mut received = Vec::new();
         let mut out = Vec::new();
+        let mut commands = Vec::new();
         for packet in batch {
+            let packet = match packet {
+                Received::Packet(packet) => packet,
+                Received::Oversized(publish) => {
+                    self.on_incoming(Err(publish), &mut out, &mut commands);
+                    continue;
+                }
+            };
             match packet {
                 Packet::PubAck(ack) => {
                     let released = self.session.on_puback(ack.pkid)?;
@@ -760,7 +771,7 @@ impl Link {
                     self.session.on_suback(ack.pkid, &codes)?;
                     debug!("uplink subscriptions granted");
                 }
-                Packet::Publish(publish) => self.on_incoming(publish, &mut out)?,
+                Packet::Publish(publish) => self.on_incoming(Ok(publish), &mut out, &mut commands),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
         }
@@ -780,53 +791,33 @@ impl Link {
                 Err(e) => return Err(e.into()),
             }
         }
-        writer.write(&out).await
-    }
-
-    /// An incoming PUBLISH: to the handler with a manual ack, or acknowledged at once when
-    /// nothing subscribed (a leftover of an earlier configuration).
-    fn on_incoming(&mut self, publish: Publish, out: &mut Vec<Packet>) -> Result<(), UplinkError> {
-        let Some(inbound) = &self.inbound else {
-            debug!(topic = %publish.topic, "ignoring unexpected incoming publish");
-            if publish.qos == QoS::AtLeastOnce {
-                out.push(Packet::PubAck(PubAck::new(publish.pkid)));
-            }
-            return Ok(());
-        };
-        let ack = match publish.qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(AckToken::new(
-                self.done_tx.clone(),
-                self.acks.on_publish(publish.pkid),
-            )),
-            // We subscribe at QoS 1, so a conforming broker never sends QoS 2.
-            QoS::ExactlyOnce => return Err(UplinkError::UnexpectedPacket("PUBLISH with QoS 2")),
-        };
-        let incoming = Incoming {
-            topic: publish.topic,
-            payload: publish.payload,
-            dup: publish.dup,
-            ack,
-        };
-        match inbound.tx.try_send(incoming) {
-            Ok(()) => {}
-            // Its token, dropped here, reports it abandoned: the link reconnects and the broker
-            // redelivers it, by then to a handler with room.
-            Err(TrySendError::Full(incoming)) => {
-                warn!(topic = %incoming.topic, "command handler is busy; the message goes back to the broker");
-            }
-            // Only at shutdown (or after a bug stopped the handler): a new connection would
-            // not bring it back, so the message just stays unacknowledged.
-            Err(TrySendError::Closed(incoming)) => {
-                if !self.cancel.is_cancelled() {
-                    error!(topic = %incoming.topic, "command handler is gone; incoming message left unacknowledged");
-                }
-                if let Some(ack) = incoming.ack {
-                    ack.leave();
-                }
-            }
+        writer.write(&out).await?;
+        if let Some(inbound) = &self.inbound {
+            inbound.hand_over(commands, &self.cancel).await;
         }
         Ok(())
+    }
+
+    /// An incoming PUBLISH: to the command intake with a manual ack, or acknowledged at once
+    /// when nothing subscribed (a leftover of an earlier configuration).
+    fn on_incoming(
+        &mut self,
+        publish: Result<Publish, OversizedPublish>,
+        out: &mut Vec<Packet>,
+        commands: &mut Vec<Incoming>,
+    ) {
+        if self.inbound.is_none() {
+            let (topic, qos, pkid) = match &publish {
+                Ok(p) => (&p.topic, p.qos, p.pkid),
+                Err(o) => (&o.topic, o.qos, o.pkid),
+            };
+            debug!(%topic, "ignoring unexpected incoming publish");
+            if qos == QoS::AtLeastOnce {
+                out.push(Packet::PubAck(PubAck::new(pkid)));
+            }
+            return;
+        }
+        commands.extend(inbound::receive(publish, &mut self.acks, &self.done_tx));
     }
 
     async fn release(&self, released: Released) -> Result<(), UplinkError> {

@@ -5,39 +5,32 @@
 //! Nothing here knows about the queue or the uplink: a [`Dialer`] turns an endpoint into a
 //! [`Stream`], so the local-broker connection of issue 6 reuses it as is.
 //!
-//! Certificates and keys are read once, when the dialer is built at start-up (a missing or
-//! unreadable file is a start-up error naming the file). The password file is read at every
-//! dial, so a rotated password is used at the next reconnect.
+//! Certificates and keys are read once, when the dialer is built at start-up, by the loaders
+//! `config::files` also checks them with (so `check` and `run` agree; a bad file is a
+//! configuration error, exit 78). The password file is read at every dial, so a rotated
+//! password is used at the next reconnect.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::files::{self, TlsError};
 use crate::config::TlsConfig;
 
 /// Why a dialer could not be built (a start-up error).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot read {what} {path}: {reason}")]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("{path} holds no {what}")]
-    Empty { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("invalid tls server name {0:?}")]
     ServerName(String),
-    #[error("tls setup failed: {0}")]
-    Tls(#[from] rustls::Error),
 }
 
 /// TCP or TLS over TCP.
@@ -79,7 +72,7 @@ impl Dialer {
         let tls = match tls {
             None => None,
             Some(tls) => {
-                let config = client_config(tls)?;
+                let config = files::client_config(tls)?;
                 let name = ServerName::try_from(host.to_owned())
                     .map_err(|_| TransportError::ServerName(host.to_owned()))?;
                 Some((TlsConnector::from(Arc::new(config)), name))
@@ -119,69 +112,10 @@ impl Dialer {
         };
         let password = match &self.password_file {
             None => String::new(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot read password file {}: {e}", path.display()),
-                    )
-                })?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                text.strip_suffix('\r').unwrap_or(text).to_owned()
-            }
+            Some(path) => files::read_password(path)?,
         };
         Ok(Some((user.clone(), password)))
     }
-}
-
-fn file_error(what: &'static str, path: &Path, e: impl std::fmt::Display) -> TransportError {
-    TransportError::File {
-        what,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-fn certificates(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(what, path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(what, path, e))?;
-    if certs.is_empty() {
-        return Err(TransportError::Empty {
-            what,
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
-}
-
-/// rustls client configuration on the ring provider: TLS 1.2 and 1.3, the broker verified
-/// against `ca_file` (server name = the url's host, DNS name or IP address).
-fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, TransportError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates("ca certificates", &tls.ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error("ca certificates", &tls.ca_file, e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match &tls.client_auth {
-        None => builder.with_no_client_auth(),
-        Some((cert_file, key_file)) => {
-            let chain = certificates("client certificate", cert_file)?;
-            let key = PrivateKeyDer::from_pem_file(key_file)
-                .map_err(|e| file_error("client key", key_file, e))?;
-            builder.with_client_auth_cert(chain, key)?
-        }
-    };
-    Ok(config)
 }
 
 impl AsyncRead for Stream {

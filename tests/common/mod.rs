@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod disk;
+pub mod pki;
 pub mod python;
 pub mod snippet;
 pub mod sparkplug;
@@ -449,4 +450,61 @@ devices:
     );
     std::fs::write(&path, text).expect("write gateway config");
     path
+}
+
+/// Our Modbus TCP simulator on a free loopback port, serving until the token is cancelled.
+pub async fn start_simulator() -> (
+    fieldrelay::simulator::Registers,
+    u16,
+    tokio_util::sync::CancellationToken,
+) {
+    let regs = fieldrelay::simulator::Registers::default();
+    let sim =
+        fieldrelay::simulator::Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
+            .await
+            .expect("bind simulator");
+    let port = sim.local_addr().port();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sim.run(cancel.clone()));
+    (regs, port, cancel)
+}
+
+/// Publishes `messages` (topic, payload) at QoS 1 from one client (so in this order), as fast as
+/// the broker takes them; returns once the broker acknowledged every one.
+pub async fn publish_burst(port: u16, client_id: &str, messages: Vec<(String, String)>) {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(1000);
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let total = messages.len();
+    let sender = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("queue a publish");
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(error) => panic!("the burst's publisher failed: {error}"),
+        }
+    }
+    let client = sender.await.expect("publisher task");
+    let _ = client.disconnect().await;
+    // Flush the DISCONNECT.
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+}
+
+/// How often `client_id` connected to a test [`Mosquitto`] so far (from its log).
+pub fn connects_of(broker_dir: &Path, client_id: &str) -> usize {
+    std::fs::read_to_string(broker_dir.join("mosquitto.log"))
+        .unwrap_or_default()
+        .matches(&format!(" as {client_id} ("))
+        .count()
 }

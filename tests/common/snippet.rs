@@ -67,12 +67,14 @@ impl Broker {
             );
             conf = conf.replace(from, &to);
         }
-        // What Debian's /etc/mosquitto/mosquitto.conf adds around conf.d, minus the pid file.
+        // What Debian's /etc/mosquitto/mosquitto.conf adds around conf.d, with the pid file in
+        // the scratch directory (the user tool finds the broker by it, as by Debian's).
         let store = self.dir.join("store");
         std::fs::create_dir_all(&store).unwrap();
         conf.push_str(&format!(
-            "persistence_location {}/\nlog_dest stderr\nlog_type all\n",
-            store.display()
+            "persistence_location {}/\npid_file {}\nlog_dest stderr\nlog_type all\n",
+            store.display(),
+            pid_file(&self.passwd()).display()
         ));
         std::fs::write(self.dir.join("mosquitto.conf"), conf).unwrap();
         // Started as root, mosquitto drops to user mosquitto, which must reach these files.
@@ -169,13 +171,21 @@ impl Drop for Broker {
     }
 }
 
-/// `fieldrelay-broker-user` on the scratch password file; `stdin` answers its prompts.
+/// The pid file of the [`Broker`] whose password file is `passwd` (in the directory mosquitto,
+/// once it dropped to its own user, may write to).
+pub fn pid_file(passwd: &Path) -> PathBuf {
+    passwd.with_file_name("store").join("mosquitto.pid")
+}
+
+/// `fieldrelay-broker-user` on the scratch password file (and the broker's pid file beside it);
+/// `stdin` answers its prompts.
 pub fn user_tool(passwd: &Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new("sh")
         .arg(USER_TOOL)
         .args(args)
         .env("FIELDRELAY_BROKER_PASSWD", passwd)
         .env("FIELDRELAY_BROKER_RIGHTS", RIGHTS)
+        .env("FIELDRELAY_BROKER_PIDFILE", pid_file(passwd))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -608,13 +608,13 @@ async fn max_rate_paces_the_backlog() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn incoming_publish_is_acked_only_when_the_handler_acks_in_receive_order() {
-    let (rig, mut broker, mut rx) = commands_rig(8).await;
+async fn incoming_publish_is_acked_only_when_the_intake_acks_in_receive_order() {
+    let (rig, mut broker, mut intake) = commands_rig().await;
     for pkid in [21, 22] {
         broker.command(pkid, false).await;
     }
-    let first = rx.recv().await.unwrap();
-    let second = rx.recv().await.unwrap();
+    let first = intake.next().await;
+    let second = intake.next().await;
     assert_eq!(first.topic, "p/d/x21/set");
     // The second is done first: no PUBACK may leave before the first one's.
     second.ack.unwrap().ack();
@@ -723,12 +723,30 @@ async fn presence_birth_follows_the_device_map_and_clear_mode_empties_the_death(
     rig.stop().await;
 }
 
-/// A link taking commands into a channel of `capacity`, connected with a kept session, birth
-/// and subscription done.
-async fn commands_rig(capacity: usize) -> (Rig, FakeBroker, mpsc::Receiver<Incoming>) {
+/// The intake's end of the seam, one command at a time (the link hands them over in batches).
+struct Intake {
+    rx: mpsc::Receiver<Vec<Incoming>>,
+    pending: std::collections::VecDeque<Incoming>,
+}
+
+impl Intake {
+    async fn next(&mut self) -> Incoming {
+        loop {
+            if let Some(incoming) = self.pending.pop_front() {
+                return incoming;
+            }
+            let batch = self.rx.recv().await.expect("the link is running");
+            assert!(!batch.is_empty(), "an empty batch was handed over");
+            self.pending.extend(batch);
+        }
+    }
+}
+
+/// A link taking commands, connected with a kept session, birth and subscription done.
+async fn commands_rig() -> (Rig, FakeBroker, Intake) {
     let mut rig = Rig::new().await;
     rig.known_peer().await;
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = mpsc::channel(inbound::INTAKE_BACKLOG);
     let inbound = Inbound {
         filters: vec!["p/+/+/set".into()],
         tx,
@@ -739,17 +757,21 @@ async fn commands_rig(capacity: usize) -> (Rig, FakeBroker, mpsc::Receiver<Incom
     let mut broker = FakeBroker::connected(&rig.listener, true).await;
     broker.expect_birth().await;
     broker.expect_subscribe().await;
-    (rig, broker, rx)
+    let intake = Intake {
+        rx,
+        pending: Default::default(),
+    };
+    (rig, broker, intake)
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_command_tears_the_link_down_and_its_redelivery_is_acked() {
-    let (rig, mut broker, mut rx) = commands_rig(8).await;
+    let (rig, mut broker, mut intake) = commands_rig().await;
     broker.command(21, false).await;
     broker.command(22, false).await;
-    let first = rx.recv().await.unwrap();
-    let second = rx.recv().await.unwrap();
-    // The second is done; the first could not be committed (its token is dropped unacked).
+    let first = intake.next().await;
+    let second = intake.next().await;
+    // The second is stored; the first could not be committed (its token is dropped unacked).
     second.ack.unwrap().ack();
     drop(first);
     let torn = Instant::now();
@@ -760,7 +782,7 @@ async fn an_abandoned_command_tears_the_link_down_and_its_redelivery_is_acked() 
     );
     assert_eq!(torn.elapsed(), Duration::ZERO);
 
-    // The broker redelivers both on the next connection; now the handler succeeds.
+    // The broker redelivers both on the next connection; now the intake succeeds.
     let mut broker = FakeBroker::connected(&rig.listener, true).await;
     assert!(
         torn.elapsed() <= Duration::from_secs(1),
@@ -770,7 +792,7 @@ async fn an_abandoned_command_tears_the_link_down_and_its_redelivery_is_acked() 
     broker.expect_subscribe().await;
     for pkid in [21, 22] {
         broker.command(pkid, true).await;
-        let again = rx.recv().await.unwrap();
+        let again = intake.next().await;
         assert_eq!(again.topic, format!("p/d/x{pkid}/set"));
         assert!(again.dup);
         again.ack.unwrap().ack();
@@ -783,35 +805,61 @@ async fn an_abandoned_command_tears_the_link_down_and_its_redelivery_is_acked() 
     rig.stop().await;
 }
 
+/// A burst far above any in-flight limit, with an oversized PUBLISH and a retained one in it:
+/// everything reaches the intake on the same connection, the oversized one without its payload
+/// (read past, not buffered), and the PUBACKs leave in receive order whatever order the intake
+/// acks in.
 #[tokio::test(start_paused = true)]
-async fn a_command_that_finds_the_handler_channel_full_is_handed_back_by_a_reconnect() {
-    let (rig, mut broker, mut rx) = commands_rig(1).await;
-    broker.command(21, false).await;
-    broker.command(22, false).await;
-    assert_eq!(broker.next().await, None, "22 did not fit: torn down");
-    // 21 was taken on the old connection; its late ack is no PUBACK on the new one.
-    let old = rx.recv().await.unwrap();
-    let mut broker = FakeBroker::connected(&rig.listener, true).await;
-    old.ack.unwrap().ack();
-    broker.expect_birth().await;
-    broker.expect_subscribe().await;
-    broker.command(22, true).await;
-    let again = rx.recv().await.unwrap();
-    assert_eq!(again.topic, "p/d/x22/set");
-    again.ack.unwrap().ack();
+async fn a_burst_with_an_oversized_command_stays_on_one_connection() {
+    let (rig, mut broker, mut intake) = commands_rig().await;
+    for pkid in 1..=300u16 {
+        if pkid == 150 {
+            let big = vec![b'x'; 3 * connection::MAX_INCOMING_PACKET];
+            let mut p = Publish::new("p/d/big/set", QoS::AtLeastOnce, big);
+            p.pkid = pkid;
+            broker.send(Packet::Publish(p)).await;
+        } else {
+            broker.command(pkid, false).await;
+        }
+    }
+    let mut retained = Publish::new("p/d/kept/set", QoS::AtLeastOnce, "77");
+    retained.pkid = 301;
+    retained.retain = true;
+    broker.send(Packet::Publish(retained)).await;
+    let mut received = Vec::new();
+    for _ in 1..=301 {
+        received.push(intake.next().await);
+    }
+    let big = &received[149];
+    assert_eq!(big.topic, "p/d/big/set");
     assert_eq!(
-        broker.next().await,
-        Some(Packet::PubAck(PubAck::new(22))),
-        "only the redelivered command is acknowledged"
+        big.oversized,
+        Some(3 * connection::MAX_INCOMING_PACKET as u64)
     );
+    assert!(big.payload.is_empty());
+    assert_eq!(received[150].topic, "p/d/x151/set", "read on after it");
+    assert!(received[300].retained && received[300].payload == "77");
+    assert!(received[..300].iter().all(|i| !i.retained));
+    // Acked newest first: nothing may leave before 1 is acked, then all in receive order.
+    let mut tokens: Vec<_> = received.into_iter().map(|i| i.ack.unwrap()).collect();
+    let oldest = tokens.remove(0);
+    for token in tokens.into_iter().rev() {
+        token.ack();
+    }
+    oldest.ack();
+    for pkid in 1..=301 {
+        assert_eq!(broker.next().await, Some(Packet::PubAck(PubAck::new(pkid))));
+    }
+    assert_eq!(rig.stats.snapshot().connects, 1);
+    assert_eq!(rig.stats.snapshot().disconnects, 0);
     rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn commands_dropped_by_shutdown_do_not_tear_the_link_down() {
-    let (rig, mut broker, mut rx) = commands_rig(8).await;
+    let (rig, mut broker, mut intake) = commands_rig().await;
     broker.command(21, false).await;
-    let under_way = rx.recv().await.unwrap();
+    let under_way = intake.next().await;
     rig.cancel.cancel();
     drop(under_way);
     let death = broker.expect_publish().await;
