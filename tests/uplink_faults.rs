@@ -1074,3 +1074,90 @@ async fn full_disk_with_a_qos2_point_pauses_the_link_without_reconnecting() {
     let dir = t.dir.path().to_path_buf();
     stop_drain_and_check(&dir, t.stream.clone(), &t.sub, true).await;
 }
+
+/// A command that arrives while the disk is full is held, not a reason to reconnect: its
+/// commit to the command inbox fails, its PUBACK waits while the link stays up, and once space
+/// returns it is stored, written to the device and answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_holds_an_incoming_command_without_reconnecting() {
+    let points = "      - name: c1\n        table: holding\n        address: 0\n        type: u16\n        \
+                  qos: 1\n        publish: every_poll\n      - name: sp\n        table: holding\n        \
+                  address: 5\n        type: u16\n        writable: true\n";
+    let Some(mut t) = FullDisk::start("faults-full-cmd", points).await else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
+        return;
+    };
+    logged_after(
+        &t.gateway,
+        t.mark,
+        "uplink connected",
+        Duration::from_secs(30),
+    )
+    .await;
+    let topic = format!("{PREFIX}/sp/set");
+    let sent = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &t.broker.port.to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", &topic, "-m", r#"{"id":"held-1","value":7}"#])
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(sent.success());
+    logged_after(
+        &t.gateway,
+        t.mark,
+        "cannot store incoming commands",
+        Duration::from_secs(30),
+    )
+    .await;
+    // Twice the response timeout with the command unacknowledged: a link torn down for it
+    // would have reconnected (and failed again) by then.
+    let started = Instant::now();
+    while started.elapsed() < RESPONSE_TIMEOUT * 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.assert_calm();
+    let result = format!("{topic}/result ");
+    let results = |sub: &Consumers| {
+        sub.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(&result) && l.contains(r#""id":"held-1""#))
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    assert!(results(&t.sub).is_empty(), "answered before it was stored");
+
+    t.free();
+    logged_after(
+        &t.gateway,
+        t.mark,
+        "incoming commands stored again after a pause",
+        Duration::from_secs(30),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while results(&t.sub).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the held command was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answered = results(&t.sub);
+    assert!(answered[0].contains(r#""ok":true"#), "{answered:?}");
+    let log = t.gateway.log_since(t.mark);
+    assert_eq!(
+        log.matches("command done").count(),
+        1,
+        "written once:\n{log}"
+    );
+    assert_eq!(log.matches("uplink connected").count(), 1, "{log}");
+    t.stream.cancel();
+}

@@ -24,9 +24,11 @@
 //!   cloud's (`uplink::inbound`): committed to the command inbox, then acknowledged in receive
 //!   order; oversized ones are skipped unread and answered `bad_payload`. Results go out QoS 1
 //!   on the same broker; those made while it is down are kept (at most
-//!   [`PENDING_RESULTS`]) and published at the next connect. Only a failed inbox commit leaves
-//!   commands unacknowledged; that tears the connection down so the broker redelivers them, and
-//!   the next CONNACK does not reset the backoff.
+//!   [`PENDING_RESULTS`]) and published at the next connect. A failed inbox commit (a full
+//!   disk) only delays their acknowledgements: the intake holds them and tries again. Only
+//!   commands the intake gives up (more than it may hold) are left unacknowledged; that tears
+//!   the connection down so the broker redelivers them, and the next CONNACK does not reset the
+//!   backoff.
 //! - **Independent of the cloud.** Nothing here waits on the queue or the uplink, and nothing
 //!   there waits on this task: its inputs are offered with `try_send`.
 

@@ -16,16 +16,18 @@
 //!
 //! # A message that is never acknowledged
 //! The intake acknowledges everything it can commit — including commands it refuses (a full
-//! inbox: `busy`) — so nothing is left unacknowledged for being many or large. Only a commit that
-//! fails (disk full, closed queue) leaves the commands of that batch unacknowledged, and one
-//! message left unacknowledged holds back the PUBACK of every later one on its connection, while
-//! a broker redelivers only on a new connection. So a token dropped without [`AckToken::ack`]
-//! reports itself **abandoned** ([`Settlement`]), and [`AckOrder::settle`] answers
-//! [`Settled::Jammed`] for one of the current connection: the connection's owner then tears it
-//! down, and the broker redelivers the message on the next one (persistent session). The redial
-//! goes through the owner's backoff, and a teardown for a jam does not count as a healthy
-//! connection (the next CONNACK does not reset the backoff), so a failure that persists (a full
-//! disk) redials at the backoff's ceiling rather than in a loop.
+//! inbox: `busy`) — so nothing is left unacknowledged for being many or large. A commit that
+//! fails (a full disk) does not give the commands up either: the intake holds their tokens and
+//! tries again, so their PUBACKs only wait (`commands/intake.rs`). Only what the intake gives up
+//! — beyond what it may hold, or when the queue is closed — stays unacknowledged for good, and
+//! one message left unacknowledged holds back the PUBACK of every later one on its connection,
+//! while a broker redelivers only on a new connection. So a token dropped without
+//! [`AckToken::ack`] reports itself **abandoned** ([`Settlement`]), and [`AckOrder::settle`]
+//! answers [`Settled::Jammed`] for one of the current connection: the connection's owner then
+//! tears it down, and the broker redelivers the message on the next one (persistent session).
+//! The redial goes through the owner's backoff, and a teardown for a jam does not count as a
+//! healthy connection (the next CONNACK does not reset the backoff), so a failure that persists
+//! redials at the backoff's ceiling rather than in a loop.
 //!
 //! Shutdown drops the tokens of the commands under way: the owner ignores abandonments once
 //! its cancellation fired, and [`AckToken::leave`] gives a message up without a report (the

@@ -42,10 +42,12 @@
 //! acks them, and a PUBACK is written once its message and every earlier one were acked
 //! ([`AckOrder`]). The link keeps reading meanwhile: commands are never a reason to stop
 //! reading the socket (the PUBACKs of our own rows arrive on it) nor to renew the connection.
-//! Only a token dropped unacknowledged — the intake could not commit (disk full) — would hold
-//! back every later PUBACK of the connection, so it tears the link down: the broker redelivers
-//! it on the next connection, whose CONNACK does not reset the backoff. An oversized PUBLISH
-//! is skipped as it streams in and handed over without its payload ([`connection`]).
+//! On a full disk the intake holds the commands and tries their commit again, so their PUBACKs
+//! wait while the link goes on as when it is paused. Only a token dropped unacknowledged — the
+//! intake gave it up (more than it may hold, a closed queue) — would hold back every later
+//! PUBACK of the connection for good, so it tears the link down: the broker redelivers it on
+//! the next connection, whose CONNACK does not reset the backoff. An oversized PUBLISH is
+//! skipped as it streams in and handed over without its payload ([`connection`]).
 //!
 //! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
