@@ -3,6 +3,7 @@
 #![no_main]
 
 use fieldrelay::config::DataType;
+use fieldrelay::modbus::decode::Scaling;
 use fieldrelay::modbus::serial_line::{parse, LineSplitter, Piece, MAX_LINE};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             if let Piece::Line(line) = piece {
                 assert!(line.len() <= MAX_LINE + 97);
                 for t in [DataType::U16, DataType::I64, DataType::U64, DataType::F64, DataType::String { length: 0 }] {
-                    let _ = parse(&line, t, 0.1, 1.0);
+                    let _ = parse(&line, t, Scaling::linear(0.1, 1.0));
                 }
             }
         }
