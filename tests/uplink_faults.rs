@@ -968,6 +968,27 @@ impl FullDisk {
         );
     }
 
+    /// Returns once the link is up again on the full disk.
+    async fn connected(&self) {
+        logged_after(
+            &self.gateway,
+            self.mark,
+            "uplink connected",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    /// [`FullDisk::assert_calm`] after twice the response timeout: a link that gave up would
+    /// have reconnected (and failed again) several times by then.
+    async fn assert_calm_for_a_while(&self) {
+        let started = Instant::now();
+        while started.elapsed() < RESPONSE_TIMEOUT * 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.assert_calm();
+    }
+
     fn free(&mut self) {
         if let Some(full) = self.full.take() {
             full.free();
@@ -1052,20 +1073,9 @@ async fn full_disk_with_a_qos2_point_pauses_the_link_without_reconnecting() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
         return;
     };
-    logged_after(
-        &t.gateway,
-        t.mark,
-        "uplink connected",
-        Duration::from_secs(30),
-    )
-    .await;
-    // Twice the response timeout goes by while every session write fails: a link that gave up
-    // would have reconnected (and failed again) several times by then.
-    let started = Instant::now();
-    while started.elapsed() < RESPONSE_TIMEOUT * 2 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    t.assert_calm();
+    t.connected().await;
+    // Every session write fails meanwhile.
+    t.assert_calm_for_a_while().await;
     let log = t.gateway.log_since(t.mark);
     assert_eq!(log.matches("uplink paused").count(), 1, "{log}");
 
@@ -1087,13 +1097,7 @@ async fn full_disk_holds_an_incoming_command_without_reconnecting() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root); disk-full not exercised");
         return;
     };
-    logged_after(
-        &t.gateway,
-        t.mark,
-        "uplink connected",
-        Duration::from_secs(30),
-    )
-    .await;
+    t.connected().await;
     let topic = format!("{PREFIX}/sp/set");
     let sent = Command::new("mosquitto_pub")
         .args([
@@ -1115,13 +1119,8 @@ async fn full_disk_holds_an_incoming_command_without_reconnecting() {
         Duration::from_secs(30),
     )
     .await;
-    // Twice the response timeout with the command unacknowledged: a link torn down for it
-    // would have reconnected (and failed again) by then.
-    let started = Instant::now();
-    while started.elapsed() < RESPONSE_TIMEOUT * 2 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    t.assert_calm();
+    // The command stays unacknowledged meanwhile.
+    t.assert_calm_for_a_while().await;
     let result = format!("{topic}/result ");
     let results = |sub: &Consumers| {
         sub.lines
