@@ -1,4 +1,4 @@
-//! The on-site broker (issue 6): fieldrelay as a client of the local mosquitto the package
+//! The on-site broker: fieldrelay as a client of the local mosquitto the package
 //! configures (`packaging/mosquitto/`), so HMIs and dashboards on site read live values and
 //! status and send commands while the WAN is down.
 //!

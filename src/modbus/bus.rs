@@ -34,7 +34,7 @@
 //! dead line.
 //!
 //! ```ignore
-//! // Issue 5 (cloud commands): validate against the point map, then
+//! // A command handler validates against the point map, then
 //! match handle.write_point("boiler", "setpoint", &Value::Float(21.5)).await {
 //!     Ok(()) => {}                                   // device acknowledged (FC 6/16 echo)
 //!     Err(WriteError::DeviceOffline(reason)) => {}   // at once, nothing sent
@@ -809,7 +809,7 @@ mod tests {
         times.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
-    /// The issue's "Done when": three devices on one bus, one unplugged. The other two keep
+    /// A dead device does not stall its bus: three devices on one bus, one unplugged. The other two keep
     /// their interval; the dead one is tried at backoff spacing; once back, it is read again
     /// within one backoff period. Paused time makes the schedule exact.
     #[tokio::test(start_paused = true)]

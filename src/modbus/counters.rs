@@ -2,7 +2,7 @@
 //!
 //! [`DeviceCounters`] are plain atomics, written by the bus owner only and read by anyone (logs,
 //! a metrics endpoint, the status publisher). [`DeviceHealth`] is published through a
-//! `tokio::sync::watch` channel so a status publisher (issue 5: device online/offline) can
+//! `tokio::sync::watch` channel so the status publisher (device online/offline) can
 //! await changes instead of polling; it changes only when the device goes online or offline, its
 //! consecutive-failure count moves, or it answers for the first time. [`PollDurations`] is a fixed-bucket histogram of the
 //! same kind (atomics, one writer), so the bus owner never depends on a metrics library.

@@ -76,7 +76,7 @@ pub fn spawn_bus<S: SampleSink + Clone>(
     }
 }
 
-/// Reads every point of `device` once over a fresh connection to `bus` (issue 7's `probe`).
+/// Reads every point of `device` once over a fresh connection to `bus` (`fieldrelay probe`).
 pub async fn probe(bus: &BusConfig, device: &DeviceConfig) -> Result<Vec<ProbedPoint>, ProbeError> {
     let (bus, device) = (bus.clone(), device.clone());
     match bus.kind.clone() {

@@ -1,7 +1,7 @@
-//! The durable queue: every QoS 1/2 sample (and, from issue 5 on, every device status and command
-//! result) lives here, in SQLite, from the moment it is committed until the broker acknowledged
-//! it — together with the MQTT session state of the rows in flight. The contract is
-//! `docs/specs/queue.md`; this header is the design.
+//! The durable queue: every QoS 1/2 sample (and every device status and command result) lives
+//! here, in SQLite, from the moment it is committed until the broker acknowledged it — together
+//! with the MQTT session state of the rows in flight. The contract is `docs/specs/queue.md`; this
+//! header is the design.
 //!
 //! # Invariants
 //!
@@ -180,9 +180,9 @@ pub struct StoredSample {
 /// What a non-sample row is; decides its topic (see `uplink::message`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
-    /// `P/<device>/status`, retained (issue 5). `point` is empty.
+    /// `P/<device>/status`, retained. `point` is empty.
     DeviceStatus,
-    /// `P/<device>/<point>/set/result` (issue 5).
+    /// `P/<device>/<point>/set/result`.
     CommandResult,
 }
 

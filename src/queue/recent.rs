@@ -1,4 +1,4 @@
-//! Recent commands (issue 5): which commands with an `id` the gateway took, so that one delivered
+//! Recent commands: which commands with an `id` the gateway took, so that one delivered
 //! again (a broker redelivery after a crash, or the sender repeating itself) is answered again
 //! without being written twice.
 //!

@@ -1,4 +1,4 @@
-//! Honest status (issue 5): the gateway's certificates, each device's online/offline status and
+//! Honest status: the gateway's certificates, each device's online/offline status and
 //! the periodic health report — what they say (pure: [`gateway`], [`device`], [`health`]) and
 //! the task that watches the running parts and publishes them ([`monitor`]).
 //!

@@ -39,7 +39,7 @@ use crate::modbus::{BusHandle, DeviceHealth};
 use crate::queue::{Message, MessageKind, Queue};
 use crate::sample::now_ms;
 
-/// Where device statuses go besides the queue (the on-site broker of issue 6): a retained,
+/// Where device statuses go besides the queue (the on-site broker): a retained,
 /// non-durable copy, offered without waiting.
 pub trait StatusSink: Send + Sync + 'static {
     fn device_status(&self, device: &str, payload: &str);

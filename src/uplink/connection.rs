@@ -2,7 +2,7 @@
 //! (`rumqttc::mqttbytes::v4`). Only the codec is used: rumqttc's event loop cannot tell which
 //! publish a PUBACK belongs to and drops pending publishes on a clean session, so the session
 //! logic is our own ([`super::session`]). Like [`super::transport`], nothing here knows about the
-//! queue, so a second connection (the local broker of issue 6) reuses it.
+//! queue, so a second connection (the on-site broker's, [`crate::local`]) reuses it.
 //!
 //! The connection is split in a reader and a writer so the link task can wait for incoming
 //! packets while it writes. [`PacketReader::read`] is cancel-safe (its only await is

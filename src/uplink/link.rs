@@ -101,7 +101,7 @@ enum Ended {
 }
 
 /// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
-/// given, receives the PUBLISHes of its subscriptions with manual acknowledgement (issue 5).
+/// given, receives the PUBLISHes of its subscriptions with manual acknowledgement.
 /// `state` follows the connection (for status lines); `stats` counts for the metrics. The
 /// certificates are those of [`Presence::fixed`]; the gateway passes its own with [`Uplink::run`].
 #[allow(clippy::too_many_arguments)]

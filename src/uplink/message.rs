@@ -1,7 +1,7 @@
 //! Topics and payloads of the public contract (v1), rendered from queue rows and gateway state.
 //!
 //! - `P/<device>/<point>`: `{"value":<number|bool>,"ts":<ms>,"seq":<u64>}` (QoS 0: no `seq`)
-//! - `P/<device>/status` and `P/<device>/<point>/set/result` (issue 5): queued
+//! - `P/<device>/status` and `P/<device>/<point>/set/result`: queued
 //!   [`crate::queue::Message`]s, published with their payload as it was queued plus its `seq`.
 //! - `P/status` (retained, QoS 1): the certificates, rendered by [`crate::status::gateway`].
 //!

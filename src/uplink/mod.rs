@@ -36,7 +36,7 @@
 //! buffered, resends without DUP and silently drops pending publishes on `session_present = 0`
 //! (see `shared/notes/dependencies.md`). We use only its packet codec; [`session`] is the pure
 //! state machine, [`link`] the task doing I/O; [`transport`] and [`connection`] know nothing of
-//! the queue and serve any MQTT connection (the local broker of issue 6 too). [`inbound`] is
+//! the queue and serve any MQTT connection (the on-site broker's too). [`inbound`] is
 //! the seam for commands: subscribe and acknowledge manually, in receive order.
 
 pub mod connection;

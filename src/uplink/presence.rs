@@ -1,4 +1,4 @@
-//! What the uplink says about the gateway itself, besides queued rows (issue 5): the birth and
+//! What the uplink says about the gateway itself, besides queued rows: the birth and
 //! death certificates on `P/status` (payloads in [`crate::status::gateway`]), the health report
 //! on `P/health`, and how many connections were made.
 //!

@@ -45,7 +45,7 @@ pub enum Tracked {
     Row(u64),
     /// A status certificate (birth or graceful death); not in the queue.
     Status,
-    /// Our SUBSCRIBE (issue 5 commands).
+    /// Our SUBSCRIBE (to the command topics).
     Subscribe,
 }
 

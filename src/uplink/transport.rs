@@ -3,7 +3,7 @@
 //! a client certificate (mutual TLS, as AWS IoT and most managed brokers want).
 //!
 //! Nothing here knows about the queue or the uplink: a [`Dialer`] turns an endpoint into a
-//! [`Stream`], so the local-broker connection of issue 6 reuses it as is.
+//! [`Stream`], so the on-site broker's connection reuses it as is.
 //!
 //! Certificates and keys are read once, when the dialer is built at start-up, by the loaders
 //! `config::files` also checks them with (so `check` and `run` agree; a bad file is a
