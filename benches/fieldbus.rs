@@ -22,7 +22,7 @@ use fieldrelay::simulator::{Registers, Simulator};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fieldrelay::modbus::SampleSink;
+use fieldrelay::sample::SampleSink;
 use fieldrelay::sample::Sample;
 use tokio_modbus::client::Reader;
 use tokio_modbus::Slave;

@@ -18,7 +18,6 @@
 //! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
 //! committing a device status or a command's answer.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,27 +60,6 @@ pub enum AppError {
     Signal(std::io::Error),
 }
 
-/// The queue's options from the `store` section and the points' `max_age`.
-pub fn queue_options(config: &Config) -> QueueOptions {
-    QueueOptions {
-        max_size: config.store.max_size,
-        on_full: config.store.on_full,
-        sync: config.store.sync,
-        max_age: max_ages(config),
-        ..QueueOptions::default()
-    }
-}
-
-/// The points' `max_age`s as the queue takes them: at start, and again after a reload.
-pub fn max_ages(config: &Config) -> HashMap<(String, String), Duration> {
-    config
-        .store
-        .max_age
-        .iter()
-        .map(|(key, age)| (key.clone(), *age))
-        .collect()
-}
-
 /// Runs the gateway until `cancel` fires, then shuts down in order. SIGHUP reloads the buses and
 /// devices from `config_path`.
 pub async fn run(
@@ -94,7 +72,7 @@ pub async fn run(
     let data_dir = config.gateway.data_dir.clone();
     let dialer = uplink::dialer(&config.uplink)?;
     let (queue, live, writer) =
-        Queue::open(&data_dir, queue_options(&config)).map_err(|source| AppError::Queue {
+        Queue::open(&data_dir, QueueOptions::for_store(&config.store)).map_err(|source| AppError::Queue {
             dir: data_dir.clone(),
             source,
         })?;

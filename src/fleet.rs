@@ -33,7 +33,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{BusConfig, Config, DeviceConfig};
-use crate::modbus::{self, BusHandle, SampleSink};
+use crate::modbus::{self, BusHandle};
+use crate::sample::SampleSink;
 
 /// A bus and the devices on it, in file order: what a reload compares.
 #[derive(Debug, Clone, PartialEq)]

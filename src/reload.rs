@@ -37,8 +37,8 @@ use crate::config::{
     self, CommandsConfig, Config, LocalConfig, StatusConfig, StoreConfig, UplinkConfig,
 };
 use crate::fleet::{units, BusChanges, Fleet};
-use crate::modbus::SampleSink;
-use crate::queue::Queue;
+use crate::sample::SampleSink;
+use crate::queue::{self, Queue};
 use crate::sample::now_ms;
 use crate::service::notifier::Notifier;
 
@@ -385,7 +385,7 @@ impl<S: SampleSink + Clone> Reloader<S> {
             } => {
                 if max_age_changed {
                     // Before the new buses start, so their first samples get the new ages.
-                    if let Err(error) = self.queue.set_max_age(crate::app::max_ages(&new)).await {
+                    if let Err(error) = self.queue.set_max_age(queue::max_ages(&new.store)).await {
                         warn!(%error, "reload: the queue did not take the new max_age values");
                     }
                 }

@@ -1,11 +1,16 @@
-//! A sample: one decoded reading of one point, and the filter that decides which readings are
-//! published.
+//! A sample: one decoded reading of one point, the filter that decides which readings are
+//! published, and the sink they are handed to.
 //!
 //! Samples are produced by the Modbus pollers and consumed by the [`crate::queue`]. A sample's
-//! `seq` is not part of it: the queue assigns it at commit (it is the SQLite row id).
+//! `seq` is not part of it: the queue assigns it at commit (it is the SQLite row id). The
+//! pollers push into a [`SampleSink`] without knowing what is behind it: the queue implements it,
+//! and so does the gateway's sink ([`crate::app::GatewaySink`]: a live copy to the on-site broker,
+//! then the queue), so the stages upstream of the queue never import it.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{PublishMode, Qos, Reporting};
@@ -94,6 +99,27 @@ pub struct Sample {
     pub ts_ms: i64,
     pub qos: Qos,
     pub retain: bool,
+}
+
+/// Where a producer (a bus owner, a serial line) delivers its samples. A push waits when the sink
+/// applies backpressure (the queue's writer falling behind) and never fails: what cannot be
+/// taken is the sink's to count and log.
+pub trait SampleSink: Send + Sync + 'static {
+    fn push(&self, sample: Sample) -> impl Future<Output = ()> + Send;
+}
+
+/// Samples with the time they were pushed, for tests and benchmarks that watch a producer.
+impl SampleSink for mpsc::UnboundedSender<(Instant, Sample)> {
+    async fn push(&self, sample: Sample) {
+        let _ = self.send((Instant::now(), sample));
+    }
+}
+
+/// Drops every sample (a probe reads points without publishing them).
+pub struct Discard;
+
+impl SampleSink for Discard {
+    async fn push(&self, _sample: Sample) {}
 }
 
 /// Decides per point whether a new reading is published (contract: `publish`, `deadband`,

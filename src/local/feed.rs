@@ -14,9 +14,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::commands::LocalResults;
-use crate::modbus::SampleSink;
 use crate::queue::Queue;
-use crate::sample::Sample;
+use crate::sample::{Sample, SampleSink};
 use crate::status::monitor::StatusSink;
 
 /// A few seconds of samples of a large gateway: the client drains it continuously, so it only

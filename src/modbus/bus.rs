@@ -44,7 +44,6 @@
 //! health.changed().await;                            // online/offline for the status topic
 //! ```
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,38 +61,11 @@ use super::link::{Link, LinkError, LinkNotes};
 use super::plan::{self, Read};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, DataType, DeviceConfig, Table};
-use crate::queue::Queue;
-use crate::sample::{now_ms, Sample, Value};
+use crate::sample::{now_ms, Discard, Sample, SampleSink, Value};
 
 /// Commands waiting for the owner; a few suffice (writes are rare), and a full channel is
 /// answered with [`WriteError::Busy`] rather than queueing without bound.
 const COMMAND_CAPACITY: usize = 16;
-
-/// Where the owner delivers samples.
-pub trait SampleSink: Send + Sync + 'static {
-    fn push(&self, sample: Sample) -> impl Future<Output = ()> + Send;
-}
-
-impl SampleSink for Queue {
-    async fn push(&self, sample: Sample) {
-        if let Err(error) = Queue::push(self, sample).await {
-            warn!(%error, "cannot queue sample");
-        }
-    }
-}
-
-impl SampleSink for mpsc::UnboundedSender<(Instant, Sample)> {
-    async fn push(&self, sample: Sample) {
-        let _ = self.send((Instant::now(), sample));
-    }
-}
-
-/// Drops every sample (probes).
-pub struct Discard;
-
-impl SampleSink for Discard {
-    async fn push(&self, _sample: Sample) {}
-}
 
 /// Why a write was not done.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -21,7 +21,7 @@ pub mod serial_line;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use bus::{BusHandle, BusOwner, DeviceView, ProbeError, SampleSink, WriteError};
+pub use bus::{BusHandle, BusOwner, DeviceView, ProbeError, WriteError};
 pub use counters::{
     CounterSnapshot, DeviceCounters, DeviceHealth, DurationSnapshot, PollDurations,
 };
@@ -29,6 +29,7 @@ pub use device::ProbedPoint;
 pub use frame::{Exception, Request, Response};
 
 use crate::config::{BusConfig, BusKind, DeviceConfig};
+use crate::sample::SampleSink;
 use link::{RtuLink, SerialOpener, TcpLink, TcpOpener};
 
 /// Starts the owner task of `bus` for `devices` on `tracker`; returns its handle.

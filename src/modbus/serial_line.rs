@@ -28,7 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::bus::{DeviceView, SampleSink};
+use super::bus::DeviceView;
+use crate::sample::SampleSink;
 use super::counters::{DeviceCounters, DeviceHealth};
 use super::decode::{DecodeError, Scaling};
 use super::device::PointTable;

@@ -148,8 +148,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{OnFull, Qos, SyncMode};
-use crate::sample::{Sample, Value};
+use crate::config::{OnFull, Qos, StoreConfig, SyncMode};
+use crate::sample::{Sample, SampleSink, Value};
 
 pub mod capacity;
 pub mod inbox;
@@ -355,6 +355,29 @@ pub struct QueueOptions {
 pub const DEFAULT_MAX_SIZE: u64 = crate::config::DEFAULT_MAX_SIZE;
 /// `meta` key of [`Queue::session_peer`].
 const SESSION_PEER: &str = "session_peer";
+
+impl QueueOptions {
+    /// The options of the gateway's queue: the `store` section and the points' `max_age`s.
+    pub fn for_store(store: &StoreConfig) -> QueueOptions {
+        QueueOptions {
+            max_size: store.max_size,
+            on_full: store.on_full,
+            sync: store.sync,
+            max_age: max_ages(store),
+            ..QueueOptions::default()
+        }
+    }
+}
+
+/// The points' `max_age`s as the queue takes them ([`QueueOptions::max_age`],
+/// [`Queue::set_max_age`]): at start, and again after a reload.
+pub fn max_ages(store: &StoreConfig) -> HashMap<(String, String), Duration> {
+    store
+        .max_age
+        .iter()
+        .map(|(key, age)| (key.clone(), *age))
+        .collect()
+}
 
 impl Default for QueueOptions {
     fn default() -> Self {
@@ -862,6 +885,16 @@ impl Queue {
     /// Whether the writer stopped (closed or died); every call then returns [`QueueError::Closed`].
     pub fn is_closed(&self) -> bool {
         self.cmd_tx.is_closed()
+    }
+}
+
+/// The pollers' sink when nothing else wants the samples: a push that fails (a closed queue, a
+/// non-finite value) is logged, the poller carries on.
+impl SampleSink for Queue {
+    async fn push(&self, sample: Sample) {
+        if let Err(error) = Queue::push(self, sample).await {
+            tracing::warn!(%error, "cannot queue sample");
+        }
     }
 }
 
