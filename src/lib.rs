@@ -4,21 +4,24 @@
 //! The crate follows the data, one way:
 //!
 //! ```text
-//! config ──► modbus (one task per bus) ──► sample ──► queue (SQLite writer thread) ──► uplink (MQTT)
+//! config ─► modbus (a task per bus) ─► sample ─► app::GatewaySink ─┬─► queue (SQLite) ─► uplink (MQTT)
+//!                                                                  └─► local (on-site broker, live)
 //! ```
 //!
 //! - [`config`] loads and validates the YAML file, reporting every problem with file, line, column
 //!   and key path.
 //! - [`modbus`] plans and performs register reads and decodes them into [`sample::Sample`]s.
-//! - [`sample`] is the unit of data and the on-change/deadband reporting filter.
+//! - [`sample`] is the unit of data, the on-change/deadband reporting filter and the sink the
+//!   pollers push into ([`sample::SampleSink`]); in the running gateway that sink is
+//!   [`app::GatewaySink`]: a live copy to [`local`], then the [`queue`].
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it;
 //!   [`queue::inspect`] reads a queue file read-only for `fieldrelay queue stats|peek|export`.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
-//! - [`app`] wires the tasks together and owns shutdown; [`cli`] is the command line (help,
-//!   completions and man pages from one definition).
+//! - [`app`] wires the tasks together (start-up, the gateway's sample sink) and owns the staged
+//!   shutdown; [`cli`] is the command line (help, completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.

@@ -1,9 +1,8 @@
 //! What the rest of the gateway hands the local broker client, without ever waiting for it.
 //!
-//! - [`Tee`] is the bus owners' sample sink: it offers each sample to the local client (a copy,
-//!   `try_send`, dropped and counted when the channel is full) and then queues it as before. The
-//!   local copy goes first, so a queue waiting on a slow disk does not delay live values; the
-//!   offer never blocks, so a stuck local broker costs the cloud path nothing.
+//! - [`LocalFeed::offer_sample`] takes a copy of each sample from the gateway's sample sink
+//!   ([`crate::app::GatewaySink`]) with `try_send`: dropped and counted when the channel is full,
+//!   so a stuck local broker costs the cloud path nothing.
 //! - [`LocalFeed`] also takes device statuses (from the status monitor) and the results of the
 //!   on-site broker's commands (from its command handler), on a second channel so that a flood
 //!   of samples never crowds them out.
@@ -14,8 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::commands::LocalResults;
-use crate::queue::Queue;
-use crate::sample::{Sample, SampleSink};
+use crate::sample::Sample;
 use crate::status::monitor::StatusSink;
 
 /// A few seconds of samples of a large gateway: the client drains it continuously, so it only
@@ -109,22 +107,6 @@ impl LocalResults for LocalFeed {
             point: point.to_owned(),
             payload,
         })
-    }
-}
-
-/// The bus owners' sink: a live copy to the local client (when configured), then the queue.
-#[derive(Debug, Clone)]
-pub struct Tee {
-    pub queue: Queue,
-    pub local: Option<LocalFeed>,
-}
-
-impl SampleSink for Tee {
-    async fn push(&self, sample: Sample) {
-        if let Some(local) = &self.local {
-            local.offer_sample(sample.clone());
-        }
-        SampleSink::push(&self.queue, sample).await;
     }
 }
 

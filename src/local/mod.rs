@@ -3,7 +3,7 @@
 //! status and send commands while the WAN is down.
 //!
 //! - [`feed`]: how samples, device statuses and command results reach the client without ever
-//!   waiting for it ([`feed::Tee`] is the bus owners' sample sink).
+//!   waiting for it (samples come from the gateway's sample sink, [`crate::app::GatewaySink`]).
 //! - [`retained`]: the statuses and retained values republished at every connect. Pure.
 //! - [`client`]: the connection task, built from the uplink's transport, connection, session
 //!   and acknowledgement parts, without the queue: live, not durable.
@@ -20,4 +20,4 @@ pub mod feed;
 pub mod retained;
 
 pub use client::LocalClient;
-pub use feed::{LocalEvent, LocalFeed, Tee};
+pub use feed::{LocalEvent, LocalFeed};

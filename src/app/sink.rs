@@ -1,0 +1,28 @@
+//! The gateway's sample sink: where every bus owner's samples go in the running gateway.
+//!
+//! A sample is first offered to the on-site broker's client (a copy, `try_send`, with `local:`),
+//! then pushed into the queue (QoS 1/2 committed, QoS 0 onto the uplink's live channel). The
+//! local copy goes first, so a queue waiting on a slow disk does not delay live values; the offer
+//! never blocks, so a stuck local broker costs the cloud path nothing. The pollers only know the
+//! [`SampleSink`] trait; this is the one place that knows every consumer of a sample.
+
+use crate::local::LocalFeed;
+use crate::queue::Queue;
+use crate::sample::{Sample, SampleSink};
+
+/// The bus owners' sink in the running gateway: a live copy to the local client (when
+/// configured), then the queue.
+#[derive(Debug, Clone)]
+pub struct GatewaySink {
+    pub queue: Queue,
+    pub local: Option<LocalFeed>,
+}
+
+impl SampleSink for GatewaySink {
+    async fn push(&self, sample: Sample) {
+        if let Some(local) = &self.local {
+            local.offer_sample(sample.clone());
+        }
+        SampleSink::push(&self.queue, sample).await;
+    }
+}
