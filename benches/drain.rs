@@ -141,7 +141,7 @@ fn mosquitto_pub(port: u16, n: u64) -> Option<Duration> {
     let mut input = Vec::new();
     for i in 0..n {
         let s = sample(i);
-        let payload = fieldrelay::uplink::message::sample_payload(&s, Some(i + 1));
+        let payload = fieldrelay::queue::wire::sample_payload(&s, Some(i + 1));
         input.extend_from_slice(&payload);
         input.push(b'\n');
     }
@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_sample = on_disk as f64 / n as f64;
     let wire = {
         let s = sample(n / 2);
-        let payload = fieldrelay::uplink::message::sample_payload(&s, Some(n / 2));
+        let payload = fieldrelay::queue::wire::sample_payload(&s, Some(n / 2));
         // Fixed header (2) + topic length (2) + topic + packet id (2) + payload.
         2 + 2 + TOPIC.len() + 2 + payload.len()
     };

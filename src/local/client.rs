@@ -55,7 +55,7 @@ use crate::uplink::connection::{
     self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received,
 };
 use crate::uplink::inbound::{self, AckOrder, Inbound, Settled, Settlement};
-use crate::uplink::message::{sample_payload, sample_topic, status_topic};
+use crate::queue::wire::{sample_payload, sample_topic, status_topic};
 use crate::uplink::session::Session;
 use crate::uplink::{Dialer, UplinkError};
 

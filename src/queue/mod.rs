@@ -160,6 +160,7 @@ pub mod salvage;
 mod store;
 pub mod summary;
 pub mod unwritten;
+pub mod wire;
 mod writer;
 
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};
@@ -177,7 +178,7 @@ pub struct StoredSample {
     pub sample: Sample,
 }
 
-/// What a non-sample row is; decides its topic (see `uplink::message`).
+/// What a non-sample row is; decides its topic (see [`wire`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
     /// `P/<device>/status`, retained. `point` is empty.

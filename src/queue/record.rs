@@ -53,7 +53,7 @@ impl fmt::Display for Record<'_> {
             write!(f, r#","point":{}"#, json_str(point))?;
         }
         if let Some(prefix) = self.topic_prefix {
-            let topic = crate::uplink::message::row_topic(prefix, &row.entry);
+            let topic = super::wire::row_topic(prefix, &row.entry);
             write!(f, r#","topic":{}"#, json_str(&topic))?;
         }
         match &row.entry {

@@ -74,7 +74,6 @@ use super::connection::{
     self, packet_name, ConnectOptions, OversizedPublish, PacketReader, PacketWriter, Received,
 };
 use super::inbound::{self, AckOrder, Inbound, Incoming, Settled, Settlement};
-use super::message;
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
@@ -84,7 +83,7 @@ use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
 use crate::config::{Qos, SessionMode, UplinkConfig};
-use crate::queue::{Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
+use crate::queue::{wire, Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::{now_ms, Sample};
 
 /// How long shutdown waits for outstanding acknowledgements before it disconnects anyway.
@@ -180,7 +179,7 @@ async fn run_link(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut link = Link {
-        status_topic: message::status_topic(&config.topic_prefix),
+        status_topic: wire::status_topic(&config.topic_prefix),
         health_topic: presence::health_topic(&config.topic_prefix),
         presence,
         presence_open: (true, true),
@@ -384,8 +383,8 @@ impl Link {
         }
         let live = fresh.len();
         for sample in fresh {
-            let topic = message::sample_topic(&self.config.topic_prefix, &sample);
-            let payload = message::sample_payload(&sample, None);
+            let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+            let payload = wire::sample_payload(&sample, None);
             packets.push(self.session.publish_live(topic, payload, sample.retain));
         }
         if let Err(e) = writer.write(&packets).await {
@@ -431,8 +430,8 @@ impl Link {
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
-                        let topic = message::sample_topic(&self.config.topic_prefix, &sample);
-                        let payload = message::sample_payload(&sample, None);
+                        let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+                        let payload = wire::sample_payload(&sample, None);
                         let publish = self.session.publish_live(topic, payload, sample.retain);
                         let written = writer.write(&[publish]).await;
                         if written.is_ok() {
@@ -534,11 +533,11 @@ impl Link {
     }
 
     fn render_again(&self, row: &StoredRow, pkid: u16) -> Packet {
-        let (qos, retain) = message::row_flags(&row.entry);
+        let (qos, retain) = wire::row_flags(&row.entry);
         self.session.republish(
             pkid,
-            message::row_topic(&self.config.topic_prefix, &row.entry),
-            message::row_payload(row),
+            wire::row_topic(&self.config.topic_prefix, &row.entry),
+            wire::row_payload(row),
             qos,
             retain,
         )
@@ -602,12 +601,12 @@ impl Link {
                     self.session.skip_to(row.seq);
                     continue;
                 }
-                let (qos, retain) = message::row_flags(&row.entry);
+                let (qos, retain) = wire::row_flags(&row.entry);
                 exactly_once |= qos == Qos::ExactlyOnce;
                 let (packet, pkid) = self.session.publish_row(
                     row.seq,
-                    message::row_topic(&self.config.topic_prefix, &row.entry),
-                    message::row_payload(&row),
+                    wire::row_topic(&self.config.topic_prefix, &row.entry),
+                    wire::row_payload(&row),
                     qos,
                     retain,
                     now,

@@ -42,7 +42,6 @@
 pub mod connection;
 pub mod inbound;
 pub mod link;
-pub mod message;
 pub mod presence;
 pub mod rate;
 pub mod session;

@@ -1,8 +1,11 @@
-//! Topics and payloads of the public contract (v1), rendered from queue rows and gateway state.
+//! What a row (or a live sample) is on the wire: its topic, payload and flags in the public
+//! contract (v1, `docs/interface.md`). The rules sit with the rows they render, so the queue's
+//! tools (`fieldrelay queue export`) and every MQTT connection (the uplink, the on-site broker's
+//! client) name and render a row the same way.
 //!
 //! - `P/<device>/<point>`: `{"value":<number|bool>,"ts":<ms>,"seq":<u64>}` (QoS 0: no `seq`)
-//! - `P/<device>/status` and `P/<device>/<point>/set/result`: queued
-//!   [`crate::queue::Message`]s, published with their payload as it was queued plus its `seq`.
+//! - `P/<device>/status` and `P/<device>/<point>/set/result`: queued [`super::Message`]s,
+//!   published with their payload as it was queued plus its `seq`.
 //! - `P/status` (retained, QoS 1): the certificates, rendered by [`crate::status::gateway`].
 //!
 //! Payloads are written by hand rather than through a serializer: the value is already JSON text
@@ -10,11 +13,8 @@
 
 use bytes::Bytes;
 
-use crate::queue::{Entry, MessageKind, StoredRow};
+use super::{Entry, MessageKind, StoredRow};
 use crate::sample::Sample;
-
-/// Version reported in the birth certificate.
-pub const VERSION: &str = crate::status::gateway::VERSION;
 
 pub fn sample_topic(prefix: &str, sample: &Sample) -> String {
     format!("{prefix}/{}/{}", sample.device, sample.point)
