@@ -22,8 +22,8 @@ use fieldrelay::simulator::{Registers, Simulator};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fieldrelay::sample::SampleSink;
 use fieldrelay::sample::Sample;
+use fieldrelay::sample::SampleSink;
 use tokio_modbus::client::Reader;
 use tokio_modbus::Slave;
 use tokio_util::sync::CancellationToken;

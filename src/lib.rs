@@ -31,6 +31,9 @@
 //! - [`import`] turns a vendor's register list (CSV) into checked points for
 //!   `fieldrelay points import`.
 //! - [`simulator`] is a Modbus TCP, RTU-over-TCP and RTU slave for demos and tests.
+//!
+//! Imports follow the same order: a module imports only from the layers below its own
+//! (docs/ARCHITECTURE.md, "Layers"; `tests/layers.rs` checks every file).
 
 pub mod app;
 pub mod backoff;

@@ -37,9 +37,9 @@ use crate::config::{
     self, CommandsConfig, Config, LocalConfig, StatusConfig, StoreConfig, UplinkConfig,
 };
 use crate::fleet::{units, BusChanges, Fleet};
-use crate::sample::SampleSink;
 use crate::queue::{self, Queue};
 use crate::sample::now_ms;
+use crate::sample::SampleSink;
 use crate::service::notifier::Notifier;
 
 /// How long the replaced bus owners get to stop. An owner returns at its next wait point, so

@@ -195,12 +195,13 @@ pub(super) fn start(
 /// Opens (creating, migrating or quarantining as needed) the queue in `gateway.data_dir`.
 fn open_queue(config: &Config) -> Result<(Queue, LiveReceiver, QueueWriter), AppError> {
     let data_dir = &config.gateway.data_dir;
-    let opened = Queue::open(data_dir, QueueOptions::for_store(&config.store)).map_err(
-        |source| AppError::Queue {
-            dir: data_dir.clone(),
-            source,
-        },
-    )?;
+    let opened =
+        Queue::open(data_dir, QueueOptions::for_store(&config.store)).map_err(|source| {
+            AppError::Queue {
+                dir: data_dir.clone(),
+                source,
+            }
+        })?;
     info!(dir = %data_dir.display(), depth = opened.0.progress().borrow().depth, "queue open");
     Ok(opened)
 }

@@ -201,10 +201,13 @@ impl WritePlan {
         };
         let written = match (&expected, point.modbus()) {
             (Response::Bits(bits), _) => bits.first().map(|b| Value::Bool(*b)),
-            (Response::Words(words), Some(source)) => {
-                decode::decode_registers(point.data_type, source.encoding, words, point.scaling())
-                    .ok()
-            }
+            (Response::Words(words), Some(source)) => decode::decode_registers(
+                point.data_type,
+                source.encoding,
+                words,
+                decode::Scaling::of(point),
+            )
+            .ok(),
             _ => None,
         };
         Ok(WritePlan {

@@ -11,6 +11,7 @@ pub mod access;
 mod commands;
 mod error;
 pub mod files;
+pub mod limits;
 mod load;
 mod local;
 mod metrics;
@@ -354,15 +355,6 @@ impl PointConfig {
         match &self.source {
             PointSource::Modbus(source) => Some(source),
             PointSource::Line(_) => None,
-        }
-    }
-
-    /// How a raw reading becomes the published value: scale, offset, decimals.
-    pub fn scaling(&self) -> crate::modbus::decode::Scaling {
-        crate::modbus::decode::Scaling {
-            scale: self.scale,
-            offset: self.offset,
-            decimals: self.decimals,
         }
     }
 }

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::Issue;
+use super::limits::MAX_REGISTERS_PER_READ;
 use super::raw::{
     closest, decode_mapping, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry,
     RawGateway, RawPoint, RawTls, RawUplink,
@@ -38,7 +39,6 @@ use super::{
     PointSource, PublishMode, Qos, Reporting, SerialSettings, SessionMode, StopBits, Table,
     TlsConfig, UplinkConfig, WordOrder,
 };
-use crate::modbus::plan::MAX_REGISTERS_PER_READ;
 
 /// IANA port of unencrypted MQTT; used when an `mqtt://` url names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;

@@ -49,13 +49,13 @@ use super::retained::Retained;
 use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
 use crate::commands::topic;
 use crate::config::{LocalConfig, OfflineStatus, Qos};
+use crate::queue::wire::{sample_payload, sample_topic, status_topic};
 use crate::sample::{now_ms, Sample};
 use crate::status::gateway::{self, GatewayInfo, OfflineReason};
 use crate::uplink::connection::{
     self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received,
 };
 use crate::uplink::inbound::{self, AckOrder, Inbound, Settled, Settlement};
-use crate::queue::wire::{sample_payload, sample_topic, status_topic};
 use crate::uplink::session::Session;
 use crate::uplink::{Dialer, UplinkError};
 

@@ -276,7 +276,7 @@ pub fn write_request(
 ) -> Result<Request, WriteError> {
     let not_writable = || WriteError::NotWritable(point.name.clone());
     let source = point.modbus().ok_or_else(not_writable)?;
-    let scaling = point.scaling();
+    let scaling = decode::Scaling::of(point);
     let multiple = point
         .write
         .is_some_and(|w| w.function == crate::config::WriteFunction::Multiple);

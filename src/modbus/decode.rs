@@ -38,7 +38,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ByteOrder, DataType, Encoding, WordOrder};
+use crate::config::{ByteOrder, DataType, Encoding, PointConfig, WordOrder};
 use crate::sample::Value;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,6 +81,15 @@ impl Scaling {
         offset: 0.0,
         decimals: None,
     };
+
+    /// How `point`'s raw reading becomes the published value: its scale, offset, decimals.
+    pub fn of(point: &PointConfig) -> Scaling {
+        Scaling {
+            scale: point.scale,
+            offset: point.offset,
+            decimals: point.decimals,
+        }
+    }
 
     /// `raw * scale + offset` with the implied decimals.
     pub fn linear(scale: f64, offset: f64) -> Scaling {

@@ -80,7 +80,7 @@ impl PointTable {
                             point.data_type,
                             source.encoding,
                             &raw,
-                            point.scaling(),
+                            decode::Scaling::of(point),
                         ),
                     },
                     None => Err(short(0)),

@@ -13,12 +13,8 @@
 //! a read is never larger than needed by more than `max_gap` per gap. Bit points of one register
 //! share that register's read. Serial_line points are not planned.
 
+use crate::config::limits::{MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ};
 use crate::config::{Coalesce, Planning, PointConfig, Table};
-
-/// Protocol limit for FC 3/4 (read holding/input registers).
-pub const MAX_REGISTERS_PER_READ: u16 = 125;
-/// Protocol limit for FC 1/2 (read coils/discrete inputs).
-pub const MAX_BITS_PER_READ: u16 = 2000;
 
 /// One request and the points it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::bus::DeviceView;
-use crate::sample::SampleSink;
 use super::counters::{DeviceCounters, DeviceHealth};
 use super::decode::{DecodeError, Scaling};
 use super::device::PointTable;
 use super::link::{Opener, SerialOpener};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, BusKind, DataType, DeviceConfig, PointSource};
+use crate::sample::SampleSink;
 use crate::sample::{now_ms, Value};
 
 /// A line longer than this without a terminator is garbage (a wrong terminator setting, or a
@@ -125,7 +125,7 @@ impl LineMatcher {
                 .enumerate()
                 .filter_map(|(i, p)| match &p.source {
                     PointSource::Line(pattern) => {
-                        Some((i, pattern.0.clone(), p.data_type, p.scaling()))
+                        Some((i, pattern.0.clone(), p.data_type, Scaling::of(p)))
                     }
                     PointSource::Modbus(_) => None,
                 })

@@ -573,7 +573,7 @@ pub async fn run_from_config(
                 }
                 let value = synthetic(point.data_type, n);
                 let scaling = match value {
-                    Value::Float(_) => point.scaling(),
+                    Value::Float(_) => Scaling::of(point),
                     _ => Scaling::IDENTITY,
                 };
                 let value = match (source.bit, value) {
