@@ -17,13 +17,18 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use super::recent::CommandKey;
 use super::summary::{Contents, Group, InFlight, RowRef};
 use super::{
-    Delivery, Entry, Message, MessageKind, QueueError, QueueProgress, StoredRow, StoredSample,
+    Delivery, Entry, Message, MessageKind, QueueError, QueueOptions, QueueProgress, StoredRow,
+    StoredSample,
 };
 use crate::config::{Qos, SyncMode};
 use crate::sample::{Sample, Value};
 
 /// File name of the queue inside the data directory.
 pub const DB_FILE: &str = "queue.db";
+
+/// `meta` key of the broker session the stored session states belong to
+/// ([`super::Queue::session_peer`]).
+pub(super) const SESSION_PEER: &str = "session_peer";
 
 /// Schema version this build writes (`PRAGMA user_version`). A database with a newer version is
 /// refused rather than written to: an older binary must not corrupt a newer layout.
@@ -299,6 +304,70 @@ pub(super) fn quarantine(path: &Path, utc_stamp: &str) -> Result<PathBuf, std::i
         }
     }
     Ok(target)
+}
+
+/// Opens the read-write connection with the integrity check, quarantining a corrupt file.
+pub(super) fn open_checked(
+    path: &Path,
+    options: &QueueOptions,
+) -> Result<rusqlite::Connection, QueueError> {
+    let attempt = |path: &Path| -> Result<rusqlite::Connection, QueueError> {
+        let conn = open_rw(path, options.sync, options.max_size)?;
+        quick_check(&conn)?;
+        Ok(conn)
+    };
+    if !path.exists() {
+        return open_rw(path, options.sync, options.max_size);
+    }
+    match attempt(path) {
+        Ok(conn) => Ok(conn),
+        Err(error) if is_corruption(&error) => {
+            let floor = salvage_last_seq(path);
+            let stamp = utc_stamp(crate::sample::now_ms() / 1000);
+            let moved = quarantine(path, &stamp).map_err(|source| QueueError::Quarantine {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            // Without a readable last seq, a clock-derived floor (ms × 1000, below 2^53 until
+            // the year 2255) is above any seq a gateway can have handed out.
+            let floor = floor.unwrap_or_else(|| {
+                u64::try_from(crate::sample::now_ms())
+                    .unwrap_or(0)
+                    .saturating_mul(1000)
+            });
+            tracing::error!(
+                %error,
+                quarantined = %moved.display(),
+                next_seq_above = floor,
+                "queue file is corrupt: moved aside (not deleted), starting a new queue"
+            );
+            let conn = open_rw(path, options.sync, options.max_size)?;
+            seed_last_seq(&conn, floor)?;
+            Ok(conn)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for Unix seconds (civil-from-days, proleptic Gregorian).
+pub(super) fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one transaction.
@@ -1102,7 +1171,7 @@ impl QueueReader {
         };
         let (oldest, newest) = (end("ASC")?, end("DESC")?);
         let session_peer = match self.layout {
-            Layout::V2 => get_meta(&tx, super::SESSION_PEER)?,
+            Layout::V2 => get_meta(&tx, SESSION_PEER)?,
             Layout::V1 => None,
         };
         Ok(Contents {

@@ -2,7 +2,7 @@
 //! the progress watch or a fetch reply (a fetch is answered after the group it belongs to is
 //! committed and the watch updated), never through sleeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -955,8 +955,8 @@ async fn garbage_file_is_quarantined_with_a_clock_floor_for_seq() {
 
 #[test]
 fn utc_stamp_is_civil_time() {
-    assert_eq!(utc_stamp(0), "19700101T000000Z");
-    assert_eq!(utc_stamp(1_764_000_000), "20251124T160000Z");
+    assert_eq!(store::utc_stamp(0), "19700101T000000Z");
+    assert_eq!(store::utc_stamp(1_764_000_000), "20251124T160000Z");
 }
 
 async fn fill(q: &Queue, n: i64) {

@@ -42,11 +42,12 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::capacity::{self, Capacity, DropBurst, Drops, Room};
+use super::counters::Counters;
 use super::inbox;
 use super::recent::{self, CommandKey, RecentCommand};
 use super::store::{self, Write};
 use super::unwritten::Unwritten;
-use super::{Counters, Entry, Message, QueueError, QueueProgress, StoredRow};
+use super::{Entry, Message, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
 
 /// First wait before kept acknowledgements are tried again while nothing else arrives.
