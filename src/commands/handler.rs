@@ -417,7 +417,7 @@ fn write_refusal(error: WriteError) -> Refusal {
             ErrorCode::DeviceOffline,
             "the device's bus is stopping or restarting; nothing was written",
         ),
-        WriteError::UnknownDevice(_) | WriteError::UnknownPoint(_) => Refusal::new(
+        WriteError::UnknownDevice(_) => Refusal::new(
             ErrorCode::UnknownPoint,
             "the device or point was removed by a reload",
         ),

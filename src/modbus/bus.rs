@@ -34,8 +34,9 @@
 //! dead line.
 //!
 //! ```ignore
-//! // A command handler validates against the point map, then
-//! match handle.write_point("boiler", "setpoint", &Value::Float(21.5)).await {
+//! // A command handler validates against the point map, encodes the value, then
+//! let request = write_request(setpoint, &Value::Float(21.5))?;
+//! match handle.write("boiler", request).await {
 //!     Ok(()) => {}                                   // device acknowledged (FC 6/16 echo)
 //!     Err(WriteError::DeviceOffline(reason)) => {}   // at once, nothing sent
 //!     Err(other) => {}                               // exception, timeout, not writable, ...
@@ -72,8 +73,6 @@ const COMMAND_CAPACITY: usize = 16;
 pub enum WriteError {
     #[error("unknown device {0:?}")]
     UnknownDevice(String),
-    #[error("unknown point {0:?}")]
-    UnknownPoint(String),
     #[error("point {0:?} is not writable (only coil and holding points are)")]
     NotWritable(String),
     #[error("cannot encode the value: {0}")]
@@ -189,28 +188,6 @@ impl BusHandle {
                 mpsc::error::TrySendError::Closed(_) => WriteError::BusClosed,
             })?;
         answer.await.map_err(|_| WriteError::BusClosed)?
-    }
-
-    /// Writes the engineering `value` to a point (the inverse of its decoding: scale, offset,
-    /// type, byte and word order): FC 5 for a coil, FC 6 for a one-register value, FC 16 for
-    /// wider ones. Input tables, bits of registers and serial_line points are not writable.
-    pub async fn write_point(
-        &self,
-        device: &str,
-        point: &str,
-        value: &Value,
-    ) -> Result<(), WriteError> {
-        let view = self
-            .device(device)
-            .ok_or_else(|| WriteError::UnknownDevice(device.to_owned()))?;
-        let config = view
-            .config
-            .points
-            .iter()
-            .find(|p| p.name == point)
-            .ok_or_else(|| WriteError::UnknownPoint(point.to_owned()))?;
-        let request = write_request(config, value)?;
-        self.write(device, request).await
     }
 
     /// Reads one point of `device` once, between two exchanges of the owner: its registers (or
@@ -1067,6 +1044,22 @@ mod tests {
         (addr, cancel)
     }
 
+    /// Writes `value` to `point` as the command handler does: the request from the point's
+    /// configuration ([`write_request`]), then [`BusHandle::write`].
+    async fn write_value(
+        handle: &BusHandle,
+        device: &str,
+        point: &str,
+        value: &Value,
+    ) -> Result<(), WriteError> {
+        let config = handle
+            .device(device)
+            .and_then(|view| view.config.points.iter().find(|p| p.name == point))
+            .expect("a configured point");
+        let request = write_request(config, value)?;
+        handle.write(device, request).await
+    }
+
     fn tcp_owner(
         addr: SocketAddr,
         timeout: Duration,
@@ -1205,8 +1198,7 @@ mod tests {
         let cancel = CancellationToken::new();
         tokio::spawn(owner.run(cancel.clone()));
 
-        handle
-            .write_point("dev", "setpoint", &Value::Float(10.75))
+        write_value(&handle, "dev", "setpoint", &Value::Float(10.75))
             .await
             .unwrap();
         assert_eq!(
@@ -1214,8 +1206,7 @@ mod tests {
             vec![0x41AC, 0x0000],
             "raw = 10.75 / 0.5 = 21.5"
         );
-        handle
-            .write_point("dev", "pump", &Value::Bool(true))
+        write_value(&handle, "dev", "pump", &Value::Bool(true))
             .await
             .unwrap();
         assert_eq!(regs.coils(1, 2, 1), vec![true]);
@@ -1231,11 +1222,11 @@ mod tests {
             .unwrap();
         assert_eq!(regs.holding(1, 20, 1), vec![7]);
         assert_eq!(
-            handle.write_point("dev", "temp", &Value::Int(1)).await,
+            write_value(&handle, "dev", "temp", &Value::Int(1)).await,
             Err(WriteError::NotWritable("temp".into()))
         );
         assert!(matches!(
-            handle.write_point("dev", "mode", &Value::Int(70_000)).await,
+            write_value(&handle, "dev", "mode", &Value::Int(70_000)).await,
             Err(WriteError::Encode(_))
         ));
 
@@ -1244,7 +1235,7 @@ mod tests {
         health.wait_for(|h| !h.online).await.unwrap();
         let started = Instant::now();
         assert_eq!(
-            handle.write_point("gone", "v", &Value::Int(1)).await,
+            write_value(&handle, "gone", "v", &Value::Int(1)).await,
             Err(WriteError::DeviceOffline("timed out after 200ms".into()))
         );
         assert!(started.elapsed() < Duration::from_millis(100));
@@ -1252,8 +1243,7 @@ mod tests {
         // The simulator counts write requests, and can acknowledge writes it ignores.
         assert_eq!(regs.write_count(1), 3);
         regs.set_ignore_writes(1, true);
-        handle
-            .write_point("dev", "mode", &Value::Int(9))
+        write_value(&handle, "dev", "mode", &Value::Int(9))
             .await
             .unwrap();
         assert_eq!(regs.holding(1, 20, 1), vec![7], "acknowledged, not applied");
