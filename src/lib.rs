@@ -25,7 +25,8 @@
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
-//! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
+//! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar,
+//!   [`table`] aligns its table (and `queue stats`').
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
 //! - [`import`] turns a vendor's register list (CSV) into checked points for
@@ -54,4 +55,5 @@ pub mod service;
 pub mod simulator;
 pub mod sparkplug;
 pub mod status;
+pub mod table;
 pub mod uplink;

@@ -94,9 +94,9 @@ impl ProbeReport {
 
     /// The aligned table, one line per point, with a header line.
     pub fn table(&self) -> String {
-        const HEADER: [&str; 6] = ["DEVICE", "POINT", "RAW", "VALUE", "UNIT", "STATUS"];
-        let lines: Vec<[String; 6]> = std::iter::once(HEADER.map(str::to_owned))
-            .chain(self.rows.iter().map(|row| {
+        crate::table::with_header(
+            ["DEVICE", "POINT", "RAW", "VALUE", "UNIT", "STATUS"],
+            self.rows.iter().map(|row| {
                 [
                     row.device.clone(),
                     row.point.clone(),
@@ -105,28 +105,8 @@ impl ProbeReport {
                     row.unit.clone(),
                     row.status.text(),
                 ]
-            }))
-            .collect();
-        let mut widths = [0usize; 6];
-        for line in &lines {
-            for (width, cell) in widths.iter_mut().zip(line) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for line in &lines {
-            let mut text = String::new();
-            for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
-                if i > 0 {
-                    text.push_str("  ");
-                }
-                text.push_str(cell);
-                text.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
-            }
-            out.push_str(text.trim_end());
-            out.push('\n');
-        }
-        out
+            }),
+        )
     }
 
     /// `boiler/setpoint: 40003 looks like the Modicon reference …`, one per failed point whose

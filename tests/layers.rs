@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first. A module may import modules of lower layers only; modules of one
 /// layer are independent of each other.
 const LAYERS: &[(&str, &[&str])] = &[
-    // What every stage reads: the configuration, and two leaf utilities that import nothing of
-    // the crate (reconnect backoff, the terminal progress bar).
-    ("foundation", &["config", "backoff", "progress"]),
+    // What every stage reads: the configuration, and leaf utilities that import nothing of the
+    // crate (reconnect backoff, the terminal progress bar, plain-text tables).
+    ("foundation", &["config", "backoff", "progress", "table"]),
     // The unit of data and the sink it is pushed into: the vocabulary shared by the stages, so
     // that a producer never names its consumer.
     ("vocabulary", &["sample"]),

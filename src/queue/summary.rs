@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use super::MessageKind;
+use crate::table;
 
 /// One end of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,30 +127,6 @@ pub fn age(ms: i64) -> String {
     }
 }
 
-/// Left-aligned columns two spaces apart, trailing blanks trimmed.
-fn columns<const N: usize>(lines: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for line in lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for line in lines {
-        let mut text = String::new();
-        for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            text.push_str(cell);
-            text.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 impl Summary {
     /// Rows in the queue.
     pub fn rows(&self) -> u64 {
@@ -253,10 +230,10 @@ impl Summary {
                 );
             }
         }
-        let mut out = columns(&head);
+        let mut out = table::columns(&head);
 
         if !c.groups.is_empty() {
-            let mut table = vec![[
+            let header = [
                 "DEVICE",
                 "POINT",
                 "KIND",
@@ -264,9 +241,8 @@ impl Summary {
                 "IN FLIGHT",
                 "SEQ",
                 "OLDEST",
-            ]
-            .map(str::to_owned)];
-            table.extend(c.groups.iter().map(|g| {
+            ];
+            let rows = c.groups.iter().map(|g| {
                 [
                     g.device.clone(),
                     g.point.clone(),
@@ -276,14 +252,13 @@ impl Summary {
                     format!("{}..{}", g.first_seq, g.last_seq),
                     age(now_ms - g.oldest_ts_ms),
                 ]
-            }));
+            });
             out.push('\n');
-            out.push_str(&columns(&table));
+            out.push_str(&table::with_header(header, rows));
         }
         if !c.in_flight.is_empty() {
-            let mut table =
-                vec![["SEQ", "PKID", "STATE", "DEVICE", "POINT", "KIND"].map(str::to_owned)];
-            table.extend(c.in_flight.iter().map(|r| {
+            let header = ["SEQ", "PKID", "STATE", "DEVICE", "POINT", "KIND"];
+            let rows = c.in_flight.iter().map(|r| {
                 [
                     r.seq.to_string(),
                     r.pkid.map(|p| p.to_string()).unwrap_or_default(),
@@ -292,9 +267,9 @@ impl Summary {
                     r.point.clone(),
                     kind_name(r.kind),
                 ]
-            }));
+            });
             out.push('\n');
-            out.push_str(&columns(&table));
+            out.push_str(&table::with_header(header, rows));
         }
         out
     }
