@@ -4,37 +4,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, write_config, Gateway, Message, Mosquitto, Subscriber};
-use fieldrelay::simulator::{Registers, Simulator};
-use tokio_util::sync::CancellationToken;
+use common::{
+    f32_words, start_simulator, u32_words, wait_until, write_config, Gateway, Message, Mosquitto,
+    Subscriber,
+};
+use fieldrelay::simulator::Registers;
 
 const UNIT: u8 = 1;
 /// How long the broker stays down in the outage tests (the issue asks for 10 s).
 const OUTAGE: Duration = Duration::from_secs(10);
-
-async fn start_device() -> (Registers, SocketAddr, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let addr = sim.local_addr();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, addr, cancel)
-}
-
-fn f32_words(v: f32) -> [u16; 2] {
-    let bits = v.to_bits();
-    [(bits >> 16) as u16, bits as u16]
-}
-
-fn u32_words(v: u32) -> [u16; 2] {
-    [(v >> 16) as u16, v as u16]
-}
 
 /// Values of `point` committed in the queue file right now, read through a read-only
 /// connection while the gateway writes it (in another process).
@@ -67,7 +48,7 @@ const COUNTER_POINT: &str = "      - name: counter
 async fn decoded_values_arrive_on_contract_topics() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     regs.set_holding(UNIT, 0, &f32_words(21.5));
     // 1004 * 0.01 and 569 * 0.1 in f64 are 10.040000000000001 and 56.900000000000006: the
     // payloads carry the decimals of the scale instead.
@@ -101,7 +82,7 @@ async fn decoded_values_arrive_on_contract_topics() {
         qos: 0
         publish: every_poll
 ";
-    let config = write_config(dir.path(), broker.port, device.port(), points);
+    let config = write_config(dir.path(), broker.port, device, points);
     let mut sub = Subscriber::connect(broker.port, "e2e-values", &["fieldrelay/#"]).await;
     let _gateway = Gateway::start(&config);
 
@@ -225,9 +206,9 @@ async fn outage_case(kill_gateway_midway: bool) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     regs.set_holding(UNIT, 4, &u32_words(0));
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_POINT);
+    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
     let client_id = if kill_gateway_midway {
         "e2e-kill"
     } else {
@@ -288,8 +269,8 @@ async fn gateway_kill9_during_outage_loses_no_committed_sample() {
 async fn status_is_online_then_last_will_offline_after_kill9() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_device().await;
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_POINT);
+    let (_regs, device, _sim) = start_simulator().await;
+    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
     let status = "fieldrelay/test-gw/status";
     let mut sub = Subscriber::connect(broker.port, "e2e-will", &[status]).await;
     let mut gateway = Gateway::start(&config);
@@ -325,8 +306,8 @@ async fn status_is_online_then_last_will_offline_after_kill9() {
 async fn sigterm_publishes_offline_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_device().await;
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_POINT);
+    let (_regs, device, _sim) = start_simulator().await;
+    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
     let status = "fieldrelay/test-gw/status";
     let mut sub = Subscriber::connect(broker.port, "e2e-term", &[status]).await;
     let mut gateway = Gateway::start(&config);
@@ -357,8 +338,8 @@ async fn sigterm_publishes_offline_and_exits_zero() {
 async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_device().await;
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_POINT);
+    let (_regs, device, _sim) = start_simulator().await;
+    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
     let status = "fieldrelay/test-gw/status";
     let mut sub = Subscriber::connect(broker.port, "e2e-second-term", &[status]).await;
     let mut gateway = Gateway::start(&config);

@@ -16,13 +16,15 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{free_port, port_accepts, wait_until, Gateway, Mosquitto, Subscriber};
+use common::{
+    free_port, port_accepts, start_simulator, u32_words, wait_until, Gateway, Mosquitto, Subscriber,
+};
 use fieldrelay::sample::Value;
-use fieldrelay::simulator::{Registers, Simulator};
+use fieldrelay::simulator::Registers;
 use tokio::net::UnixDatagram;
 use tokio_util::sync::CancellationToken;
 
@@ -63,17 +65,6 @@ async fn start_exception_device() -> (u16, CancellationToken) {
             .await;
     });
     (port, cancel)
-}
-
-async fn start_simulator() -> (Registers, u16, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, port, cancel)
 }
 
 /// A gateway config: one tcp bus to the simulator with `devices_yaml` on it, and `extra`
@@ -461,10 +452,6 @@ const COUNTER_AND_SETPOINT: &str = "  - name: boiler
       - {name: counter, table: holding, address: 4, type: u32, qos: 1, publish: on_change}
       - {name: setpoint, table: holding, address: 10, type: u16, qos: 1, publish: on_change}
 ";
-
-fn u32_words(v: u32) -> [u16; 2] {
-    [(v >> 16) as u16, v as u16]
-}
 
 /// Integer values of `point` committed in the queue file now (read-only connection).
 fn committed(data_dir: &Path, point: &str) -> Vec<i64> {

@@ -9,17 +9,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_port, wait_until, write_config, Gateway, Mosquitto, Subscriber};
+use common::{
+    free_port, start_simulator, u32_words, wait_until, write_config, Gateway, Mosquitto, Subscriber,
+};
 use fieldrelay::config::Qos;
 use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{Sample, Value};
-use fieldrelay::simulator::{Registers, Simulator};
-use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -44,21 +43,6 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect()
-}
-
-async fn start_simulator() -> (Registers, u16, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, port, cancel)
-}
-
-fn u32_words(v: u32) -> [u16; 2] {
-    [(v >> 16) as u16, v as u16]
 }
 
 fn committed(data_dir: &Path, value: i64) -> bool {

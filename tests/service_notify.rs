@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, write_config, Mosquitto};
-use fieldrelay::simulator::{Registers, Simulator};
+use common::{start_simulator, wait_until, write_config, Mosquitto};
 use tokio::net::UnixDatagram;
-use tokio_util::sync::CancellationToken;
 
 /// Generous: other test suites compile and run on the same two cores.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -181,16 +178,6 @@ impl Drop for Gateway {
     }
 }
 
-async fn start_device() -> (SocketAddr, CancellationToken) {
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Registers::default())
-        .await
-        .expect("bind simulator");
-    let addr = sim.local_addr();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (addr, cancel)
-}
-
 /// READY=1 first, then WATCHDOG=1 pings with a status line; a foreign exclusive lock on the queue
 /// file starves the watchdog (for a whole period, while the process keeps running) and says why
 /// in STATUS=; releasing the lock brings the pings back; SIGTERM sends STOPPING=1.
@@ -198,12 +185,12 @@ async fn start_device() -> (SocketAddr, CancellationToken) {
 async fn ready_and_pings_stop_while_the_queue_is_wedged() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (device, _sim) = start_device().await;
+    let (_regs, device, _sim) = start_simulator().await;
     // Two devices on one bus (one poller task): the status line counts devices.
     let two_devices = format!(
         "{COUNTER_EVERY_POLL}  - name: chiller\n    bus: plc1\n    unit_id: 2\n    poll_interval: 50ms\n    points:\n{COUNTER_EVERY_POLL}"
     );
-    let config = write_config(dir.path(), broker.port, device.port(), &two_devices);
+    let config = write_config(dir.path(), broker.port, device, &two_devices);
     let mut notify = NotifySocket::bind(dir.path());
     let mut gateway = Gateway::start(&config, &notify.path);
 
@@ -279,8 +266,8 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
 async fn notify_failures_are_logged_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (device, _sim) = start_device().await;
-    let config = write_config(dir.path(), broker.port, device.port(), COUNTER_EVERY_POLL);
+    let (_regs, device, _sim) = start_simulator().await;
+    let config = write_config(dir.path(), broker.port, device, COUNTER_EVERY_POLL);
     let mut gateway = Gateway::start(&config, &dir.path().join("nobody-listens.sock"));
 
     wait_until("three failed notifications in the log", DEADLINE, || {

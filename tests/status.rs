@@ -7,30 +7,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{wait_until, Gateway, Message, Mosquitto, Subscriber};
+use common::{start_simulator, wait_until, Gateway, Message, Mosquitto, Subscriber};
 use fieldrelay::queue::{Entry, MessageKind, QueueReader};
-use fieldrelay::simulator::{Registers, Simulator};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const STATUS: &str = "fieldrelay/test-gw/status";
 const DEVICE_STATUS: &str = "fieldrelay/test-gw/boiler/status";
-
-async fn start_device() -> (Registers, u16, CancellationToken) {
-    let regs = Registers::default();
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs.clone())
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
-    (regs, port, cancel)
-}
 
 /// One device `boiler` (unit 1) with `points`; `uplink_extra` is appended to the uplink section.
 fn write_config(dir: &Path, broker: u16, device: u16, uplink_extra: &str, points: &str) -> PathBuf {
@@ -77,7 +63,7 @@ fn births(seen: &[Message]) -> Vec<&Value> {
 async fn birth_after_each_reconnect_and_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_device().await;
+    let (_regs, device, _sim) = start_simulator().await;
     let config = write_config(dir.path(), broker.port, device, "", POINTS);
     let mut sub = Subscriber::connect(broker.port, "st-birth", &[STATUS]).await;
     let gateway = Gateway::start(&config);
@@ -148,7 +134,7 @@ fn queued_offline(data_dir: &Path) -> bool {
 async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = start_device().await;
+    let (regs, device, _sim) = start_simulator().await;
     let config = write_config(
         dir.path(),
         broker.port,
@@ -244,7 +230,7 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
 async fn clear_mode_last_will_deletes_the_retained_status() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_device().await;
+    let (_regs, device, _sim) = start_simulator().await;
     let config = write_config(
         dir.path(),
         broker.port,

@@ -469,6 +469,17 @@ pub async fn start_simulator() -> (
     (regs, port, cancel)
 }
 
+/// The two registers of a `u32` point, high word first (the simulator's default word order).
+pub fn u32_words(v: u32) -> [u16; 2] {
+    [(v >> 16) as u16, v as u16]
+}
+
+/// The two registers of an `f32` point, high word first.
+pub fn f32_words(v: f32) -> [u16; 2] {
+    let bits = v.to_bits();
+    [(bits >> 16) as u16, bits as u16]
+}
+
 /// Publishes `messages` (topic, payload) at QoS 1 from one client (so in this order), as fast as
 /// the broker takes them; returns once the broker acknowledged every one.
 pub async fn publish_burst(port: u16, client_id: &str, messages: Vec<(String, String)>) {
