@@ -3,8 +3,8 @@
 //! A plain `main` that prints two tables, each with its baseline measured in the same run:
 //!
 //! - **drain**: a queue pre-filled with N QoS 1 samples is drained by the uplink (the real
-//!   `uplink::run`, persistent session, 64 in flight) into a loopback mosquitto, until every row
-//!   is acknowledged and deleted — with every packet id committed before its PUBLISH and every
+//!   `uplink::Uplink::run`, persistent session, 64 in flight) into a loopback mosquitto, until every
+//!   row is acknowledged and deleted — with every packet id committed before its PUBLISH and every
 //!   PUBACK's delete committed (WAL, `synchronous=FULL`). Baseline: `mosquitto_pub -q 1 -M 64 -l`
 //!   publishing the same N payloads on the same topic (in memory, nothing durable).
 //! - **bytes on disk per queued sample**: size of `queue.db` (closed, WAL checkpointed) holding
@@ -118,16 +118,17 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
     let dialer = fieldrelay::uplink::dialer(&config)?;
     let cancel = CancellationToken::new();
     let start = Instant::now();
-    let task = tokio::spawn(fieldrelay::uplink::run(
+    let uplink = fieldrelay::uplink::Uplink {
         config,
         dialer,
-        queue.clone(),
+        queue: queue.clone(),
         live,
-        None,
-        tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
-        Default::default(),
-        cancel.clone(),
-    ));
+        inbound: None,
+        presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
+        state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+        stats: Default::default(),
+    };
+    let task = tokio::spawn(uplink.run(cancel.clone()));
     queue.progress().wait_for(|p| p.depth == 0).await?;
     let elapsed = start.elapsed();
     cancel.cancel();

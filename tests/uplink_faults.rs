@@ -190,14 +190,8 @@ fn config_with_points(
 
 /// A simulated device whose registers the gateway polls; cancel it to stop the stream.
 async fn device() -> (u16, CancellationToken) {
-    let regs = Registers::default();
+    let (regs, port, cancel) = common::start_simulator().await;
     regs.set_holding(1, 0, &[1, 2]);
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs)
-        .await
-        .expect("bind simulator");
-    let port = sim.local_addr().port();
-    let cancel = CancellationToken::new();
-    tokio::spawn(sim.run(cancel.clone()));
     (port, cancel)
 }
 
@@ -685,19 +679,20 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
     let start = |tx: tokio::sync::mpsc::Sender<Vec<Incoming>>| {
         let cancel = CancellationToken::new();
         let (_unused, live) = tokio::sync::mpsc::channel(1);
-        let task = tokio::spawn(fieldrelay::uplink::run(
-            config.clone(),
-            fieldrelay::uplink::dialer(&config).unwrap(),
-            queue.clone(),
-            fieldrelay::queue::LiveReceiver { rx: live },
-            Some(Inbound {
+        let uplink = fieldrelay::uplink::Uplink {
+            config: config.clone(),
+            dialer: fieldrelay::uplink::dialer(&config).unwrap(),
+            queue: queue.clone(),
+            live: fieldrelay::queue::LiveReceiver { rx: live },
+            inbound: Some(Inbound {
                 filters: vec!["fieldrelay/test-gw/+/+/set".into()],
                 tx,
             }),
-            tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
-            Default::default(),
-            cancel.clone(),
-        ));
+            presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
+            state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+            stats: Default::default(),
+        };
+        let task = tokio::spawn(uplink.run(cancel.clone()));
         (cancel, task)
     };
     let publish = |point: &str, body: &str| {

@@ -38,8 +38,8 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::v4::{Packet, PubAck};
-use tokio::sync::{mpsc, watch};
+use rumqttc::mqttbytes::v4::Packet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -55,7 +55,7 @@ use crate::status::gateway::{self, GatewayInfo, OfflineReason};
 use crate::uplink::connection::{
     self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received,
 };
-use crate::uplink::inbound::{self, AckOrder, Inbound, Settled, Settlement};
+use crate::uplink::inbound::{Inbound, Inflow};
 use crate::uplink::session::Session;
 use crate::uplink::{Dialer, UplinkError};
 
@@ -96,12 +96,9 @@ struct Client {
     dialer: Dialer,
     feed: FeedReceiver,
     gateway: watch::Receiver<Arc<GatewayInfo>>,
-    commands: Inbound,
+    /// Incoming PUBLISHes, to the command intake of origin `local`.
+    inflow: Inflow,
     session: Session,
-    acks: AckOrder,
-    /// Handed to the commands' [`AckToken`]s; their settlements come back on `done_rx`.
-    done_tx: mpsc::UnboundedSender<Settlement>,
-    done_rx: mpsc::UnboundedReceiver<Settlement>,
     retained: Retained,
     /// Results made while the broker was down, for the next connect.
     pending_results: VecDeque<(String, Bytes)>,
@@ -112,18 +109,14 @@ struct Client {
 impl LocalClient {
     /// Runs until `cancel` fires; never returns early on broker errors.
     pub async fn run(self, cancel: CancellationToken) {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut client = Client {
             config: self.config,
             dialer: self.dialer,
             feed: self.feed,
             gateway: self.gateway,
-            commands: self.commands,
+            inflow: Inflow::new(Some(self.commands)),
             // Only certificates, statuses and results are tracked: the window is irrelevant.
             session: Session::new(1, RESPONSE_TIMEOUT),
-            acks: AckOrder::default(),
-            done_tx,
-            done_rx,
             retained: Retained::default(),
             pending_results: VecDeque::new(),
             gateway_open: true,
@@ -162,7 +155,7 @@ impl Client {
                 Ok((reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "local broker connected");
                     // Not after a teardown for an unacknowledged command: it may fail again.
-                    if !self.acks.on_connected() {
+                    if !self.inflow.on_connected() {
                         backoff.reset();
                     }
                     failure_log.reset();
@@ -293,7 +286,7 @@ impl Client {
                     .publish_other(topic, payload, Qos::AtLeastOnce, false, now),
             );
         }
-        packets.push(self.session.subscribe(&self.commands.filters, now));
+        packets.push(self.session.subscribe(self.inflow.filters(), now));
         if let Err(error) = writer.write(&packets).await {
             return Ended::Lost(error);
         }
@@ -305,7 +298,7 @@ impl Client {
             let step = tokio::select! {
                 () = cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
-                    Ok(packet) => self.on_packets(packet, &mut reader, cancel).await,
+                    Ok(packet) => self.on_packets(packet, &mut reader, &mut writer, cancel).await,
                     Err(error) => Err(error),
                 },
                 Some(sample) = self.feed.samples.recv() => {
@@ -339,19 +332,10 @@ impl Client {
                 () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
                 }
-                Some(settlement) = self.done_rx.recv() => match self.acks.settle(settlement) {
-                    Settled::PubAck(pkids) => {
-                        let pubacks: Vec<Packet> = pkids
-                            .into_iter()
-                            .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
-                            .collect();
-                        writer.write(&pubacks).await
-                    }
-                    // Shutdown drops the tokens of the commands under way; the cancel branch
-                    // closes next.
-                    Settled::Jammed if cancel.is_cancelled() => Ok(()),
-                    Settled::Jammed => Err(UplinkError::Jammed),
-                    Settled::Stale => Ok(()),
+                // After a shutdown's abandonments the cancel branch closes next.
+                settled = self.inflow.settled(cancel) => match settled {
+                    Ok(pubacks) => writer.write(&pubacks).await,
+                    Err(error) => Err(error),
                 },
             };
             if let Err(error) = step {
@@ -366,24 +350,19 @@ impl Client {
         &mut self,
         first: Received,
         reader: &mut PacketReader,
+        writer: &mut PacketWriter,
         cancel: &CancellationToken,
     ) -> Result<(), UplinkError> {
-        let mut packet = Some(first);
-        let mut commands = Vec::new();
-        while let Some(next) = packet.take() {
-            let next = match next {
-                Received::Packet(next) => next,
+        let mut out = Vec::new();
+        for packet in reader.batch(first)? {
+            let packet = match packet {
+                Received::Packet(packet) => packet,
                 Received::Oversized(publish) => {
-                    commands.extend(inbound::receive(
-                        Err(publish),
-                        &mut self.acks,
-                        &self.done_tx,
-                    ));
-                    packet = reader.buffered()?;
+                    out.extend(self.inflow.offer(Err(publish)));
                     continue;
                 }
             };
-            match next {
+            match packet {
                 Packet::PubAck(ack) => {
                     self.session.on_puback(ack.pkid)?;
                 }
@@ -396,14 +375,12 @@ impl Client {
                         warn!(%error, "the local broker refused the command subscription");
                     }
                 }
-                Packet::Publish(publish) => {
-                    commands.extend(inbound::receive(Ok(publish), &mut self.acks, &self.done_tx))
-                }
+                Packet::Publish(publish) => out.extend(self.inflow.offer(Ok(publish))),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
-            packet = reader.buffered()?;
         }
-        self.commands.hand_over(commands, cancel).await;
+        writer.write(&out).await?;
+        self.inflow.hand_over(cancel).await;
         Ok(())
     }
 

@@ -129,7 +129,24 @@ pub async fn connect(
         .map_err(|_| UplinkError::Timeout("connect"))?
 }
 
+/// Most packets handled as one batch ([`PacketReader::batch`]): one commit for their PUBRECs,
+/// one hand-over of their commands.
+pub const MAX_BATCH: usize = 1024;
+
 impl PacketReader {
+    /// `first` and every complete packet already buffered behind it, at most [`MAX_BATCH`]
+    /// (the rest waits for the next [`PacketReader::read`], which takes the buffer first).
+    pub fn batch(&mut self, first: Received) -> Result<Vec<Received>, UplinkError> {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.buffered()? {
+                Some(packet) => batch.push(packet),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
     /// Next packet from the broker. Cancel-safe.
     pub async fn read(&mut self) -> Result<Received, UplinkError> {
         loop {

@@ -1,11 +1,12 @@
 //! Incoming PUBLISHes (commands) with manual acknowledgement: the one intake path of every
 //! connection that takes commands (the cloud uplink and the on-site broker's client).
 //!
-//! Each connection subscribes to [`Inbound::filters`] at QoS 1 and turns every incoming
-//! PUBLISH into an [`Incoming`] with [`receive`] (the same rules for both connections: QoS 0
-//! has nothing to acknowledge, a QoS 2 PUBLISH — which a broker never sends on a QoS 1
-//! subscription — is logged and left alone, an oversized one comes without its payload). The
-//! PUBLISHes of one read go to the command intake as one batch ([`Inbound::hand_over`]); the
+//! Each connection subscribes to [`Inbound::filters`] at QoS 1 and offers every incoming
+//! PUBLISH to its [`Inflow`], which decides for both connections alike: QoS 0 has nothing to
+//! acknowledge, a QoS 2 PUBLISH — which a broker never sends on a QoS 1 subscription — is
+//! logged and left alone, an oversized one comes without its payload, and one that nothing
+//! subscribed is acknowledged and dropped. The PUBLISHes of one read go to the command intake
+//! as one batch ([`Inflow::hand_over`], [`Inbound::hand_over`]); the
 //! intake commits them to the durable command inbox (`queue/inbox.rs`) and then calls
 //! [`AckToken::ack`] on each, and only then is the PUBACK written. So a crash in between makes
 //! the broker redeliver the command, and a command acknowledged to the broker is on disk.
@@ -36,12 +37,13 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::OversizedPublish;
+use super::UplinkError;
 
 /// How many read batches may wait for the intake. The intake takes every waiting batch into one
 /// commit, so this only fills while commits stall (a stuck disk); the connection then waits for
@@ -106,14 +108,129 @@ pub struct Incoming {
     pub ack: Option<AckToken>,
 }
 
-/// What a connection makes of an incoming PUBLISH, read whole or oversized. `None` for a QoS 2
-/// PUBLISH: a broker never sends one on a QoS 1 subscription, and a new connection would bring
-/// it back, so it is logged and left unacknowledged.
-pub fn receive(
+/// A connection owner's side of the seam: the intake it feeds (none when nothing is subscribed),
+/// the order its PUBLISHes are acknowledged in, and the settlements of their tokens. The uplink
+/// and the on-site broker's client offer every incoming PUBLISH here, so both decide alike.
+#[derive(Debug)]
+pub struct Inflow {
+    inbound: Option<Inbound>,
+    acks: AckOrder,
+    /// Handed to the [`AckToken`]s; their settlements come back on `done_rx`.
+    done_tx: mpsc::UnboundedSender<Settlement>,
+    done_rx: mpsc::UnboundedReceiver<Settlement>,
+    /// The commands of the read being handled, for [`Inflow::hand_over`].
+    batch: Vec<Incoming>,
+}
+
+impl Inflow {
+    pub fn new(inbound: Option<Inbound>) -> Inflow {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Inflow {
+            inbound,
+            acks: AckOrder::default(),
+            done_tx,
+            done_rx,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The topic filters to subscribe at every connect; empty when nothing takes commands.
+    pub fn filters(&self) -> &[String] {
+        self.inbound.as_ref().map_or(&[], |i| i.filters.as_slice())
+    }
+
+    /// A new connection (see [`AckOrder::on_connected`]): returns whether the previous one was
+    /// given up for a jam, so the caller keeps its backoff growing.
+    pub fn on_connected(&mut self) -> bool {
+        self.acks.on_connected()
+    }
+
+    /// One incoming PUBLISH of the current read, whole or oversized; returns the packet to
+    /// write at once, if any.
+    /// - QoS 2: a broker never sends one on a QoS 1 subscription, and a new connection would
+    ///   bring it back, so it is logged and left unacknowledged (answering PUBREC would start a
+    ///   PUBREL exchange neither connection takes part in).
+    /// - Nothing subscribed (a leftover of an earlier configuration's persistent session): QoS 1
+    ///   is acknowledged at once and dropped, QoS 0 dropped.
+    /// - Otherwise the command joins the read's batch ([`receive`]).
+    pub fn offer(&mut self, publish: Result<Publish, OversizedPublish>) -> Option<Packet> {
+        let (topic, qos, pkid) = match &publish {
+            Ok(p) => (&p.topic, p.qos, p.pkid),
+            Err(o) => (&o.topic, o.qos, o.pkid),
+        };
+        match (qos, &self.inbound) {
+            (QoS::ExactlyOnce, _) => {
+                tracing::warn!(%topic, "ignoring a qos 2 publish (commands are subscribed at qos 1)");
+                None
+            }
+            (_, None) => {
+                tracing::debug!(%topic, "ignoring unexpected incoming publish");
+                (qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(pkid)))
+            }
+            (_, Some(_)) => {
+                self.batch
+                    .push(receive(publish, &mut self.acks, &self.done_tx));
+                None
+            }
+        }
+    }
+
+    /// Hands the commands of the current read to the intake as one batch
+    /// ([`Inbound::hand_over`]).
+    pub async fn hand_over(&mut self, cancel: &CancellationToken) {
+        let batch = std::mem::take(&mut self.batch);
+        if let Some(inbound) = &self.inbound {
+            inbound.hand_over(batch, cancel).await;
+        }
+    }
+
+    /// Waits for the next settlement of a token; returns the PUBACKs it releases, or
+    /// [`UplinkError::Jammed`] when the connection must be renewed. Once `cancel` fired, an
+    /// abandonment is shutdown dropping the tokens under way: nothing to do (the broker
+    /// redelivers those messages to the next run).
+    pub async fn settled(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Packet>, UplinkError> {
+        // Never `None`: `self` holds a sender.
+        let Some(settlement) = self.done_rx.recv().await else {
+            return Ok(Vec::new());
+        };
+        match self.acks.settle(settlement) {
+            Settled::PubAck(pkids) => Ok(pubacks(pkids)),
+            Settled::Jammed if cancel.is_cancelled() => Ok(Vec::new()),
+            Settled::Jammed => Err(UplinkError::Jammed),
+            Settled::Stale => Ok(Vec::new()),
+        }
+    }
+
+    /// The PUBACKs released by the settlements already reported (on shutdown: commands the
+    /// handler finished are acknowledged, so the broker does not redeliver them).
+    pub fn settled_now(&mut self) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        while let Ok(settlement) = self.done_rx.try_recv() {
+            if let Settled::PubAck(pkids) = self.acks.settle(settlement) {
+                packets.extend(pubacks(pkids));
+            }
+        }
+        packets
+    }
+}
+
+fn pubacks(pkids: Vec<u16>) -> Vec<Packet> {
+    pkids
+        .into_iter()
+        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
+        .collect()
+}
+
+/// A subscribed QoS 0 or QoS 1 PUBLISH, read whole or oversized, as the intake gets it (QoS 2
+/// never gets here: [`Inflow::offer`]).
+fn receive(
     publish: Result<Publish, OversizedPublish>,
     acks: &mut AckOrder,
     settlements: &mpsc::UnboundedSender<Settlement>,
-) -> Option<Incoming> {
+) -> Incoming {
     let (topic, payload, qos, pkid, dup, retained, oversized) = match publish {
         Ok(p) => (p.topic, p.payload, p.qos, p.pkid, p.dup, p.retain, None),
         Err(o) => (
@@ -126,22 +243,16 @@ pub fn receive(
             Some(o.payload_len),
         ),
     };
-    let ack = match qos {
-        QoS::AtMostOnce => None,
-        QoS::AtLeastOnce => Some(AckToken::new(settlements.clone(), acks.on_publish(pkid))),
-        QoS::ExactlyOnce => {
-            tracing::warn!(%topic, "ignoring a qos 2 publish (commands are subscribed at qos 1)");
-            return None;
-        }
-    };
-    Some(Incoming {
+    let ack =
+        (qos != QoS::AtMostOnce).then(|| AckToken::new(settlements.clone(), acks.on_publish(pkid)));
+    Incoming {
         topic,
         payload,
         dup,
         retained,
         oversized,
         ack,
-    })
+    }
 }
 
 /// Acknowledges one incoming QoS 1 PUBLISH once its result is committed. Dropped without
@@ -381,6 +492,64 @@ mod tests {
         let new = order.on_publish(1);
         assert_eq!(order.settle(Settlement::Abandoned(old)), Settled::Stale);
         assert_eq!(order.settle(acked(new)), Settled::PubAck(vec![1]));
+    }
+
+    fn publish(qos: QoS, pkid: u16) -> Result<Publish, OversizedPublish> {
+        let mut p = Publish::new("p/d/x/set", qos, "1");
+        p.pkid = pkid;
+        Ok(p)
+    }
+
+    #[test]
+    fn both_connections_decide_every_qos_alike() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut taking = Inflow::new(Some(Inbound {
+            filters: vec!["p/+/+/set".into()],
+            tx,
+        }));
+        let mut leftover = Inflow::new(None);
+        for inflow in [&mut taking, &mut leftover] {
+            inflow.on_connected();
+            assert_eq!(
+                inflow.offer(publish(QoS::ExactlyOnce, 7)),
+                None,
+                "qos 2 is left unanswered, subscribed or not"
+            );
+        }
+        assert_eq!(
+            leftover.offer(publish(QoS::AtLeastOnce, 8)),
+            Some(Packet::PubAck(PubAck::new(8))),
+            "unsubscribed qos 1 is acknowledged at once"
+        );
+        assert_eq!(leftover.offer(publish(QoS::AtMostOnce, 0)), None);
+        assert!(leftover.batch.is_empty() && leftover.filters().is_empty());
+
+        assert_eq!(taking.offer(publish(QoS::AtLeastOnce, 9)), None);
+        assert_eq!(taking.offer(publish(QoS::AtMostOnce, 0)), None);
+        assert_eq!(
+            taking.acks.pending(),
+            1,
+            "only the qos 1 command waits for its ack"
+        );
+        let batch: Vec<(bool, usize)> = taking
+            .batch
+            .iter()
+            .map(|i| (i.ack.is_some(), i.payload.len()))
+            .collect();
+        assert_eq!(batch, vec![(true, 1), (false, 1)]);
+        let cancel = CancellationToken::new();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                taking.hand_over(&cancel).await;
+                let mut handed = rx.recv().await.unwrap();
+                handed.remove(0).ack.unwrap().ack();
+                assert_eq!(
+                    taking.settled(&cancel).await.unwrap(),
+                    vec![Packet::PubAck(PubAck::new(9))]
+                );
+            });
     }
 
     #[test]

@@ -63,17 +63,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
-use rumqttc::mqttbytes::QoS;
-use tokio::sync::{mpsc, watch};
+use rumqttc::mqttbytes::v4::Packet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::connection::{
-    self, packet_name, ConnectOptions, OversizedPublish, PacketReader, PacketWriter, Received,
-};
-use super::inbound::{self, AckOrder, Inbound, Incoming, Settled, Settlement};
+use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received};
+use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Restored, Session};
@@ -90,42 +87,11 @@ use crate::sample::{now_ms, Sample};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Deadline for TCP connect, TLS handshake and CONNECT/CONNACK; also bounds each write.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most packets handled as one batch (one commit for their PUBRECs).
-const MAX_BATCH: usize = 1024;
 
 /// How a connected period ended.
 enum Ended {
     Shutdown,
     Lost(UplinkError),
-}
-
-/// Runs the uplink until `cancel` fires. Never returns early on broker errors. `inbound`, when
-/// given, receives the PUBLISHes of its subscriptions with manual acknowledgement.
-/// `state` follows the connection (for status lines); `stats` counts for the metrics. The
-/// certificates are those of [`Presence::fixed`]; the gateway passes its own with [`Uplink::run`].
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    config: UplinkConfig,
-    dialer: Dialer,
-    queue: Queue,
-    live: LiveReceiver,
-    inbound: Option<Inbound>,
-    state: watch::Sender<LinkState>,
-    stats: Arc<UplinkStats>,
-    cancel: CancellationToken,
-) {
-    Uplink {
-        config,
-        dialer,
-        queue,
-        live,
-        inbound,
-        presence: Presence::fixed(now_ms()),
-        state,
-        stats,
-    }
-    .run(cancel)
-    .await;
 }
 
 /// Everything the uplink task is given.
@@ -157,55 +123,45 @@ impl Uplink {
             state,
             stats,
         } = self;
-        run_link(
-            config, dialer, queue, live, inbound, presence, state, stats, cancel,
-        )
-        .await;
+        let now = Instant::now();
+        let mut link = Link {
+            status_topic: wire::status_topic(&config.topic_prefix),
+            health_topic: presence::health_topic(&config.topic_prefix),
+            presence,
+            presence_open: PresenceOpen {
+                gateway: true,
+                health: true,
+            },
+            session: Session::new(config.max_inflight, config.response_timeout),
+            rate: RateLimit::new(config.max_rate, now),
+            config,
+            dialer,
+            progress: queue.progress(),
+            queue,
+            live,
+            live_open: true,
+            down_since_ms: None,
+            inflow: Inflow::new(inbound),
+            fresh_start: None,
+            ahead: std::collections::VecDeque::new(),
+            stall: Stall::default(),
+            held: Vec::new(),
+            reset_due: false,
+            state,
+            stats,
+            cancel,
+        };
+        link.run().await;
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the fields of `Uplink`, moved into the task
-async fn run_link(
-    config: UplinkConfig,
-    dialer: Dialer,
-    queue: Queue,
-    live: LiveReceiver,
-    inbound: Option<Inbound>,
-    presence: Presence,
-    state: watch::Sender<LinkState>,
-    stats: Arc<UplinkStats>,
-    cancel: CancellationToken,
-) {
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let now = Instant::now();
-    let mut link = Link {
-        status_topic: wire::status_topic(&config.topic_prefix),
-        health_topic: presence::health_topic(&config.topic_prefix),
-        presence,
-        presence_open: (true, true),
-        session: Session::new(config.max_inflight, config.response_timeout),
-        rate: RateLimit::new(config.max_rate, now),
-        config,
-        dialer,
-        progress: queue.progress(),
-        queue,
-        live,
-        live_open: true,
-        down_since_ms: None,
-        inbound,
-        acks: AckOrder::default(),
-        done_tx,
-        done_rx,
-        fresh_start: None,
-        ahead: std::collections::VecDeque::new(),
-        stall: Stall::default(),
-        held: Vec::new(),
-        reset_due: false,
-        state,
-        stats,
-        cancel,
-    };
-    link.run().await;
+/// Which of the presence inputs still have a sender; a closed one's branch is disabled.
+#[derive(Debug, Clone, Copy)]
+struct PresenceOpen {
+    /// The gateway info (a change republishes the birth).
+    gateway: bool,
+    /// The health reports.
+    health: bool,
 }
 
 struct Link {
@@ -214,9 +170,7 @@ struct Link {
     status_topic: String,
     health_topic: String,
     presence: Presence,
-    /// Whether the gateway info and the health reports still have a sender; a closed one's
-    /// branch is disabled.
-    presence_open: (bool, bool),
+    presence_open: PresenceOpen,
     session: Session,
     rate: RateLimit,
     queue: Queue,
@@ -229,11 +183,8 @@ struct Link {
     /// then waited out an outage and are stale at the next connect. `None` before any failure,
     /// so the samples of the first polls, taken while the first connect is under way, go out.
     down_since_ms: Option<i64>,
-    inbound: Option<Inbound>,
-    acks: AckOrder,
-    /// Handed to [`AckToken`]s; the link receives their settlements on `done_rx`.
-    done_tx: mpsc::UnboundedSender<Settlement>,
-    done_rx: mpsc::UnboundedReceiver<Settlement>,
+    /// Incoming PUBLISHes: to the command intake, or acknowledged and dropped.
+    inflow: Inflow,
     /// Whether the next connection must first clear an unknown broker session; `None` until
     /// the store was asked.
     fresh_start: Option<bool>,
@@ -300,7 +251,7 @@ impl Link {
                     // After a teardown for an unacknowledged command the redelivered command
                     // may fail again (a full disk): only a connection that did not end that way
                     // resets the backoff, so such a failure redials at the backoff's pace.
-                    if !self.acks.on_connected() {
+                    if !self.inflow.on_connected() {
                         backoff.reset();
                     }
                     failure_log.reset();
@@ -376,10 +327,8 @@ impl Link {
             self.session
                 .publish_status(self.status_topic.clone(), birth, now),
         );
-        if let Some(filters) = self.inbound.as_ref().map(|i| i.filters.clone()) {
-            if !filters.is_empty() {
-                packets.push(self.session.subscribe(&filters, now));
-            }
+        if !self.inflow.filters().is_empty() {
+            packets.push(self.session.subscribe(self.inflow.filters(), now));
         }
         let live = fresh.len();
         for sample in fresh {
@@ -451,9 +400,9 @@ impl Link {
                 () = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     Err(UplinkError::Timeout(self.session.overdue(Instant::now()).unwrap_or("a response")))
                 }
-                changed = self.presence.gateway.changed(), if self.presence_open.0 => {
+                changed = self.presence.gateway.changed(), if self.presence_open.gateway => {
                     if changed.is_err() {
-                        self.presence_open.0 = false;
+                        self.presence_open.gateway = false;
                         Ok(())
                     } else {
                         // The device map changed (reload): the birth says so at once.
@@ -462,20 +411,18 @@ impl Link {
                         writer.write(&[packet]).await
                     }
                 }
-                report = self.presence.health.recv(), if self.presence_open.1 => match report {
+                report = self.presence.health.recv(), if self.presence_open.health => match report {
                     Some(payload) => {
                         let packet = self.session.publish_live(self.health_topic.clone(), payload, false);
                         writer.write(&[packet]).await
                     }
-                    None => { self.presence_open.1 = false; Ok(()) }
+                    None => { self.presence_open.health = false; Ok(()) }
                 },
-                Some(settlement) = self.done_rx.recv() => match self.acks.settle(settlement) {
-                    Settled::PubAck(pkids) => writer.write(&pubacks(pkids)).await,
-                    // Shutdown drops the tokens of the commands under way: the cancel branch
-                    // closes the connection gracefully next, and the broker redelivers them.
-                    Settled::Jammed if self.cancel.is_cancelled() => Ok(()),
-                    Settled::Jammed => Err(UplinkError::Jammed),
-                    Settled::Stale => Ok(()),
+                // After a shutdown's abandonments the cancel branch closes the connection
+                // gracefully next, and the broker redelivers those commands.
+                settled = self.inflow.settled(&self.cancel) => match settled {
+                    Ok(pubacks) => writer.write(&pubacks).await,
+                    Err(error) => Err(error),
                 },
             };
             if let Err(e) = step {
@@ -729,22 +676,15 @@ impl Link {
         reader: &mut PacketReader,
         writer: &mut PacketWriter,
     ) -> Result<(), UplinkError> {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match reader.buffered()? {
-                Some(packet) => batch.push(packet),
-                None => break,
-            }
-        }
+        let batch = reader.batch(first)?;
         let now = Instant::now();
         let mut received = Vec::new();
         let mut out = Vec::new();
-        let mut commands = Vec::new();
         for packet in batch {
             let packet = match packet {
                 Received::Packet(packet) => packet,
                 Received::Oversized(publish) => {
-                    self.on_incoming(Err(publish), &mut out, &mut commands);
+                    out.extend(self.inflow.offer(Err(publish)));
                     continue;
                 }
             };
@@ -772,7 +712,7 @@ impl Link {
                     self.session.on_suback(ack.pkid, &codes)?;
                     debug!("uplink subscriptions granted");
                 }
-                Packet::Publish(publish) => self.on_incoming(Ok(publish), &mut out, &mut commands),
+                Packet::Publish(publish) => out.extend(self.inflow.offer(Ok(publish))),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
         }
@@ -793,32 +733,8 @@ impl Link {
             }
         }
         writer.write(&out).await?;
-        if let Some(inbound) = &self.inbound {
-            inbound.hand_over(commands, &self.cancel).await;
-        }
+        self.inflow.hand_over(&self.cancel).await;
         Ok(())
-    }
-
-    /// An incoming PUBLISH: to the command intake with a manual ack, or acknowledged at once
-    /// when nothing subscribed (a leftover of an earlier configuration).
-    fn on_incoming(
-        &mut self,
-        publish: Result<Publish, OversizedPublish>,
-        out: &mut Vec<Packet>,
-        commands: &mut Vec<Incoming>,
-    ) {
-        if self.inbound.is_none() {
-            let (topic, qos, pkid) = match &publish {
-                Ok(p) => (&p.topic, p.qos, p.pkid),
-                Err(o) => (&o.topic, o.qos, o.pkid),
-            };
-            debug!(%topic, "ignoring unexpected incoming publish");
-            if qos == QoS::AtLeastOnce {
-                out.push(Packet::PubAck(PubAck::new(pkid)));
-            }
-            return;
-        }
-        commands.extend(inbound::receive(publish, &mut self.acks, &self.done_tx));
     }
 
     async fn release(&self, released: Released) -> Result<(), UplinkError> {
@@ -837,12 +753,7 @@ impl Link {
         // Commands the handler finished before the shutdown are acknowledged now, so the
         // broker does not redeliver them to the next run.
         // Abandoned ones are redelivered to the next run.
-        let mut packets: Vec<Packet> = Vec::new();
-        while let Ok(settlement) = self.done_rx.try_recv() {
-            if let Settled::PubAck(pkids) = self.acks.settle(settlement) {
-                packets.extend(pubacks(pkids));
-            }
-        }
+        let mut packets = self.inflow.settled_now();
         packets.push(self.session.publish_status(
             self.status_topic.clone(),
             self.presence.death(now_ms()),
@@ -903,13 +814,6 @@ impl Link {
         }
         fresh
     }
-}
-
-fn pubacks(pkids: Vec<u16>) -> Vec<Packet> {
-    pkids
-        .into_iter()
-        .map(|pkid| Packet::PubAck(PubAck::new(pkid)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub mod stats;
 pub mod transport;
 
 pub use inbound::{AckToken, Inbound, Incoming};
-pub use link::{run, Uplink};
+pub use link::Uplink;
 pub use presence::Presence;
 pub use stats::{UplinkSnapshot, UplinkStats};
 pub use transport::{Dialer, TransportError};

@@ -4,14 +4,18 @@
 use super::*;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, PubComp, PubRec, PubRel, SubAck, SubscribeReasonCode,
+    ConnAck, Connect, ConnectReturnCode, PubAck, PubComp, PubRec, PubRel, Publish, SubAck,
+    SubscribeReasonCode,
 };
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::config::Qos;
 use crate::queue::{QueueOptions, QueueReader, QueueWriter};
 use crate::sample::{Sample, Value};
+use crate::uplink::inbound::{self, Incoming};
 
 /// A scripted broker end of one connection.
 struct FakeBroker {
@@ -200,16 +204,17 @@ impl Rig {
         // No live samples in these tests: the sender is dropped, the branch closes.
         let (_, live) = mpsc::channel(1);
         let dialer = super::super::dialer(&config).unwrap();
-        self.task = Some(tokio::spawn(run(
+        let uplink = Uplink {
             config,
             dialer,
-            self.queue.clone(),
-            LiveReceiver { rx: live },
+            queue: self.queue.clone(),
+            live: LiveReceiver { rx: live },
             inbound,
-            tokio::sync::watch::channel(crate::uplink::LinkState::default()).0,
-            self.stats.clone(),
-            self.cancel.clone(),
-        )));
+            presence: Presence::fixed(crate::sample::now_ms()),
+            state: tokio::sync::watch::channel(crate::uplink::LinkState::default()).0,
+            stats: self.stats.clone(),
+        };
+        self.task = Some(tokio::spawn(uplink.run(self.cancel.clone())));
     }
 
     /// Waits until the link's counters satisfy `done`: polled synchronously, like the file in
