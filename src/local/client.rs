@@ -354,13 +354,9 @@ impl Client {
         cancel: &CancellationToken,
     ) -> Result<(), UplinkError> {
         let mut out = Vec::new();
-        for packet in reader.batch(first)? {
-            let packet = match packet {
-                Received::Packet(packet) => packet,
-                Received::Oversized(publish) => {
-                    out.extend(self.inflow.offer(Err(publish)));
-                    continue;
-                }
+        for received in reader.batch(first)? {
+            let Some(packet) = self.inflow.take(received, &mut out) else {
+                continue;
             };
             match packet {
                 Packet::PubAck(ack) => {
@@ -375,7 +371,6 @@ impl Client {
                         warn!(%error, "the local broker refused the command subscription");
                     }
                 }
-                Packet::Publish(publish) => out.extend(self.inflow.offer(Ok(publish))),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
         }

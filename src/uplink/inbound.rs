@@ -42,7 +42,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::OversizedPublish;
+use super::connection::{OversizedPublish, Received};
 use super::UplinkError;
 
 /// How many read batches may wait for the intake. The intake takes every waiting batch into one
@@ -173,6 +173,18 @@ impl Inflow {
                 None
             }
         }
+    }
+
+    /// Offers `received` when it is a PUBLISH (whole or oversized), adding what must be
+    /// written at once to `out`; returns every other packet, for the connection's session.
+    pub fn take(&mut self, received: Received, out: &mut Vec<Packet>) -> Option<Packet> {
+        let publish = match received {
+            Received::Packet(Packet::Publish(publish)) => Ok(publish),
+            Received::Packet(other) => return Some(other),
+            Received::Oversized(oversized) => Err(oversized),
+        };
+        out.extend(self.offer(publish));
+        None
     }
 
     /// Hands the commands of the current read to the intake as one batch

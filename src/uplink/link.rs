@@ -681,12 +681,8 @@ impl Link {
         let mut received = Vec::new();
         let mut out = Vec::new();
         for packet in batch {
-            let packet = match packet {
-                Received::Packet(packet) => packet,
-                Received::Oversized(publish) => {
-                    out.extend(self.inflow.offer(Err(publish)));
-                    continue;
-                }
+            let Some(packet) = self.inflow.take(packet, &mut out) else {
+                continue;
             };
             match packet {
                 Packet::PubAck(ack) => {
@@ -712,7 +708,6 @@ impl Link {
                     self.session.on_suback(ack.pkid, &codes)?;
                     debug!("uplink subscriptions granted");
                 }
-                Packet::Publish(publish) => out.extend(self.inflow.offer(Ok(publish))),
                 other => return Err(UplinkError::UnexpectedPacket(packet_name(&other))),
             }
         }
