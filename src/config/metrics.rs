@@ -52,7 +52,7 @@ pub(crate) fn validate_metrics(
     }
 }
 
-fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let address: SocketAddr = text.parse().map_err(|_| {
         format!(
             "invalid address {text:?}: expected an ip address and a port, such as \

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod commands;
+mod console;
 mod error;
 mod load;
 mod local;
@@ -23,6 +24,7 @@ pub use commands::{
     CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
     DEFAULT_OFFLINE_AFTER,
 };
+pub use console::{ConsoleAuth, ConsoleConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str, read_text, MAX_FILE_SIZE};
 pub use local::LocalConfig;
@@ -72,6 +74,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The on-site broker fieldrelay publishes to as a client; `None` without a `local` section.
     pub local: Option<LocalConfig>,
+    /// The local web console; `None` without a `console` section.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Where `/metrics` is served (Prometheus text format).
