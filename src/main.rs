@@ -70,6 +70,36 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage who may log in to the web console (`console.auth.password_file`): add, delete,
+    /// list. The running gateway picks changes up at the next login.
+    #[command(subcommand, after_help = CONSOLE_USER_EXIT)]
+    ConsoleUser(ConsoleUserCommand),
+}
+
+const CONSOLE_USER_EXIT: &str = "Exit status: 0 done; 65 invalid name, empty or mismatched \
+password; 66 the password cannot be read; 67 no such user; 74 the file cannot be written.";
+
+#[derive(Subcommand)]
+enum ConsoleUserCommand {
+    /// Create NAME or change its password: asked twice on a terminal; from a pipe the first line
+    /// (a second line, if any, must match): printf 'pw\npw\n' | fieldrelay console-user add NAME
+    Add {
+        name: String,
+        /// The password file (name:bcrypt-hash lines, as htpasswd -B writes them).
+        #[arg(short, long, value_name = "FILE", default_value = fieldrelay::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// Remove NAME.
+    Delete {
+        name: String,
+        #[arg(short, long, value_name = "FILE", default_value = fieldrelay::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// The user names, one per line.
+    List {
+        #[arg(short, long, value_name = "FILE", default_value = fieldrelay::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
 }
 
 const QUEUE_EXIT: &str = "Exit status: 0 done; 3 export finished but could not read every \
@@ -137,6 +167,7 @@ fn main() -> ExitCode {
     init_logging();
     let config_path = match &cli.command {
         Command::Queue(command) => return queue(command),
+        Command::ConsoleUser(command) => return console_user(command),
         Command::Run { config }
         | Command::Check { config }
         | Command::Probe { config, .. }
@@ -167,8 +198,9 @@ fn main() -> ExitCode {
                 .await
                 .context("simulator failed")
         }),
-        // Needs no configuration; answered before one is loaded.
+        // Need no configuration; answered before one is loaded.
         Command::Queue(command) => return queue(&command),
+        Command::ConsoleUser(command) => return console_user(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -332,6 +364,30 @@ fn queue(command: &QueueCommand) -> ExitCode {
     }
 }
 
+/// `fieldrelay console-user …`: what changed on stderr, names on stdout.
+fn console_user(command: &ConsoleUserCommand) -> ExitCode {
+    use fieldrelay::console::users;
+    let result = match command {
+        ConsoleUserCommand::Add { name, file } => users::add(file, name)
+            .map(|()| eprintln!("{}: password set for {name}", file.display())),
+        ConsoleUserCommand::Delete { name, file } => {
+            users::delete(file, name).map(|()| eprintln!("{}: {name} deleted", file.display()))
+        }
+        ConsoleUserCommand::List { file } => users::list(file).map(|names| {
+            for name in names {
+                println!("{name}");
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
 /// Runs `fieldrelay simulate` on a simulator file (a `simulator:` section); `None` when `path`
 /// is not one (or cannot be read), so it is loaded as a gateway configuration, which reports a
 /// file that cannot be read.
@@ -407,7 +463,8 @@ where
 
 /// Logs go to the journal (native protocol: levels become priorities, fields journal fields)
 /// when stderr is the journal (`JOURNAL_STREAM`, under systemd), else as text to stderr.
-/// `RUST_LOG` filters both (default `info`).
+/// `RUST_LOG` filters both (default `info`). The console's log page keeps a copy of the last
+/// lines (inert until a console starts).
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = if fieldrelay::service::journal::stderr_is_journal() {
@@ -419,12 +476,15 @@ fn init_logging() {
         Some(Ok(layer)) => tracing_subscriber::registry()
             .with(filter)
             .with(layer)
+            .with(fieldrelay::console::LogLayer)
             .init(),
         fallback => {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
+                .finish()
+                .with(fieldrelay::console::LogLayer)
                 .init();
             if let Some(Err(error)) = fallback {
                 tracing::warn!(%error, "stderr is the journal but its socket cannot be used; logging text to stderr");

@@ -8,7 +8,8 @@
 //! 2. Only `buses` and `devices` (with their points, `max_age` included: the queue takes the
 //!    new ages for rows committed after the reload) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
-//!    the `metrics`, `commands` and `local` sections, and any section added later until it is
+//!    the `metrics`, `commands`, `local` and `console` sections (the console's password file is
+//!    re-read when it changes, without a reload), and any section added later until it is
 //!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
 //!    ("needs a restart"), and nothing changes. Refusing the whole file rather than applying the
 //!    reloadable part keeps one rule: what runs is exactly one version of the file. (Applying
@@ -117,6 +118,9 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     }
     if running.local != new.local {
         keys.push("local".to_owned());
+    }
+    if running.console != new.console {
+        keys.push("console".to_owned());
     }
     // The points' `max_age`s are resolved into `store` but written on the points: they follow
     // the devices. The rest of `store` (the file's size, `on_full`, `sync`) needs a restart.

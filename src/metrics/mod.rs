@@ -11,21 +11,21 @@
 //!   `prometheus-client` counters/gauges/families in [`Metrics::registry_mut`] and updates them
 //!   itself. Adding e.g. the uplink's publish and reconnect counters is one collector reading
 //!   the uplink's stats plus one `metrics.add(...)` line in `app`.
-//! - **Tiny HTTP.** [`http`] is a bounded, hand-written HTTP/1.x responder (see its header for
-//!   the limits): a scrape endpoint needs one request line, and an HTTP stack would dominate the
-//!   binary's size on a gateway that should stay a few MB.
+//! - **Served by [`crate::http`]** as one [`Endpoint`] route: hyper under the server's limits
+//!   (see its header), on its own address or beside the console on the same one. The response
+//!   is what the hand-written responder before it sent: `text/plain; version=0.0.4`,
+//!   `Content-Length` and `Connection: close`, whatever else the address serves.
 //!
 //! # Failure behaviour
 //! - The address cannot be bound (in use, not an address of this host): logged at error level
-//!   and retried with backoff ([`BIND_RETRY_INITIAL`] doubling to [`BIND_RETRY_MAX`]); the
-//!   gateway keeps polling and forwarding. Metrics are not worth losing data for.
+//!   and retried with backoff ([`crate::http::BIND_RETRY_INITIAL`] doubling); the gateway keeps
+//!   polling and forwarding. Metrics are not worth losing data for.
 //! - A collector fails to encode (cannot happen when writing to a `String`): `500` for that
 //!   scrape.
 //! - Shutdown: the listener and every open connection stop when the cancellation token fires.
 
 pub mod devices;
 mod encode;
-pub mod http;
 pub mod process;
 pub mod queue;
 pub mod reload;
@@ -33,17 +33,15 @@ pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
 
-use crate::backoff::Backoff;
+use crate::http::{Body, Connections, Responding, Route};
 
 pub use devices::DeviceCollector;
 pub use process::ProcessCollector;
@@ -51,10 +49,8 @@ pub use queue::QueueCollector;
 pub use reload::ReloadCollector;
 pub use uplink::UplinkCollector;
 
-/// First retry after a failed bind; doubles with jitter.
-pub const BIND_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Slowest retry: a port freed by another program is taken within a minute.
-pub const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The content type of the Prometheus text exposition format 0.0.4.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The metrics of the running gateway: a registry the parts register into.
 #[derive(Debug)]
@@ -115,35 +111,50 @@ impl Collector for BuildInfo {
     }
 }
 
-/// Serves `metrics` on `listen` until `cancel` fires. Binding is retried until it works (see
-/// the module's failure behaviour); the function returns only on cancellation.
-pub async fn serve(listen: SocketAddr, metrics: Metrics, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(BIND_RETRY_INITIAL, BIND_RETRY_MAX);
-    let listener = loop {
-        let bound = tokio::select! {
-            () = cancel.cancelled() => return,
-            bound = TcpListener::bind(listen) => bound,
-        };
-        match bound {
-            Ok(listener) => break listener,
-            Err(bind_error) => {
-                let first = backoff.failures() == 0;
-                let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-                if first {
-                    error!(%listen, error = %bind_error, ?delay, "cannot serve metrics; retrying (the gateway keeps running)");
-                } else {
-                    debug!(%listen, error = %bind_error, ?delay, "still cannot serve metrics");
-                }
-                http::pause(delay, &cancel).await;
-            }
-        }
-    };
-    match listener.local_addr() {
-        Ok(address) => info!(%address, "serving metrics on /metrics"),
-        Err(_) => info!(%listen, "serving metrics on /metrics"),
+/// `/metrics` as a route of the HTTP server.
+pub struct Endpoint(Arc<Metrics>);
+
+impl Endpoint {
+    pub fn new(metrics: Metrics) -> Endpoint {
+        Endpoint(Arc::new(metrics))
     }
-    let metrics = Arc::new(metrics);
-    http::serve(listener, move || metrics.render(), cancel).await;
+
+    /// The answer to a scrape: the text, or `500` when it cannot be encoded.
+    pub fn scrape(&self) -> Response<Body> {
+        let mut response = match self.0.render() {
+            Some(text) => {
+                let mut response = Response::new(Body::full(text));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
+                response
+            }
+            None => crate::http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the metrics\n",
+            ),
+        };
+        // One scrape per connection, as Prometheus does it, even where browsers keep theirs.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+impl Route for Endpoint {
+    fn claims(&self, path: &str) -> bool {
+        path == "/metrics"
+    }
+
+    fn respond(&self, _request: Request<hyper::body::Incoming>, _peer: SocketAddr) -> Responding {
+        let response = self.scrape();
+        Box::pin(async move { response })
+    }
+
+    fn connections(&self) -> Connections {
+        Connections::OnePerRequest
+    }
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ mod store;
 pub mod summary;
 mod writer;
 
-pub use recent::{CommandKey, RecentCommand};
+pub use recent::{CommandKey, CommandRecord, RecentCommand};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
 use capacity::{Capacity, DropBurst};

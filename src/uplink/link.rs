@@ -264,7 +264,10 @@ impl Link {
                             self.fresh_start = Some(false);
                             continue;
                         }
-                        Err(error) => warn!(%error, "uplink could not start a fresh session"),
+                        Err(error) => {
+                            self.stats.failed(&error);
+                            warn!(%error, "uplink could not start a fresh session")
+                        }
                     }
                 }
                 Ok((reader, writer, ack)) => {
@@ -284,16 +287,19 @@ impl Link {
                         Ended::Shutdown => return,
                         Ended::Lost(error) => {
                             self.stats.lost();
+                            self.stats.failed(&error);
                             warn!(%error, "uplink connection lost")
                         }
                     }
                 }
                 Err(error) if backoff.failures() == 0 => {
                     self.stats.connect_failed();
+                    self.stats.failed(&error);
                     warn!(%error, %broker, "uplink cannot connect; retrying with backoff")
                 }
                 Err(error) => {
                     self.stats.connect_failed();
+                    self.stats.failed(&error);
                     debug!(%error, failures = backoff.failures(), "uplink connect failed")
                 }
             }
@@ -301,6 +307,7 @@ impl Link {
                 return;
             }
             let delay = backoff.next_delay();
+            self.stats.redial_in(delay);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.cancel.cancelled() => break,
