@@ -117,10 +117,10 @@ pub async fn run(
         None => None,
     };
     // With `console:`, each sample's value is also kept for the console's pages.
-    let console_values = config
-        .console
-        .as_ref()
-        .map(|_| Arc::new(console::LatestValues::default()));
+    let console_values = config.console.as_ref().map(|_| {
+        console::log::enable();
+        Arc::new(console::LatestValues::default())
+    });
     let sink = console::Tapped {
         inner: local::Tee {
             queue: queue.clone(),

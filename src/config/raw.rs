@@ -661,8 +661,10 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local",
-                "console"]
+            &[
+                "gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local",
+                "console"
+            ]
         );
     }
 

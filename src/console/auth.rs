@@ -285,7 +285,13 @@ mod tests {
             Some(("ana".into(), "pa:ss wd".into()))
         );
         assert_eq!(parse_basic(b"basic YTpi"), Some(("a".into(), "b".into())));
-        for bad in [&b"Bearer abc"[..], b"Basic !!!", b"Basic YWJj", b"Basic", b"\xff\xfe"] {
+        for bad in [
+            &b"Bearer abc"[..],
+            b"Basic !!!",
+            b"Basic YWJj",
+            b"Basic",
+            b"\xff\xfe",
+        ] {
             assert_eq!(parse_basic(bad), None, "{bad:?}");
         }
     }
@@ -307,7 +313,10 @@ mod tests {
         assert_eq!(gate.check(None, peer).await, Verdict::Challenge);
         let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
         for _ in 0..MAX_FAILURES {
-            assert_eq!(gate.check(Some(&basic("ana", "guess")), other).await, Verdict::Challenge);
+            assert_eq!(
+                gate.check(Some(&basic("ana", "guess")), other).await,
+                Verdict::Challenge
+            );
         }
         // Locked out: not even the right password is verified until the window ends.
         match gate.check(Some(&basic("ana", "secret")), other).await {
@@ -315,12 +324,24 @@ mod tests {
             verdict => panic!("expected to wait, got {verdict:?}"),
         }
         // Other addresses are not locked out; an unknown user is refused like a wrong password.
-        assert_eq!(gate.check(Some(&basic("nobody", "x")), peer).await, Verdict::Challenge);
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), peer).await, Verdict::Allow);
+        assert_eq!(
+            gate.check(Some(&basic("nobody", "x")), peer).await,
+            Verdict::Challenge
+        );
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), peer).await,
+            Verdict::Allow
+        );
         tokio::time::advance(FAILURE_WINDOW).await;
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), other).await, Verdict::Allow);
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), other).await,
+            Verdict::Allow
+        );
         // Remembered: allowed again without a verification, until the file changes.
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), peer).await, Verdict::Allow);
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), peer).await,
+            Verdict::Allow
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -328,11 +349,20 @@ mod tests {
         let hash = bcrypt::hash("secret", 4).unwrap();
         let (dir, gate) = gate_with(&format!("ana:{hash}\n"));
         let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), peer).await, Verdict::Allow);
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), peer).await,
+            Verdict::Allow
+        );
         let file = dir.path().join("console.passwd");
         std::fs::write(&file, "# nobody\n").unwrap();
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), peer).await, Verdict::Challenge);
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), peer).await,
+            Verdict::Challenge
+        );
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(gate.check(Some(&basic("ana", "secret")), peer).await, Verdict::Challenge);
+        assert_eq!(
+            gate.check(Some(&basic("ana", "secret")), peer).await,
+            Verdict::Challenge
+        );
     }
 }

@@ -120,7 +120,11 @@ async fn produce(console: &Console, topic: Topic, since: u64, tx: &mpsc::Sender<
         log_seq: since,
         ..Sent::default()
     };
-    if tx.send(Bytes::from_static(b"retry: 2000\n\n")).await.is_err() {
+    if tx
+        .send(Bytes::from_static(b"retry: 2000\n\n"))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut tick = tokio::time::interval(TICK);
@@ -149,7 +153,13 @@ async fn produce(console: &Console, topic: Topic, since: u64, tx: &mpsc::Sender<
                     let rows: Vec<_> = updates
                         .iter()
                         .map(|u| {
-                            json!([&*u.device, &*u.point, pages::value_text(&u.value), u.ts_ms, u.value.as_f64()])
+                            json!([
+                                &*u.device,
+                                &*u.point,
+                                pages::value_text(&u.value),
+                                u.ts_ms,
+                                u.value.as_f64()
+                            ])
                         })
                         .collect();
                     event(&mut chunk, "values", &serde_json::Value::Array(rows));
@@ -169,7 +179,11 @@ async fn produce(console: &Console, topic: Topic, since: u64, tx: &mpsc::Sender<
                 if let Some(last) = lines.last() {
                     sent.log_seq = last.seq;
                     let html = pages::log_lines(&lines);
-                    event(&mut chunk, "log", &json!({"html": html, "last": sent.log_seq}));
+                    event(
+                        &mut chunk,
+                        "log",
+                        &json!({"html": html, "last": sent.log_seq}),
+                    );
                 }
             }
             _ => {}

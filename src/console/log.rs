@@ -103,7 +103,12 @@ impl<S: Subscriber> Layer<S> for LogLayer {
         }
         let mut text = Text::default();
         event.record(&mut text);
-        keep(now_ms(), *metadata.level(), metadata.target(), text.finish());
+        keep(
+            now_ms(),
+            *metadata.level(),
+            metadata.target(),
+            text.finish(),
+        );
     }
 }
 

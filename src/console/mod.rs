@@ -139,9 +139,16 @@ impl Route for Site {
     }
 }
 
-async fn answer(console: Arc<Console>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn answer(
+    console: Arc<Console>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     if let Some(gate) = &console.gate {
-        let header = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        let header = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         match gate.check(header, peer.ip()).await {
             auth::Verdict::Allow => {}
             auth::Verdict::Challenge => {
@@ -156,8 +163,10 @@ async fn answer(console: Arc<Console>, request: Request<Incoming>, peer: SocketA
                 return response;
             }
             auth::Verdict::Wait(after) => {
-                let mut response =
-                    http::text(StatusCode::TOO_MANY_REQUESTS, "too many failed logins; wait\n");
+                let mut response = http::text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed logins; wait\n",
+                );
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
@@ -186,13 +195,19 @@ async fn answer(console: Arc<Console>, request: Request<Incoming>, peer: SocketA
         "/log" => {
             let lines = log::lines_after(0);
             let last = lines.last().map_or(0, |l| l.seq);
-            format!("<div id=\"since\" data-since=\"{last}\"></div>{}", pages::log(&lines))
+            format!(
+                "<div id=\"since\" data-since=\"{last}\"></div>{}",
+                pages::log(&lines)
+            )
         }
         _ => return http::text(StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Body::full(pages::page(path, &parts.gateway_id, &main)));
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -221,17 +236,53 @@ fn stream(console: &Arc<Console>, query: &str) -> Response<Body> {
         return http::text(StatusCode::BAD_REQUEST, "page= must name a console page\n");
     };
     let Ok(permit) = console.streams.clone().try_acquire_owned() else {
-        let mut response =
-            http::text(StatusCode::SERVICE_UNAVAILABLE, "too many live pages open\n");
+        let mut response = http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live pages open\n",
+        );
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("5"));
         return response;
     };
-    let body = events::open(console.clone(), topic, since, permit, console.cancel.clone());
+    let body = events::open(
+        console.clone(),
+        topic,
+        since,
+        permit,
+        console.cancel.clone(),
+    );
     let mut response = Response::new(Body::stream(Box::pin(body)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything a browser loads besides the generated HTML fits the budget of a slow link.
+    #[test]
+    fn the_embedded_assets_are_small() {
+        let total = SCRIPT.len() + STYLE.len();
+        assert!(total < 150 * 1024, "{total} bytes");
+        assert!(
+            !SCRIPT.contains("http://") && !SCRIPT.contains("https://"),
+            "no CDN"
+        );
+        assert!(
+            !STYLE.contains("http://") && !STYLE.contains("https://"),
+            "no CDN"
+        );
+    }
+
+    #[test]
+    fn claims_only_its_paths() {
+        for path in PATHS {
+            assert!(path == "/" || path.starts_with('/'));
+        }
+        assert!(!PATHS.contains(&"/metrics"));
+    }
 }

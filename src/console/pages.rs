@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use super::history::{self, Point as ChartPoint};
 use super::log::LogLine;
 use super::view::{Device, DeviceState, Link, Overview};
-use crate::queue::summary::{age, bytes};
+use crate::queue::summary::bytes;
 use crate::queue::CommandRecord;
 use crate::sample::Value;
 
@@ -62,7 +62,11 @@ pub fn value_text(value: &Value) -> String {
             let decimals = if magnitude < 1.0 { 6 } else { 4 };
             let text = format!("{f:.decimals$}");
             let text = text.trim_end_matches('0').trim_end_matches('.');
-            if text == "-0" { "0".to_owned() } else { text.to_owned() }
+            if text == "-0" {
+                "0".to_owned()
+            } else {
+                text.to_owned()
+            }
         }
         Value::Str(s) => s.to_string(),
         other => other.to_json(),
@@ -78,7 +82,11 @@ pub fn page(path: &str, gateway_id: &str, main: &str) -> String {
     let version = env!("CARGO_PKG_VERSION");
     let mut nav = String::new();
     for (href, name) in PAGES {
-        let current = if href == path { " aria-current=\"page\"" } else { "" };
+        let current = if href == path {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
         let _ = write!(nav, "<a href=\"{href}\"{current}>{name}</a>");
     }
     let id = esc(gateway_id);
@@ -137,14 +145,15 @@ pub fn overview_cards(view: &Overview) -> String {
             time(retrying.failed_ms)
         );
         if let Some(next) = retrying.next_attempt_ms {
-            let _ = write!(out, "<dt>next attempt</dt><dd id=\"uplink-next\">{}</dd>", time(next));
+            let _ = write!(
+                out,
+                "<dt>next attempt</dt><dd id=\"uplink-next\">{}</dd>",
+                time(next)
+            );
         }
     }
     out.push_str("</dl></section>");
-    let oldest = match view.oldest_ts_ms {
-        Some(ts) => format!("{} ({} old)", time(ts), age(view.now_ms - ts)),
-        None => "none".to_owned(),
-    };
+    let oldest = view.oldest_ts_ms.map_or("none".to_owned(), time);
     let _ = write!(
         out,
         "<section class=\"card\"><h2>Queue</h2><dl><dt>rows waiting</dt><dd id=\"queue-depth\">{}</dd>\
@@ -157,7 +166,11 @@ pub fn overview_cards(view: &Overview) -> String {
     out.push_str("<section class=\"card\"><h2>Dropped</h2><dl id=\"drops\">");
     for (reason, count) in view.drops {
         let class = if count > 0 { " class=\"err\"" } else { "" };
-        let _ = write!(out, "<dt>{}</dt><dd{class}>{count}</dd>", reason.replace('_', " "));
+        let _ = write!(
+            out,
+            "<dt>{}</dt><dd{class}>{count}</dd>",
+            reason.replace('_', " ")
+        );
     }
     out.push_str("</dl></section>");
     out
@@ -191,13 +204,23 @@ pub fn chart(points: &[ChartPoint], now_ms: i64) -> String {
     };
     let depth = line(&|p| p.depth as f64, max_depth);
     let rate = line(&|p| p.delivered_per_s, max_rate);
+    // The newest point of each line as a dot: a line needs two points, a fresh gateway has one.
+    let dots = points.last().map_or(String::new(), |p| {
+        format!(
+            "<circle class=\"depth\" cx=\"{0:.1}\" cy=\"{1:.1}\" r=\"3\"/>\
+             <circle class=\"rate\" cx=\"{0:.1}\" cy=\"{2:.1}\" r=\"3\"/>",
+            x(p.ts_ms),
+            y(p.depth as f64, max_depth),
+            y(p.delivered_per_s, max_rate)
+        )
+    });
     let (left, right, bottom) = (PAD, CHART_W - PAD, CHART_H - PAD);
     format!(
         "<svg class=\"chart\" viewBox=\"0 0 {CHART_W} {CHART_H}\" role=\"img\" \
          aria-label=\"queue depth and deliveries per second, last hour\">\
          <line class=\"axis\" x1=\"{left}\" y1=\"{bottom}\" x2=\"{right}\" y2=\"{bottom}\"/>\
          <line class=\"grid\" x1=\"{left}\" y1=\"{PAD}\" x2=\"{right}\" y2=\"{PAD}\"/>\
-         <polyline class=\"depth\" points=\"{depth}\"/><polyline class=\"rate\" points=\"{rate}\"/>\
+         <polyline class=\"depth\" points=\"{depth}\"/><polyline class=\"rate\" points=\"{rate}\"/>{dots}\
          <text class=\"depth\" x=\"{left}\" y=\"{}\">{} rows</text>\
          <text class=\"rate\" x=\"{right}\" y=\"{}\" text-anchor=\"end\">{:.1} delivered/s</text>\
          <text x=\"{left}\" y=\"{}\">−60 min</text><text x=\"{right}\" y=\"{}\" text-anchor=\"end\">now</text>\
@@ -270,20 +293,38 @@ pub fn device_health(device: &Device) -> String {
         device.state.word()
     );
     if device.consecutive_failures > 0 {
-        let _ = write!(out, " <span>{} failed polls in a row</span>", device.consecutive_failures);
+        let _ = write!(
+            out,
+            " <span>{} failed polls in a row</span>",
+            device.consecutive_failures
+        );
     }
     let c = &device.counters;
     if c.last_success_ms > 0 {
-        let _ = write!(out, " <span>last success {}</span>", time(c.last_success_ms));
+        let _ = write!(
+            out,
+            " <span>last success {}</span>",
+            time(c.last_success_ms)
+        );
     }
     if let Some(error) = &device.last_error {
-        let _ = write!(out, " <span class=\"err\">last error: {}</span>", esc(error));
+        let _ = write!(
+            out,
+            " <span class=\"err\">last error: {}</span>",
+            esc(error)
+        );
     }
     let _ = write!(
         out,
         "<div class=\"counters\">requests {} · timeouts {} · errors {} · exceptions {} · \
          crc errors {} · stale replies {} · decode errors {}</div>",
-        c.requests, c.timeouts, c.errors, c.exceptions, c.crc_errors, c.stale_replies, c.decode_errors
+        c.requests,
+        c.timeouts,
+        c.errors,
+        c.exceptions,
+        c.crc_errors,
+        c.stale_replies,
+        c.decode_errors
     );
     out
 }
@@ -315,8 +356,10 @@ pub fn command_rows(rows: &Result<Vec<CommandRecord>, String>) -> String {
     };
     let mut out = String::new();
     for row in rows {
-        let result: Option<serde_json::Value> =
-            row.result.as_deref().and_then(|r| serde_json::from_str(r).ok());
+        let result: Option<serde_json::Value> = row
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok());
         let value = result
             .as_ref()
             .and_then(|r| r.get("value"))
@@ -393,7 +436,13 @@ mod tests {
             bytes: 4096,
             capacity: 1 << 30,
             oldest_ts_ms: Some(31_000),
-            drops: [("capacity", 0), ("expired", 3), ("commit_failed", 0), ("live_channel_full", 0), ("live_discarded", 0)],
+            drops: [
+                ("capacity", 0),
+                ("expired", 3),
+                ("commit_failed", 0),
+                ("live_channel_full", 0),
+                ("live_discarded", 0),
+            ],
             devices_online: (1, 2),
             inflight: 0,
         }
@@ -401,7 +450,10 @@ mod tests {
 
     #[test]
     fn escapes_and_formats() {
-        assert_eq!(esc("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         assert_eq!(clock(0), "00:00:00");
         assert_eq!(clock(1_764_000_061_999), "16:01:01");
         for (value, text) in [
@@ -423,7 +475,12 @@ mod tests {
         let connected = overview_cards(&overview_view(Link::Connected));
         assert!(connected.contains("<span id=\"uplink-state\" class=\"pill ok\">connected</span>"));
         assert!(connected.contains("<dd id=\"queue-depth\">42</dd>"));
-        assert!(connected.contains("30s old"), "{connected}");
+        assert!(
+            connected.contains(
+                "<dd id=\"queue-oldest\"><time data-ts=\"31000\">00:00:31 UTC</time></dd>"
+            ),
+            "{connected}"
+        );
         assert!(connected.contains("<dt>expired</dt><dd class=\"err\">3</dd>"));
         assert!(connected.contains("gw&lt;1&gt;"));
         assert!(!connected.contains("uplink-error"));
@@ -434,7 +491,8 @@ mod tests {
         })));
         assert!(retrying.contains("class=\"pill bad\">retrying</span>"));
         assert!(retrying.contains("<dd id=\"uplink-error\" class=\"err\">connection refused</dd>"));
-        assert!(retrying.contains("<dd id=\"uplink-next\"><time data-ts=\"62000\">00:01:02 UTC</time></dd>"));
+        assert!(retrying
+            .contains("<dd id=\"uplink-next\"><time data-ts=\"62000\">00:01:02 UTC</time></dd>"));
         let page = page("/", "gw", &overview(&overview_view(Link::Connecting), &[]));
         assert!(page.contains("<a href=\"/\" aria-current=\"page\">Overview</a>"));
         assert!(page.contains(">connecting</span>"));
@@ -444,8 +502,16 @@ mod tests {
     fn the_chart_spans_the_last_hour() {
         let now = 10_000_000;
         let points = [
-            ChartPoint { ts_ms: now - 3_600_000, depth: 0, delivered_per_s: 0.0 },
-            ChartPoint { ts_ms: now, depth: 50, delivered_per_s: 2.0 },
+            ChartPoint {
+                ts_ms: now - 3_600_000,
+                depth: 0,
+                delivered_per_s: 0.0,
+            },
+            ChartPoint {
+                ts_ms: now,
+                depth: 50,
+                delivered_per_s: 2.0,
+            },
         ];
         let svg = chart(&points, now);
         // Oldest at the left edge and bottom, newest at the right edge and top of its scale.
@@ -463,18 +529,35 @@ mod tests {
             state: DeviceState::Offline,
             consecutive_failures: 3,
             last_error: Some("timed out after 1s".into()),
-            counters: CounterSnapshot { requests: 9, timeouts: 3, last_success_ms: 5_000, ..Default::default() },
+            counters: CounterSnapshot {
+                requests: 9,
+                timeouts: 3,
+                last_success_ms: 5_000,
+                ..Default::default()
+            },
             points: vec![
                 Point {
                     name: "temp".into(),
                     unit: Some("°C".into()),
-                    value: Some(PointValue { value: Value::Float(21.5), ts_ms: 4_000, version: 1, history: vec![20.0, 21.5] }),
+                    value: Some(PointValue {
+                        value: Value::Float(21.5),
+                        ts_ms: 4_000,
+                        version: 1,
+                        history: vec![20.0, 21.5],
+                    }),
                 },
-                Point { name: "mode".into(), unit: None, value: None },
+                Point {
+                    name: "mode".into(),
+                    unit: None,
+                    value: None,
+                },
             ],
         };
         let html = devices(std::slice::from_ref(&device));
-        assert!(html.contains("<span class=\"pill bad\" data-state=\"offline\">offline</span>"), "{html}");
+        assert!(
+            html.contains("<span class=\"pill bad\" data-state=\"offline\">offline</span>"),
+            "{html}"
+        );
         assert!(html.contains("last error: timed out after 1s"));
         assert!(html.contains("<tr data-d=\"boiler\" data-p=\"temp\"><td>temp</td><td class=\"v num\">21.5</td><td>°C</td>"));
         assert!(html.contains("data-h=\"20,21.5\""));
@@ -494,11 +577,19 @@ mod tests {
         };
         let rows = Ok(vec![
             record("\"a\"", Some(r#"{"id":"a","ok":true,"value":21.5,"ts":1}"#)),
-            record("\"b\"", Some(r#"{"id":"b","ok":false,"error":"out_of_range","message":"95 is above max 90","ts":1}"#)),
+            record(
+                "\"b\"",
+                Some(
+                    r#"{"id":"b","ok":false,"error":"out_of_range","message":"95 is above max 90","ts":1}"#,
+                ),
+            ),
             record("\"c\"", None),
         ]);
         let html = command_rows(&rows);
-        assert!(html.contains("<td class=\"num\">21.5</td><td><span class=\"pill ok\">ok</span>"), "{html}");
+        assert!(
+            html.contains("<td class=\"num\">21.5</td><td><span class=\"pill ok\">ok</span>"),
+            "{html}"
+        );
         assert!(html.contains("out_of_range</span> 95 is above max 90"));
         assert!(html.contains("writing"));
         assert!(command_rows(&Ok(vec![])).contains("No commands yet"));

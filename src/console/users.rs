@@ -217,7 +217,9 @@ fn write_atomically(file: &Path, text: &str) -> Result<(), UserError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mode = old.as_ref().map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let mode = old
+        .as_ref()
+        .map_or(0o600, |m| m.permissions().mode() & 0o7777);
     let result = (|| {
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -251,7 +253,14 @@ mod tests {
         for good in ["hmi1", "tech.ana", "Ünal", &"a".repeat(MAX_NAME)] {
             assert!(valid_name(good), "{good}");
         }
-        for bad in ["", "a:b", "a b", "a\tb", "a\u{7}", &"a".repeat(MAX_NAME + 1)] {
+        for bad in [
+            "",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\u{7}",
+            &"a".repeat(MAX_NAME + 1),
+        ] {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }
@@ -262,7 +271,10 @@ mod tests {
         let (users, bad) = parse(&text);
         assert_eq!(
             users,
-            [("ana".to_owned(), HASH_A.to_owned()), ("bob".to_owned(), HASH_A.to_owned())]
+            [
+                ("ana".to_owned(), HASH_A.to_owned()),
+                ("bob".to_owned(), HASH_A.to_owned())
+            ]
         );
         assert_eq!(bad, [4, 5]);
     }
@@ -274,7 +286,10 @@ mod tests {
         assert_eq!(changed, format!("# users\nana:NEW\nbob:{HASH_A}\n"));
         assert_eq!(upsert("", "cy", "H"), "cy:H\n");
         assert_eq!(upsert("# ana:x", "ana", "H"), "# ana:x\nana:H\n");
-        assert_eq!(remove(&changed, "ana"), Some(format!("# users\nbob:{HASH_A}\n")));
+        assert_eq!(
+            remove(&changed, "ana"),
+            Some(format!("# users\nbob:{HASH_A}\n"))
+        );
         assert_eq!(remove(&changed, "zed"), None);
     }
 
@@ -290,8 +305,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "b:2\n");
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
-        assert!(matches!(delete(&file, "zed"), Err(UserError::NoSuchUser(_))));
-        assert_eq!(list(&file).unwrap(), Vec::<String>::new(), "b's hash is not bcrypt");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+        assert!(matches!(
+            delete(&file, "zed"),
+            Err(UserError::NoSuchUser(_))
+        ));
+        assert_eq!(
+            list(&file).unwrap(),
+            Vec::<String>::new(),
+            "b's hash is not bcrypt"
+        );
     }
 }

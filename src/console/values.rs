@@ -192,11 +192,18 @@ mod tests {
             (temp.value, temp.ts_ms, temp.history),
             (Value::Float(21.0), 3, vec![20.5, 21.0])
         );
-        assert_eq!(values.get("boiler", "mode").unwrap().history, Vec::<f32>::new());
+        assert_eq!(
+            values.get("boiler", "mode").unwrap().history,
+            Vec::<f32>::new()
+        );
         let (version, mut updates) = values.changed_since(0);
         updates.sort_by(|a, b| a.point.cmp(&b.point));
         assert_eq!(version, 3);
-        assert_eq!(updates.len(), 2, "one update per point, the newest: {updates:?}");
+        assert_eq!(
+            updates.len(),
+            2,
+            "one update per point, the newest: {updates:?}"
+        );
         assert_eq!(updates[1].value, Value::Float(21.0));
         assert_eq!(values.changed_since(version), (3, vec![]));
         values.record(&sample("chiller", "flow", Value::Int(7), 4));

@@ -29,7 +29,11 @@ impl<S> Deadline<S> {
     }
 
     /// `result` of a write-side poll, with the deadline applied to `Pending`.
-    fn guard<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match result {
             Poll::Ready(result) => {
                 self.timer = None;

@@ -224,6 +224,9 @@ pub async fn serve_connection<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD)
+        // A client that sends its request and closes its side (`printf … | nc`) still gets the
+        // answer, as it did from the responder before; the write timeout bounds the wait.
+        .half_close(true)
         .keep_alive(connections == Connections::Browsers)
         .serve_connection(io, service)
         .await;

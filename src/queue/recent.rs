@@ -188,7 +188,11 @@ pub(super) fn newest(conn: &Connection, limit: usize) -> Result<Vec<CommandRecor
                 device: r.get(1)?,
                 point: r.get(2)?,
                 id: r.get(3)?,
-                result: if state == STATE_ANSWERED { r.get(5)? } else { None },
+                result: if state == STATE_ANSWERED {
+                    r.get(5)?
+                } else {
+                    None
+                },
                 ts_ms: r.get(6)?,
             })
         })?
