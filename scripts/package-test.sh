@@ -21,6 +21,7 @@ CONFIG=/etc/fieldrelay/config.yaml
 STATE=/var/lib/fieldrelay
 UNIT=/usr/lib/systemd/system/fieldrelay.service
 BROKER_PASSWD=/etc/mosquitto/fieldrelay.passwd
+CONSOLE_PASSWD=/etc/fieldrelay/console.passwd
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "package-test: needs root (dpkg -i)" >&2
@@ -110,6 +111,7 @@ expect_file "$CONFIG" root:fieldrelay 640
 expect_file /etc/mosquitto/conf.d/fieldrelay.conf root:root 644
 expect_file /etc/mosquitto/fieldrelay.acl root:root 644
 expect_file "$BROKER_PASSWD" root:mosquitto 640
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
 expect_file "$UNIT" root:root 644
 expect_file "$STATE" fieldrelay:fieldrelay 750
 [ "$(fieldrelay --version)" = "fieldrelay 0.1.0" ] || fail "fieldrelay --version: $(fieldrelay --version)"
@@ -181,6 +183,10 @@ expect_file "$STATE/queue.db" fieldrelay:fieldrelay 640
 printf 'hmi-secret\nhmi-secret\n' | fieldrelay-broker-user add hmi
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "fieldrelay-broker-user add did not add hmi"
 expect_file "$BROKER_PASSWD" root:mosquitto 640
+printf 'tech-secret\ntech-secret\n' | fieldrelay console-user add tech
+grep -q '^tech:\$2b\$' "$CONSOLE_PASSWD" || fail "fieldrelay console-user add did not add tech"
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
+ok "console user added, file still root:fieldrelay 0640"
 
 echo "== package-test: upgrade (0.1.0-1 -> 0.1.0-2, then the same again)"
 echo "# local change $$" >>"$CONFIG"
@@ -198,7 +204,8 @@ expect_file "$CONFIG" root:fieldrelay 640
 [ "$(sha256sum "$STATE/queue.db")" = "$queue_sum" ] || fail "upgrade changed the queue"
 ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "upgrade lost the broker users"
-ok "broker users kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "upgrade lost the console users"
+ok "broker and console users kept"
 runuser -u fieldrelay -- fieldrelay check --config "$CONFIG"
 ok "fieldrelay check after the upgrade"
 
@@ -215,7 +222,8 @@ ok "config kept"
 [ "$(sha256sum "$STATE/queue.db")" = "$queue_sum" ] || fail "remove changed the queue"
 ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "remove lost the broker users"
-ok "broker users kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "remove lost the console users"
+ok "broker and console users kept"
 
 echo "== package-test: purge"
 dpkg -P fieldrelay

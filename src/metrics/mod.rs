@@ -160,6 +160,42 @@ impl Route for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{serve_connection, Connections};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Through the HTTP server, a scrape is what the responder before it sent: the same body
+    /// byte for byte (the process gauges aside, which move between two renderings), the same
+    /// content type, `Content-Length`, `Connection: close`.
+    #[tokio::test]
+    async fn a_scrape_over_http_is_the_rendered_text() {
+        let endpoint = Arc::new(Endpoint::new(Metrics::new()));
+        let routes: Arc<[Arc<dyn Route>]> = Arc::from(vec![endpoint.clone() as Arc<dyn Route>]);
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let served = tokio::spawn(serve_connection(server, peer, routes, Connections::Browsers));
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        served.await.unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains(&format!("\r\ncontent-type: {CONTENT_TYPE_TEXT}\r\n")), "{head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        let steady = |text: &str| -> String {
+            text.lines()
+                .filter(|line| !line.starts_with("process_"))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        let rendered = endpoint.0.render().unwrap();
+        assert_eq!(steady(body), steady(&rendered));
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
 
     #[test]
     fn build_info_and_process_metrics_are_always_there() {
