@@ -92,17 +92,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = base.path().join(format!("run{run}"));
         plain_times.push(rt.block_on(through(&dir.join("plain"), N_QUEUE, |q| q))?);
         let values = Arc::new(LatestValues::default());
-        tapped_times.push(rt.block_on(through(&dir.join("tapped"), N_QUEUE, |q| Tapped {
-            inner: q,
-            values: Some(values),
-        }))?);
+        tapped_times.push(
+            rt.block_on(through(&dir.join("tapped"), N_QUEUE, |q| Tapped {
+                inner: q,
+                values: Some(values),
+            }))?,
+        );
     }
     let per = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
     let record = per(median(record_times), N_RECORD as u64);
     let plain = per(median(plain_times), N_QUEUE);
     let tapped = per(median(tapped_times), N_QUEUE);
-    println!("median of {REPEATS} runs; {POINTS} points round robin; queue under {}", base.path().display());
-    println!("| {:<44} | {:>12} | {:>12} |", "case", "ns/sample", "vs baseline");
+    println!(
+        "median of {REPEATS} runs; {POINTS} points round robin; queue under {}",
+        base.path().display()
+    );
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "case", "ns/sample", "vs baseline"
+    );
     println!("|{:-<46}|{:->14}|{:->14}|", "", "", "");
     for (name, ns) in [
         ("(i) LatestValues::record alone", record),

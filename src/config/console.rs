@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::error::Issue;
 use super::metrics::parse_listen;
 use super::raw::{decode_mapping, Decoded};
+use super::validate::require;
 
 /// The resolved `console` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,25 +75,11 @@ pub(crate) fn validate_console(
         .map(Some),
     };
     let path = keys.path_of("listen");
-    let listen = match &value.listen {
-        Some(listen) => match parse_listen(listen) {
-            Ok(listen) => Some(listen),
-            Err(message) => {
-                issues.push(Issue::value(path.clone(), message));
-                None
-            }
-        },
-        None => {
-            if !keys.rejected.contains("listen") {
-                issues.push(if keys.present.contains("listen") {
-                    Issue::key(path.clone(), "a value is required")
-                } else {
-                    Issue::missing(path.clone(), "missing required key")
-                });
-            }
-            None
-        }
-    };
+    let listen = require(keys, "listen", &value.listen, issues).and_then(|listen| {
+        parse_listen(listen)
+            .map_err(|message| issues.push(Issue::value(path.clone(), message)))
+            .ok()
+    });
     let refused_auth = keys.rejected.contains("auth") || (value.auth.is_some() && auth.is_none());
     if let (Some(listen), Some(None), false) = (listen, &auth, refused_auth) {
         if !listen.ip().is_loopback() {
@@ -115,26 +102,17 @@ pub(crate) fn validate_console(
 
 fn validate_auth(auth: &Decoded<RawConsoleAuth>, issues: &mut Vec<Issue>) -> Option<ConsoleAuth> {
     let (raw, keys) = (&auth.value, &auth.keys);
-    let path = keys.path_of("password_file");
-    match &raw.password_file {
-        Some(file) if file.is_empty() || file.contains('\0') => {
-            issues.push(Issue::value(path, "must be a file path"));
-            None
-        }
-        Some(file) => Some(ConsoleAuth {
-            password_file: PathBuf::from(file),
-        }),
-        None => {
-            if !keys.rejected.contains("password_file") {
-                issues.push(if keys.present.contains("password_file") {
-                    Issue::key(path, "a value is required")
-                } else {
-                    Issue::missing(path, "missing required key")
-                });
-            }
-            None
-        }
+    let file = require(keys, "password_file", &raw.password_file, issues)?;
+    if file.is_empty() || file.contains('\0') {
+        issues.push(Issue::value(
+            keys.path_of("password_file"),
+            "must be a file path",
+        ));
+        return None;
     }
+    Some(ConsoleAuth {
+        password_file: PathBuf::from(file),
+    })
 }
 
 #[cfg(test)]

@@ -172,7 +172,12 @@ mod tests {
         let routes: Arc<[Arc<dyn Route>]> = Arc::from(vec![endpoint.clone() as Arc<dyn Route>]);
         let (mut client, server) = tokio::io::duplex(256 * 1024);
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-        let served = tokio::spawn(serve_connection(server, peer, routes, Connections::Browsers));
+        let served = tokio::spawn(serve_connection(
+            server,
+            peer,
+            routes,
+            Connections::Browsers,
+        ));
         client
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n")
             .await
@@ -183,8 +188,14 @@ mod tests {
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         let head = head.to_ascii_lowercase();
-        assert!(head.contains(&format!("\r\ncontent-type: {CONTENT_TYPE_TEXT}\r\n")), "{head}");
-        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-type: {CONTENT_TYPE_TEXT}\r\n")),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+            "{head}"
+        );
         assert!(head.contains("\r\nconnection: close"), "{head}");
         let steady = |text: &str| -> String {
             text.lines()

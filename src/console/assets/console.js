@@ -37,48 +37,74 @@
     }
   }
 
-  function spark(cell) {
-    const values = (cell.dataset.h || "").split(",").filter((v) => v !== "").map(Number);
-    if (values.length < 2) { cell.textContent = ""; return; }
+  // A sparkline: one polyline, redrawn by changing its points (no new elements per update).
+  function spark(row) {
+    const values = row.history;
+    if (values.length < 2) return;
     const min = Math.min(...values), max = Math.max(...values), w = 80, h = 18;
     const points = values.map((v, i) => {
       const x = (i / (values.length - 1)) * w;
       const y = max === min ? h / 2 : h - 1 - ((v - min) / (max - min)) * (h - 2);
       return x.toFixed(1) + "," + y.toFixed(1);
     }).join(" ");
-    cell.innerHTML = '<svg viewBox="0 0 ' + w + " " + h + '" width="' + w + '" height="' + h +
-      '" aria-hidden="true"><polyline points="' + points + '"/></svg>';
+    if (!row.line) {
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+      svg.setAttribute("width", w);
+      svg.setAttribute("height", h);
+      svg.setAttribute("aria-hidden", "true");
+      row.line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+      svg.appendChild(row.line);
+      row.spark.appendChild(svg);
+    }
+    row.line.setAttribute("points", points);
   }
 
   for (const tr of document.querySelectorAll("tr[data-d]")) {
-    rows.set(tr.dataset.d + "\u0000" + tr.dataset.p, tr);
-    spark(tr.querySelector(".spark"));
+    const spark_cell = tr.querySelector(".spark");
+    const row = {
+      tr, value: tr.querySelector(".v"), ts: tr.querySelector(".ts"), spark: spark_cell, line: null,
+      history: (spark_cell.dataset.h || "").split(",").filter((v) => v !== "").map(Number),
+      flash: false,
+    };
+    rows.set(tr.dataset.d + "\u0000" + tr.dataset.p, row);
+    spark(row);
   }
   times(document);
   setInterval(() => times(document), 1000);
 
+  // Values are applied once per frame, the newest per point: a burst of updates (or a hidden
+  // tab) costs one pass over the changed rows, never a layout per row.
+  const pending = new Map();
+  let frame = 0;
   function onValues(updates) {
-    for (const [device, point, text, ts, number] of updates) {
-      const tr = rows.get(device + "\u0000" + point);
-      if (!tr) continue;
-      tr.querySelector(".v").textContent = text;
-      const cell = tr.querySelector(".ts");
-      cell.innerHTML = "";
-      const t = document.createElement("time");
+    for (const update of updates) pending.set(update[0] + "\u0000" + update[1], update);
+    if (!frame) frame = requestAnimationFrame(applyValues);
+  }
+  function applyValues() {
+    frame = 0;
+    const now = Date.now();
+    for (const [key, [, , text, ts, number]] of pending) {
+      const row = rows.get(key);
+      if (!row) continue;
+      row.value.textContent = text;
+      let t = row.ts.firstElementChild;
+      if (!t) { t = document.createElement("time"); row.ts.appendChild(t); }
       t.dataset.ts = ts;
-      cell.appendChild(t);
+      t.textContent = clock(ts);
+      const age = row.tr.querySelector(".age");
+      if (age) age.textContent = span(now - ts);
       if (number !== null) {
-        const s = tr.querySelector(".spark");
-        const values = s.dataset.h ? s.dataset.h.split(",") : [];
-        values.push(String(number));
-        s.dataset.h = values.slice(-HISTORY).join(",");
-        spark(s);
+        row.history.push(number);
+        if (row.history.length > HISTORY) row.history.shift();
+        spark(row);
       }
-      tr.classList.remove("fresh");
-      void tr.offsetWidth;
-      tr.classList.add("fresh");
+      // Alternating two animations restarts the highlight without forcing a layout.
+      row.flash = !row.flash;
+      row.tr.classList.toggle("fresh", row.flash);
+      row.tr.classList.toggle("fresh2", !row.flash);
     }
-    times(document);
+    pending.clear();
   }
 
   function onHtml(fragments) {
