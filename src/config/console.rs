@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::Issue;
-use super::metrics::parse_listen;
+use super::metrics::listen_address;
 use super::raw::{decode_mapping, Decoded};
 use super::validate::require;
 
@@ -75,11 +75,7 @@ pub(crate) fn validate_console(
         .map(Some),
     };
     let path = keys.path_of("listen");
-    let listen = require(keys, "listen", &value.listen, issues).and_then(|listen| {
-        parse_listen(listen)
-            .map_err(|message| issues.push(Issue::value(path.clone(), message)))
-            .ok()
-    });
+    let listen = listen_address(keys, &value.listen, issues);
     let refused_auth = keys.rejected.contains("auth") || (value.auth.is_some() && auth.is_none());
     if let (Some(listen), Some(None), false) = (listen, &auth, refused_auth) {
         if !listen.ip().is_loopback() {

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -112,6 +112,18 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// A plain-text response with one more header (`Allow`, `Retry-After`, `WWW-Authenticate`).
+pub fn text_with(
+    status: StatusCode,
+    body: impl Into<String>,
+    name: HeaderName,
+    value: HeaderValue,
+) -> Response<Body> {
+    let mut response = text(status, body);
+    response.headers_mut().insert(name, value);
     response
 }
 
@@ -241,14 +253,12 @@ async fn dispatch(
     peer: SocketAddr,
 ) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = text(
+        return text_with(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET and HEAD are served\n",
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD"),
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
     }
     let path = request.uri().path();
     match routes.iter().find(|route| route.claims(path)) {

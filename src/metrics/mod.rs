@@ -205,7 +205,7 @@ mod tests {
         };
         let rendered = endpoint.0.render().unwrap();
         assert_eq!(steady(body), steady(&rendered));
-        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert!(body.contains("\nfieldrelay_build_info{version="), "{body}");
     }
 
     #[test]
