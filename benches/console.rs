@@ -9,7 +9,8 @@
 //!   until committed: the baseline, what a sample costs today;
 //! - (iii) `Tapped<Queue>`: the same through the console's sink.
 //!
-//! Reported as ratios to (ii); nothing is asserted.
+//! Reported as ratios to (ii); nothing is asserted. Without `--bench` (as `cargo test
+//! --all-targets` runs it) it only smoke-tests on small counts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +23,6 @@ use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{Sample, Value};
 
 const POINTS: usize = 1_000;
-const N_RECORD: usize = 2_000_000;
-const N_QUEUE: u64 = 50_000;
 const REPEATS: usize = 3;
 
 fn samples(n: usize) -> Vec<Sample> {
@@ -70,13 +69,19 @@ async fn through<S: SampleSink>(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (n_record, n_queue): (usize, u64) = if full {
+        (2_000_000, 50_000)
+    } else {
+        (10_000, 500)
+    };
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
 
-    let input = samples(N_RECORD);
+    let input = samples(n_record);
     let mut record_times = Vec::new();
     for _ in 0..REPEATS {
         let values = LatestValues::default();
@@ -90,19 +95,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tapped_times = Vec::new();
     for run in 0..REPEATS {
         let dir = base.path().join(format!("run{run}"));
-        plain_times.push(rt.block_on(through(&dir.join("plain"), N_QUEUE, |q| q))?);
+        plain_times.push(rt.block_on(through(&dir.join("plain"), n_queue, |q| q))?);
         let values = Arc::new(LatestValues::default());
         tapped_times.push(
-            rt.block_on(through(&dir.join("tapped"), N_QUEUE, |q| Tapped {
+            rt.block_on(through(&dir.join("tapped"), n_queue, |q| Tapped {
                 inner: q,
                 values: Some(values),
             }))?,
         );
     }
     let per = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
-    let record = per(median(record_times), N_RECORD as u64);
-    let plain = per(median(plain_times), N_QUEUE);
-    let tapped = per(median(tapped_times), N_QUEUE);
+    let record = per(median(record_times), n_record as u64);
+    let plain = per(median(plain_times), n_queue);
+    let tapped = per(median(tapped_times), n_queue);
     println!(
         "median of {REPEATS} runs; {POINTS} points round robin; queue under {}",
         base.path().display()
