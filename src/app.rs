@@ -13,10 +13,11 @@
 //!
 //! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
 //! [`Fleet`]) and, when configured, the HTTP server of the metrics endpoint ([`crate::metrics`])
-//! and the console ([`crate::console`]); both stop on the token with the pollers. Then the status monitor ([`crate::status`]), the command handlers
-//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local
-//! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
-//! committing a device status or a command's answer.
+//! and the console ([`crate::console`]); both stop on the token with the pollers. Then the
+//! status monitor ([`crate::status`]), the command handlers ([`crate::commands`]: the cloud's,
+//! and the on-site broker's with `local:`) and the local broker client ([`crate::local`]), which
+//! stop before the uplink and the queue: they may be committing a device status or a command's
+//! answer.
 
 use std::collections::HashMap;
 use std::future::Future;

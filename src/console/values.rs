@@ -2,12 +2,13 @@
 //! them.
 //!
 //! # Cost
-//! [`Tapped`] wraps the bus owners' sink only when a console is configured; without one the
-//! sink is the plain one and nothing here exists. With one, each sample costs one uncontended
-//! lock, two hash lookups and a copy of its value ([`LatestValues::record`]): about 3% of what
-//! queueing the same sample costs (`cargo bench --bench console`: 64 ns against 2.1 µs). Watching browsers add nothing to it: their event streams read the table on their
-//! own timer ([`LatestValues::changed_since`]), so a slow or stalled browser never holds up a
-//! bus owner; it just gets the newest values when it reads again (older ones are coalesced).
+//! [`Tapped`] is the bus owners' sink. Without a console it holds no table and hands each
+//! sample straight on (one `Option` check). With one, each sample costs one uncontended lock,
+//! two hash lookups and a copy of its value ([`LatestValues::record`]): about 3% of what
+//! queueing the same sample costs (`cargo bench --bench console`: 64 ns against 2.1 µs).
+//! Watching browsers add nothing to it: their event streams read the table on their own timer
+//! ([`LatestValues::changed_since`]), so a slow or stalled browser never holds up a bus owner;
+//! it just gets the newest values when it reads again (older ones are coalesced).
 //!
 //! Why always, and not only while a browser watches: a technician opening the page must see
 //! every point's value at once, including an `on_change` point that has not moved for hours.
