@@ -36,6 +36,7 @@ BROKER_LINK=/etc/mosquitto/conf.d/fieldrelay.conf
 GATEWAY_PASSWORD=/etc/fieldrelay/local-password
 DOCS=/usr/share/doc/fieldrelay
 NETNS=fieldrelay-package-test
+CONSOLE_PASSWD=/etc/fieldrelay/console.passwd
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "package-test: needs root (dpkg -i)" >&2
@@ -269,6 +270,7 @@ expect_file /etc/mosquitto/fieldrelay.conf root:root 644
 expect_file /etc/mosquitto/fieldrelay.rights root:root 644
 expect_file "$BROKER_PASSWD" root:mosquitto 640
 expect_file "$BROKER_ACL" root:mosquitto 640
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
 expect_file "$UNIT" root:root 644
 expect_file "$STATE" fieldrelay:fieldrelay 750
 [ "$(readlink "$BROKER_LINK")" = ../fieldrelay.conf ] || fail "$BROKER_LINK does not link to ../fieldrelay.conf"
@@ -406,6 +408,12 @@ fieldrelay queue stats >/dev/null || fail "sudo fieldrelay queue stats (the defa
   fail "root changed the state files: $(stat -c '%n %U:%G' "$STATE" "$STATE"/*)"
 ok "sudo fieldrelay run and queue stats leave every state file the service's"
 
+# Console users: the tool run as root keeps the password file the service's.
+printf 'tech-secret\ntech-secret\n' | fieldrelay console-user add tech
+grep -q '^tech:\$2b\$' "$CONSOLE_PASSWD" || fail "fieldrelay console-user add did not add tech"
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
+ok "console user added, file still root:fieldrelay 0640"
+
 echo "== package-test: upgrade (0.1.0-1 -> 0.1.0-2, then the same again)"
 echo "# local change $$" >>"$CONFIG"
 queue_sum=$(sha256sum "$STATE/queue.db")
@@ -425,7 +433,8 @@ ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "upgrade lost the broker users"
 grep -qx 'user hmi' "$BROKER_ACL" || fail "upgrade lost the ACL section of hmi"
 [ "$(sha256sum "$GATEWAY_PASSWORD")" = "$password_sum" ] || fail "upgrade changed the gateway's password"
-ok "broker users, their rights and the gateway's login kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "upgrade lost the console users"
+ok "broker users, their rights, console users and the gateway's login kept"
 runuser -u fieldrelay -- fieldrelay check --config "$CONFIG"
 ok "fieldrelay check after the upgrade"
 
@@ -442,7 +451,8 @@ ok "config kept"
 [ "$(sha256sum "$STATE/queue.db")" = "$queue_sum" ] || fail "remove changed the queue"
 ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "remove lost the broker users"
-ok "broker users kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "remove lost the console users"
+ok "broker and console users kept"
 
 echo "== package-test: purge"
 dpkg -P fieldrelay

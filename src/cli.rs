@@ -86,6 +86,41 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Manage who may log in to the web console (`console.auth.password_file`): add, delete,
+    /// list. The running gateway picks changes up at the next login.
+    #[command(subcommand, after_help = CONSOLE_USER_EXIT)]
+    ConsoleUser(ConsoleUserCommand),
+}
+
+pub const CONSOLE_USER_EXIT: &str = "Exit status: 0 done; 65 invalid name, empty or mismatched \
+password; 66 the password cannot be read; 67 no such user; 74 the file cannot be written.";
+
+#[derive(Subcommand)]
+pub enum ConsoleUserCommand {
+    /// Create NAME or change its password: asked twice on a terminal; from a pipe the first line
+    /// (a second line, if any, must match): printf 'pw\npw\n' | fieldrelay console-user add NAME
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    Add {
+        name: String,
+        /// The password file (name:bcrypt-hash lines, as htpasswd -B writes them).
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// Remove NAME.
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    Delete {
+        name: String,
+        /// The password file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// The user names, one per line.
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    List {
+        /// The password file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
 }
 
 /// The completion script for `shell`.

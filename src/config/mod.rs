@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod access;
 mod commands;
+mod console;
 mod error;
 pub mod files;
 mod load;
@@ -27,6 +28,7 @@ pub use commands::{
     CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
     DEFAULT_OFFLINE_AFTER,
 };
+pub use console::{ConsoleAuth, ConsoleConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
     load, load_for_check, load_str, load_str_with_warnings, load_with_warnings, read_text, Checked,
@@ -80,6 +82,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The on-site broker fieldrelay publishes to as a client; `None` without a `local` section.
     pub local: Option<LocalConfig>,
+    /// The local web console; `None` without a `console` section.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Where `/metrics` is served (Prometheus text format).
