@@ -147,7 +147,9 @@ pub fn overview_cards(view: &Overview) -> String {
         if let Some(next) = retrying.next_attempt_ms {
             let _ = write!(
                 out,
-                "<dt>next attempt</dt><dd id=\"uplink-next\">{}</dd>",
+                "<dt>failed attempts</dt><dd id=\"uplink-attempts\">{}</dd>\
+                 <dt>next attempt</dt><dd id=\"uplink-next\">{}</dd>",
+                retrying.attempt,
                 time(next)
             );
         }
@@ -488,11 +490,13 @@ mod tests {
             error: "connection refused".into(),
             failed_ms: 50_000,
             next_attempt_ms: Some(62_000),
+            attempt: 4,
         })));
         assert!(retrying.contains("class=\"pill bad\">retrying</span>"));
         assert!(retrying.contains("<dd id=\"uplink-error\" class=\"err\">connection refused</dd>"));
         assert!(retrying
             .contains("<dd id=\"uplink-next\"><time data-ts=\"62000\">00:01:02 UTC</time></dd>"));
+        assert!(retrying.contains("<dd id=\"uplink-attempts\">4</dd>"));
         let page = page("/", "gw", &overview(&overview_view(Link::Connecting), &[]));
         assert!(page.contains("<a href=\"/\" aria-current=\"page\">Overview</a>"));
         assert!(page.contains(">connecting</span>"));

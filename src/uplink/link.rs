@@ -334,7 +334,8 @@ impl Link {
                 return;
             }
             let delay = backoff.next_delay();
-            self.stats.redial_in(delay);
+            // The console shows the same attempt and delay as the log line below.
+            self.stats.redial_in(delay, backoff.failures());
             if let Some(error) = failed {
                 match failure_log.failed(Instant::now()) {
                     Some(unlogged) => warn!(

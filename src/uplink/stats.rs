@@ -37,6 +37,9 @@ pub struct Retrying {
     pub failed_ms: i64,
     /// Wall-clock ms of the next attempt; `None` until the backoff chose it.
     pub next_attempt_ms: Option<i64>,
+    /// Failed attempts in a row, counted as the reconnect log lines' `attempt` counts them;
+    /// 0 until the backoff chose the next attempt.
+    pub attempt: u32,
 }
 
 /// [`UplinkStats`] at one instant.
@@ -101,14 +104,16 @@ impl UplinkStats {
             error: error.to_string(),
             failed_ms: now_ms(),
             next_attempt_ms: None,
+            attempt: 0,
         });
     }
 
-    /// Records when the link dials again.
-    pub(super) fn redial_in(&self, delay: Duration) {
+    /// Records when the link dials again, after `attempt` failures in a row.
+    pub(super) fn redial_in(&self, delay: Duration, attempt: u32) {
         if let Some(retrying) = self.retry_slot().as_mut() {
             let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             retrying.next_attempt_ms = Some(now_ms().saturating_add(delay));
+            retrying.attempt = attempt;
         }
     }
 
@@ -162,7 +167,7 @@ mod tests {
     fn a_failure_is_shown_until_the_next_connection() {
         let stats = UplinkStats::default();
         assert_eq!(stats.retrying(), None);
-        stats.redial_in(Duration::from_secs(1)); // nothing failed: nothing to show
+        stats.redial_in(Duration::from_secs(1), 1); // nothing failed: nothing to show
         assert_eq!(stats.retrying(), None);
         let before = now_ms();
         stats.failed(&"connection refused");
@@ -170,9 +175,10 @@ mod tests {
         assert_eq!(retrying.error, "connection refused");
         assert!(retrying.failed_ms >= before);
         assert_eq!(retrying.next_attempt_ms, None);
-        stats.redial_in(Duration::from_secs(5));
+        stats.redial_in(Duration::from_secs(5), 3);
         let next = stats.retrying().unwrap().next_attempt_ms.unwrap();
         assert!(next >= retrying.failed_ms + 5000, "{next}");
+        assert_eq!(stats.retrying().unwrap().attempt, 3);
         stats.connected();
         assert_eq!(stats.retrying(), None);
     }

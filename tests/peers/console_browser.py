@@ -128,6 +128,10 @@ def main():
             "() => document.getElementById('uplink-state')?.textContent === 'retrying'", timeout=SLOW_BOUND_MS
         )
         assert text(page, "#uplink-error"), "no last error shown"
+        # The failed attempts, numbered as the reconnect log lines number them.
+        page.wait_for_function(
+            "() => Number(document.getElementById('uplink-attempts')?.textContent) >= 1", timeout=SLOW_BOUND_MS
+        )
         before = int(text(page, "#queue-depth"))
         page.wait_for_function(
             "n => Number(document.getElementById('queue-depth')?.textContent) > n",
