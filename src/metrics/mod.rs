@@ -170,7 +170,11 @@ mod tests {
     /// content type, `Content-Length`, `Connection: close`.
     #[tokio::test]
     async fn a_scrape_over_http_is_the_rendered_text() {
-        let endpoint = Arc::new(Endpoint::new(Metrics::new()));
+        let mut metrics = Metrics::new();
+        let cloud = Arc::new(crate::commands::CommandStats::new("cloud"));
+        cloud.busy.store(3, std::sync::atomic::Ordering::Relaxed);
+        metrics.add(CommandCollector::new(vec![cloud]));
+        let endpoint = Arc::new(Endpoint::new(metrics));
         let routes: Arc<[Arc<dyn Route>]> = Arc::from(vec![endpoint.clone() as Arc<dyn Route>]);
         let (mut client, server) = tokio::io::duplex(256 * 1024);
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
@@ -208,6 +212,10 @@ mod tests {
         let rendered = endpoint.0.render().unwrap();
         assert_eq!(steady(body), steady(&rendered));
         assert!(body.contains("\nfieldrelay_build_info{version="), "{body}");
+        assert!(
+            body.contains("\nfieldrelay_commands_busy_total{origin=\"cloud\"} 3\n"),
+            "{body}"
+        );
     }
 
     #[test]
