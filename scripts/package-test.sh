@@ -11,9 +11,10 @@
 #            the state README.md quotes for a fresh install; on-site users read its birth,
 #            anonymous clients are refused; `sudo fieldrelay run` on the service's files is
 #            refused and `sudo fieldrelay queue stats` changes no owner; the broker user tool;
+#            the console user tool keeps its password file root:fieldrelay 0640;
 #   upgrade: to a second revision and the same one again: local config edits, queue, broker
-#            users and the gateway's login kept;
-#   remove:  binary gone, config, queue and broker users kept;
+#            and console users and the gateway's login kept;
+#   remove:  binary gone, config, queue, broker and console users kept;
 #   purge:   config, queue, broker users, login, link and stat override gone.
 # Needs root. There is no systemd here (CI containers): mosquitto and the gateway run by hand as
 # their units would, in a private network namespace (port 1883 there is not this machine's).
@@ -280,17 +281,20 @@ grep -qx 'user fieldrelay' "$BROKER_ACL" || fail "the ACL has no section for the
 ok "the gateway's generated login is the broker's only user"
 [ "$(fieldrelay --version)" = "fieldrelay 0.1.0" ] || fail "fieldrelay --version: $(fieldrelay --version)"
 ok "fieldrelay --version"
-for page in fieldrelay.1 fieldrelay-run.1 fieldrelay-check.1 fieldrelay-points-import.1; do
+for page in fieldrelay.1 fieldrelay-run.1 fieldrelay-check.1 fieldrelay-points-import.1 \
+  fieldrelay-console-user.1 fieldrelay-console-user-add.1; do
   [ -f "/usr/share/man/man1/$page.gz" ] || fail "man page $page missing"
 done
 for page in fieldrelay-broker-user.8 fieldrelay-broker-setup.8; do
   [ -f "/usr/share/man/man8/$page.gz" ] || fail "man page $page missing"
 done
 zcat /usr/share/man/man1/fieldrelay-check.1.gz | grep -q '/etc/fieldrelay/config.yaml' || fail "fieldrelay-check(1) lacks the default config"
+zcat /usr/share/man/man1/fieldrelay-console-user-add.1.gz | grep -q '/etc/fieldrelay/console.passwd' ||
+  fail "fieldrelay-console-user-add(1) lacks the default password file"
 ok "man pages in sections 1 and 8"
 for file in /usr/share/bash-completion/completions/fieldrelay /usr/share/zsh/vendor-completions/_fieldrelay \
   /usr/share/fish/vendor_completions.d/fieldrelay.fish; do
-  grep -q 'fieldrelay' "$file" || fail "completion $file missing"
+  grep -q 'console-user' "$file" || fail "completion $file missing or without console-user"
 done
 ok "bash, zsh and fish completions"
 
