@@ -228,12 +228,27 @@ fn push_changed<const N: usize>(keys: &mut Vec<String>, prefix: &str, changed: [
     );
 }
 
+/// An optional section on both sides; `None` when it is on neither, or (with `name` pushed)
+/// when it came or went.
+fn both_sides<'c, T>(
+    name: &str,
+    old: Option<&'c T>,
+    new: Option<&'c T>,
+    keys: &mut Vec<String>,
+) -> Option<(&'c T, &'c T)> {
+    match (old, new) {
+        (Some(old), Some(new)) => Some((old, new)),
+        (None, None) => None,
+        _ => {
+            keys.push(name.to_owned());
+            None
+        }
+    }
+}
+
 /// The `local.*` keys whose values differ; `local` itself when the section came or went.
 fn local_changes(old: Option<&LocalConfig>, new: Option<&LocalConfig>, keys: &mut Vec<String>) {
-    let (Some(old), Some(new)) = (old, new) else {
-        if old.is_some() != new.is_some() {
-            keys.push("local".to_owned());
-        }
+    let Some((old, new)) = both_sides("local", old, new, keys) else {
         return;
     };
     let LocalConfig {
@@ -263,10 +278,7 @@ fn console_changes(
     new: Option<&ConsoleConfig>,
     keys: &mut Vec<String>,
 ) {
-    let (Some(old), Some(new)) = (old, new) else {
-        if old.is_some() != new.is_some() {
-            keys.push("console".to_owned());
-        }
+    let Some((old, new)) = both_sides("console", old, new, keys) else {
         return;
     };
     let ConsoleConfig { listen, auth } = new;
