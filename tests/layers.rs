@@ -34,6 +34,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // broker's), the local client reuses the uplink's connection parts.
     ("commands", &["commands"]),
     ("local", &["local"]),
+    // The HTTP server (hyper under our limits) and the local web console it serves, which reads
+    // the queue, the uplink's counters and the devices' health; the CLI names its users file.
+    ("http", &["http"]),
+    ("console", &["console"]),
     // Operations and tools around the running gateway.
     ("tools", &["service", "probe", "import", "simulator", "cli"]),
     ("reload", &["reload"]),

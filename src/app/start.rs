@@ -24,14 +24,15 @@ use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
-use crate::{modbus, service};
+use crate::{console, http, modbus, service};
 
 /// The tasks of the running gateway, in the order shutdown stops them ([`super::shutdown`]).
 pub(super) struct Running {
     pub supervisor: JoinHandle<()>,
     pub reloader: JoinHandle<()>,
     pub pollers: Pollers,
-    pub metrics: Option<JoinHandle<()>>,
+    /// The HTTP server of `/metrics` and the console.
+    pub web: Option<JoinHandle<()>>,
     pub monitor: JoinHandle<()>,
     pub cloud_commands: JoinHandle<()>,
     pub local: Option<LocalTasks>,
@@ -75,9 +76,17 @@ pub(super) fn start(
     let started_ms = now_ms();
     // With `local:`, every sample is also offered (never awaited) to the on-site broker client.
     let local = config.local.as_ref().map(LocalParts::new).transpose()?;
-    let sink = GatewaySink {
-        queue: queue.clone(),
-        local: local.as_ref().map(|parts| parts.feed.clone()),
+    // With `console:`, each sample's value is also kept for the console's pages.
+    let console_values = config.console.as_ref().map(|_| {
+        console::log::enable();
+        Arc::new(console::LatestValues::default())
+    });
+    let sink = console::Tapped {
+        inner: GatewaySink {
+            queue: queue.clone(),
+            local: local.as_ref().map(|parts| parts.feed.clone()),
+        },
+        values: console_values.clone(),
     };
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
@@ -142,15 +151,32 @@ pub(super) fn start(
         .run(cancel.clone()),
     );
     let reloads = Arc::new(ReloadStats::default());
-    let metrics = config.metrics.as_ref().map(|settings| {
+    // `/metrics` and the console: one HTTP server per distinct address.
+    let mut sites: Vec<(std::net::SocketAddr, Arc<dyn http::Route>)> = Vec::new();
+    if let Some(settings) = &config.metrics {
         let mut metrics = Metrics::new();
         metrics.add(QueueCollector::new(queue.clone()));
         metrics.add(UplinkCollector::new(uplink_stats.clone(), link.clone()));
         metrics.add(DeviceCollector::new(fleet.handles()));
         metrics.add(ReloadCollector::new(reloads.clone()));
         metrics.add(CommandCollector::new(command_stats));
-        tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
-    });
+        sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
+    }
+    if let (Some(settings), Some(values)) = (&config.console, console_values) {
+        let parts = console::Parts {
+            gateway_id: config.gateway.id.clone(),
+            broker: format!("{}:{}", config.uplink.host, config.uplink.port),
+            started_ms,
+            queue: queue.clone(),
+            handles: handles.clone(),
+            link: link.clone(),
+            uplink: uplink_stats.clone(),
+            data_dir: config.gateway.data_dir.clone(),
+        };
+        let route = console::start(settings, parts, values, cancel.clone());
+        sites.push((settings.listen, route));
+    }
+    let web = (!sites.is_empty()).then(|| tokio::spawn(http::serve_all(sites, cancel.clone())));
     // Last: READY=1 means every task above runs.
     let pollers = fleet.pollers();
     let supervisor = tokio::spawn(service::supervise(
@@ -183,7 +209,7 @@ pub(super) fn start(
         supervisor,
         reloader,
         pollers,
-        metrics,
+        web,
         monitor,
         cloud_commands,
         local,
