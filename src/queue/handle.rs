@@ -107,7 +107,6 @@ impl Queue {
                 on_full: options.on_full,
                 page_size: u64::try_from(page_size).unwrap_or(4096),
             },
-            max_age: options.max_age.clone(),
             max_size: options.max_size,
             room: writer::RoomMeter {
                 db: db_path(data_dir),
@@ -117,10 +116,12 @@ impl Queue {
             rows_in_file: progress.depth,
             retry: Default::default(),
             read_log: (None, 0),
-            sweep_every: options.expiry_sweep,
-            next_sweep_ms: 0,
             burst: DropBurst::default(),
-            requeue_on_ack: Default::default(),
+            planner: writer::Planner {
+                max_age: options.max_age.clone(),
+                sweep_every: options.expiry_sweep,
+                ..Default::default()
+            },
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())

@@ -3,7 +3,9 @@
 //! Loop: block for the first command, drain what is already waiting (group commit), measure the
 //! room on disk and plan the group against the capacity, apply every write of the group in one
 //! transaction, commit (one fsync), publish the progress, answer the replies of the group.
-//! Commands are applied in channel order.
+//! Commands are applied in channel order. Which commands become which writes, which replies
+//! wait, and what a failed commit means for each of them is decided without I/O in [`plan`];
+//! this module measures, commits, reads and books around it.
 //!
 //! # Session writes
 //! Writes the MQTT session depends on (`MarkPublished`, `MarkReceived`, `ResetSession`) are
@@ -32,7 +34,7 @@
 //! Failed commits are logged once per burst with the drops ([`DropBurst`]); reads that fail on
 //! every group (an I/O error) at most once a minute.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,6 +51,10 @@ use super::store::{self, Write};
 use super::unwritten::Unwritten;
 use super::{Entry, Message, QueueError, QueueProgress, StoredRow};
 use crate::sample::now_ms;
+pub(super) use plan::Planner;
+use plan::{GroupPlan, Outcome, Pending};
+
+mod plan;
 
 /// First wait before kept acknowledgements are tried again while nothing else arrives.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -158,8 +164,6 @@ pub(super) struct Writer {
     /// fetches flood in.
     pub max_commands: usize,
     pub capacity: Capacity,
-    /// Per (device, point) `max_age`; empty when no point has one.
-    pub max_age: HashMap<(String, String), Duration>,
     /// `store.max_size`; the limits of each group are derived from it and the room on disk.
     pub max_size: u64,
     /// Where the room on disk is measured ([`RoomMeter`]).
@@ -174,46 +178,9 @@ pub(super) struct Writer {
     pub retry: Retry,
     /// When a failing read was last logged, and how many failures were not logged since.
     pub read_log: (Option<Instant>, u64),
-    /// How often at most expired rows are swept (see [`super::QueueOptions::expiry_sweep`]).
-    pub sweep_every: Duration,
-    pub next_sweep_ms: i64,
     pub burst: DropBurst,
-    /// Undecodable rows the last [`Command::Unsettled`] returned as placeholders whose PUBLISH
-    /// the broker may never have had: their ack (the PUBCOMP of the PUBREL that released their
-    /// packet id) queues them again instead of deleting them (see `store::unsettled_rows`).
-    pub requeue_on_ack: HashSet<u64>,
-}
-
-/// One command's outcome, resolved after the commit.
-enum Pending {
-    Rows {
-        after_seq: u64,
-        limit: usize,
-        reply: RowsReply,
-    },
-    Unsettled(RowsReply),
-    Meta {
-        key: &'static str,
-        reply: oneshot::Sender<Result<Option<String>, QueueError>>,
-    },
-    Done(DoneReply),
-    Marked {
-        seqs: Vec<u64>,
-        reply: MarkReply,
-    },
-    /// Liveness probe: the write lock is taken after the group's commit.
-    Probe(oneshot::Sender<Result<(), QueueError>>),
-    Recent {
-        key: CommandKey,
-        reply: oneshot::Sender<Result<Option<RecentCommand>, QueueError>>,
-    },
-    /// A command's answer: failed if its transaction failed, even when the group's other writes
-    /// were then retried alone without it.
-    Answered {
-        reply: DoneReply,
-        inserts: bool,
-    },
-    Inbox(inbox::Request),
+    /// The state the planning of a group reads and updates ([`plan`]).
+    pub planner: Planner,
 }
 
 /// Measures the room on disk for [`capacity::limits`].
@@ -358,20 +325,6 @@ impl Writer {
         }
     }
 
-    fn expires_ms(&self, entry: &Entry) -> Option<i64> {
-        let Entry::Sample(s) = entry else {
-            return None;
-        };
-        if self.max_age.is_empty() {
-            return None;
-        }
-        let age = self
-            .max_age
-            .get(&(s.device.to_string(), s.point.to_string()))?;
-        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-        Some(s.ts_ms.saturating_add(age_ms))
-    }
-
     /// The limits of the next group from `store.max_size` and the room on disk; keeps SQLite's
     /// checkpoint threshold and the published capacity in step.
     fn limits(&mut self, inserts: usize) {
@@ -405,178 +358,65 @@ impl Writer {
     /// `group`.
     fn apply(&mut self, group: &mut Vec<Command>, inserts: usize) {
         self.limits(inserts);
-        let plan = self
+        let capacity = self
             .capacity
             .plan(self.progress.bytes, self.progress.depth, inserts);
-        let now = now_ms();
-        let sweep = !self.max_age.is_empty() && now >= self.next_sweep_ms;
-        if sweep {
-            self.next_sweep_ms = now + i64::try_from(self.sweep_every.as_millis()).unwrap_or(1000);
-        }
-
-        // Kept acknowledgements first: nothing of this group may commit before them.
-        let mut writes: Vec<Write<'_>> = self
-            .unwritten
-            .ack_ranges()
-            .map(|(from, to)| Write::AckRange(from, to))
-            .chain(self.unwritten.requeues().map(Write::Requeue))
-            .collect();
-        let carried = writes.len();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut rejected = 0usize;
-        let mut admitted = 0usize;
-        if sweep {
-            writes.push(Write::SweepExpired(now));
-        }
-        if plan.evict > 0 {
-            writes.push(Write::EvictOldest(plan.evict));
-        }
         // Commands are moved out so replies can be resolved after the commit while the writes
         // borrow the entries.
         let commands: Vec<Command> = std::mem::take(group);
-        for cmd in &commands {
-            match cmd {
-                Command::Insert(entry) => {
-                    if admitted >= plan.admit {
-                        rejected += 1;
-                        continue;
-                    }
-                    admitted += 1;
-                    writes.push(Write::Insert {
-                        entry,
-                        expires_ms: self.expires_ms(entry),
-                    });
-                }
-                Command::Ack(seq) if self.requeue_on_ack.remove(seq) => {
-                    writes.push(Write::Requeue(*seq))
-                }
-                Command::Ack(seq) => writes.push(Write::Ack(*seq)),
-                Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
-                Command::SetMaxAge(ages) => self.max_age.clone_from(ages),
-                Command::MarkPublished { rows, .. } => {
-                    writes.extend(rows.iter().map(|(seq, pkid)| Write::MarkPublished {
-                        seq: *seq,
-                        pkid: *pkid,
-                    }))
-                }
-                Command::MarkReceived { seqs, .. } => {
-                    writes.extend(seqs.iter().map(|s| Write::MarkReceived(*s)))
-                }
-                Command::ResetSession { .. } => {
-                    self.requeue_on_ack.clear();
-                    writes.push(Write::ResetSession)
-                }
-                Command::SetMeta { key, value, .. } => writes.push(Write::SetMeta { key, value }),
-                Command::Taken { key, .. } => writes.push(Write::CommandTaken { key, now_ms: now }),
-                Command::Answered {
-                    key,
-                    result,
-                    message,
-                    inbox,
-                    ..
-                } => writes.push(Write::CommandAnswered {
-                    key: key.as_ref(),
-                    result,
-                    message: message.as_ref(),
-                    inbox: *inbox,
-                    now_ms: now,
-                }),
-                Command::Inbox(request) => writes.push(Write::Inbox {
-                    request,
-                    now_ms: now,
-                }),
-                _ => {}
-            }
-        }
+        let plan = self
+            .planner
+            .plan(&commands, &self.unwritten, capacity, now_ms());
+        let outcome = self.execute(&plan);
+        drop(plan);
+        self.answer(plan::pending(commands), &outcome);
+    }
 
-        let mut commit_error: Option<String> = None;
-        let mut unmarked: Vec<u64> = Vec::new();
-        let mut inserts_failed = false;
-        if !writes.is_empty() {
-            let committed = self.commit(&writes);
-            inserts_failed = !committed.inserts_applied;
-            let dropped = if committed.inserts_applied {
-                0
-            } else {
-                admitted as u64
-            };
-            if dropped > 0 {
+    /// Commits the writes of `plan`, books what they did and publishes the progress.
+    fn execute(&mut self, plan: &GroupPlan<'_>) -> Outcome {
+        let outcome = if plan.writes.is_empty() {
+            self.burst.log(
+                plan.drops(true, false),
+                self.capacity.on_full,
+                Instant::now(),
+                None,
+            );
+            Outcome::Committed {
+                unmarked: Vec::new(),
+            }
+        } else {
+            let committed = self.commit(&plan.writes);
+            let drops = plan.drops(committed.inserts_applied, committed.first_failed);
+            if drops.failed > 0 {
                 self.counters
                     .commit_dropped
-                    .fetch_add(dropped, Ordering::Relaxed);
+                    .fetch_add(drops.failed, Ordering::Relaxed);
             }
-            let drops = Drops {
-                capacity: rejected as u64,
-                failed: dropped,
-                failed_commits: u64::from(committed.first_failed),
-                ..Drops::default()
-            };
-            match committed.result {
+            let outcome = match committed.result {
                 Ok(applied) => {
-                    unmarked = applied.unmarked.clone();
                     self.committed(&applied, drops);
+                    Outcome::applied(applied.unmarked, committed.inserts_applied)
                 }
                 Err(e) => {
-                    self.keep_acknowledgements(&writes[carried..]);
+                    self.keep_acknowledgements(plan.fresh());
                     self.failed(drops, &e);
-                    commit_error = Some(e);
+                    Outcome::Failed(e)
                 }
-            }
+            };
             let progress = self.progress;
             self.progress_tx.send_if_modified(|p| {
                 let changed = *p != progress;
                 *p = progress;
                 changed
             });
-        } else {
-            self.burst.log(
-                Drops {
-                    capacity: rejected as u64,
-                    ..Drops::default()
-                },
-                self.capacity.on_full,
-                Instant::now(),
-                None,
-            );
-        }
-        if rejected > 0 {
+            outcome
+        };
+        if plan.rejected > 0 {
             self.counters
                 .capacity_dropped
-                .fetch_add(rejected as u64, Ordering::Relaxed);
+                .fetch_add(plan.rejected as u64, Ordering::Relaxed);
         }
-
-        for cmd in commands {
-            match cmd {
-                Command::Fetch {
-                    after_seq,
-                    limit,
-                    reply,
-                } => pending.push(Pending::Rows {
-                    after_seq,
-                    limit,
-                    reply,
-                }),
-                Command::Unsettled { reply } => pending.push(Pending::Unsettled(reply)),
-                Command::MarkPublished { rows, reply } => pending.push(Pending::Marked {
-                    seqs: rows.iter().map(|(seq, _)| *seq).collect(),
-                    reply,
-                }),
-                Command::MarkReceived { reply, .. }
-                | Command::ResetSession { reply }
-                | Command::SetMeta { reply, .. }
-                | Command::Taken { reply, .. } => pending.push(Pending::Done(reply)),
-                Command::GetMeta { key, reply } => pending.push(Pending::Meta { key, reply }),
-                Command::Probe(reply) => pending.push(Pending::Probe(reply)),
-                Command::Recent { key, reply } => pending.push(Pending::Recent { key, reply }),
-                Command::Answered { reply, message, .. } => pending.push(Pending::Answered {
-                    reply,
-                    inserts: message.is_some(),
-                }),
-                Command::Inbox(request) => pending.push(Pending::Inbox(request)),
-                _ => {}
-            }
-        }
-        self.answer(pending, commit_error, &unmarked, inserts_failed);
+        outcome
     }
 
     /// Tries the group's transaction, then (see the module doc) again after a checkpoint when
@@ -734,15 +574,9 @@ impl Writer {
     /// Answers the replies of a group, after its commit (and after the watch update), so a read
     /// never sees uncommitted rows, sees every write sent before it, and whoever gets a reply
     /// also sees a progress at least as new as that reply.
-    fn answer(
-        &mut self,
-        pending: Vec<Pending>,
-        commit_error: Option<String>,
-        unmarked: &[u64],
-        inserts_failed: bool,
-    ) {
-        let failed = || QueueError::Commit(commit_error.clone().unwrap_or_default());
+    fn answer(&mut self, pending: Vec<Pending>, outcome: &Outcome) {
         for p in pending {
+            // The requester may have given up (dropped the future): nothing to do then.
             match p {
                 Pending::Rows {
                     after_seq,
@@ -753,35 +587,13 @@ impl Writer {
                     if let Err(e) = &rows {
                         self.read_failed("queue fetch failed", e);
                     }
-                    // The requester may have given up (dropped the future): nothing to do then.
                     let _ = reply.send(rows);
                 }
                 Pending::Unsettled(reply) => {
-                    let rows = store::unsettled_rows(&self.conn).map(|found| {
-                        // The broker settled these already: nothing is resent for them.
-                        let unwritten = &self.unwritten;
-                        self.requeue_on_ack = found
-                            .requeue_on_ack
-                            .into_iter()
-                            .filter(|seq| !unwritten.is_settled(*seq))
-                            .collect();
-                        found
-                            .rows
-                            .into_iter()
-                            .filter(|row| !unwritten.is_settled(row.seq))
-                            .collect()
-                    });
-                    let _ = reply.send(rows);
+                    let _ = reply.send(self.unsettled());
                 }
                 Pending::Marked { seqs, reply } => {
-                    let outcome = match &commit_error {
-                        Some(_) => Err(failed()),
-                        None => Ok(seqs
-                            .into_iter()
-                            .filter(|seq| unmarked.contains(seq))
-                            .collect()),
-                    };
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(outcome.marked(seqs));
                 }
                 Pending::Meta { key, reply } => {
                     let _ = reply.send(store::get_meta(&self.conn, key));
@@ -793,34 +605,33 @@ impl Writer {
                     let _ = reply.send(recent::lookup(&self.conn, &key));
                 }
                 Pending::Answered { reply, inserts } => {
-                    let outcome = match &commit_error {
-                        Some(_) => Err(failed()),
-                        None if inserts && inserts_failed => Err(QueueError::Commit(
-                            "the transaction holding the command's result failed".to_owned(),
-                        )),
-                        None => Ok(()),
-                    };
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(outcome.answered(inserts));
                 }
                 Pending::Inbox(request) => {
-                    // Like an answer: failed if its transaction failed, even when the group's
-                    // other writes then went through without it.
-                    let failed = match &commit_error {
-                        Some(e) => Some(e.clone()),
-                        None if request.inserts() && inserts_failed => {
-                            Some("the transaction holding the commands failed".to_owned())
-                        }
-                        None => None,
-                    };
+                    let failed = outcome.inbox_error(request.inserts());
                     request.resolve(&self.conn, failed.as_deref())
                 }
                 Pending::Done(reply) => {
-                    let _ = reply.send(match &commit_error {
-                        Some(_) => Err(failed()),
-                        None => Ok(()),
-                    });
+                    let _ = reply.send(outcome.done());
                 }
             }
         }
+    }
+
+    /// The rows with a session state, without those the broker settled already (nothing is
+    /// resent for them); remembers which of them are undecodable placeholders.
+    fn unsettled(&mut self) -> Result<Vec<StoredRow>, QueueError> {
+        let found = store::unsettled_rows(&self.conn)?;
+        let unwritten = &self.unwritten;
+        self.planner.requeue_on_ack = found
+            .requeue_on_ack
+            .into_iter()
+            .filter(|seq| !unwritten.is_settled(*seq))
+            .collect();
+        Ok(found
+            .rows
+            .into_iter()
+            .filter(|row| !unwritten.is_settled(row.seq))
+            .collect())
     }
 }
