@@ -809,21 +809,10 @@ pub async fn run(
         }
     }
     let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(map.tick);
-    let mut n = 0u64;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = cancel.cancelled() => break,
-            Some(done) = servers.join_next() => {
-                if let Ok(Err(error)) = done { return Err(error); }
-            }
-        }
-        apply(&map, &regs, n, start.elapsed());
-        n += 1;
-    }
-    while servers.join_next().await.is_some() {}
-    Ok(())
+    super::serve_ticking(servers, map.tick, &cancel, |n| {
+        apply(&map, &regs, n, start.elapsed())
+    })
+    .await
 }
 
 #[cfg(test)]

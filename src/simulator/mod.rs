@@ -552,16 +552,7 @@ pub async fn run_from_config(
         };
         servers.spawn(sim.run(cancel.clone()));
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n = 0u64;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = cancel.cancelled() => break,
-            Some(done) = servers.join_next() => {
-                if let Ok(Err(error)) = done { return Err(error); }
-            }
-        }
+    serve_ticking(servers, Duration::from_secs(1), &cancel, |n| {
         for device in &config.devices {
             for point in &device.points {
                 let Some(source) = point.modbus() else {
@@ -590,6 +581,29 @@ pub async fn run_from_config(
                 );
             }
         }
+    })
+    .await
+}
+
+/// Calls `on_tick` with the tick's number every `period`, the first at once, until `cancel`
+/// fires (then waits for the servers to stop) or a server fails (its error is returned).
+pub(crate) async fn serve_ticking(
+    mut servers: tokio::task::JoinSet<Result<(), SimulatorError>>,
+    period: Duration,
+    cancel: &CancellationToken,
+    mut on_tick: impl FnMut(u64),
+) -> Result<(), SimulatorError> {
+    let mut tick = tokio::time::interval(period);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => break,
+            Some(done) = servers.join_next() => {
+                if let Ok(Err(error)) = done { return Err(error); }
+            }
+        }
+        on_tick(n);
         n += 1;
     }
     while servers.join_next().await.is_some() {}
