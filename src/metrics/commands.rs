@@ -8,7 +8,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::encode::{counter, family};
+use super::encode::{counter_families, family};
 use crate::commands::CommandStats;
 
 #[derive(Debug)]
@@ -87,17 +87,9 @@ impl Collector for CommandCollector {
                 metric.encode_gauge(&waiting)
             },
         )?;
-        for (name, help, field) in COUNTERS {
-            family(
-                &mut encoder,
-                name,
-                help,
-                MetricType::Counter,
-                &rows,
-                |metric, stats| counter(metric, CommandStats::get(field(stats))),
-            )?;
-        }
-        Ok(())
+        counter_families(&mut encoder, &COUNTERS, &rows, |field, stats| {
+            CommandStats::get(field(stats))
+        })
     }
 }
 

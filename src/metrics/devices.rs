@@ -10,7 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use super::encode::{counter, family, histogram};
+use super::encode::{counter_families, family, histogram};
 use crate::modbus::{BusHandle, CounterSnapshot, DurationSnapshot};
 
 /// Reads the devices of the running bus owners.
@@ -129,16 +129,9 @@ impl Collector for DeviceCollector {
             &rows,
             |m, row| m.encode_gauge(&(row.counters.last_success_ms as f64 / 1000.0)),
         )?;
-        for (name, help, field) in COUNTERS {
-            family(
-                &mut encoder,
-                name,
-                help,
-                MetricType::Counter,
-                &rows,
-                |m, row| counter(m, field(&row.counters)),
-            )?;
-        }
+        counter_families(&mut encoder, &COUNTERS, &rows, |field, row| {
+            field(&row.counters)
+        })?;
         family(
             &mut encoder,
             "fieldrelay_device_poll_duration_seconds",

@@ -51,6 +51,30 @@ where
     Ok(())
 }
 
+/// One counter family per `(name, help, field)` of `fields`, with one sample per row of `rows`:
+/// `read` gives the value of `field` for a row.
+pub(crate) fn counter_families<L, T, F>(
+    encoder: &mut DescriptorEncoder,
+    fields: &[(&str, &str, F)],
+    rows: &[(L, T)],
+    read: impl Fn(&F, &T) -> u64,
+) -> Result
+where
+    L: EncodeLabelSet,
+{
+    for (name, help, field) in fields {
+        family(
+            encoder,
+            name,
+            help,
+            MetricType::Counter,
+            rows,
+            |metric, row| counter(metric, read(field, row)),
+        )?;
+    }
+    Ok(())
+}
+
 /// A histogram from cumulative buckets (the encoder wants per-bucket counts).
 pub(crate) fn histogram(metric: &mut MetricEncoder, snapshot: &DurationSnapshot) -> Result {
     let mut below = 0;
