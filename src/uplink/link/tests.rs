@@ -247,6 +247,16 @@ impl Rig {
         QueueReader::open(&self.path).unwrap().entries().unwrap()
     }
 
+    /// Waits until every row was acknowledged (deleted), then stops.
+    async fn stop_drained(self) {
+        self.queue
+            .progress()
+            .wait_for(|p| p.depth == 0)
+            .await
+            .unwrap();
+        self.stop().await;
+    }
+
     async fn stop(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
@@ -352,12 +362,7 @@ async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
     assert_eq!(rows[1].delivery, Delivery::Published { pkid: b.pkid });
     broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
     broker.send(Packet::PubAck(PubAck::new(b.pkid))).await;
-    rig.queue
-        .progress()
-        .wait_for(|p| p.depth == 0)
-        .await
-        .unwrap();
-    rig.stop().await;
+    rig.stop_drained().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -415,12 +420,7 @@ async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_delet
         "PUBREC on disk before the PUBREL was written"
     );
     broker.send(Packet::PubComp(PubComp::new(p.pkid))).await;
-    rig.queue
-        .progress()
-        .wait_for(|p| p.depth == 0)
-        .await
-        .unwrap();
-    rig.stop().await;
+    rig.stop_drained().await;
 }
 
 /// Stores rows 1 (QoS 1, PUBLISH sent as id 7), 2 (QoS 2, PUBREC received as id 8) and 3
@@ -467,12 +467,7 @@ async fn session_present_resends_publish_with_dup_and_original_id_and_pubrel() {
         Some(Packet::PubRel(PubRel::new(new.pkid)))
     );
     broker.send(Packet::PubComp(PubComp::new(new.pkid))).await;
-    rig.queue
-        .progress()
-        .wait_for(|p| p.depth == 0)
-        .await
-        .unwrap();
-    rig.stop().await;
+    rig.stop_drained().await;
 }
 
 #[tokio::test(start_paused = true)]
