@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{connects_of, start_simulator, Gateway, Message, Mosquitto, Subscriber};
+use common::{config_head, connects_of, start_simulator, Gateway, Message, Mosquitto, Subscriber};
 use fieldrelay::sample::now_ms;
 use fieldrelay::simulator::Registers;
 use serde_json::{json, Value};
@@ -31,33 +31,23 @@ const P: &str = "fieldrelay/test-gw";
 /// (unit 3: silent).
 fn write_config(dir: &Path, broker: u16, device: u16) -> PathBuf {
     let path = dir.join("gateway.yaml");
-    let text = format!(
-        "gateway:
-  id: test-gw
-  data_dir: {data}
-uplink:
-  url: mqtt://127.0.0.1:{broker}
-  keep_alive: 5s
-  reconnect_initial: 100ms
-  reconnect_max: 500ms
-buses:
-  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 200ms}}
-devices:
+    let text = config_head(&dir.join("data"), broker, device, "")
+        + "devices:
   - name: boiler
     bus: plc1
     unit_id: 1
     poll_interval: 50ms
     points:
-      - {{name: setpoint, table: holding, address: 0, type: f32, writable: true, min: 5, max: 90}}
-      - {{name: mode, table: holding, address: 2, type: u16, writable: true, verify: true}}
-      - {{name: run, table: coil, address: 0, type: bool, writable: true}}
-      - {{name: temperature, table: input, address: 0, type: i16, publish: every_poll}}
+      - {name: setpoint, table: holding, address: 0, type: f32, writable: true, min: 5, max: 90}
+      - {name: mode, table: holding, address: 2, type: u16, writable: true, verify: true}
+      - {name: run, table: coil, address: 0, type: bool, writable: true}
+      - {name: temperature, table: input, address: 0, type: i16, publish: every_poll}
   - name: deaf
     bus: plc1
     unit_id: 2
     poll_interval: 200ms
     points:
-      - {{name: v, table: holding, address: 0, type: u16, writable: true, verify: true}}
+      - {name: v, table: holding, address: 0, type: u16, writable: true, verify: true}
   - name: gone
     bus: plc1
     unit_id: 3
@@ -65,10 +55,8 @@ devices:
     backoff_max: 1s
     offline_after: 1
     points:
-      - {{name: v, table: holding, address: 0, type: u16, writable: true}}
-",
-        data = dir.join("data").display(),
-    );
+      - {name: v, table: holding, address: 0, type: u16, writable: true}
+";
     std::fs::write(&path, text).expect("write config");
     path
 }

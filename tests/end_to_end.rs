@@ -265,33 +265,68 @@ async fn gateway_kill9_during_outage_loses_no_committed_sample() {
     outage_case(true).await;
 }
 
+const STATUS: &str = "fieldrelay/test-gw/status";
+
+/// A gateway polling the counter point, with a subscriber (`client_id`) to its status that has
+/// seen it online.
+struct Online {
+    dir: tempfile::TempDir,
+    broker: Mosquitto,
+    sim: tokio_util::sync::CancellationToken,
+    sub: Subscriber,
+    gateway: Gateway,
+}
+
+impl Online {
+    async fn start(client_id: &str) -> Online {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start(dir.path());
+        let (_regs, device, sim) = start_simulator().await;
+        let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
+        let mut sub = Subscriber::connect(broker.port, client_id, &[STATUS]).await;
+        let gateway = Gateway::start(&config);
+        sub.until("online", Duration::from_secs(20), |seen| {
+            seen.iter().any(|m| m.payload["status"] == "online")
+        })
+        .await;
+        Online {
+            dir,
+            broker,
+            sim,
+            sub,
+            gateway,
+        }
+    }
+}
+
+/// The first offline status `sub` saw.
+fn offline_status(sub: &Subscriber) -> serde_json::Value {
+    sub.on(STATUS)
+        .into_iter()
+        .find(|m| m.payload["status"] == "offline")
+        .expect("an offline status")
+        .payload
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_is_online_then_last_will_offline_after_kill9() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_simulator().await;
-    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
-    let status = "fieldrelay/test-gw/status";
-    let mut sub = Subscriber::connect(broker.port, "e2e-will", &[status]).await;
-    let mut gateway = Gateway::start(&config);
-    sub.until("online", Duration::from_secs(20), |seen| {
-        seen.iter().any(|m| m.payload["status"] == "online")
-    })
-    .await;
+    let Online {
+        dir: _dir,
+        broker,
+        sim: _sim,
+        mut sub,
+        mut gateway,
+    } = Online::start("e2e-will").await;
     gateway.kill9();
     sub.until("the Last Will", Duration::from_secs(20), |seen| {
         seen.iter().any(|m| m.payload["status"] == "offline")
     })
     .await;
-    let offline = sub
-        .on(status)
-        .into_iter()
-        .find(|m| m.payload["status"] == "offline")
-        .unwrap();
-    assert_eq!(offline.payload["reason"], "connection_lost");
+    assert_eq!(offline_status(&sub)["reason"], "connection_lost");
 
     // The death certificate is retained: a client that connects later sees it at once.
-    let mut late = Subscriber::connect(broker.port, "e2e-will-late", &[status]).await;
+    let mut late = Subscriber::connect(broker.port, "e2e-will-late", &[STATUS]).await;
     late.until(
         "the retained offline status",
         Duration::from_secs(10),
@@ -304,17 +339,13 @@ async fn status_is_online_then_last_will_offline_after_kill9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_offline_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_simulator().await;
-    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
-    let status = "fieldrelay/test-gw/status";
-    let mut sub = Subscriber::connect(broker.port, "e2e-term", &[status]).await;
-    let mut gateway = Gateway::start(&config);
-    sub.until("online", Duration::from_secs(20), |seen| {
-        seen.iter().any(|m| m.payload["status"] == "online")
-    })
-    .await;
+    let Online {
+        dir: _dir,
+        broker: _broker,
+        sim: _sim,
+        mut sub,
+        mut gateway,
+    } = Online::start("e2e-term").await;
     let exit = tokio::task::spawn_blocking(move || gateway.terminate(Duration::from_secs(10)))
         .await
         .unwrap();
@@ -323,12 +354,7 @@ async fn sigterm_publishes_offline_and_exits_zero() {
         seen.iter().any(|m| m.payload["status"] == "offline")
     })
     .await;
-    let offline = sub
-        .on(status)
-        .into_iter()
-        .find(|m| m.payload["status"] == "offline")
-        .unwrap();
-    assert_eq!(offline.payload["reason"], "shutdown");
+    assert_eq!(offline_status(&sub)["reason"], "shutdown");
 }
 
 /// Shutdown is bounded, and an operator need not wait for the bound: with the broker hung
@@ -336,17 +362,13 @@ async fn sigterm_publishes_offline_and_exits_zero() {
 /// second SIGTERM during that wait ends the process at once with status 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_a_stuck_shutdown_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let (_regs, device, _sim) = start_simulator().await;
-    let config = write_config(dir.path(), broker.port, device, COUNTER_POINT);
-    let status = "fieldrelay/test-gw/status";
-    let mut sub = Subscriber::connect(broker.port, "e2e-second-term", &[status]).await;
-    let mut gateway = Gateway::start(&config);
-    sub.until("online", Duration::from_secs(20), |seen| {
-        seen.iter().any(|m| m.payload["status"] == "online")
-    })
-    .await;
+    let Online {
+        dir: _dir,
+        broker,
+        sim: _sim,
+        sub: _sub,
+        mut gateway,
+    } = Online::start("e2e-second-term").await;
     broker.pause();
     gateway.begin_shutdown();
     wait_until(

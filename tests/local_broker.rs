@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::snippet::{add_user, Broker, GATEWAY, HMI, SUB_TIMEOUT};
-use common::{free_port, start_simulator, wait_until, Gateway, Mosquitto, Subscriber};
+use common::{config_head, free_port, start_simulator, wait_until, Gateway, Mosquitto, Subscriber};
 
 const P: &str = "fieldrelay/test-gw";
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -22,33 +22,24 @@ fn write_config(dir: &Path, cloud: u16, local: u16, password: &str, device: u16)
     let password_file = dir.join("local-password");
     std::fs::write(&password_file, format!("{password}\n")).unwrap();
     let path = dir.join("gateway.yaml");
-    let text = format!(
-        "gateway:
-  id: test-gw
-  data_dir: {data}
-uplink:
-  url: mqtt://127.0.0.1:{cloud}
-  keep_alive: 5s
-  reconnect_initial: 100ms
-  reconnect_max: 500ms
-local:
+    let local_section = format!(
+        "local:
   url: mqtt://127.0.0.1:{local}
   username: fieldrelay
-  password_file: {password_file}
-buses:
-  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 200ms}}
-devices:
+  password_file: {}
+",
+        password_file.display()
+    );
+    let text = config_head(&dir.join("data"), cloud, device, &local_section)
+        + "devices:
   - name: boiler
     bus: plc1
     poll_interval: 50ms
     points:
-      - {{name: temperature, table: input, address: 0, type: i16, publish: every_poll}}
-      - {{name: alarm, table: coil, address: 1, type: bool, retain: true}}
-      - {{name: setpoint, table: holding, address: 0, type: u16, writable: true, max: 90}}
-",
-        data = dir.join("data").display(),
-        password_file = password_file.display(),
-    );
+      - {name: temperature, table: input, address: 0, type: i16, publish: every_poll}
+      - {name: alarm, table: coil, address: 1, type: bool, retain: true}
+      - {name: setpoint, table: holding, address: 0, type: u16, writable: true, max: 90}
+";
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -20,12 +20,12 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::notify::NotifySocket;
 use common::{
     free_port, port_accepts, start_simulator, u32_words, wait_until, Gateway, Mosquitto, Subscriber,
 };
 use fieldrelay::sample::Value;
 use fieldrelay::simulator::Registers;
-use tokio::net::UnixDatagram;
 use tokio_util::sync::CancellationToken;
 
 /// Generous: other test suites compile and run on the same two cores.
@@ -489,49 +489,6 @@ fn step_counter(regs: &Registers, data_dir: &Path, values: std::ops::RangeInclus
     }
 }
 
-/// The fake service manager's end of `NOTIFY_SOCKET`: every datagram, as text.
-struct NotifySocket {
-    path: PathBuf,
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl NotifySocket {
-    fn bind(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-        NotifySocket {
-            path,
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Receives until a datagram at index `from` or later in `seen` has the line `line`;
-    /// returns its index.
-    async fn until(&mut self, from: usize, line: &str) -> usize {
-        let wait = async {
-            loop {
-                let found = self
-                    .seen
-                    .iter()
-                    .skip(from)
-                    .position(|d| d.lines().any(|l| l == line));
-                if let Some(i) = found {
-                    return from + i;
-                }
-                let mut buf = vec![0u8; 4096];
-                let n = self.socket.recv(&mut buf).await.expect("recv");
-                self.seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        };
-        tokio::time::timeout(DEADLINE, wait)
-            .await
-            .unwrap_or_else(|_| panic!("no {line} from the gateway; got {:?}", self.seen))
-    }
-}
-
 /// Done when: "a reload that adds a point publishes it without losing queued rows". The broker
 /// is down while rows queue, the file gains a point, SIGHUP; then the broker comes back and
 /// every counter value (before and after the reload) and the new point arrive.
@@ -563,7 +520,7 @@ async fn reload_adds_a_point_and_keeps_the_queued_rows() {
     let mut sub =
         Subscriber::connect(broker.port, "ops-reload", &["fieldrelay/test-gw/boiler/#"]).await;
     let gateway = Gateway::start_with_env(&config_path, &[("NOTIFY_SOCKET", &socket)]);
-    let ready = notify.until(0, "READY=1").await;
+    let ready = notify.until(0, "READY=1", DEADLINE).await;
     sub.until("the first counter sample", DEADLINE, |seen| {
         !seen.is_empty()
     })
@@ -578,13 +535,13 @@ async fn reload_adds_a_point_and_keeps_the_queued_rows() {
 
     write(COUNTER_AND_SETPOINT);
     gateway.hangup();
-    let reloading = notify.until(ready + 1, "RELOADING=1").await;
+    let reloading = notify.until(ready + 1, "RELOADING=1", DEADLINE).await;
     assert!(
         notify.seen[reloading].contains("MONOTONIC_USEC="),
         "{:?}",
         notify.seen[reloading]
     );
-    notify.until(reloading + 1, "READY=1").await;
+    notify.until(reloading + 1, "READY=1", DEADLINE).await;
     let applied = r#"fieldrelay_config_reloads_total{result="applied"}"#;
     tokio::task::spawn_blocking(move || {
         scrape_until(metrics_port, "the reload to count as applied", |m| {

@@ -12,7 +12,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::{start_simulator, wait_until, write_config, Mosquitto};
-use tokio::net::UnixDatagram;
 
 /// Generous: other test suites compile and run on the same two cores.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -39,9 +38,9 @@ struct Notification {
 }
 
 impl Notification {
-    fn parse(bytes: &[u8]) -> Notification {
+    fn parse(text: &str) -> Notification {
         let mut n = Notification::default();
-        for line in String::from_utf8_lossy(bytes).lines() {
+        for line in text.lines() {
             match line.split_once('=') {
                 Some(("READY", "1")) => n.ready = true,
                 Some(("WATCHDOG", "1")) => n.watchdog = true,
@@ -60,34 +59,31 @@ impl Notification {
     }
 }
 
-/// The fake service manager's end of `NOTIFY_SOCKET`.
+/// The fake service manager's end of `NOTIFY_SOCKET`, its datagrams parsed.
 struct NotifySocket {
+    raw: common::notify::NotifySocket,
     path: PathBuf,
-    socket: UnixDatagram,
     seen: Vec<Notification>,
 }
 
 impl NotifySocket {
     fn bind(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        let raw = common::notify::NotifySocket::bind(dir);
         NotifySocket {
-            path,
-            socket,
+            path: raw.path.clone(),
+            raw,
             seen: Vec::new(),
         }
     }
 
     async fn next(&mut self, gateway: &Gateway) -> Notification {
-        let mut buf = vec![0u8; 4096];
-        match tokio::time::timeout(DEADLINE, self.socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => {
-                let notification = Notification::parse(&buf[..n]);
+        match self.raw.recv(DEADLINE).await {
+            Some(text) => {
+                let notification = Notification::parse(&text);
                 self.seen.push(notification.clone());
                 notification
             }
-            Ok(Err(e)) => panic!("notify socket: {e}"),
-            Err(_) => panic!(
+            None => panic!(
                 "no notification within {DEADLINE:?}; seen {:?}\n---- gateway log ----\n{}",
                 self.seen,
                 gateway.log()

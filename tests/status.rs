@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{start_simulator, wait_until, Gateway, Message, Mosquitto, Subscriber};
+use common::{config_head, start_simulator, wait_until, Gateway, Message, Mosquitto, Subscriber};
 use fieldrelay::queue::{Entry, MessageKind, QueueReader};
 use serde_json::Value;
 
@@ -21,27 +21,15 @@ const DEVICE_STATUS: &str = "fieldrelay/test-gw/boiler/status";
 /// One device `boiler` (unit 1) with `points`; `uplink_extra` is appended to the uplink section.
 fn write_config(dir: &Path, broker: u16, device: u16, uplink_extra: &str, points: &str) -> PathBuf {
     let path = dir.join("gateway.yaml");
-    let text = format!(
-        "gateway:
-  id: test-gw
-  data_dir: {data}
-uplink:
-  url: mqtt://127.0.0.1:{broker}
-  keep_alive: 5s
-  reconnect_initial: 100ms
-  reconnect_max: 500ms
-{uplink_extra}buses:
-  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 200ms}}
-devices:
+    let text = config_head(&dir.join("data"), broker, device, uplink_extra)
+        + "devices:
   - name: boiler
     bus: plc1
     poll_interval: 50ms
     backoff_max: 500ms
     offline_after: 2
     points:
-{points}",
-        data = dir.join("data").display(),
-    );
+" + points;
     std::fs::write(&path, text).expect("write config");
     path
 }

@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod disk;
+pub mod notify;
 pub mod pki;
 pub mod python;
 pub mod snippet;
@@ -419,6 +420,27 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The start of a gateway config the integration tests share: gateway `test-gw` keeping its
+/// queue in `data_dir`, the uplink to the broker on `broker` (fast reconnects), `before_buses`
+/// as is (more uplink keys indented by two, or whole sections such as `local:`), and the
+/// simulator's bus `plc1` on `device`. The `devices:` list (and any later section) follows.
+pub fn config_head(data_dir: &Path, broker: u16, device: u16, before_buses: &str) -> String {
+    format!(
+        "gateway:
+  id: test-gw
+  data_dir: {data}
+uplink:
+  url: mqtt://127.0.0.1:{broker}
+  keep_alive: 5s
+  reconnect_initial: 100ms
+  reconnect_max: 500ms
+{before_buses}buses:
+  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 200ms}}
+",
+        data = data_dir.display(),
+    )
 }
 
 /// Writes a gateway config for one simulated TCP device.
