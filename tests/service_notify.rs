@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{start_simulator, wait_until, write_config, Mosquitto};
+use common::{start_simulator, wait_until, write_config, Gateway, Mosquitto};
 
 /// Generous: other test suites compile and run on the same two cores.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -108,70 +108,12 @@ impl NotifySocket {
 }
 
 /// The gateway as systemd would run it: `NOTIFY_SOCKET` and `WATCHDOG_USEC` set.
-struct Gateway {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Gateway {
-    fn start(config: &Path, notify_socket: &Path) -> Gateway {
-        let log = config.with_extension("log");
-        let stderr = std::fs::File::create(&log).expect("create gateway log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fieldrelay"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "fieldrelay=debug")
-            .env("NOTIFY_SOCKET", notify_socket)
-            .env("WATCHDOG_USEC", WATCHDOG_USEC)
-            // Inherited from a runner that itself runs under systemd, these would name another
-            // process (the watchdog would be off) or another stream.
-            .env_remove("WATCHDOG_PID")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start fieldrelay");
-        Gateway {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        let child = self.child.as_mut().expect("gateway started");
-        child.try_wait().expect("try_wait").is_none()
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("gateway running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let mut exit = None;
-        wait_until("the gateway to exit", DEADLINE, || {
-            exit = child.try_wait().expect("try_wait");
-            exit.is_some()
-        });
-        exit.expect("exit status")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- gateway log ----\n{}", self.log());
-        }
-    }
+fn start_gateway(config: &Path, notify_socket: &Path) -> Gateway {
+    let socket = notify_socket.display().to_string();
+    Gateway::start_with_env(
+        config,
+        &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", WATCHDOG_USEC)],
+    )
 }
 
 /// READY=1 first, then WATCHDOG=1 pings with a status line; a foreign exclusive lock on the queue
@@ -188,7 +130,7 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
     );
     let config = write_config(dir.path(), broker.port, device, &two_devices);
     let mut notify = NotifySocket::bind(dir.path());
-    let mut gateway = Gateway::start(&config, &notify.path);
+    let mut gateway = start_gateway(&config, &notify.path);
 
     let first = notify.next(&gateway).await;
     assert!(first.ready, "the first notification is READY=1: {first:?}");
@@ -247,7 +189,7 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
         })
         .await;
 
-    let status = gateway.terminate();
+    let status = gateway.terminate(DEADLINE);
     assert!(status.success(), "exit status {status:?}");
     notify.until(&gateway, "STOPPING=1", |n| n.stopping).await;
     assert!(
@@ -264,7 +206,7 @@ async fn notify_failures_are_logged_not_fatal() {
     let broker = Mosquitto::start(dir.path());
     let (_regs, device, _sim) = start_simulator().await;
     let config = write_config(dir.path(), broker.port, device, COUNTER_EVERY_POLL);
-    let mut gateway = Gateway::start(&config, &dir.path().join("nobody-listens.sock"));
+    let mut gateway = start_gateway(&config, &dir.path().join("nobody-listens.sock"));
 
     wait_until("three failed notifications in the log", DEADLINE, || {
         gateway.log().matches("cannot notify systemd").count() >= 3
@@ -277,7 +219,7 @@ async fn notify_failures_are_logged_not_fatal() {
         .count();
     assert_eq!(warnings, 1, "only the first failure is a warning:\n{log}");
 
-    let status = gateway.terminate();
+    let status = gateway.terminate(DEADLINE);
     assert!(status.success(), "exit status {status:?}");
     assert!(gateway.log().contains("queue closed"));
 }

@@ -246,6 +246,10 @@ impl Gateway {
             .arg(&self.config)
             .env("RUST_LOG", "fieldrelay=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // Inherited from a runner that itself runs under systemd, these would name another
+            // process (the watchdog would be off) or another stream.
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
