@@ -411,8 +411,7 @@ mod tests {
         //! The task's timers on paused time, over in-memory ports ([`Plugs`]).
         use super::*;
         use crate::config::{
-            LinePattern, LineSettings, Parity, PointConfig, Qos, Reporting, SerialSettings,
-            StopBits,
+            LinePattern, LineSettings, Parity, PointConfig, SerialSettings, StopBits, Table,
         };
         use crate::modbus::link::Plugs;
         use crate::sample::Sample;
@@ -445,35 +444,14 @@ mod tests {
 
         fn scale() -> DeviceConfig {
             let weight = PointConfig {
-                name: "w".into(),
                 source: PointSource::Line(LinePattern(regex::Regex::new(r"^W=(\d+)").unwrap())),
-                data_type: DataType::I32,
-                scale: 1.0,
-                offset: 0.0,
-                decimals: None,
-                qos: Qos::AtLeastOnce,
-                retain: false,
-                reporting: Reporting {
-                    publish: crate::config::PublishMode::EveryPoll,
-                    deadband: 0.0,
-                    max_silence: None,
-                },
-                unit: None,
-                write: None,
+                ..crate::modbus::fixtures::point("w", Table::Holding, 0, DataType::I32)
             };
             DeviceConfig {
-                name: "scale".into(),
                 bus: "line".into(),
-                unit_id: 1,
                 poll_interval: POLL,
-                points: vec![weight],
-                planning: crate::config::Planning {
-                    max_gap: 8,
-                    max_registers_per_read: 125,
-                    coalesce: crate::config::Coalesce::Merge,
-                },
                 backoff_max: Duration::from_secs(4),
-                offline_after: 3,
+                ..crate::modbus::fixtures::device("scale", 1, vec![weight])
             }
         }
 
