@@ -1,5 +1,5 @@
 //! The local broker client task (I/O): one MQTT 3.1.1 connection to the on-site broker, built
-//! from the uplink's parts ([`Dialer`], [`connection`], [`Session`], [`AckOrder`], [`Backoff`])
+//! from the uplink's parts ([`Dialer`], [`connection`], [`Session`], [`Inflow`], [`Backoff`])
 //! without the queue.
 //!
 //! ```text

@@ -37,17 +37,19 @@
 //! A failed reset of the stored session (`session_present = 0`) pauses the same way, as does the
 //! queue when it keeps too many acknowledgements it could not delete yet.
 //!
-//! **Incoming commands.** The PUBLISHes of one read go to the command intake as one batch, each
-//! with an [`AckToken`] ([`super::inbound`]); the intake commits them to the command inbox and
-//! acks them, and a PUBACK is written once its message and every earlier one were acked
-//! ([`AckOrder`]). The link keeps reading meanwhile: commands are never a reason to stop
-//! reading the socket (the PUBACKs of our own rows arrive on it) nor to renew the connection.
-//! On a full disk the intake holds the commands and tries their commit again, so their PUBACKs
-//! wait while the link goes on as when it is paused. Only a token dropped unacknowledged — the
-//! intake gave it up (more than it may hold, a closed queue) — would hold back every later
-//! PUBACK of the connection for good, so it tears the link down: the broker redelivers it on
-//! the next connection, whose CONNACK does not reset the backoff. An oversized PUBLISH is
-//! skipped as it streams in and handed over without its payload ([`connection`]).
+//! **Incoming commands.** Every incoming PUBLISH is offered to the link's [`Inflow`], as the
+//! on-site broker's client does ([`super::inbound`]); the PUBLISHes of one read go to the command
+//! intake as one batch, each with an [`AckToken`](super::inbound::AckToken); the intake commits
+//! them to the command inbox and acks them, and a PUBACK is written once its message and every
+//! earlier one were acked ([`AckOrder`](super::inbound::AckOrder)). The link keeps reading
+//! meanwhile: commands are never a reason to stop reading the socket (the PUBACKs of our own
+//! rows arrive on it) nor to renew the connection. On a full disk the intake holds the commands
+//! and tries their commit again, so their PUBACKs wait while the link goes on as when it is
+//! paused. Only a token dropped unacknowledged — the intake gave it up (more than it may hold, a
+//! closed queue) — would hold back every later PUBACK of the connection for good, so it tears
+//! the link down: the broker redelivers it on the next connection, whose CONNACK does not reset
+//! the backoff. An oversized PUBLISH is skipped as it streams in and handed over without its
+//! payload ([`connection`]).
 //!
 //! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
@@ -73,14 +75,14 @@ use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketW
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
-use super::session::{PubRecAction, Released, Restored, Session};
+use super::session::{PubRecAction, Released, Session};
 use super::stall::Stall;
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
-use crate::config::{Qos, SessionMode, UplinkConfig};
-use crate::queue::{wire, Delivery, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
+use crate::config::{SessionMode, UplinkConfig};
+use crate::queue::{wire, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::{now_ms, Sample};
 
 /// How long shutdown waits for outstanding acknowledgements before it disconnects anyway.
@@ -438,244 +440,6 @@ impl Link {
         }
     }
 
-    /// What a new connection must resend first (see the module doc).
-    async fn resume(
-        &mut self,
-        session_present: bool,
-        now: Instant,
-    ) -> Result<Vec<Packet>, UplinkError> {
-        if !session_present {
-            match self.queue.reset_session().await {
-                Ok(()) => {}
-                // Nothing is taken until the reset is on disk: stored states would otherwise
-                // mix with new packet ids.
-                Err(QueueError::Commit(error)) => {
-                    self.reset_due = true;
-                    self.pause(&error, now);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            return Ok(Vec::new());
-        }
-        let rows = self.queue.unsettled().await?;
-        let mut packets = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (pkid, received) = match row.delivery {
-                Delivery::Published { pkid } => (pkid, false),
-                Delivery::Received { pkid } => (pkid, true),
-                Delivery::Queued => continue,
-            };
-            match self
-                .session
-                .restore(row.seq, pkid, row.qos(), received, now)
-            {
-                Ok(Restored::Republish { pkid }) => packets.push(self.render_again(row, pkid)),
-                Ok(Restored::Release(pubrel)) => packets.push(pubrel),
-                Err(error) => {
-                    // Only after a power cut with `sync: normal`: the stored session cannot be
-                    // trusted, so start a fresh one (clean connect) rather than guess.
-                    error!(%error, "stored session is inconsistent; starting a fresh broker session");
-                    self.fresh_start = Some(true);
-                    return Err(error.into());
-                }
-            }
-        }
-        if !packets.is_empty() {
-            info!(resent = packets.len(), "uplink resumed its session");
-        }
-        Ok(packets)
-    }
-
-    fn render_again(&self, row: &StoredRow, pkid: u16) -> Packet {
-        let (qos, retain) = wire::row_flags(&row.entry);
-        self.session.republish(
-            pkid,
-            wire::row_topic(&self.config.topic_prefix, &row.entry),
-            wire::row_payload(row),
-            qos,
-            retain,
-        )
-    }
-
-    /// Sends queued rows after the session's cursor while the window has room and the rate
-    /// limit allows: packet ids are committed before the PUBLISHes are written.
-    async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
-        loop {
-            if self.stall.is_paused() {
-                return Ok(());
-            }
-            let last_seq = self.progress.borrow_and_update().last_seq;
-            let now = Instant::now();
-            if self.queue.acks_backlogged() {
-                self.pause("acknowledgements wait for a commit", now);
-                return Ok(());
-            }
-            let n = self.session.room().min(self.rate.available(now));
-            if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
-                return Ok(());
-            }
-            if self.ahead.is_empty() {
-                // Read ahead of the window: a fetch waits for the writer's current commit (an
-                // fsync), so one fetch per window slot would make the drain fsync-bound.
-                let limit = usize::from(self.config.max_inflight).max(64) * 4;
-                match self.queue.fetch(self.session.cursor(), limit).await {
-                    Ok(rows) if rows.is_empty() => {
-                        // Everything up to last_seq was acknowledged or dropped meanwhile.
-                        self.session.skip_to(last_seq);
-                        return Ok(());
-                    }
-                    Ok(rows) => self.ahead.extend(rows),
-                    // A row that cannot be decoded can never be published. It is skipped, not
-                    // deleted, so it stays in the file for inspection; everything after it
-                    // flows.
-                    Err(QueueError::Decode {
-                        seq,
-                        column,
-                        reason,
-                    }) => {
-                        error!(seq, column, %reason, "skipping an undecodable queue row");
-                        self.stats.skipped_row();
-                        self.session.skip_to(seq);
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
-            let wall = now_ms();
-            let cursor = self.session.cursor();
-            let mut expired = Vec::new();
-            let mut packets = Vec::with_capacity(rows.len());
-            let mut marks = Vec::with_capacity(rows.len());
-            let mut sent = Vec::with_capacity(rows.len());
-            let mut exactly_once = false;
-            for row in rows {
-                if row.expires_ms.is_some_and(|at| at <= wall) {
-                    expired.push(row.seq);
-                    self.session.skip_to(row.seq);
-                    continue;
-                }
-                let (qos, retain) = wire::row_flags(&row.entry);
-                exactly_once |= qos == Qos::ExactlyOnce;
-                let (packet, pkid) = self.session.publish_row(
-                    row.seq,
-                    wire::row_topic(&self.config.topic_prefix, &row.entry),
-                    wire::row_payload(&row),
-                    qos,
-                    retain,
-                    now,
-                )?;
-                packets.push(packet);
-                marks.push((row.seq, pkid));
-                sent.push(row);
-            }
-            if !expired.is_empty() {
-                self.queue.expire(expired).await?;
-            }
-            if !marks.is_empty() {
-                // QoS 2 ids must be on disk before the wire (a resend with another id would be a
-                // second message to the broker); QoS 1 ids only need to be there eventually.
-                if exactly_once {
-                    let gone = match self.queue.mark_published(marks.clone()).await {
-                        Ok(gone) => gone,
-                        Err(QueueError::Commit(error)) => {
-                            // Not on disk, so not on the wire: the rows wait for the retry.
-                            let pkids: Vec<u16> = marks.iter().map(|(_, pkid)| *pkid).collect();
-                            self.session.unsend(&pkids, cursor);
-                            for row in sent.into_iter().rev() {
-                                self.ahead.push_front(row);
-                            }
-                            self.pause(&error, now);
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    if !gone.is_empty() {
-                        // Evicted or expired after the fetch: never put on the wire, so the
-                        // broker cannot hold an id the store does not know.
-                        debug!(
-                            rows = gone.len(),
-                            "rows dropped after their fetch are not sent"
-                        );
-                        let mut kept = Vec::with_capacity(packets.len());
-                        for ((seq, pkid), packet) in marks.iter().zip(packets) {
-                            if gone.contains(seq) {
-                                self.session.cancel_row(*pkid);
-                            } else {
-                                kept.push(packet);
-                            }
-                        }
-                        packets = kept;
-                    }
-                } else {
-                    self.queue.record_published(marks).await?;
-                }
-                self.rate.take(packets.len(), now);
-                writer.write(&packets).await?;
-                self.stats.published(packets.len());
-                self.flowed(now);
-            }
-        }
-    }
-
-    /// A session write failed: take no rows, hold what depends on it, try again later.
-    fn pause(&mut self, error: &str, now: Instant) {
-        if self.stall.failed(now) {
-            warn!(
-                %error,
-                held_pubrels = self.held.len(),
-                "uplink paused: the queue cannot commit the session state (disk full?); the \
-                 connection stays up and nothing the broker holds is lost; retrying"
-            );
-        }
-    }
-
-    /// Rows or session writes went through.
-    fn flowed(&mut self, now: Instant) {
-        if let Some(resumed) = self.stall.flowed(now) {
-            info!(
-                paused_secs = resumed.paused.as_secs(),
-                failed_tries = resumed.failures,
-                "uplink flows again after a pause"
-            );
-        }
-    }
-
-    /// The pause's retry: the reset, then the held PUBRECs, then new rows (by the next refill).
-    async fn retry(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
-        let now = Instant::now();
-        self.stall.retrying();
-        if self.reset_due {
-            match self.queue.reset_session().await {
-                Ok(()) => self.reset_due = false,
-                Err(QueueError::Commit(error)) => {
-                    self.pause(&error, now);
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !self.held.is_empty() {
-            let seqs = self.held.iter().map(|(seq, _)| *seq).collect();
-            match self.queue.mark_received(seqs).await {
-                Ok(()) => {}
-                Err(QueueError::Commit(error)) => {
-                    self.pause(&error, now);
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let pubrels: Vec<Packet> = self
-                .held
-                .drain(..)
-                .filter_map(|(_, pkid)| self.session.release_held(pkid, now))
-                .collect();
-            writer.write(&pubrels).await?;
-        }
-        self.flowed(now);
-        Ok(())
-    }
-
     /// Handles `first` and every complete packet already buffered behind it as one batch.
     async fn on_packets(
         &mut self,
@@ -817,6 +581,8 @@ impl Link {
         fresh
     }
 }
+
+mod window;
 
 #[cfg(test)]
 mod tests;

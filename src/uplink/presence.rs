@@ -27,8 +27,8 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// A birth without a device map, a retained offline status, no health reports: what
-    /// [`super::run`] uses when nothing else is given (tests, benches).
+    /// A birth without a device map, a retained offline status, no health reports: for an
+    /// [`super::Uplink`] run without the gateway around it (tests, benches).
     pub fn fixed(started_ms: i64) -> Presence {
         let (_, gateway) = watch::channel(Arc::new(GatewayInfo {
             version: gateway::VERSION,

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::config::Qos;
-use crate::queue::{QueueOptions, QueueReader, QueueWriter};
+use crate::queue::{Delivery, QueueOptions, QueueReader, QueueWriter};
 use crate::sample::{Sample, Value};
 use crate::uplink::inbound::{self, Incoming};
 
