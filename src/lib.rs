@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! config ─► modbus (a task per bus) ─► sample ─► app::GatewaySink ─┬─► queue (SQLite) ─► uplink (MQTT)
-//!                                                                  └─► local (on-site broker, live)
+//!                                                                  ├─► local (on-site broker, live)
+//!                                                                  └─► console (last values, live)
 //! ```
 //!
 //! - [`config`] loads and validates the YAML file, reporting every problem with file, line, column
@@ -13,18 +14,22 @@
 //! - [`modbus`] plans and performs register reads and decodes them into [`sample::Sample`]s.
 //! - [`sample`] is the unit of data, the on-change/deadband reporting filter and the sink the
 //!   pollers push into ([`sample::SampleSink`]); in the running gateway that sink is
-//!   [`app::GatewaySink`]: a live copy to [`local`], then the [`queue`].
+//!   [`app::GatewaySink`]: a live copy to [`local`], then the [`queue`]; with `console:` it is
+//!   wrapped in [`console::Tapped`], which keeps each point's last values for the [`console`].
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it;
 //!   [`queue::inspect`] reads a queue file read-only for `fieldrelay queue stats|peek|export`.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.
 //! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
+//! - [`console`] is the local web console (read-only pages and live values); nothing but [`app`]
+//!   uses it (and [`cli`] its users file's default path).
 //! - [`app`] wires the tasks together (start-up, the gateway's sample sink) and owns the staged
 //!   shutdown; [`cli`] is the command line (help, completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
-//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
+//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time, over [`http`]
+//!   (hyper under our own limits), which also serves the [`console`].
 //! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
@@ -40,7 +45,9 @@ pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod fleet;
+pub mod http;
 pub mod import;
 pub mod local;
 pub mod metrics;

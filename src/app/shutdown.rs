@@ -23,8 +23,8 @@ impl Running {
         // A reload under way stops starting buses once cancelled.
         settle(deadline, "reload task", self.reloader).await;
         settle(deadline, "pollers", self.pollers.wait()).await;
-        if let Some(metrics) = self.metrics {
-            settle(deadline, "metrics endpoint", metrics).await;
+        if let Some(web) = self.web {
+            settle(deadline, "http server", web).await;
         }
         // Before the uplink and the queue: they may be committing a device status or an answer.
         settle(deadline, "status monitor", self.monitor).await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod access;
 mod commands;
+mod console;
 mod error;
 pub mod files;
 pub mod limits;
@@ -28,6 +29,7 @@ pub use commands::{
     CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
     DEFAULT_OFFLINE_AFTER,
 };
+pub use console::{ConsoleAuth, ConsoleConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
     load, load_for_check, load_str, load_str_with_warnings, load_with_warnings, read_text, Checked,
@@ -81,6 +83,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The on-site broker fieldrelay publishes to as a client; `None` without a `local` section.
     pub local: Option<LocalConfig>,
+    /// The local web console; `None` without a `console` section.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Where `/metrics` is served (Prometheus text format).

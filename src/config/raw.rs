@@ -47,6 +47,7 @@ pub(crate) struct RawRoot {
     pub metrics: Option<Value>,
     pub commands: Option<Value>,
     pub local: Option<Value>,
+    pub console: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,6 +338,7 @@ pub(crate) struct RawConfig {
     pub metrics: Option<Decoded<super::metrics::RawMetrics>>,
     pub commands: Option<Decoded<super::commands::RawCommands>>,
     pub local: Option<Decoded<super::local::RawLocal>>,
+    pub console: Option<Decoded<super::console::RawConsole>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -369,6 +371,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
     let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
     let commands = decode_section(&root.commands, "commands", &mut keys, issues);
     let local = decode_section(&root.local, "local", &mut keys, issues);
+    let console = decode_section(&root.console, "console", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -379,6 +382,7 @@ pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawCon
         metrics,
         commands,
         local,
+        console,
     })
 }
 
@@ -658,7 +662,10 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local"]
+            &[
+                "gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local",
+                "console"
+            ]
         );
     }
 

@@ -173,6 +173,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
     let status = super::status::validate_status(raw.uplink.as_ref(), issues);
     let commands = super::commands::validate_commands(raw.commands.as_ref(), &raw.root, issues);
     let local = super::local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
+    let console = super::console::validate_console(raw.console.as_ref(), issues);
 
     Some(Config {
         gateway: gateway?,
@@ -184,6 +185,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         status: status?,
         commands: commands?,
         local: local?,
+        console: console?,
     })
 }
 

@@ -160,7 +160,7 @@ pub use error::{NotWritable, QueueError};
 pub use handle::{AnswerSent, LiveReceiver, Queue, QueueWriter};
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};
 pub use options::{max_ages, QueueOptions, DEFAULT_MAX_SIZE};
-pub use recent::{CommandKey, RecentCommand};
+pub use recent::{CommandKey, CommandRecord, RecentCommand};
 pub use row::{Delivery, Entry, Message, MessageKind, StoredRow, StoredSample};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
