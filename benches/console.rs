@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use fieldrelay::config::Qos;
 use fieldrelay::console::{LatestValues, Tapped};
 use fieldrelay::queue::{Queue, QueueOptions};
-use fieldrelay::sample::{Sample, SampleSink, Value};
+use fieldrelay::sample::SampleSink;
+use fieldrelay::sample::{Sample, Value};
 
 const POINTS: usize = 1_000;
 const REPEATS: usize = 3;

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! config ─► modbus (a task per bus) ─► sample ─► app::GatewaySink ─┬─► queue (SQLite) ─► uplink (MQTT)
-//!                                                                  └─► local (on-site broker, live)
+//!                                                                  ├─► local (on-site broker, live)
+//!                                                                  └─► console (last values, live)
 //! ```
 //!
 //! - [`config`] loads and validates the YAML file, reporting every problem with file, line, column
@@ -13,7 +14,8 @@
 //! - [`modbus`] plans and performs register reads and decodes them into [`sample::Sample`]s.
 //! - [`sample`] is the unit of data, the on-change/deadband reporting filter and the sink the
 //!   pollers push into ([`sample::SampleSink`]); in the running gateway that sink is
-//!   [`app::GatewaySink`]: a live copy to [`local`], then the [`queue`].
+//!   [`app::GatewaySink`]: a live copy to [`local`], then the [`queue`]; with `console:` it is
+//!   wrapped in [`console::Tapped`], which keeps each point's last values for the [`console`].
 //! - [`queue`] owns every sample that must not be lost until the broker acknowledged it;
 //!   [`queue::inspect`] reads a queue file read-only for `fieldrelay queue stats|peek|export`.
 //! - [`uplink`] is the MQTT 3.1.1 session to the cloud broker; it deletes a queue row only on PUBACK.

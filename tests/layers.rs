@@ -19,6 +19,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     // What every stage reads: the configuration, and leaf utilities that import nothing of the
     // crate (reconnect backoff, the terminal progress bar, plain-text tables).
     ("foundation", &["config", "backoff", "progress", "table"]),
+    // The HTTP server under our own limits, for the metrics endpoint and the console.
+    ("http", &["http"]),
     // The unit of data and the sink it is pushed into: the vocabulary shared by the stages, so
     // that a producer never names its consumer.
     ("vocabulary", &["sample"]),
@@ -33,11 +35,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Beside the pipeline: commands come in through a connection (the uplink's or the on-site
     // broker's), the local client reuses the uplink's connection parts.
     ("commands", &["commands"]),
-    ("local", &["local"]),
-    // The HTTP server (hyper under our limits) and the local web console it serves, which reads
-    // the queue, the uplink's counters and the devices' health; the CLI names its users file.
-    ("http", &["http"]),
-    ("console", &["console"]),
+    // The web console reads the queue, the uplink's state and the devices' health, beside the
+    // on-site broker's client.
+    ("local", &["local", "console"]),
     // Operations and tools around the running gateway.
     ("tools", &["service", "probe", "import", "simulator", "cli"]),
     ("reload", &["reload"]),

@@ -3,9 +3,9 @@
 //!
 //! - [`start`]: start-up, in dependency order — the queue, the bus owners with the gateway's
 //!   sample sink ([`GatewaySink`]: a live copy to the on-site broker, then the queue), the command
-//!   paths, the uplink, the local broker client, the status monitor, metrics and the console, the
-//!   service supervisor (READY=1 last) and the reload task. What it started is a
-//!   [`start::Running`].
+//!   paths, the uplink, the local broker client, the status monitor, the HTTP server (metrics,
+//!   console), the service
+//!   supervisor (READY=1 last) and the reload task. What it started is a [`start::Running`].
 //! - [`shutdown`]: the staged stop of a [`start::Running`].
 //!
 //! # Shutdown order
@@ -22,9 +22,9 @@
 //! [`crate::fleet::Fleet`]) and, when configured, the HTTP server of the metrics endpoint
 //! ([`crate::metrics`]) and the console ([`crate::console`]); both stop on the token with the
 //! pollers. Then the status monitor ([`crate::status`]), the command handlers
-//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local broker
-//! client ([`crate::local`]), which stop before the uplink and the queue: they may be committing a
-//! device status or a command's answer.
+//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local
+//! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
+//! committing a device status or a command's answer.
 
 use std::path::PathBuf;
 use std::time::Duration;

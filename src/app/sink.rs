@@ -4,7 +4,9 @@
 //! then pushed into the queue (QoS 1/2 committed, QoS 0 onto the uplink's live channel). The
 //! local copy goes first, so a queue waiting on a slow disk does not delay live values; the offer
 //! never blocks, so a stuck local broker costs the cloud path nothing. The pollers only know the
-//! [`SampleSink`] trait; this is the one place that knows every consumer of a sample.
+//! [`SampleSink`] trait; this and start-up are the only places that know every consumer of a
+//! sample: with `console:`, start-up wraps this sink in [`crate::console::Tapped`], which keeps
+//! each point's last values for the console's pages before handing the sample on.
 
 use crate::local::LocalFeed;
 use crate::queue::Queue;
@@ -16,6 +18,15 @@ use crate::sample::{Sample, SampleSink};
 pub struct GatewaySink {
     pub queue: Queue,
     pub local: Option<LocalFeed>,
+}
+
+impl GatewaySink {
+    pub fn new(queue: &Queue, local: Option<&LocalFeed>) -> GatewaySink {
+        GatewaySink {
+            queue: queue.clone(),
+            local: local.cloned(),
+        }
+    }
 }
 
 impl SampleSink for GatewaySink {

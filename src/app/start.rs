@@ -1,9 +1,11 @@
 //! Start-up: every task of the running gateway, started in dependency order, and what shutdown
 //! needs of them ([`Running`]).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +14,7 @@ use tracing::info;
 use super::{AppError, GatewaySink};
 use crate::commands::{CommandPath, CommandStats, Origin};
 use crate::config::{Config, LocalConfig};
+use crate::console::{self, LatestValues};
 use crate::fleet::{Fleet, Pollers};
 use crate::local::{self, feed::FeedReceiver, LocalFeed};
 use crate::metrics::{
@@ -24,14 +27,14 @@ use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
-use crate::{console, http, modbus, service};
+use crate::{http, modbus, service};
 
 /// The tasks of the running gateway, in the order shutdown stops them ([`super::shutdown`]).
 pub(super) struct Running {
     pub supervisor: JoinHandle<()>,
     pub reloader: JoinHandle<()>,
     pub pollers: Pollers,
-    /// The HTTP server of `/metrics` and the console.
+    /// The HTTP server of `/metrics` and the console (with either configured).
     pub web: Option<JoinHandle<()>>,
     pub monitor: JoinHandle<()>,
     pub cloud_commands: JoinHandle<()>,
@@ -44,6 +47,8 @@ pub(super) struct Running {
 pub(super) struct LocalTasks {
     pub handler: JoinHandle<()>,
     pub client: JoinHandle<()>,
+    /// Statuses and results for the client (the status monitor's sink).
+    pub feed: LocalFeed,
 }
 
 /// The on-site broker's parts made before the tasks start: the bus owners' sink needs the feed.
@@ -54,12 +59,20 @@ struct LocalParts {
     receiver: FeedReceiver,
 }
 
-/// What every command path shares.
-struct CommandParts<'a> {
+/// The bus owners' sink: the gateway's, with the console's value table beside it.
+type Sink = console::Tapped<GatewaySink>;
+
+/// What the tasks started after the bus owners share; and the command paths' counters, as
+/// the paths are started.
+struct Shared<'a> {
     config: &'a Config,
     queue: &'a Queue,
     handles: &'a watch::Receiver<Arc<[modbus::BusHandle]>>,
-    stats: Vec<Arc<CommandStats>>,
+    started_ms: i64,
+    /// The uplink's counters and link state, read by the monitor, `/metrics` and the console.
+    uplink: Arc<UplinkStats>,
+    link: watch::Receiver<LinkState>,
+    commands: Vec<Arc<CommandStats>>,
 }
 
 /// Starts every task; each selects on `cancel`. SIGHUP reloads the buses and devices from
@@ -77,16 +90,13 @@ pub(super) fn start(
     // With `local:`, every sample is also offered (never awaited) to the on-site broker client.
     let local = config.local.as_ref().map(LocalParts::new).transpose()?;
     // With `console:`, each sample's value is also kept for the console's pages.
-    let console_values = config.console.as_ref().map(|_| {
+    let values = config.console.as_ref().map(|_| {
         console::log::enable();
-        Arc::new(console::LatestValues::default())
+        Arc::new(LatestValues::default())
     });
     let sink = console::Tapped {
-        inner: GatewaySink {
-            queue: queue.clone(),
-            local: local.as_ref().map(|parts| parts.feed.clone()),
-        },
-        values: console_values.clone(),
+        inner: GatewaySink::new(&queue, local.as_ref().map(|parts| &parts.feed)),
+        values: values.clone(),
     };
     // One owner task per bus; validation guarantees every device names a known bus. The handles
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
@@ -96,87 +106,32 @@ pub(super) fn start(
     let (gateway_tx, gateway_rx) = watch::channel(Arc::new(info));
     // One report at a time: a report the uplink did not take (link down) is stale by the next.
     let (health_tx, health_rx) = mpsc::channel(1);
-    let mut commands = CommandParts {
+    let (link_state, link) = watch::channel(LinkState::default());
+    let mut shared = Shared {
         config: &config,
         queue: &queue,
         handles: &handles,
-        stats: Vec::new(),
+        started_ms,
+        uplink: Arc::new(UplinkStats::default()),
+        link,
+        commands: Vec::new(),
     };
     // Cloud commands: subscribed by the uplink, committed to the command inbox (then
     // acknowledged) by the intake, carried out by the handler.
     let (cloud_inbound, cloud_commands) =
-        commands.spawn(Origin::Cloud, &config.uplink.topic_prefix, cancel);
-    let (link_state, link) = watch::channel(LinkState::default());
-    let uplink_stats = Arc::new(UplinkStats::default());
-    let uplink = tokio::spawn(
-        Uplink {
-            config: config.uplink.clone(),
-            dialer,
-            queue: queue.clone(),
-            live,
-            inbound: Some(cloud_inbound),
-            presence: Presence {
-                gateway: gateway_rx,
-                offline: config.status.offline,
-                health: health_rx,
-            },
-            state: link_state,
-            stats: uplink_stats.clone(),
-        }
-        .run(cancel.clone()),
-    );
-    let (local, local_feed) = match local {
-        Some(parts) => {
-            let feed = parts.feed.clone();
-            let tasks = parts.spawn(&mut commands, gateway_tx.subscribe(), cancel);
-            (Some(tasks), Some(feed))
-        }
-        None => (None, None),
+        shared.spawn_commands(Origin::Cloud, &config.uplink.topic_prefix, cancel);
+    let presence = Presence {
+        gateway: gateway_rx,
+        offline: config.status.offline,
+        health: health_rx,
     };
-    let command_stats = commands.stats;
-    let monitor = tokio::spawn(
-        Monitor {
-            queue: queue.clone(),
-            handles: handles.clone(),
-            gateway: gateway_tx,
-            health: health_tx,
-            health_interval: config.status.health_interval,
-            connections: {
-                let stats = uplink_stats.clone();
-                Box::new(move || stats.snapshot().connects)
-            },
-            started_ms,
-            local: local_feed.map(|feed| Box::new(feed) as Box<dyn StatusSink>),
-        }
-        .run(cancel.clone()),
-    );
+    let uplink = shared.spawn_uplink(dialer, live, cloud_inbound, presence, link_state, cancel);
+    let local = local.map(|parts| parts.spawn(&mut shared, gateway_tx.subscribe(), cancel));
+    let local_feed = local.as_ref().map(|tasks| tasks.feed.clone());
+    let monitor = shared.spawn_monitor(gateway_tx, health_tx, local_feed, cancel);
     let reloads = Arc::new(ReloadStats::default());
-    // `/metrics` and the console: one HTTP server per distinct address.
-    let mut sites: Vec<(std::net::SocketAddr, Arc<dyn http::Route>)> = Vec::new();
-    if let Some(settings) = &config.metrics {
-        let mut metrics = Metrics::new();
-        metrics.add(QueueCollector::new(queue.clone()));
-        metrics.add(UplinkCollector::new(uplink_stats.clone(), link.clone()));
-        metrics.add(DeviceCollector::new(fleet.handles()));
-        metrics.add(ReloadCollector::new(reloads.clone()));
-        metrics.add(CommandCollector::new(command_stats));
-        sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
-    }
-    if let (Some(settings), Some(values)) = (&config.console, console_values) {
-        let parts = console::Parts {
-            gateway_id: config.gateway.id.clone(),
-            broker: format!("{}:{}", config.uplink.host, config.uplink.port),
-            started_ms,
-            queue: queue.clone(),
-            handles: handles.clone(),
-            link: link.clone(),
-            uplink: uplink_stats.clone(),
-            data_dir: config.gateway.data_dir.clone(),
-        };
-        let route = console::start(settings, parts, values, cancel.clone());
-        sites.push((settings.listen, route));
-    }
-    let web = (!sites.is_empty()).then(|| tokio::spawn(http::serve_all(sites, cancel.clone())));
+    let link = shared.link.clone();
+    let web = shared.serve_web(&fleet, &reloads, values, cancel);
     // Last: READY=1 means every task above runs.
     let pollers = fleet.pollers();
     let supervisor = tokio::spawn(service::supervise(
@@ -232,17 +187,17 @@ fn open_queue(config: &Config) -> Result<(Queue, LiveReceiver, QueueWriter), App
     Ok(opened)
 }
 
-impl CommandParts<'_> {
+impl Shared<'_> {
     /// Starts the intake and handler of commands from one broker; returns what its connection
     /// hands PUBLISHes to and the task.
-    fn spawn(
+    fn spawn_commands(
         &mut self,
         origin: Origin,
         prefix: &str,
         cancel: &CancellationToken,
     ) -> (Inbound, JoinHandle<()>) {
         let stats = Arc::new(CommandStats::new(origin.name()));
-        self.stats.push(stats.clone());
+        self.commands.push(stats.clone());
         CommandPath {
             origin,
             prefix: prefix.to_owned(),
@@ -252,6 +207,89 @@ impl CommandParts<'_> {
             stats,
         }
         .spawn(cancel.clone())
+    }
+
+    /// Starts the uplink; `state`: the sender of [`Shared::link`].
+    fn spawn_uplink(
+        &self,
+        dialer: Dialer,
+        live: LiveReceiver,
+        inbound: Inbound,
+        presence: Presence,
+        state: watch::Sender<LinkState>,
+        cancel: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let uplink = Uplink {
+            config: self.config.uplink.clone(),
+            dialer,
+            queue: self.queue.clone(),
+            live,
+            inbound: Some(inbound),
+            presence,
+            state,
+            stats: self.uplink.clone(),
+        };
+        tokio::spawn(uplink.run(cancel.clone()))
+    }
+
+    /// Starts the status monitor: device statuses through the queue (and to the on-site broker
+    /// with `local:`), the birth's device map and the health report for the uplink.
+    fn spawn_monitor(
+        &self,
+        gateway: watch::Sender<Arc<GatewayInfo>>,
+        health: mpsc::Sender<Bytes>,
+        local: Option<LocalFeed>,
+        cancel: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let stats = self.uplink.clone();
+        let monitor = Monitor {
+            queue: self.queue.clone(),
+            handles: self.handles.clone(),
+            gateway,
+            health,
+            health_interval: self.config.status.health_interval,
+            connections: Box::new(move || stats.snapshot().connects),
+            started_ms: self.started_ms,
+            local: local.map(|feed| Box::new(feed) as Box<dyn StatusSink>),
+        };
+        tokio::spawn(monitor.run(cancel.clone()))
+    }
+
+    /// Starts the HTTP server of `/metrics` and the console (`values`: the console's table,
+    /// filled by the sink): one server per distinct address; `None` with neither configured.
+    fn serve_web(
+        self,
+        fleet: &Fleet<Sink>,
+        reloads: &Arc<ReloadStats>,
+        values: Option<Arc<LatestValues>>,
+        cancel: &CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        let config = self.config;
+        let mut sites: Vec<(SocketAddr, Arc<dyn http::Route>)> = Vec::new();
+        if let Some(settings) = &config.metrics {
+            let mut metrics = Metrics::new();
+            metrics.add(QueueCollector::new(self.queue.clone()));
+            metrics.add(UplinkCollector::new(self.uplink.clone(), self.link.clone()));
+            metrics.add(DeviceCollector::new(fleet.handles()));
+            metrics.add(ReloadCollector::new(reloads.clone()));
+            metrics.add(CommandCollector::new(self.commands));
+            sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
+        }
+        if let (Some(settings), Some(values)) = (&config.console, values) {
+            let parts = console::Parts {
+                gateway_id: config.gateway.id.clone(),
+                broker: format!("{}:{}", config.uplink.host, config.uplink.port),
+                started_ms: self.started_ms,
+                queue: self.queue.clone(),
+                handles: fleet.handles(),
+                link: self.link,
+                uplink: self.uplink,
+                data_dir: config.gateway.data_dir.clone(),
+            };
+            let route = console::start(settings, parts, values, cancel.clone());
+            sites.push((settings.listen, route));
+        }
+        (!sites.is_empty()).then(|| tokio::spawn(http::serve_all(sites, cancel.clone())))
     }
 }
 
@@ -276,12 +314,12 @@ impl LocalParts {
     /// Starts the on-site broker's command path and client.
     fn spawn(
         self,
-        commands: &mut CommandParts<'_>,
+        shared: &mut Shared<'_>,
         gateway: watch::Receiver<Arc<GatewayInfo>>,
         cancel: &CancellationToken,
     ) -> LocalTasks {
-        let origin = Origin::Local(Arc::new(self.feed));
-        let (inbound, handler) = commands.spawn(origin, &self.settings.topic_prefix, cancel);
+        let origin = Origin::Local(Arc::new(self.feed.clone()));
+        let (inbound, handler) = shared.spawn_commands(origin, &self.settings.topic_prefix, cancel);
         let client = tokio::spawn(
             local::LocalClient {
                 config: self.settings,
@@ -292,6 +330,10 @@ impl LocalParts {
             }
             .run(cancel.clone()),
         );
-        LocalTasks { handler, client }
+        LocalTasks {
+            handler,
+            client,
+            feed: self.feed,
+        }
     }
 }

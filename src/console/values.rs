@@ -19,7 +19,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::sample::{Sample, SampleSink, Value};
+use crate::sample::SampleSink;
+use crate::sample::{Sample, Value};
 
 /// Values kept per point for its sparkline.
 pub const HISTORY: usize = 32;

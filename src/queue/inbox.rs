@@ -168,7 +168,7 @@ pub(super) enum Request {
 
 impl Request {
     /// Whether the write adds rows (dropped, with the group's other inserts, when a commit
-    /// fails; see `writer.rs`).
+    /// fails; see `writer/plan.rs`).
     pub(super) fn inserts(&self) -> bool {
         matches!(self, Request::Take { .. })
     }

@@ -18,7 +18,7 @@
 //!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
 //!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
 //!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
-//!    under a new id (same `seq`). See "Session writes" in `writer.rs` for failed commits: a
+//!    under a new id (same `seq`). See "Session writes" in `writer/mod.rs` for failed commits: a
 //!    write that did not commit is refused, and the uplink holds what depends on it.
 //! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
@@ -90,7 +90,7 @@
 //! then drops that group's inserts (counted) and retries its other writes alone; acknowledgements
 //! that still fail are kept in memory ([`unwritten`]) and written with the first commit that
 //! succeeds, reads treating them as applied. The writer carries on and commits succeed again as
-//! soon as space returns (see "A failed commit" in `writer.rs`). The failures of a burst are
+//! soon as space returns (see "A failed commit" in `writer/mod.rs`). The failures of a burst are
 //! logged with its drops: a handful of lines, not one per commit.
 //!
 //! # Crash semantics
@@ -130,6 +130,10 @@
 //! publishes [`QueueProgress`], and only then answers the group's replies. `Close` refuses later
 //! commands but still commits what is buffered; [`QueueWriter::close`] joins the thread. If the
 //! thread is gone every call returns [`QueueError::Closed`]: nothing panics, nothing hangs.
+//! Which writes a group makes, which replies wait for its commit and what each of them gets
+//! when the commit fails are decided without I/O (`writer/plan.rs`, unit-tested without
+//! SQLite); everything that knows SQL is in `store/` (schema and quarantine, writes, queries,
+//! the row codec, the read-only reader).
 //!
 //! ## Why group commit
 //!

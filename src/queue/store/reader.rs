@@ -10,7 +10,7 @@ use super::codec::decode_row;
 use super::query::{fetch_all, get_meta, load_progress, used_bytes};
 use super::{db_path, BUSY_TIMEOUT, COLUMNS, SESSION_PEER};
 use crate::queue::summary::{Contents, Group, InFlight, RowRef};
-use crate::queue::{Entry, QueueError, QueueProgress, StoredRow, StoredSample};
+use crate::queue::{CommandRecord, Entry, QueueError, QueueProgress, StoredRow, StoredSample};
 
 /// Where a file keeps its rows. Schema v1 (a contract v1 build's file, or one quarantined before
 /// its migration) has `samples` with a `value` column and no session; v2 has `messages`.
@@ -170,10 +170,7 @@ impl QueueReader {
     }
 
     /// The `limit` newest commands the gateway remembers (ids, results), newest first.
-    pub fn recent_commands(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<crate::queue::CommandRecord>, QueueError> {
+    pub fn recent_commands(&self, limit: usize) -> Result<Vec<CommandRecord>, QueueError> {
         crate::queue::recent::newest(&self.conn, limit)
     }
 

@@ -1,7 +1,7 @@
 //! The writes of a group, applied in one transaction (one fsync for the whole group), and the
 //! write lock and checkpoint around them.
 
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::codec::qos_to_i64;
 use crate::queue::recent::CommandKey;
@@ -18,6 +18,8 @@ const SQL_RESET_SESSION: &str = "UPDATE messages SET state = 0, pkid = NULL WHER
 const SQL_REQUEUE: &str =
     "UPDATE messages SET state = 0, pkid = NULL WHERE seq = ?1 AND state != 0";
 const SQL_SWEEP_EXPIRED: &str = "DELETE FROM messages WHERE expires_ms <= ?1 AND state = 0";
+const SQL_SET_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+     ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 const SQL_EVICT_OLDEST: &str = "DELETE FROM messages WHERE seq IN \
      (SELECT seq FROM messages WHERE state = 0 ORDER BY seq LIMIT ?1)";
 
@@ -140,129 +142,153 @@ pub(crate) fn apply_writes<'a>(
     let mut applied = Applied::default();
     {
         // The hot statements are looked up once per transaction, not once per row.
-        let mut insert = tx.prepare_cached(SQL_INSERT)?;
-        let mut delete = tx.prepare_cached(SQL_DELETE)?;
+        let mut hot = Hot {
+            insert: tx.prepare_cached(SQL_INSERT)?,
+            delete: tx.prepare_cached(SQL_DELETE)?,
+        };
         for write in writes {
-            match write {
-                Write::Insert { entry, expires_ms } => {
-                    match entry {
-                        Entry::Sample(s) => insert.execute(params![
-                            &*s.device,
-                            &*s.point,
-                            s.value.to_json(),
-                            s.ts_ms,
-                            qos_to_i64(s.qos),
-                            s.retain,
-                            0i64,
-                            expires_ms,
-                        ])?,
-                        Entry::Message(m) => insert.execute(params![
-                            &*m.device,
-                            &*m.point,
-                            m.payload,
-                            m.ts_ms,
-                            qos_to_i64(m.qos),
-                            m.retain,
-                            m.kind.code(),
-                            expires_ms,
-                        ])?,
-                    };
-                    applied.inserted += 1;
-                    applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
-                }
-                Write::Ack(seq) => {
-                    // A seq above i64::MAX was never handed out: nothing to delete.
-                    if let Ok(seq) = i64::try_from(seq) {
-                        applied.acked += delete.execute([seq])? as u64;
-                    }
-                }
-                Write::AckRange(from, to) => {
-                    let from = i64::try_from(from).unwrap_or(i64::MAX);
-                    let to = i64::try_from(to).unwrap_or(i64::MAX);
-                    applied.acked +=
-                        tx.prepare_cached(SQL_DELETE_RANGE)?.execute([from, to])? as u64;
-                }
-                Write::Expire(seq) => {
-                    if let Ok(seq) = i64::try_from(seq) {
-                        applied.expired += tx.prepare_cached(SQL_EXPIRE)?.execute([seq])? as u64;
-                    }
-                }
-                Write::MarkPublished { seq, pkid } => {
-                    let marked = match i64::try_from(seq) {
-                        Ok(row) => tx
-                            .prepare_cached(SQL_MARK_PUBLISHED)?
-                            .execute(params![row, i64::from(pkid)])?,
-                        Err(_) => 0,
-                    };
-                    if marked == 0 {
-                        applied.unmarked.push(seq);
-                    }
-                }
-                Write::MarkReceived(seq) => {
-                    if let Ok(seq) = i64::try_from(seq) {
-                        tx.prepare_cached(SQL_MARK_RECEIVED)?.execute([seq])?;
-                    }
-                }
-                Write::ResetSession => {
-                    tx.prepare_cached(SQL_RESET_SESSION)?.execute([])?;
-                }
-                Write::Requeue(seq) => {
-                    if let Ok(seq) = i64::try_from(seq) {
-                        tx.prepare_cached(SQL_REQUEUE)?.execute([seq])?;
-                    }
-                }
-                Write::SweepExpired(now_ms) => {
-                    applied.expired +=
-                        tx.prepare_cached(SQL_SWEEP_EXPIRED)?.execute([now_ms])? as u64;
-                }
-                Write::SetMeta { key, value } => {
-                    tx.prepare_cached(
-                        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    )?
-                    .execute([key, value])?;
-                }
-                Write::EvictOldest(n) => {
-                    let n = i64::try_from(n).unwrap_or(i64::MAX);
-                    applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
-                }
-                Write::CommandTaken { key, now_ms } => {
-                    crate::queue::recent::begin(&tx, key, now_ms)?
-                }
-                Write::Inbox { request, now_ms } => {
-                    crate::queue::inbox::apply(&tx, request, now_ms)?
-                }
-                Write::CommandAnswered {
-                    key,
-                    result,
-                    message,
-                    inbox,
-                    now_ms,
-                } => {
-                    if let Some(row) = inbox {
-                        crate::queue::inbox::delete(&tx, row)?;
-                    }
-                    if let Some(m) = message {
-                        insert.execute(params![
-                            &*m.device,
-                            &*m.point,
-                            m.payload,
-                            m.ts_ms,
-                            qos_to_i64(m.qos),
-                            m.retain,
-                            m.kind.code(),
-                            None::<i64>,
-                        ])?;
-                        applied.inserted += 1;
-                        applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
-                    }
-                    if let Some(key) = key {
-                        crate::queue::recent::answer(&tx, key, result, now_ms)?;
-                    }
-                }
-            }
+            apply_write(&tx, &mut hot, write, &mut applied)?;
         }
     }
     tx.commit()?;
     Ok(applied)
+}
+
+/// The statements of every group: inserts and acks.
+struct Hot<'tx> {
+    insert: CachedStatement<'tx>,
+    delete: CachedStatement<'tx>,
+}
+
+impl Hot<'_> {
+    /// Inserts a row; books it in `applied` (`tx`: for the new row's `seq`).
+    fn insert(
+        &mut self,
+        tx: &Transaction<'_>,
+        entry: &Entry,
+        expires_ms: Option<i64>,
+        applied: &mut Applied,
+    ) -> rusqlite::Result<()> {
+        let s = match entry {
+            Entry::Sample(s) => s,
+            Entry::Message(m) => return self.insert_message(tx, m, expires_ms, applied),
+        };
+        self.insert.execute(params![
+            &*s.device,
+            &*s.point,
+            s.value.to_json(),
+            s.ts_ms,
+            qos_to_i64(s.qos),
+            s.retain,
+            0i64,
+            expires_ms,
+        ])?;
+        applied.inserted += 1;
+        applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
+        Ok(())
+    }
+
+    fn insert_message(
+        &mut self,
+        tx: &Transaction<'_>,
+        m: &Message,
+        expires_ms: Option<i64>,
+        applied: &mut Applied,
+    ) -> rusqlite::Result<()> {
+        self.insert.execute(params![
+            &*m.device,
+            &*m.point,
+            m.payload,
+            m.ts_ms,
+            qos_to_i64(m.qos),
+            m.retain,
+            m.kind.code(),
+            expires_ms,
+        ])?;
+        applied.inserted += 1;
+        applied.last_seq = u64::try_from(tx.last_insert_rowid()).ok();
+        Ok(())
+    }
+}
+
+/// Applies one write inside the group's transaction; books what it did in `applied`.
+fn apply_write(
+    tx: &Transaction<'_>,
+    hot: &mut Hot<'_>,
+    write: Write<'_>,
+    applied: &mut Applied,
+) -> rusqlite::Result<()> {
+    match write {
+        Write::Insert { entry, expires_ms } => hot.insert(tx, entry, expires_ms, applied)?,
+        Write::Ack(seq) => {
+            // A seq above i64::MAX was never handed out: nothing to delete.
+            if let Ok(seq) = i64::try_from(seq) {
+                applied.acked += hot.delete.execute([seq])? as u64;
+            }
+        }
+        Write::AckRange(from, to) => {
+            let from = i64::try_from(from).unwrap_or(i64::MAX);
+            let to = i64::try_from(to).unwrap_or(i64::MAX);
+            applied.acked += tx.prepare_cached(SQL_DELETE_RANGE)?.execute([from, to])? as u64;
+        }
+        Write::Expire(seq) => {
+            if let Ok(seq) = i64::try_from(seq) {
+                applied.expired += tx.prepare_cached(SQL_EXPIRE)?.execute([seq])? as u64;
+            }
+        }
+        Write::MarkPublished { seq, pkid } => {
+            let marked = match i64::try_from(seq) {
+                Ok(row) => tx
+                    .prepare_cached(SQL_MARK_PUBLISHED)?
+                    .execute(params![row, i64::from(pkid)])?,
+                Err(_) => 0,
+            };
+            if marked == 0 {
+                applied.unmarked.push(seq);
+            }
+        }
+        Write::MarkReceived(seq) => {
+            if let Ok(seq) = i64::try_from(seq) {
+                tx.prepare_cached(SQL_MARK_RECEIVED)?.execute([seq])?;
+            }
+        }
+        Write::ResetSession => {
+            tx.prepare_cached(SQL_RESET_SESSION)?.execute([])?;
+        }
+        Write::Requeue(seq) => {
+            if let Ok(seq) = i64::try_from(seq) {
+                tx.prepare_cached(SQL_REQUEUE)?.execute([seq])?;
+            }
+        }
+        Write::SweepExpired(now_ms) => {
+            applied.expired += tx.prepare_cached(SQL_SWEEP_EXPIRED)?.execute([now_ms])? as u64;
+        }
+        Write::SetMeta { key, value } => {
+            tx.prepare_cached(SQL_SET_META)?.execute([key, value])?;
+        }
+        Write::EvictOldest(n) => {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
+        }
+        Write::CommandTaken { key, now_ms } => crate::queue::recent::begin(tx, key, now_ms)?,
+        Write::Inbox { request, now_ms } => crate::queue::inbox::apply(tx, request, now_ms)?,
+        Write::CommandAnswered {
+            key,
+            result,
+            message,
+            inbox,
+            now_ms,
+        } => {
+            if let Some(row) = inbox {
+                crate::queue::inbox::delete(tx, row)?;
+            }
+            if let Some(m) = message {
+                hot.insert_message(tx, m, None, applied)?;
+            }
+            if let Some(key) = key {
+                crate::queue::recent::answer(tx, key, result, now_ms)?;
+            }
+        }
+    }
+    Ok(())
 }
