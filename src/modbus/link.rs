@@ -230,25 +230,25 @@ pub trait RtuTransport: AsyncRead + AsyncWrite + Unpin + Send {
     fn discard_pending(&mut self) -> usize;
 }
 
+/// Reads and drops what `try_read` has without waiting; returns how many bytes.
+fn discard_with(mut try_read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> usize {
+    let mut buf = [0u8; 256];
+    let mut total = 0;
+    while let Ok(n @ 1..) = try_read(&mut buf) {
+        total += n;
+    }
+    total
+}
+
 impl RtuTransport for TcpStream {
     fn discard_pending(&mut self) -> usize {
-        let mut buf = [0u8; 256];
-        let mut total = 0;
-        while let Ok(n @ 1..) = self.try_read(&mut buf) {
-            total += n;
-        }
-        total
+        discard_with(|buf| self.try_read(buf))
     }
 }
 
 impl RtuTransport for tokio_serial::SerialStream {
     fn discard_pending(&mut self) -> usize {
-        let mut buf = [0u8; 256];
-        let mut total = 0;
-        while let Ok(n @ 1..) = self.try_read(&mut buf) {
-            total += n;
-        }
-        total
+        discard_with(|buf| self.try_read(buf))
     }
 }
 
