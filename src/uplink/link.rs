@@ -313,23 +313,21 @@ impl Link {
         writer.disconnect().await
     }
 
-    async fn connected(
+    /// The first writes of a connection: what the stored session must resend, the birth, the
+    /// command subscription and the live samples taken during the connect.
+    async fn greet(
         &mut self,
-        mut reader: PacketReader,
-        mut writer: PacketWriter,
+        writer: &mut PacketWriter,
         session_present: bool,
-    ) -> Ended {
-        let now = Instant::now();
+        now: Instant,
+    ) -> Result<(), UplinkError> {
         self.session.on_connected();
         self.ahead.clear();
         self.stall.on_connected();
         self.held.clear();
         self.reset_due = false;
         let fresh = self.discard_stale_live();
-        let mut packets = match self.resume(session_present, now).await {
-            Ok(packets) => packets,
-            Err(e) => return Ended::Lost(e),
-        };
+        let mut packets = self.resume(session_present, now).await?;
         let resent = packets.len();
         let birth = self.presence.birth(now_ms());
         packets.push(
@@ -345,11 +343,22 @@ impl Link {
             let payload = wire::sample_payload(&sample, None);
             packets.push(self.session.publish_live(topic, payload, sample.retain));
         }
-        if let Err(e) = writer.write(&packets).await {
-            return Ended::Lost(e);
-        }
+        writer.write(&packets).await?;
         self.stats.resent(resent);
         self.stats.published(live);
+        Ok(())
+    }
+
+    async fn connected(
+        &mut self,
+        mut reader: PacketReader,
+        mut writer: PacketWriter,
+        session_present: bool,
+    ) -> Ended {
+        let now = Instant::now();
+        if let Err(e) = self.greet(&mut writer, session_present, now).await {
+            return Ended::Lost(e);
+        }
         // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.

@@ -92,30 +92,10 @@ impl Link {
                 return Ok(());
             }
             if self.ahead.is_empty() {
-                // Read ahead of the window: a fetch waits for the writer's current commit (an
-                // fsync), so one fetch per window slot would make the drain fsync-bound.
-                let limit = usize::from(self.config.max_inflight).max(64) * 4;
-                match self.queue.fetch(self.session.cursor(), limit).await {
-                    Ok(rows) if rows.is_empty() => {
-                        // Everything up to last_seq was acknowledged or dropped meanwhile.
-                        self.session.skip_to(last_seq);
-                        return Ok(());
-                    }
-                    Ok(rows) => self.ahead.extend(rows),
-                    // A row that cannot be decoded can never be published. It is skipped, not
-                    // deleted, so it stays in the file for inspection; everything after it
-                    // flows.
-                    Err(QueueError::Decode {
-                        seq,
-                        column,
-                        reason,
-                    }) => {
-                        error!(seq, column, %reason, "skipping an undecodable queue row");
-                        self.stats.skipped_row();
-                        self.session.skip_to(seq);
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+                match self.read_ahead(last_seq).await? {
+                    Fetched::Rows => {}
+                    Fetched::Nothing => return Ok(()),
+                    Fetched::Skipped => continue,
                 }
             }
             let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
@@ -195,6 +175,37 @@ impl Link {
         }
     }
 
+    /// Fills the read-ahead from the queue, after the session's cursor. Ahead of the window: a
+    /// fetch waits for the writer's current commit (an fsync), so one fetch per window slot
+    /// would make the drain fsync-bound.
+    async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
+        let limit = usize::from(self.config.max_inflight).max(64) * 4;
+        match self.queue.fetch(self.session.cursor(), limit).await {
+            Ok(rows) if rows.is_empty() => {
+                // Everything up to last_seq was acknowledged or dropped meanwhile.
+                self.session.skip_to(last_seq);
+                Ok(Fetched::Nothing)
+            }
+            Ok(rows) => {
+                self.ahead.extend(rows);
+                Ok(Fetched::Rows)
+            }
+            // A row that cannot be decoded can never be published. It is skipped, not deleted,
+            // so it stays in the file for inspection; everything after it flows.
+            Err(QueueError::Decode {
+                seq,
+                column,
+                reason,
+            }) => {
+                error!(seq, column, %reason, "skipping an undecodable queue row");
+                self.stats.skipped_row();
+                self.session.skip_to(seq);
+                Ok(Fetched::Skipped)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A session write failed: take no rows, hold what depends on it, try again later.
     pub(super) fn pause(&mut self, error: &str, now: Instant) {
         if self.stall.failed(now) {
@@ -252,4 +263,14 @@ impl Link {
         self.flowed(now);
         Ok(())
     }
+}
+
+/// What a read-ahead fetch found.
+enum Fetched {
+    /// Rows, now in the read-ahead.
+    Rows,
+    /// None: everything up to the last commit was acknowledged or dropped meanwhile.
+    Nothing,
+    /// An undecodable row, skipped: fetch again.
+    Skipped,
 }
