@@ -21,8 +21,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::access::ServiceUser;
 use super::error::Issue;
+use super::path::KeyPath;
 use super::raw::RawConfig;
-use super::source_map::KeyPath;
 use super::validate::{parse_mqtt_url, DEFAULT_CA_FILE};
 use super::TlsConfig;
 

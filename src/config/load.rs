@@ -29,8 +29,9 @@ use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy};
 use super::access::ServiceUser;
 use super::error::{ConfigError, ConfigErrors, Issue};
 use super::files;
+use super::path::{KeyPath, Pos};
 use super::raw;
-use super::source_map::{KeyPath, Pos, SourceMap};
+use super::source_map::SourceMap;
 use super::validate;
 use super::Config;
 

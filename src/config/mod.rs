@@ -16,6 +16,7 @@ mod local;
 mod metrics;
 mod modicon;
 pub mod packaged;
+mod path;
 mod raw;
 mod source_map;
 mod status;
@@ -51,11 +52,11 @@ pub use validate::{
 pub(crate) mod checks {
     pub(crate) use super::error::Issue;
     pub(crate) use super::load::load_document;
+    pub(crate) use super::path::KeyPath;
     pub(crate) use super::raw::{
         decode_document, decode_list, decode_mapping, Decoded, DurationValue, Keys, List,
         PortValue, RawBus, RawPoint,
     };
-    pub(crate) use super::source_map::KeyPath;
     pub(crate) use super::validate::{
         in_range, is_host, modbus_source, optional, positive, refuse_keys, report_overlaps,
         require, require_data_type, scale_and_offset, serial_port, serial_settings, unknown_choice,

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::Issue;
-use super::source_map::KeyPath;
+use super::path::KeyPath;
 use super::units::{self, UnitError};
 
 /// Top level. Sections stay generic here and are decoded one by one.

@@ -26,11 +26,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::Issue;
+use super::path::KeyPath;
 use super::raw::{
     closest, decode_mapping, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry,
     RawGateway, RawPoint, RawTls, RawUplink,
 };
-use super::source_map::KeyPath;
 use super::units::format_duration;
 use super::{
     BusConfig, BusKind, ByteOrder, Coalesce, Config, DataType, DeviceConfig, Encoding,
