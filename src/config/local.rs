@@ -132,14 +132,21 @@ pub(crate) fn validate_local(
         DEFAULT_KEEP_ALIVE,
     )
     .and_then(|keep_alive| {
-        if keep_alive < Duration::from_secs(1)
-            || keep_alive > MAX_KEEP_ALIVE
-            || keep_alive.subsec_nanos() != 0
-        {
+        let path = keys.path_of("keep_alive");
+        if keep_alive < Duration::from_secs(1) || keep_alive > MAX_KEEP_ALIVE {
             issues.push(Issue::value(
-                keys.path_of("keep_alive"),
+                path,
                 format!(
-                    "must be whole seconds between 1s and 65535s, got {}",
+                    "must be between 1s and 65535s, got {}",
+                    format_duration(keep_alive)
+                ),
+            ));
+            None
+        } else if keep_alive.subsec_nanos() != 0 {
+            issues.push(Issue::value(
+                path,
+                format!(
+                    "must be a whole number of seconds (mqtt sends it in seconds), got {}",
                     format_duration(keep_alive)
                 ),
             ));
@@ -251,6 +258,22 @@ devices: [{{name: a, bus: plc1, points: [{{name: p, table: coil, address: 0, typ
             Err(vec![
                 "local.url: missing required key".to_owned(),
                 "local.client_id: invalid client id \"a b\": use 1 to 128 letters, digits, \"_\" or \"-\"".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn keep_alive_is_refused_in_the_uplinks_words() {
+        assert_eq!(
+            config("local: {url: 'mqtt://h', keep_alive: 1500ms}\n"),
+            Err(vec![
+                "local.keep_alive: must be a whole number of seconds (mqtt sends it in seconds), got 1500ms".to_owned(),
+            ])
+        );
+        assert_eq!(
+            config("local: {url: 'mqtt://h', keep_alive: 0s}\n"),
+            Err(vec![
+                "local.keep_alive: must be between 1s and 65535s, got 0s".to_owned()
             ])
         );
     }
