@@ -38,7 +38,7 @@ use serde::Deserialize;
 
 use super::error::Issue;
 use super::raw::{Decoded, DurationValue, Keys, RawPoint};
-use super::validate::{optional, positive, unknown_choice};
+use super::rules::{choice, optional, positive, Choice};
 use super::{DataType, ModbusSource, Table};
 
 /// Commands older than this (by their `ts`) are refused: a setpoint delivered a minute late is
@@ -103,6 +103,22 @@ pub enum WriteFunction {
     Multiple,
 }
 
+impl Choice for MissingTs {
+    const WHAT: &'static str = "without_ts policy";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("execute", MissingTs::Execute),
+        ("refuse", MissingTs::Refuse),
+    ];
+}
+
+impl Choice for WriteFunction {
+    const WHAT: &'static str = "write_function";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("single", WriteFunction::Single),
+        ("multiple", WriteFunction::Multiple),
+    ];
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCommands {
@@ -126,23 +142,13 @@ pub(crate) fn validate_commands(
         DEFAULT_COMMAND_MAX_AGE,
     )
     .and_then(|age| positive(keys, "max_age", age, issues));
-    let without_ts = optional(
+    let without_ts = choice(
         keys,
         "without_ts",
-        value.without_ts.clone(),
-        "execute".into(),
-    )
-    .and_then(|text| match text.as_str() {
-        "execute" => Some(MissingTs::Execute),
-        "refuse" => Some(MissingTs::Refuse),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("without_ts"),
-                unknown_choice("without_ts policy", other, &["execute", "refuse"]),
-            ));
-            None
-        }
-    });
+        &value.without_ts,
+        MissingTs::Execute,
+        issues,
+    );
     Some(CommandsConfig {
         max_age: max_age?,
         without_ts: without_ts?,
@@ -283,33 +289,25 @@ pub(crate) fn validate_write(
     let single_fits = target
         .data_type
         .map(|t| t.width() == 1 && !matches!(t, DataType::String { .. }));
-    let function = match raw.write_function.as_deref() {
-        None if keys.rejected.contains("write_function") => None,
-        None => Some(if single_fits == Some(false) {
-            WriteFunction::Multiple
-        } else {
-            WriteFunction::Single
-        }),
-        Some("multiple") => Some(WriteFunction::Multiple),
-        Some("single") if single_fits == Some(false) => {
-            issues.push(Issue::value(
-                keys.path_of("write_function"),
-                format!(
-                    "{} spans several registers: it is written with write_function: multiple (FC 16)",
-                    type_text(target)
-                ),
-            ));
-            None
-        }
-        Some("single") => Some(WriteFunction::Single),
-        Some(other) => {
-            issues.push(Issue::value(
-                keys.path_of("write_function"),
-                unknown_choice("write_function", other, &["single", "multiple"]),
-            ));
-            None
-        }
+    let default_function = if single_fits == Some(false) {
+        WriteFunction::Multiple
+    } else {
+        WriteFunction::Single
     };
+    let function = choice(keys, "write_function", &raw.write_function, default_function, issues)
+        .filter(|function| {
+            let fits = *function == WriteFunction::Multiple || single_fits != Some(false);
+            if !fits {
+                issues.push(Issue::value(
+                    keys.path_of("write_function"),
+                    format!(
+                        "{} spans several registers: it is written with write_function: multiple (FC 16)",
+                        type_text(target)
+                    ),
+                ));
+            }
+            fits
+        });
     let max_age = match raw.command_max_age.map(|d| d.0) {
         None if keys.rejected.contains("command_max_age") => None,
         None => Some(None),

@@ -23,10 +23,10 @@ use serde::Deserialize;
 
 use super::error::Issue;
 use super::raw::{Decoded, DurationValue};
+use super::rules::{is_identifier, optional};
 use super::units::format_duration;
 use super::validate::{
-    is_identifier, optional, parse_mqtt_url, topic_prefix_problem, DEFAULT_KEEP_ALIVE,
-    MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE,
+    parse_mqtt_url, topic_prefix_problem, DEFAULT_KEEP_ALIVE, MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE,
 };
 use super::UplinkConfig;
 

@@ -18,6 +18,7 @@ mod modicon;
 pub mod packaged;
 mod path;
 mod raw;
+mod rules;
 mod source_map;
 mod status;
 mod store;
@@ -57,10 +58,12 @@ pub(crate) mod checks {
         decode_document, decode_list, decode_mapping, Decoded, DurationValue, Keys, List,
         PortValue, RawBus, RawPoint,
     };
+    pub(crate) use super::rules::{
+        in_range, is_host, optional, positive, refuse_keys, require, unknown_choice,
+    };
     pub(crate) use super::validate::{
-        in_range, is_host, modbus_source, optional, positive, refuse_keys, report_overlaps,
-        require, require_data_type, scale_and_offset, serial_port, serial_settings, unknown_choice,
-        BusTag, Footprint, PointDefaults,
+        modbus_source, report_overlaps, require_data_type, scale_and_offset, serial_port,
+        serial_settings, BusTag, Footprint, PointDefaults,
     };
 }
 

@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 use super::error::Issue;
 use super::raw::{decode_mapping, Decoded, Keys, RawUplink};
+use super::rules::{choice, optional, Choice};
 use super::units::format_duration;
-use super::validate::{optional, unknown_choice};
 
 /// A minute: frequent enough for a dashboard's "last seen", rare enough to cost nothing on a
 /// metered cellular link (a report is a few hundred bytes).
@@ -58,6 +58,14 @@ pub enum OfflineStatus {
     /// behind (short-lived or autoscaled fleets), but a client that connects later cannot tell
     /// "offline" from "never existed". Connected subscribers get the empty message as the death.
     Clear,
+}
+
+impl Choice for OfflineStatus {
+    const WHAT: &'static str = "offline status";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("retain", OfflineStatus::Retain),
+        ("clear", OfflineStatus::Clear),
+    ];
 }
 
 /// `uplink.status`.
@@ -128,18 +136,13 @@ fn offline_status(
         ));
         return None;
     }
-    let text = optional(&keys, "offline", value.offline, "retain".to_owned())?;
-    match text.as_str() {
-        "retain" => Some(OfflineStatus::Retain),
-        "clear" => Some(OfflineStatus::Clear),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("offline"),
-                unknown_choice("offline status", other, &["retain", "clear"]),
-            ));
-            None
-        }
-    }
+    choice(
+        &keys,
+        "offline",
+        &value.offline,
+        OfflineStatus::Retain,
+        issues,
+    )
 }
 
 #[cfg(test)]

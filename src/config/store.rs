@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::error::Issue;
 use super::raw::{Decoded, RawConfig, RawStore};
+use super::rules::{choice, optional, positive, Choice};
 use super::units::format_duration;
-use super::validate::{optional, positive, unknown_choice};
 use super::{OnFull, StoreConfig, SyncMode};
 
 /// 1 GiB: a day and a half of 100 points sampled every second (about 80 bytes per row on
@@ -23,6 +23,20 @@ use super::{OnFull, StoreConfig, SyncMode};
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 /// 1 MiB: room for the write-ahead log's share and a few thousand rows.
 pub const MIN_MAX_SIZE: u64 = 1 << 20;
+
+impl Choice for OnFull {
+    const WHAT: &'static str = "on_full policy";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("drop_oldest", OnFull::DropOldest),
+        ("reject_new", OnFull::RejectNew),
+    ];
+}
+
+impl Choice for SyncMode {
+    const WHAT: &'static str = "sync mode";
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("full", SyncMode::Full), ("normal", SyncMode::Normal)];
+}
 
 /// Builds the store configuration; `raw` is `None` when the section is not written.
 pub(crate) fn validate_store(
@@ -61,33 +75,8 @@ pub(crate) fn validate_store(
             Some(size)
         }
     });
-    let on_full =
-        optional(keys, "on_full", raw.on_full.clone(), "drop_oldest".into()).and_then(|text| {
-            match text.as_str() {
-                "drop_oldest" => Some(OnFull::DropOldest),
-                "reject_new" => Some(OnFull::RejectNew),
-                other => {
-                    issues.push(Issue::value(
-                        keys.path_of("on_full"),
-                        unknown_choice("on_full policy", other, &["drop_oldest", "reject_new"]),
-                    ));
-                    None
-                }
-            }
-        });
-    let sync = optional(keys, "sync", raw.sync.clone(), "full".into()).and_then(|text| match text
-        .as_str()
-    {
-        "full" => Some(SyncMode::Full),
-        "normal" => Some(SyncMode::Normal),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("sync"),
-                unknown_choice("sync mode", other, &["full", "normal"]),
-            ));
-            None
-        }
-    });
+    let on_full = choice(keys, "on_full", &raw.on_full, OnFull::DropOldest, issues);
+    let sync = choice(keys, "sync", &raw.sync, SyncMode::Full, issues);
     Some(StoreConfig {
         max_size: max_size?,
         on_full: on_full?,

@@ -21,15 +21,19 @@
 //!   register with different types is almost always an address typo.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::Issue;
 use super::path::KeyPath;
 use super::raw::{
-    closest, decode_mapping, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry,
-    RawGateway, RawPoint, RawTls, RawUplink,
+    decode_mapping, Decoded, Keys, List, PortValue, RawBus, RawConfig, RawDeviceEntry, RawGateway,
+    RawPoint, RawTls, RawUplink,
+};
+use super::rules::{
+    check_unique, choice, collect_all, file_path, identifier, in_range, is_host, is_identifier,
+    optional, port_number, positive, refuse_keys, require, required_choice, when_written, Choice,
 };
 use super::units::format_duration;
 use super::{
@@ -134,12 +138,7 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
     for bus in raw.buses.iter().flat_map(|list| &list.items) {
         if let Some(name) = bus.value.name.as_deref() {
             if !bus_names.iter().any(|(known, _)| *known == name) {
-                let tag = bus.value.kind.as_deref().and_then(|kind| {
-                    BUS_TYPES
-                        .iter()
-                        .find(|(written, _)| *written == kind)
-                        .map(|(_, tag)| *tag)
-                });
+                let tag = bus.value.kind.as_deref().and_then(BusTag::parse);
                 bus_names.push((name, tag));
             }
         }
@@ -185,12 +184,6 @@ pub(crate) fn validate(raw: &RawConfig, issues: &mut Vec<Issue>) -> Option<Confi
         commands: commands?,
         local: local?,
     })
-}
-
-/// All items, or `None` if any was invalid or could not be decoded at all.
-fn collect_all<T>(items: Vec<Option<T>>, written: usize) -> Option<Vec<T>> {
-    let items: Option<Vec<T>> = items.into_iter().collect();
-    items.filter(|items| items.len() == written)
 }
 
 fn validate_gateway(
@@ -364,20 +357,13 @@ fn validate_uplink(
         }
         other => Some(other.as_ref().map(PathBuf::from)),
     };
-    let session =
-        optional(keys, "session", raw.session.clone(), "persistent".into()).and_then(|text| {
-            match text.as_str() {
-                "persistent" => Some(SessionMode::Persistent),
-                "clean" => Some(SessionMode::Clean),
-                other => {
-                    issues.push(Issue::value(
-                        keys.path_of("session"),
-                        unknown_choice("session mode", other, &["persistent", "clean"]),
-                    ));
-                    None
-                }
-            }
-        });
+    let session = choice(
+        keys,
+        "session",
+        &raw.session,
+        SessionMode::Persistent,
+        issues,
+    );
     let response_timeout = optional(
         keys,
         "response_timeout",
@@ -393,13 +379,9 @@ fn validate_uplink(
     )
     .and_then(|n| in_range(keys, "max_inflight", n, 1, i64::from(MAX_INFLIGHT), issues))
     .and_then(|n| u16::try_from(n).ok());
-    let max_rate = match raw.max_rate {
-        Some(rate) => in_range(keys, "max_rate", rate, 1, 1_000_000, issues)
-            .and_then(|rate| u32::try_from(rate).ok())
-            .map(Some),
-        None if keys.rejected.contains("max_rate") => None,
-        None => Some(None),
-    };
+    let max_rate = when_written(keys, "max_rate", &raw.max_rate, |rate| {
+        in_range(keys, "max_rate", *rate, 1, 1_000_000, issues).and_then(|r| u32::try_from(r).ok())
+    });
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -429,25 +411,21 @@ pub(crate) enum BusTag {
     SerialLine,
 }
 
-const BUS_TYPES: [(&str, BusTag); 4] = [
-    ("tcp", BusTag::Tcp),
-    ("rtu_over_tcp", BusTag::RtuOverTcp),
-    ("rtu", BusTag::Rtu),
-    ("serial_line", BusTag::SerialLine),
-];
+impl Choice for BusTag {
+    const WHAT: &'static str = "bus type";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("tcp", BusTag::Tcp),
+        ("rtu_over_tcp", BusTag::RtuOverTcp),
+        ("rtu", BusTag::Rtu),
+        ("serial_line", BusTag::SerialLine),
+    ];
+}
 
 impl BusTag {
-    fn name(self) -> &'static str {
-        BUS_TYPES
-            .iter()
-            .find(|(_, tag)| *tag == self)
-            .map_or("bus", |(name, _)| name)
-    }
-
     /// `a tcp bus`, `an rtu bus` (said "an R-T-U").
     fn described(self) -> String {
         let article = if self.is_rtu() { "an" } else { "a" };
-        format!("{article} {} bus", self.name())
+        format!("{article} {} bus", self.word())
     }
 
     fn is_network(self) -> bool {
@@ -462,19 +440,6 @@ impl BusTag {
     /// broadcast (nobody answers it).
     fn is_rtu(self) -> bool {
         matches!(self, BusTag::Rtu | BusTag::RtuOverTcp)
-    }
-}
-
-/// Reports every key of `not_for` that is written in the mapping: `baud_rate` on a tcp bus is a
-/// mistake (a wrong `type`, or a copy-paste), not something to ignore.
-pub(crate) fn refuse_keys(keys: &Keys, not_for: &[&str], owner: &str, issues: &mut Vec<Issue>) {
-    for key in not_for {
-        if keys.present.contains(*key) && !keys.rejected.contains(*key) {
-            issues.push(Issue::key(
-                keys.path_of(key),
-                format!("`{key}` does not apply to {owner}"),
-            ));
-        }
     }
 }
 
@@ -518,16 +483,9 @@ fn validate_tls(
                 }));
             };
             let (raw, tls_keys) = (&tls.value, &tls.keys);
-            let file = |key: &str, value: &Option<String>, issues: &mut Vec<Issue>| match value {
-                Some(text) if text.is_empty() || text.contains('\0') => {
-                    issues.push(Issue::value(tls_keys.path_of(key), "must be a file path"));
-                    None
-                }
-                other => Some(other.as_ref().map(PathBuf::from)),
-            };
-            let ca_file = file("ca_file", &raw.ca_file, issues);
-            let cert_file = file("cert_file", &raw.cert_file, issues);
-            let key_file = file("key_file", &raw.key_file, issues);
+            let ca_file = file_path(tls_keys, "ca_file", &raw.ca_file, issues);
+            let cert_file = file_path(tls_keys, "cert_file", &raw.cert_file, issues);
+            let key_file = file_path(tls_keys, "key_file", &raw.key_file, issues);
             let client_auth = match (cert_file?, key_file?) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
@@ -557,19 +515,7 @@ fn validate_tls(
 fn validate_bus(bus: &Decoded<RawBus>, issues: &mut Vec<Issue>) -> Option<BusConfig> {
     let (raw, keys) = (&bus.value, &bus.keys);
     let name = identifier(keys, "name", &raw.name, None, issues);
-    let tag = require(keys, "type", &raw.kind, issues).and_then(|kind| {
-        let tag = BUS_TYPES
-            .iter()
-            .find(|(name, _)| *name == kind.as_str())
-            .map(|(_, tag)| *tag);
-        if tag.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("type"),
-                unknown_choice("bus type", kind, &BUS_TYPES.map(|(name, _)| name)),
-            ));
-        }
-        tag
-    });
+    let tag = required_choice::<BusTag>(keys, "type", &raw.kind, issues);
     if let Some(tag) = tag {
         let owner = tag.described();
         if tag.is_network() {
@@ -717,24 +663,8 @@ pub(crate) fn serial_settings(
     )
     .and_then(|baud| in_range(keys, "baud_rate", baud, 50, 4_000_000, issues))
     .and_then(|baud| u32::try_from(baud).ok());
-    let parity = optional(
-        keys,
-        "parity",
-        raw.parity.clone(),
-        (if rtu { "even" } else { "none" }).to_owned(),
-    )
-    .and_then(|parity| match parity.as_str() {
-        "none" => Some(Parity::None),
-        "even" => Some(Parity::Even),
-        "odd" => Some(Parity::Odd),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("parity"),
-                unknown_choice("parity", other, &["none", "even", "odd"]),
-            ));
-            None
-        }
-    });
+    let default_parity = if rtu { Parity::Even } else { Parity::None };
+    let parity = choice(keys, "parity", &raw.parity, default_parity, issues);
     let data_bits = optional(keys, "data_bits", raw.data_bits, 8)
         .and_then(|bits| in_range(keys, "data_bits", bits, 5, 8, issues))
         .and_then(|bits| {
@@ -785,18 +715,16 @@ fn line_settings(keys: &Keys, raw: &RawBus, issues: &mut Vec<Issue>) -> Option<L
                 Some(terminator.into_bytes())
             }
         });
-    let poll = match &raw.poll {
-        Some(poll) if poll.is_empty() => {
+    let poll = when_written(keys, "poll", &raw.poll, |poll| {
+        if poll.is_empty() {
             issues.push(Issue::value(
                 keys.path_of("poll"),
                 "must not be empty (leave the key out for instruments that send on their own)",
             ));
-            None
+            return None;
         }
-        Some(poll) => Some(Some(poll.clone().into_bytes())),
-        None if keys.rejected.contains("poll") => None,
-        None => Some(None),
-    };
+        Some(poll.clone().into_bytes())
+    });
     Some(LineSettings {
         terminator: terminator?,
         poll: poll?,
@@ -877,8 +805,8 @@ fn validate_device(
             None
         }
     });
-    let byte_order = optional_choice(keys, "byte_order", &raw.byte_order, &BYTE_ORDERS, issues);
-    let word_order = optional_choice(keys, "word_order", &raw.word_order, &WORD_ORDERS, issues);
+    let byte_order = choice(keys, "byte_order", &raw.byte_order, ByteOrder::Big, issues);
+    let word_order = choice(keys, "word_order", &raw.word_order, WordOrder::Big, issues);
     let max_gap = optional(keys, "max_gap", raw.max_gap, i64::from(DEFAULT_MAX_GAP))
         .and_then(|gap| in_range(keys, "max_gap", gap, 0, 125, issues))
         .and_then(|gap| u16::try_from(gap).ok());
@@ -1203,19 +1131,7 @@ fn validate_point(
         }
     });
     let retain = optional(keys, "retain", raw.retain, false);
-    let publish = optional(keys, "publish", raw.publish.clone(), "on_change".to_owned()).and_then(
-        |publish| match publish.as_str() {
-            "on_change" => Some(PublishMode::OnChange),
-            "every_poll" => Some(PublishMode::EveryPoll),
-            other => {
-                issues.push(Issue::value(
-                    keys.path_of("publish"),
-                    unknown_choice("publish mode", other, &["on_change", "every_poll"]),
-                ));
-                None
-            }
-        },
-    );
+    let publish = choice(keys, "publish", &raw.publish, PublishMode::OnChange, issues);
     let deadband = optional(keys, "deadband", raw.deadband, 0.0).and_then(|deadband| {
         if !deadband.is_finite() {
             issues.push(Issue::value(
@@ -1327,16 +1243,7 @@ pub(crate) fn modbus_source(
     defaults: &PointDefaults,
     issues: &mut Vec<Issue>,
 ) -> (Option<ModbusSource>, Option<DataType>, Option<Footprint>) {
-    let table = require(keys, "table", &raw.table, issues).and_then(|table| {
-        let parsed = parse_table(table);
-        if parsed.is_none() {
-            issues.push(Issue::value(
-                keys.path_of("table"),
-                unknown_choice("table", table, &TABLES.map(|(name, _)| name)),
-            ));
-        }
-        parsed
-    });
+    let table = required_choice::<Table>(keys, "table", &raw.table, issues);
     let address = require(keys, "address", &raw.address, issues)
         .and_then(|address| in_range(keys, "address", *address, 0, 65_535, issues))
         .and_then(|address| u16::try_from(address).ok());
@@ -1403,12 +1310,12 @@ pub(crate) fn modbus_source(
     let byte_order = match &raw.byte_order {
         None if keys.rejected.contains("byte_order") => None,
         None => defaults.encoding.map(|e| e.byte_order),
-        Some(_) => optional_choice(keys, "byte_order", &raw.byte_order, &BYTE_ORDERS, issues),
+        Some(_) => choice(keys, "byte_order", &raw.byte_order, ByteOrder::Big, issues),
     };
     let word_order = match &raw.word_order {
         None if keys.rejected.contains("word_order") => None,
         None => defaults.encoding.map(|e| e.word_order),
-        Some(_) => optional_choice(keys, "word_order", &raw.word_order, &WORD_ORDERS, issues),
+        Some(_) => choice(keys, "word_order", &raw.word_order, WordOrder::Big, issues),
     };
     if let (Some(data_type), Some(max)) = (data_type, defaults.max_registers_per_read) {
         if data_type.width() > max && table.is_some_and(|t| !t.is_bits()) {
@@ -1460,39 +1367,6 @@ pub(crate) fn modbus_source(
     };
     (source(), data_type, footprint)
 }
-
-/// An optional key whose value is one of `choices` (`big`, `little`), big by default.
-fn optional_choice<T: Copy + Default>(
-    keys: &Keys,
-    key: &str,
-    value: &Option<String>,
-    choices: &[(&str, T)],
-    issues: &mut Vec<Issue>,
-) -> Option<T> {
-    if keys.rejected.contains(key) {
-        return None;
-    }
-    let Some(text) = value else {
-        return Some(T::default());
-    };
-    let found = choices
-        .iter()
-        .find(|(name, _)| *name == text.as_str())
-        .map(|(_, v)| *v);
-    if found.is_none() {
-        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-        issues.push(Issue::value(
-            keys.path_of(key),
-            unknown_choice(&key.replace('_', " "), text, &names),
-        ));
-    }
-    found
-}
-
-const BYTE_ORDERS: [(&str, ByteOrder); 2] =
-    [("big", ByteOrder::Big), ("little", ByteOrder::Little)];
-const WORD_ORDERS: [(&str, WordOrder); 2] =
-    [("big", WordOrder::Big), ("little", WordOrder::Little)];
 
 /// Reports, after every device was read: two devices with one unit id on an rtu bus (their
 /// replies could not be told apart), and more than one device on a serial_line bus (the line
@@ -1574,58 +1448,6 @@ fn check_overlaps(
     );
 }
 
-/// Reports the second and later uses of a name, pointing back at the first.
-fn check_unique<'a>(
-    what: &str,
-    items: impl Iterator<Item = (&'a Option<String>, &'a Keys)>,
-    issues: &mut Vec<Issue>,
-) {
-    let mut first: HashMap<&str, KeyPath> = HashMap::new();
-    for (name, keys) in items {
-        let Some(name) = name.as_deref() else {
-            continue;
-        };
-        let path = keys.path_of("name");
-        match first.get(name) {
-            Some(first_path) => issues.push(
-                Issue::value(path, format!("duplicate {what} name {name:?}"))
-                    .with_note(first_path.clone(), "first defined"),
-            ),
-            None => {
-                first.insert(name, path);
-            }
-        }
-    }
-}
-
-/// A required key's value. Reports it as missing, or as empty when written without a value,
-/// unless the value was already refused by the decoder.
-pub(crate) fn require<'a, T>(
-    keys: &Keys,
-    key: &str,
-    value: &'a Option<T>,
-    issues: &mut Vec<Issue>,
-) -> Option<&'a T> {
-    if value.is_none() && !keys.rejected.contains(key) {
-        if keys.present.contains(key) {
-            issues.push(Issue::key(keys.path_of(key), "a value is required"));
-        } else {
-            issues.push(Issue::missing(keys.path_of(key), "missing required key"));
-        }
-    }
-    value.as_ref()
-}
-
-/// An optional key's value or its default; `None` if the written value was refused, so later
-/// checks do not run on a default the user did not ask for.
-pub(crate) fn optional<T>(keys: &Keys, key: &str, value: Option<T>, default: T) -> Option<T> {
-    if keys.rejected.contains(key) {
-        None
-    } else {
-        Some(value.unwrap_or(default))
-    }
-}
-
 /// A point's `scale` (default 1) and `offset` (default 0): both finite, the scale not 0.
 /// `zero_scale` is the message for a scale of 0, which says why from the caller's side (a
 /// gateway reads through the scale, a simulator writes through it). `None`: refused (reported).
@@ -1661,162 +1483,95 @@ pub(crate) fn scale_and_offset(
     (scale, offset)
 }
 
-/// A required name or id: `[A-Za-z0-9_-]+`, at most `max_len` characters. These end up in MQTT
-/// topics and client ids, where `/`, `+`, `#` and spaces would break or widen subscriptions.
-fn identifier(
-    keys: &Keys,
-    key: &str,
-    value: &Option<String>,
-    max_len: Option<usize>,
-    issues: &mut Vec<Issue>,
-) -> Option<String> {
-    let value = require(keys, key, value, issues)?;
-    if !is_identifier(value) {
-        issues.push(Issue::value(
-            keys.path_of(key),
-            format!("invalid {key} {value:?}: use only letters, digits, \"_\" and \"-\""),
-        ));
-        return None;
-    }
-    if let Some(max_len) = max_len.filter(|max| value.len() > *max) {
-        issues.push(Issue::value(
-            keys.path_of(key),
-            format!("must be at most {max_len} characters, got {}", value.len()),
-        ));
-        return None;
-    }
-    Some(value.clone())
+impl Choice for Table {
+    const WHAT: &'static str = "table";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("coil", Table::Coil),
+        ("discrete_input", Table::DiscreteInput),
+        ("input", Table::Input),
+        ("holding", Table::Holding),
+    ];
 }
 
-pub(super) fn is_identifier(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+/// `string` takes its length from the `length` key: [`modbus_source`] checks it.
+impl Choice for DataType {
+    const WHAT: &'static str = "type";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("bool", DataType::Bool),
+        ("u16", DataType::U16),
+        ("i16", DataType::I16),
+        ("u32", DataType::U32),
+        ("i32", DataType::I32),
+        ("u64", DataType::U64),
+        ("i64", DataType::I64),
+        ("f32", DataType::F32),
+        ("f64", DataType::F64),
+        ("string", DataType::String { length: 0 }),
+    ];
 
-pub(crate) fn in_range(
-    keys: &Keys,
-    key: &str,
-    value: i64,
-    min: i64,
-    max: i64,
-    issues: &mut Vec<Issue>,
-) -> Option<i64> {
-    if (min..=max).contains(&value) {
-        Some(value)
-    } else {
-        issues.push(Issue::value(
-            keys.path_of(key),
-            format!("must be between {min} and {max}, got {value}"),
-        ));
-        None
+    fn word(self) -> &'static str {
+        match self {
+            DataType::String { .. } => "string",
+            other => Self::WORDS
+                .iter()
+                .find(|(_, value)| *value == other)
+                .map_or(Self::WHAT, |(word, _)| word),
+        }
     }
 }
 
-fn port_number(keys: &Keys, key: &str, value: i64, issues: &mut Vec<Issue>) -> Option<u16> {
-    in_range(keys, key, value, 1, 65_535, issues).and_then(|port| u16::try_from(port).ok())
+impl Choice for ByteOrder {
+    const WHAT: &'static str = "byte order";
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("big", ByteOrder::Big), ("little", ByteOrder::Little)];
 }
 
-pub(crate) fn positive(
-    keys: &Keys,
-    key: &str,
-    value: Duration,
-    issues: &mut Vec<Issue>,
-) -> Option<Duration> {
-    if value.is_zero() {
-        issues.push(Issue::value(keys.path_of(key), "must be greater than 0s"));
-        None
-    } else {
-        Some(value)
-    }
+impl Choice for WordOrder {
+    const WHAT: &'static str = "word order";
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("big", WordOrder::Big), ("little", WordOrder::Little)];
 }
 
-/// `unknown table "holdings": expected coil, discrete_input, input or holding (did you mean
-/// "holding"?)`
-pub(crate) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
-    let expected = match choices.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => choices.join(", "),
-    };
-    let hint = closest(value, choices)
-        .map(|near| format!(" (did you mean {near:?}?)"))
-        .unwrap_or_default();
-    format!("unknown {what} {value:?}: expected {expected}{hint}")
+impl Choice for Parity {
+    const WHAT: &'static str = "parity";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("none", Parity::None),
+        ("even", Parity::Even),
+        ("odd", Parity::Odd),
+    ];
 }
 
-/// Table names as written in the file.
-const TABLES: [(&str, Table); 4] = [
-    ("coil", Table::Coil),
-    ("discrete_input", Table::DiscreteInput),
-    ("input", Table::Input),
-    ("holding", Table::Holding),
-];
-
-/// Type names as written in the file (`string` takes its length from the `length` key).
-const DATA_TYPES: [(&str, DataType); 10] = [
-    ("bool", DataType::Bool),
-    ("u16", DataType::U16),
-    ("i16", DataType::I16),
-    ("u32", DataType::U32),
-    ("i32", DataType::I32),
-    ("u64", DataType::U64),
-    ("i64", DataType::I64),
-    ("f32", DataType::F32),
-    ("f64", DataType::F64),
-    ("string", DataType::String { length: 0 }),
-];
-const DATA_TYPE_NAMES: [&str; 10] = [
-    "bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
-];
-
-pub(crate) fn parse_table(text: &str) -> Option<Table> {
-    TABLES
-        .iter()
-        .find(|(name, _)| *name == text)
-        .map(|(_, table)| *table)
+impl Choice for SessionMode {
+    const WHAT: &'static str = "session mode";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("persistent", SessionMode::Persistent),
+        ("clean", SessionMode::Clean),
+    ];
 }
 
-pub(crate) fn table_name(table: Table) -> &'static str {
-    TABLES
-        .iter()
-        .find(|(_, t)| *t == table)
-        .map_or("table", |(name, _)| name)
+impl Choice for PublishMode {
+    const WHAT: &'static str = "publish mode";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("on_change", PublishMode::OnChange),
+        ("every_poll", PublishMode::EveryPoll),
+    ];
 }
 
-fn parse_data_type(text: &str) -> Option<DataType> {
-    DATA_TYPES
-        .iter()
-        .find(|(name, _)| *name == text)
-        .map(|(_, data_type)| *data_type)
-}
-
-/// The required `type` of a point (or of a simulated register), one of [`DATA_TYPE_NAMES`]. A
-/// string's length is not part of it: [`modbus_source`] checks `length`.
+/// The required `type` of a point (or of a simulated register).
 pub(crate) fn require_data_type(
     keys: &Keys,
     value: &Option<String>,
     issues: &mut Vec<Issue>,
 ) -> Option<DataType> {
-    let text = require(keys, "type", value, issues)?;
-    let parsed = parse_data_type(text);
-    if parsed.is_none() {
-        issues.push(Issue::value(
-            keys.path_of("type"),
-            unknown_choice("type", text, &DATA_TYPE_NAMES),
-        ));
-    }
-    parsed
+    required_choice(keys, "type", value, issues)
 }
 
 pub(crate) fn data_type_name(data_type: DataType) -> &'static str {
-    if let DataType::String { .. } = data_type {
-        return "string";
-    }
-    DATA_TYPES
-        .iter()
-        .find(|(_, t)| *t == data_type)
-        .map_or("type", |(name, _)| name)
+    data_type.word()
+}
+
+pub(crate) fn table_name(table: Table) -> &'static str {
+    table.word()
 }
 
 /// Why an `uplink.url` was refused.
@@ -1895,24 +1650,6 @@ pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), UrlError>
             .ok_or(invalid("the port must be a number between 1 and 65535"))?,
     };
     Ok((host.to_owned(), port, tls))
-}
-
-/// An IP address, or a DNS name: dot-separated labels of letters, digits, `-` and `_` (not
-/// strictly DNS, but common in container and lab networks), with an optional final dot.
-pub(crate) fn is_host(text: &str) -> bool {
-    if text.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    let name = text.strip_suffix('.').unwrap_or(text);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// Why a topic prefix cannot be used, or `None` if it can.
