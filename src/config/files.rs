@@ -20,10 +20,11 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::access::ServiceUser;
+use super::client::parse_mqtt_url;
 use super::error::Issue;
 use super::path::KeyPath;
 use super::raw::RawConfig;
-use super::validate::{parse_mqtt_url, DEFAULT_CA_FILE};
+use super::validate::DEFAULT_CA_FILE;
 use super::TlsConfig;
 
 /// Which file of a TLS setup a problem is about.

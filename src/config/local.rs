@@ -21,13 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::client;
 use super::error::Issue;
 use super::raw::{Decoded, DurationValue};
-use super::rules::{is_identifier, optional};
-use super::units::format_duration;
-use super::validate::{
-    parse_mqtt_url, topic_prefix_problem, DEFAULT_KEEP_ALIVE, MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE,
-};
 use super::UplinkConfig;
 
 /// The resolved `local` section.
@@ -66,22 +62,9 @@ pub(crate) fn validate_local(
     let Some(Decoded { value, keys }) = raw else {
         return Some(None);
     };
-    let url = match &value.url {
-        Some(url) => Some(url),
-        None => {
-            if !keys.rejected.contains("url") {
-                let issue = if keys.present.contains("url") {
-                    Issue::key(keys.path_of("url"), "a value is required")
-                } else {
-                    Issue::missing(keys.path_of("url"), "missing required key")
-                };
-                issues.push(issue);
-            }
-            None
-        }
-    };
-    let endpoint = url.and_then(|url| match parse_mqtt_url(url) {
-        Ok((_, _, true)) => {
+    let endpoint = client::url(keys, &value.url, issues).and_then(|(host, port, tls)| {
+        if tls {
+            let url = value.url.as_deref().unwrap_or_default();
             issues.push(Issue::value(
                 keys.path_of("url"),
                 format!(
@@ -90,109 +73,17 @@ pub(crate) fn validate_local(
                      listener)"
                 ),
             ));
-            None
+            return None;
         }
-        Ok((host, port, false)) => Some((host, port)),
-        Err(error) => {
-            issues.push(Issue::value(keys.path_of("url"), error.to_string()));
-            None
-        }
+        Some((host, port))
     });
-    let client_id = match &value.client_id {
-        Some(id) if is_identifier(id) && id.len() <= MAX_CLIENT_ID_LEN => Some(id.clone()),
-        Some(id) => {
-            issues.push(Issue::value(
-                keys.path_of("client_id"),
-                format!(
-                    "invalid client id {id:?}: use 1 to {MAX_CLIENT_ID_LEN} letters, digits, \"_\" or \"-\""
-                ),
-            ));
-            None
-        }
-        None if keys.rejected.contains("client_id") => None,
-        None => uplink.and_then(|uplink| {
-            let id = format!("{}-local", uplink.client_id);
-            if id.len() <= MAX_CLIENT_ID_LEN {
-                Some(id)
-            } else {
-                issues.push(Issue::missing(
-                    keys.path_of("client_id"),
-                    format!(
-                        "the default client id {id:?} is longer than {MAX_CLIENT_ID_LEN} characters: set local.client_id"
-                    ),
-                ));
-                None
-            }
-        }),
-    };
-    let keep_alive = optional(
-        keys,
-        "keep_alive",
-        value.keep_alive.map(|d| d.0),
-        DEFAULT_KEEP_ALIVE,
-    )
-    .and_then(|keep_alive| {
-        let path = keys.path_of("keep_alive");
-        if keep_alive < Duration::from_secs(1) || keep_alive > MAX_KEEP_ALIVE {
-            issues.push(Issue::value(
-                path,
-                format!(
-                    "must be between 1s and 65535s, got {}",
-                    format_duration(keep_alive)
-                ),
-            ));
-            None
-        } else if keep_alive.subsec_nanos() != 0 {
-            issues.push(Issue::value(
-                path,
-                format!(
-                    "must be a whole number of seconds (mqtt sends it in seconds), got {}",
-                    format_duration(keep_alive)
-                ),
-            ));
-            None
-        } else {
-            Some(keep_alive)
-        }
-    });
-    let topic_prefix = match &value.topic_prefix {
-        Some(prefix) => match topic_prefix_problem(prefix) {
-            None => Some(prefix.clone()),
-            Some(problem) => {
-                issues.push(Issue::value(keys.path_of("topic_prefix"), problem));
-                None
-            }
-        },
-        None if keys.rejected.contains("topic_prefix") => None,
-        None => uplink.map(|uplink| uplink.topic_prefix.clone()),
-    };
-    let username = match &value.username {
-        Some(name) if name.is_empty() || name.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("username"),
-                "must not be empty or contain a nul character",
-            ));
-            None
-        }
-        other => Some(other.clone()),
-    };
-    let password_file = match &value.password_file {
-        Some(file) if file.is_empty() || file.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "must be a file path",
-            ));
-            None
-        }
-        Some(_) if value.username.is_none() && !keys.rejected.contains("username") => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "needs a username (mqtt 3.1.1 sends no password without one)",
-            ));
-            None
-        }
-        other => Some(other.as_ref().map(PathBuf::from)),
-    };
+    let default_id = uplink.map(|uplink| format!("{}-local", uplink.client_id));
+    let client_id = client::client_id(keys, &value.client_id, default_id, issues);
+    let keep_alive = client::keep_alive(keys, value.keep_alive, issues);
+    let default_prefix = uplink.map(|uplink| uplink.topic_prefix.clone());
+    let topic_prefix = client::topic_prefix(keys, &value.topic_prefix, default_prefix, issues);
+    let username = client::username(keys, &value.username, issues);
+    let password_file = client::password_file(keys, &value.password_file, &value.username, issues);
     let (host, port) = endpoint?;
     Some(Some(LocalConfig {
         host,

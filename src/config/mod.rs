@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod access;
+mod client;
 mod commands;
 mod error;
 pub mod files;
@@ -25,6 +26,9 @@ mod store;
 pub mod units;
 mod validate;
 
+pub use client::{
+    DEFAULT_KEEP_ALIVE, DEFAULT_MQTTS_PORT, DEFAULT_MQTT_PORT, MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE,
+};
 pub use commands::{
     CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
     DEFAULT_OFFLINE_AFTER,
@@ -40,11 +44,10 @@ pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub(crate) use validate::data_type_name;
 pub use validate::{
-    DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_CA_FILE,
-    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_GAP, DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT,
-    DEFAULT_MQTTS_PORT, DEFAULT_MQTT_PORT, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL,
+    DEFAULT_BACKOFF_MAX, DEFAULT_BAUD_RATE, DEFAULT_BUS_TIMEOUT, DEFAULT_CA_FILE, DEFAULT_MAX_GAP,
+    DEFAULT_MAX_INFLIGHT, DEFAULT_MODBUS_PORT, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_INITIAL,
     DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT, DEFAULT_UNIT_ID,
-    MAX_CLIENT_ID_LEN, MAX_DECIMALS, MAX_INFLIGHT, MAX_KEEP_ALIVE, MIN_POLL_INTERVAL,
+    MAX_DECIMALS, MAX_INFLIGHT, MIN_POLL_INTERVAL,
 };
 
 /// The loader's parts for other YAML files held to the configuration's standard (the simulator

@@ -21,10 +21,10 @@
 //!   register with different types is almost always an address typo.
 
 use std::collections::HashMap;
-use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client::{self, MAX_CLIENT_ID_LEN};
 use super::error::Issue;
 use super::path::KeyPath;
 use super::raw::{
@@ -32,8 +32,8 @@ use super::raw::{
     RawPoint, RawTls, RawUplink,
 };
 use super::rules::{
-    check_unique, choice, collect_all, file_path, identifier, in_range, is_host, is_identifier,
-    optional, port_number, positive, refuse_keys, require, required_choice, when_written, Choice,
+    check_unique, choice, collect_all, file_path, identifier, in_range, is_host, optional,
+    port_number, positive, refuse_keys, require, required_choice, when_written, Choice,
 };
 use super::units::format_duration;
 use super::{
@@ -44,10 +44,6 @@ use super::{
 };
 use crate::modbus::plan::MAX_REGISTERS_PER_READ;
 
-/// IANA port of unencrypted MQTT; used when an `mqtt://` url names none.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
-/// IANA port of MQTT over TLS; used when an `mqtts://` url names none.
-pub const DEFAULT_MQTTS_PORT: u16 = 8883;
 /// Debian's (and Raspberry Pi OS's) bundle of the system's trusted CAs, from `ca-certificates`.
 pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// A broker answers in milliseconds; 10 s rides over a slow cellular link and a broker busy
@@ -58,19 +54,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_INFLIGHT: u16 = 64;
 /// Packet ids are 16 bits and status messages need a few of their own.
 pub const MAX_INFLIGHT: u16 = 65_000;
-/// Long enough not to load a cellular link with pings, short enough that the broker publishes
-/// the Last Will within ~45 s (1.5 × keep alive) of a silent death.
-pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// MQTT carries keep alive as a 16-bit number of seconds.
-pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(65_535);
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_secs(1);
 /// A minute caps the gap after a broker outage while still sparing a broker that is restarting
 /// from a thundering herd of gateways.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(60);
-/// MQTT 3.1.1 only guarantees 23 characters; brokers in practice (mosquitto, EMQX, HiveMQ, AWS)
-/// accept far more, and gateway ids built from site and device names often need it. 128 bounds
-/// the CONNECT packet while fitting every real naming scheme we have seen.
-pub const MAX_CLIENT_ID_LEN: usize = 128;
 /// First topic level of the default prefix `fieldrelay/<gateway.id>`.
 pub const DEFAULT_TOPIC_ROOT: &str = "fieldrelay";
 /// The port Modbus TCP is registered on.
@@ -218,72 +205,12 @@ fn validate_uplink(
     issues: &mut Vec<Issue>,
 ) -> Option<UplinkConfig> {
     let (raw, keys) = (&uplink.value, &uplink.keys);
-    let endpoint = require(keys, "url", &raw.url, issues).and_then(|url| {
-        parse_mqtt_url(url)
-            .map_err(|error| issues.push(Issue::value(keys.path_of("url"), error.to_string())))
-            .ok()
-    });
-
-    let client_id = match &raw.client_id {
-        Some(id) => {
-            if is_identifier(id) && id.len() <= MAX_CLIENT_ID_LEN {
-                Some(id.clone())
-            } else {
-                issues.push(Issue::value(
-                    keys.path_of("client_id"),
-                    format!(
-                        "invalid client id {id:?}: use 1 to {MAX_CLIENT_ID_LEN} letters, digits, \"_\" or \"-\""
-                    ),
-                ));
-                None
-            }
-        }
-        None if keys.rejected.contains("client_id") => None,
-        None => gateway_id.map(str::to_owned),
-    };
-
-    let keep_alive = optional(
-        keys,
-        "keep_alive",
-        raw.keep_alive.map(|d| d.0),
-        DEFAULT_KEEP_ALIVE,
-    )
-    .and_then(|keep_alive| {
-        let path = keys.path_of("keep_alive");
-        if keep_alive < Duration::from_secs(1) || keep_alive > MAX_KEEP_ALIVE {
-            issues.push(Issue::value(
-                path,
-                format!(
-                    "must be between 1s and 65535s, got {}",
-                    format_duration(keep_alive)
-                ),
-            ));
-            None
-        } else if keep_alive.subsec_nanos() != 0 {
-            issues.push(Issue::value(
-                path,
-                format!(
-                    "must be a whole number of seconds (mqtt sends it in seconds), got {}",
-                    format_duration(keep_alive)
-                ),
-            ));
-            None
-        } else {
-            Some(keep_alive)
-        }
-    });
-
-    let topic_prefix = match &raw.topic_prefix {
-        Some(prefix) => match topic_prefix_problem(prefix) {
-            None => Some(prefix.clone()),
-            Some(problem) => {
-                issues.push(Issue::value(keys.path_of("topic_prefix"), problem));
-                None
-            }
-        },
-        None if keys.rejected.contains("topic_prefix") => None,
-        None => gateway_id.map(|id| format!("{DEFAULT_TOPIC_ROOT}/{id}")),
-    };
+    let endpoint = client::url(keys, &raw.url, issues);
+    let default_id = gateway_id.map(str::to_owned);
+    let client_id = client::client_id(keys, &raw.client_id, default_id, issues);
+    let keep_alive = client::keep_alive(keys, raw.keep_alive, issues);
+    let default_prefix = gateway_id.map(|id| format!("{DEFAULT_TOPIC_ROOT}/{id}"));
+    let topic_prefix = client::topic_prefix(keys, &raw.topic_prefix, default_prefix, issues);
 
     let reconnect_initial = optional(
         keys,
@@ -330,33 +257,8 @@ fn validate_uplink(
 
     let tls_wanted = endpoint.as_ref().map(|(_, _, tls)| *tls);
     let tls = validate_tls(raw.tls.as_ref(), keys, tls_wanted, issues);
-    let username = match &raw.username {
-        Some(name) if name.is_empty() || name.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("username"),
-                "must not be empty or contain a nul character",
-            ));
-            None
-        }
-        other => Some(other.clone()),
-    };
-    let password_file = match &raw.password_file {
-        Some(file) if file.is_empty() || file.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "must be a file path",
-            ));
-            None
-        }
-        Some(_) if raw.username.is_none() && !keys.rejected.contains("username") => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "needs a username (mqtt 3.1.1 sends no password without one)",
-            ));
-            None
-        }
-        other => Some(other.as_ref().map(PathBuf::from)),
-    };
+    let username = client::username(keys, &raw.username, issues);
+    let password_file = client::password_file(keys, &raw.password_file, &raw.username, issues);
     let session = choice(
         keys,
         "session",
@@ -1574,103 +1476,11 @@ pub(crate) fn table_name(table: Table) -> &'static str {
     table.word()
 }
 
-/// Why an `uplink.url` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum UrlError {
-    #[error("invalid url {url:?}: {reason}")]
-    Invalid { url: String, reason: &'static str },
-}
-
-/// Splits `mqtt://host[:port]` or `mqtts://host[:port]` into host, port (1883 or 8883 by
-/// default) and whether TLS is wanted. IPv6 addresses go in
-/// brackets (`mqtt://[::1]:1883`) and are returned without them, as `TcpStream::connect((host,
-/// port))` wants. The scheme is case-insensitive; paths, queries and credentials are refused
-/// rather than ignored, so nothing in the url is silently dropped.
-pub(crate) fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), UrlError> {
-    let invalid = |reason| UrlError::Invalid {
-        url: url.to_owned(),
-        reason,
-    };
-    let scheme_end = url
-        .find("://")
-        .ok_or(invalid("expected mqtt://host[:port]"))?;
-    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
-    let tls = scheme.eq_ignore_ascii_case("mqtts");
-    if !tls && !scheme.eq_ignore_ascii_case("mqtt") {
-        return Err(invalid(
-            "expected mqtt://host[:port] or mqtts://host[:port]",
-        ));
-    }
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err(invalid(
-            "paths, queries and credentials are not supported: expected mqtt://host[:port]",
-        ));
-    }
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (address, tail) = bracketed
-            .split_once(']')
-            .ok_or(invalid("unclosed \"[\" around an ipv6 address"))?;
-        if address.parse::<Ipv6Addr>().is_err() {
-            return Err(invalid("invalid ipv6 address in brackets"));
-        }
-        let port = match tail {
-            "" => None,
-            tail => Some(
-                tail.strip_prefix(':')
-                    .ok_or(invalid("expected mqtt://host[:port]"))?,
-            ),
-        };
-        (address, port)
-    } else {
-        let (host, port) = match rest.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        };
-        if port.is_some_and(|port| port.contains(':')) {
-            return Err(invalid(
-                "ipv6 addresses must be in brackets, e.g. mqtt://[::1]:1883",
-            ));
-        }
-        if host.is_empty() {
-            return Err(invalid("the host is missing"));
-        }
-        if !is_host(host) {
-            return Err(invalid("the host is not a valid host name or ip address"));
-        }
-        (host, port)
-    };
-    let port = match port {
-        None if tls => DEFAULT_MQTTS_PORT,
-        None => DEFAULT_MQTT_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or(invalid("the port must be a number between 1 and 65535"))?,
-    };
-    Ok((host.to_owned(), port, tls))
-}
-
-/// Why a topic prefix cannot be used, or `None` if it can.
-pub(super) fn topic_prefix_problem(prefix: &str) -> Option<&'static str> {
-    if prefix.is_empty() {
-        Some("must not be empty")
-    } else if prefix.contains(['+', '#']) {
-        Some("must not contain the mqtt wildcards + or #")
-    } else if prefix.starts_with('/') || prefix.ends_with('/') {
-        Some("must not start or end with /")
-    } else if prefix.contains('\0') {
-        Some("must not contain a nul character")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::load_str;
+    use crate::config::rules::is_identifier;
 
     /// A valid configuration; tests replace one line to break it.
     const VALID: &str = "\
@@ -1963,53 +1773,6 @@ devices:
         assert_eq!(
             errors(&with(&[("  id: gw1", &format!("  id: {long}"))])),
             ["2:7: gateway.id: must be at most 128 characters, got 129"]
-        );
-    }
-
-    #[test]
-    fn parses_mqtt_urls() {
-        let ok = |url: &str| parse_mqtt_url(url).unwrap();
-        assert_eq!(
-            ok("mqtt://127.0.0.1:1883"),
-            ("127.0.0.1".to_owned(), 1883, false)
-        );
-        assert_eq!(ok("mqtt://broker"), ("broker".to_owned(), 1883, false));
-        assert_eq!(ok("mqtts://broker"), ("broker".to_owned(), 8883, true));
-        assert_eq!(ok("MQTTS://broker:443"), ("broker".to_owned(), 443, true));
-        assert_eq!(
-            ok("mqtt://broker.example.com:8883/"),
-            ("broker.example.com".to_owned(), 8883, false)
-        );
-        assert_eq!(ok("mqtt://[fe80::1]"), ("fe80::1".to_owned(), 1883, false));
-        assert_eq!(ok("Mqtt://[::1]:1"), ("::1".to_owned(), 1, false));
-        for bad in [
-            "broker:1883",
-            "tcp://broker",
-            "mqtt://",
-            "mqtt://:1883",
-            "mqtt://b:0",
-            "mqtt://b:65536",
-            "mqtt://b:",
-            "mqtt://b:x",
-            "mqtt://::1",
-            "mqtt://[::1",
-            "mqtt://[nope]:1",
-            "mqtt://[::1]x",
-            "mqtt://user:pw@b",
-            "mqtt://b/topic",
-            "mqtt://b?x=1",
-            "mqtt://b c",
-            "mqtt://b..c",
-        ] {
-            assert!(
-                matches!(parse_mqtt_url(bad), Err(UrlError::Invalid { .. })),
-                "{bad:?} gave {:?}",
-                parse_mqtt_url(bad)
-            );
-        }
-        assert_eq!(
-            parse_mqtt_url("tcp://b").unwrap_err().to_string(),
-            r#"invalid url "tcp://b": expected mqtt://host[:port] or mqtts://host[:port]"#
         );
     }
 
