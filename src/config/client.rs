@@ -10,8 +10,8 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::decode::{DurationValue, Keys};
 use super::error::Issue;
-use super::raw::{DurationValue, Keys};
 use super::rules::{file_path, is_host, is_identifier, optional, require};
 use super::units::format_duration;
 

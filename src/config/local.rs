@@ -1,4 +1,4 @@
-//! The optional `local:` section (issue 6): the on-site broker fieldrelay connects to as a client,
+//! The optional `local:` section: the on-site broker fieldrelay connects to as a client,
 //! to publish live values and status for HMIs and to take their commands.
 //!
 //! ```yaml
@@ -22,9 +22,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client;
+use super::decode::{Decoded, DurationValue};
 use super::error::Issue;
-use super::raw::{Decoded, DurationValue};
-use super::UplinkConfig;
+use super::uplink::UplinkConfig;
 
 /// The resolved `local` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The optional `metrics:` section: where the Prometheus endpoint listens (issue 7).
+//! The optional `metrics:` section: where the Prometheus endpoint listens.
 //!
 //! ```yaml
 //! metrics:
@@ -13,9 +13,14 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::decode::Decoded;
 use super::error::Issue;
-use super::raw::Decoded;
-use super::MetricsConfig;
+
+/// Where `/metrics` is served (Prometheus text format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

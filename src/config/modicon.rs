@@ -15,10 +15,10 @@
 
 use std::fmt;
 
+use super::decode::Keys;
 use super::error::Issue;
-use super::raw::Keys;
+use super::register::Table;
 use super::rules::Choice;
-use super::Table;
 
 /// A Modicon reference resolved to a table and its 0-based protocol address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

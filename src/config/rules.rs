@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::decode::{closest, DurationValue, Keys, List};
 use super::error::Issue;
 use super::path::KeyPath;
-use super::raw::{closest, Keys};
+use super::units::format_duration;
 
 /// A required key's value. Reports it as missing, or as empty when written without a value,
 /// unless the value was already refused by the decoder.
@@ -77,6 +79,20 @@ pub(crate) fn in_range(
     }
 }
 
+/// An optional integer key in `range`, as a `T`; `default` when absent.
+pub(crate) fn number<T: Copy + Into<i64> + TryFrom<i64>>(
+    keys: &Keys,
+    key: &str,
+    value: Option<i64>,
+    default: T,
+    range: RangeInclusive<i64>,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    optional(keys, key, value, default.into())
+        .and_then(|n| in_range(keys, key, n, *range.start(), *range.end(), issues))
+        .and_then(|n| T::try_from(n).ok())
+}
+
 pub(crate) fn port_number(
     keys: &Keys,
     key: &str,
@@ -97,6 +113,50 @@ pub(crate) fn positive(
         None
     } else {
         Some(value)
+    }
+}
+
+/// An optional duration key greater than 0; `default` when absent.
+pub(crate) fn positive_duration(
+    keys: &Keys,
+    key: &str,
+    value: Option<DurationValue>,
+    default: Duration,
+    issues: &mut Vec<Issue>,
+) -> Option<Duration> {
+    optional(keys, key, value.map(|d| d.0), default).and_then(|d| positive(keys, key, d, issues))
+}
+
+/// An optional duration key of at least `min`; `default` when absent.
+pub(crate) fn duration_at_least(
+    keys: &Keys,
+    key: &str,
+    value: Option<DurationValue>,
+    default: Duration,
+    min: Duration,
+    issues: &mut Vec<Issue>,
+) -> Option<Duration> {
+    let duration = optional(keys, key, value.map(|d| d.0), default)?;
+    if duration >= min {
+        return Some(duration);
+    }
+    issues.push(Issue::value(
+        keys.path_of(key),
+        format!(
+            "must be at least {}, got {}",
+            format_duration(min),
+            format_duration(duration)
+        ),
+    ));
+    None
+}
+
+pub(crate) fn finite(keys: &Keys, key: &str, value: f64, issues: &mut Vec<Issue>) -> Option<f64> {
+    if value.is_finite() {
+        Some(value)
+    } else {
+        issues.push(Issue::value(keys.path_of(key), "must be a finite number"));
+        None
     }
 }
 
@@ -206,6 +266,19 @@ pub(crate) fn check_unique<'a>(
     }
 }
 
+/// Checks each item of a list that must not be empty; `empty` is the message when it is.
+pub(crate) fn each<I, T>(
+    list: &List<I>,
+    empty: &str,
+    issues: &mut Vec<Issue>,
+    mut check: impl FnMut(&I, &mut Vec<Issue>) -> T,
+) -> Vec<T> {
+    if list.len == 0 {
+        issues.push(Issue::value(list.path.clone(), empty));
+    }
+    list.items.iter().map(|item| check(item, issues)).collect()
+}
+
 /// All items, or `None` if any was invalid or could not be decoded at all.
 pub(crate) fn collect_all<T>(items: Vec<Option<T>>, written: usize) -> Option<Vec<T>> {
     let items: Option<Vec<T>> = items.into_iter().collect();
@@ -284,4 +357,41 @@ pub(crate) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> Strin
         .map(|near| format!(" (did you mean {near:?}?)"))
         .unwrap_or_default();
     format!("unknown {what} {value:?}: expected {expected}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{errors, with};
+
+    #[test]
+    fn names_are_identifiers() {
+        assert!(is_identifier("plant1-gw_01"));
+        for bad in ["", "a b", "a/b", "a+b", "a#b", "ä", "a.b"] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+        assert_eq!(
+            errors(&with(&[("  - name: boiler", "  - name: boiler/1")])),
+            [
+                r#"11:11: devices[0].name: invalid name "boiler/1": use only letters, digits, "_" and "-""#
+            ]
+        );
+    }
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "10.0.0.5",
+            "::1",
+            "plc-1.local",
+            "plc_1",
+            "a.b.",
+            "localhost",
+        ] {
+            assert!(is_host(good), "{good:?}");
+        }
+        for bad in ["", "a b", "a..b", "http://x", "10.0.0.5:502", "[::1]", "."] {
+            assert!(!is_host(bad), "{bad:?}");
+        }
+    }
 }
