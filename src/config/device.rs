@@ -176,24 +176,7 @@ fn validate_device(
         let owner = "a device on a serial_line bus";
         refuse_keys(keys, &MODBUS_DEVICE_KEYS, owner, issues);
     }
-    let unit_id = number(
-        keys,
-        "unit_id",
-        raw.unit_id,
-        DEFAULT_UNIT_ID,
-        0..=255,
-        issues,
-    )
-    .filter(|id| {
-        let broadcast = *id == 0 && tag.is_some_and(BusTag::is_rtu);
-        if broadcast {
-            issues.push(Issue::value(
-                keys.path_of("unit_id"),
-                "unit id 0 is the rtu broadcast address, which no device answers: use 1 to 247",
-            ));
-        }
-        !broadcast
-    });
+    let unit_id = unit_id(keys, raw, tag, issues);
     let poll_interval = duration_at_least(
         keys,
         "poll_interval",
@@ -262,6 +245,33 @@ fn validate_device(
         },
         backoff_max: backoff_max?,
         offline_after: offline_after?,
+    })
+}
+
+/// `unit_id`: 0 to 255, but not the broadcast address 0 on an rtu line.
+fn unit_id(
+    keys: &Keys,
+    raw: &RawDevice,
+    tag: Option<BusTag>,
+    issues: &mut Vec<Issue>,
+) -> Option<u8> {
+    number(
+        keys,
+        "unit_id",
+        raw.unit_id,
+        DEFAULT_UNIT_ID,
+        0..=255,
+        issues,
+    )
+    .filter(|id| {
+        let broadcast = *id == 0 && tag.is_some_and(BusTag::is_rtu);
+        if broadcast {
+            issues.push(Issue::value(
+                keys.path_of("unit_id"),
+                "unit id 0 is the rtu broadcast address, which no device answers: use 1 to 247",
+            ));
+        }
+        !broadcast
     })
 }
 

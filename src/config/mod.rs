@@ -10,14 +10,21 @@
 //! `store.rs`, `metrics.rs`, `commands.rs` (also the write keys of a point) and `local.rs`. This
 //! file lists them, decodes the top level and hands each section to its file.
 //!
-//! Beneath the sections, shared by them: `rules.rs` (required and optional keys, ranges, names,
-//! and [`rules::Choice`], the one way a word becomes an enum), `client.rs` (the MQTT client keys
-//! of `uplink` and `local`), `register.rs` (Modbus tables, types and footprints), `decode.rs`
-//! (YAML tree → raw structs, key by key), [`units`] (durations and sizes), `path.rs` and
-//! `error.rs` (where a problem is, and how it is printed). Around them: `load.rs` (the pipeline:
-//! read, locate with `source_map.rs`, parse, decode, validate), [`files`] and [`access`] (the
-//! files a configuration names), `modicon.rs` (register numbers from manuals) and [`packaged`].
-//! Imports only go down this list: no file imports one that imports it.
+//! Imports go one way, down these layers; inside a layer only where said:
+//! 1. [`packaged`] (the shipped example, loaded through this file); this file; [`files`] and
+//!    [`access`] (the files a configuration names, found in the raw sections before validation).
+//! 2. The sections. `device.rs` uses `point.rs` and `bus.rs`, `point.rs` uses `bus.rs` and
+//!    `commands.rs`, `store.rs` reads the points' `max_age` through `device.rs`, and `status.rs`
+//!    and `local.rs` read `uplink.rs`; nothing else crosses between sections.
+//! 3. What the sections share: `client.rs` (the MQTT client keys of `uplink` and `local`),
+//!    `register.rs` (Modbus tables, types and footprints), and `modicon.rs` (register numbers
+//!    from manuals), which uses `register.rs`.
+//! 4. `rules.rs`: required and optional keys, ranges, names, and [`rules::Choice`], the one way
+//!    a word becomes an enum.
+//! 5. `decode.rs` (YAML tree → raw structs, key by key) and `load.rs` (the pipeline: read, locate
+//!    with `source_map.rs`, parse, decode, validate).
+//! 6. `error.rs` (how a problem is printed), which uses `path.rs` (where it is); [`units`]
+//!    (durations and sizes).
 //!
 //! # Guarantees
 //! - **Everything is checked, nothing stops early.** Each check pushes an issue and goes on; a
