@@ -7,7 +7,8 @@
 # removed so older builds accept it) against the
 # simulator (served by the first binary) and a local mosquitto on free ports, for SETTLE seconds;
 # then VmRSS (and its anonymous and file-backed parts) is read from /proc. A binary that has the metrics endpoint also runs
-# with `metrics.listen` set and is scraped SCRAPES times before the reading. Figures are
+# with `metrics.listen` set and is scraped SCRAPES times before the reading; one that has the web
+# console runs a third time with the console on the same address (nobody watching). Figures are
 # printed as ratios to the first binary. Needs mosquitto (scripts/test-deps.sh installs it).
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
@@ -67,5 +68,12 @@ for bin in "$@"; do
   run "$bin" "$bin" ""
   if grep -q fieldrelay_build_info "$bin"; then
     run "$bin" "$bin (metrics on, $SCRAPES scrapes)" $'\nmetrics:\n  listen: 127.0.0.1:'"$(free_port)"$'\n'
+  fi
+  if grep -q console-user "$bin"; then
+    # The web console on the metrics' address, nobody watching (scripts/measure-console.sh
+    # measures open consoles).
+    port=$(free_port)
+    run "$bin" "$bin (console + metrics, $SCRAPES scrapes)" \
+      $'\nmetrics:\n  listen: 127.0.0.1:'"$port"$'\nconsole:\n  listen: 127.0.0.1:'"$port"$'\n'
   fi
 done

@@ -11,9 +11,10 @@
 #            the state README.md quotes for a fresh install; on-site users read its birth,
 #            anonymous clients are refused; `sudo fieldrelay run` on the service's files is
 #            refused and `sudo fieldrelay queue stats` changes no owner; the broker user tool;
+#            the console user tool keeps its password file root:fieldrelay 0640;
 #   upgrade: to a second revision and the same one again: local config edits, queue, broker
-#            users and the gateway's login kept;
-#   remove:  binary gone, config, queue and broker users kept;
+#            and console users and the gateway's login kept;
+#   remove:  binary gone, config, queue, broker and console users kept;
 #   purge:   config, queue, broker users, login, link and stat override gone.
 # Needs root. There is no systemd here (CI containers): mosquitto and the gateway run by hand as
 # their units would, in a private network namespace (port 1883 there is not this machine's).
@@ -36,6 +37,7 @@ BROKER_LINK=/etc/mosquitto/conf.d/fieldrelay.conf
 GATEWAY_PASSWORD=/etc/fieldrelay/local-password
 DOCS=/usr/share/doc/fieldrelay
 NETNS=fieldrelay-package-test
+CONSOLE_PASSWD=/etc/fieldrelay/console.passwd
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "package-test: needs root (dpkg -i)" >&2
@@ -269,6 +271,7 @@ expect_file /etc/mosquitto/fieldrelay.conf root:root 644
 expect_file /etc/mosquitto/fieldrelay.rights root:root 644
 expect_file "$BROKER_PASSWD" root:mosquitto 640
 expect_file "$BROKER_ACL" root:mosquitto 640
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
 expect_file "$UNIT" root:root 644
 expect_file "$STATE" fieldrelay:fieldrelay 750
 [ "$(readlink "$BROKER_LINK")" = ../fieldrelay.conf ] || fail "$BROKER_LINK does not link to ../fieldrelay.conf"
@@ -278,17 +281,20 @@ grep -qx 'user fieldrelay' "$BROKER_ACL" || fail "the ACL has no section for the
 ok "the gateway's generated login is the broker's only user"
 [ "$(fieldrelay --version)" = "fieldrelay 0.1.0" ] || fail "fieldrelay --version: $(fieldrelay --version)"
 ok "fieldrelay --version"
-for page in fieldrelay.1 fieldrelay-run.1 fieldrelay-check.1 fieldrelay-points-import.1; do
+for page in fieldrelay.1 fieldrelay-run.1 fieldrelay-check.1 fieldrelay-points-import.1 \
+  fieldrelay-console-user.1 fieldrelay-console-user-add.1; do
   [ -f "/usr/share/man/man1/$page.gz" ] || fail "man page $page missing"
 done
 for page in fieldrelay-broker-user.8 fieldrelay-broker-setup.8; do
   [ -f "/usr/share/man/man8/$page.gz" ] || fail "man page $page missing"
 done
 zcat /usr/share/man/man1/fieldrelay-check.1.gz | grep -q '/etc/fieldrelay/config.yaml' || fail "fieldrelay-check(1) lacks the default config"
+zcat /usr/share/man/man1/fieldrelay-console-user-add.1.gz | grep -q '/etc/fieldrelay/console.passwd' ||
+  fail "fieldrelay-console-user-add(1) lacks the default password file"
 ok "man pages in sections 1 and 8"
 for file in /usr/share/bash-completion/completions/fieldrelay /usr/share/zsh/vendor-completions/_fieldrelay \
   /usr/share/fish/vendor_completions.d/fieldrelay.fish; do
-  grep -q 'fieldrelay' "$file" || fail "completion $file missing"
+  grep -q 'console-user' "$file" || fail "completion $file missing or without console-user"
 done
 ok "bash, zsh and fish completions"
 
@@ -406,6 +412,12 @@ fieldrelay queue stats >/dev/null || fail "sudo fieldrelay queue stats (the defa
   fail "root changed the state files: $(stat -c '%n %U:%G' "$STATE" "$STATE"/*)"
 ok "sudo fieldrelay run and queue stats leave every state file the service's"
 
+# Console users: the tool run as root keeps the password file the service's.
+printf 'tech-secret\ntech-secret\n' | fieldrelay console-user add tech
+grep -q '^tech:\$2b\$' "$CONSOLE_PASSWD" || fail "fieldrelay console-user add did not add tech"
+expect_file "$CONSOLE_PASSWD" root:fieldrelay 640
+ok "console user added, file still root:fieldrelay 0640"
+
 echo "== package-test: upgrade (0.1.0-1 -> 0.1.0-2, then the same again)"
 echo "# local change $$" >>"$CONFIG"
 queue_sum=$(sha256sum "$STATE/queue.db")
@@ -425,7 +437,8 @@ ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "upgrade lost the broker users"
 grep -qx 'user hmi' "$BROKER_ACL" || fail "upgrade lost the ACL section of hmi"
 [ "$(sha256sum "$GATEWAY_PASSWORD")" = "$password_sum" ] || fail "upgrade changed the gateway's password"
-ok "broker users, their rights and the gateway's login kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "upgrade lost the console users"
+ok "broker users, their rights, console users and the gateway's login kept"
 runuser -u fieldrelay -- fieldrelay check --config "$CONFIG"
 ok "fieldrelay check after the upgrade"
 
@@ -442,7 +455,8 @@ ok "config kept"
 [ "$(sha256sum "$STATE/queue.db")" = "$queue_sum" ] || fail "remove changed the queue"
 ok "queue kept"
 grep -q '^hmi:' "$BROKER_PASSWD" || fail "remove lost the broker users"
-ok "broker users kept"
+grep -q '^tech:' "$CONSOLE_PASSWD" || fail "remove lost the console users"
+ok "broker and console users kept"
 
 echo "== package-test: purge"
 dpkg -P fieldrelay

@@ -2,8 +2,9 @@
 # Installs what the test suite needs on Debian/Ubuntu: a real mosquitto broker and its clients,
 # socat (serial pseudo-terminal pairs), script (a terminal for the progress bar), and pymodbus
 # 3.7.4 (a Modbus RTU slave we did not write) in a Python virtual environment, with pysparkplug
-# 0.6.1; Node.js with npm sparkplug-payload 1.0.3 (Sparkplug peers). Idempotent; uses sudo when
-# not root.
+# 0.6.1; Node.js with npm sparkplug-payload 1.0.3 (Sparkplug peers); Debian's chromium and
+# Playwright for Python 1.65.2 (the web console's browser test drives the system chromium; no
+# browser is downloaded). Idempotent; uses sudo when not root.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,8 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # script(1) gives a test a pseudo-terminal (the progress bar); essential on Debian, not in every image.
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
+# The web console's browser test runs Debian's chromium (/usr/bin/chromium).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -44,6 +47,12 @@ if ! "$pyenv/bin/python" -c 'import pysparkplug, paho.mqtt; assert pysparkplug._
     "pysparkplug==0.6.1" "paho-mqtt==1.6.1" "protobuf==7.36.2"
 fi
 
+# Playwright for Python 1.65.2 (drives /usr/bin/chromium for the console's browser test; its own
+# browser download is never run), in the same virtual environment.
+if ! "$pyenv/bin/python" -c 'import importlib.metadata as m; assert m.version("playwright") == "1.65.2"' >/dev/null 2>&1; then
+  "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "playwright==1.65.2"
+fi
+
 # npm sparkplug-payload 1.0.3 (Eclipse Tahu's JavaScript codec: a second Sparkplug decoder), from
 # tests/peers/package-lock.json, in a cache the tests find (FIELDRELAY_NODE_MODULES).
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
@@ -58,4 +67,4 @@ fi
 
 # Debian installs mosquitto in /usr/sbin, which is not on every user's PATH.
 command -v mosquitto >/dev/null 2>&1 || echo "note: add /usr/sbin to PATH for mosquitto" >&2
-echo "test dependencies present: mosquitto, mosquitto-clients, socat, pymodbus 3.7.4 and pysparkplug 0.6.1 ($pyenv), sparkplug-payload 1.0.3 ($nodedir)"
+echo "test dependencies present: mosquitto, mosquitto-clients, socat, chromium, pymodbus 3.7.4, pysparkplug 0.6.1 and playwright 1.65.2 ($pyenv), sparkplug-payload 1.0.3 ($nodedir)"

@@ -12,11 +12,12 @@
 //! (logged), so the process exits within [`SHUTDOWN_BUDGET`] even when a peer hangs.
 //!
 //! Beside the pipeline: the reload task ([`crate::reload`], SIGHUP swaps buses and devices in the
-//! [`Fleet`]) and, when configured, the metrics endpoint ([`crate::metrics`]); both stop on the
-//! token with the pollers. Then the status monitor ([`crate::status`]), the command handlers
-//! ([`crate::commands`]: the cloud's, and the on-site broker's with `local:`) and the local
-//! broker client ([`crate::local`]), which stop before the uplink and the queue: they may be
-//! committing a device status or a command's answer.
+//! [`Fleet`]) and, when configured, the HTTP server of the metrics endpoint ([`crate::metrics`])
+//! and the console ([`crate::console`]); both stop on the token with the pollers. Then the
+//! status monitor ([`crate::status`]), the command handlers ([`crate::commands`]: the cloud's,
+//! and the on-site broker's with `local:`) and the local broker client ([`crate::local`]), which
+//! stop before the uplink and the queue: they may be committing a device status or a command's
+//! answer.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,7 +38,7 @@ use crate::metrics::{
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
-use crate::{commands, local, metrics, service, status, uplink};
+use crate::{commands, console, http, local, metrics, service, status, uplink};
 
 /// Upper bound for each of the three shutdown stages (intake, links, queue); the uplink's own
 /// grace period for acknowledgements fits inside it.
@@ -118,9 +119,17 @@ pub async fn run(
         }
         None => None,
     };
-    let sink = local::Tee {
-        queue: queue.clone(),
-        local: local.as_ref().map(|(_, _, feed, _)| feed.clone()),
+    // With `console:`, each sample's value is also kept for the console's pages.
+    let console_values = config.console.as_ref().map(|_| {
+        console::log::enable();
+        Arc::new(console::LatestValues::default())
+    });
+    let sink = console::Tapped {
+        inner: local::Tee {
+            queue: queue.clone(),
+            local: local.as_ref().map(|(_, _, feed, _)| feed.clone()),
+        },
+        values: console_values.clone(),
     };
     let fleet = Fleet::start(&config, sink, cancel.clone());
     let pollers = fleet.pollers();
@@ -203,12 +212,29 @@ pub async fn run(
         .run(cancel.clone()),
     );
     let reloads = Arc::new(ReloadStats::default());
-    let metrics = config.metrics.as_ref().map(|settings| {
+    // `/metrics` and the console: one HTTP server per distinct address.
+    let mut sites: Vec<(std::net::SocketAddr, Arc<dyn http::Route>)> = Vec::new();
+    if let Some(settings) = &config.metrics {
         let uplink = UplinkCollector::new(uplink_stats.clone(), link.clone());
         let mut metrics = gateway_metrics(&queue, &fleet, &reloads, uplink);
         metrics.add(CommandCollector::new(command_stats.clone()));
-        tokio::spawn(metrics::serve(settings.listen, metrics, cancel.clone()))
-    });
+        sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
+    }
+    if let (Some(settings), Some(values)) = (&config.console, console_values) {
+        let parts = console::Parts {
+            gateway_id: config.gateway.id.clone(),
+            broker: format!("{}:{}", config.uplink.host, config.uplink.port),
+            started_ms,
+            queue: queue.clone(),
+            handles: handles.clone(),
+            link: link.clone(),
+            uplink: uplink_stats.clone(),
+            data_dir: data_dir.clone(),
+        };
+        let route = console::start(settings, parts, values, cancel.clone());
+        sites.push((settings.listen, route));
+    }
+    let web = (!sites.is_empty()).then(|| tokio::spawn(http::serve_all(sites, cancel.clone())));
     // Last: READY=1 means every task above runs.
     let supervisor = tokio::spawn(service::supervise(
         service::Pipeline {
@@ -250,8 +276,8 @@ pub async fn run(
     // A reload under way stops starting buses once cancelled.
     settle(deadline, "reload task", reloader).await;
     settle(deadline, "pollers", pollers.wait()).await;
-    if let Some(metrics) = metrics {
-        settle(deadline, "metrics endpoint", metrics).await;
+    if let Some(web) = web {
+        settle(deadline, "http server", web).await;
     }
     // Before the uplink and the queue: they may be committing a device status or an answer.
     settle(deadline, "status monitor", monitor).await;
@@ -299,7 +325,7 @@ async fn settle<F: Future>(deadline: Instant, what: &str, task: F) -> Option<F::
 /// its own (the uplink's publishes and reconnects, ...) adds its collector here.
 fn gateway_metrics(
     queue: &Queue,
-    fleet: &Fleet<local::Tee>,
+    fleet: &Fleet<console::Tapped<local::Tee>>,
     reloads: &Arc<ReloadStats>,
     uplink: UplinkCollector,
 ) -> Metrics {

@@ -27,7 +27,7 @@ failed at run time (systemd restarts it); 77 (EX_NOPERM) when run as root on a d
 that belongs to the service user; 78 (EX_CONFIG) for an invalid configuration (systemd does not \
 restart it); 130 when a second SIGTERM/SIGINT cut a shutdown short. probe: 0 when every point \
 answered, 1 when any did not. queue: see `fieldrelay queue stats --help`. points import: see \
-`fieldrelay points import --help`."
+`fieldrelay points import --help`. console-user: see `fieldrelay console-user --help`."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -85,6 +85,45 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Manage who may log in to the web console (`console.auth.password_file`): add, delete,
+    /// list. The running gateway picks changes up at the next login.
+    #[command(subcommand, after_help = CONSOLE_USER_EXIT)]
+    ConsoleUser(ConsoleUserCommand),
+}
+
+pub const CONSOLE_USER_EXIT: &str = "Exit status: 0 done; 65 invalid name, empty or mismatched \
+password; 66 the password cannot be read; 67 no such user; 74 the file cannot be written.";
+
+#[derive(Subcommand)]
+pub enum ConsoleUserCommand {
+    /// Create NAME or change its password.
+    ///
+    /// The password is asked twice on a terminal; from a pipe it is the first line (a second
+    /// line, if any, must match): printf 'pw\npw\n' | fieldrelay console-user add NAME
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    Add {
+        /// The login: 1 to 64 printable characters without ':' or spaces.
+        name: String,
+        /// The password file (name:bcrypt-hash lines, as htpasswd -B writes them).
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// Remove NAME.
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    Delete {
+        /// The login to remove.
+        name: String,
+        /// The password file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// The user names, one per line.
+    #[command(after_help = CONSOLE_USER_EXIT)]
+    List {
+        /// The password file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::console::users::DEFAULT_FILE)]
+        file: PathBuf,
     },
 }
 

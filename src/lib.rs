@@ -17,11 +17,14 @@
 //! - [`local`] publishes live values and status to the on-site broker and takes its commands.
 //! - [`commands`] carries commands from the brokers down to the devices, validated and answered.
 //! - [`status`] publishes the gateway's certificates, each device's status and a health report.
+//! - [`console`] is the local web console (read-only pages and live values); nothing but [`app`]
+//!   uses it (and [`cli`] its users file's default path).
 //! - [`app`] wires the tasks together and owns shutdown; [`cli`] is the command line (help,
 //!   completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
 //!   SIGHUP without touching the queue.
-//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time.
+//! - [`metrics`] serves Prometheus metrics read from the parts at scrape time, over [`http`]
+//!   (hyper under our own limits), which also serves the [`console`].
 //! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar.
 //! - [`service`] talks to systemd: readiness, status line, a watchdog fed only while the
 //!   pipeline makes progress; and picks the journal as log sink when stderr is the journal.
@@ -34,7 +37,9 @@ pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod fleet;
+pub mod http;
 pub mod import;
 pub mod local;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! The `fieldrelay` command line: `run`, `check`, `probe`, `queue`, `simulate`, `points import`,
-//! `completions` (the options themselves are in `fieldrelay::cli`).
+//! `completions`, `console-user` (the options themselves are in `fieldrelay::cli`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -12,7 +12,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use fieldrelay::cli::{self, Cli, Command, PointsCommand, QueueCommand, StatsFormat};
+use fieldrelay::cli::{
+    self, Cli, Command, ConsoleUserCommand, PointsCommand, QueueCommand, StatsFormat,
+};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid. systemd's `RestartPreventExitStatus=78`
 /// keeps a broken config from restart-looping.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             return import(&csv, &target);
         }
         Command::Queue(command) => return queue(&command),
+        Command::ConsoleUser(command) => return console_user(&command),
         Command::Check { config } => return check(&config.config),
         Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
         Command::Simulate { ref config } => config.clone(),
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Check { .. }
         | Command::Queue(_)
         | Command::Points(_)
+        | Command::ConsoleUser(_)
         | Command::Completions { .. } => return ExitCode::from(2),
     };
     match result {
@@ -332,6 +336,30 @@ fn queue(command: &QueueCommand) -> ExitCode {
     }
 }
 
+/// `fieldrelay console-user …`: what changed on stderr, names on stdout.
+fn console_user(command: &ConsoleUserCommand) -> ExitCode {
+    use fieldrelay::console::users;
+    let result = match command {
+        ConsoleUserCommand::Add { name, file } => users::add(file, name)
+            .map(|()| eprintln!("{}: password set for {name}", file.display())),
+        ConsoleUserCommand::Delete { name, file } => {
+            users::delete(file, name).map(|()| eprintln!("{}: {name} deleted", file.display()))
+        }
+        ConsoleUserCommand::List { file } => users::list(file).map(|names| {
+            for name in names {
+                println!("{name}");
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
 /// Runs `fieldrelay simulate` on a simulator file (a `simulator:` section); `None` when `path`
 /// is not one (or cannot be read), so it is loaded as a gateway configuration, which reports a
 /// file that cannot be read.
@@ -411,7 +439,8 @@ where
 
 /// Logs go to the journal (native protocol: levels become priorities, fields journal fields)
 /// when stderr is the journal (`JOURNAL_STREAM`, under systemd), else as text to stderr.
-/// `RUST_LOG` filters both (default `info`).
+/// `RUST_LOG` filters both (default `info`). The console's log page keeps a copy of the last
+/// lines (inert until a console starts).
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = if fieldrelay::service::journal::stderr_is_journal() {
@@ -423,12 +452,15 @@ fn init_logging() {
         Some(Ok(layer)) => tracing_subscriber::registry()
             .with(filter)
             .with(layer)
+            .with(fieldrelay::console::LogLayer)
             .init(),
         fallback => {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
+                .finish()
+                .with(fieldrelay::console::LogLayer)
                 .init();
             if let Some(Err(error)) = fallback {
                 tracing::warn!(%error, "stderr is the journal but its socket cannot be used; logging text to stderr");

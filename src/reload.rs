@@ -8,7 +8,8 @@
 //! 2. Only `buses` and `devices` (with their points, `max_age` included: the queue takes the
 //!    new ages for rows committed after the reload) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
-//!    the `metrics`, `commands` and `local` sections, and any section added later until it is
+//!    the `metrics`, `commands`, `local` and `console` sections (the console's password file is
+//!    re-read when it changes, without a reload), and any section added later until it is
 //!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
 //!    ("needs a restart"), and nothing changes. Refusing the whole file rather than applying the
 //!    reloadable part keeps one rule: what runs is exactly one version of the file. (Applying
@@ -34,7 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{
-    self, CommandsConfig, Config, LocalConfig, StatusConfig, StoreConfig, UplinkConfig,
+    self, CommandsConfig, Config, ConsoleConfig, LocalConfig, StatusConfig, StoreConfig,
+    UplinkConfig,
 };
 use crate::fleet::{units, BusChanges, Fleet};
 use crate::modbus::SampleSink;
@@ -137,6 +139,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         ],
     );
     local_changes(running.local.as_ref(), new.local.as_ref(), &mut keys);
+    console_changes(running.console.as_ref(), new.console.as_ref(), &mut keys);
     // The points' `max_age`s are resolved into `store` but written on the points: they follow
     // the devices. The rest of `store` (the file's size, `on_full`, `sync`) needs a restart.
     let new_ages = StoreConfig {
@@ -225,12 +228,27 @@ fn push_changed<const N: usize>(keys: &mut Vec<String>, prefix: &str, changed: [
     );
 }
 
+/// An optional section on both sides; `None` when it is on neither, or (with `name` pushed)
+/// when it came or went.
+fn both_sides<'c, T>(
+    name: &str,
+    old: Option<&'c T>,
+    new: Option<&'c T>,
+    keys: &mut Vec<String>,
+) -> Option<(&'c T, &'c T)> {
+    match (old, new) {
+        (Some(old), Some(new)) => Some((old, new)),
+        (None, None) => None,
+        _ => {
+            keys.push(name.to_owned());
+            None
+        }
+    }
+}
+
 /// The `local.*` keys whose values differ; `local` itself when the section came or went.
 fn local_changes(old: Option<&LocalConfig>, new: Option<&LocalConfig>, keys: &mut Vec<String>) {
-    let (Some(old), Some(new)) = (old, new) else {
-        if old.is_some() != new.is_some() {
-            keys.push("local".to_owned());
-        }
+    let Some((old, new)) = both_sides("local", old, new, keys) else {
         return;
     };
     let LocalConfig {
@@ -251,6 +269,24 @@ fn local_changes(old: Option<&LocalConfig>, new: Option<&LocalConfig>, keys: &mu
         ("password_file", *password_file != old.password_file),
     ];
     push_changed(keys, "local.", changed);
+}
+
+/// The `console.*` keys whose values differ; `console` itself when the section came or went.
+/// The password file's contents are re-read by the console itself; its path needs a restart.
+fn console_changes(
+    old: Option<&ConsoleConfig>,
+    new: Option<&ConsoleConfig>,
+    keys: &mut Vec<String>,
+) {
+    let Some((old, new)) = both_sides("console", old, new, keys) else {
+        return;
+    };
+    let ConsoleConfig { listen, auth } = new;
+    let changed = [
+        ("listen", *listen != old.listen),
+        ("auth", *auth != old.auth),
+    ];
+    push_changed(keys, "console.", changed);
 }
 
 /// Reload results for the metrics endpoint.
@@ -528,6 +564,22 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
                 "commands.max_age".into(),
                 "local".into(),
             ])
+        );
+    }
+
+    #[test]
+    fn console_changes_need_a_restart() {
+        let console = |listen: &str| format!("{BASE}console: {{listen: '{listen}'}}\n");
+        assert_eq!(
+            plan(&config(BASE), &config(&console("127.0.0.1:8080"))),
+            Plan::NeedsRestart(vec!["console".into()])
+        );
+        assert_eq!(
+            plan(
+                &config(&console("127.0.0.1:8080")),
+                &config(&console("127.0.0.1:8081"))
+            ),
+            Plan::NeedsRestart(vec!["console.listen".into()])
         );
     }
 

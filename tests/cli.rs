@@ -51,7 +51,14 @@ fn completions_for_each_shell_know_the_subcommands() {
         assert!(output.status.success(), "{shell}");
         assert!(script.contains(marker), "{shell}:\n{script}");
         for sub in [
-            "run", "check", "probe", "queue", "simulate", "points", "import",
+            "run",
+            "check",
+            "probe",
+            "queue",
+            "simulate",
+            "points",
+            "import",
+            "console-user",
         ] {
             assert!(script.contains(sub), "{shell} lacks {sub}");
         }
@@ -77,6 +84,10 @@ fn package_assets_cover_every_subcommand() {
         "fieldrelay-queue-stats.1",
         "fieldrelay-points-import.1",
         "fieldrelay-completions.1",
+        "fieldrelay-console-user.1",
+        "fieldrelay-console-user-add.1",
+        "fieldrelay-console-user-delete.1",
+        "fieldrelay-console-user-list.1",
     ] {
         assert!(pages.iter().any(|p| p == page), "{page} not in {pages:?}");
     }

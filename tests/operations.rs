@@ -292,6 +292,18 @@ async fn metrics_follow_traffic_and_faults() {
         ),
         0.0
     );
+    // The command paths' metrics are served beside the rest.
+    assert_eq!(
+        value(&later, "fieldrelay_commands_waiting{origin=\"cloud\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &later,
+            "fieldrelay_commands_received_total{origin=\"cloud\"}"
+        ),
+        0.0
+    );
 
     // The meter answers every read with a Modbus exception: counted as exceptions, not as
     // timeouts or errors, and only for that device.

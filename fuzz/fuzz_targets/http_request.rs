@@ -1,22 +1,36 @@
-//! Any bytes a client of the metrics endpoint sends parse to a request, "incomplete" or an
-//! error, never a panic; a complete head never exceeds the limit, and what parses answers.
+//! Any bytes a client sends to the HTTP server (hyper under our limits, serving `/metrics`)
+//! get an answer or a closed connection, never a panic or a hang; and any bytes as an
+//! `Authorization` value parse to credentials or nothing.
 #![no_main]
 
-use fieldrelay::metrics::http::{parse_head, respond, MAX_HEAD};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fieldrelay::console::auth::parse_basic;
+use fieldrelay::http::{serve_connection, Connections, Route};
+use fieldrelay::metrics::{Endpoint, Metrics};
 use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fuzz_target!(|data: &[u8]| {
-    // As the server reads: growing prefixes in 1 KiB steps, at most MAX_HEAD + one chunk.
-    for end in (1..=data.len().min(MAX_HEAD + 1024)).step_by(1024).chain([data.len()]) {
-        match parse_head(&data[..end.min(data.len())]) {
-            Ok(Some(request)) => {
-                assert!(request.path.starts_with('/'));
-                let answer = respond(&request, || Some(String::from("m 1\n")));
-                assert!(answer.starts_with(b"HTTP/1.1 "));
-                break;
-            }
-            Ok(None) => assert!(end < MAX_HEAD),
-            Err(_) => break,
-        }
-    }
+    let _ = parse_basic(data);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let routes: Arc<[Arc<dyn Route>]> = Arc::from(vec![
+            Arc::new(Endpoint::new(Metrics::new())) as Arc<dyn Route>
+        ]);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let served = tokio::spawn(serve_connection(server, peer, routes, Connections::Browsers));
+        let _ = client.write_all(data).await;
+        // End of input: the server answers what it has and closes; no timeout is waited for.
+        let _ = client.shutdown().await;
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        assert!(answer.is_empty() || answer.starts_with(b"HTTP/1."), "{answer:?}");
+        served.await.expect("the connection task never panics");
+    });
 });

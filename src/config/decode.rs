@@ -454,7 +454,10 @@ mod tests {
         );
         assert_eq!(
             field_names::<RawRoot>(),
-            &["gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local"]
+            &[
+                "gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local",
+                "console"
+            ]
         );
     }
 

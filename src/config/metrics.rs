@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::decode::Decoded;
+use super::decode::{Decoded, Keys};
 use super::error::Issue;
+use super::rules::require;
 
 /// Where `/metrics` is served (Prometheus text format).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +37,21 @@ pub(crate) fn validate_metrics(
     let Some(Decoded { value, keys }) = metrics else {
         return Some(None);
     };
-    let path = keys.path_of("listen");
-    let Some(listen) = &value.listen else {
-        if !keys.rejected.contains("listen") {
-            let issue = if keys.present.contains("listen") {
-                Issue::key(path, "a value is required")
-            } else {
-                Issue::missing(path, "missing required key")
-            };
-            issues.push(issue);
-        }
-        return None;
-    };
-    match parse_listen(listen) {
-        Ok(listen) => Some(Some(MetricsConfig { listen })),
-        Err(message) => {
-            issues.push(Issue::value(path, message));
-            None
-        }
-    }
+    let listen = listen_address(keys, &value.listen, issues)?;
+    Some(Some(MetricsConfig { listen }))
+}
+
+/// A section's required `listen` key (`metrics.listen`, `console.listen`): an ip address and a
+/// port. `None`: missing or invalid (reported).
+pub(crate) fn listen_address(
+    keys: &Keys,
+    listen: &Option<String>,
+    issues: &mut Vec<Issue>,
+) -> Option<SocketAddr> {
+    let listen = require(keys, "listen", listen, issues)?;
+    parse_listen(listen)
+        .map_err(|message| issues.push(Issue::value(keys.path_of("listen"), message)))
+        .ok()
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {

@@ -7,15 +7,16 @@
 //! One file per section of the file, each holding the section's raw shape (serde structs that
 //! mirror the YAML), its rules (`validate_*`) and the types it resolves into: `gateway.rs`,
 //! `uplink.rs` (whose `status` keys are `status.rs`), `bus.rs`, `device.rs`, `point.rs`,
-//! `store.rs`, `metrics.rs`, `commands.rs` (also the write keys of a point) and `local.rs`. This
-//! file lists them, decodes the top level and hands each section to its file.
+//! `store.rs`, `metrics.rs`, `commands.rs` (also the write keys of a point), `local.rs` and
+//! `console.rs`. This file lists them, decodes the top level and hands each section to its file.
 //!
 //! Imports go one way, down these layers; inside a layer only where said:
 //! 1. [`packaged`] (the shipped example, loaded through this file); this file; [`files`] and
 //!    [`access`] (the files a configuration names, found in the raw sections before validation).
 //! 2. The sections. `device.rs` uses `point.rs` and `bus.rs`, `point.rs` uses `bus.rs` and
-//!    `commands.rs`, `store.rs` reads the points' `max_age` through `device.rs`, and `status.rs`
-//!    and `local.rs` read `uplink.rs`; nothing else crosses between sections.
+//!    `commands.rs`, `store.rs` reads the points' `max_age` through `device.rs`, `status.rs` and
+//!    `local.rs` read `uplink.rs`, and `console.rs` parses its `listen` as `metrics.rs` does;
+//!    nothing else crosses between sections.
 //! 3. What the sections share: `client.rs` (the MQTT client keys of `uplink` and `local`),
 //!    `register.rs` (Modbus tables, types and footprints), and `modicon.rs` (register numbers
 //!    from manuals), which uses `register.rs`.
@@ -51,6 +52,7 @@ pub mod access;
 mod bus;
 mod client;
 mod commands;
+mod console;
 mod decode;
 mod device;
 mod error;
@@ -83,6 +85,7 @@ pub use client::{
 pub use commands::{
     CommandsConfig, MissingTs, WriteConfig, WriteFunction, DEFAULT_COMMAND_MAX_AGE,
 };
+pub use console::{ConsoleAuth, ConsoleConfig};
 pub use device::{
     Coalesce, DeviceConfig, Planning, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_GAP, DEFAULT_OFFLINE_AFTER,
     DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_ID, MIN_POLL_INTERVAL,
@@ -139,6 +142,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The on-site broker fieldrelay publishes to as a client; `None` without a `local` section.
     pub local: Option<LocalConfig>,
+    /// The local web console; `None` without a `console` section.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Reads, parses and validates the configuration file at `path`, and opens and parses every
@@ -218,6 +223,7 @@ struct RawRoot {
     metrics: Option<Value>,
     commands: Option<Value>,
     local: Option<Value>,
+    console: Option<Value>,
 }
 
 /// The whole file, decoded as far as possible.
@@ -233,6 +239,7 @@ struct RawConfig {
     metrics: Option<decode::Decoded<metrics::RawMetrics>>,
     commands: Option<decode::Decoded<commands::RawCommands>>,
     local: Option<decode::Decoded<local::RawLocal>>,
+    console: Option<decode::Decoded<console::RawConsole>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -267,6 +274,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
     let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
     let commands = decode_section(&root.commands, "commands", &mut keys, issues);
     let local = decode_section(&root.local, "local", &mut keys, issues);
+    let console = decode_section(&root.console, "console", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -277,6 +285,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
         metrics,
         commands,
         local,
+        console,
     })
 }
 
@@ -302,6 +311,7 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
     let status = status::validate_status(raw.uplink.as_ref(), issues);
     let commands = commands::validate_commands(raw.commands.as_ref(), root, issues);
     let local = local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
+    let console = console::validate_console(raw.console.as_ref(), issues);
 
     Some(Config {
         gateway: gateway?,
@@ -313,6 +323,7 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         status: status?,
         commands: commands?,
         local: local?,
+        console: console?,
     })
 }
 

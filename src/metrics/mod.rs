@@ -11,14 +11,15 @@
 //!   `prometheus-client` counters/gauges/families in [`Metrics::registry_mut`] and updates them
 //!   itself. Adding e.g. the uplink's publish and reconnect counters is one collector reading
 //!   the uplink's stats plus one `metrics.add(...)` line in `app`.
-//! - **Tiny HTTP.** [`http`] is a bounded, hand-written HTTP/1.x responder (see its header for
-//!   the limits): a scrape endpoint needs one request line, and an HTTP stack would dominate the
-//!   binary's size on a gateway that should stay a few MB.
+//! - **Served by [`crate::http`]** as one [`Endpoint`] route: hyper under the server's limits
+//!   (see its header), on its own address or beside the console on the same one. The response
+//!   is what the hand-written responder before it sent: `text/plain; version=0.0.4`,
+//!   `Content-Length` and `Connection: close`, whatever else the address serves.
 //!
 //! # Failure behaviour
 //! - The address cannot be bound (in use, not an address of this host): logged at error level
-//!   and retried with backoff ([`BIND_RETRY_INITIAL`] doubling to [`BIND_RETRY_MAX`]); the
-//!   gateway keeps polling and forwarding. Metrics are not worth losing data for.
+//!   and retried with backoff ([`crate::http::BIND_RETRY_INITIAL`] doubling); the gateway keeps
+//!   polling and forwarding. Metrics are not worth losing data for.
 //! - A collector fails to encode (cannot happen when writing to a `String`): `500` for that
 //!   scrape.
 //! - Shutdown: the listener and every open connection stop when the cancellation token fires.
@@ -26,7 +27,6 @@
 pub mod commands;
 pub mod devices;
 mod encode;
-pub mod http;
 pub mod process;
 pub mod queue;
 pub mod reload;
@@ -34,17 +34,15 @@ pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
 
-use crate::backoff::Backoff;
+use crate::http::{Body, Connections, Responding, Route};
 
 pub use commands::CommandCollector;
 pub use devices::DeviceCollector;
@@ -53,10 +51,8 @@ pub use queue::QueueCollector;
 pub use reload::ReloadCollector;
 pub use uplink::UplinkCollector;
 
-/// First retry after a failed bind; doubles with jitter.
-pub const BIND_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Slowest retry: a port freed by another program is taken within a minute.
-pub const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The content type of the Prometheus text exposition format 0.0.4.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The metrics of the running gateway: a registry the parts register into.
 #[derive(Debug)]
@@ -117,40 +113,110 @@ impl Collector for BuildInfo {
     }
 }
 
-/// Serves `metrics` on `listen` until `cancel` fires. Binding is retried until it works (see
-/// the module's failure behaviour); the function returns only on cancellation.
-pub async fn serve(listen: SocketAddr, metrics: Metrics, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(BIND_RETRY_INITIAL, BIND_RETRY_MAX);
-    let listener = loop {
-        let bound = tokio::select! {
-            () = cancel.cancelled() => return,
-            bound = TcpListener::bind(listen) => bound,
-        };
-        match bound {
-            Ok(listener) => break listener,
-            Err(bind_error) => {
-                let first = backoff.failures() == 0;
-                let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-                if first {
-                    error!(%listen, error = %bind_error, ?delay, "cannot serve metrics; retrying (the gateway keeps running)");
-                } else {
-                    debug!(%listen, error = %bind_error, ?delay, "still cannot serve metrics");
-                }
-                http::pause(delay, &cancel).await;
-            }
-        }
-    };
-    match listener.local_addr() {
-        Ok(address) => info!(%address, "serving metrics on /metrics"),
-        Err(_) => info!(%listen, "serving metrics on /metrics"),
+/// `/metrics` as a route of the HTTP server.
+pub struct Endpoint(Arc<Metrics>);
+
+impl Endpoint {
+    pub fn new(metrics: Metrics) -> Endpoint {
+        Endpoint(Arc::new(metrics))
     }
-    let metrics = Arc::new(metrics);
-    http::serve(listener, move || metrics.render(), cancel).await;
+
+    /// The answer to a scrape: the text, or `500` when it cannot be encoded.
+    pub fn scrape(&self) -> Response<Body> {
+        let mut response = match self.0.render() {
+            Some(text) => {
+                let mut response = Response::new(Body::full(text));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
+                response
+            }
+            None => crate::http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the metrics\n",
+            ),
+        };
+        // One scrape per connection, as Prometheus does it, even where browsers keep theirs.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+impl Route for Endpoint {
+    fn claims(&self, path: &str) -> bool {
+        path == "/metrics"
+    }
+
+    fn respond(&self, _request: Request<hyper::body::Incoming>, _peer: SocketAddr) -> Responding {
+        let response = self.scrape();
+        Box::pin(async move { response })
+    }
+
+    fn connections(&self) -> Connections {
+        Connections::OnePerRequest
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{serve_connection, Connections};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Through the HTTP server, a scrape is what the responder before it sent: the same body
+    /// byte for byte (the process gauges aside, which move between two renderings), the same
+    /// content type, `Content-Length`, `Connection: close`.
+    #[tokio::test]
+    async fn a_scrape_over_http_is_the_rendered_text() {
+        let mut metrics = Metrics::new();
+        let cloud = Arc::new(crate::commands::CommandStats::new("cloud"));
+        cloud.busy.store(3, std::sync::atomic::Ordering::Relaxed);
+        metrics.add(CommandCollector::new(vec![cloud]));
+        let endpoint = Arc::new(Endpoint::new(metrics));
+        let routes: Arc<[Arc<dyn Route>]> = Arc::from(vec![endpoint.clone() as Arc<dyn Route>]);
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let served = tokio::spawn(serve_connection(
+            server,
+            peer,
+            routes,
+            Connections::Browsers,
+        ));
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        served.await.unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("\r\ncontent-type: {CONTENT_TYPE_TEXT}\r\n")),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        let steady = |text: &str| -> String {
+            text.lines()
+                .filter(|line| !line.starts_with("process_"))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        let rendered = endpoint.0.render().unwrap();
+        assert_eq!(steady(body), steady(&rendered));
+        assert!(body.contains("\nfieldrelay_build_info{version="), "{body}");
+        assert!(
+            body.contains("\nfieldrelay_commands_busy_total{origin=\"cloud\"} 3\n"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn build_info_and_process_metrics_are_always_there() {

@@ -163,7 +163,7 @@ pub mod unwritten;
 mod writer;
 
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};
-pub use recent::{CommandKey, RecentCommand};
+pub use recent::{CommandKey, CommandRecord, RecentCommand};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 
 use capacity::{Capacity, DropBurst};

@@ -160,6 +160,55 @@ pub(super) fn answer(
     Ok(())
 }
 
+/// A remembered command, as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub origin: String,
+    pub device: String,
+    pub point: String,
+    /// As JSON text (`"a1"`, `17`).
+    pub id: String,
+    /// The result payload as published; `None` while (or if interrupted) writing.
+    pub result: Option<String>,
+    /// When the command was first taken.
+    pub ts_ms: i64,
+}
+
+/// The `limit` newest remembered commands, newest first. A file without the table (written by
+/// an older build, opened read-only) has none.
+pub(super) fn newest(conn: &Connection, limit: usize) -> Result<Vec<CommandRecord>, QueueError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recent_commands')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT origin, device, point, id, state, result, ts_ms FROM recent_commands \
+         ORDER BY ts_ms DESC LIMIT ?1",
+    )?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            let state: i64 = r.get(4)?;
+            Ok(CommandRecord {
+                origin: r.get(0)?,
+                device: r.get(1)?,
+                point: r.get(2)?,
+                id: r.get(3)?,
+                result: if state == STATE_ANSWERED {
+                    r.get(5)?
+                } else {
+                    None
+                },
+                ts_ms: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 fn prune(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
     let retention = i64::try_from(RETENTION.as_millis()).unwrap_or(i64::MAX);
     tx.prepare_cached("DELETE FROM recent_commands WHERE ts_ms < ?1")?
@@ -221,6 +270,29 @@ mod tests {
             .query_row("SELECT ts_ms FROM recent_commands", [], |r| r.get(0))
             .unwrap();
         assert_eq!(ts, 1_000, "the first sighting is kept");
+    }
+
+    #[test]
+    fn the_newest_commands_are_listed_first() {
+        assert_eq!(
+            newest(&Connection::open_in_memory().unwrap(), 10).unwrap(),
+            [],
+            "a file without the table"
+        );
+        let mut conn = conn();
+        let tx = conn.transaction().unwrap();
+        begin(&tx, &key("a"), 1_000).unwrap();
+        answer(&tx, &key("a"), r#"{"id":"a","ok":true}"#, 1_500).unwrap();
+        begin(&tx, &key("b"), 2_000).unwrap();
+        begin(&tx, &key("c"), 3_000).unwrap();
+        tx.commit().unwrap();
+        let listed = newest(&conn, 2).unwrap();
+        let ids: Vec<_> = listed.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, [r#""c""#, r#""b""#]);
+        assert_eq!(listed[0].result, None, "still writing");
+        let all = newest(&conn, 10).unwrap();
+        assert_eq!(all[2].result.as_deref(), Some(r#"{"id":"a","ok":true}"#));
+        assert_eq!((all[2].ts_ms, all[2].device.as_str()), (1_000, "boiler"));
     }
 
     #[test]

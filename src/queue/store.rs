@@ -1036,6 +1036,11 @@ impl QueueReader {
             .collect())
     }
 
+    /// The `limit` newest commands the gateway remembers (ids, results), newest first.
+    pub fn recent_commands(&self, limit: usize) -> Result<Vec<super::CommandRecord>, QueueError> {
+        super::recent::newest(&self.conn, limit)
+    }
+
     /// Committed `last_seq`, depth and bytes in use, as the writer would report them.
     pub fn progress(&self) -> Result<QueueProgress, QueueError> {
         load_progress(&self.conn)

@@ -293,7 +293,10 @@ impl Link {
                             self.fresh_start = Some(false);
                             continue;
                         }
-                        Err(error) => warn!(%error, "uplink could not start a fresh session"),
+                        Err(error) => {
+                            self.stats.failed(&error);
+                            warn!(%error, "uplink could not start a fresh session")
+                        }
                     }
                 }
                 Ok((reader, writer, ack)) => {
@@ -315,12 +318,14 @@ impl Link {
                         Ended::Lost(error) => {
                             self.stats.lost();
                             self.down_since_ms = Some(now_ms());
+                            self.stats.failed(&error);
                             warn!(%error, "uplink connection lost")
                         }
                     }
                 }
                 Err(error) => {
                     self.stats.connect_failed();
+                    self.stats.failed(&error);
                     self.down_since_ms = Some(now_ms());
                     failed = Some(error);
                 }
@@ -329,6 +334,8 @@ impl Link {
                 return;
             }
             let delay = backoff.next_delay();
+            // The console shows the same attempt and delay as the log line below.
+            self.stats.redial_in(delay, backoff.failures());
             if let Some(error) = failed {
                 match failure_log.failed(Instant::now()) {
                     Some(unlogged) => warn!(

@@ -53,7 +53,7 @@ pub mod transport;
 pub use inbound::{AckToken, Inbound, Incoming};
 pub use link::{run, Uplink};
 pub use presence::Presence;
-pub use stats::{UplinkSnapshot, UplinkStats};
+pub use stats::{Retrying, UplinkSnapshot, UplinkStats};
 pub use transport::{Dialer, TransportError};
 
 /// Builds the dialer for the configured broker (reads the TLS files now).

@@ -1,10 +1,17 @@
-//! What the uplink counts, for the metrics endpoint ([`crate::metrics::UplinkCollector`]).
+//! What the uplink counts, for the metrics endpoint ([`crate::metrics::UplinkCollector`]) and
+//! the console.
 //!
 //! Plain atomics bumped by the link task — one relaxed add per batch of packets, never a lock —
 //! and read at scrape time. Only a view: no decision of the link depends on them. Counters count
-//! since the process started; the link state itself is the [`super::LinkState`] watch.
+//! since the process started; the link state itself is the [`super::LinkState`] watch. The
+//! last failure and the next attempt ([`Retrying`]) sit behind a mutex taken once per failed
+//! connection, never per packet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::sample::now_ms;
 
 /// Shared between the link task (writer) and the metrics collector (reader).
 #[derive(Debug, Default)]
@@ -18,6 +25,21 @@ pub struct UplinkStats {
     inflight: AtomicU64,
     live_discarded: AtomicU64,
     skipped_rows: AtomicU64,
+    retrying: Mutex<Option<Retrying>>,
+}
+
+/// Why the link is down and when it dials again; cleared by a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrying {
+    /// The last failure: a refused dial, a CONNACK refusal, a lost connection.
+    pub error: String,
+    /// Wall-clock ms of that failure.
+    pub failed_ms: i64,
+    /// Wall-clock ms of the next attempt; `None` until the backoff chose it.
+    pub next_attempt_ms: Option<i64>,
+    /// Failed attempts in a row, counted as the reconnect log lines' `attempt` counts them;
+    /// 0 until the backoff chose the next attempt.
+    pub attempt: u32,
 }
 
 /// [`UplinkStats`] at one instant.
@@ -67,6 +89,39 @@ impl UplinkStats {
 
     pub(super) fn connected(&self) {
         add(&self.connects, 1);
+        *self.retry_slot() = None;
+    }
+
+    /// The last failure and the next attempt while the link is down; `None` once connected
+    /// (and before the first failure).
+    pub fn retrying(&self) -> Option<Retrying> {
+        self.retry_slot().clone()
+    }
+
+    /// Records why the connection failed or ended.
+    pub(super) fn failed(&self, error: &dyn std::fmt::Display) {
+        *self.retry_slot() = Some(Retrying {
+            error: error.to_string(),
+            failed_ms: now_ms(),
+            next_attempt_ms: None,
+            attempt: 0,
+        });
+    }
+
+    /// Records when the link dials again, after `attempt` failures in a row.
+    pub(super) fn redial_in(&self, delay: Duration, attempt: u32) {
+        if let Some(retrying) = self.retry_slot().as_mut() {
+            let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            retrying.next_attempt_ms = Some(now_ms().saturating_add(delay));
+            retrying.attempt = attempt;
+        }
+    }
+
+    /// A poisoned lock only means a reader panicked mid-clone: the value is still whole.
+    fn retry_slot(&self) -> std::sync::MutexGuard<'_, Option<Retrying>> {
+        self.retrying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn connect_failed(&self) {
@@ -101,5 +156,30 @@ impl UplinkStats {
 
     pub(super) fn skipped_row(&self) {
         add(&self.skipped_rows, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_shown_until_the_next_connection() {
+        let stats = UplinkStats::default();
+        assert_eq!(stats.retrying(), None);
+        stats.redial_in(Duration::from_secs(1), 1); // nothing failed: nothing to show
+        assert_eq!(stats.retrying(), None);
+        let before = now_ms();
+        stats.failed(&"connection refused");
+        let retrying = stats.retrying().unwrap();
+        assert_eq!(retrying.error, "connection refused");
+        assert!(retrying.failed_ms >= before);
+        assert_eq!(retrying.next_attempt_ms, None);
+        stats.redial_in(Duration::from_secs(5), 3);
+        let next = stats.retrying().unwrap().next_attempt_ms.unwrap();
+        assert!(next >= retrying.failed_ms + 5000, "{next}");
+        assert_eq!(stats.retrying().unwrap().attempt, 3);
+        stats.connected();
+        assert_eq!(stats.retrying(), None);
     }
 }
