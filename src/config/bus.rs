@@ -19,8 +19,9 @@ use serde::Deserialize;
 use super::decode::{Decoded, DurationValue, Keys, List, PortValue};
 use super::error::Issue;
 use super::rules::{
-    check_unique, choice, collect_all, each, identifier, is_host, number, optional, port_number,
-    positive_duration, refuse_keys, require, required_choice, when_written, Choice,
+    check_unique, choice, collect_all, each, identifier, is_host, number, numbered, optional,
+    port_number, positive_duration, refuse_keys, require, required_choice, when_written, Choice,
+    Numbered,
 };
 use super::units::format_duration;
 
@@ -121,6 +122,10 @@ impl Choice for Parity {
 pub enum StopBits {
     One,
     Two,
+}
+
+impl Numbered for StopBits {
+    const NUMBERS: &'static [(i64, Self)] = &[(1, StopBits::One), (2, StopBits::Two)];
 }
 
 /// How a `serial_line` bus splits and asks for lines.
@@ -390,17 +395,7 @@ pub(crate) fn serial_settings(
         }
         fits
     });
-    let stop_bits = optional(keys, "stop_bits", raw.stop_bits, 1).and_then(|bits| match bits {
-        1 => Some(StopBits::One),
-        2 => Some(StopBits::Two),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("stop_bits"),
-                format!("must be 1 or 2, got {other}"),
-            ));
-            None
-        }
-    });
+    let stop_bits = numbered(keys, "stop_bits", raw.stop_bits, StopBits::One, issues);
     Some(SerialSettings {
         port: port?,
         baud_rate: baud_rate?,

@@ -27,8 +27,8 @@ use super::register::{
     ModbusSource, Table, WordOrder,
 };
 use super::rules::{
-    check_unique, choice, collect_all, each, finite, identifier, in_range, optional, positive,
-    refuse_keys, require, required_choice, when_written, Choice,
+    check_unique, choice, collect_all, each, finite, identifier, in_range, numbered, optional,
+    positive, refuse_keys, require, required_choice, when_written, Choice, Numbered,
 };
 use crate::modbus::plan::MAX_REGISTERS_PER_READ;
 
@@ -114,6 +114,14 @@ pub enum Qos {
     AtLeastOnce = 1,
     /// Committed to the queue first; deleted on PUBCOMP.
     ExactlyOnce = 2,
+}
+
+impl Numbered for Qos {
+    const NUMBERS: &'static [(i64, Self)] = &[
+        (0, Qos::AtMostOnce),
+        (1, Qos::AtLeastOnce),
+        (2, Qos::ExactlyOnce),
+    ];
 }
 
 /// When a new reading becomes a published sample.
@@ -250,18 +258,7 @@ fn validate_point(
         ));
         None
     });
-    let qos = optional(keys, "qos", raw.qos, 1).and_then(|qos| match qos {
-        0 => Some(Qos::AtMostOnce),
-        1 => Some(Qos::AtLeastOnce),
-        2 => Some(Qos::ExactlyOnce),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("qos"),
-                format!("must be 0, 1 or 2, got {other}"),
-            ));
-            None
-        }
-    });
+    let qos = numbered(keys, "qos", raw.qos, Qos::AtLeastOnce, issues);
     let retain = optional(keys, "retain", raw.retain, false);
     let reporting = reporting(keys, raw, is_string, issues);
     let unit = when_written(keys, "unit", &raw.unit, |unit| {

@@ -349,14 +349,51 @@ fn parse_word<T: Choice>(keys: &Keys, key: &str, word: &str, issues: &mut Vec<Is
 /// `unknown table "holdings": expected coil, discrete_input, input or holding (did you mean
 /// "holding"?)`
 pub(crate) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
-    let expected = match choices.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => choices.join(", "),
-    };
     let hint = closest(value, choices)
         .map(|near| format!(" (did you mean {near:?}?)"))
         .unwrap_or_default();
-    format!("unknown {what} {value:?}: expected {expected}{hint}")
+    format!(
+        "unknown {what} {value:?}: expected {}{hint}",
+        either(choices)
+    )
+}
+
+/// An enum that a key names with a number (`stop_bits: 2`, `qos: 1`): [`Choice`] for numbers.
+/// Read through [`numbered`], which refuses any other number as `must be 0, 1 or 2, got 3`.
+pub(crate) trait Numbered: Copy + 'static {
+    /// Every number with its value, in the order messages list them.
+    const NUMBERS: &'static [(i64, Self)];
+}
+
+/// An optional key numbering a `T`: `default` when absent, `None` when refused.
+pub(crate) fn numbered<T: Numbered>(
+    keys: &Keys,
+    key: &str,
+    value: Option<i64>,
+    default: T,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    let Some(number) = value else {
+        return optional(keys, key, None, default);
+    };
+    let found = T::NUMBERS.iter().find(|(written, _)| *written == number);
+    if found.is_none() {
+        let numbers: Vec<String> = T::NUMBERS.iter().map(|(n, _)| n.to_string()).collect();
+        issues.push(Issue::value(
+            keys.path_of(key),
+            format!("must be {}, got {number}", either(&numbers)),
+        ));
+    }
+    found.map(|(_, value)| *value)
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn either<S: AsRef<str>>(words: &[S]) -> String {
+    let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.join(", "),
+    }
 }
 
 #[cfg(test)]
