@@ -10,7 +10,8 @@
 //! `store.rs`, `metrics.rs`, `commands.rs` (also the write keys of a point), `local.rs` and
 //! `console.rs`. This file lists them, decodes the top level and hands each section to its file.
 //!
-//! Imports go one way, down these layers; inside a layer only where said:
+//! Imports go one way, down these layers; inside a layer only where said (a test here checks
+//! it against the same order, written as one list):
 //! 1. [`packaged`] (the shipped example, loaded through this file); this file; [`files`] and
 //!    [`access`] (the files a configuration names, found in the raw sections before validation).
 //! 2. The sections. `device.rs` uses `point.rs` and `bus.rs`, `point.rs` uses `bus.rs` and
@@ -332,6 +333,7 @@ mod tests {
     use super::*;
     use crate::config::testing::VALID;
     use crate::config::testing::{errors, with};
+    use std::collections::BTreeSet;
     use std::time::Duration;
 
     #[test]
@@ -508,5 +510,96 @@ mod tests {
             errors(&text),
             ["10:11: buses[0].port: must be between 1 and 65535, got 99999"]
         );
+    }
+
+    /// The modules of this folder, top first: each imports only modules after it (the layers of
+    /// the module doc, in one order). Test code is left out: a test may use anything.
+    const LAYOUT: &[&str] = &[
+        "packaged",
+        "mod",
+        "files",
+        "access",
+        "store",
+        "device",
+        "point",
+        "bus",
+        "commands",
+        "status",
+        "local",
+        "console",
+        "uplink",
+        "metrics",
+        "gateway",
+        "client",
+        "modicon",
+        "register",
+        "rules",
+        "decode",
+        "load",
+        "source_map",
+        "error",
+        "path",
+        "units",
+    ];
+
+    /// The modules of this folder that `code` names (`super::x`, `crate::config::x`, and in
+    /// `mod.rs` a bare `x::`).
+    fn named_modules(code: &str, in_mod_rs: bool) -> BTreeSet<&'static str> {
+        let mut named = BTreeSet::new();
+        for line in code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+        {
+            for module in LAYOUT {
+                let mut patterns = vec![format!("super::{module}"), format!("config::{module}")];
+                if in_mod_rs {
+                    patterns.push(format!(" {module}::"));
+                    patterns.push(format!("({module}::"));
+                }
+                let found = patterns.iter().any(|pattern| {
+                    line.match_indices(pattern.as_str()).any(|(at, _)| {
+                        let after = line[at + pattern.len()..].chars().next();
+                        !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
+                });
+                if found {
+                    named.insert(*module);
+                }
+            }
+        }
+        named
+    }
+
+    #[test]
+    fn imports_go_down_the_layout() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+        let mut files: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".rs") && name != "testing.rs")
+            .collect();
+        files.sort();
+        let mut wrong = Vec::new();
+        for file in &files {
+            let module = file.trim_end_matches(".rs");
+            let rank = LAYOUT.iter().position(|m| *m == module);
+            let Some(rank) = rank else {
+                wrong.push(format!("{file} is not in LAYOUT"));
+                continue;
+            };
+            let text = std::fs::read_to_string(folder.join(file)).unwrap();
+            let code = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
+            for named in named_modules(code, module == "mod") {
+                let below = LAYOUT.iter().position(|m| *m == named).unwrap();
+                if named != module && below <= rank {
+                    wrong.push(format!("{file} imports {named}, which is not below it"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert_eq!(files.len(), LAYOUT.len(), "{files:?}");
     }
 }
