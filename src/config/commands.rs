@@ -1,6 +1,5 @@
-//! What commands may write (issue 5): the optional `commands:` section, the write keys of a point
-//! (`writable`, `min`, `max`, `verify`, `write_function`, `command_max_age`) and a device's
-//! `offline_after`.
+//! What commands may write: the optional `commands:` section and the write keys of a point
+//! (`writable`, `min`, `max`, `verify`, `write_function`, `command_max_age`).
 //!
 //! ```yaml
 //! commands:
@@ -8,7 +7,6 @@
 //!   without_ts: execute   # execute | refuse commands that carry no ts
 //! devices:
 //!   - name: boiler
-//!     offline_after: 3    # failed polls before P/boiler/status says offline
 //!     points:
 //!       - name: setpoint
 //!         writable: true
@@ -36,20 +34,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::decode::{Decoded, DurationValue, Keys};
 use super::error::Issue;
-use super::raw::{Decoded, DurationValue, Keys, RawPoint};
-use super::validate::{optional, positive, unknown_choice};
-use super::{DataType, ModbusSource, Table};
+use super::register::{data_type_name, DataType, ModbusSource, Table};
+use super::rules::{choice, finite, optional, positive, positive_duration, when_written, Choice};
 
 /// Commands older than this (by their `ts`) are refused: a setpoint delivered a minute late is
 /// already suspicious, one delivered hours late (a persistent session held it through a WAN
 /// outage) can start a machine nobody expects to move.
 pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(60);
-/// Three failed polls: one lost reply (a CRC error, a busy device) does not flap the status, and
-/// a dead device is reported within three poll intervals (plus backoff).
-pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
-/// Above this, an outage would be reported hours late at any sane poll interval.
-pub const MAX_OFFLINE_AFTER: i64 = 10_000;
 
 /// The resolved `commands` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +72,14 @@ pub enum MissingTs {
     Refuse,
 }
 
+impl Choice for MissingTs {
+    const WHAT: &'static str = "without_ts policy";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("execute", MissingTs::Execute),
+        ("refuse", MissingTs::Refuse),
+    ];
+}
+
 /// How commands write a point (`writable: true` and its companions).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WriteConfig {
@@ -103,6 +104,14 @@ pub enum WriteFunction {
     Multiple,
 }
 
+impl Choice for WriteFunction {
+    const WHAT: &'static str = "write_function";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("single", WriteFunction::Single),
+        ("multiple", WriteFunction::Multiple),
+    ];
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCommands {
@@ -119,48 +128,34 @@ pub(crate) fn validate_commands(
     let Some(Decoded { value, keys }) = raw else {
         return (!root.rejected.contains("commands")).then(CommandsConfig::default);
     };
-    let max_age = optional(
+    let max_age = positive_duration(
         keys,
         "max_age",
-        value.max_age.map(|d| d.0),
+        value.max_age,
         DEFAULT_COMMAND_MAX_AGE,
-    )
-    .and_then(|age| positive(keys, "max_age", age, issues));
-    let without_ts = optional(
+        issues,
+    );
+    let without_ts = choice(
         keys,
         "without_ts",
-        value.without_ts.clone(),
-        "execute".into(),
-    )
-    .and_then(|text| match text.as_str() {
-        "execute" => Some(MissingTs::Execute),
-        "refuse" => Some(MissingTs::Refuse),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("without_ts"),
-                unknown_choice("without_ts policy", other, &["execute", "refuse"]),
-            ));
-            None
-        }
-    });
+        &value.without_ts,
+        MissingTs::Execute,
+        issues,
+    );
     Some(CommandsConfig {
         max_age: max_age?,
         without_ts: without_ts?,
     })
 }
 
-/// A device's `offline_after`.
-pub(crate) fn offline_after(keys: &Keys, raw: Option<i64>, issues: &mut Vec<Issue>) -> Option<u32> {
-    let value = optional(keys, "offline_after", raw, i64::from(DEFAULT_OFFLINE_AFTER))?;
-    if (1..=MAX_OFFLINE_AFTER).contains(&value) {
-        u32::try_from(value).ok()
-    } else {
-        issues.push(Issue::value(
-            keys.path_of("offline_after"),
-            format!("must be between 1 and {MAX_OFFLINE_AFTER} failed polls, got {value}"),
-        ));
-        None
-    }
+/// A point's write keys, as written (the point's other keys are not the write rules' business).
+pub(crate) struct WriteKeys<'a> {
+    pub writable: Option<bool>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub verify: Option<bool>,
+    pub function: &'a Option<String>,
+    pub max_age: Option<DurationValue>,
 }
 
 /// What the point rules already resolved, as far as they could.
@@ -177,98 +172,32 @@ pub(crate) struct WriteTarget<'a> {
 const WRITE_KEYS: [&str; 5] = ["min", "max", "verify", "write_function", "command_max_age"];
 
 /// The point's write settings: `Some(None)` when it is not writable, `None` when a write key is
-/// invalid (issues pushed).
+/// invalid (issues pushed). `keys` are the point's.
 pub(crate) fn validate_write(
     keys: &Keys,
-    raw: &RawPoint,
+    raw: &WriteKeys<'_>,
     target: &WriteTarget<'_>,
     issues: &mut Vec<Issue>,
 ) -> Option<Option<WriteConfig>> {
-    let writable = optional(keys, "writable", raw.writable, false)?;
-    if !writable {
-        let mut ok = true;
-        for key in WRITE_KEYS {
-            if keys.present.contains(key) && !keys.rejected.contains(key) {
-                issues.push(Issue::key(
-                    keys.path_of(key),
-                    format!("`{key}` applies to writable points (add writable: true)"),
-                ));
-                ok = false;
-            }
-        }
-        return ok.then_some(None);
-    }
-    let mut ok = true;
-    let mut refuse = |message: String, issues: &mut Vec<Issue>| {
-        issues.push(Issue::value(keys.path_of("writable"), message));
-        ok = false;
-    };
-    if target.is_line {
-        refuse(
-            "a serial_line point cannot be written: the instrument only sends lines".to_owned(),
-            issues,
-        );
-    } else if let Some(source) = target.source {
-        match (source.table, source.bit) {
-            (Table::Input | Table::DiscreteInput, _) => refuse(
-                format!(
-                    "a point in the {} table cannot be written (only coil and holding points can)",
-                    if source.table == Table::Input {
-                        "input"
-                    } else {
-                        "discrete_input"
-                    }
-                ),
-                issues,
-            ),
-            (_, Some(_)) => refuse(
-                "a bit of a register cannot be written: it would need a read-modify-write of \
-                 the whole register, racing the device"
-                    .to_owned(),
-                issues,
-            ),
-            _ => {}
-        }
-    }
-    let numeric = target
-        .data_type
-        .map(|t| !matches!(t, DataType::Bool | DataType::String { .. }));
-    let bound = |key: &str, value: Option<f64>, issues: &mut Vec<Issue>| -> Option<Option<f64>> {
-        if keys.rejected.contains(key) {
-            return None;
-        }
-        let Some(value) = value else {
-            return Some(None);
-        };
-        if !value.is_finite() {
-            issues.push(Issue::value(keys.path_of(key), "must be a finite number"));
-            return None;
-        }
-        if numeric == Some(false) {
+    if !optional(keys, "writable", raw.writable, false)? {
+        let written: Vec<&str> = WRITE_KEYS
+            .into_iter()
+            .filter(|key| keys.present.contains(*key) && !keys.rejected.contains(*key))
+            .collect();
+        for key in &written {
             issues.push(Issue::key(
                 keys.path_of(key),
-                format!(
-                    "`{key}` applies to numeric points, not to {}",
-                    type_text(target)
-                ),
+                format!("`{key}` applies to writable points (add writable: true)"),
             ));
-            return None;
         }
-        if let Some((lo, hi)) = engineering_range(target) {
-            if value < lo || value > hi {
-                issues.push(Issue::value(
-                    keys.path_of(key),
-                    format!(
-                        "{value} is outside what the point can hold after scaling ({lo} to {hi})"
-                    ),
-                ));
-                return None;
-            }
-        }
-        Some(Some(value))
-    };
-    let min = bound("min", raw.min, issues);
-    let max = bound("max", raw.max, issues);
+        return written.is_empty().then_some(None);
+    }
+    let refusal = write_refusal(target);
+    if let Some(message) = &refusal {
+        issues.push(Issue::value(keys.path_of("writable"), message.as_str()));
+    }
+    let min = bound(keys, "min", raw.min, target, issues);
+    let max = bound(keys, "max", raw.max, target, issues);
     let (min, max) = match (min, max) {
         (Some(Some(lo)), Some(Some(hi))) if lo > hi => {
             issues.push(Issue::value(
@@ -280,42 +209,11 @@ pub(crate) fn validate_write(
         pair => pair,
     };
     let verify = optional(keys, "verify", raw.verify, false);
-    let single_fits = target
-        .data_type
-        .map(|t| t.width() == 1 && !matches!(t, DataType::String { .. }));
-    let function = match raw.write_function.as_deref() {
-        None if keys.rejected.contains("write_function") => None,
-        None => Some(if single_fits == Some(false) {
-            WriteFunction::Multiple
-        } else {
-            WriteFunction::Single
-        }),
-        Some("multiple") => Some(WriteFunction::Multiple),
-        Some("single") if single_fits == Some(false) => {
-            issues.push(Issue::value(
-                keys.path_of("write_function"),
-                format!(
-                    "{} spans several registers: it is written with write_function: multiple (FC 16)",
-                    type_text(target)
-                ),
-            ));
-            None
-        }
-        Some("single") => Some(WriteFunction::Single),
-        Some(other) => {
-            issues.push(Issue::value(
-                keys.path_of("write_function"),
-                unknown_choice("write_function", other, &["single", "multiple"]),
-            ));
-            None
-        }
-    };
-    let max_age = match raw.command_max_age.map(|d| d.0) {
-        None if keys.rejected.contains("command_max_age") => None,
-        None => Some(None),
-        Some(age) => positive(keys, "command_max_age", age, issues).map(Some),
-    };
-    if !ok {
+    let function = write_function(keys, raw.function, target, issues);
+    let max_age = when_written(keys, "command_max_age", &raw.max_age, |age| {
+        positive(keys, "command_max_age", age.0, issues)
+    });
+    if refusal.is_some() {
         return None;
     }
     Some(Some(WriteConfig {
@@ -327,12 +225,102 @@ pub(crate) fn validate_write(
     }))
 }
 
+/// Why the point cannot be written at all, if it cannot.
+fn write_refusal(target: &WriteTarget<'_>) -> Option<String> {
+    if target.is_line {
+        return Some(
+            "a serial_line point cannot be written: the instrument only sends lines".to_owned(),
+        );
+    }
+    let source = target.source?;
+    match (source.table, source.bit) {
+        (Table::Input | Table::DiscreteInput, _) => Some(format!(
+            "a point in the {} table cannot be written (only coil and holding points can)",
+            source.table.word()
+        )),
+        (_, Some(_)) => Some(
+            "a bit of a register cannot be written: it would need a read-modify-write of the \
+             whole register, racing the device"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// `min` or `max`: finite, for a numeric point, inside what it can hold after scaling.
+fn bound(
+    keys: &Keys,
+    key: &str,
+    value: Option<f64>,
+    target: &WriteTarget<'_>,
+    issues: &mut Vec<Issue>,
+) -> Option<Option<f64>> {
+    when_written(keys, key, &value, |value| {
+        let value = finite(keys, key, *value, issues)?;
+        if matches!(
+            target.data_type,
+            Some(DataType::Bool | DataType::String { .. })
+        ) {
+            issues.push(Issue::key(
+                keys.path_of(key),
+                format!(
+                    "`{key}` applies to numeric points, not to {}",
+                    type_text(target)
+                ),
+            ));
+            return None;
+        }
+        match engineering_range(target) {
+            Some((lo, hi)) if value < lo || value > hi => {
+                issues.push(Issue::value(
+                    keys.path_of(key),
+                    format!(
+                        "{value} is outside what the point can hold after scaling ({lo} to {hi})"
+                    ),
+                ));
+                None
+            }
+            _ => Some(value),
+        }
+    })
+}
+
+/// `write_function`: `single` where the value fits one coil or register (the default there),
+/// else `multiple`.
+fn write_function(
+    keys: &Keys,
+    value: &Option<String>,
+    target: &WriteTarget<'_>,
+    issues: &mut Vec<Issue>,
+) -> Option<WriteFunction> {
+    let too_wide = target
+        .data_type
+        .is_some_and(|t| t.width() != 1 || matches!(t, DataType::String { .. }));
+    let default = if too_wide {
+        WriteFunction::Multiple
+    } else {
+        WriteFunction::Single
+    };
+    let function = choice(keys, "write_function", value, default, issues)?;
+    if function == WriteFunction::Single && too_wide {
+        issues.push(Issue::value(
+            keys.path_of("write_function"),
+            format!(
+                "{} spans several registers: it is written with write_function: multiple (FC 16)",
+                type_text(target)
+            ),
+        ));
+        return None;
+    }
+    Some(function)
+}
+
 /// `a bool point`, `a u32`, `a string point`: the point's type for messages.
 fn type_text(target: &WriteTarget<'_>) -> String {
     match target.data_type {
         Some(DataType::Bool) => "a bool point".to_owned(),
         Some(DataType::String { .. }) => "a string point".to_owned(),
-        Some(t) => format!("a {}", super::validate::data_type_name(t)),
+        Some(t) => format!("a {}", data_type_name(t)),
         None => "this point".to_owned(),
     }
 }
@@ -357,7 +345,7 @@ fn engineering_range(target: &WriteTarget<'_>) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_str;
+    use crate::config::{load_str, DEFAULT_OFFLINE_AFTER};
 
     const BASE: &str = "\
 gateway: {id: gw, data_dir: /d}

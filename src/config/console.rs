@@ -22,10 +22,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::decode::{decode_mapping, Decoded};
 use super::error::Issue;
 use super::metrics::listen_address;
-use super::raw::{decode_mapping, Decoded};
-use super::validate::require;
+use super::rules::require;
 
 /// The resolved `console` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

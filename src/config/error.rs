@@ -28,7 +28,7 @@
 
 use std::fmt;
 
-use super::source_map::{KeyPath, Pos};
+use super::path::{KeyPath, Pos};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]

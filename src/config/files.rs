@@ -20,11 +20,12 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::access::ServiceUser;
+use super::client::parse_mqtt_url;
+use super::decode::Decoded;
 use super::error::Issue;
-use super::raw::RawConfig;
-use super::source_map::KeyPath;
-use super::validate::{parse_mqtt_url, DEFAULT_CA_FILE};
-use super::TlsConfig;
+use super::local::RawLocal;
+use super::path::KeyPath;
+use super::uplink::{RawUplink, TlsConfig, DEFAULT_CA_FILE};
 
 /// Which file of a TLS setup a problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +166,10 @@ pub(crate) enum FileRef {
 
 /// The files `raw` names, from what was written (so they are checked whatever else is wrong).
 /// Values that are not usable paths are left to validation, which reports them.
-pub(crate) fn references(raw: &RawConfig) -> Vec<FileRef> {
+pub(crate) fn references(
+    uplink: Option<&Decoded<RawUplink>>,
+    local: Option<&Decoded<RawLocal>>,
+) -> Vec<FileRef> {
     let mut refs = Vec::new();
     let path = |at: KeyPath, value: &Option<String>| {
         value
@@ -173,7 +177,7 @@ pub(crate) fn references(raw: &RawConfig) -> Vec<FileRef> {
             .filter(|text| !text.is_empty() && !text.contains('\0'))
             .map(|text| (at, PathBuf::from(text)))
     };
-    if let Some(uplink) = &raw.uplink {
+    if let Some(uplink) = uplink {
         let (value, keys) = (&uplink.value, &uplink.keys);
         let mqtts = value
             .url
@@ -207,7 +211,7 @@ pub(crate) fn references(raw: &RawConfig) -> Vec<FileRef> {
         }
         refs.extend(path(keys.path_of("password_file"), &value.password_file).map(password));
     }
-    if let Some(local) = &raw.local {
+    if let Some(local) = local {
         let at = local.keys.path_of("password_file");
         refs.extend(path(at, &local.value.password_file).map(password));
     }
@@ -289,13 +293,14 @@ fn check_client<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::decode_sections;
     use crate::config::load::load_document;
-    use crate::config::raw;
 
     fn refs(uplink: &str, local: &str) -> Vec<FileRef> {
         let text = format!("gateway: {{id: gw}}\nuplink:\n{uplink}{local}");
         load_document(&text, "c.yaml", |document, issues| {
-            raw::decode(document, issues).map(|raw| references(&raw))
+            decode_sections(document, issues)
+                .map(|raw| references(raw.uplink.as_ref(), raw.local.as_ref()))
         })
         .unwrap_or_else(|errors| panic!("{errors}"))
     }

@@ -1,10 +1,11 @@
-//! Loading: file → text → YAML tree → decoded sections → validated [`Config`], with every
+//! Loading: file → text → YAML tree → decoded sections → validated configuration, with every
 //! problem of the file reported at once.
 //!
 //! The pipeline, and why each step is separate:
 //!
-//! 1. **Read** the file ([`load`] and [`read_text`] only). At most [`MAX_FILE_SIZE`] bytes, and
-//!    it must be UTF-8; a bad byte is reported at its line and column.
+//! 1. **Read** the file ([`read_text`], for `load` but not `load_str`). At most
+//!    [`MAX_FILE_SIZE`] bytes, and it must be UTF-8; a bad byte is reported at its line and
+//!    column.
 //! 2. **Scan** with the YAML parser into a [`SourceMap`] (key path → line, column). A syntax error
 //!    stops here as a single error: nothing after it would be trustworthy. Duplicate keys and
 //!    extra documents are collected and loading goes on.
@@ -12,8 +13,8 @@
 //!    the first occurrence (the scan reported them), booleans are YAML 1.2 only (`yes`/`no`/`on`
 //!    stay strings, so `name: no` is the name "no"), and NaN/infinity become strings so that
 //!    `serde_json::Value` cannot turn them into `null`, which would read as "use the default".
-//! 4. **Decode** section by section, item by item, key by key ([`super::raw`]).
-//! 5. **Validate** semantics and resolve defaults ([`super::validate`]). [`load`] also opens and
+//! 4. **Decode** section by section, item by item, key by key ([`super::decode`]).
+//! 5. **Validate** semantics and resolve defaults (each section's file). `load` also opens and
 //!    parses every file the configuration names ([`super::files`]).
 //! 6. **Locate** every issue in the source map and sort by position.
 //!
@@ -26,65 +27,13 @@ use std::path::Path;
 
 use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy};
 
-use super::access::ServiceUser;
 use super::error::{ConfigError, ConfigErrors, Issue};
-use super::files;
-use super::raw;
-use super::source_map::{KeyPath, Pos, SourceMap};
-use super::validate;
-use super::Config;
+use super::path::{KeyPath, Pos};
+use super::source_map::SourceMap;
 
 /// Refuse files above this size: a configuration is a few kilobytes, and a wrong `--config`
 /// (a log file, `/dev/zero`) should fail fast instead of filling memory.
 pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
-
-/// Reads, parses and validates the configuration file at `path`, and opens and parses every
-/// file it names (TLS certificates and key, password files: [`super::files`]). Errors name the
-/// file as given.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_with_warnings(path).map(|(config, _)| config)
-}
-
-/// [`load`], with the warnings of a valid file (print them with
-/// [`ConfigError::as_warning`]); the errors of an invalid one carry its warnings too.
-pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
-    load_file(path, None)
-}
-
-/// What [`load_for_check`] found in a valid file.
-#[derive(Debug)]
-pub struct Checked {
-    pub config: Config,
-    pub warnings: Vec<ConfigError>,
-    /// The service user whose access to every named file was checked (run as root only).
-    pub service_user: Option<String>,
-}
-
-/// [`load_with_warnings`] for `fieldrelay check`: run as root, it also checks that the service
-/// user may read every file the configuration names ([`super::access`]), and says which user
-/// it checked for.
-pub fn load_for_check(path: &Path) -> Result<Checked, ConfigErrors> {
-    let user = ServiceUser::when_root();
-    let (config, warnings) = load_file(path, user.as_ref())?;
-    Ok(Checked {
-        config,
-        warnings,
-        service_user: user.map(|user| user.name),
-    })
-}
-
-fn load_file(
-    path: &Path,
-    user: Option<&ServiceUser>,
-) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
-    let text = read_text(path)?;
-    load_document_with_warnings(&text, &path.display().to_string(), |document, issues| {
-        let raw = raw::decode(document, issues)?;
-        // Every named file, whatever else is wrong: all problems at once.
-        files::check(&files::references(&raw), user, issues);
-        validate::validate(&raw, issues)
-    })
-}
 
 /// Reads the file at `path` as text: at most [`MAX_FILE_SIZE`] bytes of UTF-8, a bad byte
 /// reported at its line and column. Errors name the file as given.
@@ -121,22 +70,6 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(bytes)
-}
-
-/// Parses and validates configuration `text`; `file_name` is used in the errors. The files the
-/// text names are not opened.
-pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
-    load_str_with_warnings(text, file_name).map(|(config, _)| config)
-}
-
-/// [`load_str`] with the warnings of a valid file.
-pub fn load_str_with_warnings(
-    text: &str,
-    file_name: &str,
-) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
-    load_document_with_warnings(text, file_name, |document, issues| {
-        raw::decode(document, issues).and_then(|raw| validate::validate(&raw, issues))
-    })
 }
 
 /// Steps 2 to 6 of the pipeline with `build` as steps 4 and 5: `build` decodes and checks the
@@ -253,6 +186,7 @@ fn resolve(issues: Vec<Issue>, source_map: &SourceMap, file_name: &str) -> Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{load, load_str, Config};
 
     fn lines(result: Result<Config, ConfigErrors>) -> Vec<String> {
         match result {

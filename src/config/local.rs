@@ -1,4 +1,4 @@
-//! The optional `local:` section (issue 6): the on-site broker fieldrelay connects to as a client,
+//! The optional `local:` section: the on-site broker fieldrelay connects to as a client,
 //! to publish live values and status for HMIs and to take their commands.
 //!
 //! ```yaml
@@ -21,14 +21,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::client;
+use super::decode::{Decoded, DurationValue};
 use super::error::Issue;
-use super::raw::{Decoded, DurationValue};
-use super::units::format_duration;
-use super::validate::{
-    is_identifier, optional, parse_mqtt_url, topic_prefix_problem, DEFAULT_KEEP_ALIVE,
-    MAX_CLIENT_ID_LEN, MAX_KEEP_ALIVE,
-};
-use super::UplinkConfig;
+use super::uplink::UplinkConfig;
 
 /// The resolved `local` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,22 +62,9 @@ pub(crate) fn validate_local(
     let Some(Decoded { value, keys }) = raw else {
         return Some(None);
     };
-    let url = match &value.url {
-        Some(url) => Some(url),
-        None => {
-            if !keys.rejected.contains("url") {
-                let issue = if keys.present.contains("url") {
-                    Issue::key(keys.path_of("url"), "a value is required")
-                } else {
-                    Issue::missing(keys.path_of("url"), "missing required key")
-                };
-                issues.push(issue);
-            }
-            None
-        }
-    };
-    let endpoint = url.and_then(|url| match parse_mqtt_url(url) {
-        Ok((_, _, true)) => {
+    let endpoint = client::url(keys, &value.url, issues).and_then(|(host, port, tls)| {
+        if tls {
+            let url = value.url.as_deref().unwrap_or_default();
             issues.push(Issue::value(
                 keys.path_of("url"),
                 format!(
@@ -90,102 +73,17 @@ pub(crate) fn validate_local(
                      listener)"
                 ),
             ));
-            None
+            return None;
         }
-        Ok((host, port, false)) => Some((host, port)),
-        Err(error) => {
-            issues.push(Issue::value(keys.path_of("url"), error.to_string()));
-            None
-        }
+        Some((host, port))
     });
-    let client_id = match &value.client_id {
-        Some(id) if is_identifier(id) && id.len() <= MAX_CLIENT_ID_LEN => Some(id.clone()),
-        Some(id) => {
-            issues.push(Issue::value(
-                keys.path_of("client_id"),
-                format!(
-                    "invalid client id {id:?}: use 1 to {MAX_CLIENT_ID_LEN} letters, digits, \"_\" or \"-\""
-                ),
-            ));
-            None
-        }
-        None if keys.rejected.contains("client_id") => None,
-        None => uplink.and_then(|uplink| {
-            let id = format!("{}-local", uplink.client_id);
-            if id.len() <= MAX_CLIENT_ID_LEN {
-                Some(id)
-            } else {
-                issues.push(Issue::missing(
-                    keys.path_of("client_id"),
-                    format!(
-                        "the default client id {id:?} is longer than {MAX_CLIENT_ID_LEN} characters: set local.client_id"
-                    ),
-                ));
-                None
-            }
-        }),
-    };
-    let keep_alive = optional(
-        keys,
-        "keep_alive",
-        value.keep_alive.map(|d| d.0),
-        DEFAULT_KEEP_ALIVE,
-    )
-    .and_then(|keep_alive| {
-        if keep_alive < Duration::from_secs(1)
-            || keep_alive > MAX_KEEP_ALIVE
-            || keep_alive.subsec_nanos() != 0
-        {
-            issues.push(Issue::value(
-                keys.path_of("keep_alive"),
-                format!(
-                    "must be whole seconds between 1s and 65535s, got {}",
-                    format_duration(keep_alive)
-                ),
-            ));
-            None
-        } else {
-            Some(keep_alive)
-        }
-    });
-    let topic_prefix = match &value.topic_prefix {
-        Some(prefix) => match topic_prefix_problem(prefix) {
-            None => Some(prefix.clone()),
-            Some(problem) => {
-                issues.push(Issue::value(keys.path_of("topic_prefix"), problem));
-                None
-            }
-        },
-        None if keys.rejected.contains("topic_prefix") => None,
-        None => uplink.map(|uplink| uplink.topic_prefix.clone()),
-    };
-    let username = match &value.username {
-        Some(name) if name.is_empty() || name.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("username"),
-                "must not be empty or contain a nul character",
-            ));
-            None
-        }
-        other => Some(other.clone()),
-    };
-    let password_file = match &value.password_file {
-        Some(file) if file.is_empty() || file.contains('\0') => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "must be a file path",
-            ));
-            None
-        }
-        Some(_) if value.username.is_none() && !keys.rejected.contains("username") => {
-            issues.push(Issue::value(
-                keys.path_of("password_file"),
-                "needs a username (mqtt 3.1.1 sends no password without one)",
-            ));
-            None
-        }
-        other => Some(other.as_ref().map(PathBuf::from)),
-    };
+    let default_id = uplink.map(|uplink| format!("{}-local", uplink.client_id));
+    let client_id = client::client_id(keys, &value.client_id, default_id, issues);
+    let keep_alive = client::keep_alive(keys, value.keep_alive, issues);
+    let default_prefix = uplink.map(|uplink| uplink.topic_prefix.clone());
+    let topic_prefix = client::topic_prefix(keys, &value.topic_prefix, default_prefix, issues);
+    let username = client::username(keys, &value.username, issues);
+    let password_file = client::password_file(keys, &value.password_file, &value.username, issues);
     let (host, port) = endpoint?;
     Some(Some(LocalConfig {
         host,
@@ -251,6 +149,22 @@ devices: [{{name: a, bus: plc1, points: [{{name: p, table: coil, address: 0, typ
             Err(vec![
                 "local.url: missing required key".to_owned(),
                 "local.client_id: invalid client id \"a b\": use 1 to 128 letters, digits, \"_\" or \"-\"".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn keep_alive_is_refused_in_the_uplinks_words() {
+        assert_eq!(
+            config("local: {url: 'mqtt://h', keep_alive: 1500ms}\n"),
+            Err(vec![
+                "local.keep_alive: must be a whole number of seconds (mqtt sends it in seconds), got 1500ms".to_owned(),
+            ])
+        );
+        assert_eq!(
+            config("local: {url: 'mqtt://h', keep_alive: 0s}\n"),
+            Err(vec![
+                "local.keep_alive: must be between 1s and 65535s, got 0s".to_owned()
             ])
         );
     }

@@ -1,4 +1,4 @@
-//! The optional `metrics:` section: where the Prometheus endpoint listens (issue 7).
+//! The optional `metrics:` section: where the Prometheus endpoint listens.
 //!
 //! ```yaml
 //! metrics:
@@ -13,10 +13,15 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::decode::{Decoded, Keys};
 use super::error::Issue;
-use super::raw::{Decoded, Keys};
-use super::validate::require;
-use super::MetricsConfig;
+use super::rules::require;
+
+/// Where `/metrics` is served (Prometheus text format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,9 +15,10 @@
 
 use std::fmt;
 
+use super::decode::Keys;
 use super::error::Issue;
-use super::raw::Keys;
-use super::Table;
+use super::register::Table;
+use super::rules::Choice;
 
 /// A Modicon reference resolved to a table and its 0-based protocol address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +125,10 @@ impl fmt::Display for ModiconReference {
 /// address at all). `None` when it does not.
 pub fn modicon_hint(table: Option<Table>, address: i64) -> Option<String> {
     let reference = ModiconReference::from_number(address)?;
-    let table_name = super::validate::table_name;
     if address > i64::from(u16::MAX) {
         return Some(format!(
             "{address} looks like {reference}: did you mean table: {}, address: {}?",
-            table_name(reference.table),
+            reference.table.word(),
             reference.address
         ));
     }
@@ -148,7 +148,7 @@ pub(crate) fn check_address(
     address: Option<i64>,
     issues: &mut Vec<Issue>,
 ) {
-    let table = table.and_then(super::validate::parse_table);
+    let table = table.and_then(Table::parse);
     if let Some(message) = address.and_then(|address| modicon_hint(table, address)) {
         issues.push(Issue::warning(keys.path_of("address"), message));
     }

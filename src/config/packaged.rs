@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::load::load_str;
+use super::load_str;
 
 /// The example, as built into this binary.
 pub const EXAMPLE: &str = include_str!("../../config/example.yaml");

@@ -21,79 +21,17 @@
 //! Positions are 1-based lines and 1-based columns counted in characters, as editors show them.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde_saphyr::granit_parser::{Event, Marker, Parser};
 
 use super::error::{At, Issue, Note};
+use super::path::{KeyPath, Pos};
 
-/// One step of a [`KeyPath`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-/// The address of a node in the document, e.g. `devices[0].points[2].qos`. The root is the
-/// empty path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct KeyPath(Vec<Segment>);
-
-impl KeyPath {
-    pub(crate) fn root() -> KeyPath {
-        KeyPath(Vec::new())
-    }
-
-    /// This path extended by a mapping key.
-    pub(crate) fn key(&self, key: &str) -> KeyPath {
-        let mut segments = self.0.clone();
-        segments.push(Segment::Key(key.to_owned()));
-        KeyPath(segments)
-    }
-
-    /// This path extended by a sequence index.
-    pub(crate) fn index(&self, index: usize) -> KeyPath {
-        let mut segments = self.0.clone();
-        segments.push(Segment::Index(index));
-        KeyPath(segments)
-    }
-
-    /// The enclosing node's path; `None` for the root.
-    pub(crate) fn parent(&self) -> Option<KeyPath> {
-        let (_, rest) = self.0.split_last()?;
-        Some(KeyPath(rest.to_vec()))
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, segment) in self.0.iter().enumerate() {
-            match segment {
-                // Keys come from the file: escape control characters so a hostile key cannot
-                // rewrite the terminal line the error is printed on.
-                Segment::Key(key) if i == 0 => write!(f, "{}", key.escape_debug())?,
-                Segment::Key(key) => write!(f, ".{}", key.escape_debug())?,
-                Segment::Index(index) => write!(f, "[{index}]")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A position in the text: 1-based line, 1-based column in characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Pos {
-    pub line: u64,
-    pub column: u64,
-}
-
-impl Pos {
-    fn from_marker(marker: &Marker) -> Pos {
-        // granit-parser lines are 1-based and columns 0-based.
-        Pos {
-            line: u64::try_from(marker.line()).unwrap_or(u64::MAX),
-            column: u64::try_from(marker.col()).map_or(u64::MAX, |c| c.saturating_add(1)),
-        }
+/// granit-parser's marker as a [`Pos`]: its lines are 1-based and its columns 0-based.
+fn position(marker: &Marker) -> Pos {
+    Pos {
+        line: u64::try_from(marker.line()).unwrap_or(u64::MAX),
+        column: u64::try_from(marker.col()).map_or(u64::MAX, |c| c.saturating_add(1)),
     }
 }
 
@@ -125,10 +63,10 @@ impl SourceMap {
         let mut builder = Builder::default();
         for event in Parser::new_from_str(text) {
             let (event, span) = event.map_err(|error| SyntaxError {
-                pos: Pos::from_marker(error.marker()),
+                pos: position(error.marker()),
                 message: error.kind().to_string(),
             })?;
-            builder.event(&event, Pos::from_marker(&span.start));
+            builder.event(&event, position(&span.start));
         }
         // An empty file has no root node; its problems ("the configuration is empty") still
         // deserve a position.

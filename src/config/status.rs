@@ -1,4 +1,4 @@
-//! Status certificates and health reports (issue 5): `uplink.status` and
+//! Status certificates and health reports: `uplink.status` and
 //! `uplink.health_interval`, resolved into [`StatusConfig`].
 //!
 //! ```yaml
@@ -9,20 +9,20 @@
 //! ```
 //!
 //! The keys live under `uplink` because they shape what the uplink publishes, but they are kept
-//! out of [`super::UplinkConfig`] (a connection's settings) in a section of their own.
+//! out of [`super::uplink::UplinkConfig`] (a connection's settings) in a section of their own.
 //!
-//! `offline` is an enum, not the `retain_offline: true` of the issue that asked for it: each
-//! value names its trade-off. The boolean spelling is refused with a message naming the
-//! replacement, so a file written after the issue text fails loudly instead of half-working.
+//! `offline` is an enum, not a `retain_offline: true` boolean: each value names its trade-off.
+//! The boolean spelling, which was once proposed, is refused with a message naming the
+//! replacement, so a file that uses it fails loudly instead of half-working.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::decode::{decode_mapping, Decoded, Keys};
 use super::error::Issue;
-use super::raw::{decode_mapping, Decoded, Keys, RawUplink};
-use super::units::format_duration;
-use super::validate::{optional, unknown_choice};
+use super::rules::{choice, duration_at_least, Choice};
+use super::uplink::RawUplink;
 
 /// A minute: frequent enough for a dashboard's "last seen", rare enough to cost nothing on a
 /// metered cellular link (a report is a few hundred bytes).
@@ -60,13 +60,21 @@ pub enum OfflineStatus {
     Clear,
 }
 
+impl Choice for OfflineStatus {
+    const WHAT: &'static str = "offline status";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("retain", OfflineStatus::Retain),
+        ("clear", OfflineStatus::Clear),
+    ];
+}
+
 /// `uplink.status`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStatus {
     pub offline: Option<String>,
-    /// The issue's boolean spelling, refused with a pointer to `offline`: only its presence is
-    /// looked at.
+    /// The boolean spelling, refused with a pointer to `offline`: only its presence is looked
+    /// at.
     #[allow(dead_code)]
     pub retain_offline: Option<serde_json::Value>,
 }
@@ -80,27 +88,14 @@ pub(crate) fn validate_status(
     let Some(Decoded { value, keys }) = uplink else {
         return Some(StatusConfig::default());
     };
-    let health_interval = optional(
+    let health_interval = duration_at_least(
         keys,
         "health_interval",
-        value.health_interval.map(|d| d.0),
+        value.health_interval,
         DEFAULT_HEALTH_INTERVAL,
-    )
-    .and_then(|interval| {
-        if interval >= MIN_HEALTH_INTERVAL {
-            Some(interval)
-        } else {
-            issues.push(Issue::value(
-                keys.path_of("health_interval"),
-                format!(
-                    "must be at least {}, got {}",
-                    format_duration(MIN_HEALTH_INTERVAL),
-                    format_duration(interval)
-                ),
-            ));
-            None
-        }
-    });
+        MIN_HEALTH_INTERVAL,
+        issues,
+    );
     let offline = match &value.status {
         None if keys.rejected.contains("status") => None,
         None => Some(OfflineStatus::Retain),
@@ -128,18 +123,13 @@ fn offline_status(
         ));
         return None;
     }
-    let text = optional(&keys, "offline", value.offline, "retain".to_owned())?;
-    match text.as_str() {
-        "retain" => Some(OfflineStatus::Retain),
-        "clear" => Some(OfflineStatus::Clear),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("offline"),
-                unknown_choice("offline status", other, &["retain", "clear"]),
-            ));
-            None
-        }
-    }
+    choice(
+        &keys,
+        "offline",
+        &value.offline,
+        OfflineStatus::Retain,
+        issues,
+    )
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::decode::{Decoded, Keys, List, SizeValue};
+use super::device::RawDeviceEntry;
 use super::error::Issue;
-use super::raw::{Decoded, RawConfig, RawStore};
+use super::rules::{choice, optional, positive, Choice};
 use super::units::format_duration;
-use super::validate::{optional, positive, unknown_choice};
-use super::{OnFull, StoreConfig, SyncMode};
 
 /// 1 GiB: a day and a half of 100 points sampled every second (about 80 bytes per row on
 /// disk), small against the SD card or eMMC a gateway boots from.
@@ -24,16 +26,76 @@ pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 /// 1 MiB: room for the write-ahead log's share and a few thousand rows.
 pub const MIN_MAX_SIZE: u64 = 1 << 20;
 
-/// Builds the store configuration; `raw` is `None` when the section is not written.
+/// The durable queue's limits (`store` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Bytes of `queue.db` and its write-ahead log together.
+    pub max_size: u64,
+    pub on_full: OnFull,
+    pub sync: SyncMode,
+    /// Resolved from the points' `max_age` keys: (device, point) → age. The queue applies it,
+    /// so it is kept here rather than in [`super::point::PointConfig`].
+    pub max_age: BTreeMap<(String, String), Duration>,
+}
+
+/// What the queue does when `max_size` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Delete the oldest never-sent rows to make room (default): the newest data survives a
+    /// long outage, the oldest is lost (counted).
+    DropOldest,
+    /// Refuse new samples until the backlog drains: the history of the start of the outage
+    /// survives, the newest data is lost (counted).
+    RejectNew,
+}
+
+/// When a commit is flushed to the medium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync at every group commit (default): a power cut loses nothing committed, at the cost
+    /// of one flush per group (slow on SD cards).
+    Full,
+    /// fsync only at checkpoints: survives process crashes; a power cut may roll back the
+    /// commits since the last checkpoint (at most the WAL budget), and with them QoS 2
+    /// session state.
+    Normal,
+}
+
+impl Choice for OnFull {
+    const WHAT: &'static str = "on_full policy";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("drop_oldest", OnFull::DropOldest),
+        ("reject_new", OnFull::RejectNew),
+    ];
+}
+
+impl Choice for SyncMode {
+    const WHAT: &'static str = "sync mode";
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("full", SyncMode::Full), ("normal", SyncMode::Normal)];
+}
+
+/// `store`: the durable queue's limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub max_size: Option<SizeValue>,
+    pub on_full: Option<String>,
+    pub sync: Option<String>,
+}
+
+/// Builds the store configuration; `raw` is `None` when the section is not written. `devices`
+/// holds the points whose `max_age` keys are resolved here.
 pub(crate) fn validate_store(
     raw: Option<&Decoded<RawStore>>,
-    config: &RawConfig,
+    root: &Keys,
+    devices: Option<&List<RawDeviceEntry>>,
     issues: &mut Vec<Issue>,
 ) -> Option<StoreConfig> {
-    let max_age = point_max_ages(config, issues);
+    let max_age = point_max_ages(devices, issues);
     let Some(store) = raw else {
         // Not written (or not a mapping, already reported): defaults, unless rejected.
-        if config.root.rejected.contains("store") {
+        if root.rejected.contains("store") {
             return None;
         }
         return Some(StoreConfig {
@@ -61,33 +123,8 @@ pub(crate) fn validate_store(
             Some(size)
         }
     });
-    let on_full =
-        optional(keys, "on_full", raw.on_full.clone(), "drop_oldest".into()).and_then(|text| {
-            match text.as_str() {
-                "drop_oldest" => Some(OnFull::DropOldest),
-                "reject_new" => Some(OnFull::RejectNew),
-                other => {
-                    issues.push(Issue::value(
-                        keys.path_of("on_full"),
-                        unknown_choice("on_full policy", other, &["drop_oldest", "reject_new"]),
-                    ));
-                    None
-                }
-            }
-        });
-    let sync = optional(keys, "sync", raw.sync.clone(), "full".into()).and_then(|text| match text
-        .as_str()
-    {
-        "full" => Some(SyncMode::Full),
-        "normal" => Some(SyncMode::Normal),
-        other => {
-            issues.push(Issue::value(
-                keys.path_of("sync"),
-                unknown_choice("sync mode", other, &["full", "normal"]),
-            ));
-            None
-        }
-    });
+    let on_full = choice(keys, "on_full", &raw.on_full, OnFull::DropOldest, issues);
+    let sync = choice(keys, "sync", &raw.sync, SyncMode::Full, issues);
     Some(StoreConfig {
         max_size: max_size?,
         on_full: on_full?,
@@ -99,12 +136,12 @@ pub(crate) fn validate_store(
 /// Every point's `max_age`, keyed by (device, point). Points whose names are invalid are
 /// skipped here (their own errors are reported by the point rules).
 fn point_max_ages(
-    config: &RawConfig,
+    devices: Option<&List<RawDeviceEntry>>,
     issues: &mut Vec<Issue>,
 ) -> Option<BTreeMap<(String, String), Duration>> {
     let mut ages = BTreeMap::new();
     let mut ok = true;
-    for entry in config.devices.iter().flat_map(|list| &list.items) {
+    for entry in devices.iter().flat_map(|list| &list.items) {
         let device = entry.device.value.name.clone().unwrap_or_default();
         for point in entry.points.iter().flat_map(|list| &list.items) {
             let (raw, keys) = (&point.value, &point.keys);

@@ -77,8 +77,9 @@ const ENDPOINT_TYPES: [&str; 3] = ["tcp", "rtu_over_tcp", "rtu"];
 /// The keys that say how a register's value moves; a register has exactly one.
 const MOTIONS: [&str; 4] = ["value", "counter", "sine", "ramp"];
 
-// The file's shape. As in `crate::config::raw`, every field is an `Option` and enumerations stay
-// strings: the decoder reports each bad key on its own, and the checks below word the rest.
+// The file's shape. As in the gateway configuration's raw structs, every field is an `Option`
+// and enumerations stay strings: the decoder reports each bad key on its own, and the checks
+// below word the rest.
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

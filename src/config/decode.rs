@@ -1,5 +1,5 @@
-//! The file's shape: serde types mirroring the YAML, and the decoder that fills them one node at
-//! a time so that one bad value never hides another.
+//! From the YAML tree to the raw structs of each section, one node at a time, so that one bad
+//! value never hides another.
 //!
 //! Design:
 //! - serde-saphyr first reads the whole text into a [`serde_json::Value`] tree (values only).
@@ -8,15 +8,16 @@
 //!   tried on its own (`{key: value}` into the struct). A key that fails is reported with its own
 //!   path and dropped, and the rest of the mapping still decodes. A single serde pass would stop
 //!   at the first error of the file; this way `check` lists them all.
-//! - Every field is an `Option`: serde never reports "missing field". Required keys, defaults,
-//!   ranges and cross references are [`super::validate`]'s job, which knows which keys were
+//! - Each section's raw struct (`RawBus`, `RawPoint`, ... in the section's file) mirrors the
+//!   YAML with every field an `Option`: serde never reports "missing field". Required keys,
+//!   defaults, ranges and cross references are the section's rules, which know which keys were
 //!   present ([`Keys::present`]) and which were already reported ([`Keys::rejected`]) so a bad
 //!   value is not reported a second time as missing.
-//! - Every struct has `deny_unknown_fields`. Unknown keys are caught a step earlier, with the
+//! - Every raw struct has `deny_unknown_fields`. Unknown keys are caught a step earlier, with the
 //!   struct's field list read from its `Deserialize` impl ([`field_names`]), so all of them are
 //!   reported, each with a "did you mean" for typos; `deny_unknown_fields` stays as the backstop.
-//! - Enumerations (`table`, `type`, `publish`, `parity`, ...) stay strings here: validation words
-//!   those errors better than serde's "unknown variant".
+//! - Enumerations (`table`, `type`, `publish`, `parity`, ...) stay strings here: the rules word
+//!   those errors better than serde's "unknown variant" (`super::rules::Choice`).
 //! - Integers are read as `i64` and range-checked later, so `port: 70000` or `address: -1` get
 //!   "must be between …" rather than a type name.
 //!
@@ -32,140 +33,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::Issue;
-use super::source_map::KeyPath;
+use super::path::KeyPath;
 use super::units::{self, UnitError};
-
-/// Top level. Sections stay generic here and are decoded one by one.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRoot {
-    pub gateway: Option<Value>,
-    pub uplink: Option<Value>,
-    pub buses: Option<Vec<Value>>,
-    pub devices: Option<Vec<Value>>,
-    pub store: Option<Value>,
-    pub metrics: Option<Value>,
-    pub commands: Option<Value>,
-    pub local: Option<Value>,
-    pub console: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawGateway {
-    pub id: Option<String>,
-    pub data_dir: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawUplink {
-    pub url: Option<String>,
-    pub client_id: Option<String>,
-    pub keep_alive: Option<DurationValue>,
-    pub topic_prefix: Option<String>,
-    pub reconnect_initial: Option<DurationValue>,
-    pub reconnect_max: Option<DurationValue>,
-    /// Decoded separately into [`RawTls`], key by key.
-    pub tls: Option<Value>,
-    pub username: Option<String>,
-    pub password_file: Option<String>,
-    pub session: Option<String>,
-    pub response_timeout: Option<DurationValue>,
-    pub max_inflight: Option<i64>,
-    pub max_rate: Option<i64>,
-    /// Decoded separately (see `status.rs` in this module).
-    pub status: Option<Value>,
-    pub health_interval: Option<DurationValue>,
-}
-
-/// `uplink.tls`: files for `mqtts://` (mutual TLS when a client certificate is given).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTls {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-}
-
-/// `store`: the durable queue's limits.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawStore {
-    pub max_size: Option<SizeValue>,
-    pub on_full: Option<String>,
-    pub sync: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawBus {
-    pub name: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub host: Option<String>,
-    /// A number for network buses, a device path for serial ones.
-    pub port: Option<PortValue>,
-    pub timeout: Option<DurationValue>,
-    pub turnaround_delay: Option<DurationValue>,
-    pub baud_rate: Option<i64>,
-    pub parity: Option<String>,
-    pub data_bits: Option<i64>,
-    pub stop_bits: Option<i64>,
-    pub terminator: Option<String>,
-    pub poll: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDevice {
-    pub name: Option<String>,
-    pub bus: Option<String>,
-    pub unit_id: Option<i64>,
-    pub poll_interval: Option<DurationValue>,
-    pub byte_order: Option<String>,
-    pub word_order: Option<String>,
-    pub max_gap: Option<i64>,
-    pub max_registers_per_read: Option<i64>,
-    pub coalesce: Option<bool>,
-    pub backoff_max: Option<DurationValue>,
-    pub offline_after: Option<i64>,
-    /// Decoded separately, point by point.
-    pub points: Option<Vec<Value>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPoint {
-    pub name: Option<String>,
-    pub table: Option<String>,
-    pub address: Option<i64>,
-    #[serde(rename = "type")]
-    pub data_type: Option<String>,
-    pub scale: Option<f64>,
-    pub offset: Option<f64>,
-    pub decimals: Option<i64>,
-    pub qos: Option<i64>,
-    pub retain: Option<bool>,
-    pub publish: Option<String>,
-    pub deadband: Option<f64>,
-    pub max_silence: Option<DurationValue>,
-    pub bit: Option<i64>,
-    pub length: Option<i64>,
-    pub byte_order: Option<String>,
-    pub word_order: Option<String>,
-    pub regex: Option<String>,
-    /// Applied by the queue (see `store.rs` in this module), not by the poller.
-    pub max_age: Option<DurationValue>,
-    pub unit: Option<String>,
-    /// Commands (see `commands.rs` in this module).
-    pub writable: Option<bool>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub verify: Option<bool>,
-    pub write_function: Option<String>,
-    pub command_max_age: Option<DurationValue>,
-}
 
 /// A bus `port`: `502` for tcp, `/dev/ttyUSB0` for serial buses. Which one is allowed depends
 /// on the bus type, which validation knows; here both are accepted.
@@ -318,77 +187,9 @@ pub(crate) struct List<T> {
     pub items: Vec<T>,
 }
 
-/// A device with its points decoded separately.
-#[derive(Debug)]
-pub(crate) struct RawDeviceEntry {
-    pub device: Decoded<RawDevice>,
-    pub points: Option<List<Decoded<RawPoint>>>,
-}
-
-/// The whole file, decoded as far as possible.
-#[derive(Debug)]
-pub(crate) struct RawConfig {
-    /// Keys of the top-level mapping.
-    pub root: Keys,
-    pub gateway: Option<Decoded<RawGateway>>,
-    pub uplink: Option<Decoded<RawUplink>>,
-    pub buses: Option<List<Decoded<RawBus>>>,
-    pub devices: Option<List<RawDeviceEntry>>,
-    pub store: Option<Decoded<RawStore>>,
-    pub metrics: Option<Decoded<super::metrics::RawMetrics>>,
-    pub commands: Option<Decoded<super::commands::RawCommands>>,
-    pub local: Option<Decoded<super::local::RawLocal>>,
-    pub console: Option<Decoded<super::console::RawConsole>>,
-}
-
-/// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
-/// nothing else can be said); every other problem is pushed to `issues` and decoding goes on.
-pub(crate) fn decode(document: &Value, issues: &mut Vec<Issue>) -> Option<RawConfig> {
-    let Decoded {
-        value: root,
-        mut keys,
-    } = decode_document::<RawRoot>(
-        document,
-        "the configuration",
-        "the configuration is empty: expected the sections gateway, uplink, buses and devices",
-        issues,
-    )?;
-
-    let gateway = decode_section(&root.gateway, "gateway", &mut keys, issues);
-    let uplink = decode_section(&root.uplink, "uplink", &mut keys, issues);
-    let store = decode_section(&root.store, "store", &mut keys, issues);
-    let buses = root.buses.map(|items| {
-        decode_list(
-            items,
-            keys.path_of("buses"),
-            |value, path, issues| decode_mapping::<RawBus>(&value, &path, "a bus", issues),
-            issues,
-        )
-    });
-    let devices = root
-        .devices
-        .map(|items| decode_list(items, keys.path_of("devices"), decode_device, issues));
-    let metrics = decode_section(&root.metrics, "metrics", &mut keys, issues);
-    let commands = decode_section(&root.commands, "commands", &mut keys, issues);
-    let local = decode_section(&root.local, "local", &mut keys, issues);
-    let console = decode_section(&root.console, "console", &mut keys, issues);
-    Some(RawConfig {
-        root: keys,
-        gateway,
-        uplink,
-        buses,
-        devices,
-        store,
-        metrics,
-        commands,
-        local,
-        console,
-    })
-}
-
 /// Decodes the top-level section `key`. A section that is not a mapping is reported here and
 /// marked rejected, so validation does not also call it missing.
-fn decode_section<T: DeserializeOwned>(
+pub(crate) fn decode_section<T: DeserializeOwned>(
     value: &Option<Value>,
     key: &str,
     keys: &mut Keys,
@@ -401,19 +202,6 @@ fn decode_section<T: DeserializeOwned>(
         keys.rejected.insert(key.to_owned());
     }
     decoded
-}
-
-fn decode_device(value: Value, path: KeyPath, issues: &mut Vec<Issue>) -> Option<RawDeviceEntry> {
-    let mut device = decode_mapping::<RawDevice>(&value, &path, "a device", issues)?;
-    let points = device.value.points.take().map(|items| {
-        decode_list(
-            items,
-            device.keys.path_of("points"),
-            |value, path, issues| decode_mapping::<RawPoint>(&value, &path, "a point", issues),
-            issues,
-        )
-    });
-    Some(RawDeviceEntry { device, points })
 }
 
 pub(crate) fn decode_list<T>(
@@ -639,6 +427,10 @@ pub(crate) fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::bus::RawBus;
+    use crate::config::decode_sections as decode;
+    use crate::config::point::RawPoint;
+    use crate::config::RawRoot;
     use serde_json::json;
 
     #[test]
