@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::bus::BusTag;
 use super::decode::{decode_list, decode_mapping, Decoded, DurationValue, Keys, List};
 use super::error::Issue;
+use super::limits::MAX_REGISTERS_PER_READ;
 use super::path::KeyPath;
 use super::point::{validate_points, PointConfig, PointDefaults, RawPoint};
 use super::register::{ByteOrder, Encoding, WordOrder};
@@ -32,7 +33,6 @@ use super::rules::{
     check_unique, choice, collect_all, duration_at_least, each, identifier, number, optional,
     positive_duration, refuse_keys, require,
 };
-use super::limits::MAX_REGISTERS_PER_READ;
 
 pub const DEFAULT_UNIT_ID: u8 = 1;
 /// Unused registers a read may span to join two points: 8 registers cost 16 bytes on the wire,

@@ -21,6 +21,7 @@ use super::bus::BusTag;
 use super::commands::{validate_write, WriteConfig, WriteKeys, WriteTarget};
 use super::decode::{Decoded, DurationValue, Keys, List};
 use super::error::Issue;
+use super::limits::MAX_REGISTERS_PER_READ;
 use super::modicon;
 use super::register::{
     data_type_name, report_overlaps, require_data_type, ByteOrder, DataType, Encoding, Footprint,
@@ -30,7 +31,6 @@ use super::rules::{
     check_unique, choice, collect_all, each, finite, identifier, in_range, numbered, optional,
     positive, refuse_keys, require, required_choice, when_written, Choice, Numbered,
 };
-use super::limits::MAX_REGISTERS_PER_READ;
 
 /// Most decimals a point's `decimals:` key may ask for: more than an f64 promises for a value
 /// near 1.
