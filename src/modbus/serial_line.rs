@@ -246,11 +246,10 @@ pub(crate) async fn run_on<O: Opener, S: SampleSink>(
             Err(error) => {
                 DeviceCounters::bump(&counters.errors);
                 set_health(false, Some(error.to_string()));
-                let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => continue,
-                    () = cancel.cancelled() => return,
+                if pause(&mut backoff, Duration::ZERO, &cancel).await {
+                    continue;
                 }
+                return;
             }
         };
         let mut splitter = LineSplitter::new(&line.terminator);
@@ -313,11 +312,19 @@ pub(crate) async fn run_on<O: Opener, S: SampleSink>(
             }
         }
         // The port failed: reopen after a pause (a USB adapter being replugged).
-        let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-        tokio::select! {
-            () = tokio::time::sleep(delay.max(Duration::from_millis(100))) => {}
-            () = cancel.cancelled() => return,
+        if !pause(&mut backoff, Duration::from_millis(100), &cancel).await {
+            return;
         }
+    }
+}
+
+/// Waits the backoff's next jittered delay (at least `floor`) before the port is opened again;
+/// `false` if `cancel` fired first.
+async fn pause(backoff: &mut Backoff, floor: Duration, cancel: &CancellationToken) -> bool {
+    let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
+    tokio::select! {
+        () = tokio::time::sleep(delay.max(floor)) => true,
+        () = cancel.cancelled() => false,
     }
 }
 
