@@ -216,7 +216,7 @@ fn probe(config: &fieldrelay::config::Config, devices: &[String]) -> ExitCode {
 
 /// `fieldrelay queue …`: reports on stdout, problems and summaries on stderr.
 fn queue(command: &QueueCommand) -> ExitCode {
-    use fieldrelay::queue::inspect::{InspectError, Inspector, Target, EXIT_PARTIAL};
+    use fieldrelay::queue::inspect::{Inspector, Target};
     let source = match command {
         QueueCommand::Stats { source, .. }
         | QueueCommand::Peek { source, .. }
@@ -236,42 +236,15 @@ fn queue(command: &QueueCommand) -> ExitCode {
             }
         }
     };
-    let failed = |error: InspectError| {
-        if error.is_broken_pipe() {
-            return ExitCode::SUCCESS;
-        }
-        eprintln!("error: {error}");
-        ExitCode::from(error.exit_code())
-    };
     let inspector = match Inspector::open(&target) {
         Ok(inspector) => inspector,
-        Err(error) => return failed(error),
+        Err(error) => return queue_failed(error),
     };
     let prefix = topic_prefix.as_deref();
-    let stdout = std::io::stdout();
     match command {
-        QueueCommand::Stats { format, .. } => {
-            let summary = match inspector.summary() {
-                Ok(summary) => summary,
-                Err(error) => return failed(error),
-            };
-            let now = fieldrelay::sample::now_ms();
-            let text = match format {
-                StatsFormat::Text => summary.text(now),
-                StatsFormat::Json => format!("{:#}\n", summary.json(now)),
-            };
-            let mut out = stdout.lock();
-            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the report: {e}");
-                    ExitCode::from(fieldrelay::queue::inspect::EX_IOERR)
-                }
-            }
-        }
+        QueueCommand::Stats { format, .. } => queue_stats(&inspector, format),
         QueueCommand::Peek { rows, .. } => {
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match inspector.peek(*rows, prefix, &mut out) {
                 Ok(outcome) => {
                     for bad in &outcome.undecodable {
@@ -279,60 +252,106 @@ fn queue(command: &QueueCommand) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(error) => failed(error),
+                Err(error) => queue_failed(error),
             }
         }
-        QueueCommand::Export { output, .. } => {
-            let display = match output {
-                // Lines scrolling past on the same terminal are progress enough.
-                None if stdout.is_terminal() => fieldrelay::progress::Display::Hidden,
-                _ => fieldrelay::progress::Display::detect(),
-            };
-            let file = match output {
-                Some(path) => match std::fs::File::create_new(path) {
-                    Ok(file) => Some((path, file)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return failed(InspectError::OutputExists(path.clone()))
-                    }
-                    Err(source) => {
-                        return failed(InspectError::Write {
-                            what: path.display().to_string(),
-                            source,
-                        })
-                    }
-                },
-                None => None,
-            };
-            let result = match &file {
-                Some((_, file)) => {
-                    let mut out = std::io::BufWriter::new(file);
-                    inspector.export(prefix, &mut out, display)
-                }
-                None => {
-                    let mut out = std::io::BufWriter::new(stdout.lock());
-                    inspector.export(prefix, &mut out, display)
-                }
-            };
-            let outcome = match result {
-                Ok(outcome) => outcome,
-                Err(error) => return failed(error),
-            };
-            // An export is often the only copy of a backlog: on disk before we say done.
-            if let Some((path, file)) = &file {
-                if let Err(source) = file.sync_all() {
-                    return failed(InspectError::Write {
-                        what: path.display().to_string(),
-                        source,
-                    });
-                }
-            }
-            eprint!("{}", outcome.report());
-            if outcome.complete() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_PARTIAL)
-            }
+        QueueCommand::Export { output, .. } => queue_export(&inspector, output.as_deref(), prefix),
+    }
+}
+
+/// A `queue` command's error on stderr and its exit code; a reader that went away (`| head`) is
+/// no failure.
+fn queue_failed(error: fieldrelay::queue::inspect::InspectError) -> ExitCode {
+    if error.is_broken_pipe() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {error}");
+    ExitCode::from(error.exit_code())
+}
+
+/// `fieldrelay queue stats`: the summary as text or JSON on stdout.
+fn queue_stats(
+    inspector: &fieldrelay::queue::inspect::Inspector,
+    format: &StatsFormat,
+) -> ExitCode {
+    let summary = match inspector.summary() {
+        Ok(summary) => summary,
+        Err(error) => return queue_failed(error),
+    };
+    let now = fieldrelay::sample::now_ms();
+    let text = match format {
+        StatsFormat::Text => summary.text(now),
+        StatsFormat::Json => format!("{:#}\n", summary.json(now)),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the report: {e}");
+            ExitCode::from(fieldrelay::queue::inspect::EX_IOERR)
         }
+    }
+}
+
+/// `fieldrelay queue export`: every row as JSON lines into a new file `output` (synced before
+/// the summary) or on stdout; the summary on stderr.
+fn queue_export(
+    inspector: &fieldrelay::queue::inspect::Inspector,
+    output: Option<&Path>,
+    prefix: Option<&str>,
+) -> ExitCode {
+    use fieldrelay::queue::inspect::{InspectError, EXIT_PARTIAL};
+    let stdout = std::io::stdout();
+    let display = match output {
+        // Lines scrolling past on the same terminal are progress enough.
+        None if stdout.is_terminal() => fieldrelay::progress::Display::Hidden,
+        _ => fieldrelay::progress::Display::detect(),
+    };
+    let file = match output {
+        Some(path) => match std::fs::File::create_new(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return queue_failed(InspectError::OutputExists(path.to_path_buf()))
+            }
+            Err(source) => {
+                return queue_failed(InspectError::Write {
+                    what: path.display().to_string(),
+                    source,
+                })
+            }
+        },
+        None => None,
+    };
+    let result = match &file {
+        Some((_, file)) => {
+            let mut out = std::io::BufWriter::new(file);
+            inspector.export(prefix, &mut out, display)
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            inspector.export(prefix, &mut out, display)
+        }
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => return queue_failed(error),
+    };
+    // An export is often the only copy of a backlog: on disk before we say done.
+    if let Some((path, file)) = &file {
+        if let Err(source) = file.sync_all() {
+            return queue_failed(InspectError::Write {
+                what: path.display().to_string(),
+                source,
+            });
+        }
+    }
+    eprint!("{}", outcome.report());
+    if outcome.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
     }
 }
 

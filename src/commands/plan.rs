@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use super::result::{ErrorCode, Refusal};
-use crate::config::{data_type_name, DataType, MissingTs, PointConfig};
+use crate::config::{data_type_name, DataType, MissingTs, PointConfig, WriteConfig};
 use crate::modbus::bus::{write_request, WriteError};
 use crate::modbus::decode::{self, DecodeError};
 use crate::modbus::{ProbedPoint, Request, Response};
@@ -107,91 +107,9 @@ impl WritePlan {
                 format!("point {:?} is not writable", point.name),
             ));
         };
-        let type_name = data_type_name(point.data_type);
-        let wrong_type = |wanted: &str| {
-            Refusal::new(
-                ErrorCode::BadPayload,
-                format!(
-                    "{:?} is a {type_name} point: send {wanted}, got {}",
-                    point.name,
-                    value.to_json()
-                ),
-            )
-        };
-        match (point.data_type, value) {
-            (DataType::Bool, Value::Bool(_)) => {}
-            (DataType::Bool, _) => return Err(wrong_type("true or false")),
-            (DataType::String { .. }, Value::Str(_)) => {}
-            (DataType::String { .. }, _) => return Err(wrong_type("a string")),
-            (_, Value::Bool(_) | Value::Str(_)) => return Err(wrong_type("a number")),
-            (data_type, number) => {
-                let engineering = number.as_f64().unwrap_or(f64::NAN);
-                if let Some(min) = write.min.filter(|min| engineering < *min) {
-                    return Err(Refusal::new(
-                        ErrorCode::OutOfRange,
-                        format!("{} is below min {min}", number.to_json()),
-                    ));
-                }
-                if let Some(max) = write.max.filter(|max| engineering > *max) {
-                    return Err(Refusal::new(
-                        ErrorCode::OutOfRange,
-                        format!("{} is above max {max}", number.to_json()),
-                    ));
-                }
-                let integer = !matches!(data_type, DataType::F32 | DataType::F64);
-                let exact = matches!(number, Value::Int(_) | Value::UInt(_));
-                let identity = point.scale == 1.0 && point.offset == 0.0;
-                if integer && !(identity && exact) {
-                    let raw = (engineering - point.offset) / point.scale;
-                    if raw.is_finite() && (raw - raw.round()).abs() > RESOLUTION_SLACK {
-                        return Err(Refusal::new(
-                            ErrorCode::BadPayload,
-                            if identity {
-                                format!(
-                                    "{:?} is a {type_name} point: send a whole number, got {}",
-                                    point.name,
-                                    number.to_json()
-                                )
-                            } else {
-                                format!(
-                                    "{} cannot be written exactly: the {type_name} register \
-                                     would hold {raw} (scale {}, offset {})",
-                                    number.to_json(),
-                                    point.scale,
-                                    point.offset
-                                )
-                            },
-                        ));
-                    }
-                }
-            }
-        }
-        let request = write_request(point, value).map_err(|error| match error {
-            WriteError::Encode(DecodeError::OutOfRange { .. }) => Refusal::new(
-                ErrorCode::OutOfRange,
-                format!("{} does not fit a {type_name} point", value.to_json()),
-            ),
-            WriteError::Encode(DecodeError::NotFinite) => Refusal::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "{} is out of range for a {type_name} point after scaling",
-                    value.to_json()
-                ),
-            ),
-            WriteError::Encode(DecodeError::TooLong { len, registers }) => Refusal::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "a text of {len} characters does not fit {registers} registers ({} characters)",
-                    usize::from(registers) * 2
-                ),
-            ),
-            WriteError::Encode(error) => Refusal::new(ErrorCode::BadPayload, error.to_string()),
-            WriteError::NotWritable(_) => Refusal::new(
-                ErrorCode::NotWritable,
-                format!("point {:?} cannot be written", point.name),
-            ),
-            other => Refusal::new(ErrorCode::DeviceError, other.to_string()),
-        })?;
+        check_value(point, &write, value)?;
+        let request =
+            write_request(point, value).map_err(|error| encode_refusal(point, value, error))?;
         let expected = match &request {
             Request::WriteCoil { value, .. } => Response::Bits(vec![*value]),
             Request::WriteCoils { values, .. } => Response::Bits(values.clone()),
@@ -235,6 +153,102 @@ impl WritePlan {
             )),
             Err(exception) => Err(format!("the read-back was refused: {exception}")),
         }
+    }
+}
+
+/// Refuses a value of the wrong kind for the point's type, outside its `min`/`max`, or that an
+/// integer register cannot hold exactly once scale and offset are applied.
+fn check_value(point: &PointConfig, write: &WriteConfig, value: &Value) -> Result<(), Refusal> {
+    let type_name = data_type_name(point.data_type);
+    let wrong_type = |wanted: &str| {
+        Refusal::new(
+            ErrorCode::BadPayload,
+            format!(
+                "{:?} is a {type_name} point: send {wanted}, got {}",
+                point.name,
+                value.to_json()
+            ),
+        )
+    };
+    match (point.data_type, value) {
+        (DataType::Bool, Value::Bool(_)) => {}
+        (DataType::Bool, _) => return Err(wrong_type("true or false")),
+        (DataType::String { .. }, Value::Str(_)) => {}
+        (DataType::String { .. }, _) => return Err(wrong_type("a string")),
+        (_, Value::Bool(_) | Value::Str(_)) => return Err(wrong_type("a number")),
+        (data_type, number) => {
+            let engineering = number.as_f64().unwrap_or(f64::NAN);
+            if let Some(min) = write.min.filter(|min| engineering < *min) {
+                return Err(Refusal::new(
+                    ErrorCode::OutOfRange,
+                    format!("{} is below min {min}", number.to_json()),
+                ));
+            }
+            if let Some(max) = write.max.filter(|max| engineering > *max) {
+                return Err(Refusal::new(
+                    ErrorCode::OutOfRange,
+                    format!("{} is above max {max}", number.to_json()),
+                ));
+            }
+            let integer = !matches!(data_type, DataType::F32 | DataType::F64);
+            let exact = matches!(number, Value::Int(_) | Value::UInt(_));
+            let identity = point.scale == 1.0 && point.offset == 0.0;
+            if integer && !(identity && exact) {
+                let raw = (engineering - point.offset) / point.scale;
+                if raw.is_finite() && (raw - raw.round()).abs() > RESOLUTION_SLACK {
+                    return Err(Refusal::new(
+                        ErrorCode::BadPayload,
+                        if identity {
+                            format!(
+                                "{:?} is a {type_name} point: send a whole number, got {}",
+                                point.name,
+                                number.to_json()
+                            )
+                        } else {
+                            format!(
+                                "{} cannot be written exactly: the {type_name} register \
+                                 would hold {raw} (scale {}, offset {})",
+                                number.to_json(),
+                                point.scale,
+                                point.offset
+                            )
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The refusal for a value the point's encoder would not write.
+fn encode_refusal(point: &PointConfig, value: &Value, error: WriteError) -> Refusal {
+    let type_name = data_type_name(point.data_type);
+    match error {
+        WriteError::Encode(DecodeError::OutOfRange { .. }) => Refusal::new(
+            ErrorCode::OutOfRange,
+            format!("{} does not fit a {type_name} point", value.to_json()),
+        ),
+        WriteError::Encode(DecodeError::NotFinite) => Refusal::new(
+            ErrorCode::OutOfRange,
+            format!(
+                "{} is out of range for a {type_name} point after scaling",
+                value.to_json()
+            ),
+        ),
+        WriteError::Encode(DecodeError::TooLong { len, registers }) => Refusal::new(
+            ErrorCode::OutOfRange,
+            format!(
+                "a text of {len} characters does not fit {registers} registers ({} characters)",
+                usize::from(registers) * 2
+            ),
+        ),
+        WriteError::Encode(error) => Refusal::new(ErrorCode::BadPayload, error.to_string()),
+        WriteError::NotWritable(_) => Refusal::new(
+            ErrorCode::NotWritable,
+            format!("point {:?} cannot be written", point.name),
+        ),
+        other => Refusal::new(ErrorCode::DeviceError, other.to_string()),
     }
 }
 

@@ -238,26 +238,7 @@ pub(crate) async fn run_on<O: Opener, S: SampleSink>(
     let matcher = LineMatcher::new(&device);
     let silence_limit = device.poll_interval + bus.timeout;
     let set_health = |online: bool, error: Option<String>| {
-        health.send_if_modified(|h| {
-            let changed = h.online != online;
-            // Every failure moves the count (the status publisher's offline_after) and the first
-            // good line marks the instrument as answered: both notify the watchers.
-            let notify = changed || !online || !h.answered;
-            if changed && online {
-                info!(device = %device.name, "instrument sends again");
-            } else if changed {
-                warn!(device = %device.name, error = ?error, "instrument silent");
-            }
-            h.online = online;
-            if online {
-                h.consecutive_failures = 0;
-                h.answered = true;
-            } else {
-                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-                h.last_error = error;
-            }
-            notify
-        });
+        update_health(&health, &device.name, online, error);
     };
     loop {
         let mut port = match port.open().await {
@@ -265,11 +246,10 @@ pub(crate) async fn run_on<O: Opener, S: SampleSink>(
             Err(error) => {
                 DeviceCounters::bump(&counters.errors);
                 set_health(false, Some(error.to_string()));
-                let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => continue,
-                    () = cancel.cancelled() => return,
+                if pause(&mut backoff, Duration::ZERO, &cancel).await {
+                    continue;
                 }
+                return;
             }
         };
         let mut splitter = LineSplitter::new(&line.terminator);
@@ -315,45 +295,103 @@ pub(crate) async fn run_on<O: Opener, S: SampleSink>(
                             DeviceCounters::bump(&counters.garbage_lines);
                             continue;
                         };
-                        let matched = matcher.matches(&text);
-                        let mut good = false;
-                        for (index, value) in matched {
-                            match value {
-                                Ok(value) => {
-                                    good = true;
-                                    if let Some(sample) = table.admit(index, value, now_ms(), Instant::now()) {
-                                        tokio::select! {
-                                            () = sink.push(sample) => {}
-                                            () = cancel.cancelled() => return,
-                                        }
-                                    }
-                                }
-                                Err(error) => {
-                                    DeviceCounters::bump(&counters.decode_errors);
-                                    debug!(device = %device.name, %error, "unparsable capture");
-                                }
-                            }
-                        }
+                        let taken = take_line(
+                            &text, &matcher, &mut table, &sink, &counters, &device.name, &cancel,
+                        );
+                        let Some(good) = taken.await else {
+                            return;
+                        };
                         if good {
                             last_match = Instant::now();
                             backoff.reset();
                             counters.last_success_ms.store(now_ms(), Ordering::Relaxed);
                             set_health(true, None);
-                        } else {
-                            DeviceCounters::bump(&counters.garbage_lines);
-                            debug!(device = %device.name, line = %text.escape_debug(), "garbage line");
                         }
                     }
                 }
             }
         }
         // The port failed: reopen after a pause (a USB adapter being replugged).
-        let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
-        tokio::select! {
-            () = tokio::time::sleep(delay.max(Duration::from_millis(100))) => {}
-            () = cancel.cancelled() => return,
+        if !pause(&mut backoff, Duration::from_millis(100), &cancel).await {
+            return;
         }
     }
+}
+
+/// Waits the backoff's next jittered delay (at least `floor`) before the port is opened again;
+/// `false` if `cancel` fired first.
+async fn pause(backoff: &mut Backoff, floor: Duration, cancel: &CancellationToken) -> bool {
+    let delay = backoff.next_delay_with(0.5 + 0.5 * fastrand::f64());
+    tokio::select! {
+        () = tokio::time::sleep(delay.max(floor)) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// Records whether the instrument sends (`online`) and why not, notifying the health watchers
+/// when the state or the failure count moved.
+fn update_health(
+    health: &watch::Sender<DeviceHealth>,
+    device: &str,
+    online: bool,
+    error: Option<String>,
+) {
+    health.send_if_modified(|h| {
+        let changed = h.online != online;
+        // Every failure moves the count (the status publisher's offline_after) and the first
+        // good line marks the instrument as answered: both notify the watchers.
+        let notify = changed || !online || !h.answered;
+        if changed && online {
+            info!(device = %device, "instrument sends again");
+        } else if changed {
+            warn!(device = %device, error = ?error, "instrument silent");
+        }
+        h.online = online;
+        if online {
+            h.consecutive_failures = 0;
+            h.answered = true;
+        } else {
+            h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+            h.last_error = error;
+        }
+        notify
+    });
+}
+
+/// Pushes the samples of one received line: whether any capture of it parsed (a line with none
+/// is counted as garbage), or `None` if `cancel` fired while the sink was full.
+async fn take_line<S: SampleSink>(
+    text: &str,
+    matcher: &LineMatcher,
+    table: &mut PointTable,
+    sink: &S,
+    counters: &DeviceCounters,
+    device: &str,
+    cancel: &CancellationToken,
+) -> Option<bool> {
+    let mut good = false;
+    for (index, value) in matcher.matches(text) {
+        match value {
+            Ok(value) => {
+                good = true;
+                if let Some(sample) = table.admit(index, value, now_ms(), Instant::now()) {
+                    tokio::select! {
+                        () = sink.push(sample) => {}
+                        () = cancel.cancelled() => return None,
+                    }
+                }
+            }
+            Err(error) => {
+                DeviceCounters::bump(&counters.decode_errors);
+                debug!(device = %device, %error, "unparsable capture");
+            }
+        }
+    }
+    if !good {
+        DeviceCounters::bump(&counters.garbage_lines);
+        debug!(device = %device, line = %text.escape_debug(), "garbage line");
+    }
+    Some(good)
 }
 
 #[cfg(test)]

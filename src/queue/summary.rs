@@ -151,6 +151,19 @@ impl Summary {
 
     /// The report for a person.
     pub fn text(&self, now_ms: i64) -> String {
+        let mut out = table::columns(&self.head(now_ms));
+        for rows in [self.groups_table(now_ms), self.in_flight_table()]
+            .into_iter()
+            .flatten()
+        {
+            out.push('\n');
+            out.push_str(&rows);
+        }
+        out
+    }
+
+    /// The report's head: one key and value per line.
+    fn head(&self, now_ms: i64) -> Vec<[String; 2]> {
         let c = &self.contents;
         let mut head: Vec<[String; 2]> = Vec::new();
         let mut line = |key: &str, value: String| head.push([key.to_owned(), value]);
@@ -230,48 +243,56 @@ impl Summary {
                 );
             }
         }
-        let mut out = table::columns(&head);
+        head
+    }
 
-        if !c.groups.is_empty() {
-            let header = [
-                "DEVICE",
-                "POINT",
-                "KIND",
-                "ROWS",
-                "IN FLIGHT",
-                "SEQ",
-                "OLDEST",
-            ];
-            let rows = c.groups.iter().map(|g| {
-                [
-                    g.device.clone(),
-                    g.point.clone(),
-                    kind_name(g.kind),
-                    g.rows.to_string(),
-                    g.in_flight.to_string(),
-                    format!("{}..{}", g.first_seq, g.last_seq),
-                    age(now_ms - g.oldest_ts_ms),
-                ]
-            });
-            out.push('\n');
-            out.push_str(&table::with_header(header, rows));
+    /// Rows per device, point and kind, if there are any.
+    fn groups_table(&self, now_ms: i64) -> Option<String> {
+        let c = &self.contents;
+        if c.groups.is_empty() {
+            return None;
         }
-        if !c.in_flight.is_empty() {
-            let header = ["SEQ", "PKID", "STATE", "DEVICE", "POINT", "KIND"];
-            let rows = c.in_flight.iter().map(|r| {
-                [
-                    r.seq.to_string(),
-                    r.pkid.map(|p| p.to_string()).unwrap_or_default(),
-                    state_name(r.state),
-                    r.device.clone(),
-                    r.point.clone(),
-                    kind_name(r.kind),
-                ]
-            });
-            out.push('\n');
-            out.push_str(&table::with_header(header, rows));
+        let header = [
+            "DEVICE",
+            "POINT",
+            "KIND",
+            "ROWS",
+            "IN FLIGHT",
+            "SEQ",
+            "OLDEST",
+        ];
+        let rows = c.groups.iter().map(|g| {
+            [
+                g.device.clone(),
+                g.point.clone(),
+                kind_name(g.kind),
+                g.rows.to_string(),
+                g.in_flight.to_string(),
+                format!("{}..{}", g.first_seq, g.last_seq),
+                age(now_ms - g.oldest_ts_ms),
+            ]
+        });
+        Some(table::with_header(header, rows))
+    }
+
+    /// The rows in flight with their packet ids, if there are any.
+    fn in_flight_table(&self) -> Option<String> {
+        let c = &self.contents;
+        if c.in_flight.is_empty() {
+            return None;
         }
-        out
+        let header = ["SEQ", "PKID", "STATE", "DEVICE", "POINT", "KIND"];
+        let rows = c.in_flight.iter().map(|r| {
+            [
+                r.seq.to_string(),
+                r.pkid.map(|p| p.to_string()).unwrap_or_default(),
+                state_name(r.state),
+                r.device.clone(),
+                r.point.clone(),
+                kind_name(r.kind),
+            ]
+        });
+        Some(table::with_header(header, rows))
     }
 
     /// The report for a script: one JSON document (timestamps in ms since the epoch).
