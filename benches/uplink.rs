@@ -142,16 +142,26 @@ async fn fill(dir: &Path, n: u64) -> BenchResult<()> {
     Ok(())
 }
 
+/// The first and the last arrival on a topic, and the rate between them.
+struct Span {
+    rate: f64,
+    first: Arrival,
+    last: Arrival,
+}
+
 /// Messages per second between the first and the last arrival on `topic`, once `n` arrived.
-fn rate(arrivals: &[Arrival], topic: &str, n: u64) -> Option<(f64, i64, i64)> {
+fn rate(arrivals: &[Arrival], topic: &str, n: u64) -> Option<Span> {
     let on: Vec<&Arrival> = arrivals.iter().filter(|a| a.topic == topic).collect();
     if (on.len() as u64) < n || n < 2 {
         return None;
     }
-    let first = on.first()?;
-    let last = on.last()?;
+    let (first, last) = ((*on.first()?).clone(), (*on.last()?).clone());
     let secs = last.at.duration_since(first.at).as_secs_f64().max(1e-6);
-    Some(((n - 1) as f64 / secs, first.wall_us, last.wall_us))
+    Some(Span {
+        rate: (n - 1) as f64 / secs,
+        first,
+        last,
+    })
 }
 
 fn count_on(arrivals: &[Arrival], topic: &str) -> u64 {
@@ -174,6 +184,8 @@ fn latencies(arrivals: &[Arrival], topic: &str, ts_from_ms: i64, ts_to_ms: i64) 
 /// What one fieldrelay drain gave.
 struct Drained {
     rate: f64,
+    /// Gateway CPU (user + system) per message between the first and the last arrival, µs.
+    cpu_us: f64,
     /// Latencies (ms) of live QoS 1 samples polled while the backlog drained.
     live_ms: Vec<f64>,
 }
@@ -207,6 +219,7 @@ fn fieldrelay_drain(
     let poll = if live { "100ms" } else { "10s" };
     let config = gateway_config(dir, "drain", uplink_port, device, poll, points)?;
     let gateway = GatewayProcess::start(bin, &config)?;
+    let cpu = support::CpuSampler::start(gateway.pid().ok_or("no gateway pid")?)?;
     let timeout = Duration::from_secs(60 + rows / 500);
     let done = sub.wait_for(timeout, |a| count_on(a, BACKLOG_TOPIC) >= rows);
     let arrivals = sub.snapshot();
@@ -222,10 +235,21 @@ fn fieldrelay_drain(
         )
         .into());
     }
-    let (rate, first_us, last_us) =
-        rate(&arrivals, BACKLOG_TOPIC, rows).ok_or("too few arrivals for a rate")?;
-    let live_ms = latencies(&arrivals, LIVE_TOPIC, first_us / 1000, last_us / 1000);
-    Ok(Drained { rate, live_ms })
+    let span = rate(&arrivals, BACKLOG_TOPIC, rows).ok_or("too few arrivals for a rate")?;
+    let live_ms = latencies(
+        &arrivals,
+        LIVE_TOPIC,
+        span.first.wall_us / 1000,
+        span.last.wall_us / 1000,
+    );
+    let cpu_us = cpu
+        .between(span.first.at, span.last.at)
+        .map_or(f64::NAN, |s| s * 1e6 / (rows - 1) as f64);
+    Ok(Drained {
+        rate: span.rate,
+        cpu_us,
+        live_ms,
+    })
 }
 
 /// The bridge baseline: a local mosquitto holds `rows` QoS 1 messages (same topic, same
@@ -273,7 +297,7 @@ fn bridge_drain(
     }
     Ok(rate(&arrivals, BACKLOG_TOPIC, rows)
         .ok_or("too few arrivals for a rate")?
-        .0)
+        .rate)
 }
 
 /// `mosquitto_pub -q 1 -M 64 -l`: the backlog's payloads, one per line, to `port`.
@@ -322,7 +346,7 @@ fn pipelined(knobs: &Knobs, dir: &Path, rows: u64) -> BenchResult<f64> {
     });
     Ok(rate(&sub.snapshot(), BACKLOG_TOPIC, rows)
         .ok_or("pipelined publisher: too few arrivals")?
-        .0)
+        .rate)
 }
 
 fn run_dir(base: &Path, name: &str) -> BenchResult<std::path::PathBuf> {
@@ -358,9 +382,20 @@ fn print_rows(cases: &[Case], base: usize, unit: &str) {
             .collect();
         let (rmin, rmed, rmax) = spread(&mut ratios);
         let (lo, mid, hi) = spread(&mut case.values.clone());
+        // Small values (µs per message) keep a decimal.
+        let f = |v: f64| {
+            if v.abs() < 100.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
         println!(
-            "| {:<52} | {lo:>10.0} | {mid:>10.0} | {hi:>10.0} | {rmed:>6.2}x ({rmin:.2}-{rmax:.2}) |",
-            case.name
+            "| {:<52} | {:>10} | {:>10} | {:>10} | {rmed:>6.2}x ({rmin:.2}-{rmax:.2}) |",
+            case.name,
+            f(lo),
+            f(mid),
+            f(hi)
         );
     }
 }
@@ -387,13 +422,25 @@ fn drain(rt: &tokio::runtime::Runtime, knobs: &Knobs, base: &Path) -> BenchResul
             });
         }
     }
+    let mut cpu: Vec<Case> = knobs
+        .bins
+        .iter()
+        .map(|(name, _)| Case {
+            name: name.clone(),
+            values: vec![],
+        })
+        .collect();
     for run in 0..knobs.runs {
         // Rotate the order, so no case always gets the warmer (or busier) machine.
         for step in 0..cases.len() {
             let which = (run + step) % cases.len();
             let dir = run_dir(base, &format!("drain-{run}-{which}"))?;
             let rate = match knobs.bins.get(which) {
-                Some((_, bin)) => fieldrelay_drain(rt, knobs, bin, &dir, n, None, false)?.rate,
+                Some((_, bin)) => {
+                    let drained = fieldrelay_drain(rt, knobs, bin, &dir, n, None, false)?;
+                    cpu[which].values.push(drained.cpu_us);
+                    drained.rate
+                }
                 None if which == bridge => bridge_or_retry(knobs, &dir, n, None)?,
                 None => pipelined(knobs, &dir, n)?,
             };
@@ -407,6 +454,8 @@ fn drain(rt: &tokio::runtime::Runtime, knobs: &Knobs, base: &Path) -> BenchResul
         knobs.runs
     );
     print_rows(&cases, if knobs.baselines { bridge } else { 0 }, "msg/s");
+    println!("gateway CPU (user + system) per message during the drain, µs (wall-clock rates on a shared machine swing with its load; this does less)");
+    print_rows(&cpu, 0, "µs");
     println!("  goal: fieldrelay >= 2x the bridge (ratios: median of the per-run ratios)\n");
     Ok(())
 }

@@ -628,6 +628,60 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// Samples a process's CPU time every few milliseconds on a thread of its own, so the CPU
+/// spent between two instants (the first and the last arrival of a drain) can be read back.
+pub struct CpuSampler {
+    samples: Arc<Mutex<Vec<(Instant, f64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CpuSampler {
+    pub fn start(pid: u32) -> BenchResult<CpuSampler> {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (into, until) = (Arc::clone(&samples), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("bench-cpu-sampler".into())
+            .spawn(move || {
+                while !until.load(Ordering::Relaxed) {
+                    if let Some(cpu) = cpu_seconds(pid) {
+                        into.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((Instant::now(), cpu));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })?;
+        Ok(CpuSampler {
+            samples,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// CPU seconds used between `from` and `to` (the samples nearest to each).
+    pub fn between(&self, from: Instant, to: Instant) -> Option<f64> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let at = |t: Instant| {
+            samples
+                .iter()
+                .min_by_key(|(s, _)| if *s > t { *s - t } else { t - *s })
+                .map(|(_, cpu)| *cpu)
+        };
+        Some(at(to)? - at(from)?)
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// utime + stime of `pid` in seconds (`/proc/<pid>/stat` fields 14 and 15).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
