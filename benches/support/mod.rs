@@ -573,14 +573,15 @@ impl GatewayProcess {
         })
     }
 
-    /// The gateway's own pid (the wrapper's child when wrapped).
+    /// The gateway's own pid: the wrapper's child when wrapped by a tool that forks (strace,
+    /// perf), the wrapper itself for one that does not (valgrind).
     pub fn pid(&self) -> Option<u32> {
         let wrapper = self.child.id();
         if !self.wrapped {
             return Some(wrapper);
         }
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
+        while start.elapsed() < Duration::from_secs(1) {
             let children =
                 std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
                     .unwrap_or_default();
@@ -589,7 +590,7 @@ impl GatewayProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        None
+        Some(wrapper)
     }
 
     /// The last lines the gateway logged (for an error message).
