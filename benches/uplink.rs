@@ -31,8 +31,8 @@
 //! `FR_BENCH_RTT_ROWS` (10000), `FR_BENCH_LIVE_SAMPLES` (300), `FR_BENCH_SUB_NODELAY` (1: the
 //! subscriber sets TCP_NODELAY), `FR_BENCH_BROKER_NODELAY` (0: the cloud mosquitto's
 //! `set_tcp_nodelay`; the live table runs both), `FR_BENCH_BASELINES` (0: fieldrelay only, for
-//! profiles), `FR_BENCH_COMPARE` (another `fieldrelay` binary, e.g. an experiment's build,
-//! measured in the same runs as this build's), `FR_BENCH_WRAP` (a profiler put in front of the
+//! profiles), `FR_BENCH_COMPARE` (other `fieldrelay` binaries, `:`-separated, e.g. experiments'
+//! builds, measured in the same runs as this build's), `FR_BENCH_WRAP` (a profiler put in front of the
 //! gateway, see `support::GatewayProcess`), `FR_BENCH_KEEP` (keep the run directories).
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few seconds:
@@ -72,8 +72,8 @@ struct Knobs {
     broker_nodelay: bool,
     /// Run the baselines (bridge, pipelined sender); off for profiling the gateway alone.
     baselines: bool,
-    /// The `fieldrelay` binaries measured: this build's, then `FR_BENCH_COMPARE`'s if set (an
-    /// experiment's build, measured in the same runs).
+    /// The `fieldrelay` binaries measured: this build's, then `FR_BENCH_COMPARE`'s (experiments'
+    /// builds, measured in the same runs).
     bins: Vec<(String, PathBuf)>,
 }
 
@@ -100,13 +100,19 @@ impl Knobs {
                 "fieldrelay".to_owned(),
                 PathBuf::from(env!("CARGO_BIN_EXE_fieldrelay")),
             ))
-            .chain(std::env::var_os("FR_BENCH_COMPARE").map(|b| {
-                let bin = PathBuf::from(b);
-                let name = bin
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                (format!("fieldrelay {name} (FR_BENCH_COMPARE)"), bin)
-            }))
+            .chain(
+                std::env::var("FR_BENCH_COMPARE")
+                    .unwrap_or_default()
+                    .split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let bin = PathBuf::from(p);
+                        let name = bin
+                            .file_name()
+                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                        (format!("fieldrelay {name} (FR_BENCH_COMPARE)"), bin)
+                    }),
+            )
             .collect(),
         }
     }
