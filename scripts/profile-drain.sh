@@ -61,6 +61,8 @@ FR_BENCH_COMPARE="" FR_BENCH_ROWS=$((2 * ROWS)) \
   FR_BENCH_WRAP="strace -f -c -o $out/strace.txt" \
   cargo bench --bench uplink -- drain >"$out/strace-bench.log" 2>&1 ||
   { tail -20 "$out/strace-bench.log"; exit 1; }
+# strace writes its summary once the gateway it traced has exited.
+for _ in $(seq 100); do [ -s "$out/strace.txt" ] && break; sleep 0.2; done
 echo
 echo "system calls per drained row (strace -f -c, this build, $((2 * ROWS)) rows)"
 awk -v n=$((2 * ROWS)) '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {

@@ -605,13 +605,13 @@ impl GatewayProcess {
         cpu_seconds(self.pid()?)
     }
 
-    /// SIGTERM, then waits up to 10 s for the exit (and the wrapper's report).
+    /// SIGTERM, then waits up to 30 s for the exit (and the wrapper's report).
     pub fn stop(mut self) {
         if let Some(pid) = self.pid() {
             signal(pid, "-TERM");
         }
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
+        while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
