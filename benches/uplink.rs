@@ -25,7 +25,11 @@
 //!   one-way delay.
 //! - **live**: an empty queue, two points read by the same poll every 100 ms, one QoS 1 (a commit
 //!   before the publish), one QoS 0 (the baseline): latency poll → subscriber, median and p99.
-//!   `ts` has millisecond resolution, so both carry up to 1 ms of truncation.
+//!   `ts` has millisecond resolution, so both carry up to 1 ms of truncation. Rows: the cloud
+//!   mosquitto as shipped (no `set_tcp_nodelay`: the QoS 1 PUBLISH, arriving ~1 ms after the
+//!   QoS 0 one, waits in the broker's socket under Nagle's algorithm for the subscriber's delayed
+//!   ACK of the QoS 0 one, ~40 ms), the same with `set_tcp_nodelay true`, and the QoS 1 point
+//!   alone: the last two are the gateway's own latency.
 //!
 //! Knobs (environment): `FR_BENCH_RUNS` (paired runs, default 3), `FR_BENCH_ROWS` (50000),
 //! `FR_BENCH_RTT_ROWS` (10000), `FR_BENCH_LIVE_SAMPLES` (300), `FR_BENCH_SUB_NODELAY` (1: the

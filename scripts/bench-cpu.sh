@@ -2,8 +2,10 @@
 # CPU at 1,000 points/s, one QoS 1 message per sample (goal 4 of the uplink benchmarks), against
 # Node-RED + node-red-contrib-modbus doing the same reads and publishes, measured in one run:
 #
-#   scripts/bench-cpu.sh            # WINDOW=60 WARMUP=15 ROUNDS=1 (each round runs both)
+#   scripts/bench-cpu.sh [OTHER_BINARY ...]   # WINDOW=60 WARMUP=15 ROUNDS=1
 #
+# Each round runs this build, then each OTHER_BINARY (an experiment's build, say), then Node-RED
+# (the order reversed every other round).
 # Both read the same simulator (`fieldrelay simulate`: 10 units x 100 holding registers, u16
 # counters that change every second) with one 100-register read per unit per second, and publish
 # one QoS 1 message per register per read (topic <prefix>/<device>/p<i>, JSON value + ts) to the
@@ -118,11 +120,11 @@ finish() { # pid log prefix
   echo "$out"
 }
 
-run_fieldrelay() { # round
-  local dir=$work/gw-$1
+run_fieldrelay() { # round binary
+  local dir=$work/gw-$1-$(basename "$2")
   mkdir -p "$dir"
   gateway_config "$dir/data" >"$dir/gateway.yaml"
-  "$bin" run --config "$dir/gateway.yaml" >"$dir/log" 2>&1 &
+  "$2" run --config "$dir/gateway.yaml" >"$dir/log" 2>&1 &
   local pid=$!
   pids+=($pid)
   finish "$pid" "$dir/log" fieldrelay/cpu
@@ -140,21 +142,26 @@ run_nodered() { # round
   finish "$pid" "$dir/log" fieldrelay/nodered
 }
 
-ours=() theirs=()
+bins=("$bin" "$@")
+declare -A ours
+theirs=()
+run_all() { # round
+  for b in "${bins[@]}"; do ours[$b]+="$(run_fieldrelay "$1" "$b")"$'\n'; done
+}
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate the order between rounds.
   if [ $((round % 2)) -eq 1 ]; then
-    ours+=("$(run_fieldrelay "$round")")
+    run_all "$round"
     theirs+=("$(run_nodered "$round")")
   else
     theirs+=("$(run_nodered "$round")")
-    ours+=("$(run_fieldrelay "$round")")
+    run_all "$round"
   fi
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-col() { local i=$1; shift; for r in "$@"; do echo "$r" | awk -v i="$i" '{print $i}'; done; }
-ocpu=$(median $(col 1 "${ours[@]}")) tcpu=$(median $(col 1 "${theirs[@]}"))
+median() { printf '%s\n' "$@" | sort -g | awk 'NF {a[++n]=$1} END {print a[int((n+1)/2)]}'; }
+col() { local i=$1; shift; printf '%s\n' "$@" | awk -v i="$i" 'NF {print $i}'; }
+tcpu=$(median $(col 1 "${theirs[@]}"))
 echo "goal 4: CPU at $((UNITS * POINTS)) points/s, one QoS 1 message per sample, ${WINDOW}s window after ${WARMUP}s warm-up, $ROUNDS round(s), median"
 printf '| %-58s | %12s | %10s | %9s | %11s |\n' case "CPU-s/min" "msgs/s" "RSS MiB" "vs Node-RED"
 printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' {1..14})" \
@@ -162,9 +169,14 @@ printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' 
 row() { # label cpu msgs rss ratio
   printf '| %-58s | %12.3f | %10.0f | %9.1f | %10.2fx |\n' "$1" "$2" "$3" "$(awk -v k="$4" 'BEGIN{print k/1024}')" "$5"
 }
-row "fieldrelay (queue.db, sync full, committed before publish)" "$ocpu" \
-  "$(median $(col 2 "${ours[@]}"))" "$(median $(col 3 "${ours[@]}"))" \
-  "$(awk -v a="$ocpu" -v b="$tcpu" 'BEGIN{print a/b}')"
+for b in "${bins[@]}"; do
+  runs=${ours[$b]}
+  ocpu=$(median $(col 1 "$runs"))
+  label="fieldrelay (sync full, committed before publish)"
+  [ "$b" = "$bin" ] || label="fieldrelay $(basename "$b")"
+  row "$label" "$ocpu" "$(median $(col 2 "$runs"))" "$(median $(col 3 "$runs"))" \
+    "$(awk -v a="$ocpu" -v b="$tcpu" 'BEGIN{print a/b}')"
+done
 row "Node-RED 4.1 + node-red-contrib-modbus (nothing on disk)" "$tcpu" \
   "$(median $(col 2 "${theirs[@]}"))" "$(median $(col 3 "${theirs[@]}"))" 1
 echo "  goal: fieldrelay <= 0.6x Node-RED's CPU"
