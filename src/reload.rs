@@ -451,12 +451,7 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    const BASE: &str = "\
-gateway: {id: gw, data_dir: /d}
-uplink: {url: 'mqtt://b'}
-buses: [{name: plc1, type: tcp, host: h}]
-devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type: bool}]}]
-";
+    use crate::config::testing::MINIMAL as BASE;
 
     fn config(text: &str) -> Config {
         load_str(text, "c.yaml").unwrap_or_else(|errors| panic!("{errors}"))

@@ -71,12 +71,7 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 mod tests {
     use crate::config::load_str;
 
-    const BASE: &str = "\
-gateway: {id: gw, data_dir: /d}
-uplink: {url: 'mqtt://b'}
-buses: [{name: plc1, type: tcp, host: h}]
-devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type: bool}]}]
-";
+    use crate::config::testing::MINIMAL as BASE;
 
     fn errors(extra: &str) -> Vec<String> {
         match load_str(&format!("{BASE}{extra}"), "c.yaml") {

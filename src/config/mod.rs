@@ -74,7 +74,7 @@ mod source_map;
 mod status;
 mod store;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod units;
 mod uplink;
 

@@ -3,6 +3,14 @@
 
 use super::load_str;
 
+/// The smallest valid configuration, for tests of one optional section (appended to it).
+pub(crate) const MINIMAL: &str = "\
+gateway: {id: gw, data_dir: /d}
+uplink: {url: 'mqtt://b'}
+buses: [{name: plc1, type: tcp, host: h}]
+devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type: bool}]}]
+";
+
 /// A valid configuration; tests replace one line to break it.
 pub(crate) const VALID: &str = "\
 gateway:
