@@ -373,6 +373,24 @@ struct Case {
     values: Vec<f64>,
 }
 
+impl Case {
+    fn new(name: impl Into<String>) -> Case {
+        Case {
+            name: name.into(),
+            values: vec![],
+        }
+    }
+
+    /// One empty row per measured `fieldrelay` binary, named by `name`.
+    fn per_binary(knobs: &Knobs, name: impl Fn(&str) -> String) -> Vec<Case> {
+        knobs
+            .bins
+            .iter()
+            .map(|(bin, _)| Case::new(name(bin)))
+            .collect()
+    }
+}
+
 /// Prints `cases` as rows of min / median / max and the median of the per-run ratios to
 /// `cases[base]`.
 fn print_rows(cases: &[Case], base: usize, unit: &str) {
@@ -412,34 +430,17 @@ fn print_rows(cases: &[Case], base: usize, unit: &str) {
 
 fn drain(rt: &tokio::runtime::Runtime, knobs: &Knobs, base: &Path) -> BenchResult<()> {
     let n = knobs.rows;
-    let mut cases: Vec<Case> = knobs
-        .bins
-        .iter()
-        .map(|(name, _)| Case {
-            name: format!("{name} (queue.db, sync full)"),
-            values: vec![],
-        })
-        .collect();
+    let mut cases = Case::per_binary(knobs, |name| format!("{name} (queue.db, sync full)"));
     let bridge = cases.len();
     if knobs.baselines {
         for name in [
             "mosquitto bridge (baseline)",
             "pipelined sender, nothing durable (ceiling)",
         ] {
-            cases.push(Case {
-                name: name.to_owned(),
-                values: vec![],
-            });
+            cases.push(Case::new(name));
         }
     }
-    let mut cpu: Vec<Case> = knobs
-        .bins
-        .iter()
-        .map(|(name, _)| Case {
-            name: name.clone(),
-            values: vec![],
-        })
-        .collect();
+    let mut cpu = Case::per_binary(knobs, str::to_owned);
     for run in 0..knobs.runs {
         // Rotate the order, so no case always gets the warmer (or busier) machine.
         for step in 0..cases.len() {
@@ -508,21 +509,11 @@ fn rtt(rt: &tokio::runtime::Runtime, knobs: &Knobs, base: &Path) -> BenchResult<
         mqtt_rtt(proxy.port, 20)?
     };
     let ceiling = f64::from(WINDOW) / measured.as_secs_f64();
-    let mut cases: Vec<Case> = knobs
-        .bins
-        .iter()
-        .map(|(name, _)| Case {
-            name: name.clone(),
-            values: vec![],
-        })
-        .collect();
+    let mut cases = Case::per_binary(knobs, str::to_owned);
     let mut live: Vec<Vec<f64>> = vec![vec![]; cases.len()];
     let bridge = cases.len();
     if knobs.baselines {
-        cases.push(Case {
-            name: "mosquitto bridge".to_owned(),
-            values: vec![],
-        });
+        cases.push(Case::new("mosquitto bridge"));
     }
     for run in 0..knobs.runs {
         for step in 0..cases.len() {
