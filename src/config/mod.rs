@@ -51,6 +51,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub mod access;
+mod broker;
+mod broker_fit;
 mod bus;
 mod client;
 mod commands;
@@ -78,6 +80,7 @@ pub(crate) mod testing;
 pub mod units;
 mod uplink;
 
+pub use broker::{drain_rate_under, Broker, BrokerLimits};
 pub use bus::{
     BusConfig, BusKind, LineSettings, Parity, SerialSettings, StopBits, DEFAULT_BAUD_RATE,
     DEFAULT_BUS_TIMEOUT, DEFAULT_MODBUS_PORT,
@@ -315,6 +318,9 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
     let commands = commands::validate_commands(raw.commands.as_ref(), root, issues);
     let local = local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
     let console = console::validate_console(raw.console.as_ref(), issues);
+    if let (Some(uplink), Some(devices), Some(raw_uplink)) = (&uplink, &devices, &raw.uplink) {
+        broker_fit::check_broker_fit(uplink, &raw_uplink.keys, devices, issues);
+    }
 
     Some(Config {
         gateway: gateway?,
@@ -358,6 +364,7 @@ mod tests {
                 response_timeout: Duration::from_secs(10),
                 max_inflight: 64,
                 max_rate: None,
+                broker: Broker::Generic,
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -521,6 +528,7 @@ mod tests {
         "mod",
         "files",
         "access",
+        "broker_fit",
         "store",
         "device",
         "point",
@@ -533,6 +541,7 @@ mod tests {
         "metrics",
         "gateway",
         "client",
+        "broker",
         "modicon",
         "register",
         "rules",

@@ -10,6 +10,7 @@
 //!   session: persistent               # persistent | clean
 //!   reconnect_initial: 1s             # doubles up to reconnect_max
 //!   max_inflight: 64
+//!   broker: generic                   # a profile of documented limits (`broker.rs`)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
@@ -22,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::broker::{drain_rate_under, Broker};
 use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
 use super::error::Issue;
@@ -73,6 +75,25 @@ pub struct UplinkConfig {
     pub max_inflight: u16,
     /// Most queued messages sent per second; `None`: as fast as the window allows.
     pub max_rate: Option<u32>,
+    /// The broker's profile: its documented limits cap the window and the drain rate.
+    pub broker: Broker,
+}
+
+impl UplinkConfig {
+    /// The in-flight window: `max_inflight`, capped at what the broker allows.
+    pub fn inflight_window(&self) -> u16 {
+        let cap = self.broker.limits().max_inflight.unwrap_or(MAX_INFLIGHT);
+        self.max_inflight.min(cap)
+    }
+
+    /// The drain rate: `max_rate`, capped just under the broker's publishes per second.
+    pub fn drain_rate(&self) -> Option<u32> {
+        let cap = self.broker.limits().publishes_per_s.map(drain_rate_under);
+        match (self.max_rate, cap) {
+            (Some(rate), Some(cap)) => Some(rate.min(cap)),
+            (rate, cap) => rate.or(cap),
+        }
+    }
 }
 
 /// TLS for `mqtts://`: the broker is verified against `ca_file`; with `cert_file` and
@@ -124,6 +145,7 @@ pub(crate) struct RawUplink {
     pub response_timeout: Option<DurationValue>,
     pub max_inflight: Option<i64>,
     pub max_rate: Option<i64>,
+    pub broker: Option<String>,
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
@@ -183,6 +205,7 @@ pub(crate) fn validate_uplink(
     let max_rate = when_written(keys, "max_rate", &raw.max_rate, |rate| {
         in_range(keys, "max_rate", *rate, 1, 1_000_000, issues).and_then(|r| u32::try_from(r).ok())
     });
+    let broker = choice(keys, "broker", &raw.broker, Broker::Generic, issues);
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -200,6 +223,7 @@ pub(crate) fn validate_uplink(
         response_timeout: response_timeout?,
         max_inflight: max_inflight?,
         max_rate: max_rate?,
+        broker: broker?,
     })
 }
 

@@ -179,7 +179,7 @@ impl Link {
     /// fetch waits for the writer's current commit (an fsync), so one fetch per window slot
     /// would make the drain fsync-bound.
     async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
-        let limit = usize::from(self.config.max_inflight).max(64) * 4;
+        let limit = usize::from(self.config.inflight_window()).max(64) * 4;
         match self.queue.fetch(self.session.cursor(), limit).await {
             Ok(rows) if rows.is_empty() => {
                 // Everything up to last_seq was acknowledged or dropped meanwhile.
