@@ -65,10 +65,7 @@ impl Fit<'_> {
                 if qos > limits.max_qos {
                     issues.push(Issue::value(
                         path.key("qos"),
-                        format!(
-                            "{broker} accepts at most qos {}, got {qos}",
-                            limits.max_qos
-                        ),
+                        format!("{broker} accepts at most qos {}, got {qos}", limits.max_qos),
                     ));
                 }
                 if point.retain && !limits.retain {
@@ -226,11 +223,15 @@ mod tests {
         ]);
         assert_eq!(
             errors(&text),
-            [r#"6:11: uplink.broker: emqx_serverless accepts client ids of at most 23 characters, got 29 ("a-rather-long-gateway-name-01") (set uplink.client_id)"#]
+            [
+                r#"6:11: uplink.broker: emqx_serverless accepts client ids of at most 23 characters, got 29 ("a-rather-long-gateway-name-01") (set uplink.client_id)"#
+            ]
         );
         assert_eq!(
             uplink("  url: mqtt://b\n  broker: aws\n"),
-            [r#"6:11: uplink.broker: unknown broker "aws": expected generic, aws_iot, azure_event_grid, emqx_serverless or hivemq_cloud"#]
+            [
+                r#"6:11: uplink.broker: unknown broker "aws": expected generic, aws_iot, azure_event_grid, emqx_serverless or hivemq_cloud"#
+            ]
         );
     }
 
@@ -252,7 +253,10 @@ mod tests {
         assert_eq!(uplink.drain_rate(), Some(9));
         uplink.broker = Broker::AwsIot;
         uplink.max_inflight = 64;
-        assert_eq!((uplink.inflight_window(), uplink.drain_rate()), (64, Some(90)));
+        assert_eq!(
+            (uplink.inflight_window(), uplink.drain_rate()),
+            (64, Some(90))
+        );
         uplink.max_rate = Some(20);
         assert_eq!(uplink.drain_rate(), Some(20));
         uplink.broker = Broker::Generic;
@@ -263,7 +267,10 @@ mod tests {
     #[test]
     fn retain_is_refused_where_the_broker_has_none() {
         let config = crate::config::load_str(
-            &with(&[("        type: f32\n", "        type: f32\n        retain: true\n")]),
+            &with(&[(
+                "        type: f32\n",
+                "        type: f32\n        retain: true\n",
+            )]),
             "c.yaml",
         )
         .unwrap();
