@@ -57,6 +57,10 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigFile,
+        /// Also print the expected bytes per day and per month on the uplink's wire, per device
+        /// and for health, keep-alive and connections, with the largest contributors.
+        #[arg(long)]
+        budget: bool,
     },
     /// Read every configured point once and print a table: device, point, raw registers,
     /// decoded value, unit, status. Exit 0 if every point answered, 1 otherwise.

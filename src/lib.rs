@@ -43,6 +43,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod config;

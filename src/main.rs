@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         }
         Command::Queue(command) => return queue(&command),
         Command::ConsoleUser(command) => return console_user(&command),
-        Command::Check { config } => return check(&config.config),
+        Command::Check { config, budget } => return check(&config.config, budget),
         Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
         Command::Simulate { ref config } => config.clone(),
     };
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
 /// `fieldrelay check`: a gateway configuration or, recognised by its `simulator:` section, a
 /// simulator file (checked by the simulator's rules). Warnings on stderr; exit 78 only for
 /// errors.
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, budget: bool) -> ExitCode {
     use fieldrelay::simulator::map;
     if let Ok(text) = fieldrelay::config::read_text(path) {
         if map::is_simulator_file(&text) {
@@ -152,6 +152,12 @@ fn check(path: &Path) -> ExitCode {
                 ));
             }
             println!("{said}");
+            if budget {
+                println!(
+                    "\n{}",
+                    fieldrelay::budget::estimate(&checked.config).render()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => config_errors(path, &errors),

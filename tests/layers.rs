@@ -39,7 +39,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // on-site broker's client.
     ("local", &["local", "console"]),
     // Operations and tools around the running gateway.
-    ("tools", &["service", "probe", "import", "simulator", "cli"]),
+    (
+        "tools",
+        &["service", "probe", "import", "simulator", "cli", "budget"],
+    ),
     ("reload", &["reload"]),
     ("metrics", &["metrics"]),
     // The wiring, and the binary.

@@ -86,6 +86,11 @@ impl UplinkConfig {
         self.max_inflight.min(cap)
     }
 
+    /// How often the uplink sends a PINGREQ (the data budget counts them too).
+    pub fn ping_interval(&self) -> Duration {
+        (self.keep_alive / 2).max(Duration::from_millis(100))
+    }
+
     /// The drain rate: `max_rate`, capped just under the broker's publishes per second.
     pub fn drain_rate(&self) -> Option<u32> {
         let cap = self.broker.limits().publishes_per_s.map(drain_rate_under);

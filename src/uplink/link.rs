@@ -362,7 +362,7 @@ impl Link {
         // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
-        let half = (self.config.keep_alive / 2).max(Duration::from_millis(100));
+        let half = self.config.ping_interval();
         let mut next_ping = now + half;
         loop {
             let refilled = self.refill(&mut writer).await;
