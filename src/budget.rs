@@ -23,8 +23,9 @@
 //!   write; a QoS 0 sample is a write of its own. QoS 1 adds a PUBACK, QoS 2 a PUBREC, a PUBREL
 //!   and a PUBCOMP. `seq` and `ts` are sized as 8 and 13 digits, values by type (`false`,
 //!   `12345`, `1234.56`).
-//! - **Health reports**: one QoS 0 publish per `health_interval` with one entry per device,
-//!   its counters sized as after a month of running.
+//! - **Health reports**: one QoS 0 publish per `health_heartbeat` (a healthy gateway: a report
+//!   that says nothing new is held back until then; while something changes, up to one per
+//!   `health_interval`), with one entry per device, its counters sized as after a month.
 //! - **Keep-alive**: a PINGREQ and its PINGRESP per ping interval
 //!   ([`crate::config::UplinkConfig::ping_interval`]).
 //! - **Connections**: [`CONNECTIONS_PER_DAY`] (a cellular link is typically reset daily), each a
@@ -258,7 +259,9 @@ fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
     let mut lines = Vec::new();
     let health = typical_health(config);
     let topic = crate::uplink::presence::health_topic(prefix);
-    let reports = DAY / config.status.health_interval.as_secs_f64();
+    let status = &config.status;
+    let every = status.health_heartbeat.max(status.health_interval);
+    let reports = DAY / every.as_secs_f64();
     let size = publish_size(topic.len(), health.len(), Qos::AtMostOnce);
     lines.push(Line {
         name: "health reports".into(),
@@ -540,5 +543,28 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
         assert_eq!(b.lines[2].per_day.wire(), pings * (48.0 + 3.0 * 52.0));
         assert!(b.lines[3].per_day.stream > TLS_HANDSHAKE as f64);
         assert!(b.render().contains("Largest contributors"));
+    }
+
+    #[test]
+    fn the_default_fixed_overhead_stays_under_2_mb_a_month() {
+        // Two devices over TLS, every key at its default.
+        let two = ONE_POINT.replace(
+            "type: bool}]}]",
+            "type: bool}]}, {name: b, bus: plc1, unit_id: 2, points: [{name: q, table: coil, address: 0, type: bool}]}]",
+        );
+        let month = budget(&two).fixed().wire() * MONTH_DAYS;
+        assert!(month < 2e6, "{month} bytes a month");
+        // What the defaults were before: a PINGREQ every 15 s, a health report a minute.
+        let before = two.replace(
+            "uplink: {url: 'mqtts://b'}",
+            "uplink: {url: 'mqtts://b', keep_alive: 30s, health_heartbeat: 60s}",
+        );
+        let config = load_str(&before, "c.yaml").unwrap();
+        let mut old = estimate(&config);
+        let pings = &mut old.lines[3];
+        assert_eq!(pings.name, "keep-alive");
+        pings.per_day = pings.per_day.times(2.0);
+        let before = old.fixed().wire() * MONTH_DAYS;
+        assert!(before > 30.0 * month, "{before} against {month}");
     }
 }

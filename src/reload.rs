@@ -104,6 +104,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     let StatusConfig {
         offline,
         health_interval,
+        health_heartbeat,
     } = &new.status;
     let CommandsConfig {
         max_age,
@@ -130,6 +131,10 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
             (
                 "uplink.health_interval",
                 *health_interval != running.status.health_interval,
+            ),
+            (
+                "uplink.health_heartbeat",
+                *health_heartbeat != running.status.health_heartbeat,
             ),
             ("commands.max_age", *max_age != running.commands.max_age),
             (

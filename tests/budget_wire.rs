@@ -5,7 +5,7 @@
 //!
 //! Every point is `every_poll`, which is what the model assumes for `on_change` (its worst case,
 //! a change every poll): the comparison checks the byte model, not a simulator's waveform.
-//! Intervals are shortened (polls every 200 ms, health every second, a PINGREQ every second) so
+//! Intervals are shortened (polls every 200 ms, a health report and a PINGREQ every 2 s) so
 //! a few seconds show every source; the 10-minute run of `config/example.yaml` itself is the
 //! `budget` benchmark. The window is bounded by awaited events (samples seen by a subscriber),
 //! after the connection was made, so the connection's own bytes are outside it.
@@ -75,7 +75,8 @@ uplink:
   url: mqtts://127.0.0.1:{proxy}
   tls: {{ca_file: {ca}}}
   keep_alive: 2s
-  health_interval: 1s
+  health_interval: 2s
+  health_heartbeat: 2s
 buses:
   - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 500ms}}
 devices:

@@ -328,9 +328,10 @@ pub fn json_number<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// A TCP proxy on a loopback port that forwards to `target`, delaying every chunk by
 /// `one_way` in each direction while keeping its order: a WAN link with RTT = 2 × `one_way`
 /// and no bandwidth limit. Runs on a runtime of its own, so the process measured never
-/// shares a worker with it.
+/// shares a worker with it. Counts the bytes it forwards, both directions ([`DelayProxy::bytes`]).
 pub struct DelayProxy {
     pub port: u16,
+    counted: Arc<std::sync::atomic::AtomicU64>,
     cancel: tokio_util::sync::CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
@@ -342,6 +343,8 @@ impl DelayProxy {
         let port = listener.local_addr()?.port();
         let cancel = tokio_util::sync::CancellationToken::new();
         let token = cancel.clone();
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = counted.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -357,7 +360,7 @@ impl DelayProxy {
                             () = token.cancelled() => return,
                             accepted = listener.accept() => {
                                 if let Ok((inbound, _)) = accepted {
-                                    tokio::spawn(proxy_connection(inbound, target, one_way, token.clone()));
+                                    tokio::spawn(proxy_connection(inbound, target, one_way, token.clone(), count.clone()));
                                 }
                             }
                         }
@@ -366,9 +369,17 @@ impl DelayProxy {
             })?;
         Ok(DelayProxy {
             port,
+            counted,
             cancel,
             thread: Some(thread),
         })
+    }
+}
+
+impl DelayProxy {
+    /// Bytes forwarded so far, both directions: what crossed the TCP connections.
+    pub fn bytes(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
     }
 }
 
@@ -386,6 +397,7 @@ async fn proxy_connection(
     target: u16,
     one_way: Duration,
     cancel: tokio_util::sync::CancellationToken,
+    counted: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
         return;
@@ -398,8 +410,8 @@ async fn proxy_connection(
         () = cancel.cancelled() => {}
         _ = async {
             tokio::join!(
-                delayed_pipe(in_read, out_write, one_way),
-                delayed_pipe(out_read, in_write, one_way)
+                delayed_pipe(in_read, out_write, one_way, counted.clone()),
+                delayed_pipe(out_read, in_write, one_way, counted)
             )
         } => {}
     }
@@ -410,6 +422,7 @@ async fn delayed_pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    counted: Arc<std::sync::atomic::AtomicU64>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
@@ -433,6 +446,7 @@ async fn delayed_pipe(
             if to.write_all(&bytes).await.is_err() {
                 return;
             }
+            counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         let _ = to.shutdown().await;
     };

@@ -248,6 +248,7 @@ impl Shared<'_> {
             gateway,
             health,
             health_interval: self.config.status.health_interval,
+            health_heartbeat: self.config.status.health_heartbeat,
             connections: Box::new(move || stats.snapshot().connects),
             started_ms: self.started_ms,
             local: local.map(|feed| Box::new(feed) as Box<dyn StatusSink>),

@@ -19,8 +19,9 @@ use super::units::format_duration;
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
 /// IANA port of MQTT over TLS; used when an `mqtts://` url names none.
 pub const DEFAULT_MQTTS_PORT: u16 = 8883;
-/// Long enough not to load a cellular link with pings, short enough that the broker publishes
-/// the Last Will within ~45 s (1.5 × keep alive) of a silent death.
+/// The on-site broker's (a LAN: pings cost nothing there): the broker publishes the Last Will
+/// within ~45 s (1.5 × keep alive) of a silent death. The uplink's default is longer
+/// (`DEFAULT_UPLINK_KEEP_ALIVE`): a metered link pays for every ping.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// MQTT carries keep alive as a 16-bit number of seconds.
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(65_535);
@@ -81,9 +82,10 @@ pub(crate) fn client_id(
 pub(crate) fn keep_alive(
     keys: &Keys,
     value: Option<DurationValue>,
+    default: Duration,
     issues: &mut Vec<Issue>,
 ) -> Option<Duration> {
-    let keep_alive = optional(keys, "keep_alive", value.map(|d| d.0), DEFAULT_KEEP_ALIVE)?;
+    let keep_alive = optional(keys, "keep_alive", value.map(|d| d.0), default)?;
     let problem = if keep_alive < Duration::from_secs(1) || keep_alive > MAX_KEEP_ALIVE {
         "must be between 1s and 65535s"
     } else if keep_alive.subsec_nanos() != 0 {

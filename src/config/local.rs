@@ -79,7 +79,7 @@ pub(crate) fn validate_local(
     });
     let default_id = uplink.map(|uplink| format!("{}-local", uplink.client_id));
     let client_id = client::client_id(keys, &value.client_id, default_id, issues);
-    let keep_alive = client::keep_alive(keys, value.keep_alive, issues);
+    let keep_alive = client::keep_alive(keys, value.keep_alive, client::DEFAULT_KEEP_ALIVE, issues);
     let default_prefix = uplink.map(|uplink| uplink.topic_prefix.clone());
     let topic_prefix = client::topic_prefix(keys, &value.topic_prefix, default_prefix, issues);
     let username = client::username(keys, &value.username, issues);

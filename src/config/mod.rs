@@ -105,12 +105,12 @@ pub use modicon::{modicon_hint, ModiconReference};
 pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporting, MAX_DECIMALS};
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
-pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
+pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_HEARTBEAT, DEFAULT_HEALTH_INTERVAL};
 pub use store::{OnFull, StoreConfig, SyncMode, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use uplink::{
     SessionMode, TlsConfig, UplinkConfig, DEFAULT_CA_FILE, DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_TOPIC_ROOT,
-    MAX_INFLIGHT,
+    DEFAULT_UPLINK_KEEP_ALIVE, MAX_INFLIGHT,
 };
 
 /// The loader's parts for other YAML files held to the configuration's standard (the simulator
@@ -353,7 +353,7 @@ mod tests {
                 host: "broker.local".to_owned(),
                 port: 1883,
                 client_id: "gw1".to_owned(),
-                keep_alive: Duration::from_secs(30),
+                keep_alive: Duration::from_secs(600),
                 topic_prefix: "fieldrelay/gw1".to_owned(),
                 reconnect_initial: Duration::from_secs(1),
                 reconnect_max: Duration::from_secs(60),

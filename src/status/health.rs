@@ -18,12 +18,15 @@
 //!   `docs/specs/queue.md`).
 //! - `uplink.connections`: broker connections made since start; `reconnects` those after the
 //!   first.
+//! - Sent when its [`HealthReport::signature`] changed, else every `uplink.health_heartbeat`
+//!   (the monitor decides).
 //! - `devices`: per configured device, its reported status (`null` before it was tried),
 //!   successful `polls`, wire `requests` (reads and writes) and failures by kind, and the time
 //!   of the last successful poll (`null`: never). Counters start at zero with the process, and
 //!   for a bus restarted by a reload.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -60,6 +63,24 @@ pub struct Dropped {
     pub expired: u64,
     pub commit_failed: u64,
     pub live_channel_full: u64,
+}
+
+/// Whether a report of `signature` is to be sent, given what the last one sent said and how
+/// long ago (`None`: nothing sent yet): when it says something new, or the heartbeat is due.
+pub fn is_due(
+    last: Option<(&Signature, Duration)>,
+    signature: &Signature,
+    heartbeat: Duration,
+) -> bool {
+    last.is_none_or(|(said, ago)| said != signature || ago >= heartbeat)
+}
+
+/// See [`HealthReport::signature`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    devices: Vec<(String, Option<DeviceState>, [u64; 6])>,
+    dropped: Dropped,
+    connections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +152,32 @@ impl HealthReport {
                 reconnects: connections.saturating_sub(1),
             },
             devices,
+        }
+    }
+
+    /// What the report says about problems: each device's status and failure counters, the
+    /// rows dropped, the connections made. Reports with the same signature differ only in what
+    /// moves while all is well (time, polls, requests, queue depth): the monitor holds such a
+    /// report back until the heartbeat.
+    pub fn signature(&self) -> Signature {
+        Signature {
+            devices: self
+                .devices
+                .iter()
+                .map(|(name, d)| {
+                    let failures = [
+                        d.timeouts,
+                        d.exceptions,
+                        d.crc_errors,
+                        d.errors,
+                        d.stale_replies,
+                        d.decode_errors,
+                    ];
+                    (name.clone(), d.status, failures)
+                })
+                .collect(),
+            dropped: self.queue.dropped.clone(),
+            connections: self.uplink.connections,
         }
     }
 
@@ -218,5 +265,50 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&empty.payload()).unwrap();
         assert_eq!(value["queue"]["oldest_age_ms"], serde_json::Value::Null);
         assert_eq!(value["uplink"]["reconnects"], 0);
+    }
+
+    #[test]
+    fn only_problems_or_the_heartbeat_make_a_report_due() {
+        let report = |polls: u64, timeouts: u64, connections: u64, now: i64| {
+            let counters = CounterSnapshot {
+                requests: polls,
+                timeouts,
+                last_success_ms: now,
+                ..CounterSnapshot::default()
+            };
+            let device = DeviceReport::new(Some(DeviceState::Online), &counters, polls);
+            let progress = QueueProgress {
+                depth: polls % 7,
+                ..QueueProgress::default()
+            };
+            let devices = BTreeMap::from([("boiler".to_owned(), device)]);
+            HealthReport::new(
+                now,
+                0,
+                progress,
+                QueueStats::default(),
+                connections,
+                devices,
+            )
+            .signature()
+        };
+        let hour = Duration::from_secs(3600);
+        let first = report(10, 0, 1, 1_000);
+        assert!(is_due(None, &first, hour), "the first report");
+        let minute = Duration::from_secs(60);
+        // Polls, requests, time and queue depth moved: nothing new.
+        let quiet = report(70, 0, 1, 61_000);
+        assert!(!is_due(Some((&first, minute)), &quiet, hour));
+        assert!(is_due(Some((&first, hour)), &quiet, hour), "the heartbeat");
+        assert!(
+            is_due(Some((&first, minute)), &report(70, 1, 1, 61_000), hour),
+            "a timeout"
+        );
+        assert!(
+            is_due(Some((&first, minute)), &report(70, 0, 2, 61_000), hour),
+            "a reconnect"
+        );
+        // A heartbeat no longer than the interval sends every report.
+        assert!(is_due(Some((&first, minute)), &quiet, minute));
     }
 }

@@ -1,6 +1,8 @@
 //! The status task (I/O): follows the running bus owners, turns their devices' health into
 //! `P/<device>/status` messages, keeps the birth's device map current, and builds the health
-//! report every `uplink.health_interval`.
+//! report every `uplink.health_interval`, handing it to the uplink when what it says about
+//! problems changed ([`HealthReport::signature`]) or `uplink.health_heartbeat` passed since the
+//! last one (a healthy gateway costs one report per heartbeat on a metered link).
 //!
 //! # Design
 //! - **Follows reloads.** The fleet publishes the running [`BusHandle`]s on a watch and replaces
@@ -32,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::device::{DeviceStatus, Transition};
 use super::gateway::GatewayInfo;
-use super::health::{DeviceReport, HealthReport};
+use super::health::{is_due, DeviceReport, HealthReport, Signature};
 use crate::config::Qos;
 use crate::modbus::{BusHandle, DeviceHealth};
 use crate::queue::{Message, MessageKind, Queue};
@@ -58,6 +60,8 @@ pub struct Monitor {
     /// Health report payloads for the uplink (`P/health`).
     pub health: mpsc::Sender<Bytes>,
     pub health_interval: Duration,
+    /// Longest time between two reports that say the same.
+    pub health_heartbeat: Duration,
     /// Connections the uplink made (for the report's reconnects).
     pub connections: Connections,
     pub started_ms: i64,
@@ -96,6 +100,8 @@ impl Monitor {
         let start = tokio::time::Instant::now() + self.health_interval;
         let mut tick = tokio::time::interval_at(start, self.health_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The signature of the last report handed over, and when.
+        let mut last: Option<(Signature, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 biased;
@@ -141,7 +147,15 @@ impl Monitor {
                         report = self.report(&reported) => report,
                         () = cancel.cancelled() => break,
                     };
-                    if self.health.try_send(report).is_err() {
+                    let signature = report.signature();
+                    let now = tokio::time::Instant::now();
+                    let said = last.as_ref().map(|(said, at)| (said, now.duration_since(*at)));
+                    if !is_due(said, &signature, self.health_heartbeat) {
+                        continue;
+                    }
+                    if self.health.try_send(report.payload()).is_ok() {
+                        last = Some((signature, now));
+                    } else {
                         debug!("health report dropped: the uplink did not take the last one (link down)");
                     }
                 }
@@ -177,7 +191,7 @@ impl Monitor {
         }
     }
 
-    async fn report(&self, reported: &HashMap<Arc<str>, DeviceStatus>) -> Bytes {
+    async fn report(&self, reported: &HashMap<Arc<str>, DeviceStatus>) -> HealthReport {
         let handles = self.handles.borrow().clone();
         let mut devices = BTreeMap::new();
         for view in handles.iter().flat_map(|h| h.devices().iter()) {
@@ -201,7 +215,6 @@ impl Monitor {
             (self.connections)(),
             devices,
         )
-        .payload()
     }
 }
 
@@ -319,6 +332,7 @@ devices:
                 gateway,
                 health,
                 health_interval: Duration::from_secs(3600),
+                health_heartbeat: Duration::from_secs(3600),
                 connections: Box::new(|| 0),
                 started_ms: 1,
                 local: None,

@@ -51,7 +51,7 @@
 //! the backoff. An oversized PUBLISH is skipped as it streams in and handed over without its
 //! payload ([`connection`]).
 //!
-//! **Half-open links.** A PINGREQ goes out every half keep-alive; any PINGRESP, PUBACK, PUBREC,
+//! **Half-open links.** A PINGREQ goes out every keep-alive; any PINGRESP, PUBACK, PUBREC,
 //! PUBCOMP or SUBACK missing for `response_timeout` tears the link down (a silent NAT or proxy
 //! is found in that time, not after 1.5 × keep-alive).
 //!
@@ -359,11 +359,11 @@ impl Link {
         if let Err(e) = self.greet(&mut writer, session_present, now).await {
             return Ended::Lost(e);
         }
-        // A PINGREQ every half keep-alive; its PINGRESP is due within the response timeout. A
+        // A PINGREQ every keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
-        let half = self.config.ping_interval();
-        let mut next_ping = now + half;
+        let every = self.config.ping_interval();
+        let mut next_ping = now + every;
         loop {
             let refilled = self.refill(&mut writer).await;
             self.stats.set_inflight(self.session.inflight());
@@ -409,7 +409,7 @@ impl Link {
                     None => { self.live_open = false; Ok(()) }
                 },
                 () = tokio::time::sleep_until(next_ping) => {
-                    next_ping += half;
+                    next_ping += every;
                     match self.session.ping(Instant::now()) {
                         Some(packet) => writer.write(&[packet]).await,
                         None => Ok(()),

@@ -1,0 +1,149 @@
+//! The data budget against the wire: `cargo bench --bench budget`.
+//!
+//! Runs `config/example.yaml` (its devices served by the same moving simulator as
+//! `fieldrelay simulate`) over TLS to a loopback mosquitto through a byte-counting proxy for
+//! `FR_BUDGET_SECS` seconds (default 600), and prints what the proxy counted next to what
+//! `fieldrelay check --budget` expects for that time (stream bytes: TLS records, both
+//! directions, the connection's handshake and birth included) — the budget is the baseline,
+//! computed for the same config in the same run. Two rows:
+//! - **as shipped**: `on_change` points as written; the simulator moves floats on a sine,
+//!   integers up, bools every 5 s, so the budget's worst case for `on_change` (a change every
+//!   poll) is an upper bound here;
+//! - **every_poll**: the same devices with every point `every_poll`, the traffic the model
+//!   assumes: how close the byte model is.
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs 3 s of the second row as a
+//! smoke test. Needs `mosquitto` (scripts/test-deps.sh).
+
+#[path = "../tests/common/pki.rs"]
+#[allow(dead_code)]
+mod pki;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{free_port, BenchResult, Broker, DelayProxy, GatewayProcess};
+
+fn main() -> BenchResult<()> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs: u64 = match std::env::var("FR_BUDGET_SECS") {
+        Ok(text) => text.parse()?,
+        Err(_) if full => 600,
+        Err(_) => 3,
+    };
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml"))?;
+    // Every point every_poll: drop the publish lines, add one after each point's type.
+    let every_poll: String = shipped
+        .lines()
+        .filter(|line| !line.starts_with("        publish:"))
+        .flat_map(|line| {
+            let extra = line
+                .starts_with("        type: ")
+                .then_some("        publish: every_poll");
+            std::iter::once(line).chain(extra)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let mut cases = vec![("every_poll", every_poll)];
+    if full {
+        cases.insert(0, ("as shipped", shipped));
+    }
+    println!(
+        "bytes through a counting proxy (TLS, both directions) vs `check --budget`, {secs} s each"
+    );
+    println!(
+        "| {:<12} | {:>12} | {:>12} | {:>10} | {:>14} |",
+        "config", "proxy bytes", "budget bytes", "budget/proxy", "proxy MB/month"
+    );
+    println!(
+        "|{:-<14}|{:->14}|{:->14}|{:->14}|{:->16}|",
+        "", "", "", "", ""
+    );
+    for (name, text) in cases {
+        let dir = base.path().join(name.replace(' ', "_"));
+        let (proxy, budget) = rt.block_on(run(&dir, &text, Duration::from_secs(secs)))?;
+        let month = proxy as f64 / secs as f64 * 86_400.0 * 30.0 / 1e6;
+        println!(
+            "| {name:<12} | {proxy:>12} | {budget:>12.0} | {:>12.3} | {month:>14.1} |",
+            budget / proxy as f64
+        );
+        if proxy == 0 {
+            return Err(format!("{name}: nothing crossed the proxy").into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `config` (the example's text) for `duration`; returns the bytes the proxy counted and
+/// the budget's expectation for the same time and one connection.
+async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<(u64, f64)> {
+    std::fs::create_dir_all(dir)?;
+    let pki = pki::TestPki::generate(&dir.join("pki"));
+    let tls_port = free_port()?;
+    let plain_port = free_port()?;
+    let _broker = Broker::start(
+        dir,
+        "cloud",
+        plain_port,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        ),
+    )?;
+    let proxy = DelayProxy::start(tls_port, Duration::ZERO)?;
+    let device = free_port()?;
+    let text = config
+        .replacen(
+            "  url: mqtt://127.0.0.1:1883\n",
+            &format!(
+                "  url: mqtts://127.0.0.1:{}\n  tls: {{ca_file: {}}}\n",
+                proxy.port,
+                pki.ca.display()
+            ),
+            1,
+        )
+        .replacen("    port: 5020\n", &format!("    port: {device}\n"), 1)
+        .replacen(
+            "  data_dir: /var/lib/fieldrelay\n",
+            &format!("  data_dir: {}\n", dir.join("data").display()),
+            1,
+        );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text)?;
+    let config = fieldrelay::config::load(&path).map_err(|e| e.to_string())?;
+    let budget = fieldrelay::budget::estimate(&config);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let simulated = config.clone();
+    let token = cancel.clone();
+    tokio::spawn(async move { fieldrelay::simulator::run_from_config(&simulated, token).await });
+    while tokio::net::TcpStream::connect(("127.0.0.1", device))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gateway = GatewayProcess::start(Path::new(env!("CARGO_BIN_EXE_fieldrelay")), &path)?;
+    // The window opens at the first byte: the connection's handshake and birth are in it.
+    let opened = Instant::now();
+    while proxy.bytes() == 0 {
+        if opened.elapsed() > Duration::from_secs(30) {
+            return Err(format!("no connection: {}", gateway.log_tail()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    let (measured, elapsed) = (proxy.bytes(), start.elapsed());
+    gateway.stop();
+    cancel.cancel();
+    Ok((measured, budget.stream_over(elapsed, 1.0)))
+}
