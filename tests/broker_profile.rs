@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Mosquitto, Subscriber};
-use fieldrelay::config::{Broker, Qos, SessionMode, UplinkConfig};
+use fieldrelay::config::{Broker, Qos};
 use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{Sample, Value};
 use tokio_util::sync::CancellationToken;
@@ -25,23 +25,24 @@ async fn emqx_serverless_profile_paces_the_backlog_drain() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let mut sub = Subscriber::connect(broker.port, "profile-sub", &["fieldrelay/pace/#"]).await;
-    let config = UplinkConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "pace-gw".into(),
-        keep_alive: Duration::from_secs(30),
-        topic_prefix: "fieldrelay/pace".into(),
-        reconnect_initial: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-        tls: None,
-        username: None,
-        password_file: None,
-        session: SessionMode::Persistent,
-        response_timeout: Duration::from_secs(5),
-        max_inflight: 64,
-        max_rate: None,
-        broker: Broker::EmqxServerless,
-    };
+    // The uplink's settings as `check` resolves them from the file.
+    let text = format!(
+        "gateway: {{id: pace-gw, data_dir: /unused}}
+uplink:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: fieldrelay/pace
+  broker: emqx_serverless
+  reconnect_initial: 100ms
+  reconnect_max: 500ms
+buses: [{{name: plc1, type: tcp, host: h}}]
+devices: [{{name: boiler, bus: plc1, points: [{{name: counter, table: holding, address: 0, type: u16}}]}}]
+",
+        port = broker.port
+    );
+    let config = fieldrelay::config::load_str(&text, "pace.yaml")
+        .expect("a valid configuration")
+        .uplink;
+    assert_eq!(config.broker, Broker::EmqxServerless);
     assert_eq!(config.drain_rate(), Some(9));
     // The backlog is committed before the uplink exists.
     let (queue, _live, writer) =
