@@ -13,6 +13,9 @@
 //! counters, dropped rows, reconnects) and otherwise only every `health_heartbeat`: a healthy
 //! gateway costs one report an hour on a metered link, a failing one reports within
 //! `health_interval`. A `health_heartbeat` no longer than `health_interval` sends every report.
+//! Without `health_heartbeat`, a file that names `health_interval` gets a report every interval
+//! (what such a file asked for before the heartbeat existed); one that names neither gets the
+//! cheap defaults.
 //!
 //! The keys live under `uplink` because they shape what the uplink publishes, but they are kept
 //! out of [`super::uplink::UplinkConfig`] (a connection's settings) in a section of their own.
@@ -108,11 +111,17 @@ pub(crate) fn validate_status(
         MIN_HEALTH_INTERVAL,
         issues,
     );
+    // A file written before the heartbeat existed and naming its `health_interval` asked for a
+    // report every interval: it keeps getting one. Only the defaults became cheap.
+    let heartbeat_default = match (value.health_interval, health_interval) {
+        (Some(_), Some(interval)) => interval,
+        _ => DEFAULT_HEALTH_HEARTBEAT,
+    };
     let health_heartbeat = duration_at_least(
         keys,
         "health_heartbeat",
         value.health_heartbeat,
-        DEFAULT_HEALTH_HEARTBEAT,
+        heartbeat_default,
         MIN_HEALTH_INTERVAL,
         issues,
     );
@@ -179,8 +188,9 @@ devices: [{{name: a, bus: plc1, points: [{{name: p, table: coil, address: 0, typ
             config("  status: {offline: clear}\n  health_interval: 5s\n"),
             Ok(StatusConfig {
                 offline: OfflineStatus::Clear,
+                // A file naming only the interval keeps a report every interval.
                 health_interval: Duration::from_secs(5),
-                health_heartbeat: DEFAULT_HEALTH_HEARTBEAT,
+                health_heartbeat: Duration::from_secs(5),
             })
         );
         assert_eq!(
