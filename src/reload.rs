@@ -8,7 +8,7 @@
 //! 2. Only `buses` and `devices` (with their points, `max_age` included: the queue takes the
 //!    new ages for rows committed after the reload) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
-//!    the `metrics`, `commands`, `local` and `console` sections (the console's password file is
+//!    the `metrics`, `commands`, `local`, `console` and `remote_config` sections (the console's password file is
 //!    re-read when it changes, without a reload), and any section added later until it is
 //!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
 //!    ("needs a restart"), and nothing changes. Refusing the whole file rather than applying the
@@ -136,6 +136,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
                 "commands.without_ts",
                 *without_ts != running.commands.without_ts,
             ),
+            // The config topics are subscribed at connect; the limits are read by that path.
+            ("remote_config", new.remote_config != running.remote_config),
         ],
     );
     local_changes(running.local.as_ref(), new.local.as_ref(), &mut keys);

@@ -13,11 +13,12 @@
 //! Imports go one way, down these layers; inside a layer only where said (a test here checks
 //! it against the same order, written as one list):
 //! 1. [`packaged`] (the shipped example, loaded through this file); this file; [`files`] and
-//!    [`access`] (the files a configuration names, found in the raw sections before validation).
+//!    [`access`] (the files a configuration names, found in the raw sections before validation);
+//!    `secrets.rs` (secret values written inline, refused in a pushed configuration).
 //! 2. The sections. `device.rs` uses `point.rs` and `bus.rs`, `point.rs` uses `bus.rs` and
 //!    `commands.rs`, `store.rs` reads the points' `max_age` through `device.rs`, `status.rs` and
 //!    `local.rs` read `uplink.rs`, and `console.rs` parses its `listen` as `metrics.rs` does;
-//!    nothing else crosses between sections.
+//!    nothing else crosses between sections. `remote.rs` is the `remote_config` section.
 //! 3. What the sections share: `client.rs` (the MQTT client keys of `uplink` and `local`),
 //!    `register.rs` (Modbus tables, types and footprints), and `modicon.rs` (register numbers
 //!    from manuals), which uses `register.rs`.
@@ -69,7 +70,9 @@ pub mod packaged;
 mod path;
 mod point;
 mod register;
+mod remote;
 mod rules;
+mod secrets;
 mod source_map;
 mod status;
 mod store;
@@ -102,6 +105,7 @@ pub use modicon::{modicon_hint, ModiconReference};
 pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporting, MAX_DECIMALS};
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
+pub use remote::{RemoteConfig, DEFAULT_CONFIRM_WITHIN, DEFAULT_REMOTE_MAX_SIZE};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{OnFull, StoreConfig, SyncMode, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use uplink::{
@@ -147,6 +151,8 @@ pub struct Config {
     pub local: Option<LocalConfig>,
     /// The local web console; `None` without a `console` section.
     pub console: Option<ConsoleConfig>,
+    /// Whether and how the cloud may push a configuration (the optional `remote_config`).
+    pub remote_config: RemoteConfig,
 }
 
 /// Reads, parses and validates the configuration file at `path`, and opens and parses every
@@ -198,6 +204,28 @@ fn load_file(
     })
 }
 
+/// [`load_with_warnings`] for a configuration pushed from the cloud as `text` (`file_name` is
+/// used in the errors): every rule of `fieldrelay check`, every file it names opened on this
+/// gateway, and in addition no secret values written inline (`secrets.rs`).
+pub fn load_pushed(
+    text: &str,
+    file_name: &str,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+    load::load_document_with_warnings(text, file_name, |document, issues| {
+        secrets::refuse_inline_secrets(document, issues);
+        let raw = decode_sections(document, issues)?;
+        let named = files::references(raw.uplink.as_ref(), raw.local.as_ref());
+        files::check(&named, None, issues);
+        validate(&raw, issues)
+    })
+}
+
+/// Whether a mapping key names a secret value (what [`load_pushed`] refuses inline); for
+/// redacting a configuration shown to the cloud.
+pub fn is_secret_key(key: &str) -> bool {
+    secrets::is_secret_key(key)
+}
+
 /// Parses and validates configuration `text`; `file_name` is used in the errors. The files the
 /// text names are not opened.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
@@ -227,6 +255,7 @@ struct RawRoot {
     commands: Option<Value>,
     local: Option<Value>,
     console: Option<Value>,
+    remote_config: Option<Value>,
 }
 
 /// The whole file, decoded as far as possible.
@@ -243,6 +272,7 @@ struct RawConfig {
     commands: Option<decode::Decoded<commands::RawCommands>>,
     local: Option<decode::Decoded<local::RawLocal>>,
     console: Option<decode::Decoded<console::RawConsole>>,
+    remote: Option<decode::Decoded<remote::RawRemote>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -278,6 +308,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
     let commands = decode_section(&root.commands, "commands", &mut keys, issues);
     let local = decode_section(&root.local, "local", &mut keys, issues);
     let console = decode_section(&root.console, "console", &mut keys, issues);
+    let remote = decode_section(&root.remote_config, "remote_config", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -289,6 +320,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
         commands,
         local,
         console,
+        remote,
     })
 }
 
@@ -315,6 +347,7 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
     let commands = commands::validate_commands(raw.commands.as_ref(), root, issues);
     let local = local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
     let console = console::validate_console(raw.console.as_ref(), issues);
+    let remote_config = remote::validate_remote(raw.remote.as_ref(), root, issues);
 
     Some(Config {
         gateway: gateway?,
@@ -327,6 +360,7 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         commands: commands?,
         local: local?,
         console: console?,
+        remote_config: remote_config?,
     })
 }
 
@@ -521,6 +555,7 @@ mod tests {
         "mod",
         "files",
         "access",
+        "secrets",
         "store",
         "device",
         "point",
@@ -529,6 +564,7 @@ mod tests {
         "status",
         "local",
         "console",
+        "remote",
         "uplink",
         "metrics",
         "gateway",
