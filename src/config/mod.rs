@@ -348,6 +348,10 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
     let local = local::validate_local(raw.local.as_ref(), uplink.as_ref(), issues);
     let console = console::validate_console(raw.console.as_ref(), issues);
     let remote_config = remote::validate_remote(raw.remote.as_ref(), root, issues);
+    if let Some(devices) = &devices {
+        let names = devices.iter().map(|device| device.name.as_str());
+        remote::refuse_config_device(remote_config.as_ref(), names, issues);
+    }
 
     Some(Config {
         gateway: gateway?,

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::decode::{Decoded, DurationValue, Keys, SizeValue};
 use super::error::Issue;
+use super::path::KeyPath;
 use super::rules::{duration_at_least, optional};
 
 /// A whole configuration with hundreds of devices fits in a few hundred KiB of YAML.
@@ -102,6 +103,27 @@ pub(crate) fn validate_remote(
     })
 }
 
+/// With `allow: true` the gateway owns `P/config/...`: a device named `config` would publish
+/// its samples on those topics (`P/config/set` for a point `set`) and is refused at its name.
+pub(crate) fn refuse_config_device<'a>(
+    remote: Option<&RemoteConfig>,
+    device_names: impl Iterator<Item = &'a str>,
+    issues: &mut Vec<Issue>,
+) {
+    if !remote.is_some_and(|remote| remote.allow) {
+        return;
+    }
+    for (index, name) in device_names.enumerate() {
+        if name == "config" {
+            issues.push(Issue::value(
+                KeyPath::root().key("devices").index(index).key("name"),
+                "`config` is reserved for the configuration topics (P/config/...) while \
+                 remote_config.allow is true: rename the device",
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{errors, VALID};
@@ -140,5 +162,19 @@ mod tests {
             .any(|e| e.contains("remote_config.confirm_within")));
         assert!(found.iter().any(|e| e.contains("remote_config.allow")));
         assert!(found.iter().any(|e| e.contains("remote_config.x")));
+    }
+
+    #[test]
+    fn a_device_named_config_is_refused_only_when_pushes_are_allowed() {
+        let named = VALID.replace("name: boiler", "name: config");
+        assert!(load_str(&named, "c.yaml").is_ok());
+        let allowed = format!("{named}remote_config: {{allow: true}}\n");
+        assert_eq!(
+            errors(&allowed),
+            [
+                "11:11: devices[0].name: `config` is reserved for the configuration topics \
+                 (P/config/...) while remote_config.allow is true: rename the device"
+            ]
+        );
     }
 }
