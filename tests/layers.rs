@@ -41,6 +41,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Operations and tools around the running gateway.
     ("tools", &["service", "probe", "import", "simulator", "cli"]),
     ("reload", &["reload"]),
+    // A pushed configuration: taken from the uplink, applied through the reload task.
+    ("remote config", &["remote_config"]),
     ("metrics", &["metrics"]),
     // The wiring, and the binary.
     ("app", &["app"]),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,9 +24,12 @@ use crate::metrics::{
 };
 use crate::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
 use crate::reload::{Hangups, ReloadStats, Reloader};
+use crate::remote_config::{self, ConfigTask};
 use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
+use crate::status::stamp::ConfigStamp;
+use crate::uplink::inbound::INTAKE_BACKLOG;
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
 use crate::{http, modbus, service};
 
@@ -33,6 +37,8 @@ use crate::{http, modbus, service};
 pub(super) struct Running {
     pub supervisor: JoinHandle<()>,
     pub reloader: JoinHandle<()>,
+    /// The configuration task (with `remote_config.allow`).
+    pub remote: Option<JoinHandle<()>>,
     pub pollers: Pollers,
     /// The HTTP server of `/metrics` and the console (with either configured).
     pub web: Option<JoinHandle<()>>,
@@ -80,6 +86,7 @@ struct Shared<'a> {
 pub(super) fn start(
     config: Config,
     config_path: PathBuf,
+    restart: Arc<AtomicBool>,
     cancel: &CancellationToken,
 ) -> Result<Running, AppError> {
     // First: until SIGHUP is handled, its default action would end the process.
@@ -120,6 +127,38 @@ pub(super) fn start(
     // acknowledged) by the intake, carried out by the handler.
     let (cloud_inbound, cloud_commands) =
         shared.spawn_commands(Origin::Cloud, &config.uplink.topic_prefix, cancel);
+    // Which configuration runs (birth, health report), kept current by reloads and pushes.
+    let stamp = Arc::new(watch::Sender::new(ConfigStamp::read(&config_path)));
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    // With `remote_config.allow`, the configuration topics share the cloud's connection.
+    let (cloud_inbound, remote) = if config.remote_config.allow {
+        let (tx, rx) = mpsc::channel(INTAKE_BACKLOG);
+        let (set_topic, get_topic) = remote_config::topics(&config.uplink.topic_prefix);
+        let configs = Inbound {
+            filters: vec![set_topic.clone(), get_topic.clone()],
+            tx,
+        };
+        let task = ConfigTask {
+            files: remote_config::Files::new(&config_path),
+            settings: config.remote_config,
+            set_topic,
+            get_topic,
+            broker: format!("{}:{}", config.uplink.host, config.uplink.port),
+            queue: queue.clone(),
+            link: shared.link.clone(),
+            handles: handles.clone(),
+            reload: reload_tx,
+            stamp: stamp.clone(),
+            restart,
+            stop: cancel.clone(),
+        };
+        let remote = tokio::spawn(task.run(rx, cancel.clone()));
+        let (routed, _router) = uplink::inbound::route(vec![cloud_inbound, configs]);
+        (routed, Some(remote))
+    } else {
+        drop((reload_tx, restart));
+        (cloud_inbound, None)
+    };
     let presence = Presence {
         gateway: gateway_rx,
         offline: config.status.offline,
@@ -128,7 +167,8 @@ pub(super) fn start(
     let uplink = shared.spawn_uplink(dialer, live, cloud_inbound, presence, link_state, cancel);
     let local = local.map(|parts| parts.spawn(&mut shared, gateway_tx.subscribe(), cancel));
     let local_feed = local.as_ref().map(|tasks| tasks.feed.clone());
-    let monitor = shared.spawn_monitor(gateway_tx, health_tx, local_feed, cancel);
+    let monitor =
+        shared.spawn_monitor(gateway_tx, health_tx, local_feed, stamp.subscribe(), cancel);
     let reloads = Arc::new(ReloadStats::default());
     let link = shared.link.clone();
     let web = shared.serve_web(&fleet, &reloads, values, cancel);
@@ -157,12 +197,15 @@ pub(super) fn start(
             fleet,
             queue,
             stats: reloads,
+            requests: reload_rx,
+            stamp,
         }
         .run(hangups, cancel.clone()),
     );
     Ok(Running {
         supervisor,
         reloader,
+        remote,
         pollers,
         web,
         monitor,
@@ -239,6 +282,7 @@ impl Shared<'_> {
         gateway: watch::Sender<Arc<GatewayInfo>>,
         health: mpsc::Sender<Bytes>,
         local: Option<LocalFeed>,
+        config: watch::Receiver<Option<ConfigStamp>>,
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
         let stats = self.uplink.clone();
@@ -251,6 +295,7 @@ impl Shared<'_> {
             connections: Box::new(move || stats.snapshot().connects),
             started_ms: self.started_ms,
             local: local.map(|feed| Box::new(feed) as Box<dyn StatusSink>),
+            config,
         };
         tokio::spawn(monitor.run(cancel.clone()))
     }

@@ -9,7 +9,8 @@
 //!  "uplink":{"connections":3,"reconnects":2},
 //!  "devices":{"boiler":{"status":"online","polls":59,"requests":118,"timeouts":0,
 //!             "exceptions":0,"crc_errors":0,"errors":0,"stale_replies":0,"decode_errors":0,
-//!             "last_success":1763850059800}}}
+//!             "last_success":1763850059800}},
+//!  "config":{"hash":"3f9a…","id":"push-42"}}
 //! ```
 //!
 //! - `queue.depth`, `queue.bytes`: rows committed and not yet acknowledged, and the bytes of
@@ -22,6 +23,7 @@
 //!   successful `polls`, wire `requests` (reads and writes) and failures by kind, and the time
 //!   of the last successful poll (`null`: never). Counters start at zero with the process, and
 //!   for a bus restarted by a reload.
+//! - `config`: the running configuration's hash and the push that set it, as in the birth.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::device::DeviceState;
+use super::stamp::ConfigStamp;
 use crate::modbus::CounterSnapshot;
 use crate::queue::{QueueProgress, QueueStats};
 
@@ -40,6 +43,9 @@ pub struct HealthReport {
     pub queue: QueueHealth,
     pub uplink: UplinkHealth,
     pub devices: BTreeMap<String, DeviceReport>,
+    /// Which configuration runs (as in the birth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +137,7 @@ impl HealthReport {
                 reconnects: connections.saturating_sub(1),
             },
             devices,
+            config: None,
         }
     }
 

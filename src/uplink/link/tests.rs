@@ -654,6 +654,7 @@ async fn presence_birth_follows_the_device_map_and_clear_mode_empties_the_death(
             version: VERSION,
             started: 7,
             devices,
+            config: None,
         })
     };
     let (info_tx, gateway) = tokio::sync::watch::channel(info(Vec::new()));
