@@ -1,0 +1,379 @@
+//! Configuration pushed from the cloud, with real parts: pushes sent with `mosquitto_pub` (a
+//! client we did not write) through a real mosquitto to the `fieldrelay` binary, which polls our
+//! simulator and keeps its queue in a real SQLite file. The test plays systemd where the
+//! gateway asks for a restart (exit 75): it starts the same binary again on the same file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{config_head, free_port, start_simulator, Gateway, Message, Mosquitto, Subscriber};
+use fieldrelay::simulator::Registers;
+use fieldrelay::status::stamp::sha256_hex;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const P: &str = "fieldrelay/test-gw";
+
+/// A gateway file: `uplink_extra` (indented uplink keys), `remote` (the `remote_config`
+/// mapping), then the devices. `broker` is the uplink's port.
+fn config_text(dir: &Path, broker: u16, device: u16, remote: &str, devices: &str) -> String {
+    config_head(&dir.join("data"), broker, device, "  health_interval: 1s\n")
+        + &format!("remote_config: {remote}\ndevices:\n{devices}")
+}
+
+const BOILER: &str = "  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: counter, table: holding, address: 0, type: u16, publish: every_poll}
+";
+
+/// QoS 1 through `mosquitto_pub`, which returns after the broker's PUBACK.
+fn publish(port: u16, topic: &str, payload: &str) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", &format!("{P}/{topic}"), "-m", payload])
+        .status()
+        .expect("run mosquitto_pub (mosquitto-clients)");
+    assert!(status.success());
+}
+
+fn push(port: u16, id: &str, config: &str) {
+    publish(
+        port,
+        "config/set",
+        &json!({"id": id, "config": config}).to_string(),
+    );
+}
+
+fn results(seen: &[Message]) -> Vec<&Message> {
+    seen.iter()
+        .filter(|m| m.topic == format!("{P}/config/result"))
+        .collect()
+}
+
+/// Waits for the `n`th result (1-based) of push `id` and returns it.
+async fn nth_result(sub: &mut Subscriber, id: &str, n: usize) -> Value {
+    let wanted = json!(id);
+    let count = |seen: &[Message]| {
+        results(seen)
+            .into_iter()
+            .filter(|m| m.payload["id"] == wanted)
+            .count()
+    };
+    sub.until(&format!("result {n} of {id}"), DEADLINE, |seen| {
+        count(seen) >= n
+    })
+    .await;
+    results(&sub.seen)
+        .into_iter()
+        .filter(|m| m.payload["id"] == wanted)
+        .nth(n - 1)
+        .map(|m| m.payload.clone())
+        .unwrap()
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    broker: Mosquitto,
+    regs: Registers,
+    device: u16,
+    config: PathBuf,
+    sub: Subscriber,
+    gateway: Gateway,
+    _sim: CancellationToken,
+}
+
+impl Rig {
+    /// Broker, device, a subscriber to everything under `P`, and the gateway on `remote` and
+    /// the boiler.
+    async fn start(name: &str, remote: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start(dir.path());
+        let (regs, device, sim) = start_simulator().await;
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            config_text(dir.path(), broker.port, device, remote, BOILER),
+        )
+        .unwrap();
+        let mut sub = Subscriber::connect(broker.port, name, &[&format!("{P}/#")]).await;
+        let gateway = Gateway::start(&config);
+        // Running, subscribed and polling: the boiler's data arrives.
+        sub.until("the boiler's data", DEADLINE, |seen| {
+            seen.iter()
+                .any(|m| m.topic == format!("{P}/boiler/counter"))
+        })
+        .await;
+        Rig {
+            dir,
+            broker,
+            regs,
+            device,
+            config,
+            sub,
+            gateway,
+            _sim: sim,
+        }
+    }
+
+    fn text(&self, remote: &str, devices: &str) -> String {
+        config_text(
+            self.dir.path(),
+            self.broker.port,
+            self.device,
+            remote,
+            devices,
+        )
+    }
+
+    fn file(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap()
+    }
+
+    fn pending(&self) -> PathBuf {
+        self.config.with_file_name("gateway.yaml.pending")
+    }
+}
+
+/// Invalid and secret-holding pushes are refused with every problem and change nothing; a
+/// valid push is applied once: the same id sent again (even with another file) gets the same
+/// answer and applies nothing. `P/config/get` names the file and the push that wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
+    let remote = "{allow: true, confirm_within: 20s}";
+    let mut rig = Rig::start("rc-invalid", remote).await;
+    let before = rig.file();
+
+    let broken = rig
+        .text(remote, BOILER)
+        .replace("poll_interval: 50ms", "poll_interval: 5ms")
+        .replace("  keep_alive: 5s\n", "  keep_alive: 5s\n  keep_alve: 5s\n");
+    push(rig.broker.port, "bad-1", &broken);
+    let answer = nth_result(&mut rig.sub, "bad-1", 1).await;
+    assert_eq!(answer["status"], "invalid", "{answer}");
+    let errors = answer["errors"].as_array().unwrap();
+    let paths: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["uplink.keep_alve", "devices[0].poll_interval"],
+        "{answer}"
+    );
+    assert!(errors
+        .iter()
+        .all(|e| e["line"].is_u64() && e["column"].is_u64()));
+
+    let secret = rig.text(remote, BOILER).replace(
+        "  keep_alive: 5s\n",
+        "  keep_alive: 5s\n  password: hunter2\n",
+    );
+    push(rig.broker.port, "bad-2", &secret);
+    let answer = nth_result(&mut rig.sub, "bad-2", 1).await;
+    assert_eq!(answer["status"], "invalid", "{answer}");
+    assert!(
+        answer["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "uplink.password"
+                && e["message"].as_str().unwrap().contains("secret")),
+        "{answer}"
+    );
+    assert_eq!(rig.file(), before, "a refused push changes nothing");
+    assert!(!rig.pending().exists());
+
+    // Valid, reloadable (a poll interval): applied and confirmed without a restart.
+    let slower = rig
+        .text(remote, BOILER)
+        .replace("poll_interval: 50ms", "poll_interval: 60ms");
+    push(rig.broker.port, "good-1", &slower);
+    let answer = nth_result(&mut rig.sub, "good-1", 1).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
+    assert_eq!(answer["restarted"], false);
+    assert_eq!(answer["hash"], sha256_hex(slower.as_bytes()));
+    assert_eq!(rig.file(), slower);
+    assert_eq!(
+        std::fs::read_to_string(rig.config.with_file_name("gateway.yaml.last-good")).unwrap(),
+        before
+    );
+
+    // The same id again, with another file: the recorded answer, nothing applied.
+    let other = slower.replace("poll_interval: 60ms", "poll_interval: 70ms");
+    push(rig.broker.port, "good-1", &other);
+    let again = nth_result(&mut rig.sub, "good-1", 2).await;
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("seq");
+        v
+    };
+    assert_eq!(strip(&again), strip(&answer));
+    assert_eq!(rig.file(), slower, "a repeated id is not applied again");
+
+    publish(rig.broker.port, "config/get", r#"{"id":"q1"}"#);
+    let topic = format!("{P}/config/current");
+    rig.sub
+        .until("the current configuration", DEADLINE, |seen| {
+            seen.iter().any(|m| m.topic == topic)
+        })
+        .await;
+    let current = &rig.sub.on(&topic)[0].payload;
+    assert_eq!(current["id"], "q1");
+    assert_eq!(current["set_by"], "good-1");
+    assert_eq!(current["hash"], sha256_hex(slower.as_bytes()));
+    assert_eq!(current["config"]["devices"][0]["poll_interval"], "60ms");
+    drop(rig.gateway);
+}
+
+/// A push that adds a device: the device is in the next birth and its data flows, the birth
+/// and the health report name the pushed file, and every row of the queue arrives exactly once
+/// (the queue and the session are not touched by the reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_device_runs_and_the_queue_is_untouched() {
+    let remote = "{allow: true, confirm_within: 20s}";
+    let mut rig = Rig::start("rc-add", remote).await;
+    rig.regs.set_holding(2, 0, &[7]);
+    let pump = "  - name: pump
+    bus: plc1
+    unit_id: 2
+    poll_interval: 50ms
+    points:
+      - {name: speed, table: holding, address: 0, type: u16}
+";
+    let added = rig.text(remote, &format!("{BOILER}{pump}"));
+    push(rig.broker.port, "add-pump", &added);
+    let answer = nth_result(&mut rig.sub, "add-pump", 1).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
+    let hash = sha256_hex(added.as_bytes());
+    let birth_topic = format!("{P}/status");
+    rig.sub
+        .until(
+            "a birth with the pump and the pushed file",
+            DEADLINE,
+            |seen| {
+                seen.iter().any(|m| {
+                    m.topic == birth_topic
+                        && m.payload["devices"][1]["name"] == "pump"
+                        && m.payload["config"]["hash"] == json!(hash)
+                        && m.payload["config"]["id"] == "add-pump"
+                })
+            },
+        )
+        .await;
+    let health_topic = format!("{P}/health");
+    rig.sub
+        .until(
+            "the pump's data and a health report naming the push",
+            DEADLINE,
+            |seen| {
+                seen.iter()
+                    .any(|m| m.topic == format!("{P}/pump/speed") && m.payload["value"] == 7)
+                    && seen
+                        .iter()
+                        .any(|m| m.topic == health_topic && m.payload["config"]["id"] == "add-pump")
+            },
+        )
+        .await;
+    // Let rows committed around the push arrive, then look at every queued row's seq.
+    let last = rig
+        .sub
+        .seen
+        .iter()
+        .filter_map(|m| m.payload["seq"].as_u64())
+        .max()
+        .unwrap();
+    rig.sub
+        .until("rows after the push", DEADLINE, |seen| {
+            seen.iter().filter_map(|m| m.payload["seq"].as_u64()).max() > Some(last + 20)
+        })
+        .await;
+    let mut seqs: Vec<u64> = rig
+        .sub
+        .seen
+        .iter()
+        .filter(|m| !m.retain)
+        .filter_map(|m| m.payload["seq"].as_u64())
+        .collect();
+    let received = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), received, "a row arrived twice");
+    let max = *seqs.last().unwrap();
+    assert_eq!(seqs, (1..=max).collect::<Vec<_>>(), "a row is missing");
+    drop(rig.gateway);
+}
+
+/// A push that points the uplink at a dead broker: it needs a restart (exit 75), cannot
+/// confirm, and is rolled back (another exit 75) after `confirm_within`; the gateway comes
+/// back on the previous file and answers with what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_dead_broker_is_rolled_back_and_answered() {
+    let remote = "{allow: true, confirm_within: 3s}";
+    let mut rig = Rig::start("rc-dead", remote).await;
+    let before = rig.file();
+    let dead = free_port();
+    let pushed = rig.text(remote, BOILER).replace(
+        &format!("mqtt://127.0.0.1:{}", rig.broker.port),
+        &format!("mqtt://127.0.0.1:{dead}"),
+    );
+    push(rig.broker.port, "dead-1", &pushed);
+    // Applying the uplink change: a restart, asked for with exit 75.
+    assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
+    assert_eq!(rig.file(), pushed);
+    rig.gateway.relaunch();
+    // On the dead broker it cannot confirm: at the deadline, the last-known-good and exit 75.
+    assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
+    assert_eq!(rig.file(), before);
+    rig.gateway.relaunch();
+    let answer = nth_result(&mut rig.sub, "dead-1", 1).await;
+    assert_eq!(answer["status"], "rolled_back", "{answer}");
+    assert_eq!(answer["hash"], sha256_hex(before.as_bytes()));
+    let failed = answer["failed"].as_array().unwrap();
+    assert_eq!(
+        failed[0],
+        format!("uplink: not connected to 127.0.0.1:{dead} within 3s"),
+        "{answer}"
+    );
+    assert!(!rig.pending().exists());
+    assert!(rig.gateway.is_running());
+}
+
+/// `kill -9` while a pushed file is on trial (its device does not answer): the restarted
+/// gateway resumes the trial from disk, rolls back at the deadline and answers; the boiler's
+/// data flows again on the restored file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_trial_comes_back_on_a_working_config() {
+    let remote = "{allow: true, confirm_within: 4s}";
+    let mut rig = Rig::start("rc-kill", remote).await;
+    rig.regs.set_silent(3, true);
+    let before = rig.file();
+    let silent = rig.text(remote, &BOILER.replace("unit_id: 1", "unit_id: 3"));
+    push(rig.broker.port, "kill-1", &silent);
+    // Killed once the pushed file is in place and on trial (the first state written at the
+    // push; the `failed` answer of a kill before the file went in is `pending.rs`'s unit test).
+    common::wait_until("the pushed file on trial", DEADLINE, || {
+        rig.pending().exists() && rig.file() == silent
+    });
+    rig.gateway.kill9();
+    rig.gateway.relaunch();
+    let answer = nth_result(&mut rig.sub, "kill-1", 1).await;
+    assert_eq!(rig.file(), before);
+    assert_eq!(answer["status"], "rolled_back", "{answer}");
+    assert_eq!(
+        answer["failed"],
+        json!(["device boiler: did not answer within 4s"]),
+        "{answer}"
+    );
+    let seen = rig.sub.seen.len();
+    let topic = format!("{P}/boiler/counter");
+    rig.sub
+        .until("the boiler's data on the restored file", DEADLINE, |all| {
+            all[seen..].iter().any(|m| m.topic == topic)
+        })
+        .await;
+    assert!(!rig.pending().exists());
+}
