@@ -377,3 +377,22 @@ async fn kill9_during_a_trial_comes_back_on_a_working_config() {
         .await;
     assert!(!rig.pending().exists());
 }
+
+/// The exit status that asks for a restart is one the shipped unit restarts on.
+#[test]
+fn the_unit_restarts_on_the_restart_status() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/fieldrelay.service"
+    ))
+    .unwrap();
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|line| line.strip_prefix(key))
+            .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    };
+    let status = fieldrelay::remote_config::EX_RESTART.to_string();
+    assert!(values("RestartForceExitStatus=").contains(&status));
+    assert!(!values("RestartPreventExitStatus=").contains(&status));
+}
