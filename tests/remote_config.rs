@@ -33,11 +33,15 @@ const BOILER: &str = "  - name: boiler
       - {name: counter, table: holding, address: 0, type: u16, publish: every_poll}
 ";
 
-/// QoS 1 through `mosquitto_pub`, which returns after the broker's PUBACK.
+/// QoS 1 through `mosquitto_pub`, which returns after the broker's PUBACK. The payload goes
+/// through a file (`-f`): a command-line argument is limited to 128 KiB.
 fn publish(port: u16, topic: &str, payload: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload).unwrap();
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", &format!("{P}/{topic}"), "-m", payload])
+        .args(["-t", &format!("{P}/{topic}"), "-f"])
+        .arg(file.path())
         .status()
         .expect("run mosquitto_pub (mosquitto-clients)");
     assert!(status.success());
@@ -78,20 +82,21 @@ async fn nth_result(sub: &mut Subscriber, id: &str, n: usize) -> Value {
         .unwrap()
 }
 
+/// Fields drop in order: the gateway (printing its log on a failure) before the directory.
 struct Rig {
-    dir: tempfile::TempDir,
+    gateway: Gateway,
+    sub: Subscriber,
     broker: Mosquitto,
     regs: Registers,
     device: u16,
     config: PathBuf,
-    sub: Subscriber,
-    gateway: Gateway,
     _sim: CancellationToken,
+    dir: tempfile::TempDir,
 }
 
 impl Rig {
-    /// Broker, device, a subscriber to everything under `P`, and the gateway on `remote` and
-    /// the boiler.
+    /// Broker, device, a subscriber to what the gateway publishes, and the gateway on `remote`
+    /// and the boiler.
     async fn start(name: &str, remote: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let broker = Mosquitto::start(dir.path());
@@ -102,7 +107,18 @@ impl Rig {
             config_text(dir.path(), broker.port, device, remote, BOILER),
         )
         .unwrap();
-        let mut sub = Subscriber::connect(broker.port, name, &[&format!("{P}/#")]).await;
+        // Not `P/#`: that would bring the pushes back, larger than the subscriber reads.
+        let topics = [
+            "boiler/+",
+            "pump/+",
+            "status",
+            "health",
+            "config/result",
+            "config/current",
+        ]
+        .map(|t| format!("{P}/{t}"));
+        let filters: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let mut sub = Subscriber::connect(broker.port, name, &filters).await;
         let gateway = Gateway::start(&config);
         // Running, subscribed and polling: the boiler's data arrives.
         sub.until("the boiler's data", DEADLINE, |seen| {
@@ -146,7 +162,7 @@ impl Rig {
 /// answer and applies nothing. `P/config/get` names the file and the push that wrote it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
-    let remote = "{allow: true, confirm_within: 20s}";
+    let remote = "{allow: true, confirm_within: 20s, max_size: 256KiB}";
     let mut rig = Rig::start("rc-invalid", remote).await;
     let before = rig.file();
 
@@ -214,6 +230,24 @@ async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
     assert_eq!(strip(&again), strip(&answer));
     assert_eq!(rig.file(), slower, "a repeated id is not applied again");
 
+    // Larger than a command may be (the connection reads up to max_size whole), and larger
+    // than max_size.
+    let padding = format!("# {}\n", "x".repeat(98)).repeat(1500);
+    let big = format!("{slower}{padding}");
+    push(rig.broker.port, "big-1", &big);
+    let answer = nth_result(&mut rig.sub, "big-1", 1).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
+    assert_eq!(rig.file(), big);
+    push(rig.broker.port, "huge-1", &format!("{big}{padding}"));
+    rig.sub
+        .until("the answer to a push over max_size", DEADLINE, |seen| {
+            results(seen)
+                .iter()
+                .any(|m| m.payload["status"] == "too_large")
+        })
+        .await;
+    assert_eq!(rig.file(), big);
+
     publish(rig.broker.port, "config/get", r#"{"id":"q1"}"#);
     let topic = format!("{P}/config/current");
     rig.sub
@@ -223,8 +257,8 @@ async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
         .await;
     let current = &rig.sub.on(&topic)[0].payload;
     assert_eq!(current["id"], "q1");
-    assert_eq!(current["set_by"], "good-1");
-    assert_eq!(current["hash"], sha256_hex(slower.as_bytes()));
+    assert_eq!(current["set_by"], "big-1");
+    assert_eq!(current["hash"], sha256_hex(big.as_bytes()));
     assert_eq!(current["config"]["devices"][0]["poll_interval"], "60ms");
     drop(rig.gateway);
 }

@@ -137,6 +137,10 @@ pub(super) fn start(
         let configs = Inbound {
             filters: vec![set_topic.clone(), get_topic.clone()],
             tx,
+            // A whole file, and the topic and headers around it.
+            max_packet: usize::try_from(config.remote_config.max_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(uplink::inbound::MAX_INCOMING_PACKET),
         };
         let task = ConfigTask {
             files: remote_config::Files::new(&config_path),

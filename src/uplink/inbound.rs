@@ -42,6 +42,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use super::connection::MAX_INCOMING_PACKET;
 use super::connection::{OversizedPublish, Received};
 use super::UplinkError;
 
@@ -57,6 +58,9 @@ pub struct Inbound {
     pub filters: Vec<String>,
     /// Where the incoming PUBLISHes of each read go, as one batch.
     pub tx: mpsc::Sender<Vec<Incoming>>,
+    /// Largest packet the connection reads whole ([`MAX_INCOMING_PACKET`] for commands); a
+    /// longer PUBLISH comes without its payload.
+    pub max_packet: usize,
 }
 
 impl Inbound {
@@ -132,6 +136,13 @@ impl Inflow {
             done_rx,
             batch: Vec::new(),
         }
+    }
+
+    /// Largest packet to read whole on this connection.
+    pub fn max_packet(&self) -> usize {
+        self.inbound
+            .as_ref()
+            .map_or(MAX_INCOMING_PACKET, |i| i.max_packet)
     }
 
     /// The topic filters to subscribe at every connect; empty when nothing takes commands.
@@ -418,6 +429,11 @@ impl AckOrder {
 pub fn route(routes: Vec<Inbound>) -> (Inbound, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Vec<Incoming>>(INTAKE_BACKLOG);
     let filters = routes.iter().flat_map(|r| r.filters.clone()).collect();
+    let max_packet = routes
+        .iter()
+        .map(|r| r.max_packet)
+        .max()
+        .unwrap_or(MAX_INCOMING_PACKET);
     let task = tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
             let mut split: Vec<Vec<Incoming>> = routes.iter().map(|_| Vec::new()).collect();
@@ -446,7 +462,12 @@ pub fn route(routes: Vec<Inbound>) -> (Inbound, tokio::task::JoinHandle<()>) {
             }
         }
     });
-    (Inbound { filters, tx }, task)
+    let inbound = Inbound {
+        filters,
+        tx,
+        max_packet,
+    };
+    (inbound, task)
 }
 
 /// Whether MQTT topic filter `filter` (`+` one level, `#` the rest) matches `topic`.
@@ -571,6 +592,7 @@ mod tests {
         let mut taking = Inflow::new(Some(Inbound {
             filters: vec!["p/+/+/set".into()],
             tx,
+            max_packet: MAX_INCOMING_PACKET,
         }));
         let mut leftover = Inflow::new(None);
         for inflow in [&mut taking, &mut leftover] {

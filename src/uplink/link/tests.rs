@@ -751,6 +751,7 @@ async fn commands_rig() -> (Rig, FakeBroker, Intake) {
     let inbound = Inbound {
         filters: vec!["p/+/+/set".into()],
         tx,
+        max_packet: inbound::MAX_INCOMING_PACKET,
     };
     let mut cfg = config(rig.port());
     cfg.keep_alive = Duration::from_secs(3600);
