@@ -430,3 +430,28 @@ fn the_unit_restarts_on_the_restart_status() {
     assert!(values("RestartForceExitStatus=").contains(&status));
     assert!(!values("RestartPreventExitStatus=").contains(&status));
 }
+
+/// A push that needs a restart (here: it turns pushes off) is applied with exit 75 and
+/// confirmed by the restarted gateway, which answers `applied` with `restarted: true` — even
+/// though it no longer takes pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_needing_a_restart_is_confirmed_after_it() {
+    let remote = "{allow: true, confirm_within: 20s}";
+    let mut rig = Rig::start("rc-restart", remote).await;
+    let off = rig.text("{allow: false}", BOILER);
+    push(rig.broker.port, "off-1", &off);
+    assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
+    rig.gateway.relaunch();
+    let answer = nth_result(&mut rig.sub, "off-1", 1).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
+    assert_eq!(answer["restarted"], true);
+    assert_eq!(rig.file(), off);
+    assert!(!rig.pending().exists());
+    let birth = format!("{P}/status");
+    rig.sub
+        .until("a birth naming the push", DEADLINE, |seen| {
+            seen.iter()
+                .any(|m| m.topic == birth && m.payload["config"]["id"] == "off-1")
+        })
+        .await;
+}

@@ -130,8 +130,11 @@ pub(super) fn start(
     // Which configuration runs (birth, health report), kept current by reloads and pushes.
     let stamp = Arc::new(watch::Sender::new(ConfigStamp::read(&config_path)));
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    // With `remote_config.allow`, the configuration topics share the cloud's connection.
-    let (cloud_inbound, remote) = if config.remote_config.allow {
+    // With `remote_config.allow`, the configuration topics share the cloud's connection. A
+    // trial left by the push that turned them off is still seen through.
+    let files = remote_config::Files::new(&config_path);
+    let allow = config.remote_config.allow;
+    let (cloud_inbound, remote) = if allow || files.pending_path().exists() {
         let (tx, rx) = mpsc::channel(INTAKE_BACKLOG);
         let (set_topic, get_topic) = remote_config::topics(&config.uplink.topic_prefix);
         let configs = Inbound {
@@ -143,7 +146,7 @@ pub(super) fn start(
                 .saturating_add(uplink::inbound::MAX_INCOMING_PACKET),
         };
         let task = ConfigTask {
-            files: remote_config::Files::new(&config_path),
+            files,
             settings: config.remote_config,
             set_topic,
             get_topic,
@@ -157,8 +160,13 @@ pub(super) fn start(
             stop: cancel.clone(),
         };
         let remote = tokio::spawn(task.run(rx, cancel.clone()));
-        let (routed, _router) = uplink::inbound::route(vec![cloud_inbound, configs]);
-        (routed, Some(remote))
+        if allow {
+            let (routed, _router) = uplink::inbound::route(vec![cloud_inbound, configs]);
+            (routed, Some(remote))
+        } else {
+            drop(configs);
+            (cloud_inbound, Some(remote))
+        }
     } else {
         drop((reload_tx, restart));
         (cloud_inbound, None)

@@ -28,7 +28,7 @@ use crate::queue::{CommandKey, Message, MessageKind, Queue, QueueError, RecentCo
 use crate::reload::{Outcome, ReloadRequest};
 use crate::sample::now_ms;
 use crate::status::stamp::{sha256_hex, ConfigStamp};
-use crate::uplink::{Incoming, LinkState};
+use crate::uplink::{AckToken, Incoming, LinkState};
 
 /// How often a push on trial is looked at.
 pub const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -82,17 +82,23 @@ impl ConfigTask {
         task.resume().await;
         let mut look = tokio::time::interval(LOOK_EVERY);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Closed at once when pushes are not allowed (any more): only a trial left on disk by
+        // the push that turned them off is seen through.
+        let mut open = true;
         loop {
+            if !open && task.trial.is_none() {
+                return;
+            }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
-                batch = rx.recv() => match batch {
+                batch = rx.recv(), if open => match batch {
                     Some(batch) => {
                         for incoming in batch {
                             task.handle(incoming).await;
                         }
                     }
-                    None => return,
+                    None => open = false,
                 },
                 _ = look.tick(), if task.trial.is_some() => task.look().await,
             }
@@ -162,7 +168,7 @@ impl Running {
             payload,
             retained,
             oversized,
-            ack,
+            mut ack,
             ..
         } = incoming;
         let done = if retained {
@@ -181,7 +187,7 @@ impl Running {
                     ));
                 self.answer(None, &answer).await
             } else {
-                self.push(&payload).await
+                self.push(&payload, &mut ack).await
             }
         } else {
             Ok(())
@@ -196,8 +202,8 @@ impl Running {
         }
     }
 
-    /// `P/config/set`.
-    async fn push(&mut self, payload: &[u8]) -> Result<(), StepError> {
+    /// `P/config/set`; `ack` is taken once the push is on disk, before it is applied.
+    async fn push(&mut self, payload: &[u8], ack: &mut Option<AckToken>) -> Result<(), StepError> {
         let push = match payload::parse_push(payload) {
             Ok(push) => push,
             Err(bad) => {
@@ -252,7 +258,7 @@ impl Running {
             answer.errors = errors;
             return self.answer(Some(key(&push.id)), &answer).await;
         }
-        self.apply(push, current, new_hash).await
+        self.apply(push, current, new_hash, ack).await
     }
 
     /// A valid push: recorded as taken, the files written in order, then reloaded.
@@ -261,6 +267,7 @@ impl Running {
         push: payload::Push,
         current: Vec<u8>,
         new_hash: String,
+        ack: &mut Option<AckToken>,
     ) -> Result<(), StepError> {
         self.parts.queue.command_taken(key(&push.id)).await?;
         let pending = Pending::new(
@@ -282,6 +289,10 @@ impl Running {
             let answer = Answer::new(Value::String(push.id.clone()), Status::Failed, now_ms())
                 .with_error(format!("cannot write the configuration: {error}"));
             return self.answer(Some(key(&push.id)), &answer).await;
+        }
+        // On disk: acknowledged now, before a restart could cut the connection.
+        if let Some(ack) = ack.take() {
+            ack.ack();
         }
         info!(id = %push.id, confirm_within = ?self.parts.settings.confirm_within, "pushed configuration in place; applying it");
         self.trial = Some(Trial {
@@ -312,6 +323,12 @@ impl Running {
             // A rollback whose restore failed (disk): tried again.
             let failed = failed.clone();
             self.roll_back(failed).await;
+            return;
+        }
+        // Replaced on the gateway meanwhile (edited and reloaded by hand): that file rules.
+        let on_disk = self.parts.files.current().map(|bytes| sha256_hex(&bytes));
+        if on_disk.is_ok_and(|hash| hash != trial.pending.new_hash) {
+            self.finish(Final::Superseded).await;
             return;
         }
         match trial.pending.verdict(&self.observe()) {
