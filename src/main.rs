@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         }
         Command::Queue(command) => return queue(&command),
         Command::ConsoleUser(command) => return console_user(&command),
-        Command::Check { config } => return check(&config.config),
+        Command::Check { config, pushed } => return check(&config.config, pushed),
         Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
         Command::Simulate { ref config } => config.clone(),
     };
@@ -164,9 +164,23 @@ fn load_to_run(
 
 /// `fieldrelay check`: a gateway configuration or, recognised by its `simulator:` section, a
 /// simulator file (checked by the simulator's rules). Warnings on stderr; exit 78 only for
-/// errors.
-fn check(path: &Path) -> ExitCode {
+/// errors. `pushed`: as a configuration pushed from the cloud (no inline secrets).
+fn check(path: &Path, pushed: bool) -> ExitCode {
     use fieldrelay::simulator::map;
+    if pushed {
+        let loaded = fieldrelay::config::read_text(path)
+            .and_then(|text| fieldrelay::config::load_pushed(&text, &path.display().to_string()));
+        return match loaded {
+            Ok((_, warnings)) => {
+                for warning in &warnings {
+                    eprintln!("{}", warning.as_warning());
+                }
+                println!("{}: ok (as a pushed configuration)", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => config_errors(path, &errors),
+        };
+    }
     if let Ok(text) = fieldrelay::config::read_text(path) {
         if map::is_simulator_file(&text) {
             return match map::parse(&text, &path.display().to_string()) {

@@ -455,3 +455,26 @@ async fn a_push_needing_a_restart_is_confirmed_after_it() {
         })
         .await;
 }
+
+/// `fieldrelay check --pushed` checks a file as the gateway checks a push: a PEM block in a
+/// value that the plain check accepts is refused at its key path.
+#[test]
+fn check_pushed_refuses_what_a_push_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.yaml");
+    let text = config_text(dir.path(), 1883, 502, "{allow: true}", BOILER).replace(
+        "type: u16, publish",
+        "type: u16, unit: \"-----BEGIN PRIVATE KEY-----\", publish",
+    );
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let plain = common::cases::run_on_config(&["check"], path);
+    assert!(plain.status.success(), "{plain:?}");
+    let pushed = common::cases::run_on_config(&["check", "--pushed"], path);
+    assert_eq!(pushed.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        stderr.contains("devices[0].points[0].unit: a pushed configuration may not hold keys"),
+        "{stderr}"
+    );
+}
