@@ -359,17 +359,31 @@ async fn a_push_to_a_dead_broker_is_rolled_back_and_answered() {
     assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
     assert_eq!(rig.file(), pushed);
     rig.gateway.relaunch();
-    // On the dead broker it cannot confirm: at the deadline, the last-known-good and exit 75.
-    assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
-    assert_eq!(rig.file(), before);
-    rig.gateway.relaunch();
+    // On the dead broker it cannot confirm: at the deadline, the last-known-good and another
+    // exit 75 (or, started after the deadline, the last-known-good at once). Played as systemd.
+    let wanted = json!("dead-1");
+    let started = std::time::Instant::now();
+    while !rig
+        .sub
+        .try_until(Duration::from_millis(200), |seen| {
+            results(seen).iter().any(|m| m.payload["id"] == wanted)
+        })
+        .await
+    {
+        if !rig.gateway.is_running() {
+            assert_eq!(rig.gateway.exited(DEADLINE).code(), Some(75));
+            assert_eq!(rig.file(), before);
+            rig.gateway.relaunch();
+        }
+        assert!(started.elapsed() < DEADLINE, "no answer to dead-1");
+    }
     let answer = nth_result(&mut rig.sub, "dead-1", 1).await;
     assert_eq!(answer["status"], "rolled_back", "{answer}");
     assert_eq!(answer["hash"], sha256_hex(before.as_bytes()));
-    let failed = answer["failed"].as_array().unwrap();
-    assert_eq!(
-        failed[0],
-        format!("uplink: not connected to 127.0.0.1:{dead} within 3s"),
+    let failed = answer["failed"][0].as_str().unwrap();
+    assert!(
+        failed == format!("uplink: not connected to 127.0.0.1:{dead} within 3s")
+            || failed.starts_with("not confirmed within 3s"),
         "{answer}"
     );
     assert!(!rig.pending().exists());
@@ -392,14 +406,21 @@ async fn kill9_during_a_trial_comes_back_on_a_working_config() {
     common::wait_until("the pushed file on trial", DEADLINE, || {
         rig.pending().exists() && rig.file() == silent
     });
+    // Another push during the trial waits its turn.
+    push(rig.broker.port, "kill-2", &rig.text(remote, BOILER));
+    let busy = nth_result(&mut rig.sub, "kill-2", 1).await;
+    assert_eq!(busy["status"], "busy", "{busy}");
     rig.gateway.kill9();
     rig.gateway.relaunch();
     let answer = nth_result(&mut rig.sub, "kill-1", 1).await;
     assert_eq!(rig.file(), before);
     assert_eq!(answer["status"], "rolled_back", "{answer}");
-    assert_eq!(
-        answer["failed"],
-        json!(["device boiler: did not answer within 4s"]),
+    // What failed: the boiler, or (restarted only after the deadline, on a busy machine) the
+    // trial as a whole.
+    let failed = answer["failed"][0].as_str().unwrap();
+    assert!(
+        failed == "device boiler: did not answer within 4s"
+            || failed.starts_with("not confirmed within 4s"),
         "{answer}"
     );
     let seen = rig.sub.seen.len();
