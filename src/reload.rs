@@ -598,6 +598,15 @@ mod tests {
     }
 
     #[test]
+    fn remote_config_changes_need_a_restart() {
+        let allowed = format!("{BASE}remote_config: {{allow: true}}\n");
+        assert_eq!(
+            plan(&config(BASE), &config(&allowed)),
+            Plan::NeedsRestart(vec!["remote_config".into()])
+        );
+    }
+
+    #[test]
     fn console_changes_need_a_restart() {
         let console = |listen: &str| format!("{BASE}console: {{listen: '{listen}'}}\n");
         assert_eq!(
