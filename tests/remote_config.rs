@@ -162,7 +162,17 @@ impl Rig {
 /// answer and applies nothing. `P/config/get` names the file and the push that wrote it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
-    let remote = "{allow: true, confirm_within: 20s, max_size: 256KiB}";
+    // With a secret named by file (the on-site broker's password; the broker is not there,
+    // which costs the cloud side nothing), to see it redacted.
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("local-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let remote = format!(
+        "{{allow: true, confirm_within: 20s, max_size: 256KiB}}\n\
+         local: {{url: 'mqtt://127.0.0.1:1', username: u, password_file: {}}}",
+        password.display()
+    );
+    let remote = remote.as_str();
     let mut rig = Rig::start("rc-invalid", remote).await;
     let before = rig.file();
 
@@ -260,6 +270,9 @@ async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
     assert_eq!(current["set_by"], "big-1");
     assert_eq!(current["hash"], sha256_hex(big.as_bytes()));
     assert_eq!(current["config"]["devices"][0]["poll_interval"], "60ms");
+    assert_eq!(current["config"]["local"]["username"], "u");
+    assert_eq!(current["config"]["local"]["password_file"], "<redacted>");
+    assert!(!current.to_string().contains("local-password"));
     drop(rig.gateway);
 }
 
