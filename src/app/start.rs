@@ -109,7 +109,10 @@ pub(super) fn start(
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
     let fleet = Fleet::start(&config, sink, cancel.clone());
     let handles = fleet.handles();
-    let info = monitor::gateway_info(started_ms, &handles.borrow());
+    // Which configuration runs (birth, health report), kept current by reloads and pushes.
+    let stamp = Arc::new(watch::Sender::new(ConfigStamp::read(&config_path)));
+    let mut info = monitor::gateway_info(started_ms, &handles.borrow());
+    info.config = stamp.borrow().clone();
     let (gateway_tx, gateway_rx) = watch::channel(Arc::new(info));
     // One report at a time: a report the uplink did not take (link down) is stale by the next.
     let (health_tx, health_rx) = mpsc::channel(1);
@@ -127,8 +130,6 @@ pub(super) fn start(
     // acknowledged) by the intake, carried out by the handler.
     let (cloud_inbound, cloud_commands) =
         shared.spawn_commands(Origin::Cloud, &config.uplink.topic_prefix, cancel);
-    // Which configuration runs (birth, health report), kept current by reloads and pushes.
-    let stamp = Arc::new(watch::Sender::new(ConfigStamp::read(&config_path)));
     let (reload_tx, reload_rx) = mpsc::channel(1);
     // With `remote_config.allow`, the configuration topics share the cloud's connection. A
     // trial left by the push that turned them off is still seen through.
