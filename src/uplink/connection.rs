@@ -180,7 +180,14 @@ impl PacketReader {
             }
         }
         match Packet::read(&mut self.buf, self.max) {
-            Ok(packet) => Ok(Some(Received::Packet(packet))),
+            Ok(packet) => {
+                // A whole pushed configuration grew the buffer: give the memory back once it
+                // is read rather than keep it for the connection's life.
+                if self.buf.is_empty() && self.buf.capacity() > MAX_INCOMING_PACKET {
+                    self.buf = BytesMut::with_capacity(4096);
+                }
+                Ok(Some(Received::Packet(packet)))
+            }
             Err(mqttbytes::Error::InsufficientBytes(needed)) => {
                 self.buf.reserve(needed);
                 Ok(None)
