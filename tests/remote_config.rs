@@ -47,6 +47,18 @@ fn publish(port: u16, topic: &str, payload: &str) {
     assert!(status.success());
 }
 
+/// `GET /metrics`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
 fn push(port: u16, id: &str, config: &str) {
     publish(
         port,
@@ -167,9 +179,11 @@ async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
     let secrets = tempfile::tempdir().unwrap();
     let password = secrets.path().join("local-password");
     std::fs::write(&password, "s3cret\n").unwrap();
+    let metrics = free_port();
     let remote = format!(
         "{{allow: true, confirm_within: 20s, max_size: 256KiB}}\n\
-         local: {{url: 'mqtt://127.0.0.1:1', username: u, password_file: {}}}",
+         local: {{url: 'mqtt://127.0.0.1:1', username: u, password_file: {}}}\n\
+         metrics: {{listen: '127.0.0.1:{metrics}'}}",
         password.display()
     );
     let remote = remote.as_str();
@@ -212,6 +226,12 @@ async fn invalid_pushes_change_nothing_and_an_id_is_applied_once() {
     );
     assert_eq!(rig.file(), before, "a refused push changes nothing");
     assert!(!rig.pending().exists());
+    let scrape = scrape(metrics);
+    assert!(
+        scrape.contains("fieldrelay_config_pushes_total{status=\"invalid\"} 2\n")
+            && scrape.contains("fieldrelay_config_push_on_trial 0\n"),
+        "{scrape}"
+    );
 
     // Valid, reloadable (a poll interval): applied and confirmed without a restart.
     let slower = rig

@@ -19,12 +19,12 @@ use crate::console::{self, LatestValues};
 use crate::fleet::{Fleet, Pollers};
 use crate::local::{self, feed::FeedReceiver, LocalFeed};
 use crate::metrics::{
-    self, CommandCollector, DeviceCollector, Metrics, QueueCollector, ReloadCollector,
-    UplinkCollector,
+    self, CommandCollector, DeviceCollector, Metrics, PushCollector, QueueCollector,
+    ReloadCollector, UplinkCollector,
 };
 use crate::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
 use crate::reload::{Hangups, ReloadStats, Reloader};
-use crate::remote_config::{self, ConfigTask};
+use crate::remote_config::{self, ConfigTask, PushStats};
 use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
@@ -79,6 +79,8 @@ struct Shared<'a> {
     uplink: Arc<UplinkStats>,
     link: watch::Receiver<LinkState>,
     commands: Vec<Arc<CommandStats>>,
+    /// Pushed configurations' answers (zero unless `remote_config.allow`).
+    pushes: Arc<PushStats>,
 }
 
 /// Starts every task; each selects on `cancel`. SIGHUP reloads the buses and devices from
@@ -125,6 +127,7 @@ pub(super) fn start(
         uplink: Arc::new(UplinkStats::default()),
         link,
         commands: Vec::new(),
+        pushes: Arc::default(),
     };
     // Cloud commands: subscribed by the uplink, committed to the command inbox (then
     // acknowledged) by the intake, carried out by the handler.
@@ -159,6 +162,7 @@ pub(super) fn start(
             stamp: stamp.clone(),
             restart,
             stop: cancel.clone(),
+            stats: shared.pushes.clone(),
         };
         let remote = tokio::spawn(task.run(rx, cancel.clone()));
         if allow {
@@ -331,6 +335,7 @@ impl Shared<'_> {
             metrics.add(DeviceCollector::new(fleet.handles()));
             metrics.add(ReloadCollector::new(reloads.clone()));
             metrics.add(CommandCollector::new(self.commands));
+            metrics.add(PushCollector::new(self.pushes));
             sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
         }
         if let (Some(settings), Some(values)) = (&config.console, values) {

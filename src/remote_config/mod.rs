@@ -20,6 +20,7 @@
 //! - [`pending`]: the trial state and every decision on it (pure).
 //! - [`payload`]: the topics' payloads (pure).
 //! - [`redact`]: the running file as `P/config/current` shows it (pure).
+//! - [`stats`]: answers by status, for the metrics endpoint.
 //! - [`files`]: the files beside the configuration, written atomically and in an order that
 //!   a crash anywhere can be resolved from (`prepare_start` runs before the configuration is
 //!   loaded).
@@ -41,9 +42,11 @@ pub mod files;
 pub mod payload;
 pub mod pending;
 pub mod redact;
+pub mod stats;
 pub mod task;
 
 pub use files::{fall_back, prepare_start, Files};
+pub use stats::PushStats;
 pub use task::ConfigTask;
 
 /// Exit status that asks systemd to start the gateway again (sysexits.h EX_TEMPFAIL): a pushed

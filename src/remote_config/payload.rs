@@ -138,6 +138,35 @@ pub enum Status {
     Superseded,
 }
 
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Applied,
+        Status::Unchanged,
+        Status::Invalid,
+        Status::RolledBack,
+        Status::BadPayload,
+        Status::TooLarge,
+        Status::Busy,
+        Status::Failed,
+        Status::Superseded,
+    ];
+
+    /// As in the payload (and the metrics label).
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Applied => "applied",
+            Status::Unchanged => "unchanged",
+            Status::Invalid => "invalid",
+            Status::RolledBack => "rolled_back",
+            Status::BadPayload => "bad_payload",
+            Status::TooLarge => "too_large",
+            Status::Busy => "busy",
+            Status::Failed => "failed",
+            Status::Superseded => "superseded",
+        }
+    }
+}
+
 impl Answer {
     /// An answer with only `status` (fill in the rest).
     pub fn new(id: Value, status: Status, ts: i64) -> Answer {
@@ -216,6 +245,13 @@ mod tests {
         assert_eq!(parse_push(b"not json").unwrap_err().id, None);
         assert_eq!(get_id(br#"{"id":"q"}"#), json!("q"));
         assert_eq!(get_id(b""), Value::Null);
+    }
+
+    #[test]
+    fn labels_are_the_payloads_words() {
+        for status in Status::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(status.label()));
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::files::Files;
 use super::payload::{self, Answer, Problem, Status};
 use super::pending::{AtStart, Final, Observed, Pending, Phase, Verdict};
 use super::redact::redacted;
+use super::stats::PushStats;
 use crate::config::{self, Qos, RemoteConfig};
 use crate::modbus::BusHandle;
 use crate::queue::{CommandKey, Message, MessageKind, Queue, QueueError, RecentCommand};
@@ -54,6 +55,7 @@ pub struct ConfigTask {
     pub restart: Arc<AtomicBool>,
     /// The gateway's shutdown token.
     pub stop: CancellationToken,
+    pub stats: Arc<PushStats>,
 }
 
 /// The push on trial.
@@ -102,6 +104,7 @@ impl ConfigTask {
                 },
                 _ = look.tick(), if task.trial.is_some() => task.look().await,
             }
+            task.parts.stats.set_on_trial(task.trial.is_some());
         }
     }
 }
@@ -468,6 +471,7 @@ impl Running {
             .queue
             .answer_command(key, payload, Some(message), None)
             .await?;
+        self.parts.stats.answered(answer.status);
         Ok(())
     }
 
