@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::metrics::MetricType;
-
-use super::encode::{counter, family, gauge};
+use super::encode::{counts_by, gauge};
 use crate::remote_config::payload::Status;
 use crate::remote_config::PushStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 
 #[derive(Debug)]
 pub struct PushCollector {
@@ -24,19 +22,13 @@ impl PushCollector {
 impl Collector for PushCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.stats.snapshot();
-        let rows: Vec<([(&str, &str); 1], u64)> = Status::ALL
-            .iter()
-            .zip(snapshot.answers)
-            .map(|(status, count)| ([("status", status.label())], count))
-            .collect();
-        family(
+        counts_by(
             &mut encoder,
             "fieldrelay_config_pushes",
             "Answers to configurations pushed on P/config/set, by status (applied, rolled_back, \
              invalid, ...; docs/interface.md)",
-            MetricType::Counter,
-            &rows,
-            |m, count| counter(m, *count),
+            "status",
+            Status::ALL.iter().map(|s| s.label()).zip(snapshot.answers),
         )?;
         gauge(
             &mut encoder,
