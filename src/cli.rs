@@ -61,6 +61,10 @@ pub enum Command {
         /// and for health, keep-alive and connections, with the largest contributors.
         #[arg(long)]
         budget: bool,
+        /// Check the file as a gateway checks a configuration pushed to it (P/config/set):
+        /// secret values written inline (a password, a PEM key) are refused too.
+        #[arg(long)]
+        pushed: bool,
     },
     /// Read every configured point once and print a table: device, point, raw registers,
     /// decoded value, unit, status. Exit 0 if every point answered, 1 otherwise.

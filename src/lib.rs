@@ -27,7 +27,9 @@
 //! - [`app`] wires the tasks together (start-up, the gateway's sample sink) and owns the staged
 //!   shutdown; [`cli`] is the command line (help, completions and man pages from one definition).
 //! - [`fleet`] is the set of running bus owners; [`reload`] swaps its buses and devices on
-//!   SIGHUP without touching the queue.
+//!   SIGHUP without touching the queue; [`remote_config`] takes a whole configuration pushed
+//!   from the cloud, applies it through the reload path and rolls it back if it does not
+//!   confirm.
 //! - [`metrics`] serves Prometheus metrics read from the parts at scrape time, over [`http`]
 //!   (hyper under our own limits), which also serves the [`console`].
 //! - [`probe`] reads every point once for `fieldrelay probe`; [`progress`] draws its bar,
@@ -58,6 +60,7 @@ pub mod probe;
 pub mod progress;
 pub mod queue;
 pub mod reload;
+pub mod remote_config;
 pub mod sample;
 pub mod service;
 pub mod simulator;

@@ -63,7 +63,11 @@ fn main() -> ExitCode {
         }
         Command::Queue(command) => return queue(&command),
         Command::ConsoleUser(command) => return console_user(&command),
-        Command::Check { config, budget } => return check(&config.config, budget),
+        Command::Check {
+            config,
+            budget,
+            pushed,
+        } => return check(&config.config, budget, pushed),
         Command::Run { ref config } | Command::Probe { ref config, .. } => config.config.clone(),
         Command::Simulate { ref config } => config.clone(),
     };
@@ -72,7 +76,14 @@ fn main() -> ExitCode {
             return result;
         }
     }
-    let (config, warnings) = match fieldrelay::config::load_with_warnings(&config_path) {
+    if matches!(cli.command, Command::Run { .. }) {
+        // A pushed configuration whose trial ended while the gateway was down is rolled back
+        // before it is loaded (src/remote_config).
+        if let Err(error) = fieldrelay::remote_config::prepare_start(&config_path) {
+            tracing::error!(%error, "cannot resolve the pushed configuration's trial");
+        }
+    }
+    let (config, warnings) = match load_to_run(&cli.command, &config_path) {
         Ok(loaded) => loaded,
         Err(errors) => return config_errors(&config_path, &errors),
     };
@@ -94,11 +105,17 @@ fn main() -> ExitCode {
                 tracing::error!("{}", refusal.explained(&config_path));
                 return ExitCode::from(EX_NOPERM);
             }
-            run_async(|cancel| async move {
+            let stopped = run_async(|cancel| async move {
                 fieldrelay::app::run(config, config_path, cancel)
                     .await
                     .context("gateway failed")
-            })
+            });
+            match stopped {
+                Ok(fieldrelay::app::Stopped::Restart) => {
+                    return ExitCode::from(fieldrelay::remote_config::EX_RESTART)
+                }
+                other => other.map(|_| ()),
+            }
         }
         Command::Simulate { .. } => run_async(|cancel| async move {
             fieldrelay::simulator::run_from_config(&config, cancel)
@@ -121,11 +138,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration for `command`. For `run`, a pushed file on trial that does not load is
+/// replaced by the last-known-good, which is loaded instead.
+fn load_to_run(
+    command: &Command,
+    path: &Path,
+) -> Result<
+    (
+        fieldrelay::config::Config,
+        Vec<fieldrelay::config::ConfigError>,
+    ),
+    fieldrelay::config::ConfigErrors,
+> {
+    let loaded = fieldrelay::config::load_with_warnings(path);
+    match (&loaded, command) {
+        (Err(errors), Command::Run { .. }) => {
+            match fieldrelay::remote_config::fall_back(path, errors) {
+                Ok(true) => fieldrelay::config::load_with_warnings(path),
+                Ok(false) => loaded,
+                Err(error) => {
+                    tracing::error!(%error, "cannot restore the last-known-good configuration");
+                    loaded
+                }
+            }
+        }
+        _ => loaded,
+    }
+}
+
 /// `fieldrelay check`: a gateway configuration or, recognised by its `simulator:` section, a
 /// simulator file (checked by the simulator's rules). Warnings on stderr; exit 78 only for
-/// errors.
-fn check(path: &Path, budget: bool) -> ExitCode {
+/// errors. `budget`: also the expected bytes on the wire. `pushed`: as a configuration pushed
+/// from the cloud (no inline secrets).
+fn check(path: &Path, budget: bool, pushed: bool) -> ExitCode {
     use fieldrelay::simulator::map;
+    if pushed {
+        let loaded = fieldrelay::config::read_text(path)
+            .and_then(|text| fieldrelay::config::load_pushed(&text, &path.display().to_string()));
+        return match loaded {
+            Ok((_, warnings)) => {
+                for warning in &warnings {
+                    eprintln!("{}", warning.as_warning());
+                }
+                println!("{}: ok (as a pushed configuration)", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => config_errors(path, &errors),
+        };
+    }
     if let Ok(text) = fieldrelay::config::read_text(path) {
         if map::is_simulator_file(&text) {
             return match map::parse(&text, &path.display().to_string()) {

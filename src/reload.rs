@@ -8,7 +8,7 @@
 //! 2. Only `buses` and `devices` (with their points, `max_age` included: the queue takes the
 //!    new ages for rows committed after the reload) are reloadable. If anything else differs
 //!    from the running configuration — `gateway.id`, `gateway.data_dir`, the `uplink` section,
-//!    the `metrics`, `commands`, `local` and `console` sections (the console's password file is
+//!    the `metrics`, `commands`, `local`, `console` and `remote_config` sections (the console's password file is
 //!    re-read when it changes, without a reload), and any section added later until it is
 //!    taught otherwise — the reload is refused **as a whole** with a warning naming those keys
 //!    ("needs a restart"), and nothing changes. Refusing the whole file rather than applying the
@@ -23,6 +23,11 @@
 //!
 //! Signals arriving during a reload are merged into one more reload afterwards (tokio's signal
 //! stream coalesces them), which then reads the newest file.
+//!
+//! A configuration pushed from the cloud (`crate::remote_config`) is applied through the same
+//! path: it writes the file and sends a [`ReloadRequest`], which is served exactly as a SIGHUP
+//! and answered with the [`Outcome`]. After every reload that leaves a valid file running, the
+//! running configuration's [`ConfigStamp`] (hash and push id) is read again for the birth.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -31,6 +36,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -43,6 +49,11 @@ use crate::queue::{self, Queue};
 use crate::sample::now_ms;
 use crate::sample::SampleSink;
 use crate::service::notifier::Notifier;
+use crate::status::stamp::ConfigStamp;
+
+/// A reload asked for by another part of the gateway (a pushed configuration): served like a
+/// SIGHUP; the outcome goes back on the sender.
+pub type ReloadRequest = oneshot::Sender<Outcome>;
 
 /// How long the replaced bus owners get to stop. An owner returns at its next wait point, so
 /// this only matters for one stuck in a system call (a serial port that does not close).
@@ -141,6 +152,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
                 "commands.without_ts",
                 *without_ts != running.commands.without_ts,
             ),
+            // The config topics are subscribed at connect; the limits are read by that path.
+            ("remote_config", new.remote_config != running.remote_config),
         ],
     );
     local_changes(running.local.as_ref(), new.local.as_ref(), &mut keys);
@@ -363,21 +376,43 @@ pub struct Reloader<S> {
     /// For the points' `max_age`s, the one part of the queue a reload changes.
     pub queue: Queue,
     pub stats: Arc<ReloadStats>,
+    /// Reloads asked for by a pushed configuration.
+    pub requests: mpsc::Receiver<ReloadRequest>,
+    /// The running configuration's stamp, read again after every successful reload.
+    pub stamp: Arc<watch::Sender<Option<ConfigStamp>>>,
 }
 
 impl<S: SampleSink + Clone> Reloader<S> {
     pub async fn run(mut self, mut hangups: Hangups, cancel: CancellationToken) {
         let mut notifier = Notifier::from_env();
+        let mut requests_open = true;
         loop {
-            tokio::select! {
+            let reply = tokio::select! {
                 () = cancel.cancelled() => return,
-                received = hangups.0.recv() => if received.is_none() { return },
-            }
+                received = hangups.0.recv() => match received {
+                    Some(()) => None,
+                    None => return,
+                },
+                request = self.requests.recv(), if requests_open => match request {
+                    Some(reply) => Some(reply),
+                    None => {
+                        requests_open = false;
+                        continue;
+                    }
+                },
+            };
             let mut reloading = vec![NotifyState::Reloading];
             reloading.extend(NotifyState::monotonic_usec_now().ok());
             notifier.send(&reloading);
             let outcome = self.reload(&cancel).await;
             self.stats.record(outcome);
+            if outcome.successful() {
+                self.stamp.send_replace(ConfigStamp::read(&self.path));
+            }
+            if let Some(reply) = reply {
+                // The asker may have gone (shutdown): nothing to tell then.
+                let _ = reply.send(outcome);
+            }
             let status = match outcome {
                 Outcome::Applied => "configuration reloaded",
                 Outcome::Unchanged => "reload: configuration unchanged",
@@ -391,7 +426,7 @@ impl<S: SampleSink + Clone> Reloader<S> {
     /// One reload (see the module's contract).
     pub async fn reload(&mut self, cancel: &CancellationToken) -> Outcome {
         let path = self.path.clone();
-        info!(file = %path.display(), "SIGHUP: reloading the configuration");
+        info!(file = %path.display(), "reloading the configuration");
         let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
         let new = match loaded {
             Ok(Ok(new)) => new,
@@ -566,6 +601,15 @@ mod tests {
                 "commands.max_age".into(),
                 "local".into(),
             ])
+        );
+    }
+
+    #[test]
+    fn remote_config_changes_need_a_restart() {
+        let allowed = format!("{BASE}remote_config: {{allow: true}}\n");
+        assert_eq!(
+            plan(&config(BASE), &config(&allowed)),
+            Plan::NeedsRestart(vec!["remote_config".into()])
         );
     }
 

@@ -44,6 +44,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["service", "probe", "import", "simulator", "cli", "budget"],
     ),
     ("reload", &["reload"]),
+    // A pushed configuration: taken from the uplink, applied through the reload task.
+    ("remote config", &["remote_config"]),
     ("metrics", &["metrics"]),
     // The wiring, and the binary.
     ("app", &["app"]),

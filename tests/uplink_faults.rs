@@ -688,6 +688,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
             inbound: Some(Inbound {
                 filters: vec!["fieldrelay/test-gw/+/+/set".into()],
                 tx,
+                max_packet: fieldrelay::uplink::inbound::MAX_INCOMING_PACKET,
             }),
             presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
             state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,

@@ -27,6 +27,8 @@
 //! committing a device status or a command's answer.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -64,16 +66,31 @@ pub enum AppError {
     Signal(std::io::Error),
 }
 
+/// How the gateway stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to (SIGTERM/SIGINT).
+    Shutdown,
+    /// To apply a configuration pushed from the cloud (or its rollback) that needs a restart:
+    /// the process should exit with [`crate::remote_config::EX_RESTART`].
+    Restart,
+}
+
 /// Runs the gateway until `cancel` fires, then shuts down in order. SIGHUP reloads the buses and
 /// devices from `config_path`.
 pub async fn run(
     config: Config,
     config_path: PathBuf,
     cancel: CancellationToken,
-) -> Result<(), AppError> {
-    let running = start::start(config, config_path, &cancel)?;
+) -> Result<Stopped, AppError> {
+    let restart = Arc::new(AtomicBool::new(false));
+    let running = start::start(config, config_path, restart.clone(), &cancel)?;
     cancel.cancelled().await;
     info!("shutting down");
     running.shutdown().await;
-    Ok(())
+    Ok(if restart.load(Ordering::SeqCst) {
+        Stopped::Restart
+    } else {
+        Stopped::Shutdown
+    })
 }

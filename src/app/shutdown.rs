@@ -29,6 +29,9 @@ impl Running {
         // Before the uplink and the queue: they may be committing a device status or an answer.
         settle(deadline, "status monitor", self.monitor).await;
         settle(deadline, "command handler", self.cloud_commands).await;
+        if let Some(remote) = self.remote {
+            settle(deadline, "configuration task", remote).await;
+        }
         let local_client = match self.local {
             Some(local) => {
                 settle(deadline, "local command handler", local.handler).await;

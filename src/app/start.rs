@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,14 +19,17 @@ use crate::console::{self, LatestValues};
 use crate::fleet::{Fleet, Pollers};
 use crate::local::{self, feed::FeedReceiver, LocalFeed};
 use crate::metrics::{
-    self, CommandCollector, DeviceCollector, Metrics, QueueCollector, ReloadCollector,
-    UplinkCollector,
+    self, CommandCollector, DeviceCollector, Metrics, PushCollector, QueueCollector,
+    ReloadCollector, UplinkCollector,
 };
 use crate::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
 use crate::reload::{Hangups, ReloadStats, Reloader};
+use crate::remote_config::{self, ConfigTask, PushStats};
 use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
+use crate::status::stamp::ConfigStamp;
+use crate::uplink::inbound::INTAKE_BACKLOG;
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
 use crate::{http, modbus, service};
 
@@ -33,6 +37,8 @@ use crate::{http, modbus, service};
 pub(super) struct Running {
     pub supervisor: JoinHandle<()>,
     pub reloader: JoinHandle<()>,
+    /// The configuration task (with `remote_config.allow`).
+    pub remote: Option<JoinHandle<()>>,
     pub pollers: Pollers,
     /// The HTTP server of `/metrics` and the console (with either configured).
     pub web: Option<JoinHandle<()>>,
@@ -73,6 +79,8 @@ struct Shared<'a> {
     uplink: Arc<UplinkStats>,
     link: watch::Receiver<LinkState>,
     commands: Vec<Arc<CommandStats>>,
+    /// Pushed configurations' answers (zero unless `remote_config.allow`).
+    pushes: Arc<PushStats>,
 }
 
 /// Starts every task; each selects on `cancel`. SIGHUP reloads the buses and devices from
@@ -80,6 +88,7 @@ struct Shared<'a> {
 pub(super) fn start(
     config: Config,
     config_path: PathBuf,
+    restart: Arc<AtomicBool>,
     cancel: &CancellationToken,
 ) -> Result<Running, AppError> {
     // First: until SIGHUP is handled, its default action would end the process.
@@ -102,7 +111,10 @@ pub(super) fn start(
     // (`fleet.handles()`: writes, probes, device health) are for the command and status parts.
     let fleet = Fleet::start(&config, sink, cancel.clone());
     let handles = fleet.handles();
-    let info = monitor::gateway_info(started_ms, &handles.borrow());
+    // Which configuration runs (birth, health report), kept current by reloads and pushes.
+    let stamp = Arc::new(watch::Sender::new(ConfigStamp::read(&config_path)));
+    let mut info = monitor::gateway_info(started_ms, &handles.borrow());
+    info.config = stamp.borrow().clone();
     let (gateway_tx, gateway_rx) = watch::channel(Arc::new(info));
     // One report at a time: a report the uplink did not take (link down) is stale by the next.
     let (health_tx, health_rx) = mpsc::channel(1);
@@ -115,11 +127,55 @@ pub(super) fn start(
         uplink: Arc::new(UplinkStats::default()),
         link,
         commands: Vec::new(),
+        pushes: Arc::default(),
     };
     // Cloud commands: subscribed by the uplink, committed to the command inbox (then
     // acknowledged) by the intake, carried out by the handler.
     let (cloud_inbound, cloud_commands) =
         shared.spawn_commands(Origin::Cloud, &config.uplink.topic_prefix, cancel);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    // With `remote_config.allow`, the configuration topics share the cloud's connection. A
+    // trial left by the push that turned them off is still seen through.
+    let files = remote_config::Files::new(&config_path);
+    let allow = config.remote_config.allow;
+    let (cloud_inbound, remote) = if allow || files.pending_path().exists() {
+        let (tx, rx) = mpsc::channel(INTAKE_BACKLOG);
+        let (set_topic, get_topic) = remote_config::topics(&config.uplink.topic_prefix);
+        let configs = Inbound {
+            filters: vec![set_topic.clone(), get_topic.clone()],
+            tx,
+            // A whole file, and the topic and headers around it.
+            max_packet: usize::try_from(config.remote_config.max_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(uplink::inbound::MAX_INCOMING_PACKET),
+        };
+        let task = ConfigTask {
+            files,
+            settings: config.remote_config,
+            set_topic,
+            get_topic,
+            broker: format!("{}:{}", config.uplink.host, config.uplink.port),
+            queue: queue.clone(),
+            link: shared.link.clone(),
+            handles: handles.clone(),
+            reload: reload_tx,
+            stamp: stamp.clone(),
+            restart,
+            stop: cancel.clone(),
+            stats: shared.pushes.clone(),
+        };
+        let remote = tokio::spawn(task.run(rx, cancel.clone()));
+        if allow {
+            let (routed, _router) = uplink::inbound::route(vec![cloud_inbound, configs]);
+            (routed, Some(remote))
+        } else {
+            drop(configs);
+            (cloud_inbound, Some(remote))
+        }
+    } else {
+        drop((reload_tx, restart));
+        (cloud_inbound, None)
+    };
     let presence = Presence {
         gateway: gateway_rx,
         offline: config.status.offline,
@@ -128,7 +184,8 @@ pub(super) fn start(
     let uplink = shared.spawn_uplink(dialer, live, cloud_inbound, presence, link_state, cancel);
     let local = local.map(|parts| parts.spawn(&mut shared, gateway_tx.subscribe(), cancel));
     let local_feed = local.as_ref().map(|tasks| tasks.feed.clone());
-    let monitor = shared.spawn_monitor(gateway_tx, health_tx, local_feed, cancel);
+    let monitor =
+        shared.spawn_monitor(gateway_tx, health_tx, local_feed, stamp.subscribe(), cancel);
     let reloads = Arc::new(ReloadStats::default());
     let link = shared.link.clone();
     let web = shared.serve_web(&fleet, &reloads, values, cancel);
@@ -157,12 +214,15 @@ pub(super) fn start(
             fleet,
             queue,
             stats: reloads,
+            requests: reload_rx,
+            stamp,
         }
         .run(hangups, cancel.clone()),
     );
     Ok(Running {
         supervisor,
         reloader,
+        remote,
         pollers,
         web,
         monitor,
@@ -239,6 +299,7 @@ impl Shared<'_> {
         gateway: watch::Sender<Arc<GatewayInfo>>,
         health: mpsc::Sender<Bytes>,
         local: Option<LocalFeed>,
+        config: watch::Receiver<Option<ConfigStamp>>,
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
         let stats = self.uplink.clone();
@@ -252,6 +313,7 @@ impl Shared<'_> {
             connections: Box::new(move || stats.snapshot().connects),
             started_ms: self.started_ms,
             local: local.map(|feed| Box::new(feed) as Box<dyn StatusSink>),
+            config,
         };
         tokio::spawn(monitor.run(cancel.clone()))
     }
@@ -274,6 +336,7 @@ impl Shared<'_> {
             metrics.add(DeviceCollector::new(fleet.handles()));
             metrics.add(ReloadCollector::new(reloads.clone()));
             metrics.add(CommandCollector::new(self.commands));
+            metrics.add(PushCollector::new(self.pushes));
             sites.push((settings.listen, Arc::new(metrics::Endpoint::new(metrics))));
         }
         if let (Some(settings), Some(values)) = (&config.console, values) {

@@ -71,6 +71,7 @@ impl CommandPath {
         let inbound = Inbound {
             filters: vec![topic::filter(&self.prefix)],
             tx,
+            max_packet: crate::uplink::inbound::MAX_INCOMING_PACKET,
         };
         let intake = Intake {
             origin: self.origin.clone(),

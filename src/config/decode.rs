@@ -455,8 +455,16 @@ mod tests {
         assert_eq!(
             field_names::<RawRoot>(),
             &[
-                "gateway", "uplink", "buses", "devices", "store", "metrics", "commands", "local",
-                "console"
+                "gateway",
+                "uplink",
+                "buses",
+                "devices",
+                "store",
+                "metrics",
+                "commands",
+                "local",
+                "console",
+                "remote_config"
             ]
         );
     }

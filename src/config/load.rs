@@ -414,7 +414,7 @@ devices:
         assert_eq!(
             lines(load_str(text, "c.yaml")),
             [
-                r#"c.yaml:4:1: defaults: unknown key "defaults" (expected one of: gateway, uplink, buses, devices, store, metrics, commands, local, console)"#,
+                r#"c.yaml:4:1: defaults: unknown key "defaults" (expected one of: gateway, uplink, buses, devices, store, metrics, commands, local, console, remote_config)"#,
                 "c.yaml:8:5: devices[0].poll_interval: must be at least 10ms, got 5ms",
             ]
         );

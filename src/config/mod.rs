@@ -13,11 +13,12 @@
 //! Imports go one way, down these layers; inside a layer only where said (a test here checks
 //! it against the same order, written as one list):
 //! 1. [`packaged`] (the shipped example, loaded through this file); this file; [`files`] and
-//!    [`access`] (the files a configuration names, found in the raw sections before validation).
+//!    [`access`] (the files a configuration names, found in the raw sections before validation);
+//!    `secrets.rs` (secret values written inline, refused in a pushed configuration).
 //! 2. The sections. `device.rs` uses `point.rs` and `bus.rs`, `point.rs` uses `bus.rs` and
 //!    `commands.rs`, `store.rs` reads the points' `max_age` through `device.rs`, `status.rs` and
 //!    `local.rs` read `uplink.rs`, and `console.rs` parses its `listen` as `metrics.rs` does;
-//!    nothing else crosses between sections.
+//!    nothing else crosses between sections. `remote.rs` is the `remote_config` section.
 //! 3. What the sections share: `client.rs` (the MQTT client keys of `uplink` and `local`),
 //!    `register.rs` (Modbus tables, types and footprints), and `modicon.rs` (register numbers
 //!    from manuals), which uses `register.rs`.
@@ -71,7 +72,9 @@ pub mod packaged;
 mod path;
 mod point;
 mod register;
+mod remote;
 mod rules;
+mod secrets;
 mod source_map;
 mod status;
 mod store;
@@ -105,6 +108,7 @@ pub use modicon::{modicon_hint, ModiconReference};
 pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporting, MAX_DECIMALS};
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
+pub use remote::{RemoteConfig, DEFAULT_CONFIRM_WITHIN, DEFAULT_REMOTE_MAX_SIZE};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_HEARTBEAT, DEFAULT_HEALTH_INTERVAL};
 pub use store::{OnFull, StoreConfig, SyncMode, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use uplink::{
@@ -150,6 +154,8 @@ pub struct Config {
     pub local: Option<LocalConfig>,
     /// The local web console; `None` without a `console` section.
     pub console: Option<ConsoleConfig>,
+    /// Whether and how the cloud may push a configuration (the optional `remote_config`).
+    pub remote_config: RemoteConfig,
 }
 
 /// Reads, parses and validates the configuration file at `path`, and opens and parses every
@@ -201,6 +207,28 @@ fn load_file(
     })
 }
 
+/// [`load_with_warnings`] for a configuration pushed from the cloud as `text` (`file_name` is
+/// used in the errors): every rule of `fieldrelay check`, every file it names opened on this
+/// gateway, and in addition no secret values written inline (`secrets.rs`).
+pub fn load_pushed(
+    text: &str,
+    file_name: &str,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+    load::load_document_with_warnings(text, file_name, |document, issues| {
+        secrets::refuse_inline_secrets(document, issues);
+        let raw = decode_sections(document, issues)?;
+        let named = files::references(raw.uplink.as_ref(), raw.local.as_ref());
+        files::check(&named, None, issues);
+        validate(&raw, issues)
+    })
+}
+
+/// Whether a mapping key names a secret value (what [`load_pushed`] refuses inline); for
+/// redacting a configuration shown to the cloud.
+pub fn is_secret_key(key: &str) -> bool {
+    secrets::is_secret_key(key)
+}
+
 /// Parses and validates configuration `text`; `file_name` is used in the errors. The files the
 /// text names are not opened.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
@@ -230,6 +258,7 @@ struct RawRoot {
     commands: Option<Value>,
     local: Option<Value>,
     console: Option<Value>,
+    remote_config: Option<Value>,
 }
 
 /// The whole file, decoded as far as possible.
@@ -246,6 +275,7 @@ struct RawConfig {
     commands: Option<decode::Decoded<commands::RawCommands>>,
     local: Option<decode::Decoded<local::RawLocal>>,
     console: Option<decode::Decoded<console::RawConsole>>,
+    remote: Option<decode::Decoded<remote::RawRemote>>,
 }
 
 /// Decodes the document tree. Returns `None` only when the top level is not a mapping (then
@@ -281,6 +311,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
     let commands = decode_section(&root.commands, "commands", &mut keys, issues);
     let local = decode_section(&root.local, "local", &mut keys, issues);
     let console = decode_section(&root.console, "console", &mut keys, issues);
+    let remote = decode_section(&root.remote_config, "remote_config", &mut keys, issues);
     Some(RawConfig {
         root: keys,
         gateway,
@@ -292,6 +323,7 @@ fn decode_sections(document: &Value, issues: &mut Vec<error::Issue>) -> Option<R
         commands,
         local,
         console,
+        remote,
     })
 }
 
@@ -321,6 +353,11 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
     if let (Some(uplink), Some(devices), Some(raw_uplink)) = (&uplink, &devices, &raw.uplink) {
         broker_fit::check_broker_fit(uplink, &raw_uplink.keys, devices, issues);
     }
+    let remote_config = remote::validate_remote(raw.remote.as_ref(), root, issues);
+    if let Some(devices) = &devices {
+        let names = devices.iter().map(|device| device.name.as_str());
+        remote::refuse_config_device(remote_config.as_ref(), names, issues);
+    }
 
     Some(Config {
         gateway: gateway?,
@@ -333,6 +370,7 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         commands: commands?,
         local: local?,
         console: console?,
+        remote_config: remote_config?,
     })
 }
 
@@ -529,6 +567,7 @@ mod tests {
         "files",
         "access",
         "broker_fit",
+        "secrets",
         "store",
         "device",
         "point",
@@ -537,6 +576,7 @@ mod tests {
         "status",
         "local",
         "console",
+        "remote",
         "uplink",
         "metrics",
         "gateway",

@@ -51,6 +51,29 @@ where
     Ok(())
 }
 
+/// A counter family with one label (`label`), one sample per `(value, count)` of `counts`:
+/// outcomes counted by kind.
+pub(crate) fn counts_by(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    counts: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result {
+    let rows: Vec<([(&str, &str); 1], u64)> = counts
+        .into_iter()
+        .map(|(value, count)| ([(label, value)], count))
+        .collect();
+    family(
+        encoder,
+        name,
+        help,
+        MetricType::Counter,
+        &rows,
+        |m, count| counter(m, *count),
+    )
+}
+
 /// One counter family per `(name, help, field)` of `fields`, with one sample per row of `rows`:
 /// `read` gives the value of `field` for a row.
 pub(crate) fn counter_families<L, T, F>(

@@ -30,6 +30,7 @@ mod encode;
 pub mod process;
 pub mod queue;
 pub mod reload;
+pub mod remote_config;
 pub mod uplink;
 
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ pub use devices::DeviceCollector;
 pub use process::ProcessCollector;
 pub use queue::QueueCollector;
 pub use reload::ReloadCollector;
+pub use remote_config::PushCollector;
 pub use uplink::UplinkCollector;
 
 /// The content type of the Prometheus text exposition format 0.0.4.

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
+use super::encode::{counts_by, gauge};
+use crate::reload::{Outcome, ReloadStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::metrics::MetricType;
-
-use super::encode::{counter, family, gauge};
-use crate::reload::{Outcome, ReloadStats};
 
 #[derive(Debug)]
 pub struct ReloadCollector {
@@ -24,19 +22,13 @@ impl ReloadCollector {
 impl Collector for ReloadCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.stats.snapshot();
-        let rows: Vec<([(&str, &str); 1], u64)> = Outcome::ALL
-            .iter()
-            .zip(snapshot.counts)
-            .map(|(outcome, count)| ([("result", outcome.label())], count))
-            .collect();
-        family(
+        counts_by(
             &mut encoder,
             "fieldrelay_config_reloads",
             "Reload requests (SIGHUP) by result: applied, unchanged, invalid (refused, see the \
              journal), needs_restart (refused: a key that only a restart applies changed)",
-            MetricType::Counter,
-            &rows,
-            |m, count| counter(m, *count),
+            "result",
+            Outcome::ALL.iter().map(|o| o.label()).zip(snapshot.counts),
         )?;
         gauge(
             &mut encoder,

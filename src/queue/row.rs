@@ -20,6 +20,10 @@ pub enum MessageKind {
     DeviceStatus,
     /// `P/<device>/<point>/set/result`.
     CommandResult,
+    /// `P/config/result`: the answer to a pushed configuration. `device` and `point` are empty.
+    ConfigResult,
+    /// `P/config/current`: the running configuration, asked for on `P/config/get`.
+    ConfigCurrent,
 }
 
 impl MessageKind {
@@ -28,6 +32,8 @@ impl MessageKind {
         match self {
             MessageKind::DeviceStatus => 1,
             MessageKind::CommandResult => 2,
+            MessageKind::ConfigResult => 3,
+            MessageKind::ConfigCurrent => 4,
         }
     }
 
@@ -35,6 +41,8 @@ impl MessageKind {
         match code {
             1 => Some(MessageKind::DeviceStatus),
             2 => Some(MessageKind::CommandResult),
+            3 => Some(MessageKind::ConfigResult),
+            4 => Some(MessageKind::ConfigCurrent),
             _ => None,
         }
     }

@@ -87,6 +87,8 @@ pub fn kind_name(code: i64) -> String {
     match MessageKind::from_code(code) {
         Some(MessageKind::DeviceStatus) => "device_status".to_owned(),
         Some(MessageKind::CommandResult) => "command_result".to_owned(),
+        Some(MessageKind::ConfigResult) => "config_result".to_owned(),
+        Some(MessageKind::ConfigCurrent) => "config_current".to_owned(),
         None => format!("kind_{code}"),
     }
 }

@@ -36,6 +36,8 @@ pub fn row_topic(prefix: &str, entry: &Entry) -> String {
         Entry::Message(m) => match m.kind {
             MessageKind::DeviceStatus => format!("{prefix}/{}/status", m.device),
             MessageKind::CommandResult => format!("{prefix}/{}/{}/set/result", m.device, m.point),
+            MessageKind::ConfigResult => format!("{prefix}/config/result"),
+            MessageKind::ConfigCurrent => format!("{prefix}/config/current"),
         },
     }
 }

@@ -7,7 +7,8 @@
 //!   `ts` is the connect time, `started` the process start: a birth with a new `ts` and the same
 //!   `started` is a reconnect, a new `started` a restart. `devices` is the configured map in file
 //!   order, as it runs now (a reload that changes it republishes the birth); `unit`, `writable`,
-//!   `min` and `max` appear only when set.
+//!   `min` and `max` appear only when set. `config` (`{"hash":…,"id":…}`, [`ConfigStamp`]) says
+//!   which configuration file runs; it is left out when the file could not be read.
 //! - Death, retained, QoS 1: `{"status":"offline","ts":…,"version":"…","reason":"shutdown"}`
 //!   (graceful) or `"reason":"connection_lost"` (the Last Will, whose `ts` is the time the
 //!   connection was made: the broker publishes it later without changing it). With
@@ -17,6 +18,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::stamp::ConfigStamp;
 use crate::config::{data_type_name, DeviceConfig, OfflineStatus};
 
 /// Version reported in the certificates.
@@ -29,6 +31,9 @@ pub struct GatewayInfo {
     /// When the process started (ms since the Unix epoch).
     pub started: i64,
     pub devices: Vec<DeviceInfo>,
+    /// The running configuration file's hash and the push that wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +83,7 @@ impl GatewayInfo {
                         .collect(),
                 })
                 .collect(),
+            config: None,
         }
     }
 

@@ -9,7 +9,8 @@
 //!  "uplink":{"connections":3,"reconnects":2},
 //!  "devices":{"boiler":{"status":"online","polls":59,"requests":118,"timeouts":0,
 //!             "exceptions":0,"crc_errors":0,"errors":0,"stale_replies":0,"decode_errors":0,
-//!             "last_success":1763850059800}}}
+//!             "last_success":1763850059800}},
+//!  "config":{"hash":"3f9a…","id":"push-42"}}
 //! ```
 //!
 //! - `queue.depth`, `queue.bytes`: rows committed and not yet acknowledged, and the bytes of
@@ -24,6 +25,7 @@
 //!   successful `polls`, wire `requests` (reads and writes) and failures by kind, and the time
 //!   of the last successful poll (`null`: never). Counters start at zero with the process, and
 //!   for a bus restarted by a reload.
+//! - `config`: the running configuration's hash and the push that set it, as in the birth.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::device::DeviceState;
+use super::stamp::ConfigStamp;
 use crate::modbus::CounterSnapshot;
 use crate::queue::{QueueProgress, QueueStats};
 
@@ -43,6 +46,9 @@ pub struct HealthReport {
     pub queue: QueueHealth,
     pub uplink: UplinkHealth,
     pub devices: BTreeMap<String, DeviceReport>,
+    /// Which configuration runs (as in the birth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,6 +87,7 @@ pub struct Signature {
     devices: Vec<(String, Option<DeviceState>, [u64; 6])>,
     dropped: Dropped,
     connections: u64,
+    config: Option<ConfigStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,11 +159,13 @@ impl HealthReport {
                 reconnects: connections.saturating_sub(1),
             },
             devices,
+            config: None,
         }
     }
 
     /// What the report says about problems: each device's status and failure counters, the
-    /// rows dropped, the connections made. Reports with the same signature differ only in what
+    /// rows dropped, the connections made; and which configuration runs (a pushed one is
+    /// reported at once). Reports with the same signature differ only in what
     /// moves while all is well (time, polls, requests, queue depth): the monitor holds such a
     /// report back until the heartbeat.
     pub fn signature(&self) -> Signature {
@@ -178,6 +187,7 @@ impl HealthReport {
                 .collect(),
             dropped: self.queue.dropped.clone(),
             connections: self.uplink.connections,
+            config: self.config.clone(),
         }
     }
 

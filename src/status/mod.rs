@@ -9,9 +9,10 @@
 //! | `P/health` | counters ([`health`]) | no | 0 | the uplink, only while connected |
 //!
 //! The on-site broker (`local:`) gets the certificates and device statuses too, not the health
-//! report.
+//! report. The birth and the health report say which configuration runs ([`stamp`]).
 
 pub mod device;
 pub mod gateway;
 pub mod health;
 pub mod monitor;
+pub mod stamp;

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use super::device::{DeviceStatus, Transition};
 use super::gateway::GatewayInfo;
 use super::health::{is_due, DeviceReport, HealthReport, Signature};
+use super::stamp::ConfigStamp;
 use crate::config::Qos;
 use crate::modbus::{BusHandle, DeviceHealth};
 use crate::queue::{Message, MessageKind, Queue};
@@ -67,6 +68,8 @@ pub struct Monitor {
     pub started_ms: i64,
     /// Optional copy of every device status (the on-site broker).
     pub local: Option<Box<dyn StatusSink>>,
+    /// Which configuration runs, for the birth and the report; changed by reloads and pushes.
+    pub config: watch::Receiver<Option<ConfigStamp>>,
 }
 
 /// One device's health, from a forwarder.
@@ -96,6 +99,9 @@ impl Monitor {
         let mut forwarders = cancel.child_token();
         let current = self.handles.borrow_and_update().clone();
         spawn_forwarders(&current, generation, &tx, &forwarders);
+        self.refresh_info(&current);
+        // Without a sender (tests, or one dropped) the stamp stays what it is.
+        let mut stamps = true;
         let mut reported: HashMap<Arc<str>, DeviceStatus> = HashMap::new();
         let start = tokio::time::Instant::now() + self.health_interval;
         let mut tick = tokio::time::interval_at(start, self.health_interval);
@@ -121,14 +127,15 @@ impl Monitor {
                         .flat_map(|h| h.devices().iter().map(|d| d.config.name.as_str()))
                         .collect();
                     reported.retain(|name, _| names.contains(&&**name));
-                    let info = Arc::new(gateway_info(self.started_ms, &handles));
-                    self.gateway.send_if_modified(|current| {
-                        let changed = **current != *info;
-                        if changed {
-                            *current = info;
-                        }
-                        changed
-                    });
+                    self.refresh_info(&handles);
+                }
+                changed = self.config.changed(), if stamps => {
+                    if changed.is_err() {
+                        stamps = false;
+                        continue;
+                    }
+                    let handles = self.handles.borrow().clone();
+                    self.refresh_info(&handles);
                 }
                 Some(observed) = rx.recv() => {
                     if observed.generation != generation {
@@ -162,6 +169,19 @@ impl Monitor {
             }
         }
         forwarders.cancel();
+    }
+
+    /// The birth's info for `handles` and the running configuration; republished if it changed.
+    fn refresh_info(&mut self, handles: &[BusHandle]) {
+        let mut info = gateway_info(self.started_ms, handles);
+        info.config = self.config.borrow_and_update().clone();
+        self.gateway.send_if_modified(|current| {
+            let changed = **current != info;
+            if changed {
+                *current = Arc::new(info);
+            }
+            changed
+        });
     }
 
     async fn publish(&self, device: &Arc<str>, transition: &Transition) {
@@ -207,14 +227,16 @@ impl Monitor {
                 ),
             );
         }
-        HealthReport::new(
+        let mut report = HealthReport::new(
             now_ms(),
             self.started_ms,
             *self.queue.progress().borrow(),
             self.queue.stats(),
             (self.connections)(),
             devices,
-        )
+        );
+        report.config = self.config.borrow().clone();
+        report
     }
 }
 
@@ -335,6 +357,7 @@ devices:
                 health_heartbeat: Duration::from_secs(3600),
                 connections: Box::new(|| 0),
                 started_ms: 1,
+                config: watch::channel(None).1,
                 local: None,
             }
             .run(cancel.clone()),

@@ -38,6 +38,8 @@ const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 pub struct PacketReader {
     half: ReadHalf<Stream>,
     buf: BytesMut,
+    /// Largest packet read whole ([`MAX_INCOMING_PACKET`] unless set).
+    max: usize,
     /// Bytes of an oversized PUBLISH's payload still to be discarded as they arrive.
     skip: u64,
 }
@@ -91,6 +93,7 @@ pub async fn connect(
         let mut reader = PacketReader {
             half: read,
             buf: BytesMut::with_capacity(4096),
+            max: MAX_INCOMING_PACKET,
             skip: 0,
         };
         let mut writer = PacketWriter {
@@ -134,6 +137,12 @@ pub async fn connect(
 pub const MAX_BATCH: usize = 1024;
 
 impl PacketReader {
+    /// Reads PUBLISHes up to `max` bytes whole (a connection that takes whole configuration
+    /// files); never below [`MAX_INCOMING_PACKET`].
+    pub fn set_max_packet(&mut self, max: usize) {
+        self.max = max.max(MAX_INCOMING_PACKET);
+    }
+
     /// `first` and every complete packet already buffered behind it, at most [`MAX_BATCH`]
     /// (the rest waits for the next [`PacketReader::read`], which takes the buffer first).
     pub fn batch(&mut self, first: Received) -> Result<Vec<Received>, UplinkError> {
@@ -170,8 +179,15 @@ impl PacketReader {
                 return Ok(None);
             }
         }
-        match Packet::read(&mut self.buf, MAX_INCOMING_PACKET) {
-            Ok(packet) => Ok(Some(Received::Packet(packet))),
+        match Packet::read(&mut self.buf, self.max) {
+            Ok(packet) => {
+                // A whole pushed configuration grew the buffer: give the memory back once it
+                // is read rather than keep it for the connection's life.
+                if self.buf.is_empty() && self.buf.capacity() > MAX_INCOMING_PACKET {
+                    self.buf = BytesMut::with_capacity(4096);
+                }
+                Ok(Some(Received::Packet(packet)))
+            }
             Err(mqttbytes::Error::InsufficientBytes(needed)) => {
                 self.buf.reserve(needed);
                 Ok(None)

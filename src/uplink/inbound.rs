@@ -42,6 +42,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use super::connection::MAX_INCOMING_PACKET;
 use super::connection::{OversizedPublish, Received};
 use super::UplinkError;
 
@@ -57,6 +58,9 @@ pub struct Inbound {
     pub filters: Vec<String>,
     /// Where the incoming PUBLISHes of each read go, as one batch.
     pub tx: mpsc::Sender<Vec<Incoming>>,
+    /// Largest packet the connection reads whole ([`MAX_INCOMING_PACKET`] for commands); a
+    /// longer PUBLISH comes without its payload.
+    pub max_packet: usize,
 }
 
 impl Inbound {
@@ -132,6 +136,13 @@ impl Inflow {
             done_rx,
             batch: Vec::new(),
         }
+    }
+
+    /// Largest packet to read whole on this connection.
+    pub fn max_packet(&self) -> usize {
+        self.inbound
+            .as_ref()
+            .map_or(MAX_INCOMING_PACKET, |i| i.max_packet)
     }
 
     /// The topic filters to subscribe at every connect; empty when nothing takes commands.
@@ -410,6 +421,69 @@ impl AckOrder {
     }
 }
 
+/// One intake side for several (the cloud's commands and its configuration topics): the
+/// returned [`Inbound`] subscribes every route's filters, and a task hands each PUBLISH to the
+/// first route with a filter that matches its topic, keeping the order within each route. One
+/// that matches none (it cannot, short of a broker bug) is acknowledged and dropped. The task
+/// ends when the connection drops its side.
+pub fn route(routes: Vec<Inbound>) -> (Inbound, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Vec<Incoming>>(INTAKE_BACKLOG);
+    let filters = routes.iter().flat_map(|r| r.filters.clone()).collect();
+    let max_packet = routes
+        .iter()
+        .map(|r| r.max_packet)
+        .max()
+        .unwrap_or(MAX_INCOMING_PACKET);
+    let task = tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            let mut split: Vec<Vec<Incoming>> = routes.iter().map(|_| Vec::new()).collect();
+            for incoming in batch {
+                let to = routes.iter().position(|r| {
+                    r.filters
+                        .iter()
+                        .any(|filter| topic_matches(filter, &incoming.topic))
+                });
+                match to {
+                    Some(index) => split[index].push(incoming),
+                    None => incoming.ack.into_iter().for_each(AckToken::ack),
+                }
+            }
+            for (route, batch) in routes.iter().zip(split) {
+                if batch.is_empty() {
+                    continue;
+                }
+                if let Err(gone) = route.tx.send(batch).await {
+                    // Its intake is gone (shutdown): the broker redelivers to the next start.
+                    gone.0
+                        .into_iter()
+                        .filter_map(|i| i.ack)
+                        .for_each(AckToken::leave);
+                }
+            }
+        }
+    });
+    let inbound = Inbound {
+        filters,
+        tx,
+        max_packet,
+    };
+    (inbound, task)
+}
+
+/// Whether MQTT topic filter `filter` (`+` one level, `#` the rest) matches `topic`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    for part in filter.split('/') {
+        match (part, levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (part, Some(level)) if part == level => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +592,7 @@ mod tests {
         let mut taking = Inflow::new(Some(Inbound {
             filters: vec!["p/+/+/set".into()],
             tx,
+            max_packet: MAX_INCOMING_PACKET,
         }));
         let mut leftover = Inflow::new(None);
         for inflow in [&mut taking, &mut leftover] {
@@ -582,5 +657,14 @@ mod tests {
         // With the owner gone, neither ack nor drop panics.
         AckToken::new(tx.clone(), c(3)).ack();
         drop(AckToken::new(tx, c(4)));
+    }
+
+    #[test]
+    fn topic_filters_match_by_level() {
+        assert!(topic_matches("p/+/+/set", "p/boiler/sp/set"));
+        assert!(!topic_matches("p/+/+/set", "p/config/set"));
+        assert!(topic_matches("p/config/set", "p/config/set"));
+        assert!(!topic_matches("p/config/set", "p/config/set/x"));
+        assert!(topic_matches("p/#", "p/a/b"));
     }
 }

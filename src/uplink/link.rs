@@ -251,8 +251,9 @@ impl Link {
                         }
                     }
                 }
-                Ok((reader, writer, ack)) => {
+                Ok((mut reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
+                    reader.set_max_packet(self.inflow.max_packet());
                     // After a teardown for an unacknowledged command the redelivered command
                     // may fail again (a full disk): only a connection that did not end that way
                     // resets the backoff, so such a failure redials at the backoff's pace.

@@ -34,6 +34,7 @@ impl Presence {
             version: gateway::VERSION,
             started: started_ms,
             devices: Vec::new(),
+            config: None,
         }));
         let (_, health) = mpsc::channel(1);
         Presence {

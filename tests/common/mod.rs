@@ -270,6 +270,18 @@ impl Gateway {
         self.launch();
     }
 
+    /// Waits for the process to exit by itself and returns its status (what systemd sees).
+    pub fn exited(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway is running");
+        wait_exit(&mut child, deadline)
+    }
+
+    /// Starts the process again on the same file after it exited, as systemd's `Restart=`.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the gateway is still running");
+        self.launch();
+    }
+
     /// SIGTERM without waiting for the exit.
     pub fn begin_shutdown(&self) {
         signal(self.child.as_ref().expect("gateway is running"), "-TERM");

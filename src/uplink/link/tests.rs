@@ -655,6 +655,7 @@ async fn presence_birth_follows_the_device_map_and_clear_mode_empties_the_death(
             version: VERSION,
             started: 7,
             devices,
+            config: None,
         })
     };
     let (info_tx, gateway) = tokio::sync::watch::channel(info(Vec::new()));
@@ -751,6 +752,7 @@ async fn commands_rig() -> (Rig, FakeBroker, Intake) {
     let inbound = Inbound {
         filters: vec!["p/+/+/set".into()],
         tx,
+        max_packet: inbound::MAX_INCOMING_PACKET,
     };
     let mut cfg = config(rig.port());
     cfg.keep_alive = Duration::from_secs(3600);
