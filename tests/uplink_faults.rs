@@ -652,7 +652,7 @@ async fn v1_backlog_survives_the_upgrade_and_is_delivered() {
 /// session); once acknowledged it is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() {
-    use fieldrelay::config::{SessionMode, UplinkConfig};
+    use fieldrelay::config::{SessionMode, UplinkConfig, UplinkProfile};
     use fieldrelay::queue::{Queue, QueueOptions};
     use fieldrelay::uplink::{Inbound, Incoming};
 
@@ -673,6 +673,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
         max_rate: None,
+        profile: UplinkProfile::Json,
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");

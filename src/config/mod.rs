@@ -71,6 +71,7 @@ mod point;
 mod register;
 mod rules;
 mod source_map;
+mod sparkplug;
 mod status;
 mod store;
 #[cfg(test)]
@@ -102,6 +103,9 @@ pub use modicon::{modicon_hint, ModiconReference};
 pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporting, MAX_DECIMALS};
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
+pub use sparkplug::{
+    is_sparkplug_id, SparkplugConfig, SparkplugHistory, UplinkProfile, DEFAULT_FLUSH_MAX_METRICS,
+};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_INTERVAL};
 pub use store::{OnFull, StoreConfig, SyncMode, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use uplink::{
@@ -358,6 +362,7 @@ mod tests {
                 response_timeout: Duration::from_secs(10),
                 max_inflight: 64,
                 max_rate: None,
+                profile: UplinkProfile::Json,
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -530,6 +535,7 @@ mod tests {
         "local",
         "console",
         "uplink",
+        "sparkplug",
         "metrics",
         "gateway",
         "client",

@@ -26,6 +26,7 @@ use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
 use super::error::Issue;
 use super::rules::{choice, file_path, in_range, number, positive_duration, when_written, Choice};
+use super::sparkplug::{validate_profile, UplinkProfile};
 use super::units::format_duration;
 
 /// Debian's (and Raspberry Pi OS's) bundle of the system's trusted CAs, from `ca-certificates`.
@@ -73,6 +74,8 @@ pub struct UplinkConfig {
     pub max_inflight: u16,
     /// Most queued messages sent per second; `None`: as fast as the window allows.
     pub max_rate: Option<u32>,
+    /// `uplink.profile` with `uplink.sparkplug` (`sparkplug.rs` in this module).
+    pub profile: UplinkProfile,
 }
 
 /// TLS for `mqtts://`: the broker is verified against `ca_file`; with `cert_file` and
@@ -127,6 +130,9 @@ pub(crate) struct RawUplink {
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
+    pub profile: Option<String>,
+    /// Decoded separately (see `sparkplug.rs` in this module).
+    pub sparkplug: Option<Value>,
 }
 
 /// `uplink.tls`: files for `mqtts://` (mutual TLS when a client certificate is given).
@@ -184,6 +190,14 @@ pub(crate) fn validate_uplink(
         in_range(keys, "max_rate", *rate, 1, 1_000_000, issues).and_then(|r| u32::try_from(r).ok())
     });
 
+    let profile = validate_profile(
+        keys,
+        &raw.profile,
+        raw.sparkplug.as_ref(),
+        gateway_id,
+        issues,
+    );
+
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
         host,
@@ -200,6 +214,7 @@ pub(crate) fn validate_uplink(
         response_timeout: response_timeout?,
         max_inflight: max_inflight?,
         max_rate: max_rate?,
+        profile: profile?,
     })
 }
 

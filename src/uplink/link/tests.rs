@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::config::Qos;
+use crate::config::{Qos, UplinkProfile};
 use crate::queue::{Delivery, QueueOptions, QueueReader, QueueWriter};
 use crate::sample::{Sample, Value};
 use crate::uplink::inbound::{self, Incoming};
@@ -133,6 +133,7 @@ fn config(port: u16) -> UplinkConfig {
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
         max_rate: None,
+        profile: UplinkProfile::Json,
     }
 }
 
