@@ -564,6 +564,7 @@ async fn mutual_tls_with_password_against_mosquitto() {
         clean_session: true,
         will_topic: "x".into(),
         will_payload: bytes::Bytes::new(),
+        will_retain: true,
     };
     let no_cert = TlsConfig {
         ca_file: pki.ca.clone(),

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::{AppError, GatewaySink};
 use crate::commands::{CommandPath, CommandStats, Origin};
-use crate::config::{Config, LocalConfig};
+use crate::config::{Config, LocalConfig, UplinkProfile};
 use crate::console::{self, LatestValues};
 use crate::fleet::{Fleet, Pollers};
 use crate::local::{self, feed::FeedReceiver, LocalFeed};
@@ -26,6 +26,7 @@ use crate::reload::{Hangups, ReloadStats, Reloader};
 use crate::sample::now_ms;
 use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
+use crate::uplink::sparkplug::SparkplugUplink;
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
 use crate::{http, modbus, service};
 
@@ -219,6 +220,22 @@ impl Shared<'_> {
         state: watch::Sender<LinkState>,
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
+        if let UplinkProfile::Sparkplug(sparkplug) = &self.config.uplink.profile {
+            // Sparkplug has no status topic nor JSON commands: the presence and the cloud
+            // command path stay unused (their senders see a closed or idle receiver).
+            drop((inbound, presence));
+            let uplink = SparkplugUplink {
+                config: self.config.uplink.clone(),
+                sparkplug: sparkplug.clone(),
+                devices: self.config.devices.clone(),
+                dialer,
+                queue: self.queue.clone(),
+                live,
+                state,
+                stats: self.uplink.clone(),
+            };
+            return tokio::spawn(uplink.run(cancel.clone()));
+        }
         let uplink = Uplink {
             config: self.config.uplink.clone(),
             dialer,

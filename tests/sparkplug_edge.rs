@@ -1,0 +1,313 @@
+//! The `sparkplug` uplink profile against a real mosquitto, refereed by a host application we
+//! did not write the codec of (tests/peers/sparkplug_host.py on pysparkplug 0.6.1): the real
+//! `fieldrelay` binary reads our Modbus simulator and is a Sparkplug B 3.0 edge node. Checks
+//! name the Sparkplug TCK assertion ids.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::sparkplug::{hex_decode, is_event, start_host, LinePeer};
+use common::{config_head, start_simulator, Gateway, Mosquitto};
+use fieldrelay::simulator::Registers;
+use fieldrelay::sparkplug::proto::Payload;
+use prost::Message as _;
+use serde_json::{json, Value as Json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const GROUP: &str = "plant1";
+const EDGE: &str = "gw01";
+
+/// A gateway config: the `sparkplug` profile with `sparkplug` extra keys (indented by four),
+/// device `boiler` (unit 1: `counter` u16 at holding 0, `temp` f32 scaled at holding 2 with a
+/// unit, `valve` a writable coil) and device `pump` (unit 2: `speed` u16 at holding 0).
+fn write_config(dir: &Path, broker: u16, device: u16, sparkplug: &str) -> std::path::PathBuf {
+    let uplink = format!(
+        "  response_timeout: 2s\n  profile: sparkplug\n  sparkplug:\n    group_id: {GROUP}\n    edge_node_id: {EDGE}\n{sparkplug}"
+    );
+    let text = config_head(&dir.join("data"), broker, device, &uplink)
+        + "devices:
+  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    offline_after: 2
+    points:
+      - {name: counter, table: holding, address: 0, type: u16, qos: 1, publish: on_change}
+      - {name: temp, table: holding, address: 2, type: u16, scale: 0.5, unit: degC, qos: 1, publish: on_change}
+      - {name: valve, table: coil, address: 0, type: bool, qos: 1, publish: on_change, writable: true}
+  - name: pump
+    bus: plc1
+    unit_id: 2
+    poll_interval: 50ms
+    offline_after: 2
+    points:
+      - {name: speed, table: holding, address: 0, type: u16, qos: 1, publish: on_change}
+";
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn message<'a>(record: &'a Json, kind: &str) -> Option<&'a Json> {
+    is_event(record, "message", &[("type", json!(kind))]).then_some(record)
+}
+
+/// The raw protobuf of a recorded message.
+fn raw(record: &Json) -> Payload {
+    Payload::decode(hex_decode(record["raw"].as_str().expect("raw")).as_slice())
+        .expect("a protobuf payload")
+}
+
+/// The metric named `name` of a decoded (by pysparkplug) message.
+fn metric<'a>(record: &'a Json, name: &str) -> &'a Json {
+    record["decoded"]["metrics"]
+        .as_array()
+        .and_then(|metrics| metrics.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("no metric {name} in {record}"))
+}
+
+/// Waits for a DDATA of `device` whose `point` has `value`; returns it.
+fn ddata_with(host: &mut LinePeer, from: usize, device: &str, point: &str, value: Json) -> Json {
+    host.wait_from(
+        from,
+        &format!("DDATA {device}/{point} = {value}"),
+        WAIT,
+        |r| {
+            message(r, "DDATA").is_some()
+                && r["device"] == device
+                && r["decoded"]["metrics"]
+                    .as_array()
+                    .is_some_and(|ms| ms.iter().any(|m| m["name"] == point && m["value"] == value))
+        },
+    )
+}
+
+fn no_violations(host: &mut LinePeer) {
+    let bad = host.count(|r| {
+        matches!(
+            r["event"].as_str(),
+            Some("violation" | "error" | "gap" | "out_of_session")
+        )
+    });
+    assert_eq!(bad, 0, "host saw violations:\n{:#?}", host.seen);
+}
+
+fn mosquitto_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+}
+
+async fn simulator() -> (Registers, u16, tokio_util::sync::CancellationToken) {
+    let (regs, port, cancel) = start_simulator().await;
+    regs.set_holding(1, 0, &[0]);
+    regs.set_holding(1, 2, &[40]);
+    regs.set_coil(1, 0, &[false]);
+    regs.set_holding(2, 0, &[7]);
+    (regs, port, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_node_session_births_data_deaths_and_bdseq_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let mut host = start_host(broker.port, "scada1");
+    let config = write_config(dir.path(), broker.port, device, "");
+    let mut gateway = Gateway::start(&config);
+
+    // 1. Clean session, will = NDEATH QoS 1 not retained
+    // (principles-persistence-clean-session-311, message-flow-edge-node-birth-publish-will-message-qos,
+    // ...-will-message-will-retained).
+    let online = host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    assert_eq!(online["bd_seq"], 0, "first CONNECT has bdSeq 0");
+    let log = mosquitto_log(dir.path());
+    assert!(
+        log.contains(" as test-gw (p2, c1, k5)"),
+        "clean session:\n{log}"
+    );
+    assert!(
+        log.contains("Will message specified") && log.contains("(r0, q1)"),
+        "will QoS 1, not retained:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("spBv1.0/{GROUP}/NDEATH/{EDGE}")),
+        "will topic:\n{log}"
+    );
+
+    // 3. NCMD and DCMD/+ subscribed at QoS 1 before the NBIRTH (message-flow-edge-node-ncmd-subscribe).
+    let subscribe = log
+        .find("Received SUBSCRIBE from test-gw")
+        .expect("a SUBSCRIBE");
+    let nbirth_at = log
+        .find(&format!("'spBv1.0/{GROUP}/NBIRTH/{EDGE}'"))
+        .expect("an NBIRTH");
+    assert!(subscribe < nbirth_at, "SUBSCRIBE before NBIRTH");
+    assert!(
+        log.contains(&format!("spBv1.0/{GROUP}/NCMD/{EDGE} (QoS 1)")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("spBv1.0/{GROUP}/DCMD/{EDGE}/+ (QoS 1)")),
+        "{log}"
+    );
+
+    // 4. NBIRTH first, QoS 0, not retained, seq 0, timestamped, node metrics and Rebirth false
+    // (topics-nbirth-seq-num, payloads-nbirth-rebirth-req, topics-nbirth-bdseq-matching).
+    let nbirth = host
+        .wait_for("NBIRTH", WAIT, |r| message(r, "NBIRTH").is_some())
+        .clone();
+    assert_eq!(
+        (nbirth["qos"].as_u64(), nbirth["retain"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert_eq!(nbirth["decoded"]["seq"], 0);
+    assert!(nbirth["decoded"]["timestamp"].as_u64().is_some());
+    assert_eq!(metric(&nbirth, "bdSeq")["value"], 0);
+    assert_eq!(metric(&nbirth, "Node Control/Rebirth")["value"], false);
+    assert!(metric(&nbirth, "Node Control/Rebirth")["alias"].is_null());
+    for name in [
+        "Queue/Depth",
+        "Queue/Oldest Age",
+        "Uplink/Connects",
+        "Properties/Software Version",
+    ] {
+        assert!(
+            metric(&nbirth, name)["datatype"].as_u64().is_some(),
+            "{name} has a datatype"
+        );
+    }
+    assert!(
+        nbirth["decoded"]["payload_error"].is_null(),
+        "pysparkplug reads the NBIRTH"
+    );
+
+    // 5. A DBIRTH per device before any data, every metric with name, alias, datatype, value
+    // (payloads-dbirth-order).
+    let first_data = host.seen.iter().position(|r| message(r, "DDATA").is_some());
+    let boiler = host
+        .wait_for("DBIRTH boiler", WAIT, |r| {
+            message(r, "DBIRTH").is_some() && r["device"] == "boiler"
+        })
+        .clone();
+    let pump = host
+        .wait_for("DBIRTH pump", WAIT, |r| {
+            message(r, "DBIRTH").is_some() && r["device"] == "pump"
+        })
+        .clone();
+    let births_at = host
+        .seen
+        .iter()
+        .rposition(|r| message(r, "DBIRTH").is_some())
+        .unwrap();
+    assert!(
+        first_data.is_none_or(|at| at > births_at),
+        "no DDATA before the DBIRTHs"
+    );
+    for m in boiler["decoded"]["metrics"].as_array().unwrap() {
+        assert!(
+            m["alias"].as_u64().is_some() && m["datatype"].as_u64().is_some(),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        metric(&boiler, "temp")["properties"]["engUnit"]["value"],
+        "degC"
+    );
+    assert_eq!(
+        metric(&boiler, "valve")["properties"]["readOnly"]["value"],
+        false
+    );
+    assert_eq!(
+        metric(&boiler, "counter")["properties"]["readOnly"]["value"],
+        true
+    );
+    assert!(metric(&pump, "speed")["alias"].as_u64().is_some());
+
+    // 7. DDATA: QoS 0, not retained, changed metrics only, alias only, timestamps, no datatype.
+    let mark = host.seen.len();
+    for value in 1..=5u16 {
+        regs.set_holding(1, 0, &[value]);
+        let data = ddata_with(&mut host, mark, "boiler", "counter", json!(value));
+        assert_eq!(
+            (data["qos"].as_u64(), data["retain"].as_bool()),
+            (Some(0), Some(false))
+        );
+        let payload = raw(&data);
+        assert_eq!(payload.metrics.len(), 1, "only the changed metric");
+        let m = &payload.metrics[0];
+        assert!(m.name.is_none() && m.alias.is_some(), "alias only: {m:?}");
+        assert!(m.datatype.is_none() && m.timestamp.is_some(), "{m:?}");
+    }
+
+    // 8. A device that stops answering gets a DDEATH; back, a DBIRTH with current values
+    // before its next DDATA.
+    regs.set_silent(2, true);
+    let mark = host.seen.len();
+    host.wait_from(mark, "DDEATH pump", WAIT, |r| {
+        message(r, "DDEATH").is_some() && r["device"] == "pump"
+    });
+    regs.set_holding(2, 0, &[9]);
+    regs.set_silent(2, false);
+    let rebirth = host
+        .wait_from(mark, "DBIRTH pump again", WAIT, |r| {
+            message(r, "DBIRTH").is_some() && r["device"] == "pump"
+        })
+        .clone();
+    let speed = metric(&rebirth, "speed")["value"].clone();
+    assert!(
+        speed == 7 || speed == 9,
+        "current value in the DBIRTH: {speed}"
+    );
+    ddata_with(&mut host, mark, "pump", "speed", json!(9));
+
+    // 6. seq +1 over every message: the host reports any gap.
+    no_violations(&mut host);
+
+    // 12. Graceful stop: NDEATH (QoS 1, bdSeq only, no seq) before DISCONNECT
+    // (operational-behavior-edge-node-intentional-disconnect-ndeath).
+    let status = gateway.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let dead = host.wait_for("node offline", WAIT, |r| r["event"] == "node_offline");
+    assert_eq!(dead["bd_seq"], 0);
+    let ndeath = host
+        .wait_for("NDEATH", WAIT, |r| message(r, "NDEATH").is_some())
+        .clone();
+    assert_eq!(
+        (ndeath["qos"].as_u64(), ndeath["retain"].as_bool()),
+        (Some(1), Some(false))
+    );
+    let payload = raw(&ndeath);
+    assert!(payload.seq.is_none(), "NDEATH carries no seq");
+    assert_eq!(payload.metrics.len(), 1);
+    assert_eq!(payload.metrics[0].name.as_deref(), Some("bdSeq"));
+    let log = mosquitto_log(dir.path());
+    let ndeath_at = log
+        .rfind(&format!(
+            "Received PUBLISH from test-gw (d0, q1, r0, m2, 'spBv1.0/{GROUP}/NDEATH/{EDGE}'"
+        ))
+        .expect("NDEATH published");
+    let disconnect_at = log
+        .rfind("Received DISCONNECT from test-gw")
+        .expect("DISCONNECT");
+    assert!(ndeath_at < disconnect_at);
+
+    // 2. bdSeq +1 per CONNECT across a restart and a kill -9 (topics-nbirth-bdseq-increment);
+    // the will of each connection carries its NBIRTH's bdSeq.
+    let mut gateway = Gateway::start(&config);
+    let mark = host.seen.len();
+    let online = host.wait_from(mark, "node online again", WAIT, |r| {
+        r["event"] == "node_online"
+    });
+    assert_eq!(online["bd_seq"], 1);
+    gateway.kill9();
+    let dead = host.wait_from(mark, "the will", WAIT, |r| r["event"] == "node_offline");
+    assert_eq!(dead["bd_seq"], 1, "the will carries the NBIRTH's bdSeq");
+    let mut gateway = Gateway::start(&config);
+    let online = host.wait_from(mark, "node online after kill -9", WAIT, |r| {
+        r["event"] == "node_online" && r["bd_seq"] != 1
+    });
+    assert_eq!(online["bd_seq"], 2);
+    no_violations(&mut host);
+    gateway.terminate(Duration::from_secs(10));
+}
