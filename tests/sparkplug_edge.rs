@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::sparkplug::{hex_decode, is_event, start_host, LinePeer};
-use common::{config_head, start_simulator, Gateway, Mosquitto};
+use common::{config_head, start_simulator, wait_until, Gateway, Mosquitto};
 use fieldrelay::simulator::Registers;
 use fieldrelay::sparkplug::proto::Payload;
 use prost::Message as _;
@@ -24,7 +24,7 @@ const EDGE: &str = "gw01";
 /// unit, `valve` a writable coil) and device `pump` (unit 2: `speed` u16 at holding 0).
 fn write_config(dir: &Path, broker: u16, device: u16, sparkplug: &str) -> std::path::PathBuf {
     let uplink = format!(
-        "  response_timeout: 2s\n  profile: sparkplug\n  sparkplug:\n    group_id: {GROUP}\n    edge_node_id: {EDGE}\n{sparkplug}"
+        "  profile: sparkplug\n  sparkplug:\n    group_id: {GROUP}\n    edge_node_id: {EDGE}\n{sparkplug}"
     );
     let text = config_head(&dir.join("data"), broker, device, &uplink)
         + "devices:
@@ -309,5 +309,199 @@ async fn edge_node_session_births_data_deaths_and_bdseq_across_restarts() {
     });
     assert_eq!(online["bd_seq"], 2);
     no_violations(&mut host);
+    gateway.terminate(Duration::from_secs(10));
+}
+
+/// Every `counter` value the hosts received: (value, metric timestamp, is_historical).
+fn counter_values(hosts: &mut [&mut LinePeer]) -> Vec<(u64, u64, bool)> {
+    let mut values = Vec::new();
+    for host in hosts.iter_mut() {
+        host.count(|_| false);
+        for record in &host.seen {
+            if message(record, "DDATA").is_none() || record["device"] != "boiler" {
+                continue;
+            }
+            for m in record["decoded"]["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if m["name"] == "counter" {
+                    values.push((
+                        m["value"].as_u64().expect("a counter value"),
+                        m["timestamp"].as_u64().expect("a timestamp"),
+                        m["is_historical"].as_bool().unwrap_or(false),
+                    ));
+                }
+            }
+        }
+    }
+    values
+}
+
+/// Every value 1..=`last` arrived; one arrival of each may be live, any repeat is historical
+/// with the same timestamp (a historian stores it once).
+fn assert_every_value_once(values: &[(u64, u64, bool)], last: u64) {
+    for value in 1..=last {
+        let arrivals: Vec<_> = values.iter().filter(|(v, _, _)| *v == value).collect();
+        assert!(
+            !arrivals.is_empty(),
+            "value {value} never reached a host: {values:?}"
+        );
+        let live = arrivals
+            .iter()
+            .filter(|(_, _, historical)| !historical)
+            .count();
+        assert!(live <= 1, "value {value} arrived live twice: {arrivals:?}");
+        assert!(
+            arrivals.iter().all(|(_, ts, _)| *ts == arrivals[0].1),
+            "repeats of {value} carry the same timestamp: {arrivals:?}"
+        );
+    }
+}
+
+/// Values of `counter` committed in the queue file now (read-only, beside the gateway).
+fn committed(data_dir: &Path) -> Vec<i64> {
+    let Ok(rows) = fieldrelay::queue::read_only_rows(data_dir) else {
+        return Vec::new();
+    };
+    rows.into_iter()
+        .filter(|row| &*row.sample.point == "counter")
+        .filter_map(|row| match row.sample.value {
+            fieldrelay::sample::Value::Int(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets the counter to each of `values`, waiting until each is committed to the queue file.
+fn commit_each(regs: &Registers, data_dir: &Path, values: std::ops::RangeInclusive<u16>) {
+    for value in values {
+        regs.set_holding(1, 0, &[value]);
+        wait_until(&format!("counter {value} committed"), WAIT, || {
+            committed(data_dir).contains(&i64::from(value))
+        });
+    }
+}
+
+/// Sets the counter to each of `values`, waiting until the host received each live.
+fn send_each(regs: &Registers, host: &mut LinePeer, values: std::ops::RangeInclusive<u16>) {
+    let mark = host.seen.len();
+    for value in values {
+        regs.set_holding(1, 0, &[value]);
+        ddata_with(host, mark, "boiler", "counter", json!(value));
+    }
+}
+
+/// Drop test (item 13): DDATA written to the socket just before the link dies are not lost.
+/// The broker is frozen (SIGSTOP: it reads nothing), a burst of values is committed and written
+/// to the connection, then the broker is SIGKILLed with the burst unread. The gateway deleted
+/// none of it (no PINGRESP came), so after the recovery the host gets every value of the burst,
+/// as history with the original timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_written_just_before_the_broker_dies_reaches_the_host_as_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let mut host = start_host(broker.port, "scada1");
+    let config = write_config(
+        dir.path(),
+        broker.port,
+        device,
+        "    primary_host_id: scada1\n",
+    );
+    let mut gateway = Gateway::start(&config);
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    send_each(&regs, &mut host, 1..=3);
+
+    broker.pause();
+    commit_each(&regs, &data, 4..=13);
+    // The gateway wrote the burst to the socket (the broker read none of it).
+    wait_until("the burst written", WAIT, || {
+        gateway.log().matches("sparkplug data written").count() >= 1
+    });
+    broker.kill9();
+    host.kill9();
+    wait_until("the drop noticed", WAIT, || {
+        gateway
+            .log()
+            .contains("stay queued and go out again as history")
+    });
+    broker.start_forgetting();
+    let mut host2 = start_host(broker.port, "scada1");
+    host2.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    ddata_with(&mut host2, 0, "boiler", "counter", json!(13));
+    send_each(&regs, &mut host2, 14..=15);
+
+    assert!(
+        gateway
+            .log()
+            .contains("stay queued and go out again as history"),
+        "the burst was written and not confirmed when the link died"
+    );
+    let values = counter_values(&mut [&mut host, &mut host2]);
+    assert_every_value_once(&values, 15);
+    for (value, _, historical) in &values {
+        if (4..=13).contains(value) {
+            assert!(
+                *historical,
+                "burst value {value} came back as history: {values:?}"
+            );
+        }
+    }
+    no_violations(&mut host2);
+    gateway.terminate(Duration::from_secs(10));
+}
+
+/// Outage test (item 13): the broker is down, the gateway is `kill -9`ed meanwhile and
+/// restarted, the broker comes back: every value reaches the host once live or as history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_with_a_kill9_loses_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let mut host = start_host(broker.port, "scada1");
+    let config = write_config(
+        dir.path(),
+        broker.port,
+        device,
+        "    primary_host_id: scada1\n    flush_max_metrics: 3\n",
+    );
+    let mut gateway = Gateway::start(&config);
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    send_each(&regs, &mut host, 1..=3);
+
+    broker.stop();
+    host.kill9();
+    commit_each(&regs, &data, 4..=8);
+    gateway.kill9();
+    let mut gateway = Gateway::start(&config);
+    commit_each(&regs, &data, 9..=12);
+    broker.start_forgetting();
+    let mut host2 = start_host(broker.port, "scada1");
+    let online = host2.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    // Every CONNECT attempt took a new bdSeq, the dead run's included (kept in queue.db).
+    assert!(
+        online["bd_seq"].as_u64().is_some_and(|bd| bd >= 2),
+        "{online}"
+    );
+    ddata_with(&mut host2, 0, "boiler", "counter", json!(12));
+    send_each(&regs, &mut host2, 13..=14);
+
+    let values = counter_values(&mut [&mut host, &mut host2]);
+    assert_every_value_once(&values, 14);
+    // History is cut at flush_max_metrics per message, oldest first.
+    let history: Vec<&Json> = host2
+        .seen
+        .iter()
+        .filter(|r| message(r, "DDATA").is_some())
+        .filter(|r| r["decoded"]["metrics"][0]["is_historical"] == true)
+        .collect();
+    assert!(history
+        .iter()
+        .all(|r| r["decoded"]["metrics"].as_array().unwrap().len() <= 3));
+    no_violations(&mut host2);
     gateway.terminate(Duration::from_secs(10));
 }

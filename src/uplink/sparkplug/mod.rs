@@ -436,6 +436,12 @@ impl Driver {
                         .collect::<Vec<_>>(),
                 )
                 .await?;
+            debug!(
+                rows = sent.rows.len(),
+                messages = n,
+                ?source,
+                "sparkplug data written"
+            );
             self.barrier.written(sent.rows);
             self.stats.published(n);
             wrote = true;
