@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::sparkplug::{hex_decode, is_event, start_host, LinePeer};
@@ -503,5 +504,155 @@ async fn outage_with_a_kill9_loses_no_value() {
         .iter()
         .all(|r| r["decoded"]["metrics"].as_array().unwrap().len() <= 3));
     no_violations(&mut host2);
+    gateway.terminate(Duration::from_secs(10));
+}
+
+fn records_after<'a>(host: &'a LinePeer, from: usize) -> impl Iterator<Item = &'a Json> {
+    host.seen.iter().skip(from)
+}
+
+/// STATE test (item 11, message-flow-edge-node-birth-publish-phid-wait, …-phid-offline): no
+/// birth before the primary host is online; its offline STATE ends the session (NDEATH); while
+/// it is offline nothing is published and everything is kept; back online: births, the offline
+/// period as history, then live. An offline STATE older than the online one is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_host_state_gates_births_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let config = write_config(
+        dir.path(),
+        broker.port,
+        device,
+        "    primary_host_id: scada1\n",
+    );
+    let mut gateway = Gateway::start(&config);
+    wait_until("the gateway waiting for the host", WAIT, || {
+        gateway
+            .log()
+            .contains("waiting for the primary host's online STATE")
+    });
+    commit_each(&regs, &data, 1..=2);
+    let published = |dir: &Path| {
+        mosquitto_log(dir)
+            .matches("Received PUBLISH from test-gw")
+            .count()
+    };
+    assert_eq!(
+        published(dir.path()),
+        0,
+        "nothing before the host is online"
+    );
+
+    let mut host = start_host(broker.port, "scada1");
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    ddata_with(&mut host, 0, "boiler", "counter", json!(2));
+    send_each(&regs, &mut host, 3..=4);
+
+    // A stale offline STATE (older than the online one) changes nothing.
+    let stale = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "spBv1.0/STATE/scada1", "-q", "1"])
+        .args(["-m", r#"{"online":false,"timestamp":1}"#])
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(stale.success());
+    send_each(&regs, &mut host, 5..=5);
+    assert_eq!(host.count(|r| r["event"] == "node_offline"), 0);
+
+    // Host offline: NDEATH, reconnect, silence; every sample kept.
+    let mark = gateway.log_mark();
+    host.send(&json!({"cmd": "offline"}));
+    wait_until("the NDEATH for the offline host", WAIT, || {
+        gateway.log_since(mark).contains("primary host offline")
+    });
+    wait_until("the gateway waiting again", WAIT, || {
+        gateway
+            .log_since(mark)
+            .contains("waiting for the primary host's online STATE")
+    });
+    let ndeath = format!("'spBv1.0/{GROUP}/NDEATH/{EDGE}'");
+    assert!(mosquitto_log(dir.path()).contains(&ndeath));
+    let before = published(dir.path());
+    commit_each(&regs, &data, 6..=9);
+    assert_eq!(
+        published(dir.path()),
+        before,
+        "nothing published while the host is offline"
+    );
+
+    // Host online again: births, the offline period as history, then live.
+    let mark = host.seen.len();
+    host.send(&json!({"cmd": "online"}));
+    host.wait_from(mark, "node online again", WAIT, |r| {
+        r["event"] == "node_online"
+    });
+    ddata_with(&mut host, mark, "boiler", "counter", json!(9));
+    send_each(&regs, &mut host, 10..=11);
+    let after: Vec<&Json> = records_after(&host, mark)
+        .filter(|r| message(r, "DDATA").is_some() && r["device"] == "boiler")
+        .collect();
+    let historical: Vec<bool> = after
+        .iter()
+        .map(|r| r["decoded"]["metrics"][0]["is_historical"] == true)
+        .collect();
+    let first_live = historical.iter().position(|h| !h).expect("live data");
+    assert!(first_live > 0, "history first: {after:?}");
+    assert!(
+        historical[first_live..].iter().all(|h| !h),
+        "then live only: {after:?}"
+    );
+    let values = counter_values(&mut [&mut host]);
+    assert_every_value_once(&values, 11);
+    no_violations(&mut host);
+    gateway.terminate(Duration::from_secs(10));
+}
+
+/// Rebirth (item 9, operational-behavior-edge-node-rebirth): an NCMD `Node Control/Rebirth`
+/// makes the node publish NBIRTH (same bdSeq, seq 0) and every DBIRTH without reconnecting;
+/// requests in a burst are coalesced into one rebirth (at most one per 5 s: these come within
+/// 5 s of the connection's births, so it goes out at the end of that interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebirth_request_republishes_births_without_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let mut host = start_host(broker.port, "scada1");
+    let config = write_config(dir.path(), broker.port, device, "");
+    let mut gateway = Gateway::start(&config);
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    send_each(&regs, &mut host, 1..=1);
+    let connects = common::connects_of(dir.path(), "test-gw");
+
+    let mark = host.seen.len();
+    let rebirth = json!({"cmd": "rebirth", "group": GROUP, "edge": EDGE});
+    for _ in 0..3 {
+        host.send(&rebirth);
+    }
+    let nbirth = host
+        .wait_from(mark, "NBIRTH again", WAIT, |r| {
+            message(r, "NBIRTH").is_some()
+        })
+        .clone();
+    assert_eq!(nbirth["decoded"]["seq"], 0);
+    assert_eq!(metric(&nbirth, "bdSeq")["value"], 0, "same bdSeq");
+    host.wait_from(mark, "DBIRTH boiler again", WAIT, |r| {
+        message(r, "DBIRTH").is_some() && r["device"] == "boiler"
+    });
+    host.wait_from(mark, "DBIRTH pump again", WAIT, |r| {
+        message(r, "DBIRTH").is_some() && r["device"] == "pump"
+    });
+    send_each(&regs, &mut host, 2..=2);
+    let nbirths = records_after(&host, mark)
+        .filter(|r| message(r, "NBIRTH").is_some())
+        .count();
+    assert_eq!(nbirths, 1, "three requests in a burst, one rebirth");
+    assert_eq!(
+        common::connects_of(dir.path(), "test-gw"),
+        connects,
+        "no reconnect"
+    );
+    no_violations(&mut host);
     gateway.terminate(Duration::from_secs(10));
 }
