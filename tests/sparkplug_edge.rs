@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::sparkplug::{hex_decode, is_event, start_host, LinePeer};
+use common::sparkplug::{decode_with_tahu_js, hex_decode, is_event, start_host, LinePeer};
 use common::{config_head, start_simulator, wait_until, Gateway, Mosquitto};
 use fieldrelay::simulator::Registers;
 use fieldrelay::sparkplug::proto::Payload;
@@ -38,6 +38,7 @@ fn write_config(dir: &Path, broker: u16, device: u16, sparkplug: &str) -> std::p
       - {name: counter, table: holding, address: 0, type: u16, qos: 1, publish: on_change}
       - {name: temp, table: holding, address: 2, type: u16, scale: 0.5, unit: degC, qos: 1, publish: on_change}
       - {name: valve, table: coil, address: 0, type: bool, qos: 1, publish: on_change, writable: true}
+      - {name: setpoint, table: holding, address: 4, type: u16, qos: 1, publish: on_change, writable: true, min: 0, max: 100}
   - name: pump
     bus: plc1
     unit_id: 2
@@ -240,6 +241,40 @@ async fn edge_node_session_births_data_deaths_and_bdseq_across_restarts() {
         assert!(m.name.is_none() && m.alias.is_some(), "alias only: {m:?}");
         assert!(m.datatype.is_none() && m.timestamp.is_some(), "{m:?}");
     }
+
+    // A second decoder we did not write (npm sparkplug-payload, Tahu's JavaScript codec)
+    // reads the wire bytes of the births and the data alike.
+    let last = host
+        .seen
+        .iter()
+        .rev()
+        .find(|r| message(r, "DDATA").is_some() && r["device"] == "boiler")
+        .cloned()
+        .expect("a DDATA");
+    let replies = decode_with_tahu_js(&[
+        json!({"type": "NBIRTH", "payload": nbirth["raw"]}),
+        json!({"type": "DBIRTH", "payload": boiler["raw"]}),
+        json!({"type": "DDATA", "payload": last["raw"], "birth": boiler["raw"]}),
+    ]);
+    for reply in &replies {
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    let js_names: Vec<&Json> = replies[1]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["name"])
+        .collect();
+    assert_eq!(
+        js_names,
+        [
+            &json!("counter"),
+            &json!("temp"),
+            &json!("valve"),
+            &json!("setpoint")
+        ]
+    );
+    assert_eq!(replies[2]["metrics"][0]["value"], 5);
 
     // 8. A device that stops answering gets a DDEATH; back, a DBIRTH with current values
     // before its next DDATA.
@@ -507,7 +542,7 @@ async fn outage_with_a_kill9_loses_no_value() {
     gateway.terminate(Duration::from_secs(10));
 }
 
-fn records_after<'a>(host: &'a LinePeer, from: usize) -> impl Iterator<Item = &'a Json> {
+fn records_after(host: &LinePeer, from: usize) -> impl Iterator<Item = &Json> {
     host.seen.iter().skip(from)
 }
 
@@ -652,6 +687,70 @@ async fn rebirth_request_republishes_births_without_reconnecting() {
         common::connects_of(dir.path(), "test-gw"),
         connects,
         "no reconnect"
+    );
+    no_violations(&mut host);
+    gateway.terminate(Duration::from_secs(10));
+}
+
+/// DCMD (item 10): writes go through the command pipeline — a read-only point and a value out
+/// of range are refused and logged, nothing is written; a good write by name and one by alias
+/// reach the device, and the host sees the new values in DDATA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmd_writes_go_through_the_command_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = simulator().await;
+    let mut host = start_host(broker.port, "scada1");
+    let config = write_config(dir.path(), broker.port, device, "");
+    let mut gateway = Gateway::start(&config);
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    let boiler = host
+        .wait_for("DBIRTH boiler", WAIT, |r| {
+            message(r, "DBIRTH").is_some() && r["device"] == "boiler"
+        })
+        .clone();
+    let setpoint_alias = metric(&boiler, "setpoint")["alias"].clone();
+    let dcmd = |metrics: Json| json!({"cmd": "dcmd", "group": GROUP, "edge": EDGE, "device": "boiler", "metrics": metrics});
+
+    let mark = gateway.log_mark();
+    host.send(&dcmd(
+        json!([{"name": "counter", "datatype": "UINT16", "value": 3}]),
+    ));
+    host.send(&dcmd(
+        json!([{"name": "setpoint", "datatype": "UINT16", "value": 500}]),
+    ));
+    host.send(&dcmd(
+        json!([{"name": "valve", "datatype": "BOOLEAN", "value": true}]),
+    ));
+    let from = host.seen.len();
+    ddata_with(
+        &mut host,
+        from.saturating_sub(20),
+        "boiler",
+        "valve",
+        json!(true),
+    );
+    host.send(&dcmd(
+        json!([{"alias": setpoint_alias, "datatype": "UINT16", "value": 42}]),
+    ));
+    ddata_with(
+        &mut host,
+        from.saturating_sub(20),
+        "boiler",
+        "setpoint",
+        json!(42),
+    );
+    assert_eq!(regs.holding(1, 4, 1), [42]);
+    let log = gateway.log_since(mark);
+    assert!(
+        log.contains("point=counter") && log.contains("not_writable"),
+        "{log}"
+    );
+    assert!(log.contains("out_of_range"), "{log}");
+    assert_eq!(
+        regs.holding(1, 0, 1),
+        [0],
+        "the read-only point was not written"
     );
     no_violations(&mut host);
     gateway.terminate(Duration::from_secs(10));

@@ -221,9 +221,9 @@ impl Shared<'_> {
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
         if let UplinkProfile::Sparkplug(sparkplug) = &self.config.uplink.profile {
-            // Sparkplug has no status topic nor JSON commands: the presence and the cloud
-            // command path stay unused (their senders see a closed or idle receiver).
-            drop((inbound, presence));
+            // Sparkplug has no status topic: the presence stays unused (its senders see a
+            // closed receiver). DCMD writes go through the cloud command path.
+            drop(presence);
             let uplink = SparkplugUplink {
                 config: self.config.uplink.clone(),
                 sparkplug: sparkplug.clone(),
@@ -233,6 +233,7 @@ impl Shared<'_> {
                 live,
                 state,
                 stats: self.uplink.clone(),
+                commands: Some(inbound),
             };
             return tokio::spawn(uplink.run(cancel.clone()));
         }

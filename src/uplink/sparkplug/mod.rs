@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::connection::{self, ConnectOptions, PacketReader, PacketWriter, Received};
+use super::inbound::{Inbound, Incoming};
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
@@ -85,6 +86,8 @@ pub struct SparkplugUplink {
     pub live: LiveReceiver,
     pub state: watch::Sender<LinkState>,
     pub stats: Arc<UplinkStats>,
+    /// The command pipeline's intake: DCMD writes go to it as the JSON profile's commands do.
+    pub commands: Option<Inbound>,
 }
 
 /// How a connection ended.
@@ -132,6 +135,7 @@ struct Driver {
     cursors: Option<Cursors>,
     /// The primary host's STATE said offline: end the connection.
     host_went_offline: bool,
+    commands: Option<Inbound>,
 }
 
 impl SparkplugUplink {
@@ -171,6 +175,7 @@ impl SparkplugUplink {
             rebirth_at: None,
             cursors: None,
             host_went_offline: false,
+            commands: self.commands,
             config: self.config,
         };
         driver.run().await;
@@ -577,7 +582,7 @@ impl Driver {
                 message: MessageType::NCmd,
                 ..
             }) => {
-                self.on_command(Target::Node, &publish.payload, writer)
+                self.on_command(Target::Node, &publish.payload, publish.retain, writer)
                     .await
             }
             Ok(Topic::Edge {
@@ -586,8 +591,13 @@ impl Driver {
                 ..
             }) => {
                 let device = device.to_owned();
-                self.on_command(Target::Device(&device), &publish.payload, writer)
-                    .await
+                self.on_command(
+                    Target::Device(&device),
+                    &publish.payload,
+                    publish.retain,
+                    writer,
+                )
+                .await
             }
             _ => {
                 debug!(%topic, "message on an unexpected topic ignored");
@@ -634,6 +644,7 @@ impl Driver {
         &mut self,
         target: Target<'_>,
         bytes: &[u8],
+        retained: bool,
         writer: &mut PacketWriter,
     ) -> Result<(), UplinkError> {
         let command = match payload::decode_command(bytes) {
@@ -644,6 +655,7 @@ impl Driver {
                 return Ok(());
             }
         };
+        let mut writes = Vec::new();
         let results = command::interpret(target, &command, self.node.aliases(), |d, p| {
             self.node.datatype_of(d, p)
         });
@@ -658,13 +670,50 @@ impl Driver {
                     RebirthDecision::At(at) => self.rebirth_at = Some(at),
                 },
                 Ok(Request::Nothing) => {}
-                Ok(Request::Write(write)) => {
-                    warn!(device = %write.device, point = %write.point, "sparkplug DCMD writes are not carried out by this version; refused");
-                }
+                Ok(Request::Write(write)) => writes.push(write),
                 Err(refusal) => warn!(%refusal, "sparkplug command metric refused"),
             }
         }
+        self.hand_over(writes, retained).await;
         Ok(())
+    }
+
+    /// DCMD writes to the command pipeline, as the JSON commands `<prefix>/<device>/<point>/set`
+    /// it checks and carries out (writable, type, range, age, device state, one at a time). They
+    /// come without an acknowledgement token: the PUBLISH was acknowledged already (a clean
+    /// session redelivers nothing), and Sparkplug has no result topic (the pipeline's result
+    /// rows are settled without a message; the host sees the new value in DDATA).
+    async fn hand_over(&mut self, writes: Vec<command::WriteRequest>, retained: bool) {
+        let Some(inbound) = &self.commands else {
+            if !writes.is_empty() {
+                warn!(
+                    count = writes.len(),
+                    "sparkplug DCMD writes refused: no command path"
+                );
+            }
+            return;
+        };
+        let batch: Vec<Incoming> = writes
+            .into_iter()
+            .map(|write| {
+                let payload = match write.ts_ms {
+                    Some(ts) => format!(r#"{{"value":{},"ts":{ts}}}"#, write.value.to_json()),
+                    None => format!(r#"{{"value":{}}}"#, write.value.to_json()),
+                };
+                Incoming {
+                    topic: format!(
+                        "{}/{}/{}/set",
+                        self.config.topic_prefix, write.device, write.point
+                    ),
+                    payload: bytes::Bytes::from(payload),
+                    dup: false,
+                    retained,
+                    oversized: None,
+                    ack: None,
+                }
+            })
+            .collect();
+        inbound.hand_over(batch, &self.cancel).await;
     }
 
     /// The primary host went offline: NDEATH, DISCONNECT, then reconnect and wait again.
