@@ -560,7 +560,7 @@ async fn primary_host_state_gates_births_and_data() {
         dir.path(),
         broker.port,
         device,
-        "    primary_host_id: scada1\n",
+        "    primary_host_id: scada1\n  health_interval: 1s\n",
     );
     let mut gateway = Gateway::start(&config);
     wait_until("the gateway waiting for the host", WAIT, || {
@@ -640,6 +640,23 @@ async fn primary_host_state_gates_births_and_data() {
     );
     let values = counter_values(&mut [&mut host]);
     assert_every_value_once(&values, 11);
+    // The health figures: in the NBIRTH, then NDATA when they change (the backlog drained).
+    let nbirth = records_after(&host, mark)
+        .find(|r| message(r, "NBIRTH").is_some())
+        .cloned()
+        .expect("an NBIRTH");
+    let depth_at_birth = metric(&nbirth, "Queue/Depth")["value"].as_u64().unwrap();
+    assert!(
+        depth_at_birth >= 4,
+        "the offline period was queued: {nbirth}"
+    );
+    let ndata = host.wait_from(mark, "NDATA with the queue depth", WAIT, |r| {
+        message(r, "NDATA").is_some()
+            && r["decoded"]["metrics"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["name"] == "Queue/Depth"))
+    });
+    assert!(metric(&ndata, "Queue/Depth")["value"].as_u64().unwrap() < depth_at_birth);
     no_violations(&mut host);
     gateway.terminate(Duration::from_secs(10));
 }

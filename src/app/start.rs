@@ -234,6 +234,7 @@ impl Shared<'_> {
                 state,
                 stats: self.uplink.clone(),
                 commands: Some(inbound),
+                health_interval: self.config.status.health_interval,
             };
             return tokio::spawn(uplink.run(cancel.clone()));
         }

@@ -88,6 +88,8 @@ pub struct SparkplugUplink {
     pub stats: Arc<UplinkStats>,
     /// The command pipeline's intake: DCMD writes go to it as the JSON profile's commands do.
     pub commands: Option<Inbound>,
+    /// How often the health figures are checked and their changes published as NDATA.
+    pub health_interval: Duration,
 }
 
 /// How a connection ended.
@@ -136,6 +138,7 @@ struct Driver {
     /// The primary host's STATE said offline: end the connection.
     host_went_offline: bool,
     commands: Option<Inbound>,
+    health_interval: Duration,
 }
 
 impl SparkplugUplink {
@@ -176,6 +179,7 @@ impl SparkplugUplink {
             cursors: None,
             host_went_offline: false,
             commands: self.commands,
+            health_interval: self.health_interval,
             config: self.config,
         };
         driver.run().await;
@@ -300,6 +304,7 @@ impl Driver {
         }
         let half = (self.config.keep_alive / 2).max(Duration::from_millis(100));
         let mut next_ping = Instant::now() + half;
+        let mut next_health = Instant::now() + self.health_interval;
         let mut subscribed = false;
         let suback_due = Instant::now() + self.config.response_timeout;
         loop {
@@ -329,6 +334,10 @@ impl Driver {
                     Some(first) => self.on_live(first, &mut writer).await,
                     None => { self.live_open = false; Ok(()) }
                 },
+                () = tokio::time::sleep_until(next_health) => {
+                    next_health = Instant::now() + self.health_interval;
+                    self.ndata(&mut writer).await
+                }
                 () = tokio::time::sleep_until(next_ping) => {
                     next_ping = Instant::now() + half;
                     self.ping(&mut writer).await
@@ -366,6 +375,22 @@ impl Driver {
                 .map_or(0, |ts| u64::try_from(now_ms() - ts).unwrap_or(0)),
             dropped: stats.capacity_dropped + stats.expired,
             connects: self.stats.snapshot().connects,
+        }
+    }
+
+    /// NDATA with the health figures that changed (while births are out).
+    async fn ndata(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
+        if self.cursors.is_none() {
+            return Ok(());
+        }
+        let health = self.health();
+        match self.node.ndata(now_ms(), health) {
+            Some(packet) => {
+                writer.write(&[Packet::Publish(packet)]).await?;
+                self.stats.published(1);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 

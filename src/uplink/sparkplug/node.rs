@@ -77,6 +77,8 @@ pub struct Node {
     birthed: HashSet<Arc<str>>,
     /// What [`Node::aliases`] gives with aliases off.
     no_aliases: AliasTable,
+    /// The node metrics' values as last published (NBIRTH or NDATA).
+    health: [Option<Value>; NODE_METRICS.len()],
 }
 
 fn publish(topic: String, payload: Vec<u8>) -> Publish {
@@ -109,6 +111,7 @@ impl Node {
             offline: HashSet::new(),
             birthed: HashSet::new(),
             no_aliases: AliasTable::default(),
+            health: Default::default(),
         })
     }
 
@@ -138,6 +141,7 @@ impl Node {
                 ts_ms: now_ms,
             })
             .collect();
+        self.health = values.clone().map(Some);
         let _ = self.seq.nbirth();
         let topic = self.topics.node(MessageType::NBirth);
         let encoded = payload::nbirth(now_ms, bd_seq, &metrics);
@@ -151,6 +155,41 @@ impl Node {
             }
         }
         packets
+    }
+
+    /// NDATA of the health figures that changed since the last NBIRTH or NDATA; `None` when
+    /// none did.
+    pub fn ndata(&mut self, now_ms: i64, health: Health) -> Option<Publish> {
+        let values = health.values();
+        let changed: Vec<usize> = (0..values.len())
+            .filter(|&i| self.health[i].as_ref() != Some(&values[i]))
+            .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        let metrics: Vec<DataMetric<'_>> = changed
+            .iter()
+            .map(|&i| {
+                let node = &NODE_METRICS[i];
+                DataMetric {
+                    id: match self.aliases.as_ref().and_then(|a| a.node(node.name)) {
+                        Some(alias) => MetricId::Alias(alias),
+                        None => MetricId::Name(node.name),
+                    },
+                    datatype: node.datatype,
+                    value: &values[i],
+                    ts_ms: now_ms,
+                    historical: false,
+                }
+            })
+            .collect();
+        let topic = self.topics.node(MessageType::NData);
+        let encoded = payload::data(now_ms, self.seq.next_seq(), &metrics);
+        log_refused(&encoded, &topic);
+        for i in changed {
+            self.health[i] = Some(values[i].clone());
+        }
+        Some(publish(topic, encoded.bytes))
     }
 
     /// DBIRTH of one configured device with its current values.
@@ -348,5 +387,199 @@ impl Node {
             }
         }
         packets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Qos, SparkplugHistory, Table};
+    use crate::modbus::fixtures::{device, point};
+    use crate::queue::{Delivery, Message};
+    use crate::sparkplug::proto::Payload;
+    use prost::Message as _;
+
+    fn node(aliases: bool, flush_max_metrics: u32) -> Node {
+        let config = SparkplugConfig {
+            group_id: "g".into(),
+            edge_node_id: "e".into(),
+            primary_host_id: None,
+            aliases,
+            history: SparkplugHistory::InOrder,
+            flush_max_metrics,
+        };
+        let u16_point = |name| point(name, Table::Holding, 0, crate::config::DataType::U16);
+        let devices = [
+            device("a", 1, vec![u16_point("x"), u16_point("y")]),
+            device("b", 2, vec![u16_point("z")]),
+        ];
+        Node::new(&config, &devices).unwrap()
+    }
+
+    fn sample(seq: u64, device: &str, point: &str, value: i64) -> StoredRow {
+        StoredRow {
+            seq,
+            entry: Entry::Sample(Sample {
+                device: Arc::from(device),
+                point: Arc::from(point),
+                value: Value::Int(value),
+                ts_ms: 1000 + seq as i64,
+                qos: Qos::AtLeastOnce,
+                retain: false,
+            }),
+            delivery: Delivery::Queued,
+            expires_ms: None,
+        }
+    }
+
+    fn message(seq: u64, kind: MessageKind, device: &str, payload: &str) -> StoredRow {
+        StoredRow {
+            seq,
+            entry: Entry::Message(Message {
+                kind,
+                device: Arc::from(device),
+                point: Arc::from(""),
+                payload: payload.into(),
+                ts_ms: 0,
+                qos: Qos::AtLeastOnce,
+                retain: true,
+            }),
+            delivery: Delivery::Queued,
+            expires_ms: None,
+        }
+    }
+
+    /// (topic, seq, metrics) of each packet.
+    fn read(packets: &[Publish]) -> Vec<(String, Option<u64>, Payload)> {
+        packets
+            .iter()
+            .map(|p| {
+                let payload = Payload::decode(p.payload.as_ref()).unwrap();
+                (p.topic.clone(), payload.seq, payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn births_then_history_then_live_with_seq_in_order() {
+        let mut node = node(true, 2);
+        let births = read(&node.births(5, BdSeq::new(3), Health::default()));
+        let topics: Vec<&str> = births.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "spBv1.0/g/NBIRTH/e",
+                "spBv1.0/g/DBIRTH/e/a",
+                "spBv1.0/g/DBIRTH/e/b"
+            ]
+        );
+        let seqs: Vec<_> = births.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(seqs, [Some(0), Some(1), Some(2)]);
+        // Never read: null in the birth.
+        assert!(births[1].2.metrics.iter().all(|m| m.is_null == Some(true)));
+
+        let rows = [
+            sample(1, "a", "x", 1),
+            sample(2, "a", "y", 2),
+            sample(3, "a", "x", 3),
+            message(4, MessageKind::CommandResult, "a", "{}"),
+            sample(5, "a", "x", 4),
+        ];
+        let sent = node.rows(6, &rows, 3, true);
+        assert_eq!(
+            sent.rows,
+            [1, 2, 3, 4, 5],
+            "every row, the command result too"
+        );
+        let data = read(&sent.packets);
+        // History cut at two metrics, oldest first, then live; seq goes on.
+        let shape: Vec<(Option<u64>, usize, bool)> = data
+            .iter()
+            .map(|(_, seq, p)| {
+                let historical = p.metrics.iter().all(|m| m.is_historical == Some(true));
+                (*seq, p.metrics.len(), historical)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [(Some(3), 2, true), (Some(4), 1, true), (Some(5), 1, false)]
+        );
+        let first = &data[0].2.metrics[0];
+        assert!(first.name.is_none() && first.alias.is_some() && first.datatype.is_none());
+        assert_eq!(first.timestamp, Some(1001), "the sample's own time");
+    }
+
+    #[test]
+    fn device_status_rows_make_ddeath_and_dbirth_with_current_values() {
+        let mut node = node(false, 500);
+        node.births(0, BdSeq::FIRST, Health::default());
+        let rows = [
+            sample(1, "b", "z", 7),
+            message(
+                2,
+                MessageKind::DeviceStatus,
+                "b",
+                r#"{"status":"offline","ts":1}"#,
+            ),
+            message(
+                3,
+                MessageKind::DeviceStatus,
+                "b",
+                r#"{"status":"online","ts":2}"#,
+            ),
+            sample(4, "b", "z", 8),
+        ];
+        let data = read(&node.rows(9, &rows, 0, true).packets);
+        let topics: Vec<&str> = data.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "spBv1.0/g/DDATA/e/b",
+                "spBv1.0/g/DDEATH/e/b",
+                "spBv1.0/g/DBIRTH/e/b",
+                "spBv1.0/g/DDATA/e/b"
+            ]
+        );
+        let rebirth = &data[2].2.metrics[0];
+        assert_eq!(rebirth.name.as_deref(), Some("z"));
+        assert_eq!(rebirth.timestamp, Some(1001), "the value's own time");
+        assert!(rebirth.is_null.is_none() && rebirth.value.is_some());
+        // Aliases off: names in DATA.
+        assert_eq!(data[3].2.metrics[0].name.as_deref(), Some("z"));
+        // An offline device gets no DBIRTH in the next births.
+        let offline = [message(
+            5,
+            MessageKind::DeviceStatus,
+            "b",
+            r#"{"status":"offline"}"#,
+        )];
+        node.rows(10, &offline, 0, true);
+        let births = node.births(11, BdSeq::FIRST, Health::default());
+        assert_eq!(births.len(), 2, "NBIRTH and a's DBIRTH");
+    }
+
+    #[test]
+    fn seq_wraps_after_255_and_ndata_carries_only_changes() {
+        let mut node = node(true, 500);
+        node.births(0, BdSeq::FIRST, Health::default());
+        let mut seqs = Vec::new();
+        for i in 0..300 {
+            let sent = node.rows(1, &[sample(i + 1, "a", "x", i as i64)], 0, true);
+            seqs.extend(read(&sent.packets).into_iter().map(|(_, s, _)| s.unwrap()));
+        }
+        assert_eq!(&seqs[250..256], [253, 254, 255, 0, 1, 2]);
+        assert!(
+            node.ndata(2, Health::default()).is_none(),
+            "nothing changed"
+        );
+        let health = Health {
+            depth: 4,
+            ..Health::default()
+        };
+        let ndata = read(&[node.ndata(3, health).unwrap()]);
+        assert_eq!(ndata[0].0, "spBv1.0/g/NDATA/e");
+        assert_eq!(ndata[0].2.metrics.len(), 1);
+        assert_eq!(ndata[0].2.metrics[0].alias, Some(1), "Queue/Depth");
+        assert!(node.ndata(4, health).is_none());
     }
 }
