@@ -97,6 +97,9 @@ pub struct SparkplugUplink {
 enum Ended {
     Shutdown,
     Lost(UplinkError),
+    /// The primary host's STATE went offline: NDEATH and DISCONNECT were sent; reconnect and
+    /// wait for it again (not a failure).
+    HostOffline,
 }
 
 /// The cursors of a session over the queue: history up to the boundary, live after it.
@@ -223,6 +226,9 @@ impl Driver {
                             self.on_disconnected();
                             match ended {
                                 Ended::Shutdown => return,
+                                Ended::HostOffline => {
+                                    info!("sparkplug uplink reconnecting to wait for the primary host");
+                                }
                                 Ended::Lost(error) => {
                                     self.stats.lost();
                                     self.stats.failed(&error);
@@ -590,12 +596,12 @@ impl Driver {
     /// The primary host went offline: NDEATH, DISCONNECT, then reconnect and wait again.
     async fn host_offline(&mut self, writer: PacketWriter) -> Ended {
         let (topic, payload) = self.node.ndeath(now_ms(), self.bd_seq);
-        let mut death = Publish::new(topic, QoS::AtMostOnce, payload);
-        death.retain = false;
+        let mut death = Publish::new(topic, QoS::AtLeastOnce, payload);
+        death.pkid = NDEATH_PKID;
         if let Err(error) = writer_death_then_disconnect(writer, death).await {
             return Ended::Lost(error);
         }
-        Ended::Lost(UplinkError::Refused("the primary host went offline".into()))
+        Ended::HostOffline
     }
 
     /// Graceful stop: NDEATH at QoS 1, its PUBACK awaited (it also confirms every row written
