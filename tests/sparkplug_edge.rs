@@ -109,14 +109,51 @@ async fn simulator() -> (Registers, u16, tokio_util::sync::CancellationToken) {
     (regs, port, cancel)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_node_session_births_data_deaths_and_bdseq_across_restarts() {
+/// A running set-up: mosquitto, the simulator, the host `scada1`, the gateway on the sparkplug
+/// profile (with `extra` sparkplug keys) after the host saw its node come online.
+struct Rig {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    broker: Mosquitto,
+    regs: Registers,
+    _sim: tokio_util::sync::CancellationToken,
+    host: LinePeer,
+    config: std::path::PathBuf,
+    gateway: Gateway,
+}
+
+async fn rig(extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = simulator().await;
+    let (regs, device, sim) = simulator().await;
     let mut host = start_host(broker.port, "scada1");
-    let config = write_config(dir.path(), broker.port, device, "");
-    let mut gateway = Gateway::start(&config);
+    let config = write_config(dir.path(), broker.port, device, extra);
+    let gateway = Gateway::start(&config);
+    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    Rig {
+        data: dir.path().join("data"),
+        dir,
+        broker,
+        regs,
+        _sim: sim,
+        host,
+        config,
+        gateway,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_node_session_births_data_deaths_and_bdseq_across_restarts() {
+    let Rig {
+        dir,
+        regs,
+        mut host,
+        config,
+        mut gateway,
+        data: _data,
+        broker: _broker,
+        _sim,
+    } = rig("").await;
 
     // 1. Clean session, will = NDEATH QoS 1 not retained
     // (principles-persistence-clean-session-311, message-flow-edge-node-birth-publish-will-message-qos,
@@ -436,19 +473,16 @@ fn send_each(regs: &Registers, host: &mut LinePeer, values: std::ops::RangeInclu
 /// as history with the original timestamps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_written_just_before_the_broker_dies_reaches_the_host_as_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = simulator().await;
-    let mut host = start_host(broker.port, "scada1");
-    let config = write_config(
-        dir.path(),
-        broker.port,
-        device,
-        "    primary_host_id: scada1\n",
-    );
-    let mut gateway = Gateway::start(&config);
-    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    let Rig {
+        data,
+        mut broker,
+        regs,
+        mut host,
+        mut gateway,
+        dir: _dir,
+        _sim,
+        config: _config,
+    } = rig("    primary_host_id: scada1\n").await;
     send_each(&regs, &mut host, 1..=3);
 
     broker.pause();
@@ -494,19 +528,16 @@ async fn a_burst_written_just_before_the_broker_dies_reaches_the_host_as_history
 /// restarted, the broker comes back: every value reaches the host once live or as history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_with_a_kill9_loses_no_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = simulator().await;
-    let mut host = start_host(broker.port, "scada1");
-    let config = write_config(
-        dir.path(),
-        broker.port,
-        device,
-        "    primary_host_id: scada1\n    flush_max_metrics: 3\n",
-    );
-    let mut gateway = Gateway::start(&config);
-    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    let Rig {
+        data,
+        mut broker,
+        regs,
+        mut host,
+        config,
+        mut gateway,
+        dir: _dir,
+        _sim,
+    } = rig("    primary_host_id: scada1\n    flush_max_metrics: 3\n").await;
     send_each(&regs, &mut host, 1..=3);
 
     broker.stop();
@@ -667,13 +698,16 @@ async fn primary_host_state_gates_births_and_data() {
 /// 5 s of the connection's births, so it goes out at the end of that interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_request_republishes_births_without_reconnecting() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = simulator().await;
-    let mut host = start_host(broker.port, "scada1");
-    let config = write_config(dir.path(), broker.port, device, "");
-    let mut gateway = Gateway::start(&config);
-    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    let Rig {
+        dir,
+        regs,
+        mut host,
+        mut gateway,
+        data: _data,
+        broker: _broker,
+        _sim,
+        config: _config,
+    } = rig("").await;
     send_each(&regs, &mut host, 1..=1);
     let connects = common::connects_of(dir.path(), "test-gw");
 
@@ -714,13 +748,16 @@ async fn rebirth_request_republishes_births_without_reconnecting() {
 /// reach the device, and the host sees the new values in DDATA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcmd_writes_go_through_the_command_pipeline() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let (regs, device, _sim) = simulator().await;
-    let mut host = start_host(broker.port, "scada1");
-    let config = write_config(dir.path(), broker.port, device, "");
-    let mut gateway = Gateway::start(&config);
-    host.wait_for("node online", WAIT, |r| r["event"] == "node_online");
+    let Rig {
+        regs,
+        mut host,
+        mut gateway,
+        dir: _dir,
+        data: _data,
+        broker: _broker,
+        _sim,
+        config: _config,
+    } = rig("").await;
     let boiler = host
         .wait_for("DBIRTH boiler", WAIT, |r| {
             message(r, "DBIRTH").is_some() && r["device"] == "boiler"
