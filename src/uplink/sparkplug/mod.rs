@@ -131,6 +131,8 @@ struct Driver {
     cancel: CancellationToken,
     /// The bdSeq of the current connection.
     bd_seq: BdSeq,
+    /// `bd_seq` was committed but its CONNECT never written (see `next_bd_seq`).
+    bd_seq_unused: bool,
     barrier: Barrier,
     /// When each outstanding PINGREQ was written, oldest first.
     pings: VecDeque<Instant>,
@@ -175,6 +177,7 @@ impl SparkplugUplink {
             stats: self.stats,
             cancel,
             bd_seq: BdSeq::FIRST,
+            bd_seq_unused: false,
             barrier: Barrier::new(),
             pings: VecDeque::new(),
             host: PrimaryHost::new(),
@@ -239,6 +242,7 @@ impl Driver {
                         Err(error) => {
                             self.stats.connect_failed();
                             self.stats.failed(&error);
+                            self.bd_seq_unused = matches!(&error, UplinkError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
                             failed = Some(error);
                         }
                     }
@@ -261,8 +265,13 @@ impl Driver {
         }
     }
 
-    /// The bdSeq of the next CONNECT, committed before it is used.
-    async fn next_bd_seq(&self) -> Result<BdSeq, UplinkError> {
+    /// The bdSeq of the next CONNECT, committed before it is used. The last one again only when
+    /// its attempt provably wrote no CONNECT (the dial was refused), so an outage of the broker
+    /// does not count up one per redial.
+    async fn next_bd_seq(&mut self) -> Result<BdSeq, UplinkError> {
+        if std::mem::take(&mut self.bd_seq_unused) {
+            return Ok(self.bd_seq);
+        }
         let stored = self.queue.bd_seq().await?;
         let last = stored.and_then(|text| match BdSeq::parse_stored(&text) {
             Ok(bd_seq) => Some(bd_seq),
