@@ -809,3 +809,59 @@ async fn dcmd_writes_go_through_the_command_pipeline() {
     no_violations(&mut host);
     gateway.terminate(Duration::from_secs(10));
 }
+
+/// A queued row that no longer decodes is skipped (and left in the file), as the JSON profile
+/// does: the rows after it flow, the connection is not torn down for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_history_row_is_skipped_and_the_rest_flows() {
+    let Rig {
+        data,
+        mut broker,
+        regs,
+        mut host,
+        config,
+        mut gateway,
+        dir: _dir,
+        _sim,
+    } = rig("    primary_host_id: scada1\n").await;
+    send_each(&regs, &mut host, 1..=2);
+    broker.stop();
+    host.kill9();
+    commit_each(&regs, &data, 3..=5);
+    gateway.kill9();
+    let rows = fieldrelay::queue::read_only_rows(&data).expect("read the queue");
+    let bad = rows
+        .iter()
+        .find(|r| {
+            &*r.sample.point == "counter" && r.sample.value == fieldrelay::sample::Value::Int(4)
+        })
+        .expect("counter 4 queued")
+        .seq;
+    let db = rusqlite::Connection::open(data.join("queue.db")).expect("open queue.db");
+    let changed = db
+        .execute(
+            "UPDATE messages SET body = 'null' WHERE seq = ?1",
+            [bad as i64],
+        )
+        .expect("corrupt one row");
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let mark = gateway.log_mark();
+    let mut gateway = Gateway::start(&config);
+    broker.start_forgetting();
+    let mut host2 = start_host(broker.port, "scada1");
+    ddata_with(&mut host2, 0, "boiler", "counter", json!(5));
+    send_each(&regs, &mut host2, 6..=6);
+    let values: Vec<u64> = counter_values(&mut [&mut host, &mut host2])
+        .into_iter()
+        .map(|(v, _, _)| v)
+        .collect();
+    assert!(values.contains(&3) && !values.contains(&4), "{values:?}");
+    let log = gateway.log_since(mark);
+    assert!(log.contains("skipping an undecodable queue row"), "{log}");
+    let connects = log.matches("sparkplug uplink connected").count();
+    assert_eq!(connects, 1, "no reconnect for it");
+    no_violations(&mut host2);
+    gateway.terminate(Duration::from_secs(10));
+}

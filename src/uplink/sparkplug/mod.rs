@@ -450,15 +450,35 @@ impl Driver {
                 Source::History => cursors.history,
                 Source::Live => cursors.live,
             };
-            let mut rows: Vec<StoredRow> = self.queue.fetch(after, FETCH).await?;
+            let mut rows: Vec<StoredRow> = match self.queue.fetch(after, FETCH).await {
+                Ok(rows) => rows,
+                // A row that cannot be decoded can never be sent: skipped (not deleted, it stays
+                // in the file for inspection), as the JSON profile does; the rest flows.
+                Err(QueueError::Decode {
+                    seq,
+                    column,
+                    reason,
+                }) => {
+                    error!(seq, column, %reason, "skipping an undecodable queue row");
+                    self.stats.skipped_row();
+                    match source {
+                        Source::History => cursors.history = seq.min(cursors.boundary),
+                        Source::Live => cursors.live = seq,
+                    }
+                    self.cursors = Some(cursors);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             match source {
                 Source::History => {
-                    let full = rows.len() == FETCH;
-                    rows.retain(|r| r.seq <= cursors.boundary);
+                    // Nothing fetched: nothing queued is left up to the boundary. (A short page
+                    // proves nothing: an undecodable row ends it.)
                     cursors.history = match rows.last() {
-                        Some(last) if full && last.seq < cursors.boundary => last.seq,
+                        Some(last) if last.seq < cursors.boundary => last.seq,
                         _ => cursors.boundary,
                     };
+                    rows.retain(|r| r.seq <= cursors.boundary);
                 }
                 Source::Live => {
                     cursors.live = rows.last().map_or(last_seq, |r| r.seq);
