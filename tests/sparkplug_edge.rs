@@ -21,8 +21,9 @@ const GROUP: &str = "plant1";
 const EDGE: &str = "gw01";
 
 /// A gateway config: the `sparkplug` profile with `sparkplug` extra keys (indented by four),
-/// device `boiler` (unit 1: `counter` u16 at holding 0, `temp` f32 scaled at holding 2 with a
-/// unit, `valve` a writable coil) and device `pump` (unit 2: `speed` u16 at holding 0).
+/// device `boiler` (unit 1: `counter` u16 at holding 0, `temp` u16 scaled at holding 2 with a
+/// unit, `valve` a writable coil, `setpoint` a writable u16 with a range) and device `pump`
+/// (unit 2: `speed` u16 at holding 0, `max_age: 1s`).
 fn write_config(dir: &Path, broker: u16, device: u16, sparkplug: &str) -> std::path::PathBuf {
     let uplink = format!(
         "  profile: sparkplug\n  sparkplug:\n    group_id: {GROUP}\n    edge_node_id: {EDGE}\n{sparkplug}"
@@ -45,7 +46,7 @@ fn write_config(dir: &Path, broker: u16, device: u16, sparkplug: &str) -> std::p
     poll_interval: 50ms
     offline_after: 2
     points:
-      - {name: speed, table: holding, address: 0, type: u16, qos: 1, publish: on_change}
+      - {name: speed, table: holding, address: 0, type: u16, qos: 1, publish: on_change, max_age: 1s}
 ";
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, text).expect("write config");
@@ -810,10 +811,11 @@ async fn dcmd_writes_go_through_the_command_pipeline() {
     gateway.terminate(Duration::from_secs(10));
 }
 
-/// A queued row that no longer decodes is skipped (and left in the file), as the JSON profile
-/// does: the rows after it flow, the connection is not torn down for it.
+/// A queued row that no longer decodes is skipped (and left in the file), and one past its
+/// point's `max_age` is dropped unsent, as the JSON profile does: the rows after them flow, the
+/// connection is not torn down for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_history_row_is_skipped_and_the_rest_flows() {
+async fn undecodable_and_expired_history_rows_are_not_sent_and_the_rest_flows() {
     let Rig {
         data,
         mut broker,
@@ -828,6 +830,14 @@ async fn an_undecodable_history_row_is_skipped_and_the_rest_flows() {
     broker.stop();
     host.kill9();
     commit_each(&regs, &data, 3..=5);
+    regs.set_holding(2, 0, &[11]);
+    wait_until("speed 11 committed", WAIT, || {
+        fieldrelay::queue::read_only_rows(&data).is_ok_and(|rows| {
+            rows.iter().any(|r| {
+                &*r.sample.point == "speed" && r.sample.value == fieldrelay::sample::Value::Int(11)
+            })
+        })
+    });
     gateway.kill9();
     let rows = fieldrelay::queue::read_only_rows(&data).expect("read the queue");
     let bad = rows
@@ -847,17 +857,27 @@ async fn an_undecodable_history_row_is_skipped_and_the_rest_flows() {
     assert_eq!(changed, 1);
     drop(db);
 
+    // Past speed's max_age (1 s) before the gateway can send it; the device reads 12 by then.
+    std::thread::sleep(Duration::from_millis(1200));
+    regs.set_holding(2, 0, &[12]);
     let mark = gateway.log_mark();
     let mut gateway = Gateway::start(&config);
     broker.start_forgetting();
     let mut host2 = start_host(broker.port, "scada1");
     ddata_with(&mut host2, 0, "boiler", "counter", json!(5));
     send_each(&regs, &mut host2, 6..=6);
+    ddata_with(&mut host2, 0, "pump", "speed", json!(12));
     let values: Vec<u64> = counter_values(&mut [&mut host, &mut host2])
         .into_iter()
         .map(|(v, _, _)| v)
         .collect();
     assert!(values.contains(&3) && !values.contains(&4), "{values:?}");
+    let expired_sent = host2.count(|r| {
+        message(r, "DDATA").is_some()
+            && r["device"] == "pump"
+            && r["decoded"]["metrics"][0]["value"] == 11
+    });
+    assert_eq!(expired_sent, 0, "speed 11 expired in the queue");
     let log = gateway.log_since(mark);
     assert!(log.contains("skipping an undecodable queue row"), "{log}");
     let connects = log.matches("sparkplug uplink connected").count();

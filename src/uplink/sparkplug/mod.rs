@@ -450,7 +450,7 @@ impl Driver {
                 Source::History => cursors.history,
                 Source::Live => cursors.live,
             };
-            let mut rows: Vec<StoredRow> = match self.queue.fetch(after, FETCH).await {
+            let mut rows = match self.queue.fetch(after, FETCH).await {
                 Ok(rows) => rows,
                 // A row that cannot be decoded can never be sent: skipped (not deleted, it stays
                 // in the file for inspection), as the JSON profile does; the rest flows.
@@ -485,6 +485,16 @@ impl Driver {
                 }
             }
             self.cursors = Some(cursors);
+            // Rows past their point's `max_age` are dropped unsent, as the JSON profile does.
+            let wall = now_ms();
+            let (expired, rows): (Vec<StoredRow>, Vec<StoredRow>) = rows
+                .into_iter()
+                .partition(|r| r.expires_ms.is_some_and(|at| at <= wall));
+            if !expired.is_empty() {
+                self.queue
+                    .expire(expired.iter().map(|r| r.seq).collect())
+                    .await?;
+            }
             if rows.is_empty() {
                 continue;
             }
