@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldrelay::config::{Qos, SessionMode, UplinkConfig};
+use fieldrelay::config::{Qos, SessionMode, UplinkConfig, UplinkProfile};
 use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{Sample, Value};
 use tokio_util::sync::CancellationToken;
@@ -115,6 +115,7 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
         max_inflight: 64,
         max_rate: None,
         broker: Default::default(),
+        profile: UplinkProfile::Json,
     };
     let dialer = fieldrelay::uplink::dialer(&config)?;
     let cancel = CancellationToken::new();

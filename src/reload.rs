@@ -42,7 +42,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{
     self, CommandsConfig, Config, ConsoleConfig, LocalConfig, StatusConfig, StoreConfig,
-    UplinkConfig,
+    UplinkConfig, UplinkProfile,
 };
 use crate::fleet::{units, BusChanges, Fleet};
 use crate::queue::{self, Queue};
@@ -133,6 +133,13 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         ],
     );
     uplink_changes(&running.uplink, &new.uplink, &mut keys);
+    // A Sparkplug edge node declares its devices and their aliases in its births, which only a
+    // new session re-sends: a changed device map waits for a restart.
+    if matches!(running.uplink.profile, UplinkProfile::Sparkplug(_))
+        && running.devices != new.devices
+    {
+        keys.push("devices (with uplink.profile: sparkplug)".to_owned());
+    }
     push_changed(
         &mut keys,
         "",
@@ -212,6 +219,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         max_inflight,
         max_rate,
         broker,
+        profile,
     } = new;
     let changed = [
         ("url", *host != old.host || *port != old.port),
@@ -234,6 +242,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ("max_inflight", *max_inflight != old.max_inflight),
         ("max_rate", *max_rate != old.max_rate),
         ("broker", *broker != old.broker),
+        ("profile", *profile != old.profile),
     ];
     push_changed(keys, "uplink.", changed);
 }
@@ -610,6 +619,23 @@ mod tests {
         assert_eq!(
             plan(&config(BASE), &config(&allowed)),
             Plan::NeedsRestart(vec!["remote_config".into()])
+        );
+    }
+
+    #[test]
+    fn a_sparkplug_edge_node_needs_a_restart_for_a_new_device_map() {
+        let sparkplug = BASE.replace(
+            "mqtt://b'",
+            "mqtt://b', profile: sparkplug, sparkplug: {group_id: g}",
+        );
+        let moved = sparkplug.replace("address: 0", "address: 5");
+        assert_eq!(
+            plan(&config(&sparkplug), &config(&moved)),
+            Plan::NeedsRestart(vec!["devices (with uplink.profile: sparkplug)".into()])
+        );
+        assert_eq!(
+            plan(&config(&sparkplug), &config(&sparkplug)),
+            Plan::Unchanged
         );
     }
 

@@ -564,6 +564,7 @@ async fn mutual_tls_with_password_against_mosquitto() {
         clean_session: true,
         will_topic: "x".into(),
         will_payload: bytes::Bytes::new(),
+        will_retain: true,
     };
     let no_cert = TlsConfig {
         ca_file: pki.ca.clone(),
@@ -652,7 +653,7 @@ async fn v1_backlog_survives_the_upgrade_and_is_delivered() {
 /// session); once acknowledged it is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() {
-    use fieldrelay::config::{SessionMode, UplinkConfig};
+    use fieldrelay::config::{SessionMode, UplinkConfig, UplinkProfile};
     use fieldrelay::queue::{Queue, QueueOptions};
     use fieldrelay::uplink::{Inbound, Incoming};
 
@@ -674,6 +675,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
         max_inflight: 8,
         max_rate: None,
         broker: Default::default(),
+        profile: UplinkProfile::Json,
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::{AppError, GatewaySink};
 use crate::commands::{CommandPath, CommandStats, Origin};
-use crate::config::{Config, LocalConfig};
+use crate::config::{Config, LocalConfig, UplinkProfile};
 use crate::console::{self, LatestValues};
 use crate::fleet::{Fleet, Pollers};
 use crate::local::{self, feed::FeedReceiver, LocalFeed};
@@ -30,6 +30,7 @@ use crate::status::gateway::GatewayInfo;
 use crate::status::monitor::{self, Monitor, StatusSink};
 use crate::status::stamp::ConfigStamp;
 use crate::uplink::inbound::INTAKE_BACKLOG;
+use crate::uplink::sparkplug::SparkplugUplink;
 use crate::uplink::{self, Dialer, Inbound, LinkState, Presence, Uplink, UplinkStats};
 use crate::{http, modbus, service};
 
@@ -279,6 +280,24 @@ impl Shared<'_> {
         state: watch::Sender<LinkState>,
         cancel: &CancellationToken,
     ) -> JoinHandle<()> {
+        if let UplinkProfile::Sparkplug(sparkplug) = &self.config.uplink.profile {
+            // Sparkplug has no status topic: the presence stays unused (its senders see a
+            // closed receiver). DCMD writes go through the cloud command path.
+            drop(presence);
+            let uplink = SparkplugUplink {
+                config: self.config.uplink.clone(),
+                sparkplug: sparkplug.clone(),
+                devices: self.config.devices.clone(),
+                dialer,
+                queue: self.queue.clone(),
+                live,
+                state,
+                stats: self.uplink.clone(),
+                commands: Some(inbound),
+                health_interval: self.config.status.health_interval,
+            };
+            return tokio::spawn(uplink.run(cancel.clone()));
+        }
         let uplink = Uplink {
             config: self.config.uplink.clone(),
             dialer,

@@ -76,6 +76,7 @@ mod remote;
 mod rules;
 mod secrets;
 mod source_map;
+mod sparkplug;
 mod status;
 mod store;
 #[cfg(test)]
@@ -109,6 +110,9 @@ pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporti
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
 pub use remote::{RemoteConfig, DEFAULT_CONFIRM_WITHIN, DEFAULT_REMOTE_MAX_SIZE};
+pub use sparkplug::{
+    is_sparkplug_id, SparkplugConfig, SparkplugHistory, UplinkProfile, DEFAULT_FLUSH_MAX_METRICS,
+};
 pub use status::{OfflineStatus, StatusConfig, DEFAULT_HEALTH_HEARTBEAT, DEFAULT_HEALTH_INTERVAL};
 pub use store::{OnFull, StoreConfig, SyncMode, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use uplink::{
@@ -358,6 +362,15 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         let names = devices.iter().map(|device| device.name.as_str());
         remote::refuse_config_device(remote_config.as_ref(), names, issues);
     }
+    if let (Some(remote), Some(uplink)) = (&remote_config, &uplink) {
+        if remote.allow && matches!(uplink.profile, UplinkProfile::Sparkplug(_)) {
+            issues.push(error::Issue::value(
+                path::KeyPath::root().key("remote_config").key("allow"),
+                "configurations are pushed on the JSON profile's topics (P/config/set), which \
+                 uplink.profile: sparkplug neither subscribes nor answers: set allow: false",
+            ));
+        }
+    }
 
     Some(Config {
         gateway: gateway?,
@@ -403,6 +416,7 @@ mod tests {
                 max_inflight: 64,
                 max_rate: None,
                 broker: Broker::Generic,
+                profile: UplinkProfile::Json,
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -578,6 +592,7 @@ mod tests {
         "console",
         "remote",
         "uplink",
+        "sparkplug",
         "metrics",
         "gateway",
         "client",

@@ -177,4 +177,21 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn pushes_are_refused_with_the_sparkplug_profile() {
+        let sparkplug = VALID.replace(
+            "uplink:\n",
+            "uplink:\n  profile: sparkplug\n  sparkplug: {group_id: g}\n",
+        );
+        assert!(
+            load_str(&sparkplug, "c.yaml").is_ok(),
+            "{:?}",
+            errors(&sparkplug)
+        );
+        let allowed = format!("{sparkplug}remote_config: {{allow: true}}\n");
+        let found = errors(&allowed);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("remote_config.allow: configurations are pushed"));
+    }
 }

@@ -28,6 +28,7 @@ use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
 use super::error::Issue;
 use super::rules::{choice, file_path, in_range, number, positive_duration, when_written, Choice};
+use super::sparkplug::{validate_profile, UplinkProfile};
 use super::units::format_duration;
 
 /// Debian's (and Raspberry Pi OS's) bundle of the system's trusted CAs, from `ca-certificates`.
@@ -83,6 +84,8 @@ pub struct UplinkConfig {
     pub max_rate: Option<u32>,
     /// The broker's profile: its documented limits cap the window and the drain rate.
     pub broker: Broker,
+    /// `uplink.profile` with `uplink.sparkplug` (`sparkplug.rs` in this module).
+    pub profile: UplinkProfile,
 }
 
 impl UplinkConfig {
@@ -162,6 +165,9 @@ pub(crate) struct RawUplink {
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
     pub health_heartbeat: Option<DurationValue>,
+    pub profile: Option<String>,
+    /// Decoded separately (see `sparkplug.rs` in this module).
+    pub sparkplug: Option<Value>,
 }
 
 /// `uplink.tls`: files for `mqtts://` (mutual TLS when a client certificate is given).
@@ -220,6 +226,14 @@ pub(crate) fn validate_uplink(
     });
     let broker = choice(keys, "broker", &raw.broker, Broker::Generic, issues);
 
+    let profile = validate_profile(
+        keys,
+        &raw.profile,
+        raw.sparkplug.as_ref(),
+        gateway_id,
+        issues,
+    );
+
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
         host,
@@ -237,6 +251,7 @@ pub(crate) fn validate_uplink(
         max_inflight: max_inflight?,
         max_rate: max_rate?,
         broker: broker?,
+        profile: profile?,
     })
 }
 

@@ -145,6 +145,7 @@ impl Client {
                     OfflineReason::ConnectionLost,
                     OfflineStatus::Retain,
                 ),
+                will_retain: true,
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::capacity::{self, Capacity, DropBurst};
 use super::counters::Counters;
-use super::store::{self, db_path, SESSION_PEER};
+use super::store::{self, db_path, BD_SEQ, SESSION_PEER};
 use super::writer::{self, Command, Writer};
 use super::{
     CommandKey, Entry, Message, QueueError, QueueOptions, QueueProgress, QueueStats, RecentCommand,
@@ -275,6 +275,23 @@ impl Queue {
         self.request(|reply| Command::SetMeta {
             key: SESSION_PEER,
             value: peer,
+            reply,
+        })
+        .await
+    }
+
+    /// The Sparkplug `bdSeq` the last CONNECT used, as stored text; `None` before the first.
+    pub async fn bd_seq(&self) -> Result<Option<String>, QueueError> {
+        self.request(|reply| Command::GetMeta { key: BD_SEQ, reply })
+            .await
+    }
+
+    /// Records the `bdSeq` of the CONNECT about to be written; returns after the commit, so a
+    /// `kill -9` after the CONNECT never reuses it.
+    pub async fn set_bd_seq(&self, value: String) -> Result<(), QueueError> {
+        self.request(|reply| Command::SetMeta {
+            key: BD_SEQ,
+            value,
             reply,
         })
         .await

@@ -342,6 +342,14 @@ mod tests {
         }
 
         #[test]
+        fn the_configuration_accepts_exactly_the_valid_ids(text in "[a/+# ü]{0,4}") {
+            prop_assert_eq!(
+                crate::config::is_sparkplug_id(&text),
+                validate_id(IdKind::Group, &text).is_ok()
+            );
+        }
+
+        #[test]
         fn parse_never_panics(text in "\\PC{0,40}") {
             let _ = Topic::parse(&text);
         }

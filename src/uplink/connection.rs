@@ -78,6 +78,8 @@ pub struct ConnectOptions<'a> {
     pub clean_session: bool,
     pub will_topic: String,
     pub will_payload: bytes::Bytes,
+    /// The will is published at QoS 1; retained (the JSON status) or not (Sparkplug's NDEATH).
+    pub will_retain: bool,
 }
 
 /// Dials the broker, sends CONNECT and waits for a successful CONNACK, all within `deadline`.
@@ -108,7 +110,7 @@ pub async fn connect(
             topic: options.will_topic,
             message: options.will_payload,
             qos: QoS::AtLeastOnce,
-            retain: true,
+            retain: options.will_retain,
         });
         if let Some((user, password)) = credentials {
             connect.set_login(user, password);

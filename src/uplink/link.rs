@@ -230,6 +230,7 @@ impl Link {
                 clean_session: !persistent || fresh_start,
                 will_topic: self.status_topic.clone(),
                 will_payload: self.presence.will(now_ms()),
+                will_retain: true,
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,

@@ -38,6 +38,11 @@
 //! state machine, [`link`] the task doing I/O; [`transport`] and [`connection`] know nothing of
 //! the queue and serve any MQTT connection (the on-site broker's too). [`inbound`] is
 //! the seam for commands: subscribe and acknowledge manually, in receive order.
+//!
+//! # The Sparkplug profile
+//! With `uplink.profile: sparkplug`, [`sparkplug::SparkplugUplink`] runs instead of [`Uplink`]:
+//! a Sparkplug B 3.0 edge node on the same connection parts, the queue as its history store,
+//! rows deleted after a PINGRESP barrier instead of a PUBACK (see its module doc).
 
 pub mod connection;
 pub mod inbound;
@@ -45,6 +50,7 @@ pub mod link;
 pub mod presence;
 pub mod rate;
 pub mod session;
+pub mod sparkplug;
 pub mod stall;
 pub mod stats;
 pub mod transport;

@@ -179,6 +179,21 @@ impl Mosquitto {
         self.stop();
         self.launch();
     }
+
+    /// SIGKILL (a paused broker too): no persistence is saved, connections drop at once.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped or killed broker again on the same port, without its persistence (no
+    /// sessions, no retained messages).
+    pub fn start_forgetting(&mut self) {
+        let _ = std::fs::remove_dir_all(self.dir.join("mosquitto-store"));
+        self.launch();
+    }
 }
 
 impl Drop for Mosquitto {

@@ -41,6 +41,8 @@ pub const DB_FILE: &str = "queue.db";
 /// `meta` key of the broker session the stored session states belong to
 /// ([`super::Queue::session_peer`]).
 pub(super) const SESSION_PEER: &str = "session_peer";
+/// `meta` key of the Sparkplug `bdSeq` of the last CONNECT ([`super::Queue::bd_seq`]).
+pub(super) const BD_SEQ: &str = "sparkplug_bd_seq";
 
 /// How long a statement waits for a lock held by another connection before failing with
 /// `SQLITE_BUSY`. The writer is the only read-write connection, but read-only tools (and a

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::config::Qos;
+use crate::config::{Qos, UplinkProfile};
 use crate::queue::{Delivery, QueueOptions, QueueReader, QueueWriter};
 use crate::sample::{Sample, Value};
 use crate::uplink::inbound::{self, Incoming};
@@ -134,6 +134,7 @@ fn config(port: u16) -> UplinkConfig {
         max_inflight: 8,
         max_rate: None,
         broker: Default::default(),
+        profile: UplinkProfile::Json,
     }
 }
 
