@@ -24,7 +24,7 @@
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
 //! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's settlement,
 //! and shutdown. Before each wait it refills the window: take queued rows after the cursor (read
-//! ahead, several windows per fetch, since a fetch waits for the writer's commit), record
+//! ahead, 4,096 rows or four windows per fetch, since a fetch waits for the writer's commit), record
 //! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
 //! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
 //! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is

@@ -175,11 +175,9 @@ impl Link {
         }
     }
 
-    /// Fills the read-ahead from the queue, after the session's cursor. Ahead of the window: a
-    /// fetch waits for the writer's current commit (an fsync), so one fetch per window slot
-    /// would make the drain fsync-bound.
+    /// Fills the read-ahead from the queue, after the session's cursor (see [`read_ahead_rows`]).
     async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
-        let limit = usize::from(self.config.max_inflight).max(64) * 4;
+        let limit = read_ahead_rows(self.config.max_inflight);
         match self.queue.fetch(self.session.cursor(), limit).await {
             Ok(rows) if rows.is_empty() => {
                 // Everything up to last_seq was acknowledged or dropped meanwhile.
@@ -265,6 +263,18 @@ impl Link {
     }
 }
 
+/// Rows one read-ahead fetch asks for: [`READ_AHEAD_ROWS`], and never less than four windows.
+/// A fetch is a round trip to the writer thread that waits for its current commit (an fsync):
+/// with a few windows per fetch a steady drain spends a good part of each row's cost waiting
+/// for fetches (about 64 rows per fsync); 4,096 rows make it one wait per 4,096 rows, at a few
+/// hundred KiB of decoded rows held at most.
+pub(super) fn read_ahead_rows(max_inflight: u16) -> usize {
+    READ_AHEAD_ROWS.max(usize::from(max_inflight) * 4)
+}
+
+/// See [`read_ahead_rows`].
+const READ_AHEAD_ROWS: usize = 4096;
+
 /// What a read-ahead fetch found.
 enum Fetched {
     /// Rows, now in the read-ahead.
@@ -273,4 +283,17 @@ enum Fetched {
     Nothing,
     /// An undecodable row, skipped: fetch again.
     Skipped,
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::read_ahead_rows;
+
+    #[test]
+    fn read_ahead_is_thousands_of_rows_and_never_less_than_four_windows() {
+        assert_eq!(read_ahead_rows(64), 4096);
+        assert_eq!(read_ahead_rows(1), 4096);
+        assert_eq!(read_ahead_rows(2000), 8000);
+        assert_eq!(read_ahead_rows(u16::MAX), 4 * usize::from(u16::MAX));
+    }
 }
