@@ -7,9 +7,10 @@
 //!            │  (unknown broker session: clean CONNECT, DISCONNECT, redial) └── cancel ──► Closing
 //! ```
 //!
-//! **Resuming.** `session_present = 1`: the rows the store holds with a session state are
-//! resent — PUBLISH with the original packet id and DUP=1, or PUBREL for rows past PUBREC —
-//! before anything new. `session_present = 0`: those rows are reset to queued in the store
+//! **Resuming.** `session_present = 1`: the rows the store holds with a session state (QoS 2,
+//! or QoS 1 recorded by an older build) are resent — PUBLISH with the original packet id and
+//! DUP=1, or PUBREL for rows past PUBREC — before anything new; unacknowledged QoS 1 rows follow
+//! as new messages from the head of the queue. `session_present = 0`: those rows are reset to queued in the store
 //! (committed first) and go out again as new messages, oldest first, same `seq`.
 //!
 //! **Unknown broker session.** The store records which broker session (`client_id@host:port`)
@@ -24,11 +25,15 @@
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
 //! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's settlement,
 //! and shutdown. Before each wait it refills the window: take queued rows after the cursor (read
-//! ahead, 4,096 rows or four windows per fetch, since a fetch waits for the writer's commit), record
-//! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
-//! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
-//! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
-//! committed ([`Queue::mark_received`]) before its PUBREL is written.
+//! ahead, 4,096 rows or four windows per fetch, since a fetch waits for the writer's commit), then
+//! write them — for a batch with QoS 2 rows only after their packet ids were committed
+//! ([`Queue::mark_published`]). QoS 1 ids are not recorded at all: a broker keeps no state for
+//! an incoming QoS 1 id after its PUBACK, so a QoS 1 row stays queued until its PUBACK, and a
+//! new connection (session present or not) sends it again under a fresh id, same `seq` — the
+//! duplicate a resend under its original id would be too. A fresh id never collides with a
+//! QoS 2 id the broker holds: those are restored into the session before any id is handed out
+//! (`docs/specs/queue.md` §3.2). A PUBREC is committed ([`Queue::mark_received`]) before its
+//! PUBREL is written.
 //!
 //! **Paused.** When such a commit fails (a full disk), the link does not drop the connection
 //! ([`super::stall`]): the PUBLISHes whose ids were not recorded are not written (their rows go

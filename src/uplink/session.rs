@@ -23,8 +23,8 @@
 //!
 //! # Reconnects (MQTT 3.1.1 §4.4)
 //! Every connection starts with [`Session::on_connected`] (nothing in flight, cursor 0). With
-//! `session_present = 1` the link then feeds the rows the store holds with a session state to
-//! [`Session::restore`]: a row whose PUBLISH was sent is resent with its original id and DUP=1, a
+//! `session_present = 1` the link then feeds the rows the store holds with a session state (QoS 2
+//! rows; QoS 1 ids are not recorded) to [`Session::restore`]: a row whose PUBLISH was sent is resent with its original id and DUP=1, a
 //! row past PUBREC gets its PUBREL again. With `session_present = 0` the link resets those rows
 //! in the store first and they are sent again as new messages (same `seq`).
 

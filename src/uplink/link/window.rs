@@ -103,9 +103,10 @@ impl Link {
             let cursor = self.session.cursor();
             let mut expired = Vec::new();
             let mut packets = Vec::with_capacity(rows.len());
-            let mut marks = Vec::with_capacity(rows.len());
+            // Every row's (seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the module
+            // doc of `super`), but a failed record takes the whole batch back.
+            let mut ids = Vec::with_capacity(rows.len());
             let mut sent = Vec::with_capacity(rows.len());
-            let mut exactly_once = false;
             for row in rows {
                 if row.expires_ms.is_some_and(|at| at <= wall) {
                     expired.push(row.seq);
@@ -113,7 +114,6 @@ impl Link {
                     continue;
                 }
                 let (qos, retain) = wire::row_flags(&row.entry);
-                exactly_once |= qos == Qos::ExactlyOnce;
                 let (packet, pkid) = self.session.publish_row(
                     row.seq,
                     wire::row_topic(&self.config.topic_prefix, &row.entry),
@@ -123,21 +123,26 @@ impl Link {
                     now,
                 )?;
                 packets.push(packet);
-                marks.push((row.seq, pkid));
+                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
                 sent.push(row);
             }
             if !expired.is_empty() {
                 self.queue.expire(expired).await?;
             }
-            if !marks.is_empty() {
+            if !packets.is_empty() {
                 // QoS 2 ids must be on disk before the wire (a resend with another id would be a
-                // second message to the broker); QoS 1 ids only need to be there eventually.
-                if exactly_once {
-                    let gone = match self.queue.mark_published(marks.clone()).await {
+                // second message to the broker); QoS 1 ids are not recorded at all.
+                let marks: Vec<(u64, u16)> = ids
+                    .iter()
+                    .filter(|(_, _, exactly_once)| *exactly_once)
+                    .map(|(seq, pkid, _)| (*seq, *pkid))
+                    .collect();
+                if !marks.is_empty() {
+                    let gone = match self.queue.mark_published(marks).await {
                         Ok(gone) => gone,
                         Err(QueueError::Commit(error)) => {
                             // Not on disk, so not on the wire: the rows wait for the retry.
-                            let pkids: Vec<u16> = marks.iter().map(|(_, pkid)| *pkid).collect();
+                            let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
                             self.session.unsend(&pkids, cursor);
                             for row in sent.into_iter().rev() {
                                 self.ahead.push_front(row);
@@ -155,7 +160,7 @@ impl Link {
                             "rows dropped after their fetch are not sent"
                         );
                         let mut kept = Vec::with_capacity(packets.len());
-                        for ((seq, pkid), packet) in marks.iter().zip(packets) {
+                        for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
                             if gone.contains(seq) {
                                 self.session.cancel_row(*pkid);
                             } else {
@@ -164,8 +169,6 @@ impl Link {
                         }
                         packets = kept;
                     }
-                } else {
-                    self.queue.record_published(marks).await?;
                 }
                 self.rate.take(packets.len(), now);
                 writer.write(&packets).await?;
