@@ -134,6 +134,7 @@ impl Uplink {
         let mut link = Link {
             status_topic: wire::status_topic(&config.topic_prefix),
             health_topic: presence::health_topic(&config.topic_prefix),
+            topics: wire::Topics::new(&config.topic_prefix),
             presence,
             presence_open: PresenceOpen {
                 gateway: true,
@@ -176,6 +177,8 @@ struct Link {
     dialer: Dialer,
     status_topic: String,
     health_topic: String,
+    /// Sample topics, rendered once per point.
+    topics: wire::Topics,
     presence: Presence,
     presence_open: PresenceOpen,
     session: Session,
@@ -344,7 +347,7 @@ impl Link {
         }
         let live = fresh.len();
         for sample in fresh {
-            let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+            let topic = self.topics.sample(&sample);
             let payload = wire::sample_payload(&sample, None);
             packets.push(self.session.publish_live(topic, payload, sample.retain));
         }
@@ -402,7 +405,7 @@ impl Link {
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
-                        let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+                        let topic = self.topics.sample(&sample);
                         let payload = wire::sample_payload(&sample, None);
                         let publish = self.session.publish_live(topic, payload, sample.retain);
                         let written = writer.write(&[publish]).await;

@@ -63,11 +63,11 @@ impl Link {
         Ok(packets)
     }
 
-    pub(super) fn render_again(&self, row: &StoredRow, pkid: u16) -> Packet {
+    pub(super) fn render_again(&mut self, row: &StoredRow, pkid: u16) -> Packet {
         let (qos, retain) = wire::row_flags(&row.entry);
         self.session.republish(
             pkid,
-            wire::row_topic(&self.config.topic_prefix, &row.entry),
+            self.topics.row(&row.entry),
             wire::row_payload(row),
             qos,
             retain,
@@ -116,7 +116,7 @@ impl Link {
                 let (qos, retain) = wire::row_flags(&row.entry);
                 let (packet, pkid) = self.session.publish_row(
                     row.seq,
-                    wire::row_topic(&self.config.topic_prefix, &row.entry),
+                    self.topics.row(&row.entry),
                     wire::row_payload(&row),
                     qos,
                     retain,
