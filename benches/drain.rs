@@ -114,6 +114,7 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
         response_timeout: Duration::from_secs(30),
         max_inflight: 64,
         max_rate: None,
+        drain: Default::default(),
     };
     let dialer = fieldrelay::uplink::dialer(&config)?;
     let cancel = CancellationToken::new();

@@ -193,6 +193,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         response_timeout,
         max_inflight,
         max_rate,
+        drain,
     } = new;
     let changed = [
         ("url", *host != old.host || *port != old.port),
@@ -214,6 +215,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ),
         ("max_inflight", *max_inflight != old.max_inflight),
         ("max_rate", *max_rate != old.max_rate),
+        ("drain", *drain != old.drain),
     ];
     push_changed(keys, "uplink.", changed);
 }

@@ -673,6 +673,7 @@ async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() 
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
         max_rate: None,
+        drain: Default::default(),
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");

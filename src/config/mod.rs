@@ -57,6 +57,7 @@ mod commands;
 mod console;
 mod decode;
 mod device;
+mod drain;
 mod error;
 pub mod files;
 mod gateway;
@@ -93,6 +94,7 @@ pub use device::{
     Coalesce, DeviceConfig, Planning, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_GAP, DEFAULT_OFFLINE_AFTER,
     DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_ID, MIN_POLL_INTERVAL,
 };
+pub use drain::{DrainOrder, DEFAULT_LIVE_SHARE, MAX_LIVE_SHARE};
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::GatewayConfig;
 pub use load::{read_text, MAX_FILE_SIZE};
@@ -358,6 +360,7 @@ mod tests {
                 response_timeout: Duration::from_secs(10),
                 max_inflight: 64,
                 max_rate: None,
+                drain: Default::default(),
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -530,6 +533,7 @@ mod tests {
         "local",
         "console",
         "uplink",
+        "drain",
         "metrics",
         "gateway",
         "client",

@@ -10,6 +10,7 @@
 //!   session: persistent               # persistent | clean
 //!   reconnect_initial: 1s             # doubles up to reconnect_max
 //!   max_inflight: 64
+//!   drain: in_order                   # in_order | live_first (see drain.rs)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
+use super::drain::{validate_drain, DrainOrder};
 use super::error::Issue;
 use super::rules::{choice, file_path, in_range, number, positive_duration, when_written, Choice};
 use super::units::format_duration;
@@ -73,6 +75,8 @@ pub struct UplinkConfig {
     pub max_inflight: u16,
     /// Most queued messages sent per second; `None`: as fast as the window allows.
     pub max_rate: Option<u32>,
+    /// `drain` and `live_share`: the order of a backlog and fresh rows (see `drain.rs`).
+    pub drain: DrainOrder,
 }
 
 /// TLS for `mqtts://`: the broker is verified against `ca_file`; with `cert_file` and
@@ -124,6 +128,8 @@ pub(crate) struct RawUplink {
     pub response_timeout: Option<DurationValue>,
     pub max_inflight: Option<i64>,
     pub max_rate: Option<i64>,
+    pub drain: Option<String>,
+    pub live_share: Option<i64>,
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
@@ -183,6 +189,7 @@ pub(crate) fn validate_uplink(
     let max_rate = when_written(keys, "max_rate", &raw.max_rate, |rate| {
         in_range(keys, "max_rate", *rate, 1, 1_000_000, issues).and_then(|r| u32::try_from(r).ok())
     });
+    let drain = validate_drain(keys, &raw.drain, raw.live_share, issues);
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -200,6 +207,7 @@ pub(crate) fn validate_uplink(
         response_timeout: response_timeout?,
         max_inflight: max_inflight?,
         max_rate: max_rate?,
+        drain: drain?,
     })
 }
 

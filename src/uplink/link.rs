@@ -81,12 +81,13 @@ use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Session};
+use super::share::Share;
 use super::stall::Stall;
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
-use crate::config::{SessionMode, UplinkConfig};
+use crate::config::{DrainOrder, SessionMode, UplinkConfig};
 use crate::queue::{wire, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::{now_ms, Sample};
 
@@ -152,6 +153,7 @@ impl Uplink {
             inflow: Inflow::new(inbound),
             fresh_start: None,
             ahead: std::collections::VecDeque::new(),
+            live_lane: None,
             stall: Stall::default(),
             held: Vec::new(),
             reset_due: false,
@@ -201,6 +203,8 @@ struct Link {
     /// Committed, never-sent rows fetched ahead of the window, in `seq` order, all after the
     /// session's cursor. Emptied at every connection (the store is the truth).
     ahead: std::collections::VecDeque<StoredRow>,
+    /// `drain: live_first` while this connection's backlog is being sent (see `lanes.rs`).
+    live_lane: Option<lanes::LiveLane>,
     /// Set while a session write failed (see "Paused" in the module doc).
     stall: Stall,
     /// Rows past PUBREC (`seq`, packet id) whose PUBREL waits for "PUBREC received" on disk.
@@ -331,6 +335,13 @@ impl Link {
     ) -> Result<(), UplinkError> {
         self.session.on_connected();
         self.ahead.clear();
+        self.live_lane = match self.config.drain {
+            DrainOrder::InOrder => None,
+            DrainOrder::LiveFirst { live_share } => Some(lanes::LiveLane::new(
+                Share::new(self.config.max_inflight, live_share),
+                self.progress.borrow().last_seq,
+            )),
+        };
         self.stall.on_connected();
         self.held.clear();
         self.reset_due = false;
@@ -520,9 +531,10 @@ impl Link {
         Ok(())
     }
 
-    async fn release(&self, released: Released) -> Result<(), UplinkError> {
+    async fn release(&mut self, released: Released) -> Result<(), UplinkError> {
         match released {
             Released::Row(seq) => {
+                self.live_released(seq);
                 self.queue.ack(seq).await?;
                 self.stats.acked(1);
                 Ok(())
@@ -599,6 +611,7 @@ impl Link {
     }
 }
 
+mod lanes;
 mod window;
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub mod link;
 pub mod presence;
 pub mod rate;
 pub mod session;
+pub mod share;
 pub mod stall;
 pub mod stats;
 pub mod transport;

@@ -236,12 +236,28 @@ impl Session {
         now: Instant,
     ) -> Result<(Packet, u16), SessionError> {
         debug_assert!(seq > self.cursor, "rows must be offered in seq order");
+        let published = self.publish_fresh(seq, topic, payload, qos, retain, now)?;
+        self.cursor = self.cursor.max(seq);
+        Ok(published)
+    }
+
+    /// Like [`Session::publish_row`] for a row of the live lane (`uplink.drain: live_first`,
+    /// see [`super::share`]): it is after the backlog, which the cursor follows, so the cursor
+    /// stays where it is. The link keeps the live lane's own cursor.
+    pub fn publish_fresh(
+        &mut self,
+        seq: u64,
+        topic: String,
+        payload: Bytes,
+        qos: Qos,
+        retain: bool,
+        now: Instant,
+    ) -> Result<(Packet, u16), SessionError> {
         if self.room() == 0 {
             return Err(SessionError::WindowFull);
         }
         let (packet, pkid) = self.publish(Tracked::Row(seq), topic, payload, qos, retain, now);
         self.rows += 1;
-        self.cursor = self.cursor.max(seq);
         Ok((packet, pkid))
     }
 

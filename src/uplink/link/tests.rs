@@ -133,6 +133,7 @@ fn config(port: u16) -> UplinkConfig {
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
         max_rate: None,
+        drain: Default::default(),
     }
 }
 

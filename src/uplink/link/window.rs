@@ -75,7 +75,9 @@ impl Link {
     }
 
     /// Sends queued rows after the session's cursor while the window has room and the rate
-    /// limit allows: packet ids are committed before the PUBLISHes are written.
+    /// limit allows: packet ids are committed before the PUBLISHes are written. With
+    /// `drain: live_first` and a backlog on this connection, the live lane goes first
+    /// ([`Link::refill_lanes`]).
     pub(super) async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
             if self.stall.is_paused() {
@@ -88,6 +90,12 @@ impl Link {
                 return Ok(());
             }
             let n = self.session.room().min(self.rate.available(now));
+            if self.live_lane.is_some() {
+                if n == 0 || !self.refill_lanes(writer, n, last_seq, now).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
                 return Ok(());
             }
@@ -99,87 +107,130 @@ impl Link {
                 }
             }
             let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
-            let wall = now_ms();
-            let cursor = self.session.cursor();
-            let mut expired = Vec::new();
-            let mut packets = Vec::with_capacity(rows.len());
-            // Every row's (seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the module
-            // doc of `super`), but a failed record takes the whole batch back.
-            let mut ids = Vec::with_capacity(rows.len());
-            let mut sent = Vec::with_capacity(rows.len());
-            for row in rows {
-                if row.expires_ms.is_some_and(|at| at <= wall) {
-                    expired.push(row.seq);
-                    self.session.skip_to(row.seq);
-                    continue;
-                }
-                let (qos, retain) = wire::row_flags(&row.entry);
-                let (packet, pkid) = self.session.publish_row(
-                    row.seq,
-                    self.topics.row(&row.entry),
-                    wire::row_payload(&row),
-                    qos,
-                    retain,
-                    now,
-                )?;
-                packets.push(packet);
-                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
-                sent.push(row);
-            }
-            if !expired.is_empty() {
-                self.queue.expire(expired).await?;
-            }
-            if !packets.is_empty() {
-                // QoS 2 ids must be on disk before the wire (a resend with another id would be a
-                // second message to the broker); QoS 1 ids are not recorded at all.
-                let marks: Vec<(u64, u16)> = ids
-                    .iter()
-                    .filter(|(_, _, exactly_once)| *exactly_once)
-                    .map(|(seq, pkid, _)| (*seq, *pkid))
-                    .collect();
-                if !marks.is_empty() {
-                    let gone = match self.queue.mark_published(marks).await {
-                        Ok(gone) => gone,
-                        Err(QueueError::Commit(error)) => {
-                            // Not on disk, so not on the wire: the rows wait for the retry.
-                            let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
-                            self.session.unsend(&pkids, cursor);
-                            for row in sent.into_iter().rev() {
-                                self.ahead.push_front(row);
-                            }
-                            self.pause(&error, now);
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    if !gone.is_empty() {
-                        // Evicted or expired after the fetch: never put on the wire, so the
-                        // broker cannot hold an id the store does not know.
-                        debug!(
-                            rows = gone.len(),
-                            "rows dropped after their fetch are not sent"
-                        );
-                        let mut kept = Vec::with_capacity(packets.len());
-                        for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
-                            if gone.contains(seq) {
-                                self.session.cancel_row(*pkid);
-                            } else {
-                                kept.push(packet);
-                            }
-                        }
-                        packets = kept;
-                    }
-                }
-                self.rate.take(packets.len(), now);
-                writer.write(&packets).await?;
-                self.stats.published(packets.len());
-                self.flowed(now);
+            if !self.send_batch(writer, rows, Lane::Backlog, now).await? {
+                return Ok(());
             }
         }
     }
 
+    /// Publishes `rows` of one lane (in `seq` order); false when the link paused instead
+    /// (the rows went back to their read-ahead).
+    pub(super) async fn send_batch(
+        &mut self,
+        writer: &mut PacketWriter,
+        rows: Vec<StoredRow>,
+        lane: Lane,
+        now: Instant,
+    ) -> Result<bool, UplinkError> {
+        let wall = now_ms();
+        let cursor = self.session.cursor();
+        let live_cursor = self.live_lane.as_ref().map(|l| l.cursor);
+        let mut expired = Vec::new();
+        let mut packets = Vec::with_capacity(rows.len());
+        // Every row's (seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the module
+        // doc of `super`), but a failed record takes the whole batch back.
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.expires_ms.is_some_and(|at| at <= wall) {
+                expired.push(row.seq);
+                self.handed_out(lane, row.seq);
+                continue;
+            }
+            let (qos, retain) = wire::row_flags(&row.entry);
+            let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+            let (packet, pkid) = match lane {
+                Lane::Backlog => self
+                    .session
+                    .publish_row(row.seq, topic, payload, qos, retain, now)?,
+                Lane::Live => self
+                    .session
+                    .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
+            };
+            self.handed_out(lane, row.seq);
+            if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
+                live.inflight.insert(row.seq);
+            }
+            packets.push(packet);
+            ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
+            sent.push(row);
+        }
+        if !expired.is_empty() {
+            self.queue.expire(expired).await?;
+        }
+        if packets.is_empty() {
+            return Ok(true);
+        }
+        // QoS 2 ids must be on disk before the wire (a resend with another id would be a
+        // second message to the broker); QoS 1 ids are not recorded at all.
+        let marks: Vec<(u64, u16)> = ids
+            .iter()
+            .filter(|(_, _, exactly_once)| *exactly_once)
+            .map(|(seq, pkid, _)| (*seq, *pkid))
+            .collect();
+        if !marks.is_empty() {
+            let gone = match self.queue.mark_published(marks).await {
+                Ok(gone) => gone,
+                Err(QueueError::Commit(error)) => {
+                    // Not on disk, so not on the wire: the rows wait for the retry.
+                    let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
+                    self.session.unsend(&pkids, cursor);
+                    let ahead = match (lane, self.live_lane.as_mut()) {
+                        (Lane::Live, Some(live)) => {
+                            live.cursor = live_cursor.unwrap_or(live.cursor);
+                            for (seq, _, _) in &ids {
+                                live.inflight.remove(seq);
+                            }
+                            &mut live.ahead
+                        }
+                        _ => &mut self.ahead,
+                    };
+                    for row in sent.into_iter().rev() {
+                        ahead.push_front(row);
+                    }
+                    self.pause(&error, now);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !gone.is_empty() {
+                // Evicted or expired after the fetch: never put on the wire, so the broker
+                // cannot hold an id the store does not know.
+                debug!(
+                    rows = gone.len(),
+                    "rows dropped after their fetch are not sent"
+                );
+                let mut kept = Vec::with_capacity(packets.len());
+                for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
+                    if gone.contains(seq) {
+                        self.session.cancel_row(*pkid);
+                        if let Some(live) = self.live_lane.as_mut() {
+                            live.inflight.remove(seq);
+                        }
+                    } else {
+                        kept.push(packet);
+                    }
+                }
+                packets = kept;
+            }
+        }
+        self.rate.take(packets.len(), now);
+        writer.write(&packets).await?;
+        self.stats.published(packets.len());
+        self.flowed(now);
+        Ok(true)
+    }
+
+    /// Row `seq` of `lane` was sent or skipped: its lane's cursor moves past it.
+    fn handed_out(&mut self, lane: Lane, seq: u64) {
+        match (lane, self.live_lane.as_mut()) {
+            (Lane::Live, Some(live)) => live.cursor = live.cursor.max(seq),
+            _ => self.session.skip_to(seq),
+        }
+    }
+
     /// Fills the read-ahead from the queue, after the session's cursor (see [`read_ahead_rows`]).
-    async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
+    pub(super) async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
         let limit = read_ahead_rows(self.config.max_inflight);
         match self.queue.fetch(self.session.cursor(), limit).await {
             Ok(rows) if rows.is_empty() => {
@@ -278,8 +329,17 @@ pub(super) fn read_ahead_rows(max_inflight: u16) -> usize {
 /// See [`read_ahead_rows`].
 const READ_AHEAD_ROWS: usize = 4096;
 
+/// Which lane a batch of rows belongs to (see [`crate::uplink::share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// After the session's cursor, in `seq` order: every row with `drain: in_order`.
+    Backlog,
+    /// Committed since the connection came up, sent ahead of the backlog (`live_first`).
+    Live,
+}
+
 /// What a read-ahead fetch found.
-enum Fetched {
+pub(super) enum Fetched {
     /// Rows, now in the read-ahead.
     Rows,
     /// None: everything up to the last commit was acknowledged or dropped meanwhile.
