@@ -154,6 +154,8 @@ impl Uplink {
             fresh_start: None,
             ahead: std::collections::VecDeque::new(),
             live_lane: None,
+            handed_max: 0,
+            resend_up_to: 0,
             stall: Stall::default(),
             held: Vec::new(),
             reset_due: false,
@@ -205,6 +207,11 @@ struct Link {
     ahead: std::collections::VecDeque<StoredRow>,
     /// `drain: live_first` while this connection's backlog is being sent (see `lanes.rs`).
     live_lane: Option<lanes::LiveLane>,
+    /// The newest `seq` handed out in this process.
+    handed_max: u64,
+    /// On a resumed session, the newest `seq` handed out before it: a QoS 1 row up to it that
+    /// goes out again (as new, its id was not recorded) counts as resent.
+    resend_up_to: u64,
     /// Set while a session write failed (see "Paused" in the module doc).
     stall: Stall,
     /// Rows past PUBREC (`seq`, packet id) whose PUBREL waits for "PUBREC received" on disk.
@@ -335,6 +342,7 @@ impl Link {
     ) -> Result<(), UplinkError> {
         self.session.on_connected();
         self.ahead.clear();
+        self.resend_up_to = if session_present { self.handed_max } else { 0 };
         self.live_lane = match self.config.drain {
             DrainOrder::InOrder => None,
             DrainOrder::LiveFirst { live_share } => Some(lanes::LiveLane::new(

@@ -214,9 +214,17 @@ impl Link {
                 packets = kept;
             }
         }
+        let again = ids
+            .iter()
+            .filter(|(seq, ..)| *seq <= self.resend_up_to)
+            .count();
+        self.handed_max = ids
+            .iter()
+            .fold(self.handed_max, |max, (seq, ..)| max.max(*seq));
         self.rate.take(packets.len(), now);
         writer.write(&packets).await?;
         self.stats.published(packets.len());
+        self.stats.resent(again);
         self.flowed(now);
         Ok(true)
     }
