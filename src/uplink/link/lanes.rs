@@ -12,11 +12,11 @@
 use std::collections::{HashSet, VecDeque};
 
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::info;
 
 use super::window::{read_ahead_rows, Fetched, Lane};
 use super::Link;
-use crate::queue::{QueueError, StoredRow};
+use crate::queue::StoredRow;
 use crate::uplink::connection::PacketWriter;
 use crate::uplink::share::Share;
 use crate::uplink::UplinkError;
@@ -103,26 +103,23 @@ impl Link {
     /// Fetches live rows when the lane has none ready, may send one, and newer rows exist.
     async fn fill_live(&mut self, last_seq: u64) -> Result<(), UplinkError> {
         let limit = read_ahead_rows(self.config.max_inflight);
-        let Some(live) = self.live_lane.as_mut() else {
+        let Some(live) = self.live_lane.as_ref() else {
             return Ok(());
         };
         let may_send = live.inflight.len() < live.share.live_cap();
         if !live.ahead.is_empty() || last_seq <= live.cursor || !may_send {
             return Ok(());
         }
-        match self.queue.fetch(live.cursor, limit).await {
-            Ok(rows) if rows.is_empty() => live.cursor = last_seq,
-            Ok(rows) => live.ahead.extend(rows),
-            Err(QueueError::Decode {
-                seq,
-                column,
-                reason,
-            }) => {
-                error!(seq, column, %reason, "skipping an undecodable queue row");
-                self.stats.skipped_row();
-                live.cursor = seq;
+        let fetched = match self.queue.fetch(live.cursor, limit).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.undecodable(e)?),
+        };
+        if let Some(live) = self.live_lane.as_mut() {
+            match fetched {
+                Err(skipped) => live.cursor = skipped,
+                Ok(rows) if rows.is_empty() => live.cursor = last_seq,
+                Ok(rows) => live.ahead.extend(rows),
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

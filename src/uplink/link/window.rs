@@ -250,19 +250,29 @@ impl Link {
                 self.ahead.extend(rows);
                 Ok(Fetched::Rows)
             }
-            // A row that cannot be decoded can never be published. It is skipped, not deleted,
-            // so it stays in the file for inspection; everything after it flows.
-            Err(QueueError::Decode {
-                seq,
-                column,
-                reason,
-            }) => {
-                error!(seq, column, %reason, "skipping an undecodable queue row");
-                self.stats.skipped_row();
+            Err(e) => {
+                let seq = self.undecodable(e)?;
                 self.session.skip_to(seq);
                 Ok(Fetched::Skipped)
             }
-            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A fetch failed: for a row that cannot be decoded (it can never be published; it is
+    /// skipped, not deleted, so it stays in the file for inspection and everything after it
+    /// flows) its `seq`, logged and counted; any other error as is.
+    pub(super) fn undecodable(&self, error: QueueError) -> Result<u64, UplinkError> {
+        match error {
+            QueueError::Decode {
+                seq,
+                column,
+                reason,
+            } => {
+                error!(seq, column, %reason, "skipping an undecodable queue row");
+                self.stats.skipped_row();
+                Ok(seq)
+            }
+            e => Err(e.into()),
         }
     }
 
