@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldrelay::config::{Qos, SessionMode, UplinkConfig, UplinkProfile};
+use fieldrelay::config::{Qos, UplinkConfig};
 use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{Sample, Value};
 use tokio_util::sync::CancellationToken;
@@ -100,22 +100,13 @@ fn file_size(path: &Path) -> u64 {
 async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Error>> {
     let (queue, live, writer) = Queue::open(dir, QueueOptions::default())?;
     let config = UplinkConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: format!("bench-{port}"),
         keep_alive: Duration::from_secs(30),
         topic_prefix: "fieldrelay/bench".into(),
         reconnect_initial: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
-        tls: None,
-        username: None,
-        password_file: None,
-        session: SessionMode::Persistent,
         response_timeout: Duration::from_secs(30),
         max_inflight: 64,
-        max_rate: None,
-        broker: Default::default(),
-        profile: UplinkProfile::Json,
+        ..UplinkConfig::plain("127.0.0.1", port, &format!("bench-{port}"))
     };
     let dialer = fieldrelay::uplink::dialer(&config)?;
     let cancel = CancellationToken::new();

@@ -160,23 +160,24 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk 'NF {a[++n]=$1} END {print a[int((n+1)/2)]}'; }
+span() { printf '%s\n' "$@" | sort -g | awk 'NF {a[++n]=$1} END {printf "%.3f-%.3f", a[1], a[n]}'; }
 col() { local i=$1; shift; printf '%s\n' "$@" | awk -v i="$i" 'NF {print $i}'; }
 tcpu=$(median $(col 1 "${theirs[@]}"))
-echo "goal 4: CPU at $((UNITS * POINTS)) points/s, one QoS 1 message per sample, ${WINDOW}s window after ${WARMUP}s warm-up, $ROUNDS round(s), median"
-printf '| %-58s | %12s | %10s | %9s | %11s |\n' case "CPU-s/min" "msgs/s" "RSS MiB" "vs Node-RED"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' {1..14})" \
+echo "goal 4: CPU at $((UNITS * POINTS)) points/s, one QoS 1 message per sample, ${WINDOW}s window after ${WARMUP}s warm-up, $ROUNDS round(s), median and min-max"
+printf '| %-58s | %12s | %13s | %10s | %9s | %11s |\n' case "CPU-s/min" "min-max" "msgs/s" "RSS MiB" "vs Node-RED"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..15})" \
   "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..13})"
-row() { # label cpu msgs rss ratio
-  printf '| %-58s | %12.3f | %10.0f | %9.1f | %10.2fx |\n' "$1" "$2" "$3" "$(awk -v k="$4" 'BEGIN{print k/1024}')" "$5"
+row() { # label cpu span msgs rss ratio
+  printf '| %-58s | %12.3f | %13s | %10.0f | %9.1f | %10.2fx |\n' "$1" "$2" "$3" "$4" "$(awk -v k="$5" 'BEGIN{print k/1024}')" "$6"
 }
 for b in "${bins[@]}"; do
   runs=${ours[$b]}
   ocpu=$(median $(col 1 "$runs"))
   label="fieldrelay (sync full, committed before publish)"
   [ "$b" = "$bin" ] || label="fieldrelay $(basename "$b")"
-  row "$label" "$ocpu" "$(median $(col 2 "$runs"))" "$(median $(col 3 "$runs"))" \
+  row "$label" "$ocpu" "$(span $(col 1 "$runs"))" "$(median $(col 2 "$runs"))" "$(median $(col 3 "$runs"))" \
     "$(awk -v a="$ocpu" -v b="$tcpu" 'BEGIN{print a/b}')"
 done
-row "Node-RED 4.1 + node-red-contrib-modbus (nothing on disk)" "$tcpu" \
+row "Node-RED 4.1 + node-red-contrib-modbus (nothing on disk)" "$tcpu" "$(span $(col 1 "${theirs[@]}"))" \
   "$(median $(col 2 "${theirs[@]}"))" "$(median $(col 3 "${theirs[@]}"))" 1
 echo "  goal: fieldrelay <= 0.6x Node-RED's CPU"

@@ -50,7 +50,7 @@ for bin in "${bins[@]}"; do
   printf '%-44s %12s %9.2fx\n' "$(basename "$bin")" "$per" "$(awk -v a="$per" -v b="$first" 'BEGIN{print a/b}')"
   for fn in 'queue::writer::Writer::apply ' 'store::apply_writes ' 'store::fetch_queued ' \
     'store::decode_row ' 'Link::connected::' 'Link::on_packets::' 'Link::refill::' \
-    'message::row_topic ' 'message::row_payload ' 'PacketWriter::write::' 'Writer::limits ' \
+    'Link>::send_batch::' 'wire::Topics::sample ' 'wire::sample_payload ' 'codec::decode_row ' 'PacketWriter::write::' 'Writer::limits ' \
     'store::used_bytes ' 'store::oldest_ts ' 'sqlite3WalFrames' 'Packet::read '; do
     ir=$(inclusive "$large" "$fn" || true)
     [ -n "$ir" ] && printf '    %-40s %12s\n' "${fn% }" "$((ir / (2 * ROWS)))"

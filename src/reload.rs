@@ -220,6 +220,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         max_rate,
         broker,
         profile,
+        drain,
     } = new;
     let changed = [
         ("url", *host != old.host || *port != old.port),
@@ -243,6 +244,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ("max_rate", *max_rate != old.max_rate),
         ("broker", *broker != old.broker),
         ("profile", *profile != old.profile),
+        ("drain", *drain != old.drain),
     ];
     push_changed(keys, "uplink.", changed);
 }

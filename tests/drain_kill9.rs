@@ -5,8 +5,8 @@
 //! mosquitto, with a persistent QoS 1 subscriber (rumqttc, a client we did not write). While the
 //! window is full and acknowledgements are being committed in groups, the gateway is killed
 //! three times, at about a quarter, a half and three quarters of the backlog; each run resumes
-//! the broker session (`session_present = 1`: the recorded packet ids are resent, DUP=1) or
-//! resends as new what had no id on disk yet. The oracle: once the queue is empty, every `seq`
+//! the broker session (`session_present = 1`) and sends every unacknowledged row again as new
+//! (QoS 1 packet ids are not recorded, see `docs/specs/queue.md` §3.2). The oracle: once the queue is empty, every `seq`
 //! reached the subscriber (duplicates are allowed and carry the same `seq`), and each kill
 //! really happened mid-drain (rows left in the file, some already gone).
 //!

@@ -389,7 +389,7 @@ async fn metrics_follow_traffic_and_faults() {
 
     // A hung broker (SIGSTOP): the link is torn down after the response timeout with rows
     // unacknowledged; when the broker answers again it still has the session, so those rows
-    // are resent with their packet ids.
+    // are resent (QoS 1 rows as new messages, same seq).
     let before = scrape(metrics_port);
     broker.pause();
     scrape_until(metrics_port, "the hung broker to be noticed", |m| {

@@ -653,29 +653,20 @@ async fn v1_backlog_survives_the_upgrade_and_is_delivered() {
 /// session); once acknowledged it is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_command_is_redelivered_and_an_acknowledged_one_is_not() {
-    use fieldrelay::config::{SessionMode, UplinkConfig, UplinkProfile};
+    use fieldrelay::config::UplinkConfig;
     use fieldrelay::queue::{Queue, QueueOptions};
     use fieldrelay::uplink::{Inbound, Incoming};
 
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let config = UplinkConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "test-gw-cmd".into(),
         keep_alive: Duration::from_secs(30),
         topic_prefix: "fieldrelay/test-gw".into(),
         reconnect_initial: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(500),
-        tls: None,
-        username: None,
-        password_file: None,
-        session: SessionMode::Persistent,
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
-        max_rate: None,
-        broker: Default::default(),
-        profile: UplinkProfile::Json,
+        ..UplinkConfig::plain("127.0.0.1", broker.port, "test-gw-cmd")
     };
     let (queue, _live, writer) =
         Queue::open(&dir.path().join("data"), QueueOptions::default()).expect("open the queue");

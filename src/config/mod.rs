@@ -60,6 +60,7 @@ mod commands;
 mod console;
 mod decode;
 mod device;
+mod drain;
 mod error;
 pub mod files;
 mod gateway;
@@ -100,6 +101,7 @@ pub use device::{
     Coalesce, DeviceConfig, Planning, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_GAP, DEFAULT_OFFLINE_AFTER,
     DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_ID, MIN_POLL_INTERVAL,
 };
+pub use drain::{DrainOrder, DEFAULT_LIVE_SHARE, MAX_LIVE_SHARE};
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::GatewayConfig;
 pub use load::{read_text, MAX_FILE_SIZE};
@@ -362,6 +364,17 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         let names = devices.iter().map(|device| device.name.as_str());
         remote::refuse_config_device(remote_config.as_ref(), names, issues);
     }
+    if let Some(uplink) = &uplink {
+        if matches!(uplink.profile, UplinkProfile::Sparkplug(_))
+            && uplink.drain != DrainOrder::InOrder
+        {
+            issues.push(error::Issue::value(
+                path::KeyPath::root().key("uplink").key("drain"),
+                "the JSON profile's drain order; with uplink.profile: sparkplug the order of \
+                 history and live data is uplink.sparkplug.history",
+            ));
+        }
+    }
     if let (Some(remote), Some(uplink)) = (&remote_config, &uplink) {
         if remote.allow && matches!(uplink.profile, UplinkProfile::Sparkplug(_)) {
             issues.push(error::Issue::value(
@@ -417,6 +430,7 @@ mod tests {
                 max_rate: None,
                 broker: Broker::Generic,
                 profile: UplinkProfile::Json,
+                drain: Default::default(),
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -593,6 +607,7 @@ mod tests {
         "remote",
         "uplink",
         "sparkplug",
+        "drain",
         "metrics",
         "gateway",
         "client",

@@ -11,6 +11,7 @@
 //!   reconnect_initial: 1s             # doubles up to reconnect_max
 //!   max_inflight: 64
 //!   broker: generic                   # a profile of documented limits (`broker.rs`)
+//!   drain: in_order                   # in_order | live_first (see drain.rs)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
@@ -26,6 +27,7 @@ use serde_json::Value;
 use super::broker::{drain_rate_under, Broker};
 use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
+use super::drain::{validate_drain, DrainOrder};
 use super::error::Issue;
 use super::rules::{choice, file_path, in_range, number, positive_duration, when_written, Choice};
 use super::sparkplug::{validate_profile, UplinkProfile};
@@ -86,9 +88,37 @@ pub struct UplinkConfig {
     pub broker: Broker,
     /// `uplink.profile` with `uplink.sparkplug` (`sparkplug.rs` in this module).
     pub profile: UplinkProfile,
+    /// `drain` and `live_share`: the order of a backlog and fresh rows (see `drain.rs`).
+    pub drain: DrainOrder,
 }
 
 impl UplinkConfig {
+    /// The settings of a file that names only `url: mqtt://host:port` and `client_id` (every
+    /// other key at its default, the topic prefix `fieldrelay/<client_id>`): a base for code
+    /// that builds an uplink without a file (tests, benchmarks), which then sets what it needs
+    /// with `..UplinkConfig::plain(..)`, so a key added later needs no edit there.
+    pub fn plain(host: &str, port: u16, client_id: &str) -> UplinkConfig {
+        UplinkConfig {
+            host: host.to_owned(),
+            port,
+            client_id: client_id.to_owned(),
+            keep_alive: DEFAULT_UPLINK_KEEP_ALIVE,
+            topic_prefix: format!("{DEFAULT_TOPIC_ROOT}/{client_id}"),
+            reconnect_initial: DEFAULT_RECONNECT_INITIAL,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            tls: None,
+            username: None,
+            password_file: None,
+            session: SessionMode::Persistent,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_rate: None,
+            broker: Broker::default(),
+            profile: UplinkProfile::Json,
+            drain: DrainOrder::default(),
+        }
+    }
+
     /// The in-flight window: `max_inflight`, capped at what the broker allows.
     pub fn inflight_window(&self) -> u16 {
         let cap = self.broker.limits().max_inflight.unwrap_or(MAX_INFLIGHT);
@@ -161,6 +191,8 @@ pub(crate) struct RawUplink {
     pub max_inflight: Option<i64>,
     pub max_rate: Option<i64>,
     pub broker: Option<String>,
+    pub drain: Option<String>,
+    pub live_share: Option<i64>,
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
@@ -233,6 +265,7 @@ pub(crate) fn validate_uplink(
         gateway_id,
         issues,
     );
+    let drain = validate_drain(keys, &raw.drain, raw.live_share, issues);
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -252,6 +285,7 @@ pub(crate) fn validate_uplink(
         max_rate: max_rate?,
         broker: broker?,
         profile: profile?,
+        drain: drain?,
     })
 }
 

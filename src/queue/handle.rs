@@ -231,15 +231,6 @@ impl Queue {
             .await
     }
 
-    /// Like [`Queue::mark_published`] without waiting for the commit: the ids go to disk with
-    /// the next group. For QoS 1 rows only, where writing ahead is not needed: a crash before
-    /// that commit resends the row as a new message (same `seq`), which QoS 1 allows, since a
-    /// broker keeps no state for an incoming QoS 1 id.
-    pub async fn record_published(&self, rows: Vec<(u64, u16)>) -> Result<(), QueueError> {
-        let (reply, _) = oneshot::channel();
-        self.send(Command::MarkPublished { rows, reply }).await
-    }
-
     /// Records PUBRECs (QoS 2) before their PUBRELs are sent; returns after the commit.
     pub async fn mark_received(&self, seqs: Vec<u64>) -> Result<(), QueueError> {
         self.request(|reply| Command::MarkReceived { seqs, reply })

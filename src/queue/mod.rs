@@ -16,10 +16,12 @@
 //!    only after [`Queue::mark_published`] committed its packet id, and a PUBREL only after
 //!    [`Queue::mark_received`] committed the PUBREC. So after any crash the file tells, for every
 //!    packet id the broker may hold, which row it belongs to and what to resend (MQTT 3.1.1
-//!    §4.4). QoS 1 ids are recorded with the next group ([`Queue::record_published`]): a broker
-//!    keeps no state for an incoming QoS 1 id, so a crash before that commit only means a resend
-//!    under a new id (same `seq`). See "Session writes" in `writer/mod.rs` for failed commits: a
-//!    write that did not commit is refused, and the uplink holds what depends on it.
+//!    §4.4). QoS 1 ids are not recorded: a broker keeps no state for an incoming QoS 1 id once
+//!    it sent the PUBACK (§4.3.2), so a QoS 1 row stays queued until its PUBACK deletes it and
+//!    every new connection sends it again under a fresh id (same `seq`): a duplicate, as a
+//!    resend under its original id would be (`docs/specs/queue.md` §3.2 has the review for
+//!    persistent and clean sessions). See "Session writes" in `writer/mod.rs` for failed
+//!    commits: a write that did not commit is refused, and the uplink holds what depends on it.
 //! 4. **`seq` is never reused.** `seq` is the row id of an `INTEGER PRIMARY KEY AUTOINCREMENT`
 //!    column: SQLite keeps the highest id ever handed out in `sqlite_sequence`, so after the
 //!    newest rows were acked (or the queue drained, the process restarted, the file migrated)

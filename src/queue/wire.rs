@@ -11,6 +11,9 @@
 //! Payloads are written by hand rather than through a serializer: the value is already JSON text
 //! ([`crate::sample::Value::to_json`]) and this runs once per published sample.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{Entry, MessageKind, StoredRow};
@@ -21,12 +24,80 @@ pub fn sample_topic(prefix: &str, sample: &Sample) -> String {
 }
 
 /// `seq` is the queue row id; QoS 0 samples are never queued nor resent, so they carry none.
+/// Concatenated rather than `format!`ted: this runs once per published sample, and the
+/// formatting machinery cost more than the rest of the envelope.
 pub fn sample_payload(sample: &Sample, seq: Option<u64>) -> Bytes {
-    let (value, ts) = (sample.value.to_json(), sample.ts_ms);
-    Bytes::from(match seq {
-        Some(seq) => format!(r#"{{"value":{value},"ts":{ts},"seq":{seq}}}"#),
-        None => format!(r#"{{"value":{value},"ts":{ts}}}"#),
-    })
+    let value = sample.value.to_json();
+    let mut out = Vec::with_capacity(value.len() + 56);
+    out.extend_from_slice(b"{\"value\":");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    if sample.ts_ms < 0 {
+        out.push(b'-');
+    }
+    push_digits(&mut out, sample.ts_ms.unsigned_abs());
+    if let Some(seq) = seq {
+        out.extend_from_slice(b",\"seq\":");
+        push_digits(&mut out, seq);
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// Appends `n` in decimal.
+fn push_digits(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Topics of samples by (device, point), each rendered once ([`sample_topic`] per row was a
+/// good part of a drained row's cost). Bounded: a reload can change the points, so past
+/// [`Topics::MAX`] entries the map starts over.
+#[derive(Debug)]
+pub struct Topics {
+    prefix: String,
+    by_point: HashMap<(Arc<str>, Arc<str>), String>,
+}
+
+impl Topics {
+    const MAX: usize = 65_536;
+
+    pub fn new(prefix: &str) -> Topics {
+        Topics {
+            prefix: prefix.to_owned(),
+            by_point: HashMap::new(),
+        }
+    }
+
+    pub fn sample(&mut self, sample: &Sample) -> String {
+        let key = (sample.device.clone(), sample.point.clone());
+        if let Some(topic) = self.by_point.get(&key) {
+            return topic.clone();
+        }
+        if self.by_point.len() >= Self::MAX {
+            self.by_point.clear();
+        }
+        let topic = sample_topic(&self.prefix, sample);
+        self.by_point.insert(key, topic.clone());
+        topic
+    }
+
+    /// [`row_topic`], from the map for samples.
+    pub fn row(&mut self, entry: &Entry) -> String {
+        match entry {
+            Entry::Sample(sample) => self.sample(sample),
+            Entry::Message(_) => row_topic(&self.prefix, entry),
+        }
+    }
 }
 
 /// Topic of a queue row, from its kind and names.
@@ -109,6 +180,64 @@ mod tests {
             json(&sample_payload(&s, Some(42))),
             serde_json::json!({"value": 21.5, "ts": 1_700_000_000_123i64, "seq": 42})
         );
+    }
+
+    fn formatted(s: &Sample, seq: Option<u64>) -> String {
+        let (value, ts) = (s.value.to_json(), s.ts_ms);
+        match seq {
+            Some(seq) => format!(r#"{{"value":{value},"ts":{ts},"seq":{seq}}}"#),
+            None => format!(r#"{{"value":{value},"ts":{ts}}}"#),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn concatenated_payload_is_the_formatted_one(
+            ts_ms in proptest::prelude::any::<i64>(),
+            seq in proptest::option::of(proptest::prelude::any::<u64>()),
+            int in proptest::prelude::any::<i64>(),
+            float in proptest::prelude::any::<f64>(),
+        ) {
+            for value in [Value::Int(int), Value::Float(float), Value::UInt(seq.unwrap_or(0))] {
+                let s = Sample {
+                    device: "d".into(),
+                    point: "p".into(),
+                    value,
+                    ts_ms,
+                    qos: Qos::AtLeastOnce,
+                    retain: false,
+                };
+                proptest::prop_assert_eq!(sample_payload(&s, seq), Bytes::from(formatted(&s, seq)));
+            }
+        }
+    }
+
+    #[test]
+    fn topics_are_rendered_once_per_point_and_messages_as_ever() {
+        let mut topics = Topics::new("p");
+        let sample = |point: &str| Sample {
+            device: "boiler".into(),
+            point: point.into(),
+            value: Value::Int(1),
+            ts_ms: 1,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+        };
+        for _ in 0..2 {
+            assert_eq!(topics.sample(&sample("t")), "p/boiler/t");
+            assert_eq!(topics.row(&Entry::Sample(sample("u"))), "p/boiler/u");
+        }
+        assert_eq!(topics.by_point.len(), 2);
+        let status = Entry::Message(crate::queue::Message {
+            kind: MessageKind::DeviceStatus,
+            device: "boiler".into(),
+            point: "".into(),
+            payload: "{}".into(),
+            ts_ms: 1,
+            qos: Qos::AtLeastOnce,
+            retain: true,
+        });
+        assert_eq!(topics.row(&status), row_topic("p", &status));
     }
 
     #[test]

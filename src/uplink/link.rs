@@ -7,9 +7,10 @@
 //!            │  (unknown broker session: clean CONNECT, DISCONNECT, redial) └── cancel ──► Closing
 //! ```
 //!
-//! **Resuming.** `session_present = 1`: the rows the store holds with a session state are
-//! resent — PUBLISH with the original packet id and DUP=1, or PUBREL for rows past PUBREC —
-//! before anything new. `session_present = 0`: those rows are reset to queued in the store
+//! **Resuming.** `session_present = 1`: the rows the store holds with a session state (QoS 2,
+//! or QoS 1 recorded by an older build) are resent — PUBLISH with the original packet id and
+//! DUP=1, or PUBREL for rows past PUBREC — before anything new; unacknowledged QoS 1 rows follow
+//! as new messages from the head of the queue. `session_present = 0`: those rows are reset to queued in the store
 //! (committed first) and go out again as new messages, oldest first, same `seq`.
 //!
 //! **Unknown broker session.** The store records which broker session (`client_id@host:port`)
@@ -24,11 +25,15 @@
 //! (only while the window has room and the rate limit allows), the rate limit's next token, a
 //! QoS 0 live sample, the keep-alive tick, the response deadline, an incoming command's settlement,
 //! and shutdown. Before each wait it refills the window: take queued rows after the cursor (read
-//! ahead, several windows per fetch, since a fetch waits for the writer's commit), record
-//! their packet ids, then write them — for a batch with QoS 2 rows only after that commit
-//! ([`Queue::mark_published`]); QoS 1 ids go to disk with the next group
-//! ([`Queue::record_published`]), since a QoS 1 resend under a new id is harmless. A PUBREC is
-//! committed ([`Queue::mark_received`]) before its PUBREL is written.
+//! ahead, 4,096 rows or four windows per fetch, since a fetch waits for the writer's commit), then
+//! write them — for a batch with QoS 2 rows only after their packet ids were committed
+//! ([`Queue::mark_published`]). QoS 1 ids are not recorded at all: a broker keeps no state for
+//! an incoming QoS 1 id after its PUBACK, so a QoS 1 row stays queued until its PUBACK, and a
+//! new connection (session present or not) sends it again under a fresh id, same `seq` — the
+//! duplicate a resend under its original id would be too. A fresh id never collides with a
+//! QoS 2 id the broker holds: those are restored into the session before any id is handed out
+//! (`docs/specs/queue.md` §3.2). A PUBREC is committed ([`Queue::mark_received`]) before its
+//! PUBREL is written.
 //!
 //! **Paused.** When such a commit fails (a full disk), the link does not drop the connection
 //! ([`super::stall`]): the PUBLISHes whose ids were not recorded are not written (their rows go
@@ -76,12 +81,13 @@ use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
 use super::session::{PubRecAction, Released, Session};
+use super::share::Share;
 use super::stall::Stall;
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
 use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
-use crate::config::{SessionMode, UplinkConfig};
+use crate::config::{DrainOrder, SessionMode, UplinkConfig};
 use crate::queue::{wire, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::{now_ms, Sample};
 
@@ -129,6 +135,7 @@ impl Uplink {
         let mut link = Link {
             status_topic: wire::status_topic(&config.topic_prefix),
             health_topic: presence::health_topic(&config.topic_prefix),
+            topics: wire::Topics::new(&config.topic_prefix),
             presence,
             presence_open: PresenceOpen {
                 gateway: true,
@@ -146,6 +153,9 @@ impl Uplink {
             inflow: Inflow::new(inbound),
             fresh_start: None,
             ahead: std::collections::VecDeque::new(),
+            live_lane: None,
+            handed_max: 0,
+            resend_up_to: 0,
             stall: Stall::default(),
             held: Vec::new(),
             reset_due: false,
@@ -171,6 +181,8 @@ struct Link {
     dialer: Dialer,
     status_topic: String,
     health_topic: String,
+    /// Sample topics, rendered once per point.
+    topics: wire::Topics,
     presence: Presence,
     presence_open: PresenceOpen,
     session: Session,
@@ -193,6 +205,13 @@ struct Link {
     /// Committed, never-sent rows fetched ahead of the window, in `seq` order, all after the
     /// session's cursor. Emptied at every connection (the store is the truth).
     ahead: std::collections::VecDeque<StoredRow>,
+    /// `drain: live_first` while this connection's backlog is being sent (see `lanes.rs`).
+    live_lane: Option<lanes::LiveLane>,
+    /// The newest `seq` handed out in this process.
+    handed_max: u64,
+    /// On a resumed session, the newest `seq` handed out before it: a QoS 1 row up to it that
+    /// goes out again (as new, its id was not recorded) counts as resent.
+    resend_up_to: u64,
     /// Set while a session write failed (see "Paused" in the module doc).
     stall: Stall,
     /// Rows past PUBREC (`seq`, packet id) whose PUBREL waits for "PUBREC received" on disk.
@@ -325,6 +344,14 @@ impl Link {
     ) -> Result<(), UplinkError> {
         self.session.on_connected();
         self.ahead.clear();
+        self.resend_up_to = if session_present { self.handed_max } else { 0 };
+        self.live_lane = match self.config.drain {
+            DrainOrder::InOrder => None,
+            DrainOrder::LiveFirst { live_share } => Some(lanes::LiveLane::new(
+                Share::new(self.config.inflight_window(), live_share),
+                self.progress.borrow().last_seq,
+            )),
+        };
         self.stall.on_connected();
         self.held.clear();
         self.reset_due = false;
@@ -341,7 +368,7 @@ impl Link {
         }
         let live = fresh.len();
         for sample in fresh {
-            let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+            let topic = self.topics.sample(&sample);
             let payload = wire::sample_payload(&sample, None);
             packets.push(self.session.publish_live(topic, payload, sample.retain));
         }
@@ -399,7 +426,7 @@ impl Link {
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
-                        let topic = wire::sample_topic(&self.config.topic_prefix, &sample);
+                        let topic = self.topics.sample(&sample);
                         let payload = wire::sample_payload(&sample, None);
                         let publish = self.session.publish_live(topic, payload, sample.retain);
                         let written = writer.write(&[publish]).await;
@@ -514,9 +541,10 @@ impl Link {
         Ok(())
     }
 
-    async fn release(&self, released: Released) -> Result<(), UplinkError> {
+    async fn release(&mut self, released: Released) -> Result<(), UplinkError> {
         match released {
             Released::Row(seq) => {
+                self.live_released(seq);
                 self.queue.ack(seq).await?;
                 self.stats.acked(1);
                 Ok(())
@@ -593,6 +621,7 @@ impl Link {
     }
 }
 
+mod lanes;
 mod window;
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub mod link;
 pub mod presence;
 pub mod rate;
 pub mod session;
+pub mod share;
 pub mod sparkplug;
 pub mod stall;
 pub mod stats;

@@ -23,8 +23,8 @@
 //!
 //! # Reconnects (MQTT 3.1.1 §4.4)
 //! Every connection starts with [`Session::on_connected`] (nothing in flight, cursor 0). With
-//! `session_present = 1` the link then feeds the rows the store holds with a session state to
-//! [`Session::restore`]: a row whose PUBLISH was sent is resent with its original id and DUP=1, a
+//! `session_present = 1` the link then feeds the rows the store holds with a session state (QoS 2
+//! rows; QoS 1 ids are not recorded) to [`Session::restore`]: a row whose PUBLISH was sent is resent with its original id and DUP=1, a
 //! row past PUBREC gets its PUBREL again. With `session_present = 0` the link resets those rows
 //! in the store first and they are sent again as new messages (same `seq`).
 
@@ -236,12 +236,28 @@ impl Session {
         now: Instant,
     ) -> Result<(Packet, u16), SessionError> {
         debug_assert!(seq > self.cursor, "rows must be offered in seq order");
+        let published = self.publish_fresh(seq, topic, payload, qos, retain, now)?;
+        self.cursor = self.cursor.max(seq);
+        Ok(published)
+    }
+
+    /// Like [`Session::publish_row`] for a row of the live lane (`uplink.drain: live_first`,
+    /// see [`super::share`]): it is after the backlog, which the cursor follows, so the cursor
+    /// stays where it is. The link keeps the live lane's own cursor.
+    pub fn publish_fresh(
+        &mut self,
+        seq: u64,
+        topic: String,
+        payload: Bytes,
+        qos: Qos,
+        retain: bool,
+        now: Instant,
+    ) -> Result<(Packet, u16), SessionError> {
         if self.room() == 0 {
             return Err(SessionError::WindowFull);
         }
         let (packet, pkid) = self.publish(Tracked::Row(seq), topic, payload, qos, retain, now);
         self.rows += 1;
-        self.cursor = self.cursor.max(seq);
         Ok((packet, pkid))
     }
 

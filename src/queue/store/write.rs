@@ -53,8 +53,8 @@ pub(crate) enum Write<'a> {
     },
     /// The broker acknowledged the row (PUBACK/PUBCOMP): delete it whatever its state.
     Ack(u64),
-    /// The broker acknowledged every row of `seq` in this range (acknowledgements kept over a
-    /// failed commit): delete them.
+    /// The broker acknowledged every row of `seq` in this range (consecutive acknowledgements
+    /// of a group, or those kept over a failed commit): delete them.
     AckRange(u64, u64),
     /// The row is past its `max_age`: delete it if it was never sent.
     Expire(u64),

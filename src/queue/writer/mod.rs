@@ -510,16 +510,23 @@ impl Writer {
     /// Keeps the acknowledgements among `writes` (a group whose commit failed).
     fn keep_acknowledgements(&mut self, writes: &[Write<'_>]) {
         for write in writes {
-            match *write {
-                Write::Ack(seq) if self.unwritten.ack(seq) => {
+            let acked = match *write {
+                Write::Ack(seq) => seq..=seq,
+                Write::AckRange(from, to) => from..=to,
+                Write::Requeue(seq) => {
+                    self.unwritten.requeue(seq);
+                    continue;
+                }
+                _ => continue,
+            };
+            for seq in acked {
+                if self.unwritten.ack(seq) {
                     match store::row_exists(&self.conn, seq) {
                         Ok(true) => self.unwritten.existing += 1,
                         Ok(false) => {}
                         Err(e) => self.read_failed("cannot look up an acknowledged row", &e),
                     }
                 }
-                Write::Requeue(seq) => self.unwritten.requeue(seq),
-                _ => {}
             }
         }
         self.counters

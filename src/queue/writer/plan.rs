@@ -14,7 +14,9 @@
 //! 3. The commands' writes, in channel order. Inserts past the capacity plan's `admit` are
 //!    refused (counted, never written). `SetMaxAge` writes nothing: inserts after it in the
 //!    same group already get expiries from it. An ack of an undecodable row whose PUBLISH the
-//!    broker may never have had queues the row again instead of deleting it, once.
+//!    broker may never have had queues the row again instead of deleting it, once. An ack of
+//!    the `seq` right after the group's previous write, itself an ack, extends it into one range
+//!    delete (a window's PUBACKs arrive in order: one statement per group, not one per row).
 //!
 //! # A poisoned group
 //! A transaction that fails poisons every write in it. The writer tries once more after a
@@ -133,7 +135,15 @@ impl Planner {
             Command::Ack(seq) if self.requeue_on_ack.remove(seq) => {
                 writes.push(Write::Requeue(*seq))
             }
-            Command::Ack(seq) => writes.push(Write::Ack(*seq)),
+            // Consecutive acknowledgements (a window's PUBACKs in order) are one range delete:
+            // one statement instead of one per row. Only the group's own writes are merged, and
+            // only with the write just before, so channel order holds.
+            Command::Ack(seq) => {
+                let own = writes.len() > plan.carried;
+                if !(own && writes.last_mut().is_some_and(|last| extend_ack(last, *seq))) {
+                    writes.push(Write::Ack(*seq));
+                }
+            }
             Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
             Command::SetMaxAge(ages) => self.max_age.clone_from(ages),
             Command::MarkPublished { rows, .. } => {
@@ -188,6 +198,20 @@ impl Planner {
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         Some(s.ts_ms.saturating_add(age_ms))
     }
+}
+
+/// Makes `last` (an acknowledgement) cover `seq` too when `seq` comes right after it.
+fn extend_ack(last: &mut Write<'_>, seq: u64) -> bool {
+    let (from, to) = match *last {
+        Write::Ack(seq) => (seq, seq),
+        Write::AckRange(from, to) => (from, to),
+        _ => return false,
+    };
+    if to.checked_add(1) != Some(seq) {
+        return false;
+    }
+    *last = Write::AckRange(from, seq);
+    true
 }
 
 impl GroupPlan<'_> {
@@ -544,6 +568,41 @@ mod tests {
             })
             .collect();
         assert_eq!(sweeps, [true, false, true, false, true]);
+    }
+
+    #[test]
+    fn consecutive_acks_of_the_group_become_one_range_in_channel_order() {
+        let mut planner = Planner::default();
+        let mut unwritten = Unwritten::default();
+        for seq in [3, 4] {
+            unwritten.ack(seq);
+        }
+        let commands = [
+            Command::Ack(5),
+            Command::Ack(6),
+            Command::Ack(7),
+            Command::Ack(9),
+            insert("q", NOW),
+            Command::Ack(10),
+            Command::Ack(11),
+            Command::Ack(11),
+            Command::Ack(u64::MAX),
+        ];
+        let plan = planner.plan(&commands, &unwritten, room(1, 0), NOW);
+        assert_eq!(
+            shape(&plan),
+            [
+                "ack 3..=4",
+                "ack 5..=7",
+                "ack 9",
+                "insert q",
+                "ack 10..=11",
+                "ack 11",
+                "ack 18446744073709551615"
+            ],
+            "never merged into the carried range, nor across another write"
+        );
+        assert_eq!(plan.carried, 1);
     }
 
     #[test]

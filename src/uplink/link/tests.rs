@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::config::{Qos, UplinkProfile};
+use crate::config::Qos;
 use crate::queue::{Delivery, QueueOptions, QueueReader, QueueWriter};
 use crate::sample::{Sample, Value};
 use crate::uplink::inbound::{self, Incoming};
@@ -119,22 +119,13 @@ impl FakeBroker {
 
 fn config(port: u16) -> UplinkConfig {
     UplinkConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: "t".into(),
         keep_alive: Duration::from_secs(10),
         topic_prefix: "p".into(),
         reconnect_initial: Duration::from_secs(1),
         reconnect_max: Duration::from_secs(1),
-        tls: None,
-        username: None,
-        password_file: None,
-        session: SessionMode::Persistent,
         response_timeout: Duration::from_secs(5),
         max_inflight: 8,
-        max_rate: None,
-        broker: Default::default(),
-        profile: UplinkProfile::Json,
+        ..UplinkConfig::plain("127.0.0.1", port, "t")
     }
 }
 
@@ -345,24 +336,31 @@ async fn missing_puback_tears_the_link_down_within_response_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn publish_records_its_packet_id_and_puback_deletes_the_row() {
+async fn qos1_ids_are_not_recorded_and_puback_deletes_the_row() {
     let (rig, mut broker) = Rig::connected_with(2, Qos::AtLeastOnce).await;
     let a = broker.expect_publish().await;
     let b = broker.expect_publish().await;
     assert_eq!((a.qos, a.dup), (QoS::AtLeastOnce, false));
-    // QoS 1 ids are recorded with the next group: poll the file synchronously (an async wait
-    // would let paused time jump to the response deadline while the writer thread commits).
+    broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
+    rig.stats_until("a's PUBACK handed to the queue", |s| s.acked == 1)
+        .await;
+    // Poll the file synchronously until a's delete committed (an async wait would let paused
+    // time jump to the response deadline while the writer thread commits). Anything recorded
+    // for b was sent to the writer before b's PUBLISH was written, so before a's ack.
     let mut rows = rig.rows();
     for _ in 0..5000 {
-        if rows.iter().all(|r| r.delivery != Delivery::Queued) {
+        if rows.len() == 1 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
         rows = rig.rows();
     }
-    assert_eq!(rows[0].delivery, Delivery::Published { pkid: a.pkid });
-    assert_eq!(rows[1].delivery, Delivery::Published { pkid: b.pkid });
-    broker.send(Packet::PubAck(PubAck::new(a.pkid))).await;
+    assert_eq!(rows.len(), 1, "a's PUBACK deleted it");
+    assert_eq!(
+        rows[0].delivery,
+        Delivery::Queued,
+        "b is in flight, its id not recorded"
+    );
     broker.send(Packet::PubAck(PubAck::new(b.pkid))).await;
     rig.stop_drained().await;
 }
@@ -385,14 +383,16 @@ async fn counters_follow_publishes_acks_a_lost_link_and_the_resend() {
     // The broker drops the connection with b unacknowledged; the session survives.
     drop(broker);
     let mut broker = FakeBroker::connected(&rig.listener, true).await;
-    let again = broker.expect_publish().await;
-    assert_eq!((again.pkid, again.dup), (b.pkid, true));
     broker.expect_birth().await;
+    // A QoS 1 row's id is not recorded: the resumed session sends it again as new, same seq.
+    let again = broker.expect_publish().await;
+    assert!(!again.dup);
+    assert_eq!(seq_of(&again), seq_of(&b));
     rig.stats_until("a loss, a reconnect and a resend", |s| {
-        (s.disconnects, s.connects, s.resent, s.published) == (1, 2, 1, 2)
+        (s.disconnects, s.connects, s.resent, s.published) == (1, 2, 1, 3)
     })
     .await;
-    broker.send(Packet::PubAck(PubAck::new(b.pkid))).await;
+    broker.send(Packet::PubAck(PubAck::new(again.pkid))).await;
     rig.stats_until("both rows acknowledged", |s| {
         (s.acked, s.inflight) == (2, 0)
     })
@@ -425,7 +425,12 @@ async fn qos2_publish_and_pubrec_are_committed_before_the_wire_and_pubcomp_delet
     rig.stop_drained().await;
 }
 
-/// Stores rows 1 (QoS 1, PUBLISH sent as id 7), 2 (QoS 2, PUBREC received as id 8) and 3
+fn seq_of(p: &Publish) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    v["seq"].as_u64().unwrap()
+}
+
+/// Stores rows 1 (QoS 1, PUBLISH sent as id 7, as an older build recorded it), 2 (QoS 2, PUBREC received as id 8) and 3
 /// (QoS 2, queued), as a killed gateway leaves them.
 async fn killed_mid_session(rig: &Rig) {
     rig.push(1, Qos::AtLeastOnce).await;
@@ -469,6 +474,36 @@ async fn session_present_resends_publish_with_dup_and_original_id_and_pubrel() {
         Some(Packet::PubRel(PubRel::new(new.pkid)))
     );
     broker.send(Packet::PubComp(PubComp::new(new.pkid))).await;
+    rig.stop_drained().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumed_qos1_rows_go_out_as_new_under_ids_the_broker_does_not_hold() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    // Row 1: QoS 1, sent before the kill (its id was not recorded); row 2: QoS 2, sent as id 1,
+    // the first id a fresh session would hand out.
+    rig.push(1, Qos::AtLeastOnce).await;
+    rig.push(1, Qos::ExactlyOnce).await;
+    rig.queue.mark_published(vec![(2, 1)]).await.unwrap();
+    rig.start(config(rig.port()), None);
+    let mut broker = FakeBroker::connected(&rig.listener, true).await;
+    let qos2 = broker.expect_publish().await;
+    assert_eq!((qos2.pkid, qos2.dup, seq_of(&qos2)), (1, true, 2));
+    broker.expect_birth().await;
+    let qos1 = broker.expect_publish().await;
+    assert_eq!(
+        (qos1.qos, qos1.dup, seq_of(&qos1)),
+        (QoS::AtLeastOnce, false, 1)
+    );
+    assert_ne!(
+        qos1.pkid, 1,
+        "never an id the broker holds a PUBREC state for"
+    );
+    broker.send(Packet::PubAck(PubAck::new(qos1.pkid))).await;
+    broker.send(Packet::PubRec(PubRec::new(1))).await;
+    assert_eq!(broker.next().await, Some(Packet::PubRel(PubRel::new(1))));
+    broker.send(Packet::PubComp(PubComp::new(1))).await;
     rig.stop_drained().await;
 }
 

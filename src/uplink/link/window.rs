@@ -63,11 +63,11 @@ impl Link {
         Ok(packets)
     }
 
-    pub(super) fn render_again(&self, row: &StoredRow, pkid: u16) -> Packet {
+    pub(super) fn render_again(&mut self, row: &StoredRow, pkid: u16) -> Packet {
         let (qos, retain) = wire::row_flags(&row.entry);
         self.session.republish(
             pkid,
-            wire::row_topic(&self.config.topic_prefix, &row.entry),
+            self.topics.row(&row.entry),
             wire::row_payload(row),
             qos,
             retain,
@@ -75,7 +75,9 @@ impl Link {
     }
 
     /// Sends queued rows after the session's cursor while the window has room and the rate
-    /// limit allows: packet ids are committed before the PUBLISHes are written.
+    /// limit allows: packet ids are committed before the PUBLISHes are written. With
+    /// `drain: live_first` and a backlog on this connection, the live lane goes first
+    /// ([`Link::refill_lanes`]).
     pub(super) async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
             if self.stall.is_paused() {
@@ -88,6 +90,12 @@ impl Link {
                 return Ok(());
             }
             let n = self.session.room().min(self.rate.available(now));
+            if self.live_lane.is_some() {
+                if n == 0 || !self.refill_lanes(writer, n, last_seq, now).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             if n == 0 || (self.ahead.is_empty() && last_seq <= self.session.cursor()) {
                 return Ok(());
             }
@@ -99,87 +107,139 @@ impl Link {
                 }
             }
             let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
-            let wall = now_ms();
-            let cursor = self.session.cursor();
-            let mut expired = Vec::new();
-            let mut packets = Vec::with_capacity(rows.len());
-            let mut marks = Vec::with_capacity(rows.len());
-            let mut sent = Vec::with_capacity(rows.len());
-            let mut exactly_once = false;
-            for row in rows {
-                if row.expires_ms.is_some_and(|at| at <= wall) {
-                    expired.push(row.seq);
-                    self.session.skip_to(row.seq);
-                    continue;
-                }
-                let (qos, retain) = wire::row_flags(&row.entry);
-                exactly_once |= qos == Qos::ExactlyOnce;
-                let (packet, pkid) = self.session.publish_row(
-                    row.seq,
-                    wire::row_topic(&self.config.topic_prefix, &row.entry),
-                    wire::row_payload(&row),
-                    qos,
-                    retain,
-                    now,
-                )?;
-                packets.push(packet);
-                marks.push((row.seq, pkid));
-                sent.push(row);
-            }
-            if !expired.is_empty() {
-                self.queue.expire(expired).await?;
-            }
-            if !marks.is_empty() {
-                // QoS 2 ids must be on disk before the wire (a resend with another id would be a
-                // second message to the broker); QoS 1 ids only need to be there eventually.
-                if exactly_once {
-                    let gone = match self.queue.mark_published(marks.clone()).await {
-                        Ok(gone) => gone,
-                        Err(QueueError::Commit(error)) => {
-                            // Not on disk, so not on the wire: the rows wait for the retry.
-                            let pkids: Vec<u16> = marks.iter().map(|(_, pkid)| *pkid).collect();
-                            self.session.unsend(&pkids, cursor);
-                            for row in sent.into_iter().rev() {
-                                self.ahead.push_front(row);
-                            }
-                            self.pause(&error, now);
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    if !gone.is_empty() {
-                        // Evicted or expired after the fetch: never put on the wire, so the
-                        // broker cannot hold an id the store does not know.
-                        debug!(
-                            rows = gone.len(),
-                            "rows dropped after their fetch are not sent"
-                        );
-                        let mut kept = Vec::with_capacity(packets.len());
-                        for ((seq, pkid), packet) in marks.iter().zip(packets) {
-                            if gone.contains(seq) {
-                                self.session.cancel_row(*pkid);
-                            } else {
-                                kept.push(packet);
-                            }
-                        }
-                        packets = kept;
-                    }
-                } else {
-                    self.queue.record_published(marks).await?;
-                }
-                self.rate.take(packets.len(), now);
-                writer.write(&packets).await?;
-                self.stats.published(packets.len());
-                self.flowed(now);
+            if !self.send_batch(writer, rows, Lane::Backlog, now).await? {
+                return Ok(());
             }
         }
     }
 
-    /// Fills the read-ahead from the queue, after the session's cursor. Ahead of the window: a
-    /// fetch waits for the writer's current commit (an fsync), so one fetch per window slot
-    /// would make the drain fsync-bound.
-    async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
-        let limit = usize::from(self.config.inflight_window()).max(64) * 4;
+    /// Publishes `rows` of one lane (in `seq` order); false when the link paused instead
+    /// (the rows went back to their read-ahead).
+    pub(super) async fn send_batch(
+        &mut self,
+        writer: &mut PacketWriter,
+        rows: Vec<StoredRow>,
+        lane: Lane,
+        now: Instant,
+    ) -> Result<bool, UplinkError> {
+        let wall = now_ms();
+        let cursor = self.session.cursor();
+        let live_cursor = self.live_lane.as_ref().map(|l| l.cursor);
+        let mut expired = Vec::new();
+        let mut packets = Vec::with_capacity(rows.len());
+        // Every row's (seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the module
+        // doc of `super`), but a failed record takes the whole batch back.
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.expires_ms.is_some_and(|at| at <= wall) {
+                expired.push(row.seq);
+                self.handed_out(lane, row.seq);
+                continue;
+            }
+            let (qos, retain) = wire::row_flags(&row.entry);
+            let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+            let (packet, pkid) = match lane {
+                Lane::Backlog => self
+                    .session
+                    .publish_row(row.seq, topic, payload, qos, retain, now)?,
+                Lane::Live => self
+                    .session
+                    .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
+            };
+            self.handed_out(lane, row.seq);
+            if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
+                live.inflight.insert(row.seq);
+            }
+            packets.push(packet);
+            ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
+            sent.push(row);
+        }
+        if !expired.is_empty() {
+            self.queue.expire(expired).await?;
+        }
+        if packets.is_empty() {
+            return Ok(true);
+        }
+        // QoS 2 ids must be on disk before the wire (a resend with another id would be a
+        // second message to the broker); QoS 1 ids are not recorded at all.
+        let marks: Vec<(u64, u16)> = ids
+            .iter()
+            .filter(|(_, _, exactly_once)| *exactly_once)
+            .map(|(seq, pkid, _)| (*seq, *pkid))
+            .collect();
+        if !marks.is_empty() {
+            let gone = match self.queue.mark_published(marks).await {
+                Ok(gone) => gone,
+                Err(QueueError::Commit(error)) => {
+                    // Not on disk, so not on the wire: the rows wait for the retry.
+                    let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
+                    self.session.unsend(&pkids, cursor);
+                    let ahead = match (lane, self.live_lane.as_mut()) {
+                        (Lane::Live, Some(live)) => {
+                            live.cursor = live_cursor.unwrap_or(live.cursor);
+                            for (seq, _, _) in &ids {
+                                live.inflight.remove(seq);
+                            }
+                            &mut live.ahead
+                        }
+                        _ => &mut self.ahead,
+                    };
+                    for row in sent.into_iter().rev() {
+                        ahead.push_front(row);
+                    }
+                    self.pause(&error, now);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !gone.is_empty() {
+                // Evicted or expired after the fetch: never put on the wire, so the broker
+                // cannot hold an id the store does not know.
+                debug!(
+                    rows = gone.len(),
+                    "rows dropped after their fetch are not sent"
+                );
+                let mut kept = Vec::with_capacity(packets.len());
+                for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
+                    if gone.contains(seq) {
+                        self.session.cancel_row(*pkid);
+                        if let Some(live) = self.live_lane.as_mut() {
+                            live.inflight.remove(seq);
+                        }
+                    } else {
+                        kept.push(packet);
+                    }
+                }
+                packets = kept;
+            }
+        }
+        let again = ids
+            .iter()
+            .filter(|(seq, ..)| *seq <= self.resend_up_to)
+            .count();
+        self.handed_max = ids
+            .iter()
+            .fold(self.handed_max, |max, (seq, ..)| max.max(*seq));
+        self.rate.take(packets.len(), now);
+        writer.write(&packets).await?;
+        self.stats.published(packets.len());
+        self.stats.resent(again);
+        self.flowed(now);
+        Ok(true)
+    }
+
+    /// Row `seq` of `lane` was sent or skipped: its lane's cursor moves past it.
+    fn handed_out(&mut self, lane: Lane, seq: u64) {
+        match (lane, self.live_lane.as_mut()) {
+            (Lane::Live, Some(live)) => live.cursor = live.cursor.max(seq),
+            _ => self.session.skip_to(seq),
+        }
+    }
+
+    /// Fills the read-ahead from the queue, after the session's cursor (see [`read_ahead_rows`]).
+    pub(super) async fn read_ahead(&mut self, last_seq: u64) -> Result<Fetched, UplinkError> {
+        let limit = read_ahead_rows(self.config.inflight_window());
         match self.queue.fetch(self.session.cursor(), limit).await {
             Ok(rows) if rows.is_empty() => {
                 // Everything up to last_seq was acknowledged or dropped meanwhile.
@@ -190,19 +250,29 @@ impl Link {
                 self.ahead.extend(rows);
                 Ok(Fetched::Rows)
             }
-            // A row that cannot be decoded can never be published. It is skipped, not deleted,
-            // so it stays in the file for inspection; everything after it flows.
-            Err(QueueError::Decode {
-                seq,
-                column,
-                reason,
-            }) => {
-                error!(seq, column, %reason, "skipping an undecodable queue row");
-                self.stats.skipped_row();
+            Err(e) => {
+                let seq = self.undecodable(e)?;
                 self.session.skip_to(seq);
                 Ok(Fetched::Skipped)
             }
-            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A fetch failed: for a row that cannot be decoded (it can never be published; it is
+    /// skipped, not deleted, so it stays in the file for inspection and everything after it
+    /// flows) its `seq`, logged and counted; any other error as is.
+    pub(super) fn undecodable(&self, error: QueueError) -> Result<u64, UplinkError> {
+        match error {
+            QueueError::Decode {
+                seq,
+                column,
+                reason,
+            } => {
+                error!(seq, column, %reason, "skipping an undecodable queue row");
+                self.stats.skipped_row();
+                Ok(seq)
+            }
+            e => Err(e.into()),
         }
     }
 
@@ -265,12 +335,46 @@ impl Link {
     }
 }
 
+/// Rows one read-ahead fetch asks for: [`READ_AHEAD_ROWS`], and never less than four windows.
+/// A fetch is a round trip to the writer thread that waits for its current commit (an fsync):
+/// with a few windows per fetch a steady drain spends a good part of each row's cost waiting
+/// for fetches (about 64 rows per fsync); 4,096 rows make it one wait per 4,096 rows, at a few
+/// hundred KiB of decoded rows held at most.
+pub(super) fn read_ahead_rows(max_inflight: u16) -> usize {
+    READ_AHEAD_ROWS.max(usize::from(max_inflight) * 4)
+}
+
+/// See [`read_ahead_rows`].
+const READ_AHEAD_ROWS: usize = 4096;
+
+/// Which lane a batch of rows belongs to (see [`crate::uplink::share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// After the session's cursor, in `seq` order: every row with `drain: in_order`.
+    Backlog,
+    /// Committed since the connection came up, sent ahead of the backlog (`live_first`).
+    Live,
+}
+
 /// What a read-ahead fetch found.
-enum Fetched {
+pub(super) enum Fetched {
     /// Rows, now in the read-ahead.
     Rows,
     /// None: everything up to the last commit was acknowledged or dropped meanwhile.
     Nothing,
     /// An undecodable row, skipped: fetch again.
     Skipped,
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::read_ahead_rows;
+
+    #[test]
+    fn read_ahead_is_thousands_of_rows_and_never_less_than_four_windows() {
+        assert_eq!(read_ahead_rows(64), 4096);
+        assert_eq!(read_ahead_rows(1), 4096);
+        assert_eq!(read_ahead_rows(2000), 8000);
+        assert_eq!(read_ahead_rows(u16::MAX), 4 * usize::from(u16::MAX));
+    }
 }
