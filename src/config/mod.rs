@@ -52,6 +52,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub mod access;
+mod batch;
 mod broker;
 mod broker_fit;
 mod bus;
@@ -101,6 +102,7 @@ pub use device::{
     Coalesce, DeviceConfig, Planning, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_GAP, DEFAULT_OFFLINE_AFTER,
     DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_ID, MIN_POLL_INTERVAL,
 };
+pub use batch::{Batching, DEFAULT_MAX_PACKET};
 pub use drain::{DrainOrder, DEFAULT_LIVE_SHARE, MAX_LIVE_SHARE};
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::GatewayConfig;
@@ -364,6 +366,15 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         let names = devices.iter().map(|device| device.name.as_str());
         remote::refuse_config_device(remote_config.as_ref(), names, issues);
     }
+    if let (Some(uplink), Some(devices)) = (&uplink, &devices) {
+        batch::refuse_batch_conflicts(
+            uplink.batch,
+            uplink.drain != DrainOrder::InOrder,
+            matches!(uplink.profile, UplinkProfile::Sparkplug(_)),
+            devices.iter().map(|device| device.name.as_str()),
+            issues,
+        );
+    }
     if let Some(uplink) = &uplink {
         if matches!(uplink.profile, UplinkProfile::Sparkplug(_))
             && uplink.drain != DrainOrder::InOrder
@@ -431,6 +442,7 @@ mod tests {
                 broker: Broker::Generic,
                 profile: UplinkProfile::Json,
                 drain: Default::default(),
+                batch: Default::default(),
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -608,6 +620,7 @@ mod tests {
         "uplink",
         "sparkplug",
         "drain",
+        "batch",
         "metrics",
         "gateway",
         "client",
