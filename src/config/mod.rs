@@ -86,6 +86,7 @@ pub(crate) mod testing;
 pub mod units;
 mod uplink;
 
+pub use batch::{Batching, DEFAULT_MAX_PACKET};
 pub use broker::{drain_rate_under, Broker, BrokerLimits};
 pub use bus::{
     BusConfig, BusKind, LineSettings, Parity, SerialSettings, StopBits, DEFAULT_BAUD_RATE,
@@ -102,7 +103,6 @@ pub use device::{
     Coalesce, DeviceConfig, Planning, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_GAP, DEFAULT_OFFLINE_AFTER,
     DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_ID, MIN_POLL_INTERVAL,
 };
-pub use batch::{Batching, DEFAULT_MAX_PACKET};
 pub use drain::{DrainOrder, DEFAULT_LIVE_SHARE, MAX_LIVE_SHARE};
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::GatewayConfig;

@@ -239,7 +239,9 @@ mod tests {
             batch_element(&s("a\"b", 1.0, 12), 4712),
         ];
         let payload = batch_payload(12, &elements);
-        assert!(payload.len() <= elements.iter().map(|e| e.len() + 1).sum::<usize>() + BATCH_ENVELOPE);
+        assert!(
+            payload.len() <= elements.iter().map(|e| e.len() + 1).sum::<usize>() + BATCH_ENVELOPE
+        );
         assert_eq!(
             json(&payload),
             serde_json::json!({"ts": 12, "samples": [
@@ -247,7 +249,10 @@ mod tests {
                 {"point": "a\"b", "value": 1.0, "ts": 12, "seq": 4712},
             ]})
         );
-        assert_eq!(batch_topic("fieldrelay/gw", "boiler"), "fieldrelay/gw/boiler");
+        assert_eq!(
+            batch_topic("fieldrelay/gw", "boiler"),
+            "fieldrelay/gw/boiler"
+        );
     }
 
     fn formatted(s: &Sample, seq: Option<u64>) -> String {

@@ -270,7 +270,9 @@ impl Session {
 
     /// Builds one QoS 1 PUBLISH for the queue rows `seqs` (a batch, in increasing `seq`) with a
     /// new packet id: one window slot, and its PUBACK releases every row
-    /// ([`Released::Rows`]). QoS 2 rows are not batched (their ids are recorded per row).
+    /// ([`Released::Rows`]). QoS 2 rows are not batched (their ids are recorded per row). The
+    /// cursor stays where it is: batches of several devices interleave in `seq`, so the link
+    /// moves it ([`Session::skip_to`]) once every row of its step is handed out.
     pub fn publish_rows(
         &mut self,
         seqs: Vec<u64>,
@@ -278,13 +280,11 @@ impl Session {
         payload: Bytes,
         now: Instant,
     ) -> Result<(Packet, u16), SessionError> {
-        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+        let Some(&first) = seqs.first() else {
             return Err(SessionError::WindowFull);
         };
-        debug_assert!(first > self.cursor, "rows must be offered in seq order");
         let (packet, pkid) =
             self.publish_fresh(first, topic, payload, Qos::AtLeastOnce, false, now)?;
-        self.cursor = self.cursor.max(last);
         self.batches.insert(pkid, seqs);
         Ok((packet, pkid))
     }

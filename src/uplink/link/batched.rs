@@ -26,7 +26,7 @@ const PUBLISH_OVERHEAD: usize = 9;
 /// Rows of one message: alone, or a batch with each row's element.
 pub(super) struct Unit {
     pub rows: Vec<StoredRow>,
-    /// Empty for a row that goes alone.
+    /// Each row's batch element; empty for a row that goes alone on its own topic.
     pub elements: Vec<Vec<u8>>,
 }
 
@@ -68,7 +68,9 @@ impl Link {
             .map(|message| {
                 let rows: Vec<StoredRow> =
                     message.iter().filter_map(|&i| slots[i].take()).collect();
-                let elements = if rows.len() > 1 {
+                // A batchable row alone is a batch of one: a device's samples all go on
+                // `P/<device>`, whatever the window and the rate limit allowed this step.
+                let elements = if rows.first().and_then(batch_key).is_some() {
                     rows.iter().filter_map(element).collect()
                 } else {
                     Vec::new()

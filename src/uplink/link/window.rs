@@ -154,6 +154,7 @@ impl Link {
         // module doc of `super`), but a failed record takes the whole batch back.
         let mut ids = Vec::with_capacity(units.len());
         let mut sent = Vec::with_capacity(units.len());
+        let mut batched = Vec::new();
         for unit in units {
             if !unit.elements.is_empty() {
                 let (topic, payload) = self.render_batch(&unit);
@@ -162,6 +163,7 @@ impl Link {
                 let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
                 packets.push(packet);
                 ids.push((first, pkid, false));
+                batched.extend(unit.rows.iter().map(|row| row.seq));
                 sent.extend(unit.rows);
                 continue;
             }
@@ -186,7 +188,7 @@ impl Link {
             }
         }
         // After the sent rows: the session's cursor only moves forward while rows go out.
-        for seq in &expired {
+        for seq in expired.iter().chain(&batched) {
             self.handed_out(lane, *seq);
         }
         if !expired.is_empty() {
