@@ -622,6 +622,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_takes_one_id_and_slot_and_its_puback_releases_every_row() {
+        let mut s = new(2);
+        let now = Instant::now();
+        let (packet, pkid) = s
+            .publish_rows(vec![3, 5, 9], "t/d".into(), Bytes::from_static(b"{}"), now)
+            .unwrap();
+        assert_eq!(pkid_of(&packet), pkid);
+        assert_eq!((s.inflight(), s.room()), (1, 1));
+        let single = row(&mut s, 10, Qos::AtLeastOnce);
+        assert_eq!(s.on_puback(pkid), Ok(Released::Rows(vec![3, 5, 9])));
+        assert_eq!(s.on_puback(single), Ok(Released::Row(10)));
+        // A cancelled batch and a new connection forget their rows.
+        let (_, cancelled) = s
+            .publish_rows(vec![11, 12], "t/d".into(), Bytes::new(), now)
+            .unwrap();
+        s.cancel_row(cancelled);
+        assert_eq!(s.room(), 2);
+        let (_, lost) = s
+            .publish_rows(vec![13, 14], "t/d".into(), Bytes::new(), now)
+            .unwrap();
+        s.on_connected();
+        assert_eq!(
+            s.on_puback(lost),
+            Err(SessionError::UnknownPacketId { pkid: lost })
+        );
+    }
+
+    #[test]
     fn publish_qos2_then_pubrec_asks_to_persist_then_pubcomp_releases() {
         let mut s = new(8);
         let pkid = row(&mut s, 3, Qos::ExactlyOnce);
