@@ -38,13 +38,17 @@ pub struct Plan {
     pub taken: usize,
 }
 
-/// Groups a prefix of `items` into at most `max_messages` messages (see the module doc).
-pub fn plan<K: Eq + Hash + Clone>(items: &[Item<K>], max_messages: usize) -> Plan {
+/// Groups a prefix of `items` into at most `max_messages` messages (see the module doc). Reads
+/// `items` only as far as the prefix goes, so a caller may size rows lazily.
+pub fn plan<K: Eq + Hash + Clone>(
+    items: impl IntoIterator<Item = Item<K>>,
+    max_messages: usize,
+) -> Plan {
     let mut messages: Vec<Vec<usize>> = Vec::new();
     // The open message of each key: its index in `messages` and the bytes its elements take.
     let mut open: HashMap<K, (usize, usize)> = HashMap::new();
     let mut taken = 0;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let Some(key) = &item.key else {
             if messages.len() == max_messages {
                 break;
@@ -93,7 +97,7 @@ mod tests {
             item(None, 10),
             item(Some(2), 10),
         ];
-        let plan = plan(&items, 10);
+        let plan = plan(items, 10);
         assert_eq!(plan.messages, vec![vec![0, 2], vec![1, 4], vec![3]]);
         assert_eq!(plan.taken, 5);
     }
@@ -102,13 +106,16 @@ mod tests {
     fn a_full_message_closes_and_the_window_bounds_the_prefix() {
         // 30 + 1 + 30 + 1 + 30 = 92 fits 100; the fourth opens a new message.
         let items: Vec<_> = (0..5).map(|_| item(Some(1), 30)).collect();
-        assert_eq!(plan(&items, 10).messages, vec![vec![0, 1, 2], vec![3, 4]]);
-        let one = plan(&items, 1);
+        assert_eq!(
+            plan(items.clone(), 10).messages,
+            vec![vec![0, 1, 2], vec![3, 4]]
+        );
+        let one = plan(items.clone(), 1);
         assert_eq!((one.messages, one.taken), (vec![vec![0, 1, 2]], 3));
-        assert_eq!(plan(&items, 0).taken, 0);
+        assert_eq!(plan(items, 0).taken, 0);
         // Larger than the limit alone: still sent, alone.
         let big = [item(Some(1), 500), item(Some(1), 10)];
-        assert_eq!(plan(&big, 10).messages, vec![vec![0], vec![1]]);
+        assert_eq!(plan(big, 10).messages, vec![vec![0], vec![1]]);
     }
 
     proptest! {
@@ -118,7 +125,7 @@ mod tests {
             max_messages in 0usize..12,
         ) {
             let items: Vec<_> = rows.iter().map(|(k, s)| item(*k, *s)).collect();
-            let plan = plan(&items, max_messages);
+            let plan = plan(items.clone(), max_messages);
             prop_assert!(plan.messages.len() <= max_messages);
             let mut seen: Vec<usize> = plan.messages.iter().flatten().copied().collect();
             seen.sort_unstable();

@@ -35,7 +35,7 @@ impl Link {
     pub(super) fn rows_for(&self, ahead: &mut VecDeque<StoredRow>, n: usize) -> usize {
         match self.config.batch_limit() {
             None => n.min(ahead.len()),
-            Some(limit) => plan(&self.items(ahead.make_contiguous(), limit), n).taken,
+            Some(limit) => plan(self.items(ahead.make_contiguous(), limit), n).taken,
         }
     }
 
@@ -59,7 +59,7 @@ impl Link {
                 .collect();
             return (units, rest);
         };
-        let plan = plan(&self.items(&rows, limit), max_messages);
+        let plan = plan(self.items(&rows, limit), max_messages);
         let mut slots: Vec<Option<StoredRow>> = rows.into_iter().map(Some).collect();
         let rest = slots.split_off(plan.taken).into_iter().flatten().collect();
         let units = plan
@@ -99,24 +99,28 @@ impl Link {
         )
     }
 
-    fn items(&self, rows: &[StoredRow], limit: u32) -> Vec<Item<Arc<str>>> {
+    /// The planner's view of `rows`, sized lazily (the planner stops at its prefix).
+    fn items<'r>(
+        &self,
+        rows: &'r [StoredRow],
+        limit: u32,
+    ) -> impl Iterator<Item = Item<Arc<str>>> + 'r {
         let prefix = self.config.topic_prefix.len();
-        rows.iter()
-            .map(|row| match batch_key(row) {
-                Some(device) => Item {
-                    size: element(row).map_or(0, |e| e.len()),
-                    limit: usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(
-                        prefix + 1 + device.len() + PUBLISH_OVERHEAD + wire::BATCH_ENVELOPE,
-                    ),
-                    key: Some(device),
-                },
-                None => Item {
-                    key: None,
-                    size: 0,
-                    limit: 0,
-                },
-            })
-            .collect()
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        rows.iter().map(move |row| match batch_key(row) {
+            Some(device) => Item {
+                size: element(row).map_or(0, |e| e.len()),
+                limit: limit.saturating_sub(
+                    prefix + 1 + device.len() + PUBLISH_OVERHEAD + wire::BATCH_ENVELOPE,
+                ),
+                key: Some(device),
+            },
+            None => Item {
+                key: None,
+                size: 0,
+                limit: 0,
+            },
+        })
     }
 }
 
