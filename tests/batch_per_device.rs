@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +21,6 @@ use common::{wait_until, Gateway, Mosquitto, Subscriber};
 use fieldrelay::config::Qos;
 use fieldrelay::queue::{Queue, QueueOptions, QueueReader};
 use fieldrelay::sample::{Sample, Value};
-use fieldrelay::simulator::{Registers, Simulator};
 use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "fieldrelay/test-gw";
@@ -74,26 +72,6 @@ async fn wait_empty(data: &Path) {
     .unwrap();
 }
 
-/// Publishes probes until one comes back: the subscription is then in place.
-async fn subscribed(sub: &mut Subscriber, port: u16) {
-    let probe = format!("{PREFIX}/probe");
-    for _ in 0..50 {
-        let _ = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-q", "1", "-t", &probe, "-m", "{}"])
-            .status();
-        if sub
-            .try_until(Duration::from_millis(200), |seen| {
-                seen.iter().any(|m| m.topic == probe)
-            })
-            .await
-        {
-            return;
-        }
-    }
-    panic!("the subscription never took effect");
-}
-
 struct Rig {
     _dir: tempfile::TempDir,
     data: PathBuf,
@@ -109,15 +87,8 @@ async fn rig(name: &str, rows: u64, uplink_keys: &str) -> Rig {
     fill(&data, rows).await;
     let broker = Mosquitto::start(dir.path());
     let mut sub = Subscriber::connect(broker.port, name, &[&format!("{PREFIX}/#")]).await;
-    subscribed(&mut sub, broker.port).await;
-    let regs = Registers::default();
-    regs.set_holding(1, 0, &[1]);
-    let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs)
-        .await
-        .unwrap();
-    let device = sim.local_addr().port();
-    let stop_sim = CancellationToken::new();
-    tokio::spawn(sim.run(stop_sim.clone()));
+    common::subscribed(&mut sub, broker.port, &format!("{PREFIX}/probe")).await;
+    let (_regs, device, stop_sim) = common::start_simulator().await;
     // A QoS 0 point only: the backlog is all the queue holds.
     let config = common::write_config(
         dir.path(),

@@ -136,10 +136,8 @@ mod tests {
     use crate::config::testing::{errors, VALID};
 
     fn with(keys: &str) -> String {
-        VALID.replace(
-            "  url: mqtt://broker.local\n",
-            &format!("  url: mqtt://broker.local\n{keys}"),
-        )
+        let url = "  url: mqtt://broker.local\n";
+        crate::config::testing::with(&[(url, &format!("{url}{keys}"))])
     }
 
     #[test]
