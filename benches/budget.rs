@@ -10,7 +10,12 @@
 //!   integers up, bools every 5 s, so the budget's worst case for `on_change` (a change every
 //!   poll) is an upper bound here;
 //! - **every_poll**: the same devices with every point `every_poll`, the traffic the model
-//!   assumes: how close the byte model is.
+//!   assumes: how close the byte model is;
+//! - **per_device**: `every_poll` with `uplink.batch: per_device` (each poll's QoS 1 samples of
+//!   a device as one message; the QoS 0 and QoS 2 points as before): the bytes batching saves,
+//!   as the ratio of its proxy bytes to `every_poll`'s in the same run;
+//! - **20 points** and **20 per_device**: one device of 20 QoS 1 `f32` points published every
+//!   poll (1 s), `batch: none` then `per_device`: bytes per sample on the wire, and their ratio.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs 3 s of the second row as a
 //! smoke test. Needs `mosquitto` (scripts/test-deps.sh).
@@ -51,9 +56,23 @@ fn main() -> BenchResult<()> {
         })
         .map(|line| format!("{line}\n"))
         .collect();
+    let per_device = every_poll.replacen(
+        "  url: mqtt://127.0.0.1:1883\n",
+        "  url: mqtt://127.0.0.1:1883\n  batch: per_device\n",
+        1,
+    );
+    let twenty = twenty_points(&shipped);
+    let twenty_batched = twenty.replacen(
+        "  url: mqtt://127.0.0.1:1883\n",
+        "  url: mqtt://127.0.0.1:1883\n  batch: per_device\n",
+        1,
+    );
     let mut cases = vec![("every_poll", every_poll)];
     if full {
         cases.insert(0, ("as shipped", shipped));
+        cases.push(("per_device", per_device));
+        cases.push(("20 points", twenty));
+        cases.push(("20 per_device", twenty_batched));
     }
     println!(
         "bytes through a counting proxy (TLS, both directions) vs `check --budget`, {secs} s each"
@@ -66,6 +85,7 @@ fn main() -> BenchResult<()> {
         "|{:-<14}|{:->14}|{:->14}|{:->14}|{:->16}|",
         "", "", "", "", ""
     );
+    let mut every_poll_bytes = None;
     for (name, text) in cases {
         let dir = base.path().join(name.replace(' ', "_"));
         let (proxy, budget) = rt.block_on(run(&dir, &text, Duration::from_secs(secs)))?;
@@ -77,8 +97,43 @@ fn main() -> BenchResult<()> {
         if proxy == 0 {
             return Err(format!("{name}: nothing crossed the proxy").into());
         }
+        if name.starts_with("20 ") {
+            // 20 samples per poll of 1 s.
+            let samples = 20.0 * secs as f64;
+            println!("{name}: {:.1} bytes/sample", proxy as f64 / samples);
+        }
+        match name {
+            "every_poll" | "20 points" => every_poll_bytes = Some(proxy),
+            "per_device" | "20 per_device" => {
+                if let Some(base) = every_poll_bytes {
+                    println!(
+                        "{name} / batch none, proxy bytes: {:.3}",
+                        proxy as f64 / base as f64
+                    );
+                }
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// The example's sections before `devices`, and one device of 20 QoS 1 `f32` holding
+/// registers published every poll.
+fn twenty_points(shipped: &str) -> String {
+    let head = shipped.split("\ndevices:\n").next().unwrap_or(shipped);
+    let mut text = format!(
+        "{head}\ndevices:\n  - name: boiler\n    bus: plc1\n    unit_id: 1\n    \
+         poll_interval: 1s\n    points:\n"
+    );
+    for i in 0..20 {
+        text.push_str(&format!(
+            "      - {{name: p{i}, table: holding, address: {}, type: f32, qos: 1, publish: \
+             every_poll}}\n",
+            i * 2
+        ));
+    }
+    text
 }
 
 /// Runs `config` (the example's text) for `duration`; returns the bytes the proxy counted and

@@ -188,6 +188,9 @@ pub fn estimate(config: &Config) -> Budget {
         let mut device_flow = Flow::default();
         let mut device_messages = 0.0;
         // The queued samples of one poll share a write per QoS; QoS 0 ones are writes each.
+        // With `batch: per_device` the QoS 1 non-retained ones are one message (key BATCHED),
+        // each sized by its element in that message.
+        let batch_limit = config.uplink.batch_limit();
         let mut batches: BTreeMap<u8, Vec<(String, u64)>> = BTreeMap::new();
         for point in &device.points {
             // every_poll and the worst case of on_change are alike: a sample every poll.
@@ -203,6 +206,14 @@ pub fn estimate(config: &Config) -> Budget {
             let queued = point.qos != Qos::AtMostOnce;
             let topic = wire::sample_topic(prefix, &sample);
             let payload = wire::sample_payload(&sample, queued.then_some(SEQ));
+            if batch_limit.is_some() && point.qos == Qos::AtLeastOnce && !point.retain {
+                let element = wire::batch_element(&sample, SEQ).len() + 1;
+                batches
+                    .entry(BATCHED)
+                    .or_default()
+                    .push((point.name.clone(), element as u64));
+                continue;
+            }
             let size = publish_size(topic.len(), payload.len(), point.qos);
             batches
                 .entry(point.qos as u8)
@@ -210,9 +221,10 @@ pub fn estimate(config: &Config) -> Budget {
                 .push((point.name.clone(), size));
         }
         for (qos, batch) in batches {
+            let key = qos;
             let qos = match qos {
                 0 => Qos::AtMostOnce,
-                1 => Qos::AtLeastOnce,
+                1 | BATCHED => Qos::AtLeastOnce,
                 _ => Qos::ExactlyOnce,
             };
             let writes: Vec<&[(String, u64)]> = if qos == Qos::AtMostOnce {
@@ -221,11 +233,18 @@ pub fn estimate(config: &Config) -> Budget {
                 vec![&batch[..]]
             };
             for write in writes {
-                let packets: u64 = write.iter().map(|(_, size)| size).sum();
+                let own: u64 = write.iter().map(|(_, size)| size).sum();
                 let n = write.len() as u64;
-                let flow = framing.exchange(packets, n, qos).times(polls);
-                // Each point's share: its own packet, an equal part of the rest.
-                let overhead = flow.stream - packets as f64 * polls;
+                let (packets, messages) = match (key, batch_limit) {
+                    (BATCHED, Some(limit)) => {
+                        let topic = wire::batch_topic(prefix, &device.name).len();
+                        batched_packets(topic, own, limit)
+                    }
+                    _ => (own, n),
+                };
+                let flow = framing.exchange(packets, messages, qos).times(polls);
+                // Each point's share: its own packet (or element), an equal part of the rest.
+                let overhead = flow.stream - own as f64 * polls;
                 for (name, size) in write {
                     points.push(Line {
                         name: format!("{}/{name}", device.name),
@@ -238,7 +257,7 @@ pub fn estimate(config: &Config) -> Budget {
                     });
                 }
                 device_flow.add(flow);
-                device_messages += polls * n as f64;
+                device_messages += polls * messages as f64;
             }
         }
         lines.push(Line {
@@ -251,6 +270,23 @@ pub fn estimate(config: &Config) -> Budget {
     lines.extend(fixed_lines(config, framing));
     points.sort_by(|a, b| b.per_day.wire().total_cmp(&a.per_day.wire()));
     Budget { lines, points, tls }
+}
+
+/// The `batches` key of the QoS 1 samples `batch: per_device` sends together.
+const BATCHED: u8 = 255;
+
+/// MQTT bytes and messages of one poll's batched samples whose elements (each with its comma)
+/// take `elements` bytes, in PUBLISHes of at most `limit` bytes on a `topic`-byte topic.
+fn batched_packets(topic: usize, elements: u64, limit: u32) -> (u64, u64) {
+    // `{"ts":<13 digits>,"samples":[` and `]}`, less the comma the last element lacks.
+    let envelope = format!("{{\"ts\":{TS_MS},\"samples\":[]}}").len() as u64 - 1;
+    let room = u64::from(limit)
+        .saturating_sub(topic as u64 + 9 + envelope)
+        .max(1);
+    let messages = elements.div_ceil(room).max(1);
+    let payload = elements / messages + envelope;
+    let size = publish_size(topic, payload as usize, Qos::AtLeastOnce);
+    (size * messages, messages)
 }
 
 /// Health reports, keep-alive and connections.
@@ -519,6 +555,32 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
             qos2.lines[0].per_day.stream,
             base + (26.0 + 26.0) * 86_400.0
         );
+    }
+
+    #[test]
+    fn per_device_counts_one_message_of_elements_per_poll() {
+        let two = ONE_POINT.replace(
+            "type: bool}]",
+            "type: bool}, {name: q, table: coil, address: 1, type: bool}]",
+        );
+        let batched = two.replace(
+            "{url: 'mqtts://b'}",
+            "{url: 'mqtts://b', batch: per_device}",
+        );
+        let b = budget(&batched);
+        // "fieldrelay/gw/a", {"ts":<13>,"samples":[{"point":"p",<value,ts,seq>},{…"q"…}]}
+        let element = r#"{"point":"p","value":false,"ts":1765000000000,"seq":10000000}"#.len();
+        let payload = r#"{"ts":1765000000000,"samples":[]}"#.len() + 2 * element + 1;
+        // Over 127 bytes: a two-byte remaining length.
+        let publish = 1 + 2 + 2 + "fieldrelay/gw/a".len() + 2 + payload;
+        assert_eq!(b.lines[0].messages, 86_400.0);
+        assert_eq!(
+            b.lines[0].per_day.stream,
+            (publish + 22 + 4 + 22) as f64 * 86_400.0
+        );
+        // Two short-named points save nothing (a point's name in its element costs about what
+        // its own topic did, one PUBACK less): batching pays with many points per poll.
+        assert!(b.lines[0].per_day.stream > 0.9 * budget(&two).lines[0].per_day.stream);
     }
 
     #[test]

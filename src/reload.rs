@@ -221,6 +221,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         broker,
         profile,
         drain,
+        batch,
     } = new;
     let changed = [
         ("url", *host != old.host || *port != old.port),
@@ -245,6 +246,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ("broker", *broker != old.broker),
         ("profile", *profile != old.profile),
         ("drain", *drain != old.drain),
+        ("batch", *batch != old.batch),
     ];
     push_changed(keys, "uplink.", changed);
 }

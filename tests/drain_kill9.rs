@@ -67,27 +67,6 @@ fn seqs(sub: &Subscriber) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Publishes probes until one comes back: the subscription is then in place, and no row the
-/// gateway sends can reach the broker before it.
-async fn subscribed(sub: &mut Subscriber, port: u16) {
-    let probe = "fieldrelay/test-gw/probe";
-    for _ in 0..50 {
-        let _ = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-q", "1", "-t", probe, "-m", "{}"])
-            .status();
-        if sub
-            .try_until(Duration::from_millis(200), |seen| {
-                seen.iter().any(|m| m.topic == probe)
-            })
-            .await
-        {
-            return;
-        }
-    }
-    panic!("the subscription never took effect");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_in_the_middle_of_a_fast_drain_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +74,7 @@ async fn kill9_in_the_middle_of_a_fast_drain_loses_nothing() {
     fill(&data).await;
     let broker = Mosquitto::start(dir.path());
     let mut sub = Subscriber::connect(broker.port, "drain-kill9", &["fieldrelay/test-gw/#"]).await;
-    subscribed(&mut sub, broker.port).await;
+    common::subscribed(&mut sub, broker.port, "fieldrelay/test-gw/probe").await;
     let regs = Registers::default();
     regs.set_holding(1, 0, &[1]);
     let sim = Simulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), regs)

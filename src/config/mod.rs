@@ -52,6 +52,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub mod access;
+mod batch;
 mod broker;
 mod broker_fit;
 mod bus;
@@ -85,6 +86,7 @@ pub(crate) mod testing;
 pub mod units;
 mod uplink;
 
+pub use batch::{Batching, DEFAULT_MAX_PACKET};
 pub use broker::{drain_rate_under, Broker, BrokerLimits};
 pub use bus::{
     BusConfig, BusKind, LineSettings, Parity, SerialSettings, StopBits, DEFAULT_BAUD_RATE,
@@ -364,6 +366,15 @@ fn validate(raw: &RawConfig, issues: &mut Vec<error::Issue>) -> Option<Config> {
         let names = devices.iter().map(|device| device.name.as_str());
         remote::refuse_config_device(remote_config.as_ref(), names, issues);
     }
+    if let (Some(uplink), Some(devices)) = (&uplink, &devices) {
+        batch::refuse_batch_conflicts(
+            uplink.batch,
+            uplink.drain != DrainOrder::InOrder,
+            matches!(uplink.profile, UplinkProfile::Sparkplug(_)),
+            devices.iter().map(|device| device.name.as_str()),
+            issues,
+        );
+    }
     if let Some(uplink) = &uplink {
         if matches!(uplink.profile, UplinkProfile::Sparkplug(_))
             && uplink.drain != DrainOrder::InOrder
@@ -431,6 +442,7 @@ mod tests {
                 broker: Broker::Generic,
                 profile: UplinkProfile::Json,
                 drain: Default::default(),
+                batch: Default::default(),
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -608,6 +620,7 @@ mod tests {
         "uplink",
         "sparkplug",
         "drain",
+        "batch",
         "metrics",
         "gateway",
         "client",

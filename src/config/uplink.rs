@@ -12,6 +12,7 @@
 //!   max_inflight: 64
 //!   broker: generic                   # a profile of documented limits (`broker.rs`)
 //!   drain: in_order                   # in_order | live_first (see drain.rs)
+//!   batch: none                       # none | per_device, with max_packet (see batch.rs)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::batch::{validate_batch, Batching};
 use super::broker::{drain_rate_under, Broker};
 use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
@@ -90,6 +92,9 @@ pub struct UplinkConfig {
     pub profile: UplinkProfile,
     /// `drain` and `live_share`: the order of a backlog and fresh rows (see `drain.rs`).
     pub drain: DrainOrder,
+    /// `batch` and `max_packet`: one sample per message or a device's samples together (see
+    /// `batch.rs`).
+    pub batch: Batching,
 }
 
 impl UplinkConfig {
@@ -116,6 +121,21 @@ impl UplinkConfig {
             broker: Broker::default(),
             profile: UplinkProfile::Json,
             drain: DrainOrder::default(),
+            batch: Batching::None,
+        }
+    }
+
+    /// The largest batched PUBLISH: `max_packet`, lowered to the broker's payload limit;
+    /// `None` without batching.
+    pub fn batch_limit(&self) -> Option<u32> {
+        match self.batch {
+            Batching::None => None,
+            Batching::PerDevice { max_packet } => Some(
+                self.broker
+                    .limits()
+                    .max_payload
+                    .map_or(max_packet, |cap| cap.min(max_packet)),
+            ),
         }
     }
 
@@ -193,6 +213,8 @@ pub(crate) struct RawUplink {
     pub broker: Option<String>,
     pub drain: Option<String>,
     pub live_share: Option<i64>,
+    pub batch: Option<String>,
+    pub max_packet: Option<i64>,
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
@@ -266,6 +288,7 @@ pub(crate) fn validate_uplink(
         issues,
     );
     let drain = validate_drain(keys, &raw.drain, raw.live_share, issues);
+    let batch = validate_batch(keys, &raw.batch, raw.max_packet, issues);
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -286,6 +309,7 @@ pub(crate) fn validate_uplink(
         broker: broker?,
         profile: profile?,
         drain: drain?,
+        batch: batch?,
     })
 }
 

@@ -148,6 +148,48 @@ pub fn row_flags(entry: &Entry) -> (crate::config::Qos, bool) {
     }
 }
 
+/// `P/<device>`: the topic of a device's batched samples (`uplink.batch: per_device`).
+pub fn batch_topic(prefix: &str, device: &str) -> String {
+    format!("{prefix}/{device}")
+}
+
+/// One sample of a batch: `{"point":<name>,"value":<v>,"ts":<ms>,"seq":<u64>}`, the single
+/// sample's envelope with its point's name in front.
+pub fn batch_element(sample: &Sample, seq: u64) -> Vec<u8> {
+    let single = sample_payload(sample, Some(seq));
+    let point = serde_json::Value::from(&*sample.point).to_string();
+    let mut out = Vec::with_capacity(single.len() + point.len() + 10);
+    out.extend_from_slice(b"{\"point\":");
+    out.extend_from_slice(point.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(&single[1..]);
+    out
+}
+
+/// Bytes a batch payload adds around its elements besides their separating commas:
+/// `{"ts":<ms>,"samples":[` and `]}`, with room for any `ts`.
+pub const BATCH_ENVELOPE: usize = 40;
+
+/// A batch's payload: `{"ts":<ms>,"samples":[<element>,…]}`, `ts` the newest sample's.
+pub fn batch_payload(ts_ms: i64, elements: &[Vec<u8>]) -> Bytes {
+    let size: usize = elements.iter().map(|e| e.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + BATCH_ENVELOPE);
+    out.extend_from_slice(b"{\"ts\":");
+    if ts_ms < 0 {
+        out.push(b'-');
+    }
+    push_digits(&mut out, ts_ms.unsigned_abs());
+    out.extend_from_slice(b",\"samples\":[");
+    for (i, element) in elements.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(element);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
 pub fn status_topic(prefix: &str) -> String {
     format!("{prefix}/status")
 }
@@ -179,6 +221,37 @@ mod tests {
         assert_eq!(
             json(&sample_payload(&s, Some(42))),
             serde_json::json!({"value": 21.5, "ts": 1_700_000_000_123i64, "seq": 42})
+        );
+    }
+
+    #[test]
+    fn batch_payload_keeps_every_samples_point_ts_and_seq() {
+        let s = |point: &str, v: f64, ts: i64| Sample {
+            device: "boiler".into(),
+            point: point.into(),
+            value: Value::Float(v),
+            ts_ms: ts,
+            qos: Qos::AtLeastOnce,
+            retain: false,
+        };
+        let elements = [
+            batch_element(&s("temp", 21.5, 10), 4711),
+            batch_element(&s("a\"b", 1.0, 12), 4712),
+        ];
+        let payload = batch_payload(12, &elements);
+        assert!(
+            payload.len() <= elements.iter().map(|e| e.len() + 1).sum::<usize>() + BATCH_ENVELOPE
+        );
+        assert_eq!(
+            json(&payload),
+            serde_json::json!({"ts": 12, "samples": [
+                {"point": "temp", "value": 21.5, "ts": 10, "seq": 4711},
+                {"point": "a\"b", "value": 1.0, "ts": 12, "seq": 4712},
+            ]})
+        );
+        assert_eq!(
+            batch_topic("fieldrelay/gw", "boiler"),
+            "fieldrelay/gw/boiler"
         );
     }
 

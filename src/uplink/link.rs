@@ -549,6 +549,14 @@ impl Link {
                 self.stats.acked(1);
                 Ok(())
             }
+            Released::Rows(seqs) => {
+                for &seq in &seqs {
+                    self.live_released(seq);
+                    self.queue.ack(seq).await?;
+                }
+                self.stats.acked(seqs.len());
+                Ok(())
+            }
             Released::Status => Ok(()),
         }
     }
@@ -621,6 +629,7 @@ impl Link {
     }
 }
 
+mod batched;
 mod lanes;
 mod window;
 

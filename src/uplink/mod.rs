@@ -44,6 +44,7 @@
 //! a Sparkplug B 3.0 edge node on the same connection parts, the queue as its history store,
 //! rows deleted after a PINGRESP barrier instead of a PUBACK (see its module doc).
 
+pub mod batch;
 pub mod connection;
 pub mod inbound;
 pub mod link;

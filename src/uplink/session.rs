@@ -9,7 +9,8 @@
 //! - At most `max_inflight` queue rows are unacknowledged at once (status and subscribe packets
 //!   may exceed it by a few, so a full window never blocks a birth certificate).
 //! - A queue row is released ([`Released::Row`]) only by the PUBACK (QoS 1) or PUBCOMP (QoS 2)
-//!   for the id it holds. A PUBREC never releases; it asks the link to persist the new stage
+//!   for the id it holds. A batch (several QoS 1 rows in one PUBLISH, [`Session::publish_rows`])
+//!   holds one id and one window slot; its PUBACK releases all its rows ([`Released::Rows`]). A PUBREC never releases; it asks the link to persist the new stage
 //!   ([`PubRecAction::Persist`]) before the PUBREL is written.
 //! - Rows are handed out in increasing `seq`; [`Session::cursor`] is the newest handed out on
 //!   this connection, so the link fetches the queue strictly after it.
@@ -28,7 +29,7 @@
 //! row past PUBREC gets its PUBREL again. With `session_present = 0` the link resets those rows
 //! in the store first and they are sent again as new messages (same `seq`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,10 +74,12 @@ struct Inflight {
 }
 
 /// What an acknowledgement completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Released {
     /// The broker owns this queue row now: delete it.
     Row(u64),
+    /// The broker owns these queue rows (one batch) now: delete them all.
+    Rows(Vec<u64>),
     /// A status certificate was acknowledged.
     Status,
 }
@@ -128,6 +131,8 @@ pub struct Session {
     rows: usize,
     cursor: u64,
     ping_sent: Option<Instant>,
+    /// Every row of a batch in flight by its packet id (its `Tracked::Row` is the first).
+    batches: HashMap<u16, Vec<u64>>,
 }
 
 impl Session {
@@ -141,6 +146,7 @@ impl Session {
             rows: 0,
             cursor: 0,
             ping_sent: None,
+            batches: HashMap::new(),
         }
     }
 
@@ -148,6 +154,7 @@ impl Session {
     /// What the broker kept is fed back by [`Session::restore`].
     pub fn on_connected(&mut self) {
         self.inflight.clear();
+        self.batches.clear();
         self.rows = 0;
         self.cursor = 0;
         self.ping_sent = None;
@@ -261,6 +268,27 @@ impl Session {
         Ok((packet, pkid))
     }
 
+    /// Builds one QoS 1 PUBLISH for the queue rows `seqs` (a batch, in increasing `seq`) with a
+    /// new packet id: one window slot, and its PUBACK releases every row
+    /// ([`Released::Rows`]). QoS 2 rows are not batched (their ids are recorded per row). The
+    /// cursor stays where it is: batches of several devices interleave in `seq`, so the link
+    /// moves it ([`Session::skip_to`]) once every row of its step is handed out.
+    pub fn publish_rows(
+        &mut self,
+        seqs: Vec<u64>,
+        topic: String,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(Packet, u16), SessionError> {
+        let Some(&first) = seqs.first() else {
+            return Err(SessionError::WindowFull);
+        };
+        let (packet, pkid) =
+            self.publish_fresh(first, topic, payload, Qos::AtLeastOnce, false, now)?;
+        self.batches.insert(pkid, seqs);
+        Ok((packet, pkid))
+    }
+
     /// Builds the QoS 0 PUBLISH of a live sample: no packet id, nothing tracked, cursor untouched.
     pub fn publish_live(&self, topic: String, payload: Bytes, retain: bool) -> Packet {
         let mut publish = Publish::from_bytes(topic, QoS::AtMostOnce, payload);
@@ -360,6 +388,7 @@ impl Session {
         if let Some(entry) = self.inflight.get(&pkid) {
             if matches!(entry.tracked, Tracked::Row(_)) {
                 self.inflight.remove(&pkid);
+                self.batches.remove(&pkid);
                 self.rows -= 1;
             }
         }
@@ -473,7 +502,10 @@ impl Session {
         Ok(match tracked {
             Tracked::Row(seq) => {
                 self.rows -= 1;
-                Released::Row(seq)
+                match self.batches.remove(&pkid) {
+                    Some(seqs) => Released::Rows(seqs),
+                    None => Released::Row(seq),
+                }
             }
             Tracked::Status | Tracked::Subscribe => Released::Status,
         })
@@ -586,6 +618,34 @@ mod tests {
         assert_eq!(
             s.on_puback(pkid),
             Err(SessionError::UnknownPacketId { pkid })
+        );
+    }
+
+    #[test]
+    fn a_batch_takes_one_id_and_slot_and_its_puback_releases_every_row() {
+        let mut s = new(2);
+        let now = Instant::now();
+        let (packet, pkid) = s
+            .publish_rows(vec![3, 5, 9], "t/d".into(), Bytes::from_static(b"{}"), now)
+            .unwrap();
+        assert_eq!(pkid_of(&packet), pkid);
+        assert_eq!((s.inflight(), s.room()), (1, 1));
+        let single = row(&mut s, 10, Qos::AtLeastOnce);
+        assert_eq!(s.on_puback(pkid), Ok(Released::Rows(vec![3, 5, 9])));
+        assert_eq!(s.on_puback(single), Ok(Released::Row(10)));
+        // A cancelled batch and a new connection forget their rows.
+        let (_, cancelled) = s
+            .publish_rows(vec![11, 12], "t/d".into(), Bytes::new(), now)
+            .unwrap();
+        s.cancel_row(cancelled);
+        assert_eq!(s.room(), 2);
+        let (_, lost) = s
+            .publish_rows(vec![13, 14], "t/d".into(), Bytes::new(), now)
+            .unwrap();
+        s.on_connected();
+        assert_eq!(
+            s.on_puback(lost),
+            Err(SessionError::UnknownPacketId { pkid: lost })
         );
     }
 

@@ -572,3 +572,23 @@ pub fn connects_of(broker_dir: &Path, client_id: &str) -> usize {
         .matches(&format!(" as {client_id} ("))
         .count()
 }
+
+/// Publishes probes on `probe` (a topic the subscriber's filters match) until one comes back:
+/// the subscription is then in place, and nothing published after it can be missed.
+pub async fn subscribed(sub: &mut Subscriber, port: u16, probe: &str) {
+    for _ in 0..50 {
+        let _ = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", "1", "-t", probe, "-m", "{}"])
+            .status();
+        if sub
+            .try_until(Duration::from_millis(200), |seen| {
+                seen.iter().any(|m| m.topic == probe)
+            })
+            .await
+        {
+            return;
+        }
+    }
+    panic!("the subscription never took effect");
+}

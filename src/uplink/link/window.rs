@@ -106,7 +106,10 @@ impl Link {
                     Fetched::Skipped => continue,
                 }
             }
-            let rows: Vec<StoredRow> = self.ahead.drain(..n.min(self.ahead.len())).collect();
+            let mut ahead = std::mem::take(&mut self.ahead);
+            let take = self.rows_for(&mut ahead, n);
+            let rows: Vec<StoredRow> = ahead.drain(..take).collect();
+            self.ahead = ahead;
             if !self.send_batch(writer, rows, Lane::Backlog, now).await? {
                 return Ok(());
             }
@@ -125,35 +128,68 @@ impl Link {
         let wall = now_ms();
         let cursor = self.session.cursor();
         let live_cursor = self.live_lane.as_ref().map(|l| l.cursor);
-        let mut expired = Vec::new();
-        let mut packets = Vec::with_capacity(rows.len());
-        // Every row's (seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the module
-        // doc of `super`), but a failed record takes the whole batch back.
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut sent = Vec::with_capacity(rows.len());
-        for row in rows {
-            if row.expires_ms.is_some_and(|at| at <= wall) {
-                expired.push(row.seq);
-                self.handed_out(lane, row.seq);
+        let (expired, alive): (Vec<StoredRow>, Vec<StoredRow>) = rows
+            .into_iter()
+            .partition(|row| row.expires_ms.is_some_and(|at| at <= wall));
+        // Grouped into at most the free slots; rows after the last message go back to the
+        // read-ahead (and expired rows among them wait for their turn there too).
+        let (units, rest) = self.group(alive, self.session.room(), lane == Lane::Backlog);
+        let cut = rest.first().map_or(u64::MAX, |row| row.seq);
+        let (expired, expire_later): (Vec<StoredRow>, Vec<StoredRow>) =
+            expired.into_iter().partition(|row| row.seq < cut);
+        if !rest.is_empty() || !expire_later.is_empty() {
+            let mut back: Vec<StoredRow> = rest.into_iter().chain(expire_later).collect();
+            back.sort_by_key(|row| row.seq);
+            let ahead = match (lane, self.live_lane.as_mut()) {
+                (Lane::Live, Some(live)) => &mut live.ahead,
+                _ => &mut self.ahead,
+            };
+            for row in back.into_iter().rev() {
+                ahead.push_front(row);
+            }
+        }
+        let expired: Vec<u64> = expired.into_iter().map(|row| row.seq).collect();
+        let mut packets = Vec::with_capacity(units.len());
+        // Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
+        // module doc of `super`), but a failed record takes the whole batch back.
+        let mut ids = Vec::with_capacity(units.len());
+        let mut sent = Vec::with_capacity(units.len());
+        let mut batched = Vec::new();
+        for unit in units {
+            if !unit.elements.is_empty() {
+                let (topic, payload) = self.render_batch(&unit);
+                let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
+                let first = seqs[0];
+                let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
+                packets.push(packet);
+                ids.push((first, pkid, false));
+                batched.extend(unit.rows.iter().map(|row| row.seq));
+                sent.extend(unit.rows);
                 continue;
             }
-            let (qos, retain) = wire::row_flags(&row.entry);
-            let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
-            let (packet, pkid) = match lane {
-                Lane::Backlog => self
-                    .session
-                    .publish_row(row.seq, topic, payload, qos, retain, now)?,
-                Lane::Live => self
-                    .session
-                    .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
-            };
-            self.handed_out(lane, row.seq);
-            if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
-                live.inflight.insert(row.seq);
+            for row in unit.rows {
+                let (qos, retain) = wire::row_flags(&row.entry);
+                let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+                let (packet, pkid) = match lane {
+                    Lane::Backlog => self
+                        .session
+                        .publish_row(row.seq, topic, payload, qos, retain, now)?,
+                    Lane::Live => self
+                        .session
+                        .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
+                };
+                self.handed_out(lane, row.seq);
+                if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
+                    live.inflight.insert(row.seq);
+                }
+                packets.push(packet);
+                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
+                sent.push(row);
             }
-            packets.push(packet);
-            ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
-            sent.push(row);
+        }
+        // After the sent rows: the session's cursor only moves forward while rows go out.
+        for seq in expired.iter().chain(&batched) {
+            self.handed_out(lane, *seq);
         }
         if !expired.is_empty() {
             self.queue.expire(expired).await?;
@@ -214,13 +250,13 @@ impl Link {
                 packets = kept;
             }
         }
-        let again = ids
+        let again = sent
             .iter()
-            .filter(|(seq, ..)| *seq <= self.resend_up_to)
+            .filter(|row| row.seq <= self.resend_up_to)
             .count();
-        self.handed_max = ids
+        self.handed_max = sent
             .iter()
-            .fold(self.handed_max, |max, (seq, ..)| max.max(*seq));
+            .fold(self.handed_max, |max, row| max.max(row.seq));
         self.rate.take(packets.len(), now);
         writer.write(&packets).await?;
         self.stats.published(packets.len());
