@@ -17,6 +17,7 @@ use super::decode::Keys;
 use super::device::DeviceConfig;
 use super::error::Issue;
 use super::path::KeyPath;
+use super::sparkplug::UplinkProfile;
 use super::units::format_duration;
 use super::uplink::UplinkConfig;
 
@@ -33,7 +34,11 @@ pub(crate) fn check_broker_fit(
         limits,
         keys,
     };
-    fit.points(devices, issues);
+    // A Sparkplug edge node publishes its data at QoS 0, never retained: a point's `qos` only
+    // decides whether it is queued as history, and its topics are Sparkplug's own.
+    if uplink.profile == UplinkProfile::Json {
+        fit.points(devices, issues);
+    }
     fit.topics(uplink, devices, issues);
     fit.connection(uplink, issues);
 }
@@ -81,21 +86,22 @@ impl Fit<'_> {
     /// The deepest and the longest topic the gateway publishes or subscribes to.
     fn topics(&self, uplink: &UplinkConfig, devices: &[DeviceConfig], issues: &mut Vec<Issue>) {
         let (broker, limits) = (self.broker, &self.limits);
-        let prefix = &uplink.topic_prefix;
-        let topics = devices.iter().flat_map(|device| {
-            device.points.iter().map(move |point| {
-                let topic = format!("{prefix}/{}/{}", device.name, point.name);
-                // A writable point's results go to `…/set/result`.
-                match point.write {
-                    Some(_) => format!("{topic}/set/result"),
-                    None => topic,
-                }
-            })
-        });
-        let levels = |topic: &String| topic.split('/').count();
-        let deepest = topics.clone().max_by_key(levels);
-        let longest = topics.max_by_key(String::len);
-        let (path, hint) = self.at("topic_prefix");
+        let (topics, (path, hint)) = match &uplink.profile {
+            UplinkProfile::Json => (json_topics(uplink, devices), self.at("topic_prefix")),
+            // The ids are required keys of `uplink.sparkplug` (or `gateway.id`).
+            UplinkProfile::Sparkplug(sparkplug) => {
+                let (g, e) = (&sparkplug.group_id, &sparkplug.edge_node_id);
+                let topics = devices
+                    .iter()
+                    .map(|device| format!("spBv1.0/{g}/DDATA/{e}/{}", device.name))
+                    .chain([format!("spBv1.0/{g}/NBIRTH/{e}")])
+                    .collect();
+                (topics, (self.keys.path_of("sparkplug"), String::new()))
+            }
+        };
+        let levels = |topic: &&String| topic.split('/').count();
+        let deepest = topics.iter().max_by_key(levels);
+        let longest = topics.iter().max_by_key(|topic| topic.len());
         if let (Some(max), Some(topic)) = (limits.max_topic_levels, deepest) {
             let n = levels(&topic);
             if n > max {
@@ -168,6 +174,24 @@ impl Fit<'_> {
     }
 }
 
+/// The JSON profile's data topics; a writable point's results go one level deeper, to
+/// `…/set/result`.
+fn json_topics(uplink: &UplinkConfig, devices: &[DeviceConfig]) -> Vec<String> {
+    let prefix = &uplink.topic_prefix;
+    devices
+        .iter()
+        .flat_map(|device| {
+            device.points.iter().map(move |point| {
+                let topic = format!("{prefix}/{}/{}", device.name, point.name);
+                match point.write {
+                    Some(_) => format!("{topic}/set/result"),
+                    None => topic,
+                }
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +221,35 @@ mod tests {
         // The same file fits a generic broker.
         let generic = text.replace("broker: aws_iot", "broker: generic");
         assert!(crate::config::load_str(&generic, "c.yaml").is_ok());
+    }
+
+    #[test]
+    fn a_sparkplug_edge_node_is_held_to_its_own_topics_not_the_json_ones() {
+        let text = |group: &str| {
+            with(&[
+                (
+                    "  url: mqtt://broker.local\n",
+                    &format!(
+                        "  url: mqtt://b\n  broker: aws_iot\n  topic_prefix: a/b/c/d/e/f/g\n  \
+                         profile: sparkplug\n  sparkplug: {{group_id: {group}}}\n"
+                    ),
+                ),
+                ("        type: f32\n", "        type: f32\n        qos: 2\n"),
+            ])
+        };
+        // QoS 0 data and five-level topics: the deep prefix and `qos: 2` (history) are unused.
+        let fits = text("plant1");
+        assert!(
+            crate::config::load_str(&fits, "c.yaml").is_ok(),
+            "{:?}",
+            errors(&fits)
+        );
+        let found = errors(&text(&"g".repeat(240)));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].contains("uplink.sparkplug: aws_iot accepts topics of at most 256 bytes"),
+            "{found:?}"
+        );
     }
 
     #[test]
