@@ -14,27 +14,16 @@
 //! Needs `mosquitto` and `mosquitto_pub` (scripts/test-deps.sh); the drain table is skipped
 //! without them.
 
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldrelay::config::{Qos, UplinkConfig};
+use fieldrelay::config::UplinkConfig;
 use fieldrelay::queue::{Queue, QueueOptions};
-use fieldrelay::sample::{Sample, Value};
 use tokio_util::sync::CancellationToken;
-
-fn sample(i: u64) -> Sample {
-    Sample {
-        device: Arc::from("boiler"),
-        point: Arc::from("temperature"),
-        value: Value::Float(20.0 + (i % 1000) as f64 / 8.0),
-        ts_ms: 1_700_000_000_000 + i as i64,
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    }
-}
 
 const TOPIC: &str = "fieldrelay/bench/boiler/temperature";
 
@@ -85,7 +74,7 @@ fn start_mosquitto(dir: &Path) -> Option<(Broker, u16)> {
 async fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
     let (queue, _live, writer) = Queue::open(dir, QueueOptions::default())?;
     for i in 0..n {
-        queue.push(sample(i)).await?;
+        queue.push(support::backlog_sample(i)).await?;
     }
     queue.progress().wait_for(|p| p.last_seq >= n).await?;
     writer.close().await?;
@@ -134,7 +123,7 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
 fn mosquitto_pub(port: u16, n: u64) -> Option<Duration> {
     let mut input = Vec::new();
     for i in 0..n {
-        let s = sample(i);
+        let s = support::backlog_sample(i);
         let payload = fieldrelay::queue::wire::sample_payload(&s, Some(i + 1));
         input.extend_from_slice(&payload);
         input.push(b'\n');
@@ -168,7 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let on_disk = file_size(&dir.join("queue.db")) + file_size(&dir.join("queue.db-wal"));
     let per_sample = on_disk as f64 / n as f64;
     let wire = {
-        let s = sample(n / 2);
+        let s = support::backlog_sample(n / 2);
         let payload = fieldrelay::queue::wire::sample_payload(&s, Some(n / 2));
         // Fixed header (2) + topic length (2) + topic + packet id (2) + payload.
         2 + 2 + TOPIC.len() + 2 + payload.len()

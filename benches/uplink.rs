@@ -47,12 +47,9 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldrelay::config::Qos;
 use fieldrelay::queue::{Queue, QueueOptions};
-use fieldrelay::sample::{Sample, Value};
 use fieldrelay::simulator::Registers;
 use support::{
     gateway_config, mqtt_rtt, quantile, spread, Arrival, BenchResult, Broker, DelayProxy,
@@ -130,22 +127,11 @@ impl Knobs {
     }
 }
 
-fn sample(i: u64) -> Sample {
-    Sample {
-        device: Arc::from("boiler"),
-        point: Arc::from("temperature"),
-        value: Value::Float(20.0 + (i % 1000) as f64 / 8.0),
-        ts_ms: 1_700_000_000_000 + i as i64,
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    }
-}
-
 /// Commits `n` backlog rows into `<dir>/data/queue.db` through the queue itself.
 async fn fill(dir: &Path, n: u64) -> BenchResult<()> {
     let (queue, _live, writer) = Queue::open(&dir.join("data"), QueueOptions::default())?;
     for i in 0..n {
-        queue.push(sample(i)).await?;
+        queue.push(support::backlog_sample(i)).await?;
     }
     queue.progress().wait_for(|p| p.last_seq >= n).await?;
     writer.close().await?;
@@ -327,7 +313,7 @@ fn publish_lines(port: u16, rows: u64) -> BenchResult<()> {
     let mut input = Vec::new();
     for i in 0..rows {
         input.extend_from_slice(&fieldrelay::queue::wire::sample_payload(
-            &sample(i),
+            &support::backlog_sample(i),
             Some(i + 1),
         ));
         input.push(b'\n');
@@ -360,7 +346,7 @@ fn pipelined(knobs: &Knobs, dir: &Path, rows: u64) -> BenchResult<f64> {
     let cloud = Broker::start(dir, "cloud", support::free_port()?, &knobs.cloud_conf())?;
     let sub = Subscriber::connect(cloud.port, "bench-sub", FILTER, knobs.sub_nodelay)?;
     let payloads: Vec<bytes::Bytes> = (0..rows)
-        .map(|i| fieldrelay::queue::wire::sample_payload(&sample(i), Some(i + 1)))
+        .map(|i| fieldrelay::queue::wire::sample_payload(&support::backlog_sample(i), Some(i + 1)))
         .collect();
     support::pipelined_publish(cloud.port, BACKLOG_TOPIC, &payloads, usize::from(WINDOW))?;
     sub.wait_for(Duration::from_secs(60), |a| {

@@ -767,3 +767,17 @@ pub async fn simulator(
     tokio::spawn(sim.run(cancel.clone()));
     Ok((port, cancel))
 }
+
+/// Queued sample `i` of a benchmark backlog: one QoS 1 point whose value varies, so payloads
+/// have the length of real ones. The drain benchmarks share it, so their rows are comparable.
+pub fn backlog_sample(i: u64) -> fieldrelay::sample::Sample {
+    use fieldrelay::sample::{Sample, Value};
+    Sample {
+        device: Arc::from("boiler"),
+        point: Arc::from("temperature"),
+        value: Value::Float(20.0 + (i % 1000) as f64 / 8.0),
+        ts_ms: 1_700_000_000_000 + i as i64,
+        qos: fieldrelay::config::Qos::AtLeastOnce,
+        retain: false,
+    }
+}
