@@ -22,7 +22,10 @@
 //!   small fraction of it). The queued (QoS 1/2) samples of one poll of a device leave in one
 //!   write; a QoS 0 sample is a write of its own. QoS 1 adds a PUBACK, QoS 2 a PUBREC, a PUBREL
 //!   and a PUBCOMP. `seq` and `ts` are sized as 8 and 13 digits, values by type (`false`,
-//!   `12345`, `1234.56`).
+//!   `12345`, `1234.56`). With `batch: per_device` a device's non-retained QoS 1 samples of a
+//!   poll are one message of their elements; with `per_device_compact` one compact message
+//!   (names once, one `[index,value]` entry per sample: a poll's samples share `ts` and have
+//!   consecutive `seq`s, so no offsets), split as `max_packet` requires.
 //! - **Health reports**: one QoS 0 publish per `health_heartbeat` (a healthy gateway: a report
 //!   that says nothing new is held back until then; while something changes, up to one per
 //!   `health_interval`), with one entry per device, its counters sized as after a month.
@@ -41,12 +44,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{Config, DataType, PointConfig, PublishMode, Qos};
+use crate::config::{Batching, Config, DataType, PointConfig, PublishMode, Qos};
 use crate::queue::wire;
 use crate::sample::{Sample, Value};
 use crate::status::device::DeviceState;
 use crate::status::gateway::{death, GatewayInfo, OfflineReason};
 use crate::status::health::{DeviceReport, HealthReport};
+use crate::uplink::compact;
 
 /// IPv4 (20) + TCP (20) + TCP timestamps (12), per segment.
 pub const TCP_IP_HEADER: u64 = 52;
@@ -207,7 +211,13 @@ pub fn estimate(config: &Config) -> Budget {
             let topic = wire::sample_topic(prefix, &sample);
             let payload = wire::sample_payload(&sample, queued.then_some(SEQ));
             if batch_limit.is_some() && point.qos == Qos::AtLeastOnce && !point.retain {
-                let element = wire::batch_element(&sample, SEQ).len() + 1;
+                let element = match config.uplink.batch {
+                    Batching::PerDeviceCompact { .. } => {
+                        let index = batches.get(&BATCHED).map_or(0, Vec::len);
+                        compact_element(&sample, index)
+                    }
+                    _ => wire::batch_element(&sample, SEQ).len() + 1,
+                };
                 batches
                     .entry(BATCHED)
                     .or_default()
@@ -238,7 +248,7 @@ pub fn estimate(config: &Config) -> Budget {
                 let (packets, messages) = match (key, batch_limit) {
                     (BATCHED, Some(limit)) => {
                         let topic = wire::batch_topic(prefix, &device.name).len();
-                        batched_packets(topic, own, limit)
+                        batched_packets(topic, own, limit, envelope(config.uplink.batch))
                     }
                     _ => (own, n),
                 };
@@ -275,11 +285,29 @@ pub fn estimate(config: &Config) -> Budget {
 /// The `batches` key of the QoS 1 samples `batch: per_device` sends together.
 const BATCHED: u8 = 255;
 
-/// MQTT bytes and messages of one poll's batched samples whose elements (each with its comma)
+/// A sample's bytes in a compact batch, with its commas: its point's name (declared once per
+/// message, and a poll's points are distinct) and its `[index,value]` entry, at the running
+/// `ts` and `seq` (a poll's samples share their `ts`, their `seq`s follow each other).
+fn compact_element(sample: &Sample, index: usize) -> usize {
+    let name = serde_json::Value::from(&*sample.point).to_string().len();
+    let entry = format!("[{index},{}]", sample.value.to_json()).len();
+    name + 1 + entry + 1
+}
+
+/// Bytes of a batch payload besides its elements (each counted with its commas).
+fn envelope(batching: Batching) -> u64 {
+    match batching {
+        // `{"ts":<13>,"seq":<8>,"points":[],"samples":[]}`, less the two commas the last name
+        // and the last entry lack.
+        Batching::PerDeviceCompact { .. } => (compact::FRAME + 13 + 8 - 2) as u64,
+        // `{"ts":<13 digits>,"samples":[` and `]}`, less the comma the last element lacks.
+        _ => format!("{{\"ts\":{TS_MS},\"samples\":[]}}").len() as u64 - 1,
+    }
+}
+
+/// MQTT bytes and messages of one poll's batched samples whose elements (each with its commas)
 /// take `elements` bytes, in PUBLISHes of at most `limit` bytes on a `topic`-byte topic.
-fn batched_packets(topic: usize, elements: u64, limit: u32) -> (u64, u64) {
-    // `{"ts":<13 digits>,"samples":[` and `]}`, less the comma the last element lacks.
-    let envelope = format!("{{\"ts\":{TS_MS},\"samples\":[]}}").len() as u64 - 1;
+fn batched_packets(topic: usize, elements: u64, limit: u32, envelope: u64) -> (u64, u64) {
     let room = u64::from(limit)
         .saturating_sub(topic as u64 + 9 + envelope)
         .max(1);
@@ -581,6 +609,35 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
         // Two short-named points save nothing (a point's name in its element costs about what
         // its own topic did, one PUBACK less): batching pays with many points per poll.
         assert!(b.lines[0].per_day.stream > 0.9 * budget(&two).lines[0].per_day.stream);
+    }
+
+    #[test]
+    fn per_device_compact_counts_the_encoders_payload_for_a_poll() {
+        let two = ONE_POINT.replace(
+            "type: bool}]",
+            "type: bool}, {name: q, table: coil, address: 1, type: bool}]",
+        );
+        let batched = two.replace(
+            "{url: 'mqtts://b'}",
+            "{url: 'mqtts://b', batch: per_device_compact}",
+        );
+        let b = budget(&batched);
+        let v = Value::Bool(false);
+        let row = |point, seq| compact::Row {
+            point,
+            value: &v,
+            ts_ms: TS_MS,
+            seq,
+        };
+        let payload = compact::encode([row("p", SEQ), row("q", SEQ + 1)]).len();
+        let publish = 1 + 1 + 2 + "fieldrelay/gw/a".len() + 2 + payload;
+        assert_eq!(b.lines[0].messages, 86_400.0);
+        assert_eq!(
+            b.lines[0].per_day.stream,
+            (publish + 22 + 4 + 22) as f64 * 86_400.0
+        );
+        let per_device = budget(&batched.replace("per_device_compact", "per_device"));
+        assert!(b.lines[0].per_day.stream < per_device.lines[0].per_day.stream);
     }
 
     #[test]

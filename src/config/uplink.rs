@@ -128,15 +128,13 @@ impl UplinkConfig {
     /// The largest batched PUBLISH: `max_packet`, lowered to the broker's payload limit;
     /// `None` without batching.
     pub fn batch_limit(&self) -> Option<u32> {
-        match self.batch {
-            Batching::None => None,
-            Batching::PerDevice { max_packet } => Some(
-                self.broker
-                    .limits()
-                    .max_payload
-                    .map_or(max_packet, |cap| cap.min(max_packet)),
-            ),
-        }
+        let max_packet = self.batch.max_packet()?;
+        Some(
+            self.broker
+                .limits()
+                .max_payload
+                .map_or(max_packet, |cap| cap.min(max_packet)),
+        )
     }
 
     /// The in-flight window: `max_inflight`, capped at what the broker allows.

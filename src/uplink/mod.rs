@@ -45,6 +45,7 @@
 //! rows deleted after a PINGRESP barrier instead of a PUBACK (see its module doc).
 
 pub mod batch;
+pub mod compact;
 pub mod connection;
 pub mod inbound;
 pub mod link;

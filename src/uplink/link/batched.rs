@@ -1,6 +1,7 @@
-//! `uplink.batch: per_device` on a connection: the rows of one refill step grouped into
-//! messages ([`crate::uplink::batch::plan`]) and a group rendered as one PUBLISH on
-//! `P/<device>` (`{"ts":…,"samples":[{"point":…,"value":…,"ts":…,"seq":…},…]}`).
+//! `uplink.batch: per_device` and `per_device_compact` on a connection: the rows of one refill
+//! step grouped into messages ([`crate::uplink::batch::plan`]) and a group rendered as one
+//! PUBLISH on `P/<device>`: `{"ts":…,"samples":[{"point":…,"value":…,"ts":…,"seq":…},…]}`, or
+//! the compact shape of [`crate::uplink::compact`].
 //!
 //! Only non-retained QoS 1 samples are batched: QoS 2 packet ids are recorded per row before the
 //! wire (a batch would need one id on several rows of the store), and retained samples and
@@ -8,6 +9,9 @@
 //! publish of the rate limit; its rows are deleted together on its PUBACK. After a reconnect
 //! its rows are fetched again and regrouped (QoS 1 ids are not recorded): a consumer may see a
 //! sample twice, in two different batches, always with the same `seq`.
+//!
+//! A step may take a device's rows from past other devices' rows (see the planner's rules): the
+//! rows left behind stay in the read-ahead in `seq` order ([`put_back`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,53 +19,70 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Link;
-use crate::config::Qos;
+use crate::config::{Batching, Qos};
 use crate::queue::{wire, Entry, StoredRow};
-use crate::uplink::batch::{plan, Item};
+use crate::uplink::batch::{plan, Item, Measure, Plan, Sizes};
+use crate::uplink::compact::{Encoder, Row};
 
 /// MQTT bytes of a QoS 1 PUBLISH besides topic and payload: the fixed header (at most 5),
 /// the topic's length (2) and the packet id (2).
 const PUBLISH_OVERHEAD: usize = 9;
 
-/// Rows of one message: alone, or a batch with each row's element.
+/// Rows of one message: alone on its own topic, or a batch on `P/<device>`.
 pub(super) struct Unit {
     pub rows: Vec<StoredRow>,
-    /// Each row's batch element; empty for a row that goes alone on its own topic.
-    pub elements: Vec<Vec<u8>>,
+    pub batched: bool,
 }
 
 impl Link {
-    /// How many rows from the front of `ahead` the next `n` messages hold.
-    pub(super) fn rows_for(&self, ahead: &mut VecDeque<StoredRow>, n: usize) -> usize {
-        match self.config.batch_limit() {
-            None => n.min(ahead.len()),
-            Some(limit) => plan(self.items(ahead.make_contiguous(), limit), n).taken,
+    /// Takes out of `ahead` the rows the next `n` messages hold; the rest stay, in order.
+    pub(super) fn take_rows(
+        &self,
+        ahead: &mut VecDeque<StoredRow>,
+        n: usize,
+    ) -> Vec<StoredRow> {
+        if self.config.batch_limit().is_none() {
+            return ahead.drain(..n.min(ahead.len())).collect();
         }
+        let taken = self.plan(ahead.make_contiguous(), n).taken();
+        if taken.iter().enumerate().all(|(i, &t)| i == t) {
+            return ahead.drain(..taken.len()).collect();
+        }
+        let mut rows = Vec::with_capacity(taken.len());
+        let mut left = VecDeque::with_capacity(ahead.len() - taken.len());
+        let mut next = taken.into_iter().peekable();
+        for (i, row) in ahead.drain(..).enumerate() {
+            if next.next_if_eq(&i).is_some() {
+                rows.push(row);
+            } else {
+                left.push_back(row);
+            }
+        }
+        *ahead = left;
+        rows
     }
 
-    /// `rows` (in `seq` order) as at most `max_messages` messages, and the rows after them.
+    /// `rows` (in `seq` order) as at most `max_messages` messages, and the rows not in them.
     pub(super) fn group(
         &self,
         rows: Vec<StoredRow>,
         max_messages: usize,
         batching: bool,
     ) -> (Vec<Unit>, Vec<StoredRow>) {
-        let limit = self.config.batch_limit().filter(|_| batching);
-        let Some(limit) = limit else {
+        if !batching || self.config.batch_limit().is_none() {
             let mut rows = rows;
             let rest = rows.split_off(max_messages.min(rows.len()));
             let units = rows
                 .into_iter()
                 .map(|row| Unit {
                     rows: vec![row],
-                    elements: Vec::new(),
+                    batched: false,
                 })
                 .collect();
             return (units, rest);
-        };
-        let plan = plan(self.items(&rows, limit), max_messages);
+        }
+        let plan = self.plan(&rows, max_messages);
         let mut slots: Vec<Option<StoredRow>> = rows.into_iter().map(Some).collect();
-        let rest = slots.split_off(plan.taken).into_iter().flatten().collect();
         let units = plan
             .messages
             .iter()
@@ -70,57 +91,127 @@ impl Link {
                     message.iter().filter_map(|&i| slots[i].take()).collect();
                 // A batchable row alone is a batch of one: a device's samples all go on
                 // `P/<device>`, whatever the window and the rate limit allowed this step.
-                let elements = if rows.first().and_then(batch_key).is_some() {
-                    rows.iter().filter_map(element).collect()
-                } else {
-                    Vec::new()
-                };
-                Unit { rows, elements }
+                let batched = rows.first().and_then(batch_key).is_some();
+                Unit { rows, batched }
             })
             .collect();
-        (units, rest)
+        (units, slots.into_iter().flatten().collect())
     }
 
-    /// Topic and payload of a batch (`unit.elements` not empty).
+    /// Topic and payload of a batch (`unit.batched`).
     pub(super) fn render_batch(&self, unit: &Unit) -> (String, Bytes) {
-        let (device, ts) = unit
-            .rows
-            .iter()
-            .filter_map(|row| match &row.entry {
-                Entry::Sample(sample) => Some((sample.device.clone(), sample.ts_ms)),
+        let samples = || {
+            unit.rows.iter().filter_map(|row| match &row.entry {
+                Entry::Sample(sample) => Some((sample, row.seq)),
                 Entry::Message(_) => None,
             })
-            .fold((Arc::<str>::from(""), i64::MIN), |(_, newest), (d, ts)| {
-                (d, newest.max(ts))
-            });
-        (
-            wire::batch_topic(&self.config.topic_prefix, &device),
-            wire::batch_payload(ts, &unit.elements),
-        )
+        };
+        let device = samples()
+            .next()
+            .map_or_else(|| Arc::from(""), |(s, _)| s.device.clone());
+        let topic = wire::batch_topic(&self.config.topic_prefix, &device);
+        let payload = match self.config.batch {
+            Batching::PerDeviceCompact { .. } => {
+                let mut encoder = Encoder::new();
+                for (sample, seq) in samples() {
+                    encoder.push(&compact_row(sample, seq));
+                }
+                Bytes::from(encoder.finish())
+            }
+            _ => {
+                let ts = samples().map(|(s, _)| s.ts_ms).max().unwrap_or(i64::MIN);
+                let elements: Vec<Vec<u8>> = samples()
+                    .map(|(sample, seq)| wire::batch_element(sample, seq))
+                    .collect();
+                wire::batch_payload(ts, &elements)
+            }
+        };
+        (topic, payload)
     }
 
-    /// The planner's view of `rows`, sized lazily (the planner stops at its prefix).
-    fn items<'r>(
-        &self,
-        rows: &'r [StoredRow],
-        limit: u32,
-    ) -> impl Iterator<Item = Item<Arc<str>>> + 'r {
-        let prefix = self.config.topic_prefix.len();
+    /// The planner's messages over `rows`, with the configured encoding's sizes.
+    fn plan(&self, rows: &[StoredRow], n: usize) -> Plan {
+        let Some(limit) = self.config.batch_limit() else {
+            return Plan {
+                messages: (0..n.min(rows.len())).map(|i| vec![i]).collect(),
+            };
+        };
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        rows.iter().map(move |row| match batch_key(row) {
+        let compact = matches!(self.config.batch, Batching::PerDeviceCompact { .. });
+        // What a message's payload may take: the limit less the PUBLISH's other bytes (and,
+        // per_device, the envelope around its elements).
+        let envelope = if compact { 0 } else { wire::BATCH_ENVELOPE };
+        let fixed = self.config.topic_prefix.len() + 1 + PUBLISH_OVERHEAD + envelope;
+        let items = rows.iter().map(|row| match batch_key(row) {
             Some(device) => Item {
-                size: element(row).map_or(0, |e| e.len()),
-                limit: limit.saturating_sub(
-                    prefix + 1 + device.len() + PUBLISH_OVERHEAD + wire::BATCH_ENVELOPE,
-                ),
+                limit: limit.saturating_sub(fixed + device.len()),
                 key: Some(device),
             },
             None => Item {
                 key: None,
-                size: 0,
                 limit: 0,
             },
-        })
+        });
+        if compact {
+            plan(items, n, &Compact(rows))
+        } else {
+            let sizes = rows.iter().map(|row| batch_element(row).map_or(0, |e| e.len()));
+            plan(items, n, &Sizes(sizes.collect()))
+        }
+    }
+}
+
+/// Puts rows not sent back into `ahead`, keeping it in `seq` order.
+pub(super) fn put_back(ahead: &mut VecDeque<StoredRow>, rows: Vec<StoredRow>) {
+    if rows.is_empty() {
+        return;
+    }
+    let in_front = ahead
+        .front()
+        .is_none_or(|first| rows.iter().all(|row| row.seq < first.seq));
+    for row in rows.into_iter().rev() {
+        ahead.push_front(row);
+    }
+    if !in_front {
+        ahead.make_contiguous().sort_by_key(|row| row.seq);
+    }
+}
+
+/// Compact payload sizes: exact, from the encoder itself.
+struct Compact<'r>(&'r [StoredRow]);
+
+impl Compact<'_> {
+    fn row(&self, i: usize) -> Option<Row<'_>> {
+        match &self.0.get(i)?.entry {
+            Entry::Sample(sample) => Some(compact_row(sample, self.0[i].seq)),
+            Entry::Message(_) => None,
+        }
+    }
+}
+
+impl Measure for Compact<'_> {
+    type Open = Encoder;
+    fn open(&self, i: usize) -> Encoder {
+        let mut encoder = Encoder::new();
+        self.append(&mut encoder, i);
+        encoder
+    }
+    fn bytes_with(&self, open: &Encoder, i: usize) -> usize {
+        self.row(i).map_or(open.len(), |row| open.len_with(&row))
+    }
+    fn append(&self, open: &mut Encoder, i: usize) {
+        if let Some(row) = self.row(i) {
+            open.push(&row);
+        }
+    }
+}
+
+fn compact_row(sample: &crate::sample::Sample, seq: u64) -> Row<'_> {
+    Row {
+        point: &sample.point,
+        value: &sample.value,
+        ts_ms: sample.ts_ms,
+        seq,
     }
 }
 
@@ -132,7 +223,7 @@ fn batch_key(row: &StoredRow) -> Option<Arc<str>> {
     }
 }
 
-fn element(row: &StoredRow) -> Option<Vec<u8>> {
+fn batch_element(row: &StoredRow) -> Option<Vec<u8>> {
     match &row.entry {
         Entry::Sample(sample) => Some(wire::batch_element(sample, row.seq)),
         Entry::Message(_) => None,

@@ -107,8 +107,7 @@ impl Link {
                 }
             }
             let mut ahead = std::mem::take(&mut self.ahead);
-            let take = self.rows_for(&mut ahead, n);
-            let rows: Vec<StoredRow> = ahead.drain(..take).collect();
+            let rows = self.take_rows(&mut ahead, n);
             self.ahead = ahead;
             if !self.send_batch(writer, rows, Lane::Backlog, now).await? {
                 return Ok(());
@@ -144,9 +143,7 @@ impl Link {
                 (Lane::Live, Some(live)) => &mut live.ahead,
                 _ => &mut self.ahead,
             };
-            for row in back.into_iter().rev() {
-                ahead.push_front(row);
-            }
+            super::batched::put_back(ahead, back);
         }
         let expired: Vec<u64> = expired.into_iter().map(|row| row.seq).collect();
         let mut packets = Vec::with_capacity(units.len());
@@ -156,7 +153,7 @@ impl Link {
         let mut sent = Vec::with_capacity(units.len());
         let mut batched = Vec::new();
         for unit in units {
-            if !unit.elements.is_empty() {
+            if unit.batched {
                 let (topic, payload) = self.render_batch(&unit);
                 let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
                 let first = seqs[0];
@@ -221,9 +218,7 @@ impl Link {
                         }
                         _ => &mut self.ahead,
                     };
-                    for row in sent.into_iter().rev() {
-                        ahead.push_front(row);
-                    }
+                    super::batched::put_back(ahead, sent);
                     self.pause(&error, now);
                     return Ok(false);
                 }
