@@ -9,6 +9,12 @@
 //!   once; no message is larger than `max_packet`;
 //! - `kill -9` three times mid-drain loses no sample: once the queue is empty, every `seq`
 //!   reached the subscriber (duplicates allowed, same `seq`: the consumer's de-duplication rule).
+//!
+//! `per_device_compact`: a backlog of mixed values (floats, integers, bools, unicode strings and
+//! point names), each row its own `ts`, each device's `seq`s with gaps, is decoded by a consumer
+//! we did not write — `mosquitto_sub` piped into the Python reference decoder of
+//! docs/interface.md, run as written there — which sees every `seq` exactly once with its own
+//! point, value and `ts`.
 
 mod common;
 
@@ -41,7 +47,7 @@ fn row(i: u64) -> Sample {
     }
 }
 
-async fn fill(data: &Path, rows: u64) {
+async fn fill(data: &Path, rows: u64, row: fn(u64) -> Sample) {
     let (queue, _live, writer) = Queue::open(data, QueueOptions::default()).expect("open queue");
     for i in 0..rows {
         queue.push(row(i)).await.expect("push");
@@ -82,9 +88,13 @@ struct Rig {
 }
 
 async fn rig(name: &str, rows: u64, uplink_keys: &str) -> Rig {
+    rig_of(name, rows, row, uplink_keys).await
+}
+
+async fn rig_of(name: &str, rows: u64, row: fn(u64) -> Sample, uplink_keys: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    fill(&data, rows).await;
+    fill(&data, rows, row).await;
     let broker = Mosquitto::start(dir.path());
     let mut sub = Subscriber::connect(broker.port, name, &[&format!("{PREFIX}/#")]).await;
     common::subscribed(&mut sub, broker.port, &format!("{PREFIX}/probe")).await;
@@ -269,5 +279,150 @@ async fn kill9_in_the_middle_of_a_batched_drain_loses_no_sample() {
         "{} messages for {ROWS} samples and their resends",
         batches.len()
     );
+    rig.stop_sim.cancel();
+}
+
+/// Row `i` of the compact backlog: two devices' polls interleaved as in [`row`], the values
+/// of every type and the point names not all ASCII.
+fn mixed_row(i: u64) -> Sample {
+    let value = match i % 4 {
+        0 => Value::Float((i % 1000) as f64 / 8.0 - 3.0),
+        1 => Value::Int(i as i64 * 7 - 500),
+        2 => Value::Bool(i % 8 == 2),
+        _ => Value::Str(format!("état \"{i}\" ✓").as_str().into()),
+    };
+    Sample {
+        point: Arc::from(format!("température_{}", i % POINTS_PER_POLL).as_str()),
+        value,
+        ..row(i)
+    }
+}
+
+/// The Python reference decoder of docs/interface.md, as written there.
+fn documented_decoder() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/interface.md"))
+        .expect("docs/interface.md");
+    let start = doc
+        .find("```python\ndef decode_compact")
+        .expect("the reference decoder in docs/interface.md")
+        + "```python\n".len();
+    let len = doc[start..]
+        .find("```")
+        .expect("the end of the python block");
+    doc[start..start + len].to_owned()
+}
+
+/// A consumer: `mosquitto_sub` (persistent session `client_id`, already subscribed) piped
+/// into the documented decoder, de-duplicating by `seq` until `rows` distinct ones; prints
+/// each sample as a JSON `[seq, point, value, ts]` line.
+const CONSUMER: &str = r#"
+import json, subprocess, sys
+want, command = int(sys.argv[1]), sys.argv[2:]
+sub = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, encoding="utf-8")
+seen = {}
+for line in sub.stdout:
+    for point, value, ts, seq in decode_compact(json.loads(line)):
+        seen.setdefault(seq, (point, value, ts))
+    if len(seen) >= want:
+        break
+sub.kill()
+for seq in sorted(seen):
+    print(json.dumps([seq, *seen[seq]], ensure_ascii=False))
+"#;
+
+fn mosquitto_sub(port: u16, client_id: &str, exit_once_subscribed: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["mosquitto_sub", "-h", "127.0.0.1", "-p", &port.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["-q", "1", "-c", "-i", client_id].map(String::from));
+    for device in DEVICES {
+        args.extend(["-t".to_owned(), format!("{PREFIX}/{device}")]);
+    }
+    if exit_once_subscribed {
+        args.push("-E".into());
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_backlog_decodes_with_the_documented_decoder_every_seq_once() {
+    const ROWS: u64 = 2_000;
+    const MAX_PACKET: usize = 4096;
+    let mut rig = rig_of(
+        "batch-compact",
+        ROWS,
+        mixed_row,
+        &format!("  batch: per_device_compact\n  max_packet: {MAX_PACKET}\n"),
+    )
+    .await;
+    // The consumer's persistent session exists before the gateway sends anything.
+    let subscribe = mosquitto_sub(rig.broker.port, "compact-consumer", true);
+    let status = std::process::Command::new(&subscribe[0])
+        .args(&subscribe[1..])
+        .status()
+        .expect("mosquitto_sub");
+    assert!(status.success(), "mosquitto_sub -E: {status}");
+    let mut gateway = Gateway::start(&rig.config);
+    wait_empty(&rig.data).await;
+
+    let python = common::python::find("import json", "python3");
+    let script = format!("{}\n{CONSUMER}", documented_decoder());
+    let consume = mosquitto_sub(rig.broker.port, "compact-consumer", false);
+    // `timeout`: a consumer that never sees every seq fails the test instead of hanging it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(python)
+            .args(["-c", &script, &ROWS.to_string()])
+            .args(&consume)
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    gateway.kill9();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a decoded sample"))
+        .collect();
+    assert_eq!(lines.len() as u64, ROWS, "every seq once");
+    for (line, seq) in lines.iter().zip(1..) {
+        let want = mixed_row(seq - 1);
+        let expected: serde_json::Value =
+            serde_json::from_str(&want.value.to_json()).expect("value json");
+        assert_eq!(line[0].as_u64(), Some(seq));
+        assert_eq!(line[1].as_str(), Some(&*want.point), "point of seq {seq}");
+        assert_eq!(line[2], expected, "value of seq {seq}");
+        assert_eq!(line[3].as_i64(), Some(want.ts_ms), "ts of seq {seq}");
+    }
+    // Our own subscriber saw the same messages: each within max_packet (the planner sizes
+    // them with the encoder), together far fewer than the samples.
+    let mut decoded = 0;
+    let mut read = 0;
+    let mut sizes = Vec::new();
+    rig.sub
+        .try_until(Duration::from_secs(30), |seen| {
+            for m in &seen[read..] {
+                if m.payload.get("points").is_some() {
+                    let payload = m.payload.to_string();
+                    let samples = fieldrelay::uplink::compact::decode(payload.as_bytes());
+                    decoded += samples.map_or(0, |s| s.len());
+                    sizes.push(m.topic.len() + payload.len() + 9);
+                }
+            }
+            read = seen.len();
+            decoded >= ROWS as usize
+        })
+        .await;
+    assert_eq!(decoded, ROWS as usize);
+    assert!(sizes.iter().all(|&b| b <= MAX_PACKET), "{sizes:?}");
+    assert!(sizes.len() as u64 <= ROWS / 100, "{} messages", sizes.len());
     rig.stop_sim.cancel();
 }

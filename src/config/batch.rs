@@ -221,8 +221,12 @@ mod tests {
         let mut issues = Vec::new();
         refuse_batch_conflicts(compact, true, true, names.into_iter(), &mut issues);
         assert_eq!(issues.len(), 5, "{issues:?}");
-        assert!(issues[0].message.contains("per_device_compact"), "{issues:?}");
-        let compact_live_first = errors(&with("  batch: per_device_compact\n  drain: live_first\n"));
+        assert!(
+            issues[0].message.contains("per_device_compact"),
+            "{issues:?}"
+        );
+        let compact_live_first =
+            errors(&with("  batch: per_device_compact\n  drain: live_first\n"));
         assert_eq!(compact_live_first.len(), 1, "{compact_live_first:?}");
         let mut none = Vec::new();
         refuse_batch_conflicts(Batching::None, true, true, names.into_iter(), &mut none);

@@ -36,11 +36,7 @@ pub(super) struct Unit {
 
 impl Link {
     /// Takes out of `ahead` the rows the next `n` messages hold; the rest stay, in order.
-    pub(super) fn take_rows(
-        &self,
-        ahead: &mut VecDeque<StoredRow>,
-        n: usize,
-    ) -> Vec<StoredRow> {
+    pub(super) fn take_rows(&self, ahead: &mut VecDeque<StoredRow>, n: usize) -> Vec<StoredRow> {
         if self.config.batch_limit().is_none() {
             return ahead.drain(..n.min(ahead.len())).collect();
         }
@@ -155,7 +151,9 @@ impl Link {
         if compact {
             plan(items, n, &Compact(rows))
         } else {
-            let sizes = rows.iter().map(|row| batch_element(row).map_or(0, |e| e.len()));
+            let sizes = rows
+                .iter()
+                .map(|row| batch_element(row).map_or(0, |e| e.len()));
             plan(items, n, &Sizes(sizes.collect()))
         }
     }
