@@ -14,8 +14,15 @@
 //! - **per_device**: `every_poll` with `uplink.batch: per_device` (each poll's QoS 1 samples of
 //!   a device as one message; the QoS 0 and QoS 2 points as before): the bytes batching saves,
 //!   as the ratio of its proxy bytes to `every_poll`'s in the same run;
-//! - **20 points** and **20 per_device**: one device of 20 QoS 1 `f32` points published every
-//!   poll (1 s), `batch: none` then `per_device`: bytes per sample on the wire, and their ratio.
+//! - **20 points**, **20 per_device** and **20 compact**: one device of 20 QoS 1 `f32` points
+//!   published every poll (1 s), `batch: none`, `per_device` and `per_device_compact`: bytes
+//!   per sample on the wire in the steady state (from 5 s after the connection's first byte,
+//!   so the TLS handshake and the birth are not spread over the samples), and their ratio to
+//!   `20 points` measured in the same run. `FR_BUDGET_REPEAT` (default 1) repeats these rows
+//!   and prints min / median / max.
+//!
+//! `FR_BUDGET_CASES=20` runs only the rows whose name starts with one of the comma-separated
+//! prefixes.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs 3 s of the second row as a
 //! smoke test. Needs `mosquitto` (scripts/test-deps.sh).
@@ -67,13 +74,23 @@ fn main() -> BenchResult<()> {
         "  url: mqtt://127.0.0.1:1883\n  batch: per_device\n",
         1,
     );
+    let twenty_compact =
+        twenty_batched.replacen("batch: per_device\n", "batch: per_device_compact\n", 1);
     let mut cases = vec![("every_poll", every_poll)];
     if full {
         cases.insert(0, ("as shipped", shipped));
         cases.push(("per_device", per_device));
         cases.push(("20 points", twenty));
         cases.push(("20 per_device", twenty_batched));
+        cases.push(("20 compact", twenty_compact));
     }
+    if let Ok(only) = std::env::var("FR_BUDGET_CASES") {
+        cases.retain(|(name, _)| only.split(',').any(|p| name.starts_with(p)));
+    }
+    let repeat: usize = match std::env::var("FR_BUDGET_REPEAT") {
+        Ok(text) => text.parse()?,
+        Err(_) => 1,
+    };
     println!(
         "bytes through a counting proxy (TLS, both directions) vs `check --budget`, {secs} s each"
     );
@@ -86,33 +103,77 @@ fn main() -> BenchResult<()> {
         "", "", "", "", ""
     );
     let mut every_poll_bytes = None;
+    // Per 20-point row: bytes per sample of each run.
+    let mut per_sample: Vec<(&str, Vec<f64>)> = Vec::new();
     for (name, text) in cases {
-        let dir = base.path().join(name.replace(' ', "_"));
-        let (proxy, budget) = rt.block_on(run(&dir, &text, Duration::from_secs(secs)))?;
-        let month = proxy as f64 / secs as f64 * 86_400.0 * 30.0 / 1e6;
-        println!(
-            "| {name:<12} | {proxy:>12} | {budget:>12.0} | {:>12.3} | {month:>14.1} |",
-            budget / proxy as f64
-        );
-        if proxy == 0 {
-            return Err(format!("{name}: nothing crossed the proxy").into());
-        }
-        if name.starts_with("20 ") {
-            // 20 samples per poll of 1 s.
-            let samples = 20.0 * secs as f64;
-            println!("{name}: {:.1} bytes/sample", proxy as f64 / samples);
-        }
-        match name {
-            "every_poll" | "20 points" => every_poll_bytes = Some(proxy),
-            "per_device" | "20 per_device" => {
-                if let Some(base) = every_poll_bytes {
-                    println!(
-                        "{name} / batch none, proxy bytes: {:.3}",
-                        proxy as f64 / base as f64
-                    );
+        let runs = if name.starts_with("20 ") {
+            repeat.max(1)
+        } else {
+            1
+        };
+        for run_index in 0..runs {
+            let dir = base
+                .path()
+                .join(format!("{}-{run_index}", name.replace(' ', "_")));
+            let counted = rt.block_on(run(&dir, &text, Duration::from_secs(secs)))?;
+            let proxy = counted.total;
+            let budget = counted.budget;
+            let month = proxy as f64 / secs as f64 * 86_400.0 * 30.0 / 1e6;
+            println!(
+                "| {name:<12} | {proxy:>12} | {budget:>12.0} | {:>12.3} | {month:>14.1} |",
+                budget / proxy as f64
+            );
+            if proxy == 0 {
+                return Err(format!("{name}: nothing crossed the proxy").into());
+            }
+            if name.starts_with("20 ") {
+                // 20 samples per poll of 1 s.
+                let (bytes, window) = counted.steady;
+                let value = bytes as f64 / (20.0 * window.as_secs_f64());
+                println!("{name}: {value:.1} bytes/sample (steady state)");
+                match per_sample.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, values)) => values.push(value),
+                    None => per_sample.push((name, vec![value])),
                 }
             }
-            _ => {}
+            match name {
+                "every_poll" => every_poll_bytes = Some(proxy),
+                "per_device" => {
+                    if let Some(base) = every_poll_bytes {
+                        println!(
+                            "{name} / batch none, proxy bytes: {:.3}",
+                            proxy as f64 / base as f64
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !per_sample.is_empty() {
+        println!();
+        println!(
+            "bytes per sample, 1 device x 20 QoS 1 f32 points every 1 s poll, TLS, steady state"
+        );
+        println!(
+            "| {:<14} | {:>28} | {:>24} |",
+            "batch", "B/sample (min / median / max)", "none / this (median)"
+        );
+        println!("|{:-<16}|{:->30}|{:->26}|", "", "", "");
+        let spreads: Vec<(&str, (f64, f64, f64))> = per_sample
+            .iter_mut()
+            .map(|(name, values)| (*name, support::spread(values)))
+            .collect();
+        let none = spreads
+            .iter()
+            .find(|(name, _)| *name == "20 points")
+            .map(|(_, (_, median, _))| *median);
+        for (name, (min, median, max)) in spreads {
+            let ratio = none.map_or(f64::NAN, |none| none / median);
+            println!(
+                "| {name:<14} | {:>28} | {ratio:>23.2}x |",
+                format!("{min:.1} / {median:.1} / {max:.1}")
+            );
         }
     }
     Ok(())
@@ -136,9 +197,21 @@ fn twenty_points(shipped: &str) -> String {
     text
 }
 
-/// Runs `config` (the example's text) for `duration`; returns the bytes the proxy counted and
-/// the budget's expectation for the same time and one connection.
-async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<(u64, f64)> {
+/// What one run counted.
+struct Counted {
+    /// Bytes through the proxy from the connection's first byte.
+    total: u64,
+    /// The budget's expectation for the same time and one connection.
+    budget: f64,
+    /// Bytes from [`STEADY_AFTER`] after the first byte to the end, and that window.
+    steady: (u64, Duration),
+}
+
+/// When the steady state starts: the TLS handshake, the birth and the first polls are done.
+const STEADY_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs `config` (the example's text) for `duration` (see [`Counted`]).
+async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<Counted> {
     std::fs::create_dir_all(dir)?;
     let pki = pki::TestPki::generate(&dir.join("pki"));
     let tls_port = free_port()?;
@@ -196,9 +269,16 @@ async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<(u64, 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start = Instant::now();
-    tokio::time::sleep(duration).await;
+    let warm = STEADY_AFTER.min(duration / 2);
+    tokio::time::sleep(warm).await;
+    let (warm_bytes, warm_at) = (proxy.bytes(), Instant::now());
+    tokio::time::sleep(duration.saturating_sub(warm)).await;
     let (measured, elapsed) = (proxy.bytes(), start.elapsed());
     gateway.stop();
     cancel.cancel();
-    Ok((measured, budget.stream_over(elapsed, 1.0)))
+    Ok(Counted {
+        total: measured,
+        budget: budget.stream_over(elapsed, 1.0),
+        steady: (measured - warm_bytes, warm_at.elapsed()),
+    })
 }
