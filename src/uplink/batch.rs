@@ -36,26 +36,9 @@ pub trait Measure {
     type Open;
     /// A message holding row `i` alone.
     fn open(&self, i: usize) -> Self::Open;
-    /// The bytes of `open` with row `i` appended.
-    fn bytes_with(&self, open: &Self::Open, i: usize) -> usize;
-    /// Appends row `i` to `open`.
-    fn append(&self, open: &mut Self::Open, i: usize);
-}
-
-/// Elements of known sizes joined by commas (`batch: per_device`).
-pub struct Sizes(pub Vec<usize>);
-
-impl Measure for Sizes {
-    type Open = usize;
-    fn open(&self, i: usize) -> usize {
-        self.0.get(i).copied().unwrap_or(0)
-    }
-    fn bytes_with(&self, open: &usize, i: usize) -> usize {
-        open + 1 + self.open(i)
-    }
-    fn append(&self, open: &mut usize, i: usize) {
-        *open = self.bytes_with(open, i);
-    }
+    /// Appends row `i` to `open` if the message stays within `limit` bytes; false (and `open`
+    /// unchanged) if it would not.
+    fn append_within(&self, open: &mut Self::Open, i: usize, limit: usize) -> bool;
 }
 
 /// The messages of the rows taken.
@@ -99,8 +82,7 @@ pub fn plan<K: Eq + Hash + Clone, M: Measure>(
             continue;
         }
         if let Some((m, bytes)) = open.get_mut(&key) {
-            if measure.bytes_with(bytes, i) <= item.limit {
-                measure.append(bytes, i);
+            if measure.append_within(bytes, i, item.limit) {
                 messages[*m].push(i);
                 continue;
             }
@@ -123,6 +105,24 @@ pub fn plan<K: Eq + Hash + Clone, M: Measure>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Elements of known sizes joined by commas (as `batch: per_device` counts them).
+    struct Sizes(Vec<usize>);
+
+    impl Measure for Sizes {
+        type Open = usize;
+        fn open(&self, i: usize) -> usize {
+            self.0[i]
+        }
+        fn append_within(&self, open: &mut usize, i: usize, limit: usize) -> bool {
+            let grown = *open + 1 + self.0[i];
+            let fits = grown <= limit;
+            if fits {
+                *open = grown;
+            }
+            fits
+        }
+    }
 
     fn item(key: Option<u8>) -> Item<u8> {
         Item { key, limit: 100 }

@@ -89,6 +89,11 @@ impl Encoder {
     /// Bytes of [`Encoder::finish`] after `push(row)`.
     pub fn len_with(&self, row: &Row) -> usize {
         let (name, entry) = self.pieces(row);
+        self.grown(row, name.as_deref(), &entry)
+    }
+
+    /// [`Encoder::len_with`] from `row`'s pieces.
+    fn grown(&self, row: &Row, name: Option<&str>, entry: &str) -> usize {
         let comma = |part: &str| usize::from(!part.is_empty());
         let mut len = self.len() + entry.len() + comma(&self.samples);
         if let Some(name) = name {
@@ -104,6 +109,21 @@ impl Encoder {
     /// Appends `row` (its `seq` above every row's before it).
     pub fn push(&mut self, row: &Row) {
         let (name, entry) = self.pieces(row);
+        self.append(row, name, entry);
+    }
+
+    /// Appends `row` if the payload stays within `limit` bytes (what [`Encoder::len_with`]
+    /// says, rendering the row once); false, and nothing appended, if it would not.
+    pub fn push_within(&mut self, row: &Row, limit: usize) -> bool {
+        let (name, entry) = self.pieces(row);
+        let fits = self.grown(row, name.as_deref(), &entry) <= limit;
+        if fits {
+            self.append(row, name, entry);
+        }
+        fits
+    }
+
+    fn append(&mut self, row: &Row, name: Option<String>, entry: String) {
         if let Some(name) = name {
             if !self.points.is_empty() {
                 self.points.push(',');
@@ -348,7 +368,8 @@ mod tests {
             for (point, value, ts, seq) in &owned {
                 let next = row(point, value, *ts, *seq);
                 let expected = encoder.len_with(&next);
-                encoder.push(&next);
+                prop_assert!(!encoder.clone().push_within(&next, expected - 1));
+                prop_assert!(encoder.push_within(&next, expected));
                 prop_assert_eq!(encoder.len(), expected);
                 prop_assert_eq!(encoder.finish().len(), expected);
             }

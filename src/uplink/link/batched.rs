@@ -21,7 +21,7 @@ use bytes::Bytes;
 use super::Link;
 use crate::config::{Batching, Qos};
 use crate::queue::{wire, Entry, StoredRow};
-use crate::uplink::batch::{plan, Item, Measure, Plan, Sizes};
+use crate::uplink::batch::{plan, Item, Measure, Plan};
 use crate::uplink::compact::{Encoder, Row};
 
 /// MQTT bytes of a QoS 1 PUBLISH besides topic and payload: the fixed header (at most 5),
@@ -151,10 +151,7 @@ impl Link {
         if compact {
             plan(items, n, &Compact(rows))
         } else {
-            let sizes = rows
-                .iter()
-                .map(|row| batch_element(row).map_or(0, |e| e.len()));
-            plan(items, n, &Sizes(sizes.collect()))
+            plan(items, n, &Elements(rows))
         }
     }
 }
@@ -175,6 +172,34 @@ pub(super) fn put_back(ahead: &mut VecDeque<StoredRow>, rows: Vec<StoredRow>) {
     }
 }
 
+/// `per_device` sizes: each row's element, rendered as the planner reaches it (the rows left
+/// behind are never rendered), joined by commas.
+struct Elements<'r>(&'r [StoredRow]);
+
+impl Elements<'_> {
+    fn size(&self, i: usize) -> usize {
+        self.0
+            .get(i)
+            .and_then(batch_element)
+            .map_or(0, |element| element.len())
+    }
+}
+
+impl Measure for Elements<'_> {
+    type Open = usize;
+    fn open(&self, i: usize) -> usize {
+        self.size(i)
+    }
+    fn append_within(&self, open: &mut usize, i: usize, limit: usize) -> bool {
+        let grown = *open + 1 + self.size(i);
+        let fits = grown <= limit;
+        if fits {
+            *open = grown;
+        }
+        fits
+    }
+}
+
 /// Compact payload sizes: exact, from the encoder itself.
 struct Compact<'r>(&'r [StoredRow]);
 
@@ -191,16 +216,13 @@ impl Measure for Compact<'_> {
     type Open = Encoder;
     fn open(&self, i: usize) -> Encoder {
         let mut encoder = Encoder::new();
-        self.append(&mut encoder, i);
+        if let Some(row) = self.row(i) {
+            encoder.push(&row);
+        }
         encoder
     }
-    fn bytes_with(&self, open: &Encoder, i: usize) -> usize {
-        self.row(i).map_or(open.len(), |row| open.len_with(&row))
-    }
-    fn append(&self, open: &mut Encoder, i: usize) {
-        if let Some(row) = self.row(i) {
-            open.push(&row);
-        }
+    fn append_within(&self, open: &mut Encoder, i: usize, limit: usize) -> bool {
+        self.row(i).is_some_and(|row| open.push_within(&row, limit))
     }
 }
 
