@@ -915,3 +915,46 @@ async fn commands_dropped_by_shutdown_do_not_tear_the_link_down() {
     assert_eq!(rig.stats.snapshot().disconnects, 0);
     rig.stop().await;
 }
+
+/// Under a rate limit one token buys a device's full batch although two devices' polls
+/// interleave in the queue: the other device's rows wait in the read-ahead for the next token.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_token_buys_a_devices_full_batch_past_the_other_devices_rows() {
+    let mut rig = Rig::new().await;
+    rig.known_peer().await;
+    // Polls of three rows, devices a and b in turn: seqs 1-3 a, 4-6 b, 7-9 a, 10-12 b.
+    for i in 0..12 {
+        let device = if i / 3 % 2 == 0 { "a" } else { "b" };
+        let row = Sample {
+            device: device.into(),
+            ..sample(i, Qos::AtLeastOnce)
+        };
+        rig.queue.push(row).await.unwrap();
+    }
+    rig.queue
+        .progress()
+        .wait_for(|p| p.last_seq >= 12)
+        .await
+        .unwrap();
+    let mut cfg = config(rig.port());
+    cfg.max_rate = Some(1);
+    cfg.keep_alive = Duration::from_secs(3600);
+    cfg.batch = crate::config::Batching::PerDeviceCompact { max_packet: 4096 };
+    rig.start(cfg, None);
+    let mut broker = FakeBroker::connected(&rig.listener, false).await;
+    broker.expect_birth().await;
+    let start = Instant::now();
+    for (device, seqs, at) in [
+        ("a", [1, 2, 3, 7, 8, 9], 0),
+        ("b", [4, 5, 6, 10, 11, 12], 1000),
+    ] {
+        let p = broker.expect_publish().await;
+        assert_eq!(p.topic, format!("p/{device}"));
+        assert_eq!(start.elapsed().as_millis(), at, "one message per token");
+        let decoded = crate::uplink::compact::decode(&p.payload).unwrap();
+        let got: Vec<u64> = decoded.iter().map(|s| s.seq).collect();
+        assert_eq!(got, seqs);
+        broker.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+    }
+    rig.stop().await;
+}
