@@ -37,6 +37,9 @@
 //!   real figure), CONNECT with the Last Will, CONNACK, the commands' SUBSCRIBE when a point is
 //!   writable, and the birth certificate with its PUBACK.
 //!
+//! With `uplink.profile: sparkplug` the sources are the edge node's messages instead (DDATA,
+//! the delete barrier's PINGREQs, NDATA, births): see [`sparkplug`].
+//!
 //! Not counted: device status transitions and command results (events, not a rate), resends
 //! after a lost connection, DNS, and the on-site broker (`local`, on the LAN). A month is
 //! 30 days, a MB 10^6 bytes.
@@ -44,13 +47,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{Batching, Config, DataType, PointConfig, PublishMode, Qos};
+use crate::config::{Batching, Config, DataType, PointConfig, PublishMode, Qos, UplinkProfile};
 use crate::queue::wire;
 use crate::sample::{Sample, Value};
 use crate::status::device::DeviceState;
 use crate::status::gateway::{death, GatewayInfo, OfflineReason};
 use crate::status::health::{DeviceReport, HealthReport};
 use crate::uplink::compact;
+
+mod sparkplug;
 
 /// IPv4 (20) + TCP (20) + TCP timestamps (12), per segment.
 pub const TCP_IP_HEADER: u64 = 52;
@@ -184,6 +189,11 @@ pub fn estimate(config: &Config) -> Budget {
     let framing = Framing {
         record: if tls { TLS_RECORD } else { 0 },
     };
+    if let UplinkProfile::Sparkplug(sparkplug) = &config.uplink.profile {
+        let (lines, mut points) = sparkplug::lines(config, sparkplug, framing);
+        points.sort_by(|a, b| b.per_day.wire().total_cmp(&a.per_day.wire()));
+        return Budget { lines, points, tls };
+    }
     let prefix = &config.uplink.topic_prefix;
     let mut lines = Vec::new();
     let mut points = Vec::new();
@@ -334,16 +344,7 @@ fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
         per_day: framing.exchange(size, 1, Qos::AtMostOnce).times(reports),
     });
     let pings = DAY / config.uplink.ping_interval().as_secs_f64();
-    let ping = Flow {
-        stream: (2 * (2 + framing.record)) as f64,
-        segments: 3.0,
-    };
-    lines.push(Line {
-        name: "keep-alive".into(),
-        source: Source::Fixed,
-        messages: pings,
-        per_day: ping.times(pings),
-    });
+    lines.push(keep_alive_line(pings, framing));
     lines.push(Line {
         name: "connection, birth".into(),
         source: Source::Fixed,
@@ -353,20 +354,52 @@ fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
     lines
 }
 
+/// `pings` PINGREQs a day and their PINGRESPs.
+fn keep_alive_line(pings: f64, framing: Framing) -> Line {
+    let ping = Flow {
+        stream: (2 * (2 + framing.record)) as f64,
+        segments: 3.0,
+    };
+    Line {
+        name: "keep-alive".into(),
+        source: Source::Fixed,
+        messages: pings,
+        per_day: ping.times(pings),
+    }
+}
+
 /// One connection: TCP open and close, TLS, CONNECT/CONNACK, SUBSCRIBE/SUBACK, the birth.
 fn connection(config: &Config, framing: Framing) -> Flow {
     let uplink = &config.uplink;
     let status = wire::status_topic(&uplink.topic_prefix);
     let will = death(TS_MS, OfflineReason::ConnectionLost, config.status.offline);
+    let mut flow = connection_open(config, status.len(), will.len(), framing);
+    let writable = config
+        .devices
+        .iter()
+        .any(|device| device.points.iter().any(|point| point.write.is_some()));
+    let birth = GatewayInfo::new(TS_MS, &config.devices).birth(TS_MS);
+    let mut greet = publish_size(status.len(), birth.len(), Qos::AtLeastOnce);
+    if writable {
+        let filter = format!("{}/+/+/set", uplink.topic_prefix);
+        greet += packet_size(2 + 2 + filter.len() + 1);
+        flow.stream += (5 + framing.record) as f64; // SUBACK
+    }
+    flow.add(framing.exchange(greet, 1, Qos::AtLeastOnce));
+    flow
+}
+
+/// TCP open and close, the TLS handshake, CONNECT with a will of `will_topic` and `will`
+/// bytes, and CONNACK.
+fn connection_open(config: &Config, will_topic: usize, will: usize, framing: Framing) -> Flow {
+    let uplink = &config.uplink;
     let credentials = uplink
         .username
         .as_ref()
         .map_or(0, |user| 2 + user.len() + 2 + 32);
     // Variable header 10, client id, will topic and message, user name and password.
-    let connect = packet_size(
-        10 + 2 + uplink.client_id.len() + 2 + status.len() + 2 + will.len() + credentials,
-    );
-    let birth = GatewayInfo::new(TS_MS, &config.devices).birth(TS_MS);
+    let connect =
+        packet_size(10 + 2 + uplink.client_id.len() + 2 + will_topic + 2 + will + credentials);
     let mut stream = connect + 4 + 2 * framing.record;
     let mut segments = 7 + 3; // TCP open and close; CONNECT, CONNACK, ACK
     if framing.record > 0 {
@@ -380,20 +413,9 @@ fn connection(config: &Config, framing: Framing) -> Flow {
         }
         segments += 8;
     }
-    let writable = config
-        .devices
-        .iter()
-        .any(|device| device.points.iter().any(|point| point.write.is_some()));
-    let mut greet = publish_size(status.len(), birth.len(), Qos::AtLeastOnce);
-    if writable {
-        let filter = format!("{}/+/+/set", uplink.topic_prefix);
-        greet += packet_size(2 + 2 + filter.len() + 1);
-        stream += 5 + framing.record; // SUBACK
-    }
-    let exchange = framing.exchange(greet, 1, Qos::AtLeastOnce);
     Flow {
-        stream: (stream as f64) + exchange.stream,
-        segments: f64::from(segments) + exchange.segments,
+        stream: stream as f64,
+        segments: f64::from(segments),
     }
 }
 

@@ -106,6 +106,30 @@ devices:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
+    measure(|text| text, "fieldrelay/test-gw/boiler/counter").await;
+}
+
+/// The same devices as a Sparkplug edge node (aliases, QoS 0 DDATA with a PINGREQ barrier, an
+/// NDATA of the health figures): the model of `profile: sparkplug` against the proxy. The
+/// retained QoS 2 point stays queued (Sparkplug sends it as DDATA like the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
+    let sparkplug = |text: String| {
+        text.replacen(
+            "  health_heartbeat: 2s\n",
+            "  health_heartbeat: 2s\n  profile: sparkplug\n  sparkplug: {group_id: plant}\n",
+            1,
+        )
+        .replace(", retain: true", "")
+        .replace(", writable: true", "")
+    };
+    // One DDATA per poll carries the chiller's queued rows.
+    measure(sparkplug, "spBv1.0/plant/DDATA/test-gw/chiller").await;
+}
+
+/// Runs the gateway on `config_text` as `edit` changes it, counts the polls of the window by the
+/// messages on `topic`, and compares the proxy's bytes with the budget's.
+async fn measure(edit: impl FnOnce(String) -> String, topic: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(&dir.path().join("pki"));
     let tls_port = free_port();
@@ -125,7 +149,7 @@ async fn budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
     let (proxy, counted) = counting_proxy(tls_port, cancel.clone()).await;
     let device = free_port();
     let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, config_text(dir.path(), proxy, device, &pki.ca)).unwrap();
+    std::fs::write(&path, edit(config_text(dir.path(), proxy, device, &pki.ca))).unwrap();
     let config = fieldrelay::config::load(&path).expect("a valid configuration");
     let budget = fieldrelay::budget::estimate(&config);
     let simulated = config.clone();
@@ -136,7 +160,6 @@ async fn budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
     wait_until("the simulator", Duration::from_secs(10), || {
         port_accepts(device)
     });
-    let topic = "fieldrelay/test-gw/boiler/counter";
     let mut sub = Subscriber::connect(broker.port, "budget-sub", &[topic]).await;
     let _gateway = Gateway::start(&path);
 

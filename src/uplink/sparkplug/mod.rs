@@ -37,7 +37,7 @@
 //! against the alias table and the point's type; a refused one is logged and counted.
 
 mod incoming;
-mod node;
+pub(crate) mod node;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
