@@ -79,18 +79,8 @@ async fn drain(dir: &Path, broker: u16, batch: Batching) -> BenchResult<Drained>
         batch,
         ..UplinkConfig::plain("127.0.0.1", proxy.port, &client_id)
     };
-    let dialer = fieldrelay::uplink::dialer(&config)?;
     let stats: Arc<fieldrelay::uplink::UplinkStats> = Default::default();
-    let uplink = fieldrelay::uplink::Uplink {
-        config,
-        dialer,
-        queue: queue.clone(),
-        live,
-        inbound: None,
-        presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
-        state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
-        stats: stats.clone(),
-    };
+    let uplink = support::in_process_uplink(config, &queue, live, stats.clone())?;
     let cancel = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(uplink.run(cancel.clone()));

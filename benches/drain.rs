@@ -97,19 +97,10 @@ async fn drain(dir: &Path, port: u16) -> Result<Duration, Box<dyn std::error::Er
         max_inflight: 64,
         ..UplinkConfig::plain("127.0.0.1", port, &format!("bench-{port}"))
     };
-    let dialer = fieldrelay::uplink::dialer(&config)?;
+    let uplink = support::in_process_uplink(config, &queue, live, Default::default())
+        .map_err(|e| e.to_string())?;
     let cancel = CancellationToken::new();
     let start = Instant::now();
-    let uplink = fieldrelay::uplink::Uplink {
-        config,
-        dialer,
-        queue: queue.clone(),
-        live,
-        inbound: None,
-        presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
-        state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
-        stats: Default::default(),
-    };
     let task = tokio::spawn(uplink.run(cancel.clone()));
     queue.progress().wait_for(|p| p.depth == 0).await?;
     let elapsed = start.elapsed();

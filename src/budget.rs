@@ -47,7 +47,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{Batching, Config, DataType, PointConfig, PublishMode, Qos, UplinkProfile};
+use crate::config::{
+    Batching, Config, DataType, DeviceConfig, PointConfig, PublishMode, Qos, UplinkProfile,
+};
 use crate::queue::wire;
 use crate::sample::{Sample, Value};
 use crate::status::device::DeviceState;
@@ -183,6 +185,20 @@ fn typical_value(point: &PointConfig) -> Value {
     }
 }
 
+/// A sample of `point` as the model counts it: one every poll, since every_poll and the worst
+/// case of on_change are alike.
+fn typical_sample(device: &DeviceConfig, point: &PointConfig) -> Sample {
+    let (PublishMode::EveryPoll | PublishMode::OnChange) = point.reporting.publish;
+    Sample {
+        device: device.name.as_str().into(),
+        point: point.name.as_str().into(),
+        value: typical_value(point),
+        ts_ms: TS_MS,
+        qos: point.qos,
+        retain: point.retain,
+    }
+}
+
 /// The budget of `config`.
 pub fn estimate(config: &Config) -> Budget {
     let tls = config.uplink.tls.is_some();
@@ -207,16 +223,7 @@ pub fn estimate(config: &Config) -> Budget {
         let batch_limit = config.uplink.batch_limit();
         let mut batches: BTreeMap<u8, Vec<(String, u64)>> = BTreeMap::new();
         for point in &device.points {
-            // every_poll and the worst case of on_change are alike: a sample every poll.
-            let (PublishMode::EveryPoll | PublishMode::OnChange) = point.reporting.publish;
-            let sample = Sample {
-                device: device.name.as_str().into(),
-                point: point.name.as_str().into(),
-                value: typical_value(point),
-                ts_ms: TS_MS,
-                qos: point.qos,
-                retain: point.retain,
-            };
+            let sample = typical_sample(device, point);
             let queued = point.qos != Qos::AtMostOnce;
             let topic = wire::sample_topic(prefix, &sample);
             let payload = wire::sample_payload(&sample, queued.then_some(SEQ));
@@ -607,16 +614,22 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
         );
     }
 
-    #[test]
-    fn per_device_counts_one_message_of_elements_per_poll() {
+    /// Two boolean points `p` and `q`, and the same with `uplink.batch: <batch>`.
+    fn two_points(batch: &str) -> (String, String) {
         let two = ONE_POINT.replace(
             "type: bool}]",
             "type: bool}, {name: q, table: coil, address: 1, type: bool}]",
         );
         let batched = two.replace(
             "{url: 'mqtts://b'}",
-            "{url: 'mqtts://b', batch: per_device}",
+            &format!("{{url: 'mqtts://b', batch: {batch}}}"),
         );
+        (two, batched)
+    }
+
+    #[test]
+    fn per_device_counts_one_message_of_elements_per_poll() {
+        let (two, batched) = two_points("per_device");
         let b = budget(&batched);
         // "fieldrelay/gw/a", {"ts":<13>,"samples":[{"point":"p",<value,ts,seq>},{…"q"…}]}
         let element = r#"{"point":"p","value":false,"ts":1765000000000,"seq":10000000}"#.len();
@@ -635,14 +648,7 @@ devices: [{name: a, bus: plc1, points: [{name: p, table: coil, address: 0, type:
 
     #[test]
     fn per_device_compact_counts_the_encoders_payload_for_a_poll() {
-        let two = ONE_POINT.replace(
-            "type: bool}]",
-            "type: bool}, {name: q, table: coil, address: 1, type: bool}]",
-        );
-        let batched = two.replace(
-            "{url: 'mqtts://b'}",
-            "{url: 'mqtts://b', batch: per_device_compact}",
-        );
+        let (_, batched) = two_points("per_device_compact");
         let b = budget(&batched);
         let v = Value::Bool(false);
         let row = |point, seq| compact::Row {

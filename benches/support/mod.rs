@@ -781,3 +781,24 @@ pub fn backlog_sample(i: u64) -> fieldrelay::sample::Sample {
         retain: false,
     }
 }
+
+/// The uplink of `config` in-process over `queue` (no commands, a fixed presence), counting
+/// into `stats`: what the drain benchmarks run.
+pub fn in_process_uplink(
+    config: fieldrelay::config::UplinkConfig,
+    queue: &fieldrelay::queue::Queue,
+    live: fieldrelay::queue::LiveReceiver,
+    stats: Arc<fieldrelay::uplink::UplinkStats>,
+) -> BenchResult<fieldrelay::uplink::Uplink> {
+    let dialer = fieldrelay::uplink::dialer(&config)?;
+    Ok(fieldrelay::uplink::Uplink {
+        config,
+        dialer,
+        queue: queue.clone(),
+        live,
+        inbound: None,
+        presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
+        state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+        stats,
+    })
+}

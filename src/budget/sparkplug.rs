@@ -18,12 +18,11 @@
 use rumqttc::mqttbytes::v4::Publish;
 
 use super::{
-    connection_open, keep_alive_line, packet_size, publish_size, typical_value, Flow, Framing,
+    connection_open, keep_alive_line, packet_size, publish_size, typical_sample, Flow, Framing,
     Line, Source, CONNECTIONS_PER_DAY, DAY, SEQ, TS_MS,
 };
-use crate::config::{Config, PublishMode, Qos, SparkplugConfig};
+use crate::config::{Config, Qos, SparkplugConfig};
 use crate::queue::{Delivery, Entry, StoredRow};
-use crate::sample::Sample;
 use crate::sparkplug::{BdSeq, MessageType, NodeTopics};
 use crate::uplink::sparkplug::node::{Health, Node};
 
@@ -67,16 +66,7 @@ pub(super) fn lines(
         let polls = DAY / device.poll_interval.as_secs_f64().max(1e-3);
         let (mut queued, mut live) = (Vec::new(), Vec::new());
         for (i, point) in device.points.iter().enumerate() {
-            // every_poll and the worst case of on_change are alike: a sample every poll.
-            let (PublishMode::EveryPoll | PublishMode::OnChange) = point.reporting.publish;
-            let sample = Sample {
-                device: device.name.as_str().into(),
-                point: point.name.as_str().into(),
-                value: typical_value(point),
-                ts_ms: TS_MS,
-                qos: point.qos,
-                retain: point.retain,
-            };
+            let sample = typical_sample(device, point);
             if point.qos == Qos::AtMostOnce {
                 live.push(sample);
             } else {
