@@ -12,7 +12,7 @@
 //!   max_inflight: 64
 //!   broker: generic                   # a profile of documented limits (`broker.rs`)
 //!   drain: in_order                   # in_order | live_first (see drain.rs)
-//!   batch: none                       # none | per_device, with max_packet (see batch.rs)
+//!   batch: none                       # none | per_device | per_device_compact (see batch.rs)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
