@@ -119,6 +119,7 @@ impl Queue {
             retry: Default::default(),
             read_log: (None, 0),
             burst: DropBurst::default(),
+            rejected_log: Default::default(),
             planner: writer::Planner {
                 max_age: options.max_age.clone(),
                 sweep_every: options.expiry_sweep,

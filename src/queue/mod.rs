@@ -87,7 +87,8 @@
 //!
 //! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget,
 //! both lowered to what the disk holds (measured before every group), so that `on_full`, not
-//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones; every drop
+//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones (rejected
+//! rows are evicted first, oldest first, under either policy); every drop
 //! is counted in
 //! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
 //! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst

@@ -35,7 +35,11 @@
 //!
 //! # Capacity
 //!
-//! Rejected rows are rows of `queue.db`: they count toward `store.max_size`.
+//! Rejected rows are rows of `queue.db`: they count toward `store.max_size`. When the queue is
+//! full they are evicted first, oldest `seq` first, before any never-sent row (whatever
+//! `store.on_full` says: with `reject_new` a pile of rejected rows would otherwise refuse every
+//! new sample). Each eviction is counted per reason ([`super::RejectedStats::evicted`],
+//! `fieldrelay_queue_dropped_total{reason="rejected_evicted"}`) and logged.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +66,10 @@ const SQL_COPY: &str = "INSERT OR REPLACE INTO rejected (seq, device, point, bod
      retain, kind, expires_ms, reason, rejected_ms) SELECT seq, device, point, body, ts_ms, qos, \
      retain, kind, expires_ms, ?2, ?3 FROM messages WHERE seq = ?1";
 const SQL_DELETE: &str = "DELETE FROM messages WHERE seq = ?1";
+const SQL_OLDEST_REASONS: &str = "SELECT reason, COUNT(*) FROM \
+     (SELECT reason FROM rejected ORDER BY seq LIMIT ?1) GROUP BY reason";
+const SQL_EVICT_OLDEST: &str = "DELETE FROM rejected WHERE seq IN \
+     (SELECT seq FROM rejected ORDER BY seq LIMIT ?1)";
 const SQL_HELD: &str = "SELECT reason, COUNT(*) FROM rejected GROUP BY reason";
 
 /// Rows per reason code.
@@ -92,6 +100,14 @@ pub(super) fn reject(
     Ok(tx.prepare_cached(SQL_DELETE)?.execute([seq])? > 0)
 }
 
+/// Deletes the `n` oldest rejected rows (capacity); how many per reason.
+pub(super) fn evict_oldest(tx: &Transaction<'_>, n: u64) -> rusqlite::Result<ByReason> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let evicted = count_rows(tx, SQL_OLDEST_REASONS, [n])?;
+    tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])?;
+    Ok(evicted)
+}
+
 /// Rows held per reason.
 pub(crate) fn held(conn: &Connection) -> rusqlite::Result<ByReason> {
     count_rows(conn, SQL_HELD, [])
@@ -116,6 +132,18 @@ fn count_rows(
 pub(super) fn add(into: &mut ByReason, more: &ByReason) {
     for (reason, n) in more {
         *into.entry(*reason).or_default() += n;
+    }
+}
+
+/// Takes `less` from `from`, reason by reason, leaving out the reasons that reach 0.
+pub(super) fn sub(from: &mut ByReason, less: &ByReason) {
+    for (reason, n) in less {
+        if let Some(held) = from.get_mut(reason) {
+            *held = held.saturating_sub(*n);
+            if *held == 0 {
+                from.remove(reason);
+            }
+        }
     }
 }
 
