@@ -216,6 +216,11 @@ pub enum QueueCommand {
         /// Write here (a new file, synced when done) instead of stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Export the rejected rows instead (refused by the broker for good, e.g. MQTT 5 0x87
+        /// not_authorized; kept aside, never sent again by themselves), each with its "reason",
+        /// "reason_code" and "rejected" time.
+        #[arg(long)]
+        rejected: bool,
     },
 }
 

@@ -321,7 +321,9 @@ fn queue(command: &QueueCommand) -> ExitCode {
                 Err(error) => queue_failed(error),
             }
         }
-        QueueCommand::Export { output, .. } => queue_export(&inspector, output.as_deref(), prefix),
+        QueueCommand::Export {
+            output, rejected, ..
+        } => queue_export(&inspector, output.as_deref(), prefix, *rejected),
     }
 }
 
@@ -367,6 +369,7 @@ fn queue_export(
     inspector: &fieldrelay::queue::inspect::Inspector,
     output: Option<&Path>,
     prefix: Option<&str>,
+    rejected: bool,
 ) -> ExitCode {
     use fieldrelay::queue::inspect::{InspectError, EXIT_PARTIAL};
     let stdout = std::io::stdout();
@@ -390,15 +393,13 @@ fn queue_export(
         },
         None => None,
     };
+    let export = |out: &mut dyn Write| match rejected {
+        true => inspector.export_rejected(prefix, out, display),
+        false => inspector.export(prefix, out, display),
+    };
     let result = match &file {
-        Some((_, file)) => {
-            let mut out = std::io::BufWriter::new(file);
-            inspector.export(prefix, &mut out, display)
-        }
-        None => {
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            inspector.export(prefix, &mut out, display)
-        }
+        Some((_, file)) => export(&mut std::io::BufWriter::new(file)),
+        None => export(&mut std::io::BufWriter::new(stdout.lock())),
     };
     let outcome = match result {
         Ok(outcome) => outcome,
