@@ -732,4 +732,32 @@ async fn stats_and_export_show_the_rejected_rows_with_their_reason() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 4]);
+
+    // The way back: refused while a gateway has the queue open, then done with it stopped.
+    let requeue = ["queue", "requeue-rejected", "--data-dir", &data];
+    let (queue, _live, writer) = Queue::open(&data_dir, QueueOptions::default()).unwrap();
+    let (code, _, err) = fieldrelay(&requeue);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    drop(queue);
+    writer.close().await.unwrap();
+    let (code, _, err) = fieldrelay(&[&requeue[..], &["--reason", "nope"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not_authorized"), "{err}");
+    let (code, _, err) = fieldrelay(&[&requeue[..], &["--reason", "not_authorized"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        err,
+        "requeued 2 rejected rows (2 not_authorized (0x87)): the gateway sends them at its next \
+         start\n"
+    );
+    let (_, out, _) = fieldrelay(&["queue", "export", "--data-dir", &data]);
+    let seqs: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "back with their seq");
+    let (_, out, _) = fieldrelay(&["queue", "stats", "--data-dir", &data, "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rejected"]["rows"], 1);
 }

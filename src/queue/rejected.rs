@@ -240,6 +240,36 @@ pub(super) fn visit(
     Ok(seen)
 }
 
+/// Puts the rejected rows of `reason` (all of them with `None`) back into the queue as never
+/// sent, with their `seq` (below `sqlite_sequence`, which stays as it is: no `seq` is reused);
+/// how many per reason. A row whose `seq` is in the queue already (it cannot be, short of a
+/// hand-edited file) stays rejected.
+pub(super) fn requeue(tx: &Transaction<'_>, reason: Option<u8>) -> rusqlite::Result<ByReason> {
+    let reason = reason.map(i64::from);
+    let of_reason = "(?1 IS NULL OR reason = ?1)";
+    tx.execute(
+        &format!(
+            "INSERT OR IGNORE INTO messages (seq, device, point, body, ts_ms, qos, retain, kind, \
+             expires_ms, state, pkid) SELECT seq, device, point, body, ts_ms, qos, retain, kind, \
+             expires_ms, 0, NULL FROM rejected WHERE {of_reason} ORDER BY seq"
+        ),
+        [reason],
+    )?;
+    let counted = count_rows(
+        tx,
+        &format!(
+            "SELECT reason, COUNT(*) FROM rejected WHERE {of_reason} AND seq IN \
+             (SELECT seq FROM messages) GROUP BY reason"
+        ),
+        [reason],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM rejected WHERE {of_reason} AND seq IN (SELECT seq FROM messages)"),
+        [reason],
+    )?;
+    Ok(counted)
+}
+
 /// Rows in a count.
 pub fn total(counts: &ByReason) -> u64 {
     counts.values().sum()

@@ -189,6 +189,8 @@ pub(super) struct Writer {
     pub rejected_log: (Option<Instant>, rejected::ByReason),
     /// The state the planning of a group reads and updates ([`plan`]).
     pub planner: Planner,
+    /// Held for as long as the writer runs: tools that write the file refuse meanwhile.
+    pub _dir_lock: Option<super::lock::DirLock>,
 }
 
 /// Measures the room on disk for [`capacity::limits`].
