@@ -120,6 +120,8 @@
 //! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
 //! output); `export` reads a damaged file past its first damaged page with [`salvage`], a walk
 //! of its pages (a quarantine reads the old file's last `seq` with it too).
+//! [`requeue`] (`fieldrelay queue requeue-rejected`) is the one tool that writes: only while no
+//! gateway runs, which the writer's shared lock on the data directory tells ([`lock`]).
 //!
 //! # Threading model
 //!
