@@ -99,32 +99,15 @@ impl Book {
         }
     }
 
-    /// Counted per reason, and a warning the first time a reason comes up since open (a broker
-    /// that refuses a point refuses every sample of it).
+    /// Counted per reason. Logged at debug level only: the caller (the uplink) warns, with
+    /// the topic and the broker's reason string the queue does not know.
     fn moved(counters: &Counters, moved: &ByReason) {
-        let first: Vec<u8> = counters.with_rejected(|r| {
-            let first = moved
-                .keys()
-                .filter(|reason| !r.rejected.contains_key(reason))
-                .copied()
-                .collect();
+        counters.with_rejected(|r| {
             add(&mut r.rejected, moved);
             add(&mut r.held, moved);
-            first
         });
         for (code, rows) in moved {
-            let reason = reason::label(*code);
-            if first.contains(code) {
-                tracing::warn!(
-                    rows,
-                    %reason,
-                    "the broker refused queued rows for good: they are kept aside, not sent again \
-                     (see `fieldrelay queue stats`; export them with `fieldrelay queue export \
-                     --rejected`); later refusals for this reason are counted, not logged"
-                );
-            } else {
-                tracing::debug!(rows, %reason, "queued rows rejected");
-            }
+            tracing::debug!(rows, reason = %reason::label(*code), "queued rows rejected");
         }
     }
 
