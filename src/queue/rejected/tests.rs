@@ -78,10 +78,26 @@ fn table(dir: &TempDir) -> Vec<TableRow> {
     rows
 }
 
+/// Whether the file has the `rejected` table.
+fn has_table(dir: &TempDir) -> bool {
+    let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rejected'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap()
+        == 1
+}
+
 #[tokio::test]
 async fn rejected_rows_leave_the_queue_keep_their_fields_and_survive_a_restart() {
     let dir = TempDir::new().unwrap();
     let (q, w) = queue_with(&dir, 5).await;
+    assert!(!has_table(&dir), "created by the first rejection only");
+    assert!(q.rejected().held.is_empty());
     q.mark_published(vec![(4, 7)]).await.unwrap();
     let before = crate::sample::now_ms();
     q.reject(vec![1, 4, 99], 0x87).await.unwrap();
