@@ -257,6 +257,9 @@ async fn drop_oldest_evicts_rejected_rows_before_any_queued_row() {
     let (q, w) = full_queue(&dir, crate::config::OnFull::DropOldest).await;
     let queued = seqs(&q.fetch(0, usize::MAX).await.unwrap());
     let dropped = q.stats().capacity_dropped;
+    // Row 1 was evicted: refusing it now does nothing.
+    assert!(queued[0] > 1);
+    q.reject(vec![1], 0x87).await.unwrap();
     // The newest rows are refused: the oldest queued rows are older than every rejected one.
     let newest = queued[queued.len() - 2000..].to_vec();
     q.reject(newest, 0x90).await.unwrap();
@@ -268,7 +271,10 @@ async fn drop_oldest_evicts_rejected_rows_before_any_queued_row() {
     assert_eq!(now.len(), queued.len() - 2000 + 500);
     assert_eq!(now[0], queued[0], "no queued row evicted");
     assert_eq!(q.stats().capacity_dropped, dropped);
-    let evicted = q.rejected().evicted.get(&0x90).copied().unwrap_or(0);
+    let stats = q.rejected();
+    let evicted = stats.evicted.get(&0x90).copied().unwrap_or(0);
     assert!(evicted > 0);
+    assert!(!stats.rejected.contains_key(&0x87), "{stats:?}");
+    assert_eq!(stats.held, [(0x90, 2000 - evicted)].into());
     w.close().await.unwrap();
 }
