@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::ErrorCode;
 
-use super::record::Record;
+use super::record::{Record, Rejection};
 use super::salvage::Salvage;
 use super::store::{db_path, Layout, QueueReader, DB_FILE, SCHEMA_VERSION};
 use super::summary::{FileSize, Summary};
@@ -387,6 +387,7 @@ impl Inspector {
                         let record = Record {
                             row: &row,
                             topic_prefix,
+                            rejection: None,
                         };
                         if let Err(e) = writeln!(out, "{record}") {
                             failed = Some(e);
@@ -422,8 +423,24 @@ impl Inspector {
             out.flush().map_err(write_err("the export"))?;
             return Ok(outcome);
         }
+        self.export_rows(false, topic_prefix, out, display)
+    }
+
+    /// [`Inspector::export`] of the queued rows or, with `rejected`, the rejected ones (without
+    /// the page walk).
+    fn export_rows(
+        &self,
+        rejected: bool,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        display: Display,
+    ) -> Result<Outcome, InspectError> {
+        let mut outcome = Outcome::default();
         let last_seq = self.reader.last_seq();
-        let total = self.reader.count().ok().or(last_seq).unwrap_or_default();
+        let total = match rejected {
+            false => self.reader.count().ok().or(last_seq).unwrap_or_default(),
+            true => 0,
+        };
         let mut progress = Progress::new(display, "rows", total);
         // Exclusive lower bound of the next read.
         let mut cursor = i64::MIN;
@@ -431,9 +448,9 @@ impl Inspector {
             let mut last = None;
             let mut failed = None;
             let mut handed = 0;
-            let read = self.reader.visit_rows(cursor, PAGE, |row| {
+            let read = self.read_page(rejected, cursor, |row, rejection| {
                 handed += 1;
-                match write_row(row, topic_prefix, out, &mut outcome) {
+                match write_row(row, topic_prefix, rejection, out, &mut outcome) {
                     Ok(seq) => {
                         last = seq.or(last);
                         ControlFlow::Continue(())
@@ -470,7 +487,7 @@ impl Inspector {
                 }
                 // The damage may sit right after the last row read: read again from there.
                 Err(e) if is_damage(&e) && advanced => {}
-                Err(e) if is_damage(&e) => {
+                Err(e) if is_damage(&e) && !rejected => {
                     let after = u64::try_from(cursor).unwrap_or(0);
                     self.export_salvaged(after, topic_prefix, out, &mut outcome, &mut progress)?;
                     break;
@@ -481,6 +498,42 @@ impl Inspector {
         progress.finish();
         out.flush().map_err(write_err("the export"))?;
         Ok(outcome)
+    }
+
+    /// `queue export --rejected`: the rows the broker refused for good (`rejected.rs`), as
+    /// JSON lines with their reason, in `seq` order and in short read transactions like
+    /// `export`. No page walk: a damaged file is refused here and recovered with `export`.
+    pub fn export_rejected(
+        &self,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        display: Display,
+    ) -> Result<Outcome, InspectError> {
+        self.readable_schema()?;
+        self.export_rows(true, topic_prefix, out, display)
+    }
+
+    /// Up to [`PAGE`] queued (or, with `rejected`, rejected) rows after `after`, each handed to
+    /// `visit` with its rejection; how many were handed.
+    fn read_page(
+        &self,
+        rejected: bool,
+        after: i64,
+        mut visit: impl FnMut(Result<StoredRow, QueueError>, Option<Rejection>) -> ControlFlow<()>,
+    ) -> Result<usize, QueueError> {
+        if !rejected {
+            return self.reader.visit_rows(after, PAGE, |row| visit(row, None));
+        }
+        self.reader.visit_rejected(after, PAGE, |row| match row {
+            Ok(r) => visit(
+                Ok(r.row),
+                Some(Rejection {
+                    reason: r.reason,
+                    at_ms: r.rejected_ms,
+                }),
+            ),
+            Err(e) => visit(Err(e), None),
+        })
     }
 
     /// The rows with `seq > after` and the ranges lost among them, by the page walk.
@@ -499,7 +552,7 @@ impl Inspector {
         let mut failed = None;
         salvage.visit_rows(after, |row| {
             progress.advance(1, "");
-            match write_row(row, topic_prefix, out, outcome) {
+            match write_row(row, topic_prefix, None, out, outcome) {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);
@@ -523,10 +576,12 @@ impl Inspector {
     }
 }
 
-/// Writes one row of an export (or counts it undecodable); returns its `seq`, if it has one.
+/// Writes one row of an export, queued (`rejection: None`) or rejected, or counts it
+/// undecodable; returns its `seq`, if it has one.
 fn write_row(
     row: Result<StoredRow, QueueError>,
     topic_prefix: Option<&str>,
+    rejection: Option<Rejection>,
     out: &mut dyn Write,
     outcome: &mut Outcome,
 ) -> Result<Option<u64>, std::io::Error> {
@@ -535,6 +590,7 @@ fn write_row(
             let record = Record {
                 row: &row,
                 topic_prefix,
+                rejection,
             };
             writeln!(out, "{record}")?;
             outcome.rows += 1;

@@ -11,7 +11,11 @@
 //! 2. **Deleted only on ack** — or by an explicit, counted drop policy: [`Queue::ack`] (PUBACK
 //!    for QoS 1, PUBCOMP for QoS 2), `store.on_full: drop_oldest` eviction, a point's `max_age`.
 //!    The two policies only ever delete rows that were never sent (`state = 0`); a row the broker
-//!    may hold a packet id for is deleted by its acknowledgement alone.
+//!    may hold a packet id for is deleted by its acknowledgement alone. A third way out is not a
+//!    deletion: a row the broker refused for good (an MQTT 5 reason code) is *moved* by
+//!    [`Queue::reject`] to the `rejected` table ([`rejected`]), keeping its `seq` and fields, in
+//!    the transaction of its group; it is never sent again by itself, nor does it block the rows
+//!    behind it.
 //! 3. **QoS 2 session state is written ahead of the wire.** The uplink writes a QoS 2 PUBLISH
 //!    only after [`Queue::mark_published`] committed its packet id, and a PUBREL only after
 //!    [`Queue::mark_received`] committed the PUBREC. So after any crash the file tells, for every
@@ -36,8 +40,9 @@
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands and the
-//! command inbox have tables of their own, see [`recent`] and [`inbox`]), schema version 2 in
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands, the
+//! command inbox and the rejected rows have tables of their own, see [`recent`], [`inbox`] and
+//! [`rejected`]), schema version 2 in
 //! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
 //! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
@@ -82,7 +87,8 @@
 //!
 //! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget,
 //! both lowered to what the disk holds (measured before every group), so that `on_full`, not
-//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones; every drop
+//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones (rejected
+//! rows are evicted first, oldest first, under either policy); every drop
 //! is counted in
 //! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
 //! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst
@@ -114,6 +120,8 @@
 //! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
 //! output); `export` reads a damaged file past its first damaged page with [`salvage`], a walk
 //! of its pages (a quarantine reads the old file's last `seq` with it too).
+//! [`requeue`] (`fieldrelay queue requeue-rejected`) is the one tool that writes: only while no
+//! gateway runs, which the writer's shared lock on the data directory tells ([`lock`]).
 //!
 //! # Threading model
 //!
@@ -150,9 +158,13 @@ mod error;
 mod handle;
 pub mod inbox;
 pub mod inspect;
+pub mod lock;
 mod options;
+pub mod reason;
 pub mod recent;
 pub mod record;
+pub mod rejected;
+pub mod requeue;
 mod row;
 pub mod salvage;
 mod store;
@@ -161,7 +173,7 @@ pub mod unwritten;
 pub mod wire;
 mod writer;
 
-pub use counters::{QueueProgress, QueueStats};
+pub use counters::{QueueProgress, QueueStats, RejectedStats};
 pub use error::{NotWritable, QueueError};
 pub use handle::{AnswerSent, LiveReceiver, Queue, QueueWriter};
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};

@@ -47,6 +47,7 @@ use super::capacity::{self, Capacity, DropBurst, Drops, Room};
 use super::counters::Counters;
 use super::inbox;
 use super::recent::{self, CommandKey, RecentCommand};
+use super::rejected;
 use super::store::{self, Write};
 use super::unwritten::Unwritten;
 use super::{Entry, Message, QueueError, QueueProgress, StoredRow};
@@ -85,6 +86,11 @@ pub(super) enum Command {
     Ack(u64),
     /// Delete never-sent rows past their `max_age` (counted as expired).
     Expire(Vec<u64>),
+    /// Move rows the broker refused for good to the `rejected` table. Unknown `seq`: no-op.
+    Reject {
+        seqs: Vec<u64>,
+        reason: u8,
+    },
     /// New per-point `max_age`s (a reload): rows inserted after it in the same group and later
     /// get expiries from it; rows already committed keep theirs.
     SetMaxAge(HashMap<(String, String), Duration>),
@@ -179,8 +185,12 @@ pub(super) struct Writer {
     /// When a failing read was last logged, and how many failures were not logged since.
     pub read_log: (Option<Instant>, u64),
     pub burst: DropBurst,
+    /// The counters and the log of rejected rows.
+    pub rejected: rejected::Book,
     /// The state the planning of a group reads and updates ([`plan`]).
     pub planner: Planner,
+    /// Held for as long as the writer runs: tools that write the file refuse meanwhile.
+    pub _dir_lock: Option<super::lock::DirLock>,
 }
 
 /// Measures the room on disk for [`capacity::limits`].
@@ -358,9 +368,10 @@ impl Writer {
     /// `group`.
     fn apply(&mut self, group: &mut Vec<Command>, inserts: usize) {
         self.limits(inserts);
-        let capacity = self
-            .capacity
-            .plan(self.progress.bytes, self.progress.depth, inserts);
+        let rejected = self.counters.with_rejected(|r| rejected::total(&r.held));
+        let capacity =
+            self.capacity
+                .plan(self.progress.bytes, self.progress.depth, rejected, inserts);
         // Commands are moved out so replies can be resolved after the commit while the writes
         // borrow the entries.
         let commands: Vec<Command> = std::mem::take(group);
@@ -475,6 +486,8 @@ impl Writer {
         self.counters
             .expired
             .fetch_add(applied.expired, Ordering::Relaxed);
+        self.rejected
+            .book(&self.counters, &applied.rejected, &applied.rejected_evicted);
         self.counters
             .capacity_dropped
             .fetch_add(applied.evicted, Ordering::Relaxed);
@@ -517,21 +530,33 @@ impl Writer {
                     self.unwritten.requeue(seq);
                     continue;
                 }
+                Write::Reject { seq, reason, .. } => {
+                    if self.unwritten.reject(seq, reason) {
+                        self.count_existing(seq);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             for seq in acked {
                 if self.unwritten.ack(seq) {
-                    match store::row_exists(&self.conn, seq) {
-                        Ok(true) => self.unwritten.existing += 1,
-                        Ok(false) => {}
-                        Err(e) => self.read_failed("cannot look up an acknowledged row", &e),
-                    }
+                    self.count_existing(seq);
                 }
             }
         }
         self.counters
             .acks_backlogged
             .store(self.unwritten.backlogged(), Ordering::Relaxed);
+    }
+
+    /// Counts a kept acknowledgement or refusal whose row is still in the file (the depth leaves
+    /// it out).
+    fn count_existing(&mut self, seq: u64) {
+        match store::row_exists(&self.conn, seq) {
+            Ok(true) => self.unwritten.existing += 1,
+            Ok(false) => {}
+            Err(e) => self.read_failed("cannot look up an acknowledged row", &e),
+        }
     }
 
     /// Logs a failed read at most once per [`READ_LOG_EVERY`]: it fails on every group while
@@ -569,7 +594,7 @@ impl Writer {
                 break;
             };
             let full = page.len() == want;
-            rows.extend(page.into_iter().filter(|r| !self.unwritten.is_acked(r.seq)));
+            rows.extend(page.into_iter().filter(|r| !self.unwritten.is_gone(r.seq)));
             if !full {
                 break;
             }

@@ -10,7 +10,8 @@
 //!    before them, or a packet id that `MarkPublished` reuses could reach the disk while the
 //!    acknowledged row that held it is still there.
 //! 2. The expiry sweep, when due (at most once per `sweep_every`, and only while some point has
-//!    a `max_age`), then the eviction the capacity plan asks for, so the inserts find room.
+//!    a `max_age`), then the eviction the capacity plan asks for (rejected rows first), so the
+//!    inserts find room.
 //! 3. The commands' writes, in channel order. Inserts past the capacity plan's `admit` are
 //!    refused (counted, never written). `SetMaxAge` writes nothing: inserts after it in the
 //!    same group already get expiries from it. An ack of an undecodable row whose PUBLISH the
@@ -87,6 +88,11 @@ impl Planner {
             .ack_ranges()
             .map(|(from, to)| Write::AckRange(from, to))
             .chain(unwritten.requeues().map(Write::Requeue))
+            .chain(unwritten.rejects().map(|(seq, reason)| Write::Reject {
+                seq,
+                reason,
+                now_ms,
+            }))
             .collect();
         let mut plan = GroupPlan {
             carried: writes.len(),
@@ -96,6 +102,10 @@ impl Planner {
         };
         if self.sweep_due(now_ms) {
             plan.writes.push(Write::SweepExpired(now_ms));
+        }
+        if capacity.evict_rejected > 0 {
+            plan.writes
+                .push(Write::EvictRejected(capacity.evict_rejected));
         }
         if capacity.evict > 0 {
             plan.writes.push(Write::EvictOldest(capacity.evict));
@@ -145,6 +155,11 @@ impl Planner {
                 }
             }
             Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
+            Command::Reject { seqs, reason } => writes.extend(seqs.iter().map(|s| Write::Reject {
+                seq: *s,
+                reason: *reason,
+                now_ms,
+            })),
             Command::SetMaxAge(ages) => self.max_age.clone_from(ages),
             Command::MarkPublished { rows, .. } => {
                 writes.extend(rows.iter().map(|(seq, pkid)| Write::MarkPublished {
@@ -307,6 +322,7 @@ pub(super) fn pending(commands: Vec<Command>) -> Vec<Pending> {
                 Command::Insert(_)
                 | Command::Ack(_)
                 | Command::Expire(_)
+                | Command::Reject { .. }
                 | Command::SetMaxAge(_)
                 | Command::Close => return None,
             })
@@ -441,7 +457,11 @@ mod tests {
     }
 
     fn room(admit: usize, evict: u64) -> capacity::Plan {
-        capacity::Plan { evict, admit }
+        capacity::Plan {
+            evict,
+            admit,
+            ..capacity::Plan::default()
+        }
     }
 
     /// The writes of a plan, one short word each, to compare whole plans at a glance.
@@ -468,6 +488,8 @@ mod tests {
                 Write::Requeue(seq) => format!("requeue {seq}"),
                 Write::SweepExpired(at) => format!("sweep at +{}", at - NOW),
                 Write::EvictOldest(n) => format!("evict {n}"),
+                Write::EvictRejected(n) => format!("evict rejected {n}"),
+                Write::Reject { seq, reason, .. } => format!("reject {seq} {reason:#x}"),
                 Write::SetMeta { key, value } => format!("meta {key}={value}"),
                 Write::CommandTaken { key, .. } => format!("taken {}", key.id),
                 Write::CommandAnswered { message, inbox, .. } => {
@@ -485,31 +507,43 @@ mod tests {
             unwritten.ack(seq);
         }
         unwritten.requeue(12);
+        unwritten.reject(14, 0x87);
         let mut planner = Planner {
             max_age: ages("p", Duration::from_secs(60)),
             sweep_every: Duration::from_secs(1),
             ..Planner::default()
         };
-        let commands = [Command::Ack(20), insert("q", NOW)];
-        let plan = planner.plan(&commands, &unwritten, room(1, 2), NOW);
+        let commands = [
+            Command::Ack(20),
+            insert("q", NOW),
+            Command::Reject {
+                seqs: vec![21, 22],
+                reason: 0x90,
+            },
+        ];
+        let capacity = capacity::Plan {
+            evict_rejected: 1,
+            ..room(1, 2)
+        };
+        let plan = planner.plan(&commands, &unwritten, capacity, NOW);
         assert_eq!(
             shape(&plan),
             [
                 "ack 3..=4",
                 "ack 9..=9",
                 "requeue 12",
+                "reject 14 0x87",
                 "sweep at +0",
+                "evict rejected 1",
                 "evict 2",
                 "ack 20",
-                "insert q"
+                "insert q",
+                "reject 21 0x90",
+                "reject 22 0x90"
             ]
         );
-        assert_eq!(plan.carried, 3);
-        assert_eq!(
-            shape(&plan)[plan.carried..],
-            ["sweep at +0", "evict 2", "ack 20", "insert q"]
-        );
-        assert_eq!(plan.fresh().len(), 4);
+        assert_eq!(plan.carried, 4);
+        assert_eq!(plan.fresh().len(), 7);
     }
 
     #[test]
