@@ -131,6 +131,8 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
         POINTS,
     );
     let health = "fieldrelay/test-gw/health";
+    // Rows a broker refused for good, kept from an earlier run: the report says so.
+    common::rejected::seed(&dir.path().join("data"), 2, 0x87).await;
     let mut sub = Subscriber::connect(broker.port, "st-device", &[DEVICE_STATUS, health]).await;
     let gateway = Gateway::start(&config);
     sub.until("online", DEADLINE, |seen| {
@@ -151,6 +153,12 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
         "{report}"
     );
     assert!(report["queue"]["depth"].is_u64(), "{report}");
+    assert_eq!(report["queue"]["rejected"], 2, "{report}");
+    assert_eq!(
+        report["queue"]["rejected_reasons"],
+        serde_json::json!({"not_authorized": 2}),
+        "{report}"
+    );
     assert!(
         report["uplink"]["connections"].as_u64() >= Some(1),
         "{report}"

@@ -5,7 +5,8 @@
 //! {"ts":1763850060000,"started":1763850000000,"uptime_s":60,
 //!  "queue":{"depth":12,"bytes":53248,"oldest_age_ms":1500,
 //!           "dropped":{"queue_full":0,"capacity":0,"expired":0,"commit_failed":0,
-//!                      "live_channel_full":0}},
+//!                      "live_channel_full":0},
+//!           "rejected":3,"rejected_reasons":{"not_authorized":3}},
 //!  "uplink":{"connections":3,"reconnects":2},
 //!  "devices":{"boiler":{"status":"online","polls":59,"requests":118,"timeouts":0,
 //!             "exceptions":0,"crc_errors":0,"errors":0,"stale_replies":0,"decode_errors":0,
@@ -16,7 +17,10 @@
 //! - `queue.depth`, `queue.bytes`: rows committed and not yet acknowledged, and the bytes of
 //!   `queue.db` in use. `oldest_age_ms`: age of the oldest of them (its sample time), `null`
 //!   when the queue is empty. `dropped`: rows given up on since start, by reason (see
-//!   `docs/specs/queue.md`).
+//!   `docs/specs/queue.md`). `rejected`: rows the broker refused for good (an MQTT 5 reason
+//!   code), held in the queue file until an operator exports or requeues them (always there, 0
+//!   when none); `rejected_reasons`: those rows per reason name (`crate::queue::reason`), only
+//!   when there are some. A rejection, or an eviction of rejected rows, makes a report due.
 //! - `uplink.connections`: broker connections made since start; `reconnects` those after the
 //!   first.
 //! - Sent when its [`HealthReport::signature`] changed, else every `uplink.health_heartbeat`
@@ -36,7 +40,8 @@ use serde::Serialize;
 use super::device::DeviceState;
 use super::stamp::ConfigStamp;
 use crate::modbus::CounterSnapshot;
-use crate::queue::{QueueProgress, QueueStats};
+use crate::queue::rejected::{self, ByReason};
+use crate::queue::{reason, QueueProgress, QueueStats, RejectedStats};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -57,6 +62,15 @@ pub struct QueueHealth {
     pub bytes: u64,
     pub oldest_age_ms: Option<i64>,
     pub dropped: Dropped,
+    /// Rows the broker refused for good, held in the queue file ([`HealthReport::with_rejected`]).
+    pub rejected: u64,
+    /// Those rows per reason name; left out when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_reasons: BTreeMap<String, u64>,
+    /// Rows moved to `rejected` since open, per reason code: not in the payload, but a new
+    /// rejection is news even when an eviction kept the rows held the same.
+    #[serde(skip)]
+    pub rejected_since_open: ByReason,
 }
 
 /// Per reason, named as the metric's `reason` label (`fieldrelay_queue_dropped_total`).
@@ -86,6 +100,8 @@ pub fn is_due(
 pub struct Signature {
     devices: Vec<(String, Option<DeviceState>, [u64; 6])>,
     dropped: Dropped,
+    /// Held and since open, per reason code.
+    rejected: (BTreeMap<String, u64>, ByReason),
     connections: u64,
     config: Option<ConfigStamp>,
 }
@@ -153,6 +169,9 @@ impl HealthReport {
                     commit_failed: stats.commit_dropped,
                     live_channel_full: stats.live_dropped,
                 },
+                rejected: 0,
+                rejected_reasons: BTreeMap::new(),
+                rejected_since_open: ByReason::new(),
             },
             uplink: UplinkHealth {
                 connections,
@@ -163,8 +182,21 @@ impl HealthReport {
         }
     }
 
+    /// The report with the queue's rejected rows: held, per reason name, and since open.
+    pub fn with_rejected(mut self, stats: &RejectedStats) -> Self {
+        self.queue.rejected = rejected::total(&stats.held);
+        self.queue.rejected_reasons = stats
+            .held
+            .iter()
+            .filter(|(_, rows)| **rows > 0)
+            .map(|(code, rows)| (reason::name(*code), *rows))
+            .collect();
+        self.queue.rejected_since_open = stats.rejected.clone();
+        self
+    }
+
     /// What the report says about problems: each device's status and failure counters, the
-    /// rows dropped, the connections made; and which configuration runs (a pushed one is
+    /// rows dropped and rejected, the connections made; and which configuration runs (a pushed one is
     /// reported at once). Reports with the same signature differ only in what
     /// moves while all is well (time, polls, requests, queue depth): the monitor holds such a
     /// report back until the heartbeat.
@@ -186,6 +218,10 @@ impl HealthReport {
                 })
                 .collect(),
             dropped: self.queue.dropped.clone(),
+            rejected: (
+                self.queue.rejected_reasons.clone(),
+                self.queue.rejected_since_open.clone(),
+            ),
             connections: self.uplink.connections,
             config: self.config.clone(),
         }
@@ -252,7 +288,8 @@ mod tests {
             json!({
                 "ts": 10000, "started": 4000, "uptime_s": 6,
                 "queue": {"depth": 12, "bytes": 4096, "oldest_age_ms": 1500,
-                    "dropped": {"queue_full": 3, "capacity": 3, "expired": 4, "commit_failed": 2, "live_channel_full": 1}},
+                    "dropped": {"queue_full": 3, "capacity": 3, "expired": 4, "commit_failed": 2, "live_channel_full": 1},
+                    "rejected": 0},
                 "uplink": {"connections": 3, "reconnects": 2},
                 "devices": {
                     "boiler": {"status": "offline", "polls": 7, "requests": 10, "timeouts": 2,
@@ -320,5 +357,64 @@ mod tests {
         );
         // A heartbeat no longer than the interval sends every report.
         assert!(is_due(Some((&first, minute)), &quiet, minute));
+    }
+
+    fn with_rejected(held: &[(u8, u64)], since_open: &[(u8, u64)]) -> HealthReport {
+        let stats = RejectedStats {
+            held: held.iter().copied().collect(),
+            rejected: since_open.iter().copied().collect(),
+            evicted: ByReason::new(),
+        };
+        HealthReport::new(
+            1_000,
+            0,
+            QueueProgress::default(),
+            QueueStats::default(),
+            1,
+            BTreeMap::new(),
+        )
+        .with_rejected(&stats)
+    }
+
+    #[test]
+    fn rejected_rows_are_reported_per_reason_name() {
+        let report = with_rejected(&[(0x87, 2), (0x95, 1), (0x9c, 4)], &[(0x87, 2)]);
+        let value: serde_json::Value = serde_json::from_slice(&report.payload()).unwrap();
+        assert_eq!(value["queue"]["rejected"], 7);
+        assert_eq!(
+            value["queue"]["rejected_reasons"],
+            json!({"not_authorized": 2, "packet_too_large": 1, "0x9c": 4})
+        );
+        assert!(value["queue"].get("rejected_since_open").is_none());
+        let none = with_rejected(&[], &[]);
+        let value: serde_json::Value = serde_json::from_slice(&none.payload()).unwrap();
+        assert_eq!(value["queue"]["rejected"], 0);
+        assert!(value["queue"].get("rejected_reasons").is_none(), "{value}");
+    }
+
+    #[test]
+    fn a_rejection_or_an_eviction_makes_a_report_due() {
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let first = with_rejected(&[(0x87, 2)], &[(0x87, 2)]).signature();
+        let same = with_rejected(&[(0x87, 2)], &[(0x87, 2)]).signature();
+        assert!(!is_due(Some((&first, minute)), &same, hour));
+        for (what, later) in [
+            ("one more", with_rejected(&[(0x87, 3)], &[(0x87, 3)])),
+            (
+                "another reason",
+                with_rejected(&[(0x87, 2), (0x90, 1)], &[(0x87, 2), (0x90, 1)]),
+            ),
+            ("one evicted", with_rejected(&[(0x87, 1)], &[(0x87, 2)])),
+            (
+                "one rejected, one evicted",
+                with_rejected(&[(0x87, 2)], &[(0x87, 3)]),
+            ),
+        ] {
+            assert!(
+                is_due(Some((&first, minute)), &later.signature(), hour),
+                "{what}"
+            );
+        }
     }
 }

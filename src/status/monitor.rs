@@ -18,8 +18,8 @@
 //!   poller's does), never longer than shutdown.
 //! - **Health is best effort.** The report is handed to the uplink with `try_send` on a channel
 //!   of one: while the link is down, or the last report was not taken yet, it is dropped, and
-//!   the next one is fresh. The oldest row's age comes from the queue's progress watch, so a
-//!   stuck disk never delays the report.
+//!   the next one is fresh. The oldest row's age comes from the queue's progress watch and the
+//!   rejected rows from its counters, so a stuck disk never delays the report.
 //!
 //! Shutdown: every wait selects on the token; the forwarders stop with the task.
 
@@ -234,7 +234,8 @@ impl Monitor {
             self.queue.stats(),
             (self.connections)(),
             devices,
-        );
+        )
+        .with_rejected(&self.queue.rejected());
         report.config = self.config.borrow().clone();
         report
     }

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod notify;
 pub mod pki;
 pub mod python;
+pub mod rejected;
 pub mod snippet;
 pub mod sparkplug;
 
