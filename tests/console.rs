@@ -5,7 +5,8 @@
 //!
 //! The browser script asks for what it needs done to the world (`ask change-value`,
 //! `ask stop-broker`, ...) and this test does it; the script checks the page: the overview's
-//! uplink and queue state, a changed value shown within 2 s without a reload, the device shown
+//! uplink and queue state, the rows a broker rejected (left in the queue file before the start)
+//! with what to do about them, a changed value shown within 2 s without a reload, the device shown
 //! offline when it dies, the link retrying and the queue growing when the broker stops, wrong
 //! credentials refused, no console errors. With `FIELDRELAY_SCREENSHOTS=DIR` it also saves the
 //! screenshots docs/ shows.
@@ -160,6 +161,7 @@ async fn the_console_in_a_real_browser() {
     add_user(&passwd);
     let web = free_port();
     let config = write_config(dir.path(), broker.port, device_port, web, &passwd);
+    common::rejected::seed(&dir.path().join("data"), 3, 0x87).await;
     let mut results = Subscriber::connect(
         broker.port,
         "console-results",

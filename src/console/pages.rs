@@ -12,8 +12,9 @@ use std::fmt::Write as _;
 use super::history::{self, Point as ChartPoint};
 use super::log::LogLine;
 use super::view::{Device, DeviceState, Link, Overview};
+use crate::queue::rejected::{self, ByReason};
 use crate::queue::summary::bytes;
-use crate::queue::CommandRecord;
+use crate::queue::{reason, CommandRecord};
 use crate::sample::Value;
 
 /// The pages, in the navigation's order: (path, title).
@@ -175,7 +176,57 @@ pub fn overview_cards(view: &Overview) -> String {
         );
     }
     out.push_str("</dl></section>");
+    rejected_card(&mut out, &view.rejected);
     out
+}
+
+/// The rows the broker refused for good, per reason, and what to do: only when there are some
+/// (nothing sends them again by itself, so an operator must see them).
+fn rejected_card(out: &mut String, held: &ByReason) {
+    let total = rejected::total(held);
+    if total == 0 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section id=\"rejected\" class=\"card wide\"><h2>Rejected by the broker \
+         <small>not sent again by themselves</small></h2>\
+         <p><span id=\"rejected-rows\" class=\"pill bad\">{total} {}</span></p><dl>",
+        if total == 1 { "row" } else { "rows" }
+    );
+    for (code, rows) in held {
+        let _ = write!(
+            out,
+            "<dt>{}</dt><dd class=\"err\" data-reason=\"{}\">{rows}</dd>",
+            esc(&reason::label(*code)),
+            esc(&reason::name(*code)),
+        );
+    }
+    let causes: Vec<String> = held.keys().map(|code| cause(*code)).collect();
+    let _ = write!(
+        out,
+        "</dl><p class=\"note\">{}</p><ol class=\"note\">\
+         <li>Keep them: <code>fieldrelay queue export --rejected</code></li>\
+         <li>Fix the cause on the broker (its ACL for this gateway, the topic, its size limit).</li>\
+         <li>With the gateway stopped: <code>fieldrelay queue requeue-rejected</code>, then start it.</li>\
+         </ol><p class=\"note\">Left alone, they are the first rows evicted when the queue is full.</p>\
+         </section>",
+        causes.join(" ")
+    );
+}
+
+/// What a reason usually means for the plant's integrator.
+fn cause(code: u8) -> String {
+    let what = match code {
+        0x87 => "the broker's ACL does not let this gateway publish on the topic",
+        0x90 => "the broker refuses the topic name (check uplink.topic_prefix)",
+        0x95 => "the message is larger than the broker's Maximum Packet Size",
+        0x99 => "the broker refuses the payload format",
+        0x9a => "the broker does not take retained messages",
+        0x9b => "the broker does not take the point's QoS",
+        _ => "the broker refused the message",
+    };
+    format!("{}: {what}.", esc(&reason::name(code)))
 }
 
 /// Chart size (SVG user units).
@@ -445,6 +496,7 @@ mod tests {
                 ("live_channel_full", 0),
                 ("live_discarded", 0),
             ],
+            rejected: ByReason::new(),
             devices_online: (1, 2),
             inflight: 0,
         }
@@ -486,6 +538,10 @@ mod tests {
         assert!(connected.contains("<dt>expired</dt><dd class=\"err\">3</dd>"));
         assert!(connected.contains("gw&lt;1&gt;"));
         assert!(!connected.contains("uplink-error"));
+        assert!(
+            !connected.contains("id=\"rejected\""),
+            "no card without rejected rows"
+        );
         let retrying = overview_cards(&overview_view(Link::Retrying(Retrying {
             error: "connection refused".into(),
             failed_ms: 50_000,
@@ -500,6 +556,25 @@ mod tests {
         let page = page("/", "gw", &overview(&overview_view(Link::Connecting), &[]));
         assert!(page.contains("<a href=\"/\" aria-current=\"page\">Overview</a>"));
         assert!(page.contains(">connecting</span>"));
+    }
+
+    #[test]
+    fn rejected_rows_show_per_reason_with_what_to_do() {
+        let mut view = overview_view(Link::Connected);
+        view.rejected = ByReason::from([(0x87, 120), (0x9c, 1)]);
+        let html = overview_cards(&view);
+        assert!(
+            html.contains("<span id=\"rejected-rows\" class=\"pill bad\">121 rows</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<dt>not_authorized (0x87)</dt><dd class=\"err\" data-reason=\"not_authorized\">120</dd>"), "{html}");
+        assert!(html.contains("<dt>0x9c</dt><dd class=\"err\" data-reason=\"0x9c\">1</dd>"));
+        assert!(html.contains("not_authorized: the broker's ACL does not let"));
+        assert!(html.contains("<code>fieldrelay queue export --rejected</code>"));
+        assert!(html
+            .contains("With the gateway stopped: <code>fieldrelay queue requeue-rejected</code>"));
+        view.rejected = ByReason::from([(0x95, 1)]);
+        assert!(overview_cards(&view).contains(">1 row</span>"));
     }
 
     #[test]

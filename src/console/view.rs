@@ -1,5 +1,5 @@
 //! What the pages show, read from what the running parts keep anyway: the queue's progress
-//! watch and counters, the uplink's link-state watch and counters, each device's health watch
+//! watch and counters (with its rejected rows held), the uplink's link-state watch and counters, each device's health watch
 //! and counters, the console's own value table. Reading costs the parts nothing but a watch
 //! borrow or an atomic load; nothing here waits for a part.
 
@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::values::{LatestValues, PointValue};
 use crate::modbus::{BusHandle, CounterSnapshot};
+use crate::queue::rejected::ByReason;
 use crate::queue::{CommandRecord, Queue, QueueReader};
 use crate::sample::now_ms;
 use crate::uplink::{LinkState, Retrying, UplinkStats};
@@ -55,6 +56,8 @@ pub struct Overview {
     pub oldest_ts_ms: Option<i64>,
     /// Samples given up on, by reason, in the metrics' words.
     pub drops: [(&'static str, u64); 5],
+    /// Rows the broker refused for good, held in the queue file, per reason code.
+    pub rejected: ByReason,
     /// Devices online, of all.
     pub devices_online: (usize, usize),
     pub inflight: u64,
@@ -137,6 +140,7 @@ impl Parts {
                 ("live_channel_full", stats.live_dropped),
                 ("live_discarded", uplink.live_discarded),
             ],
+            rejected: self.queue.rejected().held,
             devices_online: (online, devices.len()),
             inflight: uplink.inflight,
         }

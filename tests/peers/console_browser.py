@@ -87,6 +87,13 @@ def main():
         page.wait_for_function(
             "() => document.getElementById('devices-online')?.textContent === '2 of 2'", timeout=SLOW_BOUND_MS
         )
+        # Rows the broker refused for good (the test left 3 in the queue file): held per reason,
+        # with what to do.
+        assert text(page, "#rejected-rows") == "3 rows", text(page, "#rejected-rows")
+        assert text(page, '#rejected dd[data-reason="not_authorized"]') == "3"
+        hint = text(page, "#rejected")
+        for step in ("fieldrelay queue export --rejected", "fieldrelay queue requeue-rejected", "ACL"):
+            assert step in hint, hint
         shot(page, "overview")
 
         # Devices: every point listed; a value changed on the device shows without a reload.
