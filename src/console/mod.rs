@@ -4,9 +4,10 @@
 //!
 //! # Shape
 //! - Four server-rendered pages ([`pages`]): Overview (gateway, uplink, queue, drops, the rows
-//!   the broker rejected with what to do, a chart of the last hour from [`history`]), Devices (health, counters, every point's value with
-//!   unit, time, age and a sparkline, from [`values`]), Commands (the queue's remembered
-//!   commands, read-only from `queue.db`), Log (the last lines, from [`log`]).
+//!   the broker rejected with what to do, a chart of the last hour from [`history`]), Devices
+//!   (health, counters, every point's value with unit, time, age and a sparkline, from
+//!   [`values`]), Commands (the queue's remembered commands, read-only from `queue.db`), Log
+//!   (the last lines, from [`log`]).
 //! - One script and one stylesheet (`assets/`, embedded with `include_str!`, about 10 KiB
 //!   together; no build step, no CDN): they open an event stream ([`events`]) that replaces
 //!   fragments, updates values within [`events::TICK`] of the sample, ages times and draws
