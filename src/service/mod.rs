@@ -7,7 +7,8 @@
 //!   (`Type=notify`: `systemctl start` returns then, and units ordered after fieldrelay start).
 //! - Every tick — a quarter of `WatchdogSec=`, or [`STATUS_INTERVAL`] without a watchdog — one
 //!   probe round. If it shows progress: `WATCHDOG=1` and `STATUS=<link>; <depth> rows queued; …`
-//!   in one datagram. If not: only `STATUS=stalled: <reason>; …`, and systemd kills and restarts
+//!   in one datagram (with `, <n> rejected (fieldrelay queue stats)` after the depth while the
+//!   queue file holds rows the broker refused for good). If not: only `STATUS=stalled: <reason>; …`, and systemd kills and restarts
 //!   the service once a whole `WatchdogSec=` passed without a ping (`Restart=on-failure`).
 //! - `STOPPING=1` as soon as shutdown begins; no pings after it (systemd stops the watchdog in the
 //!   stop states, and `TimeoutStopSec=` bounds the shutdown instead).

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub link: LinkState,
     /// Rows committed and not yet acknowledged by the broker.
     pub depth: u64,
+    /// Rows the broker refused for good, held in the queue file for an operator.
+    pub rejected: u64,
     /// Device poller tasks (one per bus) still running, out of the number started.
     pub pollers_running: usize,
     pub pollers_started: usize,
@@ -94,7 +96,8 @@ impl Snapshot {
         }
     }
 
-    /// The `STATUS=` text: link state, queue depth and devices online, prefixed with the stall
+    /// The `STATUS=` text: link state, queue depth (and the rejected rows held, when there are
+    /// some: nothing sends them again by itself) and devices online, prefixed with the stall
     /// reason when the watchdog is being starved, so `systemctl status fieldrelay` says why.
     pub fn status_line(&self) -> String {
         let link = match self.link {
@@ -107,8 +110,12 @@ impl Snapshot {
         } else {
             "devices"
         };
+        let rejected = match self.rejected {
+            0 => String::new(),
+            n => format!(", {n} rejected (fieldrelay queue stats)"),
+        };
         let running = format!(
-            "{link}; {depth} {rows} queued; {online}/{total} {devices} online",
+            "{link}; {depth} {rows} queued{rejected}; {online}/{total} {devices} online",
             depth = self.depth,
             online = self.devices_online,
             total = self.devices,
@@ -129,6 +136,7 @@ mod tests {
             probe: Probe::Answered,
             link: LinkState::Connected,
             depth: 12,
+            rejected: 0,
             pollers_running: 1,
             pollers_started: 1,
             devices_online: 2,
@@ -167,6 +175,15 @@ mod tests {
         assert_eq!(
             one.status_line(),
             "uplink connected; 1 row queued; 0/1 device online"
+        );
+        let rejected = Snapshot {
+            rejected: 3,
+            ..healthy()
+        };
+        assert_eq!(
+            rejected.status_line(),
+            "uplink connected; 12 rows queued, 3 rejected (fieldrelay queue stats); \
+             2/2 devices online"
         );
     }
 

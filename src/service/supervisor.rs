@@ -16,7 +16,7 @@ use super::status::{Health, Probe, Snapshot};
 use super::watchdog::WatchdogPlan;
 use crate::fleet::Pollers;
 use crate::modbus::BusHandle;
-use crate::queue::{Queue, QueueError, QueueProgress};
+use crate::queue::{rejected, Queue, QueueError, QueueProgress};
 use crate::uplink::LinkState;
 
 /// The parts of the running gateway the supervisor watches. Handles only: it never changes
@@ -112,6 +112,7 @@ impl Supervisor {
             probe,
             link: *self.pipeline.link.borrow(),
             depth: self.progress.borrow().depth,
+            rejected: rejected::total(&self.pipeline.queue.rejected().held),
             pollers_running: self.pipeline.pollers.running(),
             pollers_started: self.pipeline.pollers.started(),
             devices_online,
