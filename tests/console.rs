@@ -161,7 +161,7 @@ async fn the_console_in_a_real_browser() {
     add_user(&passwd);
     let web = free_port();
     let config = write_config(dir.path(), broker.port, device_port, web, &passwd);
-    common::rejected::seed(&dir.path().join("data"), 3, 0x87).await;
+    common::queued::seed_rejected(&dir.path().join("data"), 3, 0x87).await;
     let mut results = Subscriber::connect(
         broker.port,
         "console-results",

@@ -198,17 +198,7 @@ async fn damaged_queue(data_dir: &Path, n: i64) {
 /// Writes `n` committed rows (values 1..=n) to a queue in `data_dir` and closes it.
 async fn committed_queue(data_dir: &Path, n: i64) {
     let (queue, _live, writer) = Queue::open(data_dir, QueueOptions::default()).unwrap();
-    for i in 1..=n {
-        let sample = Sample {
-            device: Arc::from("boiler"),
-            point: Arc::from("counter"),
-            value: Value::Int(i),
-            ts_ms: 1_700_000_000_000 + i,
-            qos: Qos::AtLeastOnce,
-            retain: false,
-        };
-        queue.push(sample).await.unwrap();
-    }
+    common::queued::push_counter(&queue, n).await;
     queue.fetch(0, 0).await.unwrap();
     writer.close().await.unwrap();
 }

@@ -130,7 +130,7 @@ async fn ready_and_pings_stop_while_the_queue_is_wedged() {
     );
     let config = write_config(dir.path(), broker.port, device, &two_devices);
     // Rows a broker refused for good, left from an earlier run: the status line counts them.
-    common::rejected::seed(&dir.path().join("data"), 2, 0x87).await;
+    common::queued::seed_rejected(&dir.path().join("data"), 2, 0x87).await;
     let mut notify = NotifySocket::bind(dir.path());
     let mut gateway = start_gateway(&config, &notify.path);
 

@@ -132,7 +132,7 @@ async fn device_offline_during_an_outage_is_reported_when_the_link_returns() {
     );
     let health = "fieldrelay/test-gw/health";
     // Rows a broker refused for good, kept from an earlier run: the report says so.
-    common::rejected::seed(&dir.path().join("data"), 2, 0x87).await;
+    common::queued::seed_rejected(&dir.path().join("data"), 2, 0x87).await;
     let mut sub = Subscriber::connect(broker.port, "st-device", &[DEVICE_STATUS, health]).await;
     let gateway = Gateway::start(&config);
     sub.until("online", DEADLINE, |seen| {

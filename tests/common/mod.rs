@@ -11,7 +11,7 @@ pub mod disk;
 pub mod notify;
 pub mod pki;
 pub mod python;
-pub mod rejected;
+pub mod queued;
 pub mod snippet;
 pub mod sparkplug;
 
