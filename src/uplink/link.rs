@@ -76,7 +76,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received};
+use super::connection::{
+    self, packet_name, ConnectOptions, Mqtt5Connect, PacketReader, PacketWriter, Received,
+};
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
@@ -95,6 +97,11 @@ use crate::sample::{now_ms, Sample};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Deadline for TCP connect, TLS handshake and CONNECT/CONNACK; also bounds each write.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A duration as MQTT 5's 32-bit seconds.
+fn secs(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
 
 /// How a connected period ended.
 enum Ended {
@@ -250,6 +257,14 @@ impl Link {
                 will_topic: self.status_topic.clone(),
                 will_payload: self.presence.will(now_ms()),
                 will_retain: true,
+                mqtt5: self.config.protocol.mqtt5().map(|v5| Mqtt5Connect {
+                    session_expiry: if persistent {
+                        secs(v5.session_expiry)
+                    } else {
+                        0
+                    },
+                    will_delay: secs(v5.will_delay),
+                }),
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,

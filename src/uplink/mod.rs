@@ -44,12 +44,15 @@
 //! a Sparkplug B 3.0 edge node on the same connection parts, the queue as its history store,
 //! rows deleted after a PINGRESP barrier instead of a PUBACK (see its module doc).
 
+pub mod alias;
 pub mod batch;
 pub mod connection;
 pub mod inbound;
+pub mod limits;
 pub mod link;
 pub mod presence;
 pub mod rate;
+pub mod reason;
 pub mod session;
 pub mod share;
 pub mod sparkplug;
@@ -92,6 +95,18 @@ pub enum UplinkError {
     Io(#[from] std::io::Error),
     #[error("mqtt protocol error: {0}")]
     Protocol(rumqttc::mqttbytes::Error),
+    #[error("mqtt 5 protocol error: {0}")]
+    Protocol5(rumqttc::v5::mqttbytes::Error),
+    /// MQTT 5: the broker closed the connection with a DISCONNECT saying why.
+    #[error("broker disconnected: {code:#04x} {meaning}{}{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), reference.as_ref().map(|r| format!("; it names another server to use: {r}")).unwrap_or_default())]
+    ServerDisconnect {
+        code: u8,
+        meaning: &'static str,
+        /// Server Reference: another broker to use (0x9C, 0x9D).
+        reference: Option<String>,
+        /// The broker's Reason String.
+        reason: Option<String>,
+    },
     #[error("broker refused the connection: {0}")]
     Refused(String),
     #[error("timed out waiting for {0}")]
