@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::capacity::DropBurst;
+use super::rejected::ByReason;
 
 /// Observable queue state, published after every commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +39,19 @@ pub struct QueueStats {
     pub expired: u64,
 }
 
+/// Rows the broker refused for good and the queue keeps in its `rejected` table
+/// ([`super::Queue::reject`]), per reason code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectedStats {
+    /// Rows in the table now (read at open, kept after every commit): what waits for an
+    /// operator.
+    pub held: ByReason,
+    /// Rows moved to the table since open.
+    pub rejected: ByReason,
+    /// Rejected rows evicted at `store.max_size` since open (gone for good, logged).
+    pub evicted: ByReason,
+}
+
 /// Counters shared by every handle and the writer thread; atomics because they are bumped on
 /// hot paths from many tasks and only read for reporting.
 #[derive(Debug, Default)]
@@ -55,6 +69,21 @@ pub(super) struct Counters {
     /// Whether the acknowledgements kept over failed commits reached their bound
     /// ([`unwritten::MAX_RANGES`]).
     pub acks_backlogged: AtomicBool,
+    /// Written by the writer after a commit, read by metrics and status: a lock taken rarely
+    /// and briefly, never on a hot path.
+    pub rejected: std::sync::Mutex<RejectedStats>,
+}
+
+impl Counters {
+    /// Applies `f` to the rejected rows' counters.
+    pub(super) fn with_rejected<T>(&self, f: impl FnOnce(&mut RejectedStats) -> T) -> T {
+        // A poisoned lock only means a reader panicked: the counts are still valid.
+        let mut stats = self
+            .rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut stats)
+    }
 }
 
 /// [`DropBurst`] for QoS 0 drops, which happen in `push` on any producer's task. `open` mirrors

@@ -18,7 +18,7 @@ use super::store::{self, db_path, BD_SEQ, SESSION_PEER};
 use super::writer::{self, Command, Writer};
 use super::{
     CommandKey, Entry, Message, QueueError, QueueOptions, QueueProgress, QueueStats, RecentCommand,
-    StoredRow,
+    RejectedStats, StoredRow,
 };
 use crate::config::Qos;
 use crate::sample::{Sample, SampleSink, Value};
@@ -87,6 +87,8 @@ impl Queue {
         let (live_tx, live_rx) = mpsc::channel(options.live_capacity.max(1));
         let (progress_tx, progress_rx) = watch::channel(progress);
         let counters = Arc::new(Counters::default());
+        let held = super::rejected::held(&conn)?;
+        counters.with_rejected(|r| r.held = held);
         let capacity_bytes = options
             .max_size
             .saturating_sub(capacity::wal_budget(options.max_size));
@@ -214,6 +216,21 @@ impl Queue {
     /// treated as deleted (`fetch`, `unsettled` and the depth leave it out).
     pub async fn ack(&self, seq: u64) -> Result<(), QueueError> {
         self.send(Command::Ack(seq)).await
+    }
+
+    /// Queues the move of rows the broker refused for good (an MQTT 5 reason code such as 0x87
+    /// not authorized, or the uplink's own 0x95 for a row larger than the broker's Maximum
+    /// Packet Size) out of the queue into its `rejected` table, with `reason`; committed with
+    /// the next group, like [`Queue::ack`], and kept over a failed commit the same way. From
+    /// then on the rows are never fetched, not in [`Queue::unsettled`], not in the depth or the
+    /// age, and they survive restarts until an operator puts them back or the capacity evicts
+    /// them ([`rejected`](super::rejected)). A `seq` that no longer exists is a no-op. Counted per
+    /// reason in [`Queue::rejected`].
+    pub async fn reject(&self, seqs: Vec<u64>, reason: u8) -> Result<(), QueueError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Reject { seqs, reason }).await
     }
 
     /// Queues the deletion of never-sent rows that passed their `max_age` (counted as expired).
@@ -384,6 +401,11 @@ impl Queue {
             capacity_dropped: self.counters.capacity_dropped.load(Ordering::Relaxed),
             expired: self.counters.expired.load(Ordering::Relaxed),
         }
+    }
+
+    /// The rejected rows: held now and counted since open, per reason code.
+    pub fn rejected(&self) -> RejectedStats {
+        self.counters.with_rejected(|r| r.clone())
     }
 
     /// Bytes of `queue.db` pages the rows may use before `store.on_full` applies

@@ -11,7 +11,11 @@
 //! 2. **Deleted only on ack** — or by an explicit, counted drop policy: [`Queue::ack`] (PUBACK
 //!    for QoS 1, PUBCOMP for QoS 2), `store.on_full: drop_oldest` eviction, a point's `max_age`.
 //!    The two policies only ever delete rows that were never sent (`state = 0`); a row the broker
-//!    may hold a packet id for is deleted by its acknowledgement alone.
+//!    may hold a packet id for is deleted by its acknowledgement alone. A third way out is not a
+//!    deletion: a row the broker refused for good (an MQTT 5 reason code) is *moved* by
+//!    [`Queue::reject`] to the `rejected` table ([`rejected`]), keeping its `seq` and fields, in
+//!    the transaction of its group; it is never sent again by itself, nor does it block the rows
+//!    behind it.
 //! 3. **QoS 2 session state is written ahead of the wire.** The uplink writes a QoS 2 PUBLISH
 //!    only after [`Queue::mark_published`] committed its packet id, and a PUBREL only after
 //!    [`Queue::mark_received`] committed the PUBREC. So after any crash the file tells, for every
@@ -36,8 +40,9 @@
 //!
 //! # On-disk format
 //!
-//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands and the
-//! command inbox have tables of their own, see [`recent`] and [`inbox`]), schema version 2 in
+//! One file, `<data_dir>/queue.db` (plus SQLite's `-wal` and `-shm`; the recent commands, the
+//! command inbox and the rejected rows have tables of their own, see [`recent`], [`inbox`] and
+//! [`rejected`]), schema version 2 in
 //! `PRAGMA user_version` (a newer version is refused with [`QueueError::SchemaTooNew`] and left
 //! untouched; version 1 is migrated in place, keeping every row and its `seq`):
 //!
@@ -151,8 +156,10 @@ mod handle;
 pub mod inbox;
 pub mod inspect;
 mod options;
+pub mod reason;
 pub mod recent;
 pub mod record;
+pub mod rejected;
 mod row;
 pub mod salvage;
 mod store;
@@ -161,7 +168,7 @@ pub mod unwritten;
 pub mod wire;
 mod writer;
 
-pub use counters::{QueueProgress, QueueStats};
+pub use counters::{QueueProgress, QueueStats, RejectedStats};
 pub use error::{NotWritable, QueueError};
 pub use handle::{AnswerSent, LiveReceiver, Queue, QueueWriter};
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};

@@ -9,7 +9,7 @@
 //! process, and the delete lands with the first commit that succeeds.
 //!
 //! # Invariants
-//! - A `seq` is here only because the broker acknowledged it in this process.
+//! - A `seq` is here only because the broker acknowledged or refused it in this process.
 //! - The writer puts these writes at the head of every transaction, so nothing committed later
 //!   (a packet id reused by `MarkPublished`) can reach the disk before them: the file never holds
 //!   two rows with one packet id.
@@ -17,6 +17,9 @@
 //!   deletes nothing, a requeue of a queued row changes nothing.
 //! - Reads answer as if they were applied: `fetch` and `unsettled` skip these rows and the depth
 //!   leaves them out ([`Unwritten::existing`]).
+//! - A refusal ([`Unwritten::reject`], a reason code from the broker) ends the packet id's flow
+//!   like an acknowledgement, so it is kept the same way: its move to the `rejected` table comes
+//!   before any later write that could reuse the id.
 //!
 //! # Bound
 //! Acknowledgements arrive mostly in `seq` order, so they are kept as ranges of consecutive
@@ -43,6 +46,8 @@ pub struct Unwritten {
     /// Rows to queue again instead of deleting (an undecodable row's packet id released, see
     /// `store::unsettled_rows`).
     requeues: BTreeSet<u64>,
+    /// Rows the broker refused: `seq` → reason code, to move to the `rejected` table.
+    rejects: BTreeMap<u64, u8>,
     /// How many of the acknowledged `seq`s still have a row in the file (counted by the writer
     /// when it kept them): the depth leaves them out.
     pub existing: u64,
@@ -50,12 +55,12 @@ pub struct Unwritten {
 
 impl Unwritten {
     pub fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.requeues.is_empty()
+        self.acks.is_empty() && self.requeues.is_empty() && self.rejects.is_empty()
     }
 
-    /// Keeps an acknowledgement; `false` if it was already kept.
+    /// Keeps an acknowledgement; `false` if it was already kept (or kept as refused).
     pub fn ack(&mut self, seq: u64) -> bool {
-        if self.is_acked(seq) {
+        if self.is_gone(seq) {
             return false;
         }
         let joins_left = seq
@@ -76,6 +81,22 @@ impl Unwritten {
         self.requeues.insert(seq);
     }
 
+    /// Keeps a refusal (the row moves to `rejected`); `false` if `seq` was already kept as
+    /// acknowledged or refused.
+    pub fn reject(&mut self, seq: u64, reason: u8) -> bool {
+        if self.is_gone(seq) {
+            return false;
+        }
+        self.rejects.insert(seq, reason);
+        true
+    }
+
+    /// Whether the row of `seq` is as good as gone from the queue: acknowledged, or refused and
+    /// moved to `rejected`.
+    pub fn is_gone(&self, seq: u64) -> bool {
+        self.is_acked(seq) || self.rejects.contains_key(&seq)
+    }
+
     /// Whether the broker acknowledged `seq` (its row is as good as deleted).
     pub fn is_acked(&self, seq: u64) -> bool {
         self.containing(seq).is_some()
@@ -84,7 +105,7 @@ impl Unwritten {
     /// Whether `seq` is kept at all (acknowledged, or to be queued again): its session state is
     /// settled and must not be resent.
     pub fn is_settled(&self, seq: u64) -> bool {
-        self.is_acked(seq) || self.requeues.contains(&seq)
+        self.is_gone(seq) || self.requeues.contains(&seq)
     }
 
     fn containing(&self, seq: u64) -> Option<(u64, u64)> {
@@ -104,6 +125,11 @@ impl Unwritten {
         self.requeues.iter().copied()
     }
 
+    /// The refusals, in `seq` order, with their reason codes.
+    pub fn rejects(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.rejects.iter().map(|(s, r)| (*s, *r))
+    }
+
     /// Acknowledged `seq`s kept.
     pub fn acked(&self) -> u64 {
         self.acks.iter().map(|(s, e)| e - s + 1).sum()
@@ -111,7 +137,7 @@ impl Unwritten {
 
     /// Whether the uplink should stop taking new rows until a commit succeeds.
     pub fn backlogged(&self) -> bool {
-        self.acks.len() + self.requeues.len() >= MAX_RANGES
+        self.acks.len() + self.requeues.len() + self.rejects.len() >= MAX_RANGES
     }
 
     /// Everything was committed.
@@ -138,6 +164,10 @@ mod tests {
         assert!(!u.is_acked(3) && !u.is_acked(8) && !u.is_acked(9));
         u.requeue(9);
         assert!(u.is_settled(9) && !u.is_acked(9));
+        assert!(u.reject(12, 0x87));
+        assert!(!u.reject(12, 0x90) && !u.reject(5, 0x87) && !u.ack(12));
+        assert!(u.is_gone(12) && u.is_settled(12) && !u.is_acked(12));
+        assert_eq!(u.rejects().collect::<Vec<_>>(), [(12, 0x87)]);
         u.clear();
         assert!(u.is_empty());
     }

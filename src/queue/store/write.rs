@@ -72,6 +72,12 @@ pub(crate) enum Write<'a> {
     SweepExpired(i64),
     /// Delete this many of the oldest never-sent rows (capacity).
     EvictOldest(u64),
+    /// The broker refused the row for good (a reason code): move it to the `rejected` table.
+    Reject {
+        seq: u64,
+        reason: u8,
+        now_ms: i64,
+    },
     SetMeta {
         key: &'a str,
         value: &'a str,
@@ -122,13 +128,15 @@ pub(crate) struct Applied {
     pub acked: u64,
     pub expired: u64,
     pub evicted: u64,
+    /// Rows moved to `rejected`, per reason (a `seq` no longer in `messages` counts 0).
+    pub rejected: crate::queue::rejected::ByReason,
     /// `seq` of the last insert, if any.
     pub last_seq: Option<u64>,
 }
 
 impl Applied {
     pub fn removed(&self) -> u64 {
-        self.acked + self.expired + self.evicted
+        self.acked + self.expired + self.evicted + crate::queue::rejected::total(&self.rejected)
     }
 }
 
@@ -269,6 +277,15 @@ fn apply_write(
         Write::EvictOldest(n) => {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
+        }
+        Write::Reject {
+            seq,
+            reason,
+            now_ms,
+        } => {
+            if crate::queue::rejected::reject(tx, seq, reason, now_ms)? {
+                *applied.rejected.entry(reason).or_default() += 1;
+            }
         }
         Write::CommandTaken { key, now_ms } => crate::queue::recent::begin(tx, key, now_ms)?,
         Write::Inbox { request, now_ms } => crate::queue::inbox::apply(tx, request, now_ms)?,

@@ -47,6 +47,7 @@ use super::capacity::{self, Capacity, DropBurst, Drops, Room};
 use super::counters::Counters;
 use super::inbox;
 use super::recent::{self, CommandKey, RecentCommand};
+use super::rejected;
 use super::store::{self, Write};
 use super::unwritten::Unwritten;
 use super::{Entry, Message, QueueError, QueueProgress, StoredRow};
@@ -85,6 +86,11 @@ pub(super) enum Command {
     Ack(u64),
     /// Delete never-sent rows past their `max_age` (counted as expired).
     Expire(Vec<u64>),
+    /// Move rows the broker refused for good to the `rejected` table. Unknown `seq`: no-op.
+    Reject {
+        seqs: Vec<u64>,
+        reason: u8,
+    },
     /// New per-point `max_age`s (a reload): rows inserted after it in the same group and later
     /// get expiries from it; rows already committed keep theirs.
     SetMaxAge(HashMap<(String, String), Duration>),
@@ -475,6 +481,9 @@ impl Writer {
         self.counters
             .expired
             .fetch_add(applied.expired, Ordering::Relaxed);
+        if !applied.rejected.is_empty() {
+            self.book_rejected(&applied.rejected);
+        }
         self.counters
             .capacity_dropped
             .fetch_add(applied.evicted, Ordering::Relaxed);
@@ -489,6 +498,33 @@ impl Writer {
         };
         self.burst
             .log(drops, self.capacity.on_full, Instant::now(), None);
+    }
+
+    /// Books rows moved to `rejected`: counted per reason, and a warning the first time a reason
+    /// comes up since open (a broker that refuses a point refuses every sample of it).
+    fn book_rejected(&mut self, moved: &rejected::ByReason) {
+        let first: Vec<u8> = self.counters.with_rejected(|r| {
+            let first = moved
+                .keys()
+                .filter(|reason| !r.rejected.contains_key(reason))
+                .copied()
+                .collect();
+            rejected::add(&mut r.rejected, moved);
+            rejected::add(&mut r.held, moved);
+            first
+        });
+        for (reason, rows) in moved {
+            let reason_name = super::reason::label(*reason);
+            if first.contains(reason) {
+                tracing::warn!(
+                    rows,
+                    reason = %reason_name,
+                    "the broker refused queued rows for good: they are kept aside, not sent again                      (see `fieldrelay queue stats`; export them with `fieldrelay queue export                      --rejected`); later refusals for this reason are counted, not logged"
+                );
+            } else {
+                tracing::debug!(rows, reason = %reason_name, "queued rows rejected");
+            }
+        }
     }
 
     /// Books a group none of whose transactions went through.
@@ -517,21 +553,33 @@ impl Writer {
                     self.unwritten.requeue(seq);
                     continue;
                 }
+                Write::Reject { seq, reason, .. } => {
+                    if self.unwritten.reject(seq, reason) {
+                        self.count_existing(seq);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             for seq in acked {
                 if self.unwritten.ack(seq) {
-                    match store::row_exists(&self.conn, seq) {
-                        Ok(true) => self.unwritten.existing += 1,
-                        Ok(false) => {}
-                        Err(e) => self.read_failed("cannot look up an acknowledged row", &e),
-                    }
+                    self.count_existing(seq);
                 }
             }
         }
         self.counters
             .acks_backlogged
             .store(self.unwritten.backlogged(), Ordering::Relaxed);
+    }
+
+    /// Counts a kept acknowledgement or refusal whose row is still in the file (the depth leaves
+    /// it out).
+    fn count_existing(&mut self, seq: u64) {
+        match store::row_exists(&self.conn, seq) {
+            Ok(true) => self.unwritten.existing += 1,
+            Ok(false) => {}
+            Err(e) => self.read_failed("cannot look up an acknowledged row", &e),
+        }
     }
 
     /// Logs a failed read at most once per [`READ_LOG_EVERY`]: it fails on every group while
@@ -569,7 +617,7 @@ impl Writer {
                 break;
             };
             let full = page.len() == want;
-            rows.extend(page.into_iter().filter(|r| !self.unwritten.is_acked(r.seq)));
+            rows.extend(page.into_iter().filter(|r| !self.unwritten.is_gone(r.seq)));
             if !full {
                 break;
             }

@@ -87,6 +87,11 @@ impl Planner {
             .ack_ranges()
             .map(|(from, to)| Write::AckRange(from, to))
             .chain(unwritten.requeues().map(Write::Requeue))
+            .chain(unwritten.rejects().map(|(seq, reason)| Write::Reject {
+                seq,
+                reason,
+                now_ms,
+            }))
             .collect();
         let mut plan = GroupPlan {
             carried: writes.len(),
@@ -145,6 +150,11 @@ impl Planner {
                 }
             }
             Command::Expire(seqs) => writes.extend(seqs.iter().map(|s| Write::Expire(*s))),
+            Command::Reject { seqs, reason } => writes.extend(seqs.iter().map(|s| Write::Reject {
+                seq: *s,
+                reason: *reason,
+                now_ms,
+            })),
             Command::SetMaxAge(ages) => self.max_age.clone_from(ages),
             Command::MarkPublished { rows, .. } => {
                 writes.extend(rows.iter().map(|(seq, pkid)| Write::MarkPublished {
@@ -307,6 +317,7 @@ pub(super) fn pending(commands: Vec<Command>) -> Vec<Pending> {
                 Command::Insert(_)
                 | Command::Ack(_)
                 | Command::Expire(_)
+                | Command::Reject { .. }
                 | Command::SetMaxAge(_)
                 | Command::Close => return None,
             })
@@ -468,6 +479,7 @@ mod tests {
                 Write::Requeue(seq) => format!("requeue {seq}"),
                 Write::SweepExpired(at) => format!("sweep at +{}", at - NOW),
                 Write::EvictOldest(n) => format!("evict {n}"),
+                Write::Reject { seq, reason, .. } => format!("reject {seq} {reason:#x}"),
                 Write::SetMeta { key, value } => format!("meta {key}={value}"),
                 Write::CommandTaken { key, .. } => format!("taken {}", key.id),
                 Write::CommandAnswered { message, inbox, .. } => {
@@ -485,12 +497,20 @@ mod tests {
             unwritten.ack(seq);
         }
         unwritten.requeue(12);
+        unwritten.reject(14, 0x87);
         let mut planner = Planner {
             max_age: ages("p", Duration::from_secs(60)),
             sweep_every: Duration::from_secs(1),
             ..Planner::default()
         };
-        let commands = [Command::Ack(20), insert("q", NOW)];
+        let commands = [
+            Command::Ack(20),
+            insert("q", NOW),
+            Command::Reject {
+                seqs: vec![21, 22],
+                reason: 0x90,
+            },
+        ];
         let plan = planner.plan(&commands, &unwritten, room(1, 2), NOW);
         assert_eq!(
             shape(&plan),
@@ -498,18 +518,17 @@ mod tests {
                 "ack 3..=4",
                 "ack 9..=9",
                 "requeue 12",
+                "reject 14 0x87",
                 "sweep at +0",
                 "evict 2",
                 "ack 20",
-                "insert q"
+                "insert q",
+                "reject 21 0x90",
+                "reject 22 0x90"
             ]
         );
-        assert_eq!(plan.carried, 3);
-        assert_eq!(
-            shape(&plan)[plan.carried..],
-            ["sweep at +0", "evict 2", "ack 20", "insert q"]
-        );
-        assert_eq!(plan.fresh().len(), 4);
+        assert_eq!(plan.carried, 4);
+        assert_eq!(plan.fresh().len(), 6);
     }
 
     #[test]
