@@ -12,7 +12,8 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use super::encode::{counter, gauge};
+use super::encode::{counter, counts_by, gauge};
+use crate::uplink::reason::meaning;
 use crate::uplink::{LinkState, UplinkSnapshot, UplinkStats};
 
 #[derive(Debug)]
@@ -30,7 +31,7 @@ impl UplinkCollector {
 /// A counter exported: name, help, and the field it reads.
 type CounterField = (&'static str, &'static str, fn(&UplinkSnapshot) -> u64);
 
-const COUNTERS: [CounterField; 8] = [
+const COUNTERS: [CounterField; 10] = [
     (
         "fieldrelay_uplink_connects",
         "Connections the broker accepted; every one after the first is a reconnect",
@@ -73,6 +74,17 @@ const COUNTERS: [CounterField; 8] = [
          fieldrelay queue peek)",
         |s| s.skipped_rows,
     ),
+    (
+        "fieldrelay_uplink_alias_bytes_saved",
+        "MQTT 5: topic bytes not sent thanks to topic aliases",
+        |s| s.alias_bytes_saved,
+    ),
+    (
+        "fieldrelay_uplink_quota_pauses",
+        "MQTT 5: messages the broker answered quota exceeded (0x97), kept and sent again after \
+         a pause",
+        |s| s.quota_pauses,
+    ),
 ];
 
 impl Collector for UplinkCollector {
@@ -97,6 +109,17 @@ impl Collector for UplinkCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             counter(&mut metric, field(&snapshot))?;
         }
+        counts_by(
+            &mut encoder,
+            "fieldrelay_uplink_rejected",
+            "MQTT 5: queue rows set aside as rejected, by the reason code's meaning (refused by \
+             the broker, or locally as too large or of a QoS or retain flag it does not take)",
+            "reason",
+            self.stats
+                .refused()
+                .into_iter()
+                .map(|(code, rows)| (meaning(code), rows)),
+        )?;
         Ok(())
     }
 }

@@ -82,6 +82,7 @@ use super::connection::{
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
+use super::reason::{after_disconnect, AfterDisconnect};
 use super::session::{PubRecAction, Released, Session};
 use super::share::Share;
 use super::stall::Stall;
@@ -166,6 +167,7 @@ impl Uplink {
             stall: Stall::default(),
             held: Vec::new(),
             reset_due: false,
+            mqtt5: None,
             state,
             stats,
             cancel,
@@ -225,6 +227,8 @@ struct Link {
     held: Vec<(u64, u16)>,
     /// The stored session states must still be reset (`session_present = 0`, commit failed).
     reset_due: bool,
+    /// The MQTT 5 state of the current connection; `None` under MQTT 3.1.1.
+    mqtt5: Option<mqtt5::Mqtt5Link>,
     state: watch::Sender<LinkState>,
     stats: Arc<UplinkStats>,
     cancel: CancellationToken,
@@ -272,6 +276,7 @@ impl Link {
             };
             let broker = self.dialer.endpoint();
             let mut failed = None;
+            let mut longest = false;
             match attempt {
                 Ok((_reader, writer, _ack)) if fresh_start => {
                     match self.start_fresh_session(writer).await {
@@ -288,6 +293,7 @@ impl Link {
                 }
                 Ok((mut reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
+                    self.apply_limits(ack.limits.clone());
                     reader.set_max_packet(self.inflow.max_packet());
                     // After a teardown for an unacknowledged command the redelivered command
                     // may fail again (a full disk): only a connection that did not end that way
@@ -307,7 +313,7 @@ impl Link {
                             self.stats.lost();
                             self.down_since_ms = Some(now_ms());
                             self.stats.failed(&error);
-                            warn!(%error, "uplink connection lost")
+                            longest = server_disconnect(&error);
                         }
                     }
                 }
@@ -321,7 +327,12 @@ impl Link {
             if self.queue.is_closed() {
                 return;
             }
-            let delay = backoff.next_delay();
+            let delay = if longest {
+                backoff.next_delay();
+                self.config.reconnect_max
+            } else {
+                backoff.next_delay()
+            };
             // The console shows the same attempt and delay as the log line below.
             self.stats.redial_in(delay, backoff.failures());
             if let Some(error) = failed {
@@ -406,11 +417,12 @@ impl Link {
         // A PINGREQ every keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
-        let every = self.config.ping_interval();
+        let every = self.ping_every();
         let mut next_ping = now + every;
         loop {
             let refilled = self.refill(&mut writer).await;
             self.stats.set_inflight(self.session.inflight());
+            self.stats.alias_saved(writer.take_alias_savings());
             if let Err(e) = refilled {
                 return Ended::Lost(e);
             }
@@ -418,7 +430,8 @@ impl Link {
             let deadline = self.session.deadline();
             let backlog =
                 !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
-            let paused = self.stall.is_paused();
+            let paused = self.stall.is_paused() || self.quota_paused();
+            let quota_until = self.mqtt5.as_ref().and_then(|m| m.quota_until);
             let pace = if backlog && self.session.room() > 0 && !paused {
                 self.rate.next_ready(now)
             } else {
@@ -438,6 +451,9 @@ impl Link {
                 () = tokio::time::sleep_until(pace.unwrap_or(now)), if pace.is_some() => Ok(()),
                 () = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {
                     self.retry(&mut writer).await
+                }
+                () = tokio::time::sleep_until(quota_until.unwrap_or(now)), if quota_until.is_some() => {
+                    self.resend_deferred(&mut writer).await
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
@@ -505,12 +521,17 @@ impl Link {
         let mut received = Vec::new();
         let mut out = Vec::new();
         for packet in batch {
+            if let Received::Refused(refusal) = packet {
+                self.on_refused(refusal, now).await?;
+                continue;
+            }
             let Some(packet) = self.inflow.take(packet, &mut out) else {
                 continue;
             };
             match packet {
                 Packet::PubAck(ack) => {
                     let released = self.session.on_puback(ack.pkid)?;
+                    self.forget_sent(ack.pkid);
                     self.release(released).await?;
                 }
                 Packet::PubRec(rec) => match self.session.on_pubrec(rec.pkid, now)? {
@@ -523,6 +544,7 @@ impl Link {
                 },
                 Packet::PubComp(comp) => {
                     let released = self.session.on_pubcomp(comp.pkid)?;
+                    self.forget_sent(comp.pkid);
                     self.release(released).await?;
                 }
                 Packet::PingResp => self.session.on_pingresp(),
@@ -644,8 +666,36 @@ impl Link {
     }
 }
 
+/// Logs a lost connection; whether it was a server's DISCONNECT asking the link to wait the
+/// backoff's ceiling before it dials again (session taken over, rate or quota exceeded).
+fn server_disconnect(error: &UplinkError) -> bool {
+    let UplinkError::ServerDisconnect {
+        code, reference, ..
+    } = error
+    else {
+        warn!(%error, "uplink connection lost");
+        return false;
+    };
+    match code {
+        0x8E => error!(
+            %error,
+            "another client connected with this gateway's client id and took the session over: \
+             two gateways share uplink.client_id? waiting uplink.reconnect_max before dialling \
+             again"
+        ),
+        0x9C | 0x9D => warn!(
+            %error, server_reference = reference.as_deref().unwrap_or(""),
+            "the broker asks the gateway to use another server; not followed on its own: \
+             change uplink.url to move it; dialling the configured broker again"
+        ),
+        _ => warn!(%error, "uplink connection lost"),
+    }
+    after_disconnect(*code) == AfterDisconnect::Longest
+}
+
 mod batched;
 mod lanes;
+mod mqtt5;
 mod window;
 
 #[cfg(test)]

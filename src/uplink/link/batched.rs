@@ -33,7 +33,7 @@ pub(super) struct Unit {
 impl Link {
     /// How many rows from the front of `ahead` the next `n` messages hold.
     pub(super) fn rows_for(&self, ahead: &mut VecDeque<StoredRow>, n: usize) -> usize {
-        match self.config.batch_limit() {
+        match self.batch_limit() {
             None => n.min(ahead.len()),
             Some(limit) => plan(self.items(ahead.make_contiguous(), limit), n).taken,
         }
@@ -46,7 +46,7 @@ impl Link {
         max_messages: usize,
         batching: bool,
     ) -> (Vec<Unit>, Vec<StoredRow>) {
-        let limit = self.config.batch_limit().filter(|_| batching);
+        let limit = self.batch_limit().filter(|_| batching);
         let Some(limit) = limit else {
             let mut rows = rows;
             let rest = rows.split_off(max_messages.min(rows.len()));

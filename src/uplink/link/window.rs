@@ -46,7 +46,11 @@ impl Link {
                 .session
                 .restore(row.seq, pkid, row.qos(), received, now)
             {
-                Ok(Restored::Republish { pkid }) => packets.push(self.render_again(row, pkid)),
+                Ok(Restored::Republish { pkid }) => {
+                    let packet = self.render_again(row, pkid);
+                    self.keep_sent(pkid, &packet, std::slice::from_ref(row));
+                    packets.push(packet);
+                }
                 Ok(Restored::Release(pubrel)) => packets.push(pubrel),
                 Err(error) => {
                     // Only after a power cut with `sync: normal`: the stored session cannot be
@@ -80,7 +84,7 @@ impl Link {
     /// ([`Link::refill_lanes`]).
     pub(super) async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
-            if self.stall.is_paused() {
+            if self.stall.is_paused() || self.quota_paused() {
                 return Ok(());
             }
             let last_seq = self.progress.borrow_and_update().last_seq;
@@ -155,12 +159,21 @@ impl Link {
         let mut ids = Vec::with_capacity(units.len());
         let mut sent = Vec::with_capacity(units.len());
         let mut batched = Vec::new();
+        // Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
+        let mut refused = Vec::new();
         for unit in units {
             if !unit.elements.is_empty() {
                 let (topic, payload) = self.render_batch(&unit);
                 let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
                 let first = seqs[0];
+                let qos = Qos::AtLeastOnce;
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, false) {
+                    batched.extend(&seqs);
+                    refused.push((seqs, code, topic));
+                    continue;
+                }
                 let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
+                self.keep_sent(pkid, &packet, &unit.rows);
                 packets.push(packet);
                 ids.push((first, pkid, false));
                 batched.extend(unit.rows.iter().map(|row| row.seq));
@@ -170,6 +183,11 @@ impl Link {
             for row in unit.rows {
                 let (qos, retain) = wire::row_flags(&row.entry);
                 let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, retain) {
+                    self.handed_out(lane, row.seq);
+                    refused.push((vec![row.seq], code, topic));
+                    continue;
+                }
                 let (packet, pkid) = match lane {
                     Lane::Backlog => self
                         .session
@@ -182,6 +200,7 @@ impl Link {
                 if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
                     live.inflight.insert(row.seq);
                 }
+                self.keep_sent(pkid, &packet, std::slice::from_ref(&row));
                 packets.push(packet);
                 ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
                 sent.push(row);
@@ -193,6 +212,9 @@ impl Link {
         }
         if !expired.is_empty() {
             self.queue.expire(expired).await?;
+        }
+        for (seqs, code, topic) in refused {
+            self.reject(seqs, code, &topic, None, now).await?;
         }
         if packets.is_empty() {
             return Ok(true);
@@ -211,6 +233,9 @@ impl Link {
                     // Not on disk, so not on the wire: the rows wait for the retry.
                     let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
                     self.session.unsend(&pkids, cursor);
+                    for pkid in &pkids {
+                        self.forget_sent(*pkid);
+                    }
                     let ahead = match (lane, self.live_lane.as_mut()) {
                         (Lane::Live, Some(live)) => {
                             live.cursor = live_cursor.unwrap_or(live.cursor);
@@ -240,6 +265,7 @@ impl Link {
                 for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
                     if gone.contains(seq) {
                         self.session.cancel_row(*pkid);
+                        self.forget_sent(*pkid);
                         if let Some(live) = self.live_lane.as_mut() {
                             live.inflight.remove(seq);
                         }
@@ -258,7 +284,8 @@ impl Link {
             .iter()
             .fold(self.handed_max, |max, row| max.max(row.seq));
         self.rate.take(packets.len(), now);
-        writer.write(&packets).await?;
+        let expiries = self.expiries(&packets);
+        writer.write_expiring(&packets, &expiries).await?;
         self.stats.published(packets.len());
         self.stats.resent(again);
         self.flowed(now);
