@@ -1,0 +1,322 @@
+//! `uplink.protocol: mqtt5` against a real mosquitto 2 (which speaks MQTT 5): an ACL refusal
+//! (PUBACK 0x87) sets the point's rows aside as rejected while the rest drains on the same
+//! connection; the broker's Receive Maximum and Maximum Packet Size are obeyed (asserted on a
+//! recording proxy between the uplink and the broker); data topics travel as topic aliases.
+//!
+//! The uplink runs in process on a real queue file, as in `drain_order.rs`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Mosquitto, Subscriber};
+use fieldrelay::config::{Batching, Mqtt5Session, Protocol, Qos, UplinkConfig};
+use fieldrelay::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
+use fieldrelay::sample::{now_ms, Sample, Value};
+use fieldrelay::uplink::{dialer, LinkState, Presence, Uplink, UplinkStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "fieldrelay/m5";
+
+fn sample(point: &str, value: Value) -> Sample {
+    Sample {
+        device: Arc::from("boiler"),
+        point: Arc::from(point),
+        value,
+        ts_ms: now_ms(),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    }
+}
+
+fn mqtt5_config(port: u16) -> UplinkConfig {
+    UplinkConfig {
+        keep_alive: Duration::from_secs(30),
+        topic_prefix: PREFIX.into(),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        protocol: Protocol::Mqtt5(Mqtt5Session {
+            session_expiry: Duration::from_secs(3600),
+            will_delay: Duration::from_secs(5),
+        }),
+        ..UplinkConfig::plain("127.0.0.1", port, "m5-gw")
+    }
+}
+
+/// A queue in `dir` holding `samples`, committed.
+async fn queue_with(dir: &std::path::Path, samples: Vec<Sample>) -> (Queue, QueueWriter) {
+    let (queue, _live, writer) =
+        Queue::open(&dir.join("data"), QueueOptions::default()).expect("open the queue");
+    let n = samples.len() as u64;
+    for s in samples {
+        queue.push(s).await.unwrap();
+    }
+    queue
+        .progress()
+        .wait_for(|p| p.last_seq >= n)
+        .await
+        .unwrap();
+    (queue, writer)
+}
+
+/// Runs the uplink on `queue` until the queue is empty; returns its counters.
+async fn drain(config: UplinkConfig, queue: &Queue) -> Arc<UplinkStats> {
+    let (_unused, live) = tokio::sync::mpsc::channel(1);
+    let stats = Arc::new(UplinkStats::default());
+    let uplink = Uplink {
+        config: config.clone(),
+        dialer: dialer(&config).unwrap(),
+        queue: queue.clone(),
+        live: LiveReceiver { rx: live },
+        inbound: None,
+        presence: Presence::fixed(now_ms()),
+        state: tokio::sync::watch::channel(LinkState::default()).0,
+        stats: stats.clone(),
+    };
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(uplink.run(cancel.clone()));
+    let drained = queue.progress().wait_for(|p| p.depth == 0).await.is_ok();
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(drained, "the queue drained");
+    stats
+}
+
+async fn subscriber(broker: &Mosquitto, id: &str) -> Subscriber {
+    let mut sub = Subscriber::connect(broker.port, id, &[&format!("{PREFIX}/#")]).await;
+    common::subscribed(&mut sub, broker.port, &format!("{PREFIX}/probe")).await;
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_denied_point_is_rejected_with_0x87_and_the_rest_drains_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    // Anonymous clients may read everything and write everything but the `secret` point.
+    std::fs::write(
+        &acl,
+        format!("topic read #\ntopic write {PREFIX}/status\ntopic write {PREFIX}/probe\ntopic write {PREFIX}/boiler/ok\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&acl, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let broker = Mosquitto::start_with(dir.path(), &format!("acl_file {}\n", acl.display()));
+    let mut sub = subscriber(&broker, "m5-acl-sub").await;
+    let samples = (0..200)
+        .map(|i| sample(if i % 2 == 0 { "ok" } else { "secret" }, Value::Int(i)))
+        .collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+
+    let stats = drain(mqtt5_config(broker.port), &queue).await;
+
+    let ok_topic = format!("{PREFIX}/boiler/ok");
+    sub.until("every allowed row", Duration::from_secs(20), |seen| {
+        seen.iter().filter(|m| m.topic == ok_topic).count() >= 100
+    })
+    .await;
+    let rejected = queue.rejected();
+    assert_eq!(rejected.held.get(&0x87), Some(&100), "{rejected:?}");
+    assert_eq!(stats.refused().get(&0x87), Some(&100));
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.connects, snapshot.disconnects), (1, 0));
+    assert!(sub.on(&format!("{PREFIX}/boiler/secret")).is_empty());
+    writer.close().await.unwrap();
+}
+
+/// What the recording proxy saw from the client: the most QoS 1/2 PUBLISHes awaiting their
+/// PUBACK/PUBREC at once, and the largest packet.
+#[derive(Debug, Default)]
+struct Recorded {
+    outstanding: HashSet<u16>,
+    max_outstanding: usize,
+    max_packet: usize,
+    publishes: usize,
+}
+
+/// A TCP proxy to `broker` that parses MQTT frames both ways and records into the result.
+async fn recording_proxy(broker: u16) -> (u16, Arc<Mutex<Recorded>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let shared = recorded.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", broker)).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (ur, uw) = upstream.into_split();
+            tokio::spawn(pump(cr, uw, shared.clone(), true));
+            tokio::spawn(pump(ur, cw, shared.clone(), false));
+        }
+    });
+    (port, recorded)
+}
+
+/// Copies `from` to `to`, recording each whole frame (`outgoing`: from the client).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    recorded: Arc<Mutex<Recorded>>,
+    outgoing: bool,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((frame_len, header_len)) = frame(&buf) {
+            let frame: Vec<u8> = buf.drain(..frame_len).collect();
+            record(&frame, header_len, outgoing, &recorded);
+            // Forwarded frame by frame, after recording: an answer cannot overtake its count.
+            if to.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The length of the whole frame at the start of `buf` and of its fixed header, once complete.
+fn frame(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut remaining = 0usize;
+    for i in 1..5 {
+        let byte = *buf.get(i)?;
+        remaining |= usize::from(byte & 0x7F) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            let len = 1 + i + remaining;
+            return (buf.len() >= len).then_some((len, 1 + i));
+        }
+    }
+    None
+}
+
+fn record(frame: &[u8], header: usize, outgoing: bool, recorded: &Mutex<Recorded>) {
+    let mut r = recorded.lock().unwrap();
+    let kind = frame[0] >> 4;
+    if outgoing {
+        r.max_packet = r.max_packet.max(frame.len());
+        if kind == 3 && (frame[0] >> 1) & 3 > 0 {
+            let topic_len = usize::from(u16::from_be_bytes([frame[header], frame[header + 1]]));
+            let at = header + 2 + topic_len;
+            let pkid = u16::from_be_bytes([frame[at], frame[at + 1]]);
+            r.outstanding.insert(pkid);
+            r.publishes += 1;
+            r.max_outstanding = r.max_outstanding.max(r.outstanding.len());
+        }
+    } else if kind == 4 || kind == 5 {
+        let pkid = u16::from_be_bytes([frame[header], frame[header + 1]]);
+        r.outstanding.remove(&pkid);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_receive_maximum_caps_unacknowledged_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with(dir.path(), "max_inflight_messages 3\n");
+    let (proxy, recorded) = recording_proxy(broker.port).await;
+    let samples = (0..300).map(|i| sample("temp", Value::Int(i))).collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+
+    let stats = drain(mqtt5_config(proxy), &queue).await;
+
+    let r = recorded.lock().unwrap();
+    assert!(
+        r.publishes > 300,
+        "every row and the birth went through the proxy: {r:?}"
+    );
+    assert!(r.max_outstanding <= 3, "Receive Maximum 3 exceeded: {r:?}");
+    assert_eq!(stats.snapshot().disconnects, 0);
+    drop(r);
+    writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximum_packet_size_caps_batches_and_rejects_a_row_too_large_locally_with_0x95() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with(dir.path(), "max_packet_size 2048\n");
+    let (proxy, recorded) = recording_proxy(broker.port).await;
+    let mut sub = subscriber(&broker, "m5-size-sub").await;
+    let mut samples: Vec<Sample> = (0..400).map(|i| sample("temp", Value::Int(i))).collect();
+    samples.insert(200, sample("text", Value::Str(Arc::from("x".repeat(4000)))));
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+    let config = UplinkConfig {
+        batch: Batching::PerDevice {
+            max_packet: 64 * 1024,
+        },
+        ..mqtt5_config(proxy)
+    };
+
+    let stats = drain(config, &queue).await;
+
+    let batch_topic = format!("{PREFIX}/boiler");
+    let count = |seen: &[common::Message]| -> usize {
+        seen.iter()
+            .filter(|m| m.topic == batch_topic)
+            .filter_map(|m| m.payload["samples"].as_array())
+            .map(|samples| samples.len())
+            .sum()
+    };
+    sub.until(
+        "every small row in batches",
+        Duration::from_secs(20),
+        |seen| count(seen) >= 400,
+    )
+    .await;
+    let batches = sub.on(&batch_topic).len();
+    assert!(
+        batches >= 10,
+        "400 samples in 2 KiB batches need many: {batches}"
+    );
+    assert_eq!(queue.rejected().held.get(&0x95), Some(&1));
+    assert_eq!(stats.refused().get(&0x95), Some(&1));
+    let r = recorded.lock().unwrap();
+    assert!(
+        r.max_packet <= 2048,
+        "a packet over the broker's maximum: {r:?}"
+    );
+    assert_eq!(stats.snapshot().disconnects, 0);
+    drop(r);
+    writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_topics_travel_as_aliases_and_subscribers_see_the_right_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with(dir.path(), "max_topic_alias 10\n");
+    let mut sub = subscriber(&broker, "m5-alias-sub").await;
+    let points = ["temp", "flow", "level"];
+    let samples = (0..90)
+        .map(|i| sample(points[i % 3], Value::Int(i as i64)))
+        .collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+
+    let stats = drain(mqtt5_config(broker.port), &queue).await;
+
+    sub.until("every row", Duration::from_secs(20), |seen| {
+        points.iter().all(|p| {
+            let topic = format!("{PREFIX}/boiler/{p}");
+            seen.iter().filter(|m| m.topic == topic).count() >= 30
+        })
+    })
+    .await;
+    for p in points {
+        let values: Vec<i64> = sub
+            .on(&format!("{PREFIX}/boiler/{p}"))
+            .iter()
+            .filter_map(|m| m.payload["value"].as_i64())
+            .collect();
+        let index = points.iter().position(|q| *q == p).unwrap() as i64;
+        assert!(values.iter().all(|v| v % 3 == index), "{p}: {values:?}");
+    }
+    // 87 sends by alias (the first of each topic names it), each saving the topic less 3 bytes.
+    let topic_len = format!("{PREFIX}/boiler/temp").len() as u64;
+    let saved = stats.snapshot().alias_bytes_saved;
+    assert!(saved >= 80 * (topic_len - 3), "{saved}");
+    writer.close().await.unwrap();
+}
