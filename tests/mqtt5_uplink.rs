@@ -134,6 +134,8 @@ struct Recorded {
     max_outstanding: usize,
     max_packet: usize,
     publishes: usize,
+    /// The Message Expiry Interval of each QoS 1/2 PUBLISH that carried one.
+    expiries: Vec<u32>,
 }
 
 /// A TCP proxy to `broker` that parses MQTT frames both ways and records into the result.
@@ -205,6 +207,9 @@ fn record(frame: &[u8], header: usize, outgoing: bool, recorded: &Mutex<Recorded
             let topic_len = usize::from(u16::from_be_bytes([frame[header], frame[header + 1]]));
             let at = header + 2 + topic_len;
             let pkid = u16::from_be_bytes([frame[at], frame[at + 1]]);
+            if let Some(expiry) = message_expiry(&frame[at + 2..]) {
+                r.expiries.push(expiry);
+            }
             r.outstanding.insert(pkid);
             r.publishes += 1;
             r.max_outstanding = r.max_outstanding.max(r.outstanding.len());
@@ -213,6 +218,21 @@ fn record(frame: &[u8], header: usize, outgoing: bool, recorded: &Mutex<Recorded
         let pkid = u16::from_be_bytes([frame[header], frame[header + 1]]);
         r.outstanding.remove(&pkid);
     }
+}
+
+/// The Message Expiry Interval (property 0x02) among the properties at the start of `props`
+/// (length, then the properties; the uplink sends only 0x02 and 0x23 topic alias).
+fn message_expiry(props: &[u8]) -> Option<u32> {
+    let len = usize::from(*props.first()?);
+    let mut at = 1;
+    while at < 1 + len {
+        match props[at] {
+            0x02 => return Some(u32::from_be_bytes(props[at + 1..at + 5].try_into().ok()?)),
+            0x23 => at += 3,
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,4 +339,166 @@ async fn data_topics_travel_as_aliases_and_subscribers_see_the_right_topics() {
     let saved = stats.snapshot().alias_bytes_saved;
     assert!(saved >= 80 * (topic_len - 3), "{saved}");
     writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_2_rows_complete_and_every_row_carries_its_remaining_max_age_as_message_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (proxy, recorded) = recording_proxy(broker.port).await;
+    let mut sub = subscriber(&broker, "m5-expiry-sub").await;
+    let (queue, _live, writer) = Queue::open(
+        &dir.path().join("data"),
+        QueueOptions {
+            max_age: [(("boiler".into(), "temp".into()), Duration::from_secs(3600))].into(),
+            ..QueueOptions::default()
+        },
+    )
+    .expect("open the queue");
+    for i in 0..100 {
+        let mut s = sample(if i % 2 == 0 { "temp" } else { "flow" }, Value::Int(i));
+        s.qos = if i % 4 < 2 {
+            Qos::ExactlyOnce
+        } else {
+            Qos::AtLeastOnce
+        };
+        queue.push(s).await.unwrap();
+    }
+    queue
+        .progress()
+        .wait_for(|p| p.last_seq >= 100)
+        .await
+        .unwrap();
+
+    let stats = drain(mqtt5_config(proxy), &queue).await;
+
+    sub.until("every row", Duration::from_secs(20), |seen| {
+        seen.iter()
+            .filter(|m| m.topic.starts_with(&format!("{PREFIX}/boiler/")))
+            .count()
+            >= 100
+    })
+    .await;
+    assert_eq!(stats.snapshot().acked, 100);
+    let r = recorded.lock().unwrap();
+    assert_eq!(
+        r.expiries.len(),
+        50,
+        "only the temp rows have a max_age: {:?}",
+        r.expiries
+    );
+    assert!(
+        r.expiries.iter().all(|e| (3500..=3600).contains(e)),
+        "{:?}",
+        r.expiries
+    );
+    drop(r);
+    writer.close().await.unwrap();
+}
+
+/// QoS 1 through `mosquitto_pub`, which returns after the broker's PUBACK.
+fn command(port: u16, topic: &str, payload: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", &format!("fieldrelay/test-gw/{topic}"), "-m", payload])
+        .status()
+        .expect("run mosquitto_pub (mosquitto-clients)");
+    assert!(status.success());
+}
+
+/// The gateway binary under `protocol: mqtt5`: birth and graceful death, commands subscribed
+/// and acknowledged, and the session kept by `session_expiry` across a stop, so a command sent
+/// meanwhile is written and answered after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mqtt5_the_session_keeps_a_command_sent_while_the_gateway_was_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (regs, device, _sim) = common::start_simulator().await;
+    let p = "fieldrelay/test-gw";
+    let config = dir.path().join("gateway.yaml");
+    let text = common::config_head(
+        &dir.path().join("data"),
+        broker.port,
+        device,
+        "  protocol: mqtt5\n  will_delay: 0s\n",
+    ) + "devices:
+  - name: boiler
+    bus: plc1
+    unit_id: 1
+    poll_interval: 50ms
+    points:
+      - {name: mode, table: holding, address: 2, type: u16, writable: true}
+      - {name: temperature, table: input, address: 0, type: i16}
+";
+    std::fs::write(&config, text).unwrap();
+    let filters = [format!("{p}/+/+/set/result"), format!("{p}/status")];
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    let mut sub = Subscriber::connect(broker.port, "m5-cmd-sub", &filters).await;
+    let mut gateway = common::Gateway::start(&config);
+    let answered = |id: String| {
+        move |seen: &[common::Message]| {
+            seen.iter()
+                .any(|m| m.topic.ends_with("/set/result") && m.payload["id"] == id.as_str())
+        }
+    };
+    // Probe until the gateway's subscription is in place (a probe to a read-only point is
+    // refused before it reaches the device).
+    for n in 0.. {
+        let id = format!("probe{n}");
+        command(
+            broker.port,
+            "boiler/temperature/set",
+            &format!(r#"{{"id":"{id}","value":1}}"#),
+        );
+        if sub
+            .try_until(Duration::from_millis(500), answered(id))
+            .await
+        {
+            break;
+        }
+        assert!(n < 60, "the gateway never answered a command");
+    }
+    let status = |state: &'static str| {
+        move |seen: &[common::Message]| {
+            seen.iter()
+                .any(|m| m.topic == format!("{p}/status") && m.payload["status"] == state)
+        }
+    };
+    sub.until("the birth", Duration::from_secs(20), status("online"))
+        .await;
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = gateway.terminate(Duration::from_secs(20));
+        (exit, gateway)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{:?}", exit.0);
+    sub.until(
+        "the graceful death",
+        Duration::from_secs(20),
+        status("offline"),
+    )
+    .await;
+    let payload = format!(r#"{{"id":"late","value":42,"ts":{}}}"#, now_ms());
+    command(broker.port, "boiler/mode/set", &payload);
+    let _gateway = common::Gateway::start(&config);
+    sub.until(
+        "the late command's result",
+        Duration::from_secs(30),
+        answered("late".into()),
+    )
+    .await;
+    let result = sub
+        .seen
+        .iter()
+        .find(|m| m.payload["id"] == "late")
+        .map(|m| m.payload.clone())
+        .unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(regs.holding(1, 2, 1), [42]);
+    let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap();
+    assert!(
+        log.contains(" as test-gw (p5, c0"),
+        "connected with MQTT 5, clean start 0"
+    );
 }
