@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Mosquitto, Subscriber};
-use fieldrelay::config::{Batching, Mqtt5Session, Protocol, Qos, UplinkConfig};
+use fieldrelay::config::{Batching, Mqtt5Session, Protocol, Qos, SessionMode, UplinkConfig};
 use fieldrelay::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
 use fieldrelay::sample::{now_ms, Sample, Value};
 use fieldrelay::uplink::{dialer, LinkState, Presence, Uplink, UplinkStats};
@@ -501,4 +501,184 @@ async fn under_mqtt5_the_session_keeps_a_command_sent_while_the_gateway_was_stop
         log.contains(" as test-gw (p5, c0"),
         "connected with MQTT 5, clean start 0"
     );
+}
+
+/// What a scripted MQTT 5 broker saw.
+#[derive(Debug, Default)]
+struct Script {
+    /// When each CONNECT arrived.
+    connects: Vec<std::time::Instant>,
+    /// When each DISCONNECT the broker sent went out.
+    disconnects: Vec<std::time::Instant>,
+    /// (packet id, topic or alias, refused) of each QoS 1 PUBLISH, in arrival order.
+    publishes: Vec<(u16, bool)>,
+    /// Payloads of the PUBLISHes acknowledged with success.
+    delivered: Vec<bytes::Bytes>,
+}
+
+/// A broker we script with rumqttc's MQTT 5 codec (mosquitto cannot be made to answer quota
+/// exceeded or take a session over on cue): `answer(n)` is the reason code of the `n`th QoS 1
+/// PUBLISH (from 1); `disconnect` is sent right after the first CONNACK.
+async fn scripted_broker(
+    answer: fn(usize) -> rumqttc::v5::mqttbytes::v5::PubAckReason,
+    disconnect: Option<rumqttc::v5::mqttbytes::v5::DisconnectReasonCode>,
+) -> (u16, Arc<Mutex<Script>>) {
+    use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet, PubAck};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Arc::new(Mutex::new(Script::default()));
+    let shared = script.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let script = shared.clone();
+            tokio::spawn(async move {
+                let mut buf = bytes::BytesMut::new();
+                loop {
+                    // rumqttc cannot read the 2-byte DISCONNECT its own codec writes.
+                    if buf.starts_with(&[0xE0, 0x00]) {
+                        return;
+                    }
+                    let packet = match Packet::read(&mut buf, None) {
+                        Ok(packet) => packet,
+                        Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
+                            match socket.read_buf(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => continue,
+                            }
+                        }
+                        Err(e) => panic!("scripted broker cannot read: {e}"),
+                    };
+                    let mut out = bytes::BytesMut::new();
+                    let mut close = false;
+                    match packet {
+                        Packet::Connect(..) => {
+                            let first = {
+                                let mut s = script.lock().unwrap();
+                                s.connects.push(std::time::Instant::now());
+                                s.connects.len() == 1
+                            };
+                            let ack = ConnAck {
+                                session_present: false,
+                                code: ConnectReturnCode::Success,
+                                properties: None,
+                            };
+                            Packet::ConnAck(ack).write(&mut out, None).unwrap();
+                            if let (true, Some(code)) = (first, disconnect) {
+                                // As mosquitto writes it: the reason code, no properties.
+                                out.extend_from_slice(&[0xE0, 0x01, code as u8]);
+                                script
+                                    .lock()
+                                    .unwrap()
+                                    .disconnects
+                                    .push(std::time::Instant::now());
+                                close = true;
+                            }
+                        }
+                        Packet::Publish(p) if p.pkid != 0 => {
+                            let mut s = script.lock().unwrap();
+                            let reason = answer(s.publishes.len() + 1);
+                            let refused =
+                                reason != rumqttc::v5::mqttbytes::v5::PubAckReason::Success;
+                            s.publishes.push((p.pkid, refused));
+                            if !refused {
+                                s.delivered.push(p.payload.clone());
+                            }
+                            let mut ack = PubAck::new(p.pkid, None);
+                            ack.reason = reason;
+                            Packet::PubAck(ack).write(&mut out, None).unwrap();
+                        }
+                        Packet::PingReq(_) => {
+                            Packet::PingResp(rumqttc::v5::mqttbytes::v5::PingResp)
+                                .write(&mut out, None)
+                                .unwrap();
+                        }
+                        Packet::Disconnect(_) => return,
+                        _ => {}
+                    }
+                    if socket.write_all(&out).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_exceeded_keeps_the_rows_and_sends_them_again_on_the_same_connection() {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason;
+    let dir = tempfile::tempdir().unwrap();
+    // The birth is the first PUBLISH; the 4th and 5th (two rows) are refused for now.
+    let (port, script) = scripted_broker(
+        |n| match n {
+            4 | 5 => PubAckReason::QuotaExceeded,
+            _ => PubAckReason::Success,
+        },
+        None,
+    )
+    .await;
+    let samples = (0..20).map(|i| sample("temp", Value::Int(i))).collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+
+    // A clean session: no first connection to clear an unknown broker session.
+    let config = UplinkConfig {
+        session: SessionMode::Clean,
+        ..mqtt5_config(port)
+    };
+    let stats = drain(config, &queue).await;
+
+    let s = script.lock().unwrap();
+    let refused: Vec<u16> = s.publishes.iter().filter(|p| p.1).map(|p| p.0).collect();
+    assert_eq!(refused.len(), 2, "{:?}", s.publishes);
+    for pkid in &refused {
+        assert!(
+            s.publishes.iter().any(|p| p.0 == *pkid && !p.1),
+            "packet id {pkid} sent again and delivered: {:?}",
+            s.publishes
+        );
+    }
+    let rows = s
+        .delivered
+        .iter()
+        .filter(|p| p.windows(6).any(|w| w == b"\"seq\":"))
+        .count();
+    assert_eq!(rows, 20, "every row delivered once");
+    assert_eq!(s.connects.len(), 1, "no reconnect");
+    assert_eq!(stats.snapshot().quota_pauses, 2);
+    assert_eq!(queue.rejected().held.len(), 0);
+    drop(s);
+    writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_waits_the_longest_backoff_before_dialling_again() {
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, PubAckReason};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, script) = scripted_broker(
+        |_| PubAckReason::Success,
+        Some(DisconnectReasonCode::SessionTakenOver),
+    )
+    .await;
+    let samples = (0..5).map(|i| sample("temp", Value::Int(i))).collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+    let config = UplinkConfig {
+        reconnect_initial: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(1500),
+        session: SessionMode::Clean,
+        ..mqtt5_config(port)
+    };
+
+    let stats = drain(config, &queue).await;
+
+    let s = script.lock().unwrap();
+    assert_eq!(s.connects.len(), 2, "{:?}", s.connects);
+    // Not the 10 ms first step of the backoff: its ceiling (a lower bound, never flaky).
+    let waited = s.connects[1] - s.disconnects[0];
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    assert_eq!(stats.snapshot().disconnects, 1);
+    let error = stats.retrying();
+    assert!(error.is_none(), "connected again: {error:?}");
+    drop(s);
+    writer.close().await.unwrap();
 }

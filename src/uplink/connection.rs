@@ -205,6 +205,11 @@ pub async fn connect(
 pub const MAX_BATCH: usize = 1024;
 
 impl PacketReader {
+    /// Whether the connection speaks MQTT 5.
+    pub fn speaks_mqtt5(&self) -> bool {
+        self.mqtt5
+    }
+
     /// Reads PUBLISHes up to `max` bytes whole (a connection that takes whole configuration
     /// files); never below [`MAX_INCOMING_PACKET`].
     pub fn set_max_packet(&mut self, max: usize) {
@@ -266,25 +271,36 @@ impl PacketReader {
 
     /// [`PacketReader::buffered`] with the MQTT 5 codec.
     fn buffered_v5(&mut self) -> Result<Option<Received>, UplinkError> {
-        // rumqttc refuses a DISCONNECT without a reason code, which means 0x00 (MQTT 5 §3.14.2.1).
-        if self.buf.starts_with(&[0xE0, 0x00]) {
-            self.buf.advance(2);
+        // rumqttc cannot read a DISCONNECT of fewer than 2 bytes after its fixed header, which
+        // MQTT 5 allows (§3.14.2.1: no reason code means 0x00, no properties mean none).
+        if let [0xE0, len @ (0 | 1), rest @ ..] = &self.buf[..] {
+            let code = match (len, rest.first()) {
+                (0, _) => 0,
+                (_, Some(&code)) => code,
+                (_, None) => return Ok(None),
+            };
+            self.buf.advance(2 + usize::from(*len));
             return Err(UplinkError::ServerDisconnect {
-                code: 0,
-                meaning: super::reason::meaning(0),
+                code,
+                meaning: super::reason::meaning(code),
                 reference: None,
                 reason: None,
             });
         }
         let max = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let before = self.buf.len();
         match v5bytes::v5::Packet::read(&mut self.buf, Some(max)) {
             Ok(packet) => {
                 self.shrink();
                 mqtt5::incoming(packet).map(Some)
             }
-            Err(v5bytes::Error::InsufficientBytes(needed)) => {
+            Err(v5bytes::Error::InsufficientBytes(needed)) if self.buf.len() == before => {
                 self.buf.reserve(needed);
                 Ok(None)
+            }
+            // The frame was whole (and is consumed): its contents are short.
+            Err(v5bytes::Error::InsufficientBytes(_)) => {
+                Err(UplinkError::Protocol5(v5bytes::Error::MalformedPacket))
             }
             Err(v5bytes::Error::PayloadSizeLimitExceeded { pkt_size, .. }) => {
                 self.oversized(pkt_size)

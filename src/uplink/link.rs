@@ -412,7 +412,7 @@ impl Link {
     ) -> Ended {
         let now = Instant::now();
         if let Err(e) = self.greet(&mut writer, session_present, now).await {
-            return Ended::Lost(e);
+            return Ended::Lost(why_lost(&mut reader, e).await);
         }
         // A PINGREQ every keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
@@ -424,7 +424,7 @@ impl Link {
             self.stats.set_inflight(self.session.inflight());
             self.stats.alias_saved(writer.take_alias_savings());
             if let Err(e) = refilled {
-                return Ended::Lost(e);
+                return Ended::Lost(why_lost(&mut reader, e).await);
             }
             let now = Instant::now();
             let deadline = self.session.deadline();
@@ -504,7 +504,7 @@ impl Link {
                 },
             };
             if let Err(e) = step {
-                return Ended::Lost(e);
+                return Ended::Lost(why_lost(&mut reader, e).await);
             }
         }
     }
@@ -663,6 +663,28 @@ impl Link {
             );
         }
         fresh
+    }
+}
+
+/// Why a connection was lost: a server's DISCONNECT (MQTT 5) says it better than the write that
+/// failed after it (a broker closes the socket right after its DISCONNECT, which may still wait
+/// in the socket's buffer): what is readable at once is read for it.
+async fn why_lost(reader: &mut PacketReader, error: UplinkError) -> UplinkError {
+    if !reader.speaks_mqtt5() || !matches!(error, UplinkError::Io(_) | UplinkError::Closed) {
+        return error;
+    }
+    let drain = async {
+        loop {
+            match reader.read().await {
+                Ok(_) => continue,
+                Err(disconnect @ UplinkError::ServerDisconnect { .. }) => return Some(disconnect),
+                Err(_) => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_millis(100), drain).await {
+        Ok(Some(disconnect)) => disconnect,
+        _ => error,
     }
 }
 

@@ -164,6 +164,13 @@ impl Link {
         }
     }
 
+    /// Whether the PUBLISH of `pkid` is kept (a row message in flight).
+    fn kept(&self, pkid: u16) -> bool {
+        self.mqtt5
+            .as_ref()
+            .is_some_and(|m| m.sent.contains_key(&pkid))
+    }
+
     /// A message left the session (acknowledged, refused, cancelled).
     pub(super) fn forget_sent(&mut self, pkid: u16) {
         if let Some(m) = self.mqtt5.as_mut() {
@@ -204,6 +211,16 @@ impl Link {
             .as_ref()
             .map_or_else(String::new, |m| m.topic(refusal.pkid));
         match verdict(refusal.code) {
+            Verdict::Retry(code) if !self.kept(refusal.pkid) => {
+                // Not a row (a status certificate): not kept, so not sent again; a later birth
+                // replaces it.
+                self.session.on_refused(refusal.pkid, pubrec)?;
+                warn!(
+                    reason = meaning(code),
+                    "the broker refused a status message for now ({code:#04x}); not sent again"
+                );
+                Ok(())
+            }
             Verdict::Retry(code) => {
                 self.session.defer(refusal.pkid, pubrec)?;
                 self.stats.quota_paused();
