@@ -330,6 +330,38 @@ mod tests {
     }
 
     #[test]
+    fn the_connect_carries_session_expiry_and_will_delay_and_none_when_zero() {
+        let options = |clean| ConnectOptions {
+            client_id: "gw",
+            keep_alive: std::time::Duration::from_secs(600),
+            clean_session: clean,
+            will_topic: "p/status".into(),
+            will_payload: Bytes::from_static(b"{}"),
+            will_retain: true,
+            mqtt5: None,
+        };
+        let Packet::Connect(first, Some(will), None) = connect(options(false), 3600, 30, None)
+        else {
+            panic!("not a connect with a will")
+        };
+        assert!(!first.clean_start);
+        assert_eq!(first.keep_alive, 600);
+        let session = first.properties.and_then(|p| p.session_expiry_interval);
+        assert_eq!(session, Some(3600));
+        assert_eq!(will.properties.and_then(|p| p.delay_interval), Some(30));
+        assert!(will.retain);
+        let Packet::Connect(clean, Some(will), _) = connect(options(true), 0, 0, None) else {
+            panic!("not a connect with a will")
+        };
+        assert!(clean.clean_start);
+        assert_eq!(
+            clean.properties.and_then(|p| p.session_expiry_interval),
+            None
+        );
+        assert_eq!(will.properties, None);
+    }
+
+    #[test]
     fn a_server_disconnect_names_its_code_and_reference() {
         let mut d = Disconnect::new(DisconnectReasonCode::UseAnotherServer);
         d.properties = Some(rumqttc::v5::mqttbytes::v5::DisconnectProperties {
