@@ -216,7 +216,48 @@ pub enum QueueCommand {
         /// Write here (a new file, synced when done) instead of stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Export the rejected rows instead (refused by the broker for good, e.g. MQTT 5 0x87
+        /// not_authorized; kept aside, never sent again by themselves), each with its "reason",
+        /// "reason_code" and "rejected" time.
+        #[arg(long)]
+        rejected: bool,
     },
+    /// Put the rejected rows (refused by the broker for good, e.g. an ACL) back into the queue
+    /// with their seq, once the cause is fixed; the gateway sends them at its next start. Only
+    /// with the gateway stopped: refused, changing nothing, while it runs.
+    #[command(after_help = REQUEUE_EXIT)]
+    RequeueRejected {
+        /// The gateway's data directory.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Take the data directory from this configuration [default, without --data-dir:
+        /// /etc/fieldrelay/config.yaml].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only the rows of this reason: a name as `queue stats` shows it (not_authorized,
+        /// topic_name_invalid, packet_too_large, ...) or a code (0x87). Default: every reason.
+        #[arg(long, value_name = "REASON", value_parser = reason_code)]
+        reason: Option<u8>,
+    },
+}
+
+pub const REQUEUE_EXIT: &str = "Exit status: 0 done (the counts per reason on stderr); 65 a \
+newer schema; 66 no queue file; 74 a read or write failed; 75 a gateway runs on the data \
+directory (stop it, run this, start it); 77 root on the service user's data directory (use sudo \
+-u fieldrelay); 78 invalid --config.";
+
+/// A reason as `queue stats` names it (`not_authorized`) or its code (`0x87`).
+fn reason_code(text: &str) -> Result<u8, String> {
+    crate::queue::reason::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = crate::queue::reason::NAMED
+            .iter()
+            .map(|(_, n)| *n)
+            .collect();
+        format!(
+            "not a reason: use a name ({}) or a code (0x87)",
+            names.join(", ")
+        )
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -287,6 +287,11 @@ fn queue(command: &QueueCommand) -> ExitCode {
         QueueCommand::Stats { source, .. }
         | QueueCommand::Peek { source, .. }
         | QueueCommand::Export { source, .. } => source,
+        QueueCommand::RequeueRejected {
+            data_dir,
+            config,
+            reason,
+        } => return requeue_rejected(data_dir.as_deref(), config.as_deref(), *reason),
     };
     let (target, topic_prefix) = match (&source.data_dir, &source.config, &source.file) {
         (Some(dir), _, _) => (Target::DataDir(dir.clone()), None),
@@ -321,7 +326,54 @@ fn queue(command: &QueueCommand) -> ExitCode {
                 Err(error) => queue_failed(error),
             }
         }
-        QueueCommand::Export { output, .. } => queue_export(&inspector, output.as_deref(), prefix),
+        QueueCommand::Export {
+            output, rejected, ..
+        } => queue_export(&inspector, output.as_deref(), prefix, *rejected),
+        QueueCommand::RequeueRejected { .. } => ExitCode::SUCCESS, // handled above
+    }
+}
+
+/// `fieldrelay queue requeue-rejected`: the counts per reason on stderr.
+fn requeue_rejected(
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+    reason: Option<u8>,
+) -> ExitCode {
+    let data_dir = match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let path = config.map_or_else(|| cli::DEFAULT_CONFIG.into(), Path::to_path_buf);
+            match fieldrelay::config::load(&path) {
+                Ok(config) => config.gateway.data_dir,
+                Err(errors) => return config_errors(&path, &errors),
+            }
+        }
+    };
+    let euid = fieldrelay::service::owner::effective_uid();
+    if let Err(refusal) = fieldrelay::service::owner::may_run_on(&data_dir, euid) {
+        eprintln!("error: {refusal}; run it as that user (sudo -u …)");
+        return ExitCode::from(EX_NOPERM);
+    }
+    match fieldrelay::queue::requeue::requeue_rejected(&data_dir, reason) {
+        Ok(moved) => {
+            let counts: Vec<String> = moved
+                .iter()
+                .map(|(code, n)| format!("{n} {}", fieldrelay::queue::reason::label(*code)))
+                .collect();
+            match counts.is_empty() {
+                true => eprintln!("no rejected rows to requeue"),
+                false => eprintln!(
+                    "requeued {} rejected rows ({}): the gateway sends them at its next start",
+                    fieldrelay::queue::rejected::total(&moved),
+                    counts.join(", ")
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
     }
 }
 
@@ -367,6 +419,7 @@ fn queue_export(
     inspector: &fieldrelay::queue::inspect::Inspector,
     output: Option<&Path>,
     prefix: Option<&str>,
+    rejected: bool,
 ) -> ExitCode {
     use fieldrelay::queue::inspect::{InspectError, EXIT_PARTIAL};
     let stdout = std::io::stdout();
@@ -390,15 +443,13 @@ fn queue_export(
         },
         None => None,
     };
+    let export = |out: &mut dyn Write| match rejected {
+        true => inspector.export_rejected(prefix, out, display),
+        false => inspector.export(prefix, out, display),
+    };
     let result = match &file {
-        Some((_, file)) => {
-            let mut out = std::io::BufWriter::new(file);
-            inspector.export(prefix, &mut out, display)
-        }
-        None => {
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            inspector.export(prefix, &mut out, display)
-        }
+        Some((_, file)) => export(&mut std::io::BufWriter::new(file)),
+        None => export(&mut std::io::BufWriter::new(stdout.lock())),
     };
     let outcome = match result {
         Ok(outcome) => outcome,

@@ -664,3 +664,100 @@ async fn export_recovers_row_by_row_from_truncated_and_damaged_files() {
         live as f64 / destroyed as f64
     );
 }
+
+/// Rows the broker refused for good (MQTT 5 reason codes) are kept aside in the queue file:
+/// `stats` counts them per reason, with the reason's name and code; `export --rejected` writes
+/// them with their reason, and plain `export` (the queue) leaves them out.
+#[tokio::test]
+async fn stats_and_export_show_the_rejected_rows_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    committed_queue(&data_dir, 5).await;
+    let (queue, _live, writer) = Queue::open(&data_dir, QueueOptions::default()).unwrap();
+    queue.reject(vec![2, 3], 0x87).await.unwrap();
+    queue.reject(vec![5], 0x95).await.unwrap();
+    writer.close().await.unwrap();
+    let data = str_arg(&data_dir);
+
+    let (code, out, err) = fieldrelay(&["queue", "stats", "--data-dir", &data]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\nrows         2 (sample 2)\n"), "{out}");
+    assert!(
+        out.contains("\nrejected     3 (not_authorized (0x87) 2, packet_too_large (0x95) 1;"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nnot_authorized    0x87  boiler  counter  sample  2"),
+        "{out}"
+    );
+    let (code, out, err) = fieldrelay(&["queue", "stats", "--data-dir", &data, "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rows"], 2);
+    assert_eq!(
+        json["rejected"]["by_reason"],
+        serde_json::json!([{"reason": "not_authorized", "code": "0x87", "rows": 2},
+            {"reason": "packet_too_large", "code": "0x95", "rows": 1}])
+    );
+
+    let (code, out, err) = fieldrelay(&["queue", "export", "--data-dir", &data, "--rejected"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err, "3 rows written\n");
+    let rows = json_lines(&out);
+    let got: Vec<(u64, i64, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["value"].as_i64().unwrap(),
+                r["state"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["reason_code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, 2, "rejected", "not_authorized", "0x87"),
+            (3, 3, "rejected", "not_authorized", "0x87"),
+            (5, 5, "rejected", "packet_too_large", "0x95"),
+        ]
+    );
+    assert!(rows.iter().all(|r| r["rejected"].as_i64() > Some(0)));
+    let (code, out, err) = fieldrelay(&["queue", "export", "--data-dir", &data]);
+    assert_eq!(code, Some(0), "{err}");
+    let seqs: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 4]);
+
+    // The way back: refused while a gateway has the queue open, then done with it stopped.
+    let requeue = ["queue", "requeue-rejected", "--data-dir", &data];
+    let (queue, _live, writer) = Queue::open(&data_dir, QueueOptions::default()).unwrap();
+    let (code, _, err) = fieldrelay(&requeue);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    drop(queue);
+    writer.close().await.unwrap();
+    let (code, _, err) = fieldrelay(&[&requeue[..], &["--reason", "nope"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not_authorized"), "{err}");
+    let (code, _, err) = fieldrelay(&[&requeue[..], &["--reason", "not_authorized"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        err,
+        "requeued 2 rejected rows (2 not_authorized (0x87)): the gateway sends them at its next \
+         start\n"
+    );
+    let (_, out, _) = fieldrelay(&["queue", "export", "--data-dir", &data]);
+    let seqs: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "back with their seq");
+    let (_, out, _) = fieldrelay(&["queue", "stats", "--data-dir", &data, "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rejected"]["rows"], 1);
+}

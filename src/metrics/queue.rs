@@ -64,6 +64,7 @@ impl Collector for QueueCollector {
             age_ms as f64 / 1000.0,
         )?;
         let stats = self.queue.stats();
+        let rejected = self.queue.rejected();
         let mut committed = encoder.encode_descriptor(
             "fieldrelay_queue_committed",
             "Rows (QoS 1/2 samples and messages) committed to the queue since start",
@@ -76,6 +77,10 @@ impl Collector for QueueCollector {
             ([("reason", "commit_failed")], stats.commit_dropped),
             ([("reason", "queue_full")], stats.capacity_dropped),
             ([("reason", "expired")], stats.expired),
+            (
+                [("reason", "rejected_evicted")],
+                crate::queue::rejected::total(&rejected.evicted),
+            ),
         ];
         family(
             &mut encoder,
@@ -83,12 +88,54 @@ impl Collector for QueueCollector {
             "Samples given up on since start: QoS 0 samples the live channel could not take \
              (live_channel_full); QoS 1/2 samples whose transaction failed, never committed \
              (commit_failed); rows evicted or refused at store.max_size (queue_full); never-sent \
-             rows past their point's max_age (expired)",
+             rows past their point's max_age (expired); rows the broker refused, evicted at \
+             store.max_size (rejected_evicted)",
             MetricType::Counter,
             &drops,
             |m, value| counter(m, *value),
-        )
+        )?;
+        encode_rejected(&mut encoder, &rejected)
     }
+}
+
+/// Rows refused by the broker, per reason name: every named reason (0 until it happens, so that
+/// rates and alerts work from the start) and any other code seen.
+fn encode_rejected(
+    encoder: &mut DescriptorEncoder,
+    rejected: &crate::queue::RejectedStats,
+) -> Result<(), std::fmt::Error> {
+    use crate::queue::reason;
+    let mut codes: Vec<u8> = reason::NAMED.iter().map(|(code, _)| *code).collect();
+    codes.extend(rejected.held.keys().chain(rejected.rejected.keys()));
+    codes.sort_unstable();
+    codes.dedup();
+    let rows = |counts: &crate::queue::rejected::ByReason| -> Vec<([(&str, String); 1], u64)> {
+        codes
+            .iter()
+            .map(|code| {
+                let n = counts.get(code).copied().unwrap_or(0);
+                ([("reason", reason::name(*code))], n)
+            })
+            .collect()
+    };
+    family(
+        encoder,
+        "fieldrelay_queue_rejected",
+        "Rows the broker refused for good (MQTT 5 reason code, or 0x95 packet_too_large from the \
+         gateway itself) and moved to the queue's rejected table since start, per reason",
+        MetricType::Counter,
+        &rows(&rejected.rejected),
+        |m, value| counter(m, *value),
+    )?;
+    family(
+        encoder,
+        "fieldrelay_queue_rejected_rows",
+        "Rejected rows held in queue.db, per reason: never sent again by themselves; see \
+         `fieldrelay queue stats` and `fieldrelay queue export --rejected`",
+        MetricType::Gauge,
+        &rows(&rejected.held),
+        |m, value| m.encode_gauge(value),
+    )
 }
 
 #[cfg(test)]
@@ -145,10 +192,25 @@ mod tests {
             "commit_failed",
             "queue_full",
             "expired",
+            "rejected_evicted",
         ] {
             let sample = format!("fieldrelay_queue_dropped_total{{reason=\"{reason}\"}}");
             assert_eq!(value(&text, &sample), 0.0, "{reason}");
         }
+        let rejected = |text: &str, reason: &str| {
+            let total = format!("fieldrelay_queue_rejected_total{{reason=\"{reason}\"}}");
+            let held = format!("fieldrelay_queue_rejected_rows{{reason=\"{reason}\"}}");
+            (value(text, &total), value(text, &held))
+        };
+        assert_eq!(rejected(&text, "not_authorized"), (0.0, 0.0));
+        queue.reject(vec![1], 0x87).await.unwrap();
+        queue.reject(vec![2], 0x9a).await.unwrap();
+        queue.progress().wait_for(|p| p.depth == 0).await.unwrap();
+        let text = metrics.render().unwrap();
+        assert_eq!(rejected(&text, "not_authorized"), (1.0, 1.0));
+        assert_eq!(rejected(&text, "0x9a"), (1.0, 1.0));
+        assert_eq!(rejected(&text, "payload_format_invalid"), (0.0, 0.0));
+        assert_eq!(value(&text, "fieldrelay_queue_depth"), 0.0);
         writer.close().await.unwrap();
     }
 }

@@ -5,7 +5,11 @@
 //! every commit. A group of inserts is projected with the average row size; when the projection
 //! passes the data budget, `drop_oldest` deletes enough of the oldest *never sent* rows in the
 //! same transaction, and `reject_new` admits only the inserts that fit. Rows with a session state
-//! (sent, PUBREC received) are never evicted: the broker may hold their packet id. Deleting the
+//! (sent, PUBREC received) are never evicted: the broker may hold their packet id. Rows the
+//! broker refused for good (`rejected.rs`) count toward the budget and are evicted before any
+//! of those, oldest first, under either policy (a group's own refusals count from the next
+//! group on): they must not push out rows the broker takes, nor make `reject_new` refuse every
+//! new sample. Deleting the
 //! oldest rows frees the leftmost b-tree pages whole, so the measure follows within a page or
 //! two.
 //!
@@ -104,8 +108,10 @@ pub struct Capacity {
 }
 
 /// What to do with one group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Oldest rejected rows (`rejected.rs`) to delete first, whatever `on_full` says.
+    pub evict_rejected: u64,
     /// Oldest never-sent rows to delete before the inserts.
     pub evict: u64,
     /// How many of the group's inserts to write (the first ones; the rest are dropped).
@@ -122,23 +128,32 @@ impl Capacity {
         (used.saturating_sub(base) / depth).max(DEFAULT_ROW_BYTES / 2)
     }
 
-    pub fn plan(&self, used: u64, depth: u64, inserts: usize) -> Plan {
-        let row = self.row_bytes(used, depth);
+    /// The plan of a group of `inserts` into a file with `used` bytes in use, `depth` queued
+    /// rows and `rejected` rejected ones. Rejected rows are evicted first, oldest first, under
+    /// either policy: rows the broker refused must not push out rows it would take, nor make
+    /// `reject_new` refuse every new sample.
+    pub fn plan(&self, used: u64, depth: u64, rejected: u64, inserts: usize) -> Plan {
+        let row = self.row_bytes(used, depth.saturating_add(rejected));
         let projected = used.saturating_add(row.saturating_mul(inserts as u64));
         if projected <= self.budget {
             return Plan {
-                evict: 0,
                 admit: inserts,
+                ..Plan::default()
             };
         }
+        let over = (projected - self.budget).div_ceil(row);
+        let evict_rejected = over.min(rejected);
         match self.on_full {
             OnFull::DropOldest => Plan {
-                evict: (projected - self.budget).div_ceil(row),
+                evict_rejected,
+                evict: over - evict_rejected,
                 admit: inserts,
             },
             OnFull::RejectNew => {
-                let room = self.budget.saturating_sub(used) / row;
+                let freed = evict_rejected.saturating_mul(row);
+                let room = self.budget.saturating_add(freed).saturating_sub(used) / row;
                 Plan {
+                    evict_rejected,
                     evict: 0,
                     admit: inserts.min(usize::try_from(room).unwrap_or(usize::MAX)),
                 }
@@ -317,27 +332,33 @@ mod tests {
             budget in 100_000u64..10_000_000,
             used in 24_576u64..12_000_000,
             depth in 0u64..200_000,
+            rejected in prop_oneof![Just(0u64), 0u64..5000],
             inserts in 0usize..2000,
         ) {
             for on_full in [OnFull::DropOldest, OnFull::RejectNew] {
                 let c = Capacity { budget, on_full, page_size: 4096 };
-                let row = c.row_bytes(used, depth);
-                let p = c.plan(used, depth, inserts);
+                let row = c.row_bytes(used, depth + rejected);
+                let p = c.plan(used, depth, rejected, inserts);
                 let projected = used + row * inserts as u64;
                 if projected <= budget {
-                    prop_assert_eq!(p, Plan { evict: 0, admit: inserts });
+                    prop_assert_eq!(p, Plan { admit: inserts, ..Plan::default() });
                     continue;
                 }
+                // Rejected rows go first: a queued row only once every rejected one is gone.
+                prop_assert!(p.evict_rejected <= rejected);
+                prop_assert!(p.evict == 0 || p.evict_rejected == rejected);
+                let freed = (p.evict + p.evict_rejected) * row;
                 match on_full {
                     OnFull::DropOldest => {
                         prop_assert_eq!(p.admit, inserts);
-                        prop_assert!(projected - p.evict * row <= budget);
+                        prop_assert!(projected - freed <= budget);
                     }
                     OnFull::RejectNew => {
                         prop_assert_eq!(p.evict, 0);
                         prop_assert!(
-                            p.admit == 0 || used + row * p.admit as u64 <= budget
+                            p.admit == 0 || used + row * p.admit as u64 <= budget + freed
                         );
+                        prop_assert!(p.admit == inserts || p.evict_rejected == rejected);
                     }
                 }
             }
@@ -432,12 +453,12 @@ mod tests {
 
     #[test]
     fn below_budget_admits_everything() {
-        let p = cap(OnFull::DropOldest).plan(50_000, 300, 10);
+        let p = cap(OnFull::DropOldest).plan(50_000, 300, 0, 10);
         assert_eq!(
             p,
             Plan {
-                evict: 0,
-                admit: 10
+                admit: 10,
+                ..Plan::default()
             }
         );
     }
@@ -448,19 +469,33 @@ mod tests {
         // 100 rows of (100_000 - 24_576) / 100 = 754 bytes each; 10 more overshoot by 7_540.
         let row = c.row_bytes(100_000, 100);
         assert_eq!(row, 754);
-        let p = c.plan(100_000, 100, 10);
+        let p = c.plan(100_000, 100, 0, 10);
         assert_eq!(p.admit, 10);
         assert_eq!(p.evict, 10);
+    }
+
+    #[test]
+    fn rejected_rows_are_evicted_first_under_either_policy() {
+        // The same 100 rows as above, 4 of them rejected: those go first, then queued ones.
+        let p = cap(OnFull::DropOldest).plan(100_000, 96, 4, 10);
+        assert_eq!((p.evict_rejected, p.evict, p.admit), (4, 6, 10));
+        let p = cap(OnFull::DropOldest).plan(100_000, 50, 50, 10);
+        assert_eq!((p.evict_rejected, p.evict, p.admit), (10, 0, 10));
+        // reject_new: rejected rows make room instead of refusing the new samples.
+        let p = cap(OnFull::RejectNew).plan(100_000, 50, 50, 10);
+        assert_eq!((p.evict_rejected, p.evict, p.admit), (10, 0, 10));
+        let p = cap(OnFull::RejectNew).plan(100_000, 96, 4, 10);
+        assert_eq!((p.evict_rejected, p.evict, p.admit), (4, 0, 4));
     }
 
     #[test]
     fn reject_new_admits_what_fits() {
         let c = cap(OnFull::RejectNew);
         let row = c.row_bytes(96_000, 100);
-        let p = c.plan(96_000, 100, 10);
+        let p = c.plan(96_000, 100, 0, 10);
         assert_eq!(p.evict, 0);
         assert_eq!(p.admit as u64, 4_000 / row);
-        assert_eq!(c.plan(120_000, 100, 10).admit, 0);
+        assert_eq!(c.plan(120_000, 100, 0, 10).admit, 0);
     }
 
     fn d(capacity: u64) -> Drops {

@@ -74,6 +74,7 @@ impl Queue {
             source,
         })?;
         store::check_writable(data_dir)?;
+        let dir_lock = super::lock::shared(data_dir);
         let conn = store::open_checked(&db_path(data_dir), &options)?;
         let progress = store::load_progress(&conn)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -119,6 +120,8 @@ impl Queue {
             retry: Default::default(),
             read_log: (None, 0),
             burst: DropBurst::default(),
+            rejected_log: Default::default(),
+            _dir_lock: dir_lock,
             planner: writer::Planner {
                 max_age: options.max_age.clone(),
                 sweep_every: options.expiry_sweep,

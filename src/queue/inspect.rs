@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::ErrorCode;
 
-use super::record::Record;
+use super::record::{Record, Rejection};
 use super::salvage::Salvage;
 use super::store::{db_path, Layout, QueueReader, DB_FILE, SCHEMA_VERSION};
 use super::summary::{FileSize, Summary};
@@ -387,6 +387,7 @@ impl Inspector {
                         let record = Record {
                             row: &row,
                             topic_prefix,
+                            rejection: None,
                         };
                         if let Err(e) = writeln!(out, "{record}") {
                             failed = Some(e);
@@ -483,6 +484,60 @@ impl Inspector {
         Ok(outcome)
     }
 
+    /// `queue export --rejected`: the rows the broker refused for good (`rejected.rs`), as
+    /// JSON lines with their reason, in `seq` order and in short read transactions like
+    /// `export`. No page walk: a damaged file is refused here and recovered with `export`.
+    pub fn export_rejected(
+        &self,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        display: Display,
+    ) -> Result<Outcome, InspectError> {
+        self.readable_schema()?;
+        let mut outcome = Outcome::default();
+        let mut progress = Progress::new(display, "rows", 0);
+        let mut cursor = i64::MIN;
+        loop {
+            let mut failed = None;
+            let mut handed = 0;
+            let read = self.reader.visit_rejected(cursor, PAGE, |rejected| {
+                handed += 1;
+                let (row, rejection) = match rejected {
+                    Ok(r) => (
+                        Ok(r.row),
+                        Some(Rejection {
+                            reason: r.reason,
+                            at_ms: r.rejected_ms,
+                        }),
+                    ),
+                    Err(e) => (Err(e), None),
+                };
+                match write_line(row, topic_prefix, rejection, out, &mut outcome) {
+                    Ok(seq) => {
+                        cursor = seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(cursor);
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(write_err("the export")(e));
+            }
+            progress.advance(handed, "");
+            match read {
+                Ok(n) if n < PAGE => break,
+                Ok(_) => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        progress.finish();
+        out.flush().map_err(write_err("the export"))?;
+        Ok(outcome)
+    }
+
     /// The rows with `seq > after` and the ranges lost among them, by the page walk.
     fn export_salvaged(
         &self,
@@ -530,11 +585,23 @@ fn write_row(
     out: &mut dyn Write,
     outcome: &mut Outcome,
 ) -> Result<Option<u64>, std::io::Error> {
+    write_line(row, topic_prefix, None, out, outcome)
+}
+
+/// [`write_row`] for a queued (`rejection: None`) or a rejected row.
+fn write_line(
+    row: Result<StoredRow, QueueError>,
+    topic_prefix: Option<&str>,
+    rejection: Option<Rejection>,
+    out: &mut dyn Write,
+    outcome: &mut Outcome,
+) -> Result<Option<u64>, std::io::Error> {
     match row {
         Ok(row) => {
             let record = Record {
                 row: &row,
                 topic_prefix,
+                rejection,
             };
             writeln!(out, "{record}")?;
             outcome.rows += 1;

@@ -87,7 +87,8 @@
 //!
 //! See [`capacity`]: `store.max_size` bounds the pages in use of `queue.db` plus the WAL budget,
 //! both lowered to what the disk holds (measured before every group), so that `on_full`, not
-//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones; every drop
+//! `ENOSPC`, decides; `on_full` evicts the oldest never-sent rows or refuses new ones (rejected
+//! rows are evicted first, oldest first, under either policy); every drop
 //! is counted in
 //! [`QueueStats`] and logged once per burst (a burst ends after [`capacity::BURST_QUIET`]
 //! without drops; QoS 0 samples the full live channel refuses in [`Queue::push`] are a burst
@@ -119,6 +120,8 @@
 //! `fieldrelay queue stats|peek|export` on it ([`summary`] and [`record`] are their pure
 //! output); `export` reads a damaged file past its first damaged page with [`salvage`], a walk
 //! of its pages (a quarantine reads the old file's last `seq` with it too).
+//! [`requeue`] (`fieldrelay queue requeue-rejected`) is the one tool that writes: only while no
+//! gateway runs, which the writer's shared lock on the data directory tells ([`lock`]).
 //!
 //! # Threading model
 //!
@@ -155,11 +158,13 @@ mod error;
 mod handle;
 pub mod inbox;
 pub mod inspect;
+pub mod lock;
 mod options;
 pub mod reason;
 pub mod recent;
 pub mod record;
 pub mod rejected;
+pub mod requeue;
 mod row;
 pub mod salvage;
 mod store;

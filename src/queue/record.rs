@@ -14,12 +14,20 @@
 //! - `state`: `queued` (never sent in the broker's current session), `sent` (PUBLISH sent with
 //!   `pkid`, acknowledgement outstanding), `received` (QoS 2: PUBREC received, PUBCOMP
 //!   outstanding). `expires` (ms) when the point has a `max_age`.
+//! - A rejected row (`queue export --rejected`) has `state` `rejected`, the broker's `reason`
+//!   (`not_authorized`, or `0x9a` for a code without a name), its `reason_code` in hex and when
+//!   it was `rejected` (ms):
+//!
+//! ```text
+//! {"seq":44,"kind":"sample","device":"boiler","point":"secret","value":1,"ts":1700000000200,"qos":1,"retain":false,"state":"rejected","reason":"not_authorized","reason_code":"0x87","rejected":1700000000900}
+//! ```
 //!
 //! Written by hand, like the uplink's payloads: the value is already JSON text
 //! ([`crate::sample::Value::to_json`]), and re-parsing it would round floats differently.
 
 use std::fmt;
 
+use super::reason;
 use super::summary::kind_name;
 use super::{Delivery, Entry, StoredRow};
 
@@ -29,6 +37,15 @@ pub struct Record<'a> {
     pub row: &'a StoredRow,
     /// `uplink.topic_prefix`, when known: adds the row's full `topic`.
     pub topic_prefix: Option<&'a str>,
+    /// A rejected row's reason and time, in place of its delivery state.
+    pub rejection: Option<Rejection>,
+}
+
+/// Why and when a row was moved to the rejected rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: u8,
+    pub at_ms: i64,
 }
 
 fn json_str(s: &str) -> String {
@@ -61,10 +78,19 @@ impl fmt::Display for Record<'_> {
             Entry::Message(m) => write!(f, r#","payload":{}"#, json_str(&m.payload))?,
         }
         write!(f, r#","ts":{ts_ms},"qos":{},"retain":{retain}"#, qos as u8)?;
-        match row.delivery {
-            Delivery::Queued => write!(f, r#","state":"queued""#)?,
-            Delivery::Published { pkid } => write!(f, r#","state":"sent","pkid":{pkid}"#)?,
-            Delivery::Received { pkid } => write!(f, r#","state":"received","pkid":{pkid}"#)?,
+        match (self.rejection, row.delivery) {
+            (Some(r), _) => write!(
+                f,
+                r#","state":"rejected","reason":{},"reason_code":"{}","rejected":{}"#,
+                json_str(&reason::name(r.reason)),
+                reason::hex(r.reason),
+                r.at_ms
+            )?,
+            (None, Delivery::Queued) => write!(f, r#","state":"queued""#)?,
+            (None, Delivery::Published { pkid }) => write!(f, r#","state":"sent","pkid":{pkid}"#)?,
+            (None, Delivery::Received { pkid }) => {
+                write!(f, r#","state":"received","pkid":{pkid}"#)?
+            }
         }
         if let Some(expires) = row.expires_ms {
             write!(f, r#","expires":{expires}"#)?;
@@ -109,6 +135,7 @@ mod tests {
         let line = Record {
             row: &row,
             topic_prefix: None,
+            rejection: None,
         }
         .to_string();
         assert_eq!(
@@ -138,6 +165,7 @@ mod tests {
         let line = Record {
             row: &row,
             topic_prefix: Some("fieldrelay/gw"),
+            rejection: None,
         }
         .to_string();
         assert_eq!(
@@ -146,6 +174,27 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["payload"], r#"{"online":false}"#);
+    }
+
+    #[test]
+    fn a_rejected_line_carries_its_reason_in_place_of_its_state() {
+        let row = sample_row(Value::Int(1), Delivery::Queued);
+        let line = |reason| {
+            Record {
+                row: &row,
+                topic_prefix: None,
+                rejection: Some(Rejection { reason, at_ms: 9 }),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            line(0x87),
+            r#"{"seq":41,"kind":"sample","device":"boiler","point":"temp \"A\"","value":1,"ts":1700000000000,"qos":2,"retain":false,"state":"rejected","reason":"not_authorized","reason_code":"0x87","rejected":9}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line(0x9a)).unwrap();
+        assert_eq!(parsed["reason"], "0x9a");
+        assert_eq!(parsed["reason_code"], "0x9a");
+        assert!(parsed.get("pkid").is_none());
     }
 
     fn value_strategy() -> impl Strategy<Value = Value> {
@@ -202,7 +251,7 @@ mod tests {
                 }),
             };
             let row = StoredRow { seq, entry, delivery, expires_ms };
-            let line = Record { row: &row, topic_prefix: Some("p") }.to_string();
+            let line = Record { row: &row, topic_prefix: Some("p"), rejection: None }.to_string();
             prop_assert!(!line.contains('\n'));
             let parsed: serde_json::Value = serde_json::from_str(&line)
                 .map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
@@ -244,6 +293,7 @@ mod tests {
             let line = Record {
                 row: &row,
                 topic_prefix: Some("p"),
+                rejection: None,
             }
             .to_string();
             let parsed: serde_json::Value =

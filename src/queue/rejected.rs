@@ -35,11 +35,20 @@
 //!
 //! # Capacity
 //!
-//! Rejected rows are rows of `queue.db`: they count toward `store.max_size`.
+//! Rejected rows are rows of `queue.db`: they count toward `store.max_size`. When the queue is
+//! full they are evicted first, oldest `seq` first, before any never-sent row (whatever
+//! `store.on_full` says: with `reject_new` a pile of rejected rows would otherwise refuse every
+//! new sample). Each eviction is counted per reason ([`super::RejectedStats::evicted`],
+//! `fieldrelay_queue_dropped_total{reason="rejected_evicted"}`) and logged.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::store::decode_row;
+use super::summary::RejectedGroup;
+use super::{QueueError, StoredRow};
 
 /// Created at every open; idempotent.
 pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS rejected (
@@ -62,6 +71,10 @@ const SQL_COPY: &str = "INSERT OR REPLACE INTO rejected (seq, device, point, bod
      retain, kind, expires_ms, reason, rejected_ms) SELECT seq, device, point, body, ts_ms, qos, \
      retain, kind, expires_ms, ?2, ?3 FROM messages WHERE seq = ?1";
 const SQL_DELETE: &str = "DELETE FROM messages WHERE seq = ?1";
+const SQL_OLDEST_REASONS: &str = "SELECT reason, COUNT(*) FROM \
+     (SELECT reason FROM rejected ORDER BY seq LIMIT ?1) GROUP BY reason";
+const SQL_EVICT_OLDEST: &str = "DELETE FROM rejected WHERE seq IN \
+     (SELECT seq FROM rejected ORDER BY seq LIMIT ?1)";
 const SQL_HELD: &str = "SELECT reason, COUNT(*) FROM rejected GROUP BY reason";
 
 /// Rows per reason code.
@@ -92,6 +105,14 @@ pub(super) fn reject(
     Ok(tx.prepare_cached(SQL_DELETE)?.execute([seq])? > 0)
 }
 
+/// Deletes the `n` oldest rejected rows (capacity); how many per reason.
+pub(super) fn evict_oldest(tx: &Transaction<'_>, n: u64) -> rusqlite::Result<ByReason> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let evicted = count_rows(tx, SQL_OLDEST_REASONS, [n])?;
+    tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])?;
+    Ok(evicted)
+}
+
 /// Rows held per reason.
 pub(crate) fn held(conn: &Connection) -> rusqlite::Result<ByReason> {
     count_rows(conn, SQL_HELD, [])
@@ -119,8 +140,138 @@ pub(super) fn add(into: &mut ByReason, more: &ByReason) {
     }
 }
 
+/// Takes `less` from `from`, reason by reason, leaving out the reasons that reach 0.
+pub(super) fn sub(from: &mut ByReason, less: &ByReason) {
+    for (reason, n) in less {
+        if let Some(held) = from.get_mut(reason) {
+            *held = held.saturating_sub(*n);
+            if *held == 0 {
+                from.remove(reason);
+            }
+        }
+    }
+}
+
+/// Whether the file has the table (a file of an older build does not).
+pub(super) fn exists(conn: &Connection) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rejected'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// The rejected rows per reason, device, point and kind, for `fieldrelay queue stats`.
+pub(super) fn groups(conn: &Connection) -> Result<Vec<RejectedGroup>, QueueError> {
+    if !exists(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT reason, device, point, kind, COUNT(*), MIN(seq), MAX(seq), MAX(rejected_ms) \
+         FROM rejected GROUP BY reason, device, point, kind ORDER BY reason, device, point, kind",
+    )?;
+    let text = |r: &rusqlite::Row<'_>, i| -> rusqlite::Result<String> {
+        Ok(String::from_utf8_lossy(r.get_ref(i)?.as_bytes().unwrap_or_default()).into_owned())
+    };
+    let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+    let groups = stmt
+        .query_map([], |r| {
+            Ok(RejectedGroup {
+                reason: reason_of(r.get(0)?),
+                device: text(r, 1)?,
+                point: text(r, 2)?,
+                kind: r.get_ref(3)?.as_i64().unwrap_or(-1),
+                rows: to_u64(r.get(4)?),
+                first_seq: to_u64(r.get(5)?),
+                last_seq: to_u64(r.get(6)?),
+                last_rejected_ms: r.get_ref(7)?.as_i64().unwrap_or(0),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(groups)
+}
+
+/// A rejected row as the export shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    /// The row as it was queued (its delivery state is not kept: `Queued`).
+    pub row: StoredRow,
+    pub reason: u8,
+    /// When it was moved out of the queue, ms since the Unix epoch.
+    pub rejected_ms: i64,
+}
+
+/// Reads up to `limit` rejected rows with `seq > after_seq` in `seq` order and hands each to
+/// `visit`, decoded or as the [`QueueError::Decode`] naming it; returns how many were handed.
+pub(super) fn visit(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+    mut visit: impl FnMut(Result<RejectedRow, QueueError>) -> ControlFlow<()>,
+) -> Result<usize, QueueError> {
+    if !exists(conn)? {
+        return Ok(0);
+    }
+    // The queue's columns (`store::COLUMNS`, a rejected row has no session), then its own.
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, device, point, body, ts_ms, qos, retain, kind, expires_ms, 0, NULL, \
+         reason, rejected_ms FROM rejected WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(params![after_seq, limit])?;
+    let (mut last_device, mut last_point) = (None, None);
+    let mut seen = 0;
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        let decoded = decode_row(row, &mut last_device, &mut last_point).and_then(|stored| {
+            Ok(RejectedRow {
+                row: stored,
+                reason: reason_of(row.get(11)?),
+                rejected_ms: row.get(12)?,
+            })
+        });
+        if visit(decoded).is_break() {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+/// Puts the rejected rows of `reason` (all of them with `None`) back into the queue as never
+/// sent, with their `seq` (below `sqlite_sequence`, which stays as it is: no `seq` is reused);
+/// how many per reason. A row whose `seq` is in the queue already (it cannot be, short of a
+/// hand-edited file) stays rejected.
+pub(super) fn requeue(tx: &Transaction<'_>, reason: Option<u8>) -> rusqlite::Result<ByReason> {
+    let reason = reason.map(i64::from);
+    let of_reason = "(?1 IS NULL OR reason = ?1)";
+    tx.execute(
+        &format!(
+            "INSERT OR IGNORE INTO messages (seq, device, point, body, ts_ms, qos, retain, kind, \
+             expires_ms, state, pkid) SELECT seq, device, point, body, ts_ms, qos, retain, kind, \
+             expires_ms, 0, NULL FROM rejected WHERE {of_reason} ORDER BY seq"
+        ),
+        [reason],
+    )?;
+    let counted = count_rows(
+        tx,
+        &format!(
+            "SELECT reason, COUNT(*) FROM rejected WHERE {of_reason} AND seq IN \
+             (SELECT seq FROM messages) GROUP BY reason"
+        ),
+        [reason],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM rejected WHERE {of_reason} AND seq IN (SELECT seq FROM messages)"),
+        [reason],
+    )?;
+    Ok(counted)
+}
+
 /// Rows in a count.
-pub(super) fn total(counts: &ByReason) -> u64 {
+pub fn total(counts: &ByReason) -> u64 {
     counts.values().sum()
 }
 

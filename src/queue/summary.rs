@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::MessageKind;
+use super::{reason, MessageKind};
 use crate::table;
 
 /// One end of the queue.
@@ -44,6 +44,21 @@ pub struct InFlight {
     pub pkid: Option<i64>,
 }
 
+/// The rejected rows (`rejected.rs`) of one reason, device, point and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedGroup {
+    /// The reason code the broker (or the gateway, 0x95) refused them with.
+    pub reason: u8,
+    pub device: String,
+    pub point: String,
+    pub kind: i64,
+    pub rows: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// When the newest of them was rejected.
+    pub last_rejected_ms: i64,
+}
+
 /// What the rows of a queue file say, read in one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contents {
@@ -57,6 +72,8 @@ pub struct Contents {
     pub newest: Option<RowRef>,
     /// `client_id@host:port` of the broker session the packet ids belong to.
     pub session_peer: Option<String>,
+    /// Rows the broker refused for good, kept aside (not in `groups`).
+    pub rejected: Vec<RejectedGroup>,
 }
 
 /// A file and its size.
@@ -135,6 +152,20 @@ impl Summary {
         self.contents.groups.iter().map(|g| g.rows).sum()
     }
 
+    /// Rejected rows.
+    pub fn rejected(&self) -> u64 {
+        self.contents.rejected.iter().map(|g| g.rows).sum()
+    }
+
+    /// Rejected rows per reason code, in code order.
+    pub fn rejected_by_reason(&self) -> Vec<(u8, u64)> {
+        let mut by: std::collections::BTreeMap<u8, u64> = Default::default();
+        for group in &self.contents.rejected {
+            *by.entry(group.reason).or_default() += group.rows;
+        }
+        by.into_iter().collect()
+    }
+
     /// Rows per kind name, in kind order.
     pub fn rows_by_kind(&self) -> Vec<(String, u64)> {
         let mut kinds: Vec<(i64, u64)> = Vec::new();
@@ -154,9 +185,13 @@ impl Summary {
     /// The report for a person.
     pub fn text(&self, now_ms: i64) -> String {
         let mut out = table::columns(&self.head(now_ms));
-        for rows in [self.groups_table(now_ms), self.in_flight_table()]
-            .into_iter()
-            .flatten()
+        for rows in [
+            self.groups_table(now_ms),
+            self.in_flight_table(),
+            self.rejected_table(now_ms),
+        ]
+        .into_iter()
+        .flatten()
         {
             out.push('\n');
             out.push_str(&rows);
@@ -192,6 +227,22 @@ impl Summary {
                 "{} (sent, awaiting the broker's acknowledgement)",
                 c.in_flight.len()
             ),
+        );
+        let rejected: Vec<String> = self
+            .rejected_by_reason()
+            .iter()
+            .map(|(code, n)| format!("{} {n}", reason::label(*code)))
+            .collect();
+        line(
+            "rejected",
+            match rejected.is_empty() {
+                true => "0 (rows the broker refused for good)".to_owned(),
+                false => format!(
+                    "{} ({}; not sent again: fieldrelay queue export --rejected)",
+                    self.rejected(),
+                    rejected.join(", ")
+                ),
+            },
         );
         for (key, end) in [("oldest", c.oldest), ("newest", c.newest)] {
             if let Some(end) = end {
@@ -297,6 +348,30 @@ impl Summary {
         Some(table::with_header(header, rows))
     }
 
+    /// The rejected rows per reason, device, point and kind, if there are any.
+    fn rejected_table(&self, now_ms: i64) -> Option<String> {
+        let c = &self.contents;
+        if c.rejected.is_empty() {
+            return None;
+        }
+        let header = [
+            "REJECTED", "CODE", "DEVICE", "POINT", "KIND", "ROWS", "SEQ", "LAST",
+        ];
+        let rows = c.rejected.iter().map(|g| {
+            [
+                reason::name(g.reason),
+                reason::hex(g.reason),
+                g.device.clone(),
+                g.point.clone(),
+                kind_name(g.kind),
+                g.rows.to_string(),
+                format!("{}..{}", g.first_seq, g.last_seq),
+                age(now_ms - g.last_rejected_ms),
+            ]
+        });
+        Some(table::with_header(header, rows))
+    }
+
     /// The report for a script: one JSON document (timestamps in ms since the epoch).
     pub fn json(&self, now_ms: i64) -> serde_json::Value {
         use serde_json::json;
@@ -349,6 +424,25 @@ impl Summary {
                 "last_seq": g.last_seq,
                 "oldest_ts": g.oldest_ts_ms,
             })).collect::<Vec<_>>(),
+            "rejected": {
+                "rows": self.rejected(),
+                "by_reason": self.rejected_by_reason().iter().map(|(code, rows)| json!({
+                    "reason": reason::name(*code),
+                    "code": reason::hex(*code),
+                    "rows": rows,
+                })).collect::<Vec<_>>(),
+                "points": c.rejected.iter().map(|g| json!({
+                    "reason": reason::name(g.reason),
+                    "code": reason::hex(g.reason),
+                    "device": g.device,
+                    "point": g.point,
+                    "kind": kind_name(g.kind),
+                    "rows": g.rows,
+                    "first_seq": g.first_seq,
+                    "last_seq": g.last_seq,
+                    "last_rejected": g.last_rejected_ms,
+                })).collect::<Vec<_>>(),
+            },
             "quarantined": self.quarantined.as_ref().map(|q| q.iter().map(|f| json!({
                 "file": f.name,
                 "bytes": f.bytes,
@@ -409,6 +503,28 @@ mod tests {
                     ts_ms: NOW - 1000,
                 }),
                 session_peer: Some("gw@broker:1883".into()),
+                rejected: vec![
+                    RejectedGroup {
+                        reason: 0x87,
+                        device: "boiler".into(),
+                        point: "secret".into(),
+                        kind: 0,
+                        rows: 2,
+                        first_seq: 1,
+                        last_seq: 2,
+                        last_rejected_ms: NOW - 5000,
+                    },
+                    RejectedGroup {
+                        reason: 0x9a,
+                        device: "boiler".into(),
+                        point: "".into(),
+                        kind: 1,
+                        rows: 1,
+                        first_seq: 10,
+                        last_seq: 10,
+                        last_rejected_ms: NOW - 61_000,
+                    },
+                ],
             },
             files: vec![
                 FileSize {
@@ -435,6 +551,7 @@ mod tests {
 file         /data/queue.db (schema 2)
 rows         5 (sample 4, device_status 1)
 in flight    1 (sent, awaiting the broker's acknowledgement)
+rejected     3 (not_authorized (0x87) 2, 0x9a 1; not sent again: fieldrelay queue export --rejected)
 oldest       seq 3, 3m 12s old
 newest       seq 9, 1s old
 last seq     9 (never reused: the next row gets a larger one)
@@ -449,6 +566,10 @@ boiler  temperature  sample         4     1          3..8  3m 12s
 
 SEQ  PKID  STATE  DEVICE  POINT        KIND
 3    7     sent   boiler  temperature  sample
+
+REJECTED        CODE  DEVICE  POINT   KIND           ROWS  SEQ     LAST
+not_authorized  0x87  boiler  secret  sample         2     1..2    5s
+0x9a            0x9a  boiler          device_status  1     10..10  1m 01s
 "
         );
     }
@@ -463,6 +584,11 @@ SEQ  PKID  STATE  DEVICE  POINT        KIND
         let text = empty.text(NOW);
         assert!(text.contains("\nrows         0 (empty)\n"), "{text}");
         assert!(text.contains("\nquarantined  none\n"), "{text}");
+        assert!(
+            text.contains("\nrejected     0 (rows the broker refused for good)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("REJECTED"), "{text}");
         assert!(!text.contains("DEVICE"), "{text}");
         let json = empty.json(NOW);
         assert_eq!(json["rows"], 0);
@@ -486,6 +612,15 @@ SEQ  PKID  STATE  DEVICE  POINT        KIND
         assert_eq!(json["files"]["queue.db-wal"], 1_260_000);
         assert_eq!(json["points"][1]["first_seq"], 3);
         assert_eq!(json["quarantined"][0]["bytes"], 12 << 20);
+        assert_eq!(json["rejected"]["rows"], 3);
+        assert_eq!(
+            json["rejected"]["by_reason"],
+            serde_json::json!([{"reason": "not_authorized", "code": "0x87", "rows": 2},
+                {"reason": "0x9a", "code": "0x9a", "rows": 1}])
+        );
+        assert_eq!(json["rejected"]["points"][0]["point"], "secret");
+        assert_eq!(json["rejected"]["points"][1]["kind"], "device_status");
+        assert_eq!(json["rejected"]["points"][1]["last_rejected"], NOW - 61_000);
     }
 
     #[test]

@@ -192,3 +192,67 @@ async fn a_rejection_whose_commit_fails_is_kept_and_written_later() {
     assert!(rows.iter().all(|r| r.delivery == Delivery::Queued));
     w.close().await.unwrap();
 }
+
+/// A full queue of `store.max_size` 256 KiB: rows pushed until `on_full` applied.
+async fn full_queue(dir: &TempDir, on_full: crate::config::OnFull) -> (Queue, QueueWriter) {
+    let opts = QueueOptions {
+        max_size: 256 * 1024,
+        on_full,
+        max_batch: 50,
+        ..QueueOptions::default()
+    };
+    let (q, _live, w) = Queue::open(dir.path(), opts).unwrap();
+    for i in 0..12_000 {
+        q.push(sample(i, Qos::AtLeastOnce)).await.unwrap();
+    }
+    q.fetch(0, 0).await.unwrap(); // barrier
+    assert!(q.stats().capacity_dropped > 0, "the queue is full");
+    (q, w)
+}
+
+#[tokio::test]
+async fn rejected_rows_never_make_reject_new_refuse_new_samples() {
+    let dir = TempDir::new().unwrap();
+    let (q, w) = full_queue(&dir, crate::config::OnFull::RejectNew).await;
+    let queued = seqs(&q.fetch(0, usize::MAX).await.unwrap());
+    let (held, refused) = (queued.len() as u64, q.stats().capacity_dropped);
+    q.reject(queued.clone(), 0x87).await.unwrap();
+    // Rows refused in a group are evictable from the next group on.
+    q.fetch(0, 0).await.unwrap();
+    for i in 0..1000 {
+        q.push(sample(i, Qos::AtLeastOnce)).await.unwrap();
+    }
+    let fresh = q.fetch(0, usize::MAX).await.unwrap();
+    assert_eq!(fresh.len(), 1000, "every new sample admitted");
+    assert_eq!(q.stats().capacity_dropped, refused);
+    let stats = q.rejected();
+    let evicted = stats.evicted.get(&0x87).copied().unwrap_or(0);
+    assert!(evicted > 0, "{stats:?}");
+    assert_eq!(stats.held, [(0x87, held - evicted)].into());
+    w.close().await.unwrap();
+    // Oldest first: what is left is the newest rejected rows.
+    let left: Vec<u64> = table(&dir).iter().map(|r| r.0 as u64).collect();
+    assert_eq!(left, queued[queued.len() - left.len()..]);
+}
+
+#[tokio::test]
+async fn drop_oldest_evicts_rejected_rows_before_any_queued_row() {
+    let dir = TempDir::new().unwrap();
+    let (q, w) = full_queue(&dir, crate::config::OnFull::DropOldest).await;
+    let queued = seqs(&q.fetch(0, usize::MAX).await.unwrap());
+    let dropped = q.stats().capacity_dropped;
+    // The newest rows are refused: the oldest queued rows are older than every rejected one.
+    let newest = queued[queued.len() - 2000..].to_vec();
+    q.reject(newest, 0x90).await.unwrap();
+    q.fetch(0, 0).await.unwrap(); // barrier, as above
+    for i in 0..500 {
+        q.push(sample(i, Qos::AtLeastOnce)).await.unwrap();
+    }
+    let now = seqs(&q.fetch(0, usize::MAX).await.unwrap());
+    assert_eq!(now.len(), queued.len() - 2000 + 500);
+    assert_eq!(now[0], queued[0], "no queued row evicted");
+    assert_eq!(q.stats().capacity_dropped, dropped);
+    let evicted = q.rejected().evicted.get(&0x90).copied().unwrap_or(0);
+    assert!(evicted > 0);
+    w.close().await.unwrap();
+}

@@ -34,7 +34,7 @@ pub(super) fn collect_rows(
     Ok(out)
 }
 
-pub(super) fn decode_row(
+pub(crate) fn decode_row(
     row: &rusqlite::Row<'_>,
     last_device: &mut Option<Arc<str>>,
     last_point: &mut Option<Arc<str>>,

@@ -22,7 +22,7 @@ mod reader;
 mod schema;
 mod write;
 
-pub(super) use codec::{decode_fields, COLUMN_COUNT};
+pub(super) use codec::{decode_fields, decode_row, COLUMN_COUNT};
 pub(super) use quarantine::open_checked;
 #[cfg(test)]
 pub(super) use quarantine::utc_stamp;
@@ -30,9 +30,9 @@ pub(super) use query::{
     fetch_queued, get_meta, load_progress, oldest_ts, row_exists, unsettled_rows, used_bytes,
 };
 pub use reader::{read_only_rows, FileSchema, Layout, QueueReader};
-pub(super) use schema::{check_writable, SCHEMA_VERSION};
 #[cfg(test)]
-pub(super) use schema::{open_rw, SCHEMA_V1};
+pub(super) use schema::SCHEMA_V1;
+pub(super) use schema::{check_writable, open_rw, SCHEMA_VERSION};
 pub(super) use write::{apply_writes, checkpoint, is_disk_full, probe_write_lock, Applied, Write};
 
 /// File name of the queue inside the data directory.

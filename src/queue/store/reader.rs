@@ -239,9 +239,12 @@ impl QueueReader {
                 .optional()?)
         };
         let (oldest, newest) = (end("ASC")?, end("DESC")?);
-        let session_peer = match self.layout {
-            Layout::V2 => get_meta(&tx, SESSION_PEER)?,
-            Layout::V1 => None,
+        let (session_peer, rejected) = match self.layout {
+            Layout::V2 => (
+                get_meta(&tx, SESSION_PEER)?,
+                crate::queue::rejected::groups(&tx)?,
+            ),
+            Layout::V1 => (None, Vec::new()),
         };
         Ok(Contents {
             last_seq: to_u64(last_seq),
@@ -251,7 +254,22 @@ impl QueueReader {
             oldest,
             newest,
             session_peer,
+            rejected,
         })
+    }
+
+    /// Reads up to `limit` rejected rows with `seq > after_seq` (`rejected.rs`), as
+    /// [`QueueReader::visit_rows`] reads queued ones; none in a file without the table.
+    pub fn visit_rejected(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        visit: impl FnMut(Result<crate::queue::rejected::RejectedRow, QueueError>) -> ControlFlow<()>,
+    ) -> Result<usize, QueueError> {
+        match self.layout {
+            Layout::V2 => crate::queue::rejected::visit(&self.conn, after_seq, limit, visit),
+            Layout::V1 => Ok(0),
+        }
     }
 
     /// Rows in the table (a scan); for progress bars.

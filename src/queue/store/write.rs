@@ -72,6 +72,8 @@ pub(crate) enum Write<'a> {
     SweepExpired(i64),
     /// Delete this many of the oldest never-sent rows (capacity).
     EvictOldest(u64),
+    /// Delete this many of the oldest rejected rows (capacity; before any queued row).
+    EvictRejected(u64),
     /// The broker refused the row for good (a reason code): move it to the `rejected` table.
     Reject {
         seq: u64,
@@ -130,6 +132,8 @@ pub(crate) struct Applied {
     pub evicted: u64,
     /// Rows moved to `rejected`, per reason (a `seq` no longer in `messages` counts 0).
     pub rejected: crate::queue::rejected::ByReason,
+    /// Rejected rows evicted (capacity), per reason.
+    pub rejected_evicted: crate::queue::rejected::ByReason,
     /// `seq` of the last insert, if any.
     pub last_seq: Option<u64>,
 }
@@ -277,6 +281,10 @@ fn apply_write(
         Write::EvictOldest(n) => {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             applied.evicted += tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])? as u64;
+        }
+        Write::EvictRejected(n) => {
+            let evicted = crate::queue::rejected::evict_oldest(tx, n)?;
+            crate::queue::rejected::add(&mut applied.rejected_evicted, &evicted);
         }
         Write::Reject {
             seq,

@@ -185,8 +185,12 @@ pub(super) struct Writer {
     /// When a failing read was last logged, and how many failures were not logged since.
     pub read_log: (Option<Instant>, u64),
     pub burst: DropBurst,
+    /// When evicted rejected rows were last logged, and the counts logged up to then.
+    pub rejected_log: (Option<Instant>, rejected::ByReason),
     /// The state the planning of a group reads and updates ([`plan`]).
     pub planner: Planner,
+    /// Held for as long as the writer runs: tools that write the file refuse meanwhile.
+    pub _dir_lock: Option<super::lock::DirLock>,
 }
 
 /// Measures the room on disk for [`capacity::limits`].
@@ -364,9 +368,10 @@ impl Writer {
     /// `group`.
     fn apply(&mut self, group: &mut Vec<Command>, inserts: usize) {
         self.limits(inserts);
-        let capacity = self
-            .capacity
-            .plan(self.progress.bytes, self.progress.depth, inserts);
+        let rejected = self.counters.with_rejected(|r| rejected::total(&r.held));
+        let capacity =
+            self.capacity
+                .plan(self.progress.bytes, self.progress.depth, rejected, inserts);
         // Commands are moved out so replies can be resolved after the commit while the writes
         // borrow the entries.
         let commands: Vec<Command> = std::mem::take(group);
@@ -484,6 +489,9 @@ impl Writer {
         if !applied.rejected.is_empty() {
             self.book_rejected(&applied.rejected);
         }
+        if !applied.rejected_evicted.is_empty() {
+            self.book_rejected_evicted(&applied.rejected_evicted);
+        }
         self.counters
             .capacity_dropped
             .fetch_add(applied.evicted, Ordering::Relaxed);
@@ -525,6 +533,34 @@ impl Writer {
                 tracing::debug!(rows, reason = %reason_name, "queued rows rejected");
             }
         }
+    }
+
+    /// Books rejected rows evicted at `store.max_size`: counted per reason, logged at most once
+    /// a minute (with the count since the last line), as they may go a few per group.
+    fn book_rejected_evicted(&mut self, evicted: &rejected::ByReason) {
+        let since = self.counters.with_rejected(|r| {
+            rejected::sub(&mut r.held, evicted);
+            rejected::add(&mut r.evicted, evicted);
+            r.evicted.clone()
+        });
+        let now = Instant::now();
+        let (last, logged) = &mut self.rejected_log;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < READ_LOG_EVERY) {
+            return;
+        }
+        let mut unlogged = since.clone();
+        rejected::sub(&mut unlogged, logged);
+        let reasons: Vec<String> = unlogged
+            .iter()
+            .map(|(reason, rows)| format!("{rows} {}", super::reason::label(*reason)))
+            .collect();
+        tracing::warn!(
+            evicted = %reasons.join(", "),
+            "the queue is full (store.max_size): rejected rows are evicted first, oldest first, \
+             and are gone for good; export them with `fieldrelay queue export --rejected`"
+        );
+        *last = Some(now);
+        *logged = since;
     }
 
     /// Books a group none of whose transactions went through.

@@ -10,7 +10,8 @@
 //!    before them, or a packet id that `MarkPublished` reuses could reach the disk while the
 //!    acknowledged row that held it is still there.
 //! 2. The expiry sweep, when due (at most once per `sweep_every`, and only while some point has
-//!    a `max_age`), then the eviction the capacity plan asks for, so the inserts find room.
+//!    a `max_age`), then the eviction the capacity plan asks for (rejected rows first), so the
+//!    inserts find room.
 //! 3. The commands' writes, in channel order. Inserts past the capacity plan's `admit` are
 //!    refused (counted, never written). `SetMaxAge` writes nothing: inserts after it in the
 //!    same group already get expiries from it. An ack of an undecodable row whose PUBLISH the
@@ -101,6 +102,10 @@ impl Planner {
         };
         if self.sweep_due(now_ms) {
             plan.writes.push(Write::SweepExpired(now_ms));
+        }
+        if capacity.evict_rejected > 0 {
+            plan.writes
+                .push(Write::EvictRejected(capacity.evict_rejected));
         }
         if capacity.evict > 0 {
             plan.writes.push(Write::EvictOldest(capacity.evict));
@@ -452,7 +457,11 @@ mod tests {
     }
 
     fn room(admit: usize, evict: u64) -> capacity::Plan {
-        capacity::Plan { evict, admit }
+        capacity::Plan {
+            evict,
+            admit,
+            ..capacity::Plan::default()
+        }
     }
 
     /// The writes of a plan, one short word each, to compare whole plans at a glance.
@@ -479,6 +488,7 @@ mod tests {
                 Write::Requeue(seq) => format!("requeue {seq}"),
                 Write::SweepExpired(at) => format!("sweep at +{}", at - NOW),
                 Write::EvictOldest(n) => format!("evict {n}"),
+                Write::EvictRejected(n) => format!("evict rejected {n}"),
                 Write::Reject { seq, reason, .. } => format!("reject {seq} {reason:#x}"),
                 Write::SetMeta { key, value } => format!("meta {key}={value}"),
                 Write::CommandTaken { key, .. } => format!("taken {}", key.id),
@@ -511,7 +521,11 @@ mod tests {
                 reason: 0x90,
             },
         ];
-        let plan = planner.plan(&commands, &unwritten, room(1, 2), NOW);
+        let capacity = capacity::Plan {
+            evict_rejected: 1,
+            ..room(1, 2)
+        };
+        let plan = planner.plan(&commands, &unwritten, capacity, NOW);
         assert_eq!(
             shape(&plan),
             [
@@ -520,6 +534,7 @@ mod tests {
                 "requeue 12",
                 "reject 14 0x87",
                 "sweep at +0",
+                "evict rejected 1",
                 "evict 2",
                 "ack 20",
                 "insert q",
@@ -528,7 +543,7 @@ mod tests {
             ]
         );
         assert_eq!(plan.carried, 4);
-        assert_eq!(plan.fresh().len(), 6);
+        assert_eq!(plan.fresh().len(), 7);
     }
 
     #[test]
