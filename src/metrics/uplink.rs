@@ -12,8 +12,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use super::encode::{counter, counts_by, gauge};
-use crate::uplink::reason::meaning;
+use super::encode::{counter, gauge};
 use crate::uplink::{LinkState, UplinkSnapshot, UplinkStats};
 
 #[derive(Debug)]
@@ -109,17 +108,6 @@ impl Collector for UplinkCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             counter(&mut metric, field(&snapshot))?;
         }
-        counts_by(
-            &mut encoder,
-            "fieldrelay_uplink_rejected",
-            "MQTT 5: queue rows set aside as rejected, by the reason code's meaning (refused by \
-             the broker, or locally as too large or of a QoS or retain flag it does not take)",
-            "reason",
-            self.stats
-                .refused()
-                .into_iter()
-                .map(|(code, rows)| (meaning(code), rows)),
-        )?;
         Ok(())
     }
 }

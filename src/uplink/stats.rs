@@ -30,7 +30,8 @@ pub struct UplinkStats {
     quota_pauses: AtomicU64,
     retrying: Mutex<Option<Retrying>>,
     /// MQTT 5: rows refused (by the broker's reason code, or locally: 0x95, 0x9A, 0x9B) per
-    /// reason code; taken once per refusal, never per packet.
+    /// reason code; taken once per refusal, never per packet. The metrics export the queue's
+    /// count of the same rows (`fieldrelay_queue_rejected_total`).
     refused: Mutex<BTreeMap<u8, u64>>,
 }
 

@@ -283,7 +283,7 @@ impl Link {
                 %topic, rows, code = format!("{code:#04x}"), reason = meaning(code),
                 broker_says = reason.unwrap_or(""),
                 "rows refused for good ({}): set aside as rejected, the rest of the queue \
-                 flows; see `fieldrelay queue rejected`",
+                 flows; see `fieldrelay queue stats` and `queue export --rejected`",
                 meaning(code)
             );
         }
