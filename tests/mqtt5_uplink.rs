@@ -245,14 +245,13 @@ async fn the_brokers_receive_maximum_caps_unacknowledged_publishes() {
 
     let stats = drain(mqtt5_config(proxy), &queue).await;
 
-    let r = recorded.lock().unwrap();
+    let r = std::mem::take(&mut *recorded.lock().unwrap());
     assert!(
         r.publishes > 300,
         "every row and the birth went through the proxy: {r:?}"
     );
     assert!(r.max_outstanding <= 3, "Receive Maximum 3 exceeded: {r:?}");
     assert_eq!(stats.snapshot().disconnects, 0);
-    drop(r);
     writer.close().await.unwrap();
 }
 
@@ -295,13 +294,12 @@ async fn maximum_packet_size_caps_batches_and_rejects_a_row_too_large_locally_wi
     );
     assert_eq!(queue.rejected().held.get(&0x95), Some(&1));
     assert_eq!(stats.refused().get(&0x95), Some(&1));
-    let r = recorded.lock().unwrap();
+    let r = std::mem::take(&mut *recorded.lock().unwrap());
     assert!(
         r.max_packet <= 2048,
         "a packet over the broker's maximum: {r:?}"
     );
     assert_eq!(stats.snapshot().disconnects, 0);
-    drop(r);
     writer.close().await.unwrap();
 }
 
@@ -380,7 +378,7 @@ async fn qos_2_rows_complete_and_every_row_carries_its_remaining_max_age_as_mess
     })
     .await;
     assert_eq!(stats.snapshot().acked, 100);
-    let r = recorded.lock().unwrap();
+    let r = std::mem::take(&mut *recorded.lock().unwrap());
     assert_eq!(
         r.expiries.len(),
         50,
@@ -392,7 +390,6 @@ async fn qos_2_rows_complete_and_every_row_carries_its_remaining_max_age_as_mess
         "{:?}",
         r.expiries
     );
-    drop(r);
     writer.close().await.unwrap();
 }
 
@@ -628,7 +625,7 @@ async fn quota_exceeded_keeps_the_rows_and_sends_them_again_on_the_same_connecti
     };
     let stats = drain(config, &queue).await;
 
-    let s = script.lock().unwrap();
+    let s = std::mem::take(&mut *script.lock().unwrap());
     let refused: Vec<u16> = s.publishes.iter().filter(|p| p.1).map(|p| p.0).collect();
     assert_eq!(refused.len(), 2, "{:?}", s.publishes);
     for pkid in &refused {
@@ -647,7 +644,6 @@ async fn quota_exceeded_keeps_the_rows_and_sends_them_again_on_the_same_connecti
     assert_eq!(s.connects.len(), 1, "no reconnect");
     assert_eq!(stats.snapshot().quota_pauses, 2);
     assert_eq!(queue.rejected().held.len(), 0);
-    drop(s);
     writer.close().await.unwrap();
 }
 
@@ -671,7 +667,7 @@ async fn a_session_taken_over_waits_the_longest_backoff_before_dialling_again() 
 
     let stats = drain(config, &queue).await;
 
-    let s = script.lock().unwrap();
+    let s = std::mem::take(&mut *script.lock().unwrap());
     assert_eq!(s.connects.len(), 2, "{:?}", s.connects);
     // Not the 10 ms first step of the backoff: its ceiling (a lower bound, never flaky).
     let waited = s.connects[1] - s.disconnects[0];
@@ -679,6 +675,5 @@ async fn a_session_taken_over_waits_the_longest_backoff_before_dialling_again() 
     assert_eq!(stats.snapshot().disconnects, 1);
     let error = stats.retrying();
     assert!(error.is_none(), "connected again: {error:?}");
-    drop(s);
     writer.close().await.unwrap();
 }
