@@ -120,7 +120,7 @@ impl Queue {
             retry: Default::default(),
             read_log: (None, 0),
             burst: DropBurst::default(),
-            rejected_log: Default::default(),
+            rejected: Default::default(),
             _dir_lock: dir_lock,
             planner: writer::Planner {
                 max_age: options.max_age.clone(),

@@ -423,8 +423,24 @@ impl Inspector {
             out.flush().map_err(write_err("the export"))?;
             return Ok(outcome);
         }
+        self.export_rows(false, topic_prefix, out, display)
+    }
+
+    /// [`Inspector::export`] of the queued rows or, with `rejected`, the rejected ones (without
+    /// the page walk).
+    fn export_rows(
+        &self,
+        rejected: bool,
+        topic_prefix: Option<&str>,
+        out: &mut dyn Write,
+        display: Display,
+    ) -> Result<Outcome, InspectError> {
+        let mut outcome = Outcome::default();
         let last_seq = self.reader.last_seq();
-        let total = self.reader.count().ok().or(last_seq).unwrap_or_default();
+        let total = match rejected {
+            false => self.reader.count().ok().or(last_seq).unwrap_or_default(),
+            true => 0,
+        };
         let mut progress = Progress::new(display, "rows", total);
         // Exclusive lower bound of the next read.
         let mut cursor = i64::MIN;
@@ -432,9 +448,9 @@ impl Inspector {
             let mut last = None;
             let mut failed = None;
             let mut handed = 0;
-            let read = self.reader.visit_rows(cursor, PAGE, |row| {
+            let read = self.read_page(rejected, cursor, |row, rejection| {
                 handed += 1;
-                match write_row(row, topic_prefix, out, &mut outcome) {
+                match write_row(row, topic_prefix, rejection, out, &mut outcome) {
                     Ok(seq) => {
                         last = seq.or(last);
                         ControlFlow::Continue(())
@@ -471,7 +487,7 @@ impl Inspector {
                 }
                 // The damage may sit right after the last row read: read again from there.
                 Err(e) if is_damage(&e) && advanced => {}
-                Err(e) if is_damage(&e) => {
+                Err(e) if is_damage(&e) && !rejected => {
                     let after = u64::try_from(cursor).unwrap_or(0);
                     self.export_salvaged(after, topic_prefix, out, &mut outcome, &mut progress)?;
                     break;
@@ -494,48 +510,30 @@ impl Inspector {
         display: Display,
     ) -> Result<Outcome, InspectError> {
         self.readable_schema()?;
-        let mut outcome = Outcome::default();
-        let mut progress = Progress::new(display, "rows", 0);
-        let mut cursor = i64::MIN;
-        loop {
-            let mut failed = None;
-            let mut handed = 0;
-            let read = self.reader.visit_rejected(cursor, PAGE, |rejected| {
-                handed += 1;
-                let (row, rejection) = match rejected {
-                    Ok(r) => (
-                        Ok(r.row),
-                        Some(Rejection {
-                            reason: r.reason,
-                            at_ms: r.rejected_ms,
-                        }),
-                    ),
-                    Err(e) => (Err(e), None),
-                };
-                match write_line(row, topic_prefix, rejection, out, &mut outcome) {
-                    Ok(seq) => {
-                        cursor = seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(cursor);
-                        ControlFlow::Continue(())
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(write_err("the export")(e));
-            }
-            progress.advance(handed, "");
-            match read {
-                Ok(n) if n < PAGE => break,
-                Ok(_) => {}
-                Err(e) => return Err(self.read_error(e)),
-            }
+        self.export_rows(true, topic_prefix, out, display)
+    }
+
+    /// Up to [`PAGE`] queued (or, with `rejected`, rejected) rows after `after`, each handed to
+    /// `visit` with its rejection; how many were handed.
+    fn read_page(
+        &self,
+        rejected: bool,
+        after: i64,
+        mut visit: impl FnMut(Result<StoredRow, QueueError>, Option<Rejection>) -> ControlFlow<()>,
+    ) -> Result<usize, QueueError> {
+        if !rejected {
+            return self.reader.visit_rows(after, PAGE, |row| visit(row, None));
         }
-        progress.finish();
-        out.flush().map_err(write_err("the export"))?;
-        Ok(outcome)
+        self.reader.visit_rejected(after, PAGE, |row| match row {
+            Ok(r) => visit(
+                Ok(r.row),
+                Some(Rejection {
+                    reason: r.reason,
+                    at_ms: r.rejected_ms,
+                }),
+            ),
+            Err(e) => visit(Err(e), None),
+        })
     }
 
     /// The rows with `seq > after` and the ranges lost among them, by the page walk.
@@ -554,7 +552,7 @@ impl Inspector {
         let mut failed = None;
         salvage.visit_rows(after, |row| {
             progress.advance(1, "");
-            match write_row(row, topic_prefix, out, outcome) {
+            match write_row(row, topic_prefix, None, out, outcome) {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);
@@ -578,18 +576,9 @@ impl Inspector {
     }
 }
 
-/// Writes one row of an export (or counts it undecodable); returns its `seq`, if it has one.
+/// Writes one row of an export, queued (`rejection: None`) or rejected, or counts it
+/// undecodable; returns its `seq`, if it has one.
 fn write_row(
-    row: Result<StoredRow, QueueError>,
-    topic_prefix: Option<&str>,
-    out: &mut dyn Write,
-    outcome: &mut Outcome,
-) -> Result<Option<u64>, std::io::Error> {
-    write_line(row, topic_prefix, None, out, outcome)
-}
-
-/// [`write_row`] for a queued (`rejection: None`) or a rejected row.
-fn write_line(
     row: Result<StoredRow, QueueError>,
     topic_prefix: Option<&str>,
     rejection: Option<Rejection>,

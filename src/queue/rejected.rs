@@ -43,12 +43,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::store::decode_row;
-use super::summary::RejectedGroup;
-use super::{QueueError, StoredRow};
+use super::counters::Counters;
+use super::store::visit_decoded;
+use super::{reason, QueueError, StoredRow};
 
 /// Created at every open; idempotent.
 pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS rejected (
@@ -77,11 +78,73 @@ const SQL_EVICT_OLDEST: &str = "DELETE FROM rejected WHERE seq IN \
      (SELECT seq FROM rejected ORDER BY seq LIMIT ?1)";
 const SQL_HELD: &str = "SELECT reason, COUNT(*) FROM rejected GROUP BY reason";
 
+/// Evicted rejected rows are logged at most this often (they may go a few per group).
+const EVICTED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the writer books of the rejected rows after each commit: the counters and the log.
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    /// When evicted rows were last logged, and the counts logged up to then.
+    evicted_log: (Option<Instant>, ByReason),
+}
+
+impl Book {
+    /// Books the rows a commit moved here and the rows it evicted, per reason.
+    pub fn book(&mut self, counters: &Counters, moved: &ByReason, evicted: &ByReason) {
+        if !moved.is_empty() {
+            Book::moved(counters, moved);
+        }
+        if !evicted.is_empty() {
+            self.evicted(counters, evicted);
+        }
+    }
+
+    /// Counted per reason. Logged at debug level only: the caller (the uplink) warns, with
+    /// the topic and the broker's reason string the queue does not know.
+    fn moved(counters: &Counters, moved: &ByReason) {
+        counters.with_rejected(|r| {
+            add(&mut r.rejected, moved);
+            add(&mut r.held, moved);
+        });
+        for (code, rows) in moved {
+            tracing::debug!(rows, reason = %reason::label(*code), "queued rows rejected");
+        }
+    }
+
+    /// Counted per reason, logged at most once per [`EVICTED_LOG_EVERY`] with the count since
+    /// the last line.
+    fn evicted(&mut self, counters: &Counters, evicted: &ByReason) {
+        let since_open = counters.with_rejected(|r| {
+            sub(&mut r.held, evicted);
+            add(&mut r.evicted, evicted);
+            r.evicted.clone()
+        });
+        let now = Instant::now();
+        let (last, logged) = &mut self.evicted_log;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < EVICTED_LOG_EVERY) {
+            return;
+        }
+        let mut unlogged = since_open.clone();
+        sub(&mut unlogged, logged);
+        let reasons: Vec<String> = unlogged
+            .iter()
+            .map(|(code, rows)| format!("{rows} {}", reason::label(*code)))
+            .collect();
+        tracing::warn!(
+            evicted = %reasons.join(", "),
+            "the queue is full (store.max_size): rejected rows are evicted first, oldest first, \
+             and are gone for good; export them with `fieldrelay queue export --rejected`"
+        );
+        *last = Some(now);
+        *logged = since_open;
+    }
+}
+
 /// Rows per reason code.
 pub type ByReason = BTreeMap<u8, u64>;
 
 /// A reason as stored; a value outside a byte (a file written by hand) counts as 0xff.
-fn reason_of(stored: i64) -> u8 {
+pub(super) fn reason_of(stored: i64) -> u8 {
     u8::try_from(stored).unwrap_or(u8::MAX)
 }
 
@@ -134,14 +197,14 @@ fn count_rows(
 }
 
 /// Adds `more` to `into`, reason by reason.
-pub(super) fn add(into: &mut ByReason, more: &ByReason) {
+pub(crate) fn add(into: &mut ByReason, more: &ByReason) {
     for (reason, n) in more {
         *into.entry(*reason).or_default() += n;
     }
 }
 
 /// Takes `less` from `from`, reason by reason, leaving out the reasons that reach 0.
-pub(super) fn sub(from: &mut ByReason, less: &ByReason) {
+fn sub(from: &mut ByReason, less: &ByReason) {
     for (reason, n) in less {
         if let Some(held) = from.get_mut(reason) {
             *held = held.saturating_sub(*n);
@@ -164,36 +227,6 @@ pub(super) fn exists(conn: &Connection) -> rusqlite::Result<bool> {
         .is_some())
 }
 
-/// The rejected rows per reason, device, point and kind, for `fieldrelay queue stats`.
-pub(super) fn groups(conn: &Connection) -> Result<Vec<RejectedGroup>, QueueError> {
-    if !exists(conn)? {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare(
-        "SELECT reason, device, point, kind, COUNT(*), MIN(seq), MAX(seq), MAX(rejected_ms) \
-         FROM rejected GROUP BY reason, device, point, kind ORDER BY reason, device, point, kind",
-    )?;
-    let text = |r: &rusqlite::Row<'_>, i| -> rusqlite::Result<String> {
-        Ok(String::from_utf8_lossy(r.get_ref(i)?.as_bytes().unwrap_or_default()).into_owned())
-    };
-    let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-    let groups = stmt
-        .query_map([], |r| {
-            Ok(RejectedGroup {
-                reason: reason_of(r.get(0)?),
-                device: text(r, 1)?,
-                point: text(r, 2)?,
-                kind: r.get_ref(3)?.as_i64().unwrap_or(-1),
-                rows: to_u64(r.get(4)?),
-                first_seq: to_u64(r.get(5)?),
-                last_seq: to_u64(r.get(6)?),
-                last_rejected_ms: r.get_ref(7)?.as_i64().unwrap_or(0),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(groups)
-}
-
 /// A rejected row as the export shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedRow {
@@ -210,7 +243,7 @@ pub(super) fn visit(
     conn: &Connection,
     after_seq: i64,
     limit: usize,
-    mut visit: impl FnMut(Result<RejectedRow, QueueError>) -> ControlFlow<()>,
+    visit: impl FnMut(Result<RejectedRow, QueueError>) -> ControlFlow<()>,
 ) -> Result<usize, QueueError> {
     if !exists(conn)? {
         return Ok(0);
@@ -221,23 +254,15 @@ pub(super) fn visit(
          reason, rejected_ms FROM rejected WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(params![after_seq, limit])?;
-    let (mut last_device, mut last_point) = (None, None);
-    let mut seen = 0;
-    while let Some(row) = rows.next()? {
-        seen += 1;
-        let decoded = decode_row(row, &mut last_device, &mut last_point).and_then(|stored| {
-            Ok(RejectedRow {
-                row: stored,
-                reason: reason_of(row.get(11)?),
-                rejected_ms: row.get(12)?,
-            })
-        });
-        if visit(decoded).is_break() {
-            break;
-        }
-    }
-    Ok(seen)
+    let rows = stmt.query(params![after_seq, limit])?;
+    let then = |row: &rusqlite::Row<'_>, stored| {
+        Ok(RejectedRow {
+            row: stored,
+            reason: reason_of(row.get(11)?),
+            rejected_ms: row.get(12)?,
+        })
+    };
+    visit_decoded(rows, then, visit)
 }
 
 /// Puts the rejected rows of `reason` (all of them with `None`) back into the queue as never

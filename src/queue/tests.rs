@@ -657,6 +657,8 @@ enum Op {
     Receive(usize),
     ResetSession,
     Reopen,
+    /// Reject the n-th (modulo) held row with this reason code.
+    Reject(usize, u8),
 }
 
 fn value_strategy() -> impl Strategy<Value = Value> {
@@ -697,6 +699,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Receive),
         1 => Just(Op::ResetSession),
         1 => Just(Op::Reopen),
+        2 => (any::<usize>(), prop_oneof![Just(0x87u8), Just(0x95u8)]).prop_map(|(n, r)| Op::Reject(n, r)),
     ]
 }
 
@@ -708,6 +711,18 @@ struct Model {
     last_seq: u64,
     /// Session state of rows that are not queued.
     sent: BTreeMap<u64, Delivery>,
+    /// Rows moved to the rejected table, with their reason.
+    rejected: BTreeMap<u64, (Sample, u8)>,
+}
+
+impl Model {
+    fn rejected_by_reason(&self) -> rejected::ByReason {
+        let mut by = rejected::ByReason::new();
+        for (_, reason) in self.rejected.values() {
+            *by.entry(*reason).or_default() += 1;
+        }
+        by
+    }
 }
 
 async fn check_unsettled(q: &Queue, m: &Model) -> Result<(), TestCaseError> {
@@ -770,6 +785,15 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     q.mark_received(vec![seq]).await.unwrap();
                 }
             }
+            Op::Reject(n, reason) => {
+                if !m.rows.is_empty() {
+                    let seq = *m.rows.keys().nth(n % m.rows.len()).unwrap();
+                    let sample = m.rows.remove(&seq).unwrap();
+                    m.sent.remove(&seq);
+                    m.rejected.insert(seq, (sample, reason));
+                    q.reject(vec![seq], reason).await.unwrap();
+                }
+            }
             Op::ResetSession => {
                 m.sent.clear();
                 q.reset_session().await.unwrap();
@@ -792,6 +816,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let p = pd(&q.progress().borrow());
                 prop_assert_eq!(p, prog(m.last_seq, m.rows.len() as u64));
                 check_unsettled(&q, &m).await?;
+                prop_assert_eq!(q.rejected().held, m.rejected_by_reason());
             }
             Op::Reopen => {
                 w.close().await.unwrap();
@@ -799,6 +824,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let p = pd(&q.progress().borrow());
                 prop_assert_eq!(p, prog(m.last_seq, m.rows.len() as u64));
                 check_unsettled(&q, &m).await?;
+                prop_assert_eq!(q.rejected().held, m.rejected_by_reason());
             }
         }
     }
@@ -813,6 +839,19 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(rows, want);
+    let mut rejected = Vec::new();
+    QueueReader::open(dir.path())
+        .unwrap()
+        .visit_rejected(0, usize::MAX, |row| {
+            let row = row.unwrap();
+            let Entry::Sample(sample) = row.row.entry else {
+                panic!("a sample was rejected")
+            };
+            rejected.push((row.row.seq, (sample, row.reason)));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    prop_assert_eq!(rejected, m.rejected.into_iter().collect::<Vec<_>>());
     prop_assert_eq!(q.stats().commit_dropped, 0);
     Ok(())
 }

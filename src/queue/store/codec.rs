@@ -46,6 +46,26 @@ pub(crate) fn decode_row(
     decode_fields(&fields, last_device, last_point)
 }
 
+/// Hands each row of `rows` (the [`COLUMNS`] first) to `visit`, decoded and then completed by
+/// `then` (from the row's further columns), or as the error naming it; `visit` may stop early.
+/// Returns how many rows were handed over; an error stepping through the rows ends the call.
+pub(crate) fn visit_decoded<T>(
+    mut rows: rusqlite::Rows<'_>,
+    mut then: impl FnMut(&rusqlite::Row<'_>, StoredRow) -> Result<T, QueueError>,
+    mut visit: impl FnMut(Result<T, QueueError>) -> std::ops::ControlFlow<()>,
+) -> Result<usize, QueueError> {
+    let (mut last_device, mut last_point) = (None, None);
+    let mut seen = 0;
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        let decoded = decode_row(row, &mut last_device, &mut last_point).and_then(|r| then(row, r));
+        if visit(decoded).is_break() {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
 /// Columns of a row in [`COLUMNS`] order.
 pub(crate) const COLUMN_COUNT: usize = 11;
 

@@ -22,7 +22,7 @@ mod reader;
 mod schema;
 mod write;
 
-pub(super) use codec::{decode_fields, decode_row, COLUMN_COUNT};
+pub(super) use codec::{decode_fields, visit_decoded, COLUMN_COUNT};
 pub(super) use quarantine::open_checked;
 #[cfg(test)]
 pub(super) use quarantine::utc_stamp;

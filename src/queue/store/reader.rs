@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::codec::decode_row;
+use super::codec::visit_decoded;
 use super::query::{fetch_all, get_meta, load_progress, used_bytes};
 use super::{db_path, BUSY_TIMEOUT, COLUMNS, SESSION_PEER};
-use crate::queue::summary::{Contents, Group, InFlight, RowRef};
+use crate::queue::summary::{Contents, Group, InFlight, RejectedGroup, RowRef};
 use crate::queue::{CommandRecord, Entry, QueueError, QueueProgress, StoredRow, StoredSample};
 
 /// Where a file keeps its rows. Schema v1 (a contract v1 build's file, or one quarantined before
@@ -240,10 +240,7 @@ impl QueueReader {
         };
         let (oldest, newest) = (end("ASC")?, end("DESC")?);
         let (session_peer, rejected) = match self.layout {
-            Layout::V2 => (
-                get_meta(&tx, SESSION_PEER)?,
-                crate::queue::rejected::groups(&tx)?,
-            ),
+            Layout::V2 => (get_meta(&tx, SESSION_PEER)?, rejected_groups(&tx)?),
             Layout::V1 => (None, Vec::new()),
         };
         Ok(Contents {
@@ -300,7 +297,7 @@ impl QueueReader {
         &self,
         after_seq: i64,
         limit: usize,
-        mut visit: impl FnMut(Result<StoredRow, QueueError>) -> ControlFlow<()>,
+        visit: impl FnMut(Result<StoredRow, QueueError>) -> ControlFlow<()>,
     ) -> Result<usize, QueueError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -308,17 +305,35 @@ impl QueueReader {
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = stmt.query(params![after_seq, limit])?;
-        let (mut last_device, mut last_point) = (None, None);
-        let mut seen = 0;
-        while let Some(row) = rows.next()? {
-            seen += 1;
-            if visit(decode_row(row, &mut last_device, &mut last_point)).is_break() {
-                break;
-            }
-        }
-        Ok(seen)
+        let rows = stmt.query(params![after_seq, limit])?;
+        visit_decoded(rows, |_, row| Ok(row), visit)
     }
+}
+
+/// The rejected rows per reason, device, point and kind, for `fieldrelay queue stats`.
+fn rejected_groups(conn: &Connection) -> Result<Vec<RejectedGroup>, QueueError> {
+    if !crate::queue::rejected::exists(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT reason, device, point, kind, COUNT(*), MIN(seq), MAX(seq), MAX(rejected_ms) \
+         FROM rejected GROUP BY reason, device, point, kind ORDER BY reason, device, point, kind",
+    )?;
+    let groups = stmt
+        .query_map([], |r| {
+            Ok(RejectedGroup {
+                reason: crate::queue::rejected::reason_of(r.get(0)?),
+                device: lossy_text(r.get_ref(1)?),
+                point: lossy_text(r.get_ref(2)?),
+                kind: r.get_ref(3)?.as_i64().unwrap_or(-1),
+                rows: to_u64(r.get(4)?),
+                first_seq: to_u64(r.get(5)?),
+                last_seq: to_u64(r.get(6)?),
+                last_rejected_ms: r.get_ref(7)?.as_i64().unwrap_or(0),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(groups)
 }
 
 /// One-shot form of [`QueueReader::rows`]: `path` is the data directory or the database file.

@@ -185,8 +185,8 @@ pub(super) struct Writer {
     /// When a failing read was last logged, and how many failures were not logged since.
     pub read_log: (Option<Instant>, u64),
     pub burst: DropBurst,
-    /// When evicted rejected rows were last logged, and the counts logged up to then.
-    pub rejected_log: (Option<Instant>, rejected::ByReason),
+    /// The counters and the log of rejected rows.
+    pub rejected: rejected::Book,
     /// The state the planning of a group reads and updates ([`plan`]).
     pub planner: Planner,
     /// Held for as long as the writer runs: tools that write the file refuse meanwhile.
@@ -486,12 +486,8 @@ impl Writer {
         self.counters
             .expired
             .fetch_add(applied.expired, Ordering::Relaxed);
-        if !applied.rejected.is_empty() {
-            self.book_rejected(&applied.rejected);
-        }
-        if !applied.rejected_evicted.is_empty() {
-            self.book_rejected_evicted(&applied.rejected_evicted);
-        }
+        self.rejected
+            .book(&self.counters, &applied.rejected, &applied.rejected_evicted);
         self.counters
             .capacity_dropped
             .fetch_add(applied.evicted, Ordering::Relaxed);
@@ -506,61 +502,6 @@ impl Writer {
         };
         self.burst
             .log(drops, self.capacity.on_full, Instant::now(), None);
-    }
-
-    /// Books rows moved to `rejected`: counted per reason, and a warning the first time a reason
-    /// comes up since open (a broker that refuses a point refuses every sample of it).
-    fn book_rejected(&mut self, moved: &rejected::ByReason) {
-        let first: Vec<u8> = self.counters.with_rejected(|r| {
-            let first = moved
-                .keys()
-                .filter(|reason| !r.rejected.contains_key(reason))
-                .copied()
-                .collect();
-            rejected::add(&mut r.rejected, moved);
-            rejected::add(&mut r.held, moved);
-            first
-        });
-        for (reason, rows) in moved {
-            let reason_name = super::reason::label(*reason);
-            if first.contains(reason) {
-                tracing::warn!(
-                    rows,
-                    reason = %reason_name,
-                    "the broker refused queued rows for good: they are kept aside, not sent again                      (see `fieldrelay queue stats`; export them with `fieldrelay queue export                      --rejected`); later refusals for this reason are counted, not logged"
-                );
-            } else {
-                tracing::debug!(rows, reason = %reason_name, "queued rows rejected");
-            }
-        }
-    }
-
-    /// Books rejected rows evicted at `store.max_size`: counted per reason, logged at most once
-    /// a minute (with the count since the last line), as they may go a few per group.
-    fn book_rejected_evicted(&mut self, evicted: &rejected::ByReason) {
-        let since = self.counters.with_rejected(|r| {
-            rejected::sub(&mut r.held, evicted);
-            rejected::add(&mut r.evicted, evicted);
-            r.evicted.clone()
-        });
-        let now = Instant::now();
-        let (last, logged) = &mut self.rejected_log;
-        if last.is_some_and(|at| now.saturating_duration_since(at) < READ_LOG_EVERY) {
-            return;
-        }
-        let mut unlogged = since.clone();
-        rejected::sub(&mut unlogged, logged);
-        let reasons: Vec<String> = unlogged
-            .iter()
-            .map(|(reason, rows)| format!("{rows} {}", super::reason::label(*reason)))
-            .collect();
-        tracing::warn!(
-            evicted = %reasons.join(", "),
-            "the queue is full (store.max_size): rejected rows are evicted first, oldest first, \
-             and are gone for good; export them with `fieldrelay queue export --rejected`"
-        );
-        *last = Some(now);
-        *logged = since;
     }
 
     /// Books a group none of whose transactions went through.
