@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use common::{Mosquitto, Subscriber};
 use fieldrelay::config::{Batching, Mqtt5Session, Protocol, Qos, SessionMode, UplinkConfig};
-use fieldrelay::queue::{LiveReceiver, Queue, QueueOptions, QueueWriter};
+use fieldrelay::queue::{Queue, QueueOptions, QueueWriter};
 use fieldrelay::sample::{now_ms, Sample, Value};
-use fieldrelay::uplink::{dialer, LinkState, Presence, Uplink, UplinkStats};
+use fieldrelay::uplink::UplinkStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -65,18 +65,8 @@ async fn queue_with(dir: &std::path::Path, samples: Vec<Sample>) -> (Queue, Queu
 
 /// Runs the uplink on `queue` until the queue is empty; returns its counters.
 async fn drain(config: UplinkConfig, queue: &Queue) -> Arc<UplinkStats> {
-    let (_unused, live) = tokio::sync::mpsc::channel(1);
     let stats = Arc::new(UplinkStats::default());
-    let uplink = Uplink {
-        config: config.clone(),
-        dialer: dialer(&config).unwrap(),
-        queue: queue.clone(),
-        live: LiveReceiver { rx: live },
-        inbound: None,
-        presence: Presence::fixed(now_ms()),
-        state: tokio::sync::watch::channel(LinkState::default()).0,
-        stats: stats.clone(),
-    };
+    let uplink = common::in_process_uplink(&config, queue, stats.clone());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(uplink.run(cancel.clone()));
     let drained = queue.progress().wait_for(|p| p.depth == 0).await.is_ok();
