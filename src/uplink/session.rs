@@ -516,21 +516,6 @@ impl Session {
         self.max_inflight = usize::from(max_inflight.clamp(1, 65_000));
     }
 
-    /// The seqs a row message of `pkid` in flight holds (one, or a batch's).
-    pub fn rows_of(&self, pkid: u16) -> Vec<u64> {
-        match (self.batches.get(&pkid), self.inflight.get(&pkid)) {
-            (Some(seqs), _) => seqs.clone(),
-            (
-                None,
-                Some(Inflight {
-                    tracked: Tracked::Row(seq),
-                    ..
-                }),
-            ) => vec![*seq],
-            _ => Vec::new(),
-        }
-    }
-
     /// PUBCOMP for a QoS 2 message.
     pub fn on_pubcomp(&mut self, pkid: u16) -> Result<Released, SessionError> {
         self.complete(pkid, Awaiting::Complete, "PUBCOMP")
@@ -982,7 +967,6 @@ mod tests {
         let (_, c) = s
             .publish_rows(vec![3, 4], "t/d".into(), Bytes::new(), t0)
             .unwrap();
-        assert_eq!(s.rows_of(c), vec![3, 4]);
         s.defer(c, false).unwrap();
         assert_eq!((s.deadline(), s.room()), (None, 3));
         assert!(s.on_puback(c).is_err(), "nothing is awaited while deferred");
