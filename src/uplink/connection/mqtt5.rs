@@ -362,6 +362,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connack_names_its_code_and_meaning() {
+        let ack = |code| ConnAck {
+            session_present: false,
+            code,
+            properties: None,
+        };
+        assert!(accepted(&ack(ConnectReturnCode::Success)).is_ok());
+        let refused = accepted(&ack(ConnectReturnCode::NotAuthorized)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "broker refused the connection: 0x87 not authorized"
+        );
+    }
+
+    #[test]
     fn a_server_disconnect_names_its_code_and_reference() {
         let mut d = Disconnect::new(DisconnectReasonCode::UseAnotherServer);
         d.properties = Some(rumqttc::v5::mqttbytes::v5::DisconnectProperties {
