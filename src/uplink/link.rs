@@ -82,7 +82,6 @@ use super::connection::{
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
-use super::reason::{after_disconnect, AfterDisconnect};
 use super::session::{PubRecAction, Released, Session};
 use super::share::Share;
 use super::stall::Stall;
@@ -313,7 +312,7 @@ impl Link {
                             self.stats.lost();
                             self.down_since_ms = Some(now_ms());
                             self.stats.failed(&error);
-                            longest = server_disconnect(&error);
+                            longest = mqtt5::server_disconnect(&error);
                         }
                     }
                 }
@@ -412,7 +411,7 @@ impl Link {
     ) -> Ended {
         let now = Instant::now();
         if let Err(e) = self.greet(&mut writer, session_present, now).await {
-            return Ended::Lost(why_lost(&mut reader, e).await);
+            return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
         }
         // A PINGREQ every keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
@@ -424,7 +423,7 @@ impl Link {
             self.stats.set_inflight(self.session.inflight());
             self.stats.alias_saved(writer.take_alias_savings());
             if let Err(e) = refilled {
-                return Ended::Lost(why_lost(&mut reader, e).await);
+                return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
             let now = Instant::now();
             let deadline = self.session.deadline();
@@ -504,7 +503,7 @@ impl Link {
                 },
             };
             if let Err(e) = step {
-                return Ended::Lost(why_lost(&mut reader, e).await);
+                return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
         }
     }
@@ -664,55 +663,6 @@ impl Link {
         }
         fresh
     }
-}
-
-/// Why a connection was lost: a server's DISCONNECT (MQTT 5) says it better than the write that
-/// failed after it (a broker closes the socket right after its DISCONNECT, which may still wait
-/// in the socket's buffer): what is readable at once is read for it.
-async fn why_lost(reader: &mut PacketReader, error: UplinkError) -> UplinkError {
-    if !reader.speaks_mqtt5() || !matches!(error, UplinkError::Io(_) | UplinkError::Closed) {
-        return error;
-    }
-    let drain = async {
-        loop {
-            match reader.read().await {
-                Ok(_) => continue,
-                Err(disconnect @ UplinkError::ServerDisconnect { .. }) => return Some(disconnect),
-                Err(_) => return None,
-            }
-        }
-    };
-    match tokio::time::timeout(Duration::from_millis(100), drain).await {
-        Ok(Some(disconnect)) => disconnect,
-        _ => error,
-    }
-}
-
-/// Logs a lost connection; whether it was a server's DISCONNECT asking the link to wait the
-/// backoff's ceiling before it dials again (session taken over, rate or quota exceeded).
-fn server_disconnect(error: &UplinkError) -> bool {
-    let UplinkError::ServerDisconnect {
-        code, reference, ..
-    } = error
-    else {
-        warn!(%error, "uplink connection lost");
-        return false;
-    };
-    match code {
-        0x8E => error!(
-            %error,
-            "another client connected with this gateway's client id and took the session over: \
-             two gateways share uplink.client_id? waiting uplink.reconnect_max before dialling \
-             again"
-        ),
-        0x9C | 0x9D => warn!(
-            %error, server_reference = reference.as_deref().unwrap_or(""),
-            "the broker asks the gateway to use another server; not followed on its own: \
-             change uplink.url to move it; dialling the configured broker again"
-        ),
-        _ => warn!(%error, "uplink connection lost"),
-    }
-    after_disconnect(*code) == AfterDisconnect::Longest
 }
 
 mod batched;

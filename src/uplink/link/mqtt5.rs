@@ -13,22 +13,29 @@
 //!
 //! The PUBLISH of every row message in flight is kept (its payload is shared, not copied) for
 //! that resend and for the topic the warnings name.
+//!
+//! A server's DISCONNECT ends the connection like any loss, logged with its meaning
+//! ([`server_disconnect`]); one that waits in the socket behind a failed write is read for it
+//! ([`why_lost`]). Session taken over, rate or quota exceeded make the link wait
+//! `reconnect_max` before it dials again.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::Packet;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::Link;
 use crate::backoff::Backoff;
 use crate::config::Qos;
 use crate::queue::StoredRow;
 use crate::sample::now_ms;
-use crate::uplink::connection::{PacketWriter, Refusal};
+use crate::uplink::connection::{PacketReader, PacketWriter, Refusal};
 use crate::uplink::limits::{expiry_secs, BrokerLimits};
-use crate::uplink::reason::{meaning, verdict, Verdict, PACKET_TOO_LARGE};
+use crate::uplink::reason::{
+    after_disconnect, meaning, verdict, AfterDisconnect, Verdict, PACKET_TOO_LARGE,
+};
 use crate::uplink::session::Released;
 use crate::uplink::UplinkError;
 
@@ -310,4 +317,53 @@ impl Link {
         self.stats.resent(packets.len());
         Ok(())
     }
+}
+
+/// Why a connection was lost: a server's DISCONNECT (MQTT 5) says it better than the write that
+/// failed after it (a broker closes the socket right after its DISCONNECT, which may still wait
+/// in the socket's buffer): what is readable at once is read for it.
+pub(super) async fn why_lost(reader: &mut PacketReader, error: UplinkError) -> UplinkError {
+    if !reader.speaks_mqtt5() || !matches!(error, UplinkError::Io(_) | UplinkError::Closed) {
+        return error;
+    }
+    let drain = async {
+        loop {
+            match reader.read().await {
+                Ok(_) => continue,
+                Err(disconnect @ UplinkError::ServerDisconnect { .. }) => return Some(disconnect),
+                Err(_) => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_millis(100), drain).await {
+        Ok(Some(disconnect)) => disconnect,
+        _ => error,
+    }
+}
+
+/// Logs a lost connection; whether it was a server's DISCONNECT asking the link to wait the
+/// backoff's ceiling before it dials again (session taken over, rate or quota exceeded).
+pub(super) fn server_disconnect(error: &UplinkError) -> bool {
+    let UplinkError::ServerDisconnect {
+        code, reference, ..
+    } = error
+    else {
+        warn!(%error, "uplink connection lost");
+        return false;
+    };
+    match code {
+        0x8E => error!(
+            %error,
+            "another client connected with this gateway's client id and took the session over: \
+             two gateways share uplink.client_id? waiting uplink.reconnect_max before dialling \
+             again"
+        ),
+        0x9C | 0x9D => warn!(
+            %error, server_reference = reference.as_deref().unwrap_or(""),
+            "the broker asks the gateway to use another server; not followed on its own: \
+             change uplink.url to move it; dialling the configured broker again"
+        ),
+        _ => warn!(%error, "uplink connection lost"),
+    }
+    after_disconnect(*code) == AfterDisconnect::Longest
 }

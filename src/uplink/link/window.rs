@@ -6,6 +6,7 @@ use rumqttc::mqttbytes::v4::Packet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::batched::Unit;
 use super::Link;
 use crate::config::Qos;
 use crate::queue::{wire, Delivery, QueueError, StoredRow};
@@ -153,59 +154,13 @@ impl Link {
             }
         }
         let expired: Vec<u64> = expired.into_iter().map(|row| row.seq).collect();
-        let mut packets = Vec::with_capacity(units.len());
-        // Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
-        // module doc of `super`), but a failed record takes the whole batch back.
-        let mut ids = Vec::with_capacity(units.len());
-        let mut sent = Vec::with_capacity(units.len());
-        let mut batched = Vec::new();
-        // Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
-        let mut refused = Vec::new();
-        for unit in units {
-            if !unit.elements.is_empty() {
-                let (topic, payload) = self.render_batch(&unit);
-                let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
-                let first = seqs[0];
-                let qos = Qos::AtLeastOnce;
-                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, false) {
-                    batched.extend(&seqs);
-                    refused.push((seqs, code, topic));
-                    continue;
-                }
-                let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
-                self.keep_sent(pkid, &packet, &unit.rows);
-                packets.push(packet);
-                ids.push((first, pkid, false));
-                batched.extend(unit.rows.iter().map(|row| row.seq));
-                sent.extend(unit.rows);
-                continue;
-            }
-            for row in unit.rows {
-                let (qos, retain) = wire::row_flags(&row.entry);
-                let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
-                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, retain) {
-                    self.handed_out(lane, row.seq);
-                    refused.push((vec![row.seq], code, topic));
-                    continue;
-                }
-                let (packet, pkid) = match lane {
-                    Lane::Backlog => self
-                        .session
-                        .publish_row(row.seq, topic, payload, qos, retain, now)?,
-                    Lane::Live => self
-                        .session
-                        .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
-                };
-                self.handed_out(lane, row.seq);
-                if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
-                    live.inflight.insert(row.seq);
-                }
-                self.keep_sent(pkid, &packet, std::slice::from_ref(&row));
-                packets.push(packet);
-                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
-                sent.push(row);
-            }
-        }
+        let Rendered {
+            mut packets,
+            ids,
+            sent,
+            batched,
+            refused,
+        } = self.render_units(units, lane, now)?;
         // After the sent rows: the session's cursor only moves forward while rows go out.
         for seq in expired.iter().chain(&batched) {
             self.handed_out(lane, *seq);
@@ -290,6 +245,76 @@ impl Link {
         self.stats.resent(again);
         self.flowed(now);
         Ok(true)
+    }
+
+    /// The PUBLISHes of `units` (one lane's, in `seq` order), with new packet ids; rows the
+    /// broker cannot take as they are (MQTT 5) are set aside for rejection instead.
+    fn render_units(
+        &mut self,
+        units: Vec<Unit>,
+        lane: Lane,
+        now: Instant,
+    ) -> Result<Rendered, UplinkError> {
+        let mut packets = Vec::with_capacity(units.len());
+        // Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
+        // module doc of `super`), but a failed record takes the whole batch back.
+        let mut ids = Vec::with_capacity(units.len());
+        let mut sent = Vec::with_capacity(units.len());
+        let mut batched = Vec::new();
+        // Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
+        let mut refused = Vec::new();
+        for unit in units {
+            if !unit.elements.is_empty() {
+                let (topic, payload) = self.render_batch(&unit);
+                let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
+                let first = seqs[0];
+                let qos = Qos::AtLeastOnce;
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, false) {
+                    batched.extend(&seqs);
+                    refused.push((seqs, code, topic));
+                    continue;
+                }
+                let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
+                self.keep_sent(pkid, &packet, &unit.rows);
+                packets.push(packet);
+                ids.push((first, pkid, false));
+                batched.extend(unit.rows.iter().map(|row| row.seq));
+                sent.extend(unit.rows);
+                continue;
+            }
+            for row in unit.rows {
+                let (qos, retain) = wire::row_flags(&row.entry);
+                let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, retain) {
+                    self.handed_out(lane, row.seq);
+                    refused.push((vec![row.seq], code, topic));
+                    continue;
+                }
+                let (packet, pkid) = match lane {
+                    Lane::Backlog => self
+                        .session
+                        .publish_row(row.seq, topic, payload, qos, retain, now)?,
+                    Lane::Live => self
+                        .session
+                        .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
+                };
+                self.handed_out(lane, row.seq);
+                if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
+                    live.inflight.insert(row.seq);
+                }
+                self.keep_sent(pkid, &packet, std::slice::from_ref(&row));
+                packets.push(packet);
+                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
+                sent.push(row);
+            }
+        }
+        Ok(Rendered {
+            packets,
+            ids,
+            sent,
+            batched,
+            refused,
+        })
     }
 
     /// Row `seq` of `lane` was sent or skipped: its lane's cursor moves past it.
@@ -409,6 +434,20 @@ pub(super) fn read_ahead_rows(max_inflight: u16) -> usize {
 
 /// See [`read_ahead_rows`].
 const READ_AHEAD_ROWS: usize = 4096;
+
+/// What [`Link::render_units`] made of a step's messages.
+struct Rendered {
+    packets: Vec<Packet>,
+    /// Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
+    /// module doc of `super`), but a failed record takes the whole step back.
+    ids: Vec<(u64, u16, bool)>,
+    /// The rows of those messages.
+    sent: Vec<StoredRow>,
+    /// The rows that went in batches, and those of batches refused locally.
+    batched: Vec<u64>,
+    /// Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
+    refused: Vec<(Vec<u64>, u8, String)>,
+}
 
 /// Which lane a batch of rows belongs to (see [`crate::uplink::share`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
