@@ -667,3 +667,32 @@ async fn a_session_taken_over_waits_the_longest_backoff_before_dialling_again() 
     assert!(error.is_none(), "connected again: {error:?}");
     writer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_above_the_brokers_maximum_qos_are_rejected_locally_with_0x9b() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with(dir.path(), "max_qos 1\n");
+    let mut sub = subscriber(&broker, "m5-qos-sub").await;
+    let samples = (0..30)
+        .map(|i| {
+            let mut s = sample("temp", Value::Int(i));
+            if i % 3 == 1 {
+                s.qos = Qos::ExactlyOnce;
+            }
+            s
+        })
+        .collect();
+    let (queue, writer) = queue_with(dir.path(), samples).await;
+
+    let stats = drain(mqtt5_config(broker.port), &queue).await;
+
+    let topic = format!("{PREFIX}/boiler/temp");
+    sub.until("the QoS 1 rows", Duration::from_secs(20), |seen| {
+        seen.iter().filter(|m| m.topic == topic).count() >= 20
+    })
+    .await;
+    let held = queue.rejected().held;
+    assert_eq!(held.get(&0x9B), Some(&10), "{held:?}");
+    assert_eq!(stats.snapshot().disconnects, 0);
+    writer.close().await.unwrap();
+}

@@ -17,8 +17,10 @@
 //! # A server's DISCONNECT
 //! [`after_disconnect`] says how long the link waits before it dials again: at once (the
 //! backoff's start) for most codes, the backoff's ceiling for 0x8E session taken over (another
-//! gateway with our client id: two gateways must not fight over one session) and for 0x96 /
-//! 0x97 (the broker asks us to slow down).
+//! gateway with our client id: two gateways must not fight over one session), for 0x96 /
+//! 0x97 (the broker asks us to slow down), and for 0x9A retain not supported / 0x9B QoS not
+//! supported (the retained QoS 1 status certificates are the contract: such a broker closes
+//! every connection, and redialling faster would only loop).
 
 /// The code of a packet too large for the broker's Maximum Packet Size.
 pub const PACKET_TOO_LARGE: u8 = 0x95;
@@ -57,7 +59,7 @@ pub enum AfterDisconnect {
 /// What to do after a DISCONNECT with `code` from the server.
 pub fn after_disconnect(code: u8) -> AfterDisconnect {
     match code {
-        0x8E | 0x96 | 0x97 => AfterDisconnect::Longest,
+        0x8E | 0x96 | 0x97 | 0x9A | 0x9B => AfterDisconnect::Longest,
         _ => AfterDisconnect::Backoff,
     }
 }
@@ -125,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_taken_session_and_rate_limits_back_off_longest() {
-        for code in [0x8E, 0x96, 0x97] {
+        for code in [0x8E, 0x96, 0x97, 0x9A, 0x9B] {
             assert_eq!(after_disconnect(code), AfterDisconnect::Longest);
         }
         for code in [0x00, 0x8B, 0x9C, 0x9D, 0x80] {

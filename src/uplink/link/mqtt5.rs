@@ -105,6 +105,12 @@ impl Link {
             window,
             "uplink speaks MQTT 5; the broker's limits apply"
         );
+        if !limits.retain_available || limits.max_qos == Some(0) {
+            error!(
+                "the broker takes no retained or no QoS 1 messages: the gateway's status \
+                 certificates (retained, QoS 1) will be refused; use a broker or plan that takes them"
+            );
+        }
         let asked = self.config.protocol.mqtt5().map(|v5| v5.session_expiry);
         if let (Some(assigned), Some(asked)) = (limits.session_expiry, asked) {
             if u64::from(assigned) < asked.as_secs() {
