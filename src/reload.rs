@@ -222,6 +222,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         profile,
         drain,
         batch,
+        protocol,
     } = new;
     let changed = [
         ("url", *host != old.host || *port != old.port),
@@ -247,6 +248,7 @@ fn uplink_changes(old: &UplinkConfig, new: &UplinkConfig, keys: &mut Vec<String>
         ("profile", *profile != old.profile),
         ("drain", *drain != old.drain),
         ("batch", *batch != old.batch),
+        ("protocol", *protocol != old.protocol),
     ];
     push_changed(keys, "uplink.", changed);
 }

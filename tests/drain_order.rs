@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use common::{Mosquitto, Subscriber};
 use fieldrelay::config::{DrainOrder, Qos, UplinkConfig};
-use fieldrelay::queue::{LiveReceiver, Queue, QueueOptions};
+use fieldrelay::queue::{Queue, QueueOptions};
 use fieldrelay::sample::{now_ms, Sample, Value};
-use fieldrelay::uplink::{dialer, LinkState, Presence, Uplink};
 use tokio_util::sync::CancellationToken;
 
 const BACKLOG: usize = 1500;
@@ -76,17 +75,7 @@ async fn drain_with_a_fresh_sample(drain: DrainOrder) -> (Vec<String>, Vec<u64>)
         drain,
         ..UplinkConfig::plain("127.0.0.1", broker.port, "order-gw")
     };
-    let (_unused, live) = tokio::sync::mpsc::channel(1);
-    let uplink = Uplink {
-        config: config.clone(),
-        dialer: dialer(&config).unwrap(),
-        queue: queue.clone(),
-        live: LiveReceiver { rx: live },
-        inbound: None,
-        presence: Presence::fixed(now_ms()),
-        state: tokio::sync::watch::channel(LinkState::default()).0,
-        stats: Default::default(),
-    };
+    let uplink = common::in_process_uplink(&config, &queue, Default::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(uplink.run(cancel.clone()));
     // The subscription may go live after the first rows: the fresh sample is committed once a

@@ -565,6 +565,7 @@ async fn mutual_tls_with_password_against_mosquitto() {
         will_topic: "x".into(),
         will_payload: bytes::Bytes::new(),
         will_retain: true,
+        mqtt5: None,
     };
     let no_cert = TlsConfig {
         ca_file: pki.ca.clone(),

@@ -73,6 +73,7 @@ mod modicon;
 pub mod packaged;
 mod path;
 mod point;
+mod protocol;
 mod register;
 mod remote;
 mod rules;
@@ -111,6 +112,7 @@ pub use local::LocalConfig;
 pub use metrics::MetricsConfig;
 pub use modicon::{modicon_hint, ModiconReference};
 pub use point::{LinePattern, PointConfig, PointSource, PublishMode, Qos, Reporting, MAX_DECIMALS};
+pub use protocol::{Mqtt5Session, Protocol};
 pub(crate) use register::data_type_name;
 pub use register::{ByteOrder, DataType, Encoding, ModbusSource, Table, WordOrder};
 pub use remote::{RemoteConfig, DEFAULT_CONFIRM_WITHIN, DEFAULT_REMOTE_MAX_SIZE};
@@ -443,6 +445,7 @@ mod tests {
                 profile: UplinkProfile::Json,
                 drain: Default::default(),
                 batch: Default::default(),
+                protocol: Default::default(),
             }
         );
         assert_eq!(config.store.max_size, 1 << 30);
@@ -621,6 +624,7 @@ mod tests {
         "sparkplug",
         "drain",
         "batch",
+        "protocol",
         "metrics",
         "gateway",
         "client",

@@ -13,6 +13,8 @@
 //!   broker: generic                   # a profile of documented limits (`broker.rs`)
 //!   drain: in_order                   # in_order | live_first (see drain.rs)
 //!   batch: none                       # none | per_device | per_device_compact (see batch.rs)
+//!   protocol: mqtt311                 # mqtt311 | mqtt5, with session_expiry and will_delay
+//!                                     # (see protocol.rs)
 //! ```
 //!
 //! Stricter than the protocol, on purpose: TLS settings beside an `mqtt://` url are refused
@@ -31,6 +33,7 @@ use super::client;
 use super::decode::{decode_mapping, Decoded, DurationValue, Keys};
 use super::drain::{validate_drain, DrainOrder};
 use super::error::Issue;
+use super::protocol::{validate_protocol, Protocol};
 use super::rules::{choice, file_path, in_range, number, positive_duration, when_written, Choice};
 use super::sparkplug::{validate_profile, UplinkProfile};
 use super::units::format_duration;
@@ -95,6 +98,8 @@ pub struct UplinkConfig {
     /// `batch` and `max_packet`: one sample per message or a device's samples together (see
     /// `batch.rs`).
     pub batch: Batching,
+    /// `protocol` with `session_expiry` and `will_delay`: MQTT 3.1.1 or 5 (see `protocol.rs`).
+    pub protocol: Protocol,
 }
 
 impl UplinkConfig {
@@ -122,6 +127,7 @@ impl UplinkConfig {
             profile: UplinkProfile::Json,
             drain: DrainOrder::default(),
             batch: Batching::None,
+            protocol: Protocol::Mqtt311,
         }
     }
 
@@ -213,6 +219,9 @@ pub(crate) struct RawUplink {
     pub live_share: Option<i64>,
     pub batch: Option<String>,
     pub max_packet: Option<i64>,
+    pub protocol: Option<String>,
+    pub session_expiry: Option<DurationValue>,
+    pub will_delay: Option<DurationValue>,
     /// Decoded separately (see `status.rs` in this module).
     pub status: Option<Value>,
     pub health_interval: Option<DurationValue>,
@@ -287,6 +296,14 @@ pub(crate) fn validate_uplink(
     );
     let drain = validate_drain(keys, &raw.drain, raw.live_share, issues);
     let batch = validate_batch(keys, &raw.batch, raw.max_packet, issues);
+    let protocol = validate_protocol(
+        keys,
+        &raw.protocol,
+        raw.session_expiry,
+        raw.will_delay,
+        raw.profile.as_deref() == Some("sparkplug"),
+        issues,
+    );
 
     let (host, port, _) = endpoint?;
     Some(UplinkConfig {
@@ -308,6 +325,7 @@ pub(crate) fn validate_uplink(
         profile: profile?,
         drain: drain?,
         batch: batch?,
+        protocol: protocol?,
     })
 }
 

@@ -146,6 +146,7 @@ impl Client {
                     OfflineStatus::Retain,
                 ),
                 will_retain: true,
+                mqtt5: None,
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,

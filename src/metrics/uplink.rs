@@ -30,7 +30,7 @@ impl UplinkCollector {
 /// A counter exported: name, help, and the field it reads.
 type CounterField = (&'static str, &'static str, fn(&UplinkSnapshot) -> u64);
 
-const COUNTERS: [CounterField; 8] = [
+const COUNTERS: [CounterField; 10] = [
     (
         "fieldrelay_uplink_connects",
         "Connections the broker accepted; every one after the first is a reconnect",
@@ -72,6 +72,17 @@ const COUNTERS: [CounterField; 8] = [
         "Queue rows that cannot be decoded, skipped by the uplink (they stay in queue.db; see \
          fieldrelay queue peek)",
         |s| s.skipped_rows,
+    ),
+    (
+        "fieldrelay_uplink_alias_bytes_saved",
+        "MQTT 5: topic bytes not sent thanks to topic aliases",
+        |s| s.alias_bytes_saved,
+    ),
+    (
+        "fieldrelay_uplink_quota_pauses",
+        "MQTT 5: messages the broker answered quota exceeded (0x97), kept and sent again after \
+         a pause",
+        |s| s.quota_pauses,
     ),
 ];
 

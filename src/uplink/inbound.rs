@@ -193,6 +193,12 @@ impl Inflow {
             Received::Packet(Packet::Publish(publish)) => Ok(publish),
             Received::Packet(other) => return Some(other),
             Received::Oversized(oversized) => Err(oversized),
+            // The connection's owner settles refusals before offering packets here; one that
+            // reaches the intake has nothing to do with commands.
+            Received::Refused(refusal) => {
+                tracing::debug!(?refusal, "a refusal is not a command");
+                return None;
+            }
         };
         out.extend(self.offer(publish));
         None

@@ -76,7 +76,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::connection::{self, packet_name, ConnectOptions, PacketReader, PacketWriter, Received};
+use super::connection::{
+    self, packet_name, ConnectOptions, Mqtt5Connect, PacketReader, PacketWriter, Received,
+};
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
@@ -95,6 +97,11 @@ use crate::sample::{now_ms, Sample};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Deadline for TCP connect, TLS handshake and CONNECT/CONNACK; also bounds each write.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A duration as MQTT 5's 32-bit seconds.
+fn secs(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
 
 /// How a connected period ended.
 enum Ended {
@@ -159,6 +166,7 @@ impl Uplink {
             stall: Stall::default(),
             held: Vec::new(),
             reset_due: false,
+            mqtt5: None,
             state,
             stats,
             cancel,
@@ -218,6 +226,8 @@ struct Link {
     held: Vec<(u64, u16)>,
     /// The stored session states must still be reset (`session_present = 0`, commit failed).
     reset_due: bool,
+    /// The MQTT 5 state of the current connection; `None` under MQTT 3.1.1.
+    mqtt5: Option<mqtt5::Mqtt5Link>,
     state: watch::Sender<LinkState>,
     stats: Arc<UplinkStats>,
     cancel: CancellationToken,
@@ -250,6 +260,14 @@ impl Link {
                 will_topic: self.status_topic.clone(),
                 will_payload: self.presence.will(now_ms()),
                 will_retain: true,
+                mqtt5: self.config.protocol.mqtt5().map(|v5| Mqtt5Connect {
+                    session_expiry: if persistent {
+                        secs(v5.session_expiry)
+                    } else {
+                        0
+                    },
+                    will_delay: secs(v5.will_delay),
+                }),
             };
             let attempt = tokio::select! {
                 attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
@@ -257,6 +275,7 @@ impl Link {
             };
             let broker = self.dialer.endpoint();
             let mut failed = None;
+            let mut longest = false;
             match attempt {
                 Ok((_reader, writer, _ack)) if fresh_start => {
                     match self.start_fresh_session(writer).await {
@@ -273,6 +292,7 @@ impl Link {
                 }
                 Ok((mut reader, writer, ack)) => {
                     info!(%broker, session_present = ack.session_present, "uplink connected");
+                    self.apply_limits(ack.limits.clone());
                     reader.set_max_packet(self.inflow.max_packet());
                     // After a teardown for an unacknowledged command the redelivered command
                     // may fail again (a full disk): only a connection that did not end that way
@@ -292,7 +312,7 @@ impl Link {
                             self.stats.lost();
                             self.down_since_ms = Some(now_ms());
                             self.stats.failed(&error);
-                            warn!(%error, "uplink connection lost")
+                            longest = mqtt5::server_disconnect(&error);
                         }
                     }
                 }
@@ -306,7 +326,12 @@ impl Link {
             if self.queue.is_closed() {
                 return;
             }
-            let delay = backoff.next_delay();
+            let delay = if longest {
+                backoff.next_delay();
+                self.config.reconnect_max
+            } else {
+                backoff.next_delay()
+            };
             // The console shows the same attempt and delay as the log line below.
             self.stats.redial_in(delay, backoff.failures());
             if let Some(error) = failed {
@@ -386,24 +411,26 @@ impl Link {
     ) -> Ended {
         let now = Instant::now();
         if let Err(e) = self.greet(&mut writer, session_present, now).await {
-            return Ended::Lost(e);
+            return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
         }
         // A PINGREQ every keep-alive; its PINGRESP is due within the response timeout. A
         // deadline rather than an `Interval`: no timer stays armed while the link waits for a
         // commit, so paused-time tests do not jump the clock then.
-        let every = self.config.ping_interval();
+        let every = self.ping_every();
         let mut next_ping = now + every;
         loop {
             let refilled = self.refill(&mut writer).await;
             self.stats.set_inflight(self.session.inflight());
+            self.stats.alias_saved(writer.take_alias_savings());
             if let Err(e) = refilled {
-                return Ended::Lost(e);
+                return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
             let now = Instant::now();
             let deadline = self.session.deadline();
             let backlog =
                 !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
-            let paused = self.stall.is_paused();
+            let paused = self.stall.is_paused() || self.quota_paused();
+            let quota_until = self.mqtt5.as_ref().and_then(|m| m.quota_until);
             let pace = if backlog && self.session.room() > 0 && !paused {
                 self.rate.next_ready(now)
             } else {
@@ -423,6 +450,9 @@ impl Link {
                 () = tokio::time::sleep_until(pace.unwrap_or(now)), if pace.is_some() => Ok(()),
                 () = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {
                     self.retry(&mut writer).await
+                }
+                () = tokio::time::sleep_until(quota_until.unwrap_or(now)), if quota_until.is_some() => {
+                    self.resend_deferred(&mut writer).await
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
                     Some(sample) => {
@@ -473,7 +503,7 @@ impl Link {
                 },
             };
             if let Err(e) = step {
-                return Ended::Lost(e);
+                return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
         }
     }
@@ -490,12 +520,17 @@ impl Link {
         let mut received = Vec::new();
         let mut out = Vec::new();
         for packet in batch {
+            if let Received::Refused(refusal) = packet {
+                self.on_refused(refusal, now).await?;
+                continue;
+            }
             let Some(packet) = self.inflow.take(packet, &mut out) else {
                 continue;
             };
             match packet {
                 Packet::PubAck(ack) => {
                     let released = self.session.on_puback(ack.pkid)?;
+                    self.forget_sent(ack.pkid);
                     self.release(released).await?;
                 }
                 Packet::PubRec(rec) => match self.session.on_pubrec(rec.pkid, now)? {
@@ -508,6 +543,7 @@ impl Link {
                 },
                 Packet::PubComp(comp) => {
                     let released = self.session.on_pubcomp(comp.pkid)?;
+                    self.forget_sent(comp.pkid);
                     self.release(released).await?;
                 }
                 Packet::PingResp => self.session.on_pingresp(),
@@ -631,6 +667,7 @@ impl Link {
 
 mod batched;
 mod lanes;
+mod mqtt5;
 mod window;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The uplink: one MQTT 3.1.1 connection to the cloud broker, driven by our own session logic,
-//! with the session state kept in the durable queue.
+//! The uplink: one MQTT connection to the cloud broker (3.1.1, or 5 with
+//! `uplink.protocol: mqtt5`), driven by our own session logic, with the session state kept in
+//! the durable queue.
 //!
 //! # Guarantees
 //! - A queue row is deleted ([`crate::queue::Queue::ack`]) only when the broker's PUBACK (QoS 1)
@@ -31,6 +32,24 @@
 //! every row. A session write the queue cannot commit (a full disk) is not such a failure: the
 //! link pauses on the live connection until it can ([`stall`]).
 //!
+//! # MQTT 5
+//! The seam is the connection: [`connection`] speaks rumqttc's v4 or v5 codec and hands the
+//! link and [`session`] the same (v4) packets either way, so the session logic is one and stays
+//! pure. What only MQTT 5 says arrives beside them: a PUBACK or PUBREC refusing a message
+//! ([`connection::Refusal`]), a server's DISCONNECT ([`UplinkError::ServerDisconnect`]), the
+//! CONNACK's limits ([`limits::BrokerLimits`]); outgoing PUBLISHes gain a Message Expiry from
+//! their rows and a topic alias ([`alias`]) in the writer. Under MQTT 5:
+//! - A row is deleted only on a PUBACK / PUBCOMP of 0x00 or 0x10. A refusal for good sets the
+//!   message's rows aside as rejected ([`crate::queue::Queue::reject`], [`reason`]); "quota
+//!   exceeded" keeps them in flight and sends them again after a pause; neither stops the rows
+//!   behind nor renews the connection. A row the broker cannot take (too large, QoS above its
+//!   maximum, retained without retain support) is rejected before it is sent.
+//! - Receive Maximum caps the window, Maximum Packet Size the batches, Server Keep Alive the
+//!   pings; Session Expiry and Will Delay come from the configuration.
+//! - A server's DISCONNECT is logged with its meaning; session taken over, rate or quota
+//!   exceeded wait `reconnect_max` before the next dial; a server reference is logged, never
+//!   followed.
+//!
 //! # Why not rumqttc's event loop
 //! rumqttc 0.25 returns no packet id from `publish()`, reports a publish as "outgoing" when it is
 //! buffered, resends without DUP and silently drops pending publishes on `session_present = 0`
@@ -44,13 +63,16 @@
 //! a Sparkplug B 3.0 edge node on the same connection parts, the queue as its history store,
 //! rows deleted after a PINGRESP barrier instead of a PUBACK (see its module doc).
 
+pub mod alias;
 pub mod batch;
 pub mod compact;
 pub mod connection;
 pub mod inbound;
+pub mod limits;
 pub mod link;
 pub mod presence;
 pub mod rate;
+pub mod reason;
 pub mod session;
 pub mod share;
 pub mod sparkplug;
@@ -93,6 +115,18 @@ pub enum UplinkError {
     Io(#[from] std::io::Error),
     #[error("mqtt protocol error: {0}")]
     Protocol(rumqttc::mqttbytes::Error),
+    #[error("mqtt 5 protocol error: {0}")]
+    Protocol5(rumqttc::v5::mqttbytes::Error),
+    /// MQTT 5: the broker closed the connection with a DISCONNECT saying why.
+    #[error("broker disconnected: {code:#04x} {meaning}{}{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), reference.as_ref().map(|r| format!("; it names another server to use: {r}")).unwrap_or_default())]
+    ServerDisconnect {
+        code: u8,
+        meaning: &'static str,
+        /// Server Reference: another broker to use (0x9C, 0x9D).
+        reference: Option<String>,
+        /// The broker's Reason String.
+        reason: Option<String>,
+    },
     #[error("broker refused the connection: {0}")]
     Refused(String),
     #[error("timed out waiting for {0}")]

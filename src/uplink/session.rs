@@ -61,6 +61,10 @@ enum Awaiting {
     Complete,
     /// Nothing: PUBREC received, the PUBREL waits until "PUBREC received" is on disk.
     Held,
+    /// Nothing: the broker refused the PUBLISH for now (MQTT 5 quota exceeded); it is sent
+    /// again with the same id ([`Session::defer`], [`Session::resend_deferred`]). `qos2`: its
+    /// answer is a PUBREC.
+    Deferred { qos2: bool },
     /// SUBACK.
     SubAck,
 }
@@ -450,11 +454,66 @@ impl Session {
             Awaiting::Complete => Ok(PubRecAction::Send(pubrel)),
             // Its PUBREL waits for the commit; the first PUBREC already asked for it.
             Awaiting::Held => Ok(PubRecAction::Wait),
-            Awaiting::Ack | Awaiting::SubAck => Err(SessionError::WrongStage {
-                packet: "PUBREC",
-                pkid,
-            }),
+            Awaiting::Ack | Awaiting::SubAck | Awaiting::Deferred { .. } => {
+                Err(SessionError::WrongStage {
+                    packet: "PUBREC",
+                    pkid,
+                })
+            }
         }
+    }
+
+    /// An MQTT 5 PUBACK (`pubrec` false) or PUBREC refusing the message of `pkid`: its flow
+    /// ends there (no PUBREL follows a refusing PUBREC), and what it carried is released for the
+    /// link to set aside.
+    pub fn on_refused(&mut self, pkid: u16, pubrec: bool) -> Result<Released, SessionError> {
+        if pubrec {
+            self.complete(pkid, Awaiting::Received, "PUBREC")
+        } else {
+            self.complete(pkid, Awaiting::Ack, "PUBACK")
+        }
+    }
+
+    /// An MQTT 5 PUBACK or PUBREC said "quota exceeded" for the message of `pkid`: it keeps its
+    /// id and window slot, awaits nothing (no deadline) and is sent again by
+    /// [`Session::resend_deferred`].
+    pub fn defer(&mut self, pkid: u16, pubrec: bool) -> Result<(), SessionError> {
+        let (expected, packet) = if pubrec {
+            (Awaiting::Received, "PUBREC")
+        } else {
+            (Awaiting::Ack, "PUBACK")
+        };
+        match self.inflight.get_mut(&pkid) {
+            Some(entry) if entry.stage == expected => {
+                entry.stage = Awaiting::Deferred { qos2: pubrec };
+                Ok(())
+            }
+            Some(_) => Err(SessionError::WrongStage { packet, pkid }),
+            None => Err(SessionError::UnknownPacketId { pkid }),
+        }
+    }
+
+    /// The ids of every deferred message, now awaiting their answer again from `now`: the link
+    /// writes their PUBLISHes again.
+    pub fn resend_deferred(&mut self, now: Instant) -> Vec<u16> {
+        let mut pkids = Vec::new();
+        for (pkid, entry) in self.inflight.iter_mut() {
+            if let Awaiting::Deferred { qos2 } = entry.stage {
+                entry.stage = if qos2 {
+                    Awaiting::Received
+                } else {
+                    Awaiting::Ack
+                };
+                entry.since = now;
+                pkids.push(*pkid);
+            }
+        }
+        pkids
+    }
+
+    /// Caps the window at `max_inflight` for this connection (the broker's Receive Maximum).
+    pub fn set_window(&mut self, max_inflight: u16) {
+        self.max_inflight = usize::from(max_inflight.clamp(1, 65_000));
     }
 
     /// PUBCOMP for a QoS 2 message.
@@ -529,7 +588,7 @@ impl Session {
         let oldest = self
             .inflight
             .values()
-            .filter(|e| e.stage != Awaiting::Held)
+            .filter(|e| !matches!(e.stage, Awaiting::Held | Awaiting::Deferred { .. }))
             .map(|e| e.since)
             .min();
         let oldest = match (oldest, self.ping_sent) {
@@ -553,7 +612,7 @@ impl Session {
                 Awaiting::Received => Some("PUBREC"),
                 Awaiting::Complete => Some("PUBCOMP"),
                 Awaiting::SubAck => Some("SUBACK"),
-                Awaiting::Held => None,
+                Awaiting::Held | Awaiting::Deferred { .. } => None,
             })
     }
 
@@ -890,6 +949,39 @@ mod tests {
             Ok(())
         );
         assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn a_refusal_releases_the_rows_of_its_stage_and_a_deferral_keeps_them_without_a_deadline() {
+        let mut s = new(4);
+        let t0 = Instant::now();
+        let a = row(&mut s, 1, Qos::AtLeastOnce);
+        let b = row(&mut s, 2, Qos::ExactlyOnce);
+        assert!(
+            s.on_refused(a, true).is_err(),
+            "a PUBREC cannot refuse a QoS 1 message"
+        );
+        assert_eq!(s.on_refused(a, false), Ok(Released::Row(1)));
+        assert_eq!(s.on_refused(b, true), Ok(Released::Row(2)));
+        assert_eq!((s.inflight(), s.room()), (0, 4));
+        let (_, c) = s
+            .publish_rows(vec![3, 4], "t/d".into(), Bytes::new(), t0)
+            .unwrap();
+        s.defer(c, false).unwrap();
+        assert_eq!((s.deadline(), s.room()), (None, 3));
+        assert!(s.on_puback(c).is_err(), "nothing is awaited while deferred");
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(s.resend_deferred(t1), vec![c]);
+        assert_eq!(s.deadline(), Some(t1 + TIMEOUT));
+        assert_eq!(s.on_puback(c), Ok(Released::Rows(vec![3, 4])));
+    }
+
+    #[test]
+    fn set_window_caps_the_room() {
+        let mut s = new(64);
+        s.set_window(3);
+        row(&mut s, 1, Qos::AtLeastOnce);
+        assert_eq!(s.room(), 2);
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 //! last failure and the next attempt ([`Retrying`]) sit behind a mutex taken once per failed
 //! connection, never per packet.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +26,13 @@ pub struct UplinkStats {
     inflight: AtomicU64,
     live_discarded: AtomicU64,
     skipped_rows: AtomicU64,
+    alias_bytes_saved: AtomicU64,
+    quota_pauses: AtomicU64,
     retrying: Mutex<Option<Retrying>>,
+    /// MQTT 5: rows refused (by the broker's reason code, or locally: 0x95, 0x9A, 0x9B) per
+    /// reason code; taken once per refusal, never per packet. The metrics export the queue's
+    /// count of the same rows (`fieldrelay_queue_rejected_total`).
+    refused: Mutex<BTreeMap<u8, u64>>,
 }
 
 /// Why the link is down and when it dials again; cleared by a connection.
@@ -65,6 +72,11 @@ pub struct UplinkSnapshot {
     pub live_discarded: u64,
     /// Queue rows that cannot be decoded, skipped (they stay in the file for inspection).
     pub skipped_rows: u64,
+    /// MQTT 5: topic bytes not sent thanks to topic aliases (less the aliases' own bytes).
+    pub alias_bytes_saved: u64,
+    /// MQTT 5: messages the broker answered "quota exceeded" (0x97): kept and sent again after a
+    /// pause.
+    pub quota_pauses: u64,
 }
 
 fn add(counter: &AtomicU64, n: usize) {
@@ -84,7 +96,34 @@ impl UplinkStats {
             inflight: get(&self.inflight),
             live_discarded: get(&self.live_discarded),
             skipped_rows: get(&self.skipped_rows),
+            alias_bytes_saved: get(&self.alias_bytes_saved),
+            quota_pauses: get(&self.quota_pauses),
         }
+    }
+
+    /// MQTT 5: rows set aside as rejected, per reason code, since the process started.
+    pub fn refused(&self) -> BTreeMap<u8, u64> {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn rejected(&self, code: u8, rows: usize) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(code)
+            .or_default() += u64::try_from(rows).unwrap_or(u64::MAX);
+    }
+
+    pub(super) fn quota_paused(&self) {
+        add(&self.quota_pauses, 1);
+    }
+
+    pub(super) fn alias_saved(&self, bytes: u64) {
+        self.alias_bytes_saved.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(super) fn connected(&self) {

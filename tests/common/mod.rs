@@ -593,3 +593,23 @@ pub async fn subscribed(sub: &mut Subscriber, port: u16, probe: &str) {
     }
     panic!("the subscription never took effect");
 }
+
+/// An uplink run in process on `queue`: no live samples, no commands, a fixed birth; its
+/// counters in `stats`.
+pub fn in_process_uplink(
+    config: &fieldrelay::config::UplinkConfig,
+    queue: &fieldrelay::queue::Queue,
+    stats: std::sync::Arc<fieldrelay::uplink::UplinkStats>,
+) -> fieldrelay::uplink::Uplink {
+    let (_unused, live) = tokio::sync::mpsc::channel(1);
+    fieldrelay::uplink::Uplink {
+        config: config.clone(),
+        dialer: fieldrelay::uplink::dialer(config).expect("the uplink's dialer"),
+        queue: queue.clone(),
+        live: fieldrelay::queue::LiveReceiver { rx: live },
+        inbound: None,
+        presence: fieldrelay::uplink::Presence::fixed(fieldrelay::sample::now_ms()),
+        state: tokio::sync::watch::channel(fieldrelay::uplink::LinkState::default()).0,
+        stats,
+    }
+}

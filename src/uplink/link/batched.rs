@@ -37,7 +37,7 @@ pub(super) struct Unit {
 impl Link {
     /// Takes out of `ahead` the rows the next `n` messages hold; the rest stay, in order.
     pub(super) fn take_rows(&self, ahead: &mut VecDeque<StoredRow>, n: usize) -> Vec<StoredRow> {
-        if self.config.batch_limit().is_none() {
+        if self.batch_limit().is_none() {
             return ahead.drain(..n.min(ahead.len())).collect();
         }
         let taken = self.plan(ahead.make_contiguous(), n).taken();
@@ -65,7 +65,7 @@ impl Link {
         max_messages: usize,
         batching: bool,
     ) -> (Vec<Unit>, Vec<StoredRow>) {
-        if !batching || self.config.batch_limit().is_none() {
+        if !batching || self.batch_limit().is_none() {
             let mut rows = rows;
             let rest = rows.split_off(max_messages.min(rows.len()));
             let units = rows
@@ -127,7 +127,7 @@ impl Link {
 
     /// The planner's messages over `rows`, with the configured encoding's sizes.
     fn plan(&self, rows: &[StoredRow], n: usize) -> Plan {
-        let Some(limit) = self.config.batch_limit() else {
+        let Some(limit) = self.batch_limit() else {
             return Plan {
                 messages: (0..n.min(rows.len())).map(|i| vec![i]).collect(),
             };

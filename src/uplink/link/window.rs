@@ -6,6 +6,7 @@ use rumqttc::mqttbytes::v4::Packet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::batched::Unit;
 use super::Link;
 use crate::config::Qos;
 use crate::queue::{wire, Delivery, QueueError, StoredRow};
@@ -46,7 +47,11 @@ impl Link {
                 .session
                 .restore(row.seq, pkid, row.qos(), received, now)
             {
-                Ok(Restored::Republish { pkid }) => packets.push(self.render_again(row, pkid)),
+                Ok(Restored::Republish { pkid }) => {
+                    let packet = self.render_again(row, pkid);
+                    self.keep_sent(pkid, &packet, std::slice::from_ref(row));
+                    packets.push(packet);
+                }
                 Ok(Restored::Release(pubrel)) => packets.push(pubrel),
                 Err(error) => {
                     // Only after a power cut with `sync: normal`: the stored session cannot be
@@ -80,7 +85,7 @@ impl Link {
     /// ([`Link::refill_lanes`]).
     pub(super) async fn refill(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
         loop {
-            if self.stall.is_paused() {
+            if self.stall.is_paused() || self.quota_paused() {
                 return Ok(());
             }
             let last_seq = self.progress.borrow_and_update().last_seq;
@@ -146,50 +151,22 @@ impl Link {
             super::batched::put_back(ahead, back);
         }
         let expired: Vec<u64> = expired.into_iter().map(|row| row.seq).collect();
-        let mut packets = Vec::with_capacity(units.len());
-        // Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
-        // module doc of `super`), but a failed record takes the whole batch back.
-        let mut ids = Vec::with_capacity(units.len());
-        let mut sent = Vec::with_capacity(units.len());
-        let mut batched = Vec::new();
-        for unit in units {
-            if unit.batched {
-                let (topic, payload) = self.render_batch(&unit);
-                let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
-                let first = seqs[0];
-                let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
-                packets.push(packet);
-                ids.push((first, pkid, false));
-                batched.extend(unit.rows.iter().map(|row| row.seq));
-                sent.extend(unit.rows);
-                continue;
-            }
-            for row in unit.rows {
-                let (qos, retain) = wire::row_flags(&row.entry);
-                let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
-                let (packet, pkid) = match lane {
-                    Lane::Backlog => self
-                        .session
-                        .publish_row(row.seq, topic, payload, qos, retain, now)?,
-                    Lane::Live => self
-                        .session
-                        .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
-                };
-                self.handed_out(lane, row.seq);
-                if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
-                    live.inflight.insert(row.seq);
-                }
-                packets.push(packet);
-                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
-                sent.push(row);
-            }
-        }
+        let Rendered {
+            mut packets,
+            ids,
+            sent,
+            batched,
+            refused,
+        } = self.render_units(units, lane, now)?;
         // After the sent rows: the session's cursor only moves forward while rows go out.
         for seq in expired.iter().chain(&batched) {
             self.handed_out(lane, *seq);
         }
         if !expired.is_empty() {
             self.queue.expire(expired).await?;
+        }
+        for (seqs, code, topic) in refused {
+            self.reject(seqs, code, &topic, None, now).await?;
         }
         if packets.is_empty() {
             return Ok(true);
@@ -208,6 +185,9 @@ impl Link {
                     // Not on disk, so not on the wire: the rows wait for the retry.
                     let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
                     self.session.unsend(&pkids, cursor);
+                    for pkid in &pkids {
+                        self.forget_sent(*pkid);
+                    }
                     let ahead = match (lane, self.live_lane.as_mut()) {
                         (Lane::Live, Some(live)) => {
                             live.cursor = live_cursor.unwrap_or(live.cursor);
@@ -235,6 +215,7 @@ impl Link {
                 for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
                     if gone.contains(seq) {
                         self.session.cancel_row(*pkid);
+                        self.forget_sent(*pkid);
                         if let Some(live) = self.live_lane.as_mut() {
                             live.inflight.remove(seq);
                         }
@@ -253,11 +234,82 @@ impl Link {
             .iter()
             .fold(self.handed_max, |max, row| max.max(row.seq));
         self.rate.take(packets.len(), now);
-        writer.write(&packets).await?;
+        let expiries = self.expiries(&packets);
+        writer.write_expiring(&packets, &expiries).await?;
         self.stats.published(packets.len());
         self.stats.resent(again);
         self.flowed(now);
         Ok(true)
+    }
+
+    /// The PUBLISHes of `units` (one lane's, in `seq` order), with new packet ids; rows the
+    /// broker cannot take as they are (MQTT 5) are set aside for rejection instead.
+    fn render_units(
+        &mut self,
+        units: Vec<Unit>,
+        lane: Lane,
+        now: Instant,
+    ) -> Result<Rendered, UplinkError> {
+        let mut packets = Vec::with_capacity(units.len());
+        // Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
+        // module doc of `super`), but a failed record takes the whole batch back.
+        let mut ids = Vec::with_capacity(units.len());
+        let mut sent = Vec::with_capacity(units.len());
+        let mut batched = Vec::new();
+        // Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
+        let mut refused = Vec::new();
+        for unit in units {
+            if unit.batched {
+                let (topic, payload) = self.render_batch(&unit);
+                let seqs: Vec<u64> = unit.rows.iter().map(|row| row.seq).collect();
+                let first = seqs[0];
+                let qos = Qos::AtLeastOnce;
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, false) {
+                    batched.extend(&seqs);
+                    refused.push((seqs, code, topic));
+                    continue;
+                }
+                let (packet, pkid) = self.session.publish_rows(seqs, topic, payload, now)?;
+                self.keep_sent(pkid, &packet, &unit.rows);
+                packets.push(packet);
+                ids.push((first, pkid, false));
+                batched.extend(unit.rows.iter().map(|row| row.seq));
+                sent.extend(unit.rows);
+                continue;
+            }
+            for row in unit.rows {
+                let (qos, retain) = wire::row_flags(&row.entry);
+                let (topic, payload) = (self.topics.row(&row.entry), wire::row_payload(&row));
+                if let Some(code) = self.refused_locally(&topic, payload.len(), qos, retain) {
+                    self.handed_out(lane, row.seq);
+                    refused.push((vec![row.seq], code, topic));
+                    continue;
+                }
+                let (packet, pkid) = match lane {
+                    Lane::Backlog => self
+                        .session
+                        .publish_row(row.seq, topic, payload, qos, retain, now)?,
+                    Lane::Live => self
+                        .session
+                        .publish_fresh(row.seq, topic, payload, qos, retain, now)?,
+                };
+                self.handed_out(lane, row.seq);
+                if let (Lane::Live, Some(live)) = (lane, self.live_lane.as_mut()) {
+                    live.inflight.insert(row.seq);
+                }
+                self.keep_sent(pkid, &packet, std::slice::from_ref(&row));
+                packets.push(packet);
+                ids.push((row.seq, pkid, qos == Qos::ExactlyOnce));
+                sent.push(row);
+            }
+        }
+        Ok(Rendered {
+            packets,
+            ids,
+            sent,
+            batched,
+            refused,
+        })
     }
 
     /// Row `seq` of `lane` was sent or skipped: its lane's cursor moves past it.
@@ -377,6 +429,20 @@ pub(super) fn read_ahead_rows(max_inflight: u16) -> usize {
 
 /// See [`read_ahead_rows`].
 const READ_AHEAD_ROWS: usize = 4096;
+
+/// What [`Link::render_units`] made of a step's messages.
+struct Rendered {
+    packets: Vec<Packet>,
+    /// Every message's (first seq, packet id, QoS 2?): only QoS 2 ids are recorded (see the
+    /// module doc of `super`), but a failed record takes the whole step back.
+    ids: Vec<(u64, u16, bool)>,
+    /// The rows of those messages.
+    sent: Vec<StoredRow>,
+    /// The rows that went in batches, and those of batches refused locally.
+    batched: Vec<u64>,
+    /// Rows the broker could not take as they are (MQTT 5): (seqs, reason code, topic).
+    refused: Vec<(Vec<u64>, u8, String)>,
+}
 
 /// Which lane a batch of rows belongs to (see [`crate::uplink::share`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

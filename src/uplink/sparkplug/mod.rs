@@ -212,6 +212,7 @@ impl Driver {
                         will_topic,
                         will_payload,
                         will_retain: false,
+                        mqtt5: None,
                     };
                     let attempt = tokio::select! {
                         attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
@@ -570,6 +571,8 @@ impl Driver {
         for received in reader.batch(first)? {
             let packet = match received {
                 Received::Packet(packet) => packet,
+                // Only MQTT 5 refuses with a reason code; this profile speaks MQTT 3.1.1.
+                Received::Refused(_) => return Err(UplinkError::UnexpectedPacket("PUBACK")),
                 Received::Oversized(publish) => {
                     warn!(topic = %publish.topic, size = publish.payload_len, "oversized message from the broker ignored");
                     if publish.qos != QoS::AtMostOnce {
