@@ -204,11 +204,11 @@ mod tests {
         };
         assert_eq!(rejected(&text, "not_authorized"), (0.0, 0.0));
         queue.reject(vec![1], 0x87).await.unwrap();
-        queue.reject(vec![2], 0x9a).await.unwrap();
+        queue.reject(vec![2], 0x9c).await.unwrap();
         queue.progress().wait_for(|p| p.depth == 0).await.unwrap();
         let text = metrics.render().unwrap();
         assert_eq!(rejected(&text, "not_authorized"), (1.0, 1.0));
-        assert_eq!(rejected(&text, "0x9a"), (1.0, 1.0));
+        assert_eq!(rejected(&text, "0x9c"), (1.0, 1.0));
         assert_eq!(rejected(&text, "payload_format_invalid"), (0.0, 0.0));
         assert_eq!(value(&text, "fieldrelay_queue_depth"), 0.0);
         writer.close().await.unwrap();

@@ -1,10 +1,11 @@
 //! MQTT 5 reason codes a broker (or the uplink itself) refuses a PUBLISH with, by name
-//! (MQTT 5.0 §3.4.2.1 for PUBACK, §3.5.2.1 for PUBREC; 0x95 is the uplink's own refusal of a row
-//! larger than the broker's Maximum Packet Size). Pure: the names the queue's counters,
+//! (MQTT 5.0 §3.4.2.1 for PUBACK, §3.5.2.1 for PUBREC; 0x95, 0x9a and 0x9b are the uplink's own
+//! refusals of a row larger than the broker's Maximum Packet Size, or retained, or of a QoS the
+//! broker's CONNACK says it does not support). Pure: the names the queue's counters,
 //! `fieldrelay queue stats`, the export and the metrics use for a rejected row.
 
 /// The reason codes with a name, in code order.
-pub const NAMED: [(u8, &str); 8] = [
+pub const NAMED: [(u8, &str); 10] = [
     (0x80, "unspecified_error"),
     (0x83, "implementation_specific_error"),
     (0x87, "not_authorized"),
@@ -13,9 +14,11 @@ pub const NAMED: [(u8, &str); 8] = [
     (0x95, "packet_too_large"),
     (0x97, "quota_exceeded"),
     (0x99, "payload_format_invalid"),
+    (0x9a, "retain_not_supported"),
+    (0x9b, "qos_not_supported"),
 ];
 
-/// `not_authorized` for 0x87; a code without a name is its hex form, `0x9a`.
+/// `not_authorized` for 0x87; a code without a name is its hex form, `0x9c`.
 pub fn name(code: u8) -> String {
     match NAMED.iter().find(|(c, _)| *c == code) {
         Some((_, name)) => (*name).to_owned(),
@@ -58,7 +61,8 @@ mod tests {
         assert_eq!(name(0x87), "not_authorized");
         assert_eq!(name(0x95), "packet_too_large");
         assert_eq!(name(0x99), "payload_format_invalid");
-        assert_eq!(name(0x9a), "0x9a");
+        assert_eq!(name(0x9b), "qos_not_supported");
+        assert_eq!(name(0x9c), "0x9c");
         assert_eq!(name(0x00), "0x00");
         assert_eq!(label(0x90), "topic_name_invalid (0x90)");
         assert_eq!(label(0x01), "0x01");

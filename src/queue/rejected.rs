@@ -7,10 +7,12 @@
 //!
 //! # On-disk format
 //!
-//! A table beside `messages` in `queue.db`, created if missing at every open, like
-//! `recent_commands`: additive, so the schema version stays 2. A build that does not know the
-//! table ignores it (its rows are simply not sent, as with this build); a rejected `state` value
-//! in `messages` instead would be a row an older build decodes as an error or resends.
+//! A table beside `messages` in `queue.db`, created by the first rejection (a queue that never
+//! had one keeps the layout of a build without it, page for page): additive, like
+//! `recent_commands`, so the schema version stays 2. A build that does not know the table
+//! ignores it (its rows are simply not sent, as with this build); a rejected `state` value in
+//! `messages` instead would be a row an older build decodes as an error or resends. Every read
+//! of it checks first that it exists.
 //!
 //! ```sql
 //! CREATE TABLE rejected (
@@ -51,8 +53,8 @@ use super::counters::Counters;
 use super::store::visit_decoded;
 use super::{reason, QueueError, StoredRow};
 
-/// Created at every open; idempotent.
-pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS rejected (
+/// Created by the first rejection; idempotent.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS rejected (
     seq         INTEGER PRIMARY KEY,
     device      TEXT    NOT NULL,
     point       TEXT    NOT NULL,
@@ -159,6 +161,8 @@ pub(super) fn reject(
     let Ok(seq) = i64::try_from(seq) else {
         return Ok(false);
     };
+    // Rejections are rare: checking the schema each time costs less than knowing it.
+    tx.execute_batch(SCHEMA)?;
     let copied = tx
         .prepare_cached(SQL_COPY)?
         .execute(params![seq, i64::from(reason), now_ms])?;
@@ -170,6 +174,9 @@ pub(super) fn reject(
 
 /// Deletes the `n` oldest rejected rows (capacity); how many per reason.
 pub(super) fn evict_oldest(tx: &Transaction<'_>, n: u64) -> rusqlite::Result<ByReason> {
+    if !exists(tx)? {
+        return Ok(ByReason::new());
+    }
     let n = i64::try_from(n).unwrap_or(i64::MAX);
     let evicted = count_rows(tx, SQL_OLDEST_REASONS, [n])?;
     tx.prepare_cached(SQL_EVICT_OLDEST)?.execute([n])?;
@@ -178,6 +185,9 @@ pub(super) fn evict_oldest(tx: &Transaction<'_>, n: u64) -> rusqlite::Result<ByR
 
 /// Rows held per reason.
 pub(crate) fn held(conn: &Connection) -> rusqlite::Result<ByReason> {
+    if !exists(conn)? {
+        return Ok(ByReason::new());
+    }
     count_rows(conn, SQL_HELD, [])
 }
 
@@ -270,6 +280,9 @@ pub(super) fn visit(
 /// how many per reason. A row whose `seq` is in the queue already (it cannot be, short of a
 /// hand-edited file) stays rejected.
 pub(super) fn requeue(tx: &Transaction<'_>, reason: Option<u8>) -> rusqlite::Result<ByReason> {
+    if !exists(tx)? {
+        return Ok(ByReason::new());
+    }
     let reason = reason.map(i64::from);
     let of_reason = "(?1 IS NULL OR reason = ?1)";
     tx.execute(

@@ -78,10 +78,26 @@ fn table(dir: &TempDir) -> Vec<TableRow> {
     rows
 }
 
+/// Whether the file has the `rejected` table.
+fn has_table(dir: &TempDir) -> bool {
+    let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rejected'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap()
+        == 1
+}
+
 #[tokio::test]
 async fn rejected_rows_leave_the_queue_keep_their_fields_and_survive_a_restart() {
     let dir = TempDir::new().unwrap();
     let (q, w) = queue_with(&dir, 5).await;
+    assert!(!has_table(&dir), "created by the first rejection only");
+    assert!(q.rejected().held.is_empty());
     q.mark_published(vec![(4, 7)]).await.unwrap();
     let before = crate::sample::now_ms();
     q.reject(vec![1, 4, 99], 0x87).await.unwrap();
@@ -241,6 +257,9 @@ async fn drop_oldest_evicts_rejected_rows_before_any_queued_row() {
     let (q, w) = full_queue(&dir, crate::config::OnFull::DropOldest).await;
     let queued = seqs(&q.fetch(0, usize::MAX).await.unwrap());
     let dropped = q.stats().capacity_dropped;
+    // Row 1 was evicted: refusing it now does nothing.
+    assert!(queued[0] > 1);
+    q.reject(vec![1], 0x87).await.unwrap();
     // The newest rows are refused: the oldest queued rows are older than every rejected one.
     let newest = queued[queued.len() - 2000..].to_vec();
     q.reject(newest, 0x90).await.unwrap();
@@ -252,7 +271,10 @@ async fn drop_oldest_evicts_rejected_rows_before_any_queued_row() {
     assert_eq!(now.len(), queued.len() - 2000 + 500);
     assert_eq!(now[0], queued[0], "no queued row evicted");
     assert_eq!(q.stats().capacity_dropped, dropped);
-    let evicted = q.rejected().evicted.get(&0x90).copied().unwrap_or(0);
+    let stats = q.rejected();
+    let evicted = stats.evicted.get(&0x90).copied().unwrap_or(0);
     assert!(evicted > 0);
+    assert!(!stats.rejected.contains_key(&0x87), "{stats:?}");
+    assert_eq!(stats.held, [(0x90, 2000 - evicted)].into());
     w.close().await.unwrap();
 }
