@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crate::config::Qos;
+use crate::queue::request::to_hex;
 use crate::queue::{AnswerSent, CommandKey, Message, MessageKind, Queue, QueueError};
 use crate::sample::now_ms;
 
@@ -48,6 +49,15 @@ pub(super) struct Answer<'a> {
     pub payload: String,
     /// The command's inbox row, removed with the answer.
     pub inbox: Option<i64>,
+    /// MQTT 5: the command's Response Topic, answered there too (cloud only).
+    pub response: Option<Response<'a>>,
+}
+
+/// Where an MQTT 5 requester waits for the answer (`request.rs`).
+#[derive(Clone, Copy)]
+pub(super) struct Response<'a> {
+    pub topic: &'a str,
+    pub correlation: Option<&'a [u8]>,
 }
 
 /// A result for the local client: device, point, payload.
@@ -75,6 +85,7 @@ impl<'o> Answers<'o> {
             key,
             payload,
             inbox,
+            response,
         } = answer;
         let (message, local) = match self.origin {
             Origin::Cloud => {
@@ -94,6 +105,20 @@ impl<'o> Answers<'o> {
                 Some((device.to_owned(), point.to_owned(), payload.clone())),
             ),
         };
+        if let (Some(response), Some(result)) = (response, &message) {
+            // Committed before (mostly with) the result and the inbox removal: a crash in
+            // between leaves the command in the inbox, answered again at the next start.
+            let message = Message {
+                kind: MessageKind::CommandResponse,
+                device: Arc::from(response.topic),
+                point: Arc::from(to_hex(response.correlation.unwrap_or_default())),
+                ..result.clone()
+            };
+            let sent = queue
+                .send_answer(None, String::new(), Some(message), None)
+                .await?;
+            self.sent.push((sent, None));
+        }
         let sent = queue.send_answer(key, payload, message, inbox).await?;
         self.sent.push((sent, local));
         Ok(())

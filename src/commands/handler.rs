@@ -47,15 +47,16 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::answer::{Answer, Answers, Origin};
+use super::answer::{Answer, Answers, Origin, Response};
 use super::payload::{CommandId, CommandPayload, MAX_PAYLOAD};
 use super::plan::{check_age, WritePlan};
+use super::request::expiry_refusal;
 use super::result::{self, ErrorCode, Outcome, Refusal};
 use super::stats::CommandStats;
 use crate::backoff::Backoff;
 use crate::config::{CommandsConfig, PointConfig};
 use crate::modbus::{BusHandle, DeviceView, WriteError};
-use crate::queue::{CommandKey, InboxCommand, Queue, QueueError, RecentCommand};
+use crate::queue::{CommandKey, CommandRequest, InboxCommand, Queue, QueueError, RecentCommand};
 use crate::sample::now_ms;
 
 /// Commands read from the inbox at once; their answers are awaited together.
@@ -167,6 +168,14 @@ impl Handler {
             key,
             payload,
             inbox: Some(command.row),
+            response: command
+                .request
+                .response_topic
+                .as_deref()
+                .map(|topic| Response {
+                    topic,
+                    correlation: command.request.correlation.as_deref(),
+                }),
         };
         if command.oversized {
             let refusal = Refusal::new(
@@ -214,7 +223,10 @@ impl Handler {
             (Some(RecentCommand::Writing), _) => self.interrupted(device, point, &parsed).await,
             _ => match &parsed {
                 Err(error) => Outcome::Failed(Refusal::new(ErrorCode::BadPayload, &error.reason)),
-                Ok(parsed) => self.execute(device, point, parsed, key.as_ref()).await?,
+                Ok(parsed) => {
+                    let target = (device, point, &command.request);
+                    self.execute(target, parsed, key.as_ref()).await?
+                }
             },
         };
         let payload = self.render(device, point, id.as_ref(), &outcome);
@@ -275,8 +287,7 @@ impl Handler {
     /// committed (then nothing was written).
     async fn execute(
         &self,
-        device: &str,
-        point: &str,
+        (device, point, request): (&str, &str, &CommandRequest),
         command: &CommandPayload,
         key: Option<&CommandKey>,
     ) -> Result<Outcome, QueueError> {
@@ -293,6 +304,9 @@ impl Handler {
         let max_age = write.max_age.unwrap_or(self.commands.max_age);
         if let Err(refusal) = check_age(command.ts_ms, now_ms(), max_age, self.commands.without_ts)
         {
+            return Ok(Outcome::Failed(refusal));
+        }
+        if let Some(refusal) = expiry_refusal(request, now_ms()) {
             return Ok(Outcome::Failed(refusal));
         }
         let plan = match WritePlan::new(&config, &command.value) {

@@ -56,6 +56,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::recent::{self, CommandKey, RecentCommand};
+use super::request::{self, CommandRequest};
 use super::writer::Command;
 use super::{Queue, QueueError};
 
@@ -105,6 +106,8 @@ pub struct NewCommand {
     pub retained: bool,
     /// Too large to read: discarded as it arrived.
     pub oversized: bool,
+    /// MQTT 5 request properties, stored beside it (`request.rs`).
+    pub request: CommandRequest,
 }
 
 /// What became of one delivered command.
@@ -143,6 +146,8 @@ pub struct InboxCommand {
     pub received_ms: i64,
     /// What the recent-commands table knew of its id when it was read.
     pub recent: Option<RecentCommand>,
+    /// Its MQTT 5 request properties (empty without).
+    pub request: CommandRequest,
 }
 
 /// The inbox's requests to the writer thread (one [`Command::Inbox`] each).
@@ -268,6 +273,7 @@ fn take(
         i64::try_from(command.size).unwrap_or(i64::MAX),
         now_ms,
     ])?;
+    request::insert(tx, tx.last_insert_rowid(), &command.request)?;
     Ok(Taken::Stored)
 }
 
@@ -320,7 +326,7 @@ fn is_known(tx: &Transaction<'_>, command: &NewCommand) -> rusqlite::Result<bool
 pub(super) fn delete(tx: &Transaction<'_>, row: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM command_inbox WHERE id = ?1")?
         .execute([row])?;
-    Ok(())
+    request::delete(tx, row)
 }
 
 /// Commands of `origin` in the inbox.
@@ -357,10 +363,12 @@ fn next(
             oversized: flags & FLAG_OVERSIZED != 0,
             received_ms: r.get(7)?,
             recent: None,
+            request: CommandRequest::default(),
         })
     })?;
     let mut commands = rows.collect::<Result<Vec<_>, _>>()?;
     for command in &mut commands {
+        command.request = request::lookup(conn, command.row)?.unwrap_or_default();
         if let Some(id) = &command.id {
             let key = CommandKey {
                 origin,
@@ -430,6 +438,7 @@ mod tests {
             dup: false,
             retained: false,
             oversized: false,
+            request: CommandRequest::default(),
         }
     }
 
@@ -524,11 +533,54 @@ mod tests {
         writer.close().await.unwrap();
     }
 
+    /// A command's MQTT 5 request survives a reopen with it, and leaves the file with it.
+    #[tokio::test]
+    async fn a_request_is_kept_with_its_command_and_leaves_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let request = CommandRequest {
+            response_topic: Some("reply/here".into()),
+            correlation: Some(vec![0, 1, 255]),
+            expires_ms: Some(99),
+        };
+        let mut asked = command(Some("r"), "{}");
+        asked.request = request.clone();
+        queue
+            .inbox_take(vec![asked, command(None, "1")])
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let waiting = queue.inbox_next("cloud", 0, 10).await.unwrap();
+        assert_eq!(waiting[0].request, request);
+        assert!(waiting[1].request.is_empty());
+        queue
+            .send_answer(
+                None,
+                String::new(),
+                Some(result("{}")),
+                Some(waiting[0].row),
+            )
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+        let conn = Connection::open(dir.path().join(crate::queue::DB_FILE)).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM command_requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
     #[test]
     fn a_full_inbox_refuses_more() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch(recent::SCHEMA).unwrap();
+        conn.execute_batch(request::SCHEMA).unwrap();
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
              INSERT INTO command_inbox (origin, device, point, payload, flags, size, received_ms) \

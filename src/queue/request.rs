@@ -1,0 +1,135 @@
+//! MQTT 5 request properties of the commands in the inbox, and the rows that answer them.
+//!
+//! A command PUBLISH may carry a Response Topic, Correlation Data and a Message Expiry
+//! Interval (MQTT 5 §4.10, §3.3.2.3.3). They are committed with the command, in the
+//! transaction that stores it in the inbox, so an answer given after a restart still goes where
+//! the requester waits, and the command's remaining lifetime is still known.
+//!
+//! # On-disk format
+//! A table beside `command_inbox`, created if missing at every open (additive, so the schema
+//! version stays 2; a build that does not know it ignores it and answers on `…/set/result`
+//! only). A row exists only for an inbox row with at least one of the properties, and leaves
+//! with it ([`delete`]):
+//!
+//! ```sql
+//! CREATE TABLE command_requests (
+//!     inbox_id       INTEGER PRIMARY KEY,  -- command_inbox.id
+//!     response_topic TEXT,                 -- validated before it is stored; NULL: none
+//!     correlation    BLOB,                 -- as received; NULL: none
+//!     expires_ms     INTEGER               -- receipt + the remaining Message Expiry Interval
+//! );
+//! ```
+//!
+//! The answer on the response topic is a queue row of kind 5 (`command_response`, see
+//! [`super::MessageKind::CommandResponse`]): `device` holds the response topic (a whole topic,
+//! not under `topic_prefix`: the requester chose it), `point` the correlation data in lower-case
+//! hex (empty: none), `body` the same result payload as the `…/set/result` row. A build that
+//! does not know kind 5 stops at such a row as at any row it cannot decode (never a guess):
+//! downgrading below this build needs the queue drained first.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Created at every open; idempotent.
+pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS command_requests (
+    inbox_id       INTEGER PRIMARY KEY,
+    response_topic TEXT,
+    correlation    BLOB,
+    expires_ms     INTEGER
+);";
+
+/// What a command's PUBLISH asked for (MQTT 5), as stored with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandRequest {
+    /// Where the requester waits for the answer (already validated).
+    pub response_topic: Option<String>,
+    /// Echoed with the answer on the response topic.
+    pub correlation: Option<Vec<u8>>,
+    /// When the PUBLISH's Message Expiry Interval runs out (ms since the Unix epoch).
+    pub expires_ms: Option<i64>,
+}
+
+impl CommandRequest {
+    pub fn is_empty(&self) -> bool {
+        self.response_topic.is_none() && self.correlation.is_none() && self.expires_ms.is_none()
+    }
+}
+
+/// Stores `request` for the inbox row `inbox_id` (nothing when it is empty).
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    inbox_id: i64,
+    request: &CommandRequest,
+) -> rusqlite::Result<()> {
+    if request.is_empty() {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO command_requests (inbox_id, response_topic, correlation, \
+         expires_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        inbox_id,
+        request.response_topic,
+        request.correlation,
+        request.expires_ms
+    ])?;
+    Ok(())
+}
+
+/// The request stored for the inbox row `inbox_id`, if any.
+pub(super) fn lookup(conn: &Connection, inbox_id: i64) -> rusqlite::Result<Option<CommandRequest>> {
+    conn.prepare_cached(
+        "SELECT response_topic, correlation, expires_ms FROM command_requests WHERE inbox_id = ?1",
+    )?
+    .query_row([inbox_id], |r| {
+        Ok(CommandRequest {
+            response_topic: r.get(0)?,
+            correlation: r.get(1)?,
+            expires_ms: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// Removes the request of an inbox row leaving the inbox.
+pub(super) fn delete(tx: &Transaction<'_>, inbox_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM command_requests WHERE inbox_id = ?1")?
+        .execute([inbox_id])?;
+    Ok(())
+}
+
+/// Correlation data as stored in a response row's `point` column.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The correlation data of a response row's `point` column; `None` when it is not hex (a
+/// hand-edited file): the answer then goes without it.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_round_trips_through_hex() {
+        let bytes = vec![0x00, 0xff, 0x10, b'a'];
+        assert_eq!(to_hex(&bytes), "00ff1061");
+        assert_eq!(from_hex(&to_hex(&bytes)), Some(bytes));
+        assert_eq!(from_hex(""), Some(Vec::new()));
+        assert_eq!(from_hex("0"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é0"), None);
+    }
+}
