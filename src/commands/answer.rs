@@ -2,7 +2,8 @@
 //!
 //! Every answer is committed first: for the cloud, the result row (queued and published like a
 //! sample), the recorded answer of an id and the removal of the command from the inbox, in one
-//! transaction; for the on-site broker, the recorded answer and the removal, and then, after
+//! transaction (with, for an MQTT 5 command that named a Response Topic, the answer row on that
+//! topic, handed to the writer just before); for the on-site broker, the recorded answer and the removal, and then, after
 //! the commit, the result is handed to the local client (live, not durable). [`Answers`] sends
 //! answers to the queue without waiting for each commit, so a run of commands costs one commit,
 //! and [`Answers::flush`] waits for them in order.

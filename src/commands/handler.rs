@@ -15,14 +15,18 @@
 //!      again; it reads the point back and answers `ok` if the device holds the requested
 //!      value, `device_error` otherwise (or if it cannot read it).
 //! 4. Checks against the point map, pure ([`plan`](super::plan)): `unknown_point`,
-//!    `not_writable`, `expired` (the age of its `ts` now, at execution), `bad_payload`,
+//!    `not_writable`, `expired` (the age of its `ts` now, at execution; under MQTT 5 also its
+//!    Message Expiry deadline, [`request`](super::request)), `bad_payload`,
 //!    `out_of_range`. A device whose last poll failed gets `device_offline` at once.
 //! 5. With an `id`: "writing" is committed ([`Queue::command_taken`]) — only then the write goes
 //!    to the bus owner (FC 5/6/15/16, failing fast when the device is offline), and with
 //!    `verify: true` the point is read back.
 //! 6. The answer is committed ([`Answers`]): for the cloud, the result row, the recorded answer
 //!    and the removal from the inbox in one transaction; for the on-site broker, the recorded
-//!    answer and the removal, then the result is handed to the local client.
+//!    answer and the removal, then the result is handed to the local client. A cloud command
+//!    with an MQTT 5 Response Topic also gets a `command_response` row, committed with them
+//!    (or just before, in the writer's order: a crash in between answers it again at the next
+//!    start).
 //!
 //! Answers are handed to the queue without waiting for each commit (the next command's own
 //! reads and writes come after them in the writer's order), and a batch's answers are awaited
