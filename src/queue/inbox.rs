@@ -425,7 +425,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Message, MessageKind, QueueOptions};
+    use crate::queue::{Entry, Message, MessageKind, QueueOptions};
 
     fn command(id: Option<&str>, payload: &str) -> NewCommand {
         NewCommand {
@@ -555,6 +555,16 @@ mod tests {
         let waiting = queue.inbox_next("cloud", 0, 10).await.unwrap();
         assert_eq!(waiting[0].request, request);
         assert!(waiting[1].request.is_empty());
+        let response = Message {
+            kind: MessageKind::CommandResponse,
+            device: "reply/here".into(),
+            point: request::to_hex(&[0, 1, 255]).into(),
+            ..result("{}")
+        };
+        queue
+            .send_answer(None, String::new(), Some(response), None)
+            .await
+            .unwrap();
         queue
             .send_answer(
                 None,
@@ -573,6 +583,21 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM command_requests", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+        drop(conn);
+
+        // The answer on the response topic is a queued row like the result, after a reopen.
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let rows = queue.fetch(0, 10).await.unwrap();
+        let Entry::Message(answer) = &rows[0].entry else {
+            panic!("a message row");
+        };
+        assert_eq!(answer.kind, MessageKind::CommandResponse);
+        assert_eq!(
+            crate::queue::wire::row_topic("p", &rows[0].entry),
+            "reply/here"
+        );
+        assert_eq!(request::from_hex(&answer.point), Some(vec![0, 1, 255]));
+        writer.close().await.unwrap();
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //! [`super::MessageKind::CommandResponse`]): `device` holds the response topic (a whole topic,
 //! not under `topic_prefix`: the requester chose it), `point` the correlation data in lower-case
 //! hex (empty: none), `body` the same result payload as the `…/set/result` row. A build that
-//! does not know kind 5 stops at such a row as at any row it cannot decode (never a guess):
-//! downgrading below this build needs the queue drained first.
+//! does not know kind 5 never guesses at such a row: it skips it as undecodable (logged,
+//! counted in `fieldrelay_uplink_skipped_rows_total`, left in the file) and the rows behind it
+//! flow, so after a downgrade those answers are missing on the response topic only (the
+//! results on `…/set/result` are ordinary kind 2 rows).
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
