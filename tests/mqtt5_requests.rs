@@ -49,40 +49,35 @@ async fn slow_proxy(upstream: u16) -> u16 {
     port
 }
 
+/// The shared test config (`common::config_head`) under `protocol: mqtt5`, its bus allowing
+/// for the proxy's delay.
 fn config(dir: &std::path::Path, broker: u16, device: u16) -> std::path::PathBuf {
     let path = dir.join("gateway.yaml");
-    let text = format!(
-        "gateway:
-  id: test-gw
-  data_dir: {data}
-uplink:
-  url: mqtt://127.0.0.1:{broker}
-  keep_alive: 5s
-  reconnect_initial: 100ms
-  reconnect_max: 500ms
-  protocol: mqtt5
-  will_delay: 0s
-buses:
-  - {{name: plc1, type: tcp, host: 127.0.0.1, port: {device}, timeout: 3s}}
-devices:
+    let head = common::config_head(
+        &dir.join("data"),
+        broker,
+        device,
+        "  protocol: mqtt5\n  will_delay: 0s\n",
+    );
+    let text = head.replace("timeout: 200ms", "timeout: 3s")
+        + "devices:
   - name: boiler
     bus: plc1
     unit_id: 1
     poll_interval: 1s
     points:
-      - {{name: mode, table: holding, address: 2, type: u16, writable: true}}
-      - {{name: temperature, table: input, address: 0, type: i16}}
-",
-        data = dir.join("data").display(),
-    );
+      - {name: mode, table: holding, address: 2, type: u16, writable: true}
+      - {name: temperature, table: input, address: 0, type: i16}
+";
     std::fs::write(&path, text).unwrap();
     path
 }
 
-/// `mosquitto_pub -V 5` at QoS 1 with `props` (`-D publish …` arguments); returns after the
-/// broker's PUBACK.
-fn publish5(port: u16, topic: &str, payload: &str, props: &[&str]) {
-    let status = Command::new("mosquitto_pub")
+/// A mosquitto client `bin` speaking MQTT 5 at QoS 1 to the broker on `port`, sending
+/// `payload` on the command topic `topic`.
+fn client(bin: &str, port: u16, topic: &str, payload: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
         .args([
             "-V",
             "5",
@@ -93,29 +88,31 @@ fn publish5(port: u16, topic: &str, payload: &str, props: &[&str]) {
             "-q",
             "1",
         ])
-        .args(["-t", &format!("{P}/{topic}"), "-m", payload])
+        .args(["-t", &format!("{P}/{topic}"), "-m", payload]);
+    command
+}
+
+/// `mosquitto_pub` with `props` (`-D publish …` arguments); returns after the broker's PUBACK.
+fn publish5(port: u16, topic: &str, payload: &str, props: &[&str]) {
+    let status = client("mosquitto_pub", port, topic, payload)
         .args(props)
         .status()
         .expect("run mosquitto_pub (mosquitto-clients)");
     assert!(status.success());
 }
 
-/// `mosquitto_rr` (MQTT 5): the command on `topic` with Response Topic `response` and
-/// Correlation Data `correlation`; prints `<topic>|<correlation data>|<payload>` of the answer.
+/// `mosquitto_rr`: the command with Response Topic `response` and Correlation Data
+/// `correlation`; prints `<topic>|<correlation data>|<payload>` of the answer.
 fn request(port: u16, topic: &str, response: &str, correlation: &str, payload: &str) -> Output {
-    Command::new("mosquitto_rr")
+    client("mosquitto_rr", port, topic, payload)
         .args([
-            "-V",
-            "5",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
+            "-e",
+            response,
+            "-D",
+            "publish",
+            "correlation-data",
+            correlation,
         ])
-        .args(["-t", &format!("{P}/{topic}"), "-e", response, "-m", payload])
-        .args(["-D", "publish", "correlation-data", correlation])
         .args(["-F", "%t|%D|%p", "-W", "20"])
         .output()
         .expect("run mosquitto_rr (mosquitto-clients)")

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::config::Qos;
 use crate::queue::request::to_hex;
-use crate::queue::{AnswerSent, CommandKey, Message, MessageKind, Queue, QueueError};
+use crate::queue::{
+    AnswerSent, CommandKey, CommandRequest, Message, MessageKind, Queue, QueueError,
+};
 use crate::sample::now_ms;
 
 /// Where the results of the on-site broker's commands go (its client): non-durable, offered
@@ -59,6 +61,16 @@ pub(super) struct Answer<'a> {
 pub(super) struct Response<'a> {
     pub topic: &'a str,
     pub correlation: Option<&'a [u8]>,
+}
+
+impl<'a> Response<'a> {
+    /// The response topic `request` names, if any.
+    pub fn of(request: &'a CommandRequest) -> Option<Response<'a>> {
+        request.response_topic.as_deref().map(|topic| Response {
+            topic,
+            correlation: request.correlation.as_deref(),
+        })
+    }
 }
 
 /// A result for the local client: device, point, payload.

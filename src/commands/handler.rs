@@ -172,14 +172,7 @@ impl Handler {
             key,
             payload,
             inbox: Some(command.row),
-            response: command
-                .request
-                .response_topic
-                .as_deref()
-                .map(|topic| Response {
-                    topic,
-                    correlation: command.request.correlation.as_deref(),
-                }),
+            response: Response::of(&command.request),
         };
         if command.oversized {
             let refusal = Refusal::new(

@@ -381,14 +381,7 @@ impl Intake {
                 key: None,
                 payload,
                 inbox: None,
-                response: command
-                    .request
-                    .response_topic
-                    .as_deref()
-                    .map(|topic| Response {
-                        topic,
-                        correlation: command.request.correlation.as_deref(),
-                    }),
+                response: Response::of(&command.request),
             };
             if let Err(error) = answers.send(&self.queue, answer).await {
                 error!(%error, "cannot answer a refused command; left unacknowledged for redelivery");

@@ -454,6 +454,17 @@ mod tests {
         }
     }
 
+    /// Commits the result `{}` of the inbox row `row`, removing it.
+    async fn answered(queue: &Queue, key: Option<CommandKey>, row: i64) {
+        queue
+            .send_answer(key, "{}".into(), Some(result("{}")), Some(row))
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+    }
+
     /// Stored in arrival order; a DUP of a waiting command is not stored again, a repeat
     /// without DUP is; answering removes the row with the answer; everything survives a reopen.
     #[tokio::test]
@@ -494,18 +505,7 @@ mod tests {
             point: "setpoint".into(),
             id: "\"a\"".into(),
         };
-        queue
-            .send_answer(
-                Some(key),
-                "{}".into(),
-                Some(result("{}")),
-                Some(waiting[0].row),
-            )
-            .await
-            .unwrap()
-            .committed()
-            .await
-            .unwrap();
+        answered(&queue, Some(key), waiting[0].row).await;
         writer.close().await.unwrap();
 
         let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
@@ -565,18 +565,7 @@ mod tests {
             .send_answer(None, String::new(), Some(response), None)
             .await
             .unwrap();
-        queue
-            .send_answer(
-                None,
-                String::new(),
-                Some(result("{}")),
-                Some(waiting[0].row),
-            )
-            .await
-            .unwrap()
-            .committed()
-            .await
-            .unwrap();
+        answered(&queue, None, waiting[0].row).await;
         writer.close().await.unwrap();
         let conn = Connection::open(dir.path().join(crate::queue::DB_FILE)).unwrap();
         let left: i64 = conn
