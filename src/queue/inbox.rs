@@ -28,6 +28,7 @@
 //!     flags       INTEGER NOT NULL,  -- 1: delivered as retained; 2: oversized, discarded unread
 //!     size        INTEGER NOT NULL,  -- payload bytes as received
 //!     received_ms INTEGER NOT NULL
+//!     -- and, added by `request.rs`: response_topic, correlation, expires_ms (MQTT 5)
 //! );
 //! ```
 //!
@@ -326,7 +327,7 @@ fn is_known(tx: &Transaction<'_>, command: &NewCommand) -> rusqlite::Result<bool
 pub(super) fn delete(tx: &Transaction<'_>, row: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM command_inbox WHERE id = ?1")?
         .execute([row])?;
-    request::delete(tx, row)
+    Ok(())
 }
 
 /// Commands of `origin` in the inbox.
@@ -368,7 +369,7 @@ fn next(
     })?;
     let mut commands = rows.collect::<Result<Vec<_>, _>>()?;
     for command in &mut commands {
-        command.request = request::lookup(conn, command.row)?.unwrap_or_default();
+        command.request = request::lookup(conn, command.row)?;
         if let Some(id) = &command.id {
             let key = CommandKey {
                 origin,
@@ -569,7 +570,11 @@ mod tests {
         writer.close().await.unwrap();
         let conn = Connection::open(dir.path().join(crate::queue::DB_FILE)).unwrap();
         let left: i64 = conn
-            .query_row("SELECT COUNT(*) FROM command_requests", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM command_inbox WHERE response_topic IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(left, 0);
         drop(conn);
@@ -594,7 +599,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch(recent::SCHEMA).unwrap();
-        conn.execute_batch(request::SCHEMA).unwrap();
+        request::migrate(&conn).unwrap();
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
              INSERT INTO command_inbox (origin, device, point, payload, flags, size, received_ms) \

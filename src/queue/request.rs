@@ -6,18 +6,15 @@
 //! the requester waits, and the command's remaining lifetime is still known.
 //!
 //! # On-disk format
-//! A table beside `command_inbox`, created if missing at every open (additive, so the schema
-//! version stays 2; a build that does not know it ignores it and answers on `…/set/result`
-//! only). A row exists only for an inbox row with at least one of the properties, and leaves
-//! with it ([`delete`]):
+//! Three columns of `command_inbox`, added if missing at every open (`ALTER TABLE … ADD
+//! COLUMN`: additive, so the schema version stays 2, and no page is allocated for them; a build
+//! that does not know them leaves them NULL and answers on `…/set/result` only). They leave the
+//! file with their inbox row:
 //!
 //! ```sql
-//! CREATE TABLE command_requests (
-//!     inbox_id       INTEGER PRIMARY KEY,  -- command_inbox.id
-//!     response_topic TEXT,                 -- validated before it is stored; NULL: none
-//!     correlation    BLOB,                 -- as received; NULL: none
-//!     expires_ms     INTEGER               -- receipt + the remaining Message Expiry Interval
-//! );
+//! response_topic TEXT,     -- validated before it is stored; NULL: none
+//! correlation    BLOB,     -- as received; NULL: none
+//! expires_ms     INTEGER   -- receipt + the remaining Message Expiry Interval; NULL: none
 //! ```
 //!
 //! The answer on the response topic is a queue row of kind 5 (`command_response`, see
@@ -31,13 +28,23 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-/// Created at every open; idempotent.
-pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS command_requests (
-    inbox_id       INTEGER PRIMARY KEY,
-    response_topic TEXT,
-    correlation    BLOB,
-    expires_ms     INTEGER
-);";
+/// Adds the request columns to `command_inbox` unless it has them (at every open, after the
+/// inbox's own schema; writes only the first time).
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let present: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('command_inbox') WHERE name = 'response_topic'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        conn.execute_batch(
+            "ALTER TABLE command_inbox ADD COLUMN response_topic TEXT;
+             ALTER TABLE command_inbox ADD COLUMN correlation BLOB;
+             ALTER TABLE command_inbox ADD COLUMN expires_ms INTEGER;",
+        )?;
+    }
+    Ok(())
+}
 
 /// What a command's PUBLISH asked for (MQTT 5), as stored with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +63,7 @@ impl CommandRequest {
     }
 }
 
-/// Stores `request` for the inbox row `inbox_id` (nothing when it is empty).
+/// Stores `request` with the inbox row `inbox_id` (nothing when it is empty).
 pub(super) fn insert(
     tx: &Transaction<'_>,
     inbox_id: i64,
@@ -66,8 +73,8 @@ pub(super) fn insert(
         return Ok(());
     }
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO command_requests (inbox_id, response_topic, correlation, \
-         expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        "UPDATE command_inbox SET response_topic = ?2, correlation = ?3, expires_ms = ?4 \
+         WHERE id = ?1",
     )?
     .execute(params![
         inbox_id,
@@ -78,10 +85,10 @@ pub(super) fn insert(
     Ok(())
 }
 
-/// The request stored for the inbox row `inbox_id`, if any.
-pub(super) fn lookup(conn: &Connection, inbox_id: i64) -> rusqlite::Result<Option<CommandRequest>> {
+/// The request stored with the inbox row `inbox_id` (empty without).
+pub(super) fn lookup(conn: &Connection, inbox_id: i64) -> rusqlite::Result<CommandRequest> {
     conn.prepare_cached(
-        "SELECT response_topic, correlation, expires_ms FROM command_requests WHERE inbox_id = ?1",
+        "SELECT response_topic, correlation, expires_ms FROM command_inbox WHERE id = ?1",
     )?
     .query_row([inbox_id], |r| {
         Ok(CommandRequest {
@@ -91,13 +98,7 @@ pub(super) fn lookup(conn: &Connection, inbox_id: i64) -> rusqlite::Result<Optio
         })
     })
     .optional()
-}
-
-/// Removes the request of an inbox row leaving the inbox.
-pub(super) fn delete(tx: &Transaction<'_>, inbox_id: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM command_requests WHERE inbox_id = ?1")?
-        .execute([inbox_id])?;
-    Ok(())
+    .map(Option::unwrap_or_default)
 }
 
 /// Correlation data as stored in a response row's `point` column.
