@@ -2,7 +2,8 @@
 //!
 //! Every answer is committed first: for the cloud, the result row (queued and published like a
 //! sample), the recorded answer of an id and the removal of the command from the inbox, in one
-//! transaction; for the on-site broker, the recorded answer and the removal, and then, after
+//! transaction (with, for an MQTT 5 command that named a Response Topic, the answer row on that
+//! topic, handed to the writer just before); for the on-site broker, the recorded answer and the removal, and then, after
 //! the commit, the result is handed to the local client (live, not durable). [`Answers`] sends
 //! answers to the queue without waiting for each commit, so a run of commands costs one commit,
 //! and [`Answers::flush`] waits for them in order.
@@ -10,7 +11,10 @@
 use std::sync::Arc;
 
 use crate::config::Qos;
-use crate::queue::{AnswerSent, CommandKey, Message, MessageKind, Queue, QueueError};
+use crate::queue::request::to_hex;
+use crate::queue::{
+    AnswerSent, CommandKey, CommandRequest, Message, MessageKind, Queue, QueueError,
+};
 use crate::sample::now_ms;
 
 /// Where the results of the on-site broker's commands go (its client): non-durable, offered
@@ -48,6 +52,25 @@ pub(super) struct Answer<'a> {
     pub payload: String,
     /// The command's inbox row, removed with the answer.
     pub inbox: Option<i64>,
+    /// MQTT 5: the command's Response Topic, answered there too (cloud only).
+    pub response: Option<Response<'a>>,
+}
+
+/// Where an MQTT 5 requester waits for the answer (`request.rs`).
+#[derive(Clone, Copy)]
+pub(super) struct Response<'a> {
+    pub topic: &'a str,
+    pub correlation: Option<&'a [u8]>,
+}
+
+impl<'a> Response<'a> {
+    /// The response topic `request` names, if any.
+    pub fn of(request: &'a CommandRequest) -> Option<Response<'a>> {
+        request.response_topic.as_deref().map(|topic| Response {
+            topic,
+            correlation: request.correlation.as_deref(),
+        })
+    }
 }
 
 /// A result for the local client: device, point, payload.
@@ -75,6 +98,7 @@ impl<'o> Answers<'o> {
             key,
             payload,
             inbox,
+            response,
         } = answer;
         let (message, local) = match self.origin {
             Origin::Cloud => {
@@ -94,6 +118,20 @@ impl<'o> Answers<'o> {
                 Some((device.to_owned(), point.to_owned(), payload.clone())),
             ),
         };
+        if let (Some(response), Some(result)) = (response, &message) {
+            // Committed before (mostly with) the result and the inbox removal: a crash in
+            // between leaves the command in the inbox, answered again at the next start.
+            let message = Message {
+                kind: MessageKind::CommandResponse,
+                device: Arc::from(response.topic),
+                point: Arc::from(to_hex(response.correlation.unwrap_or_default())),
+                ..result.clone()
+            };
+            let sent = queue
+                .send_answer(None, String::new(), Some(message), None)
+                .await?;
+            self.sent.push((sent, None));
+        }
         let sent = queue.send_answer(key, payload, message, inbox).await?;
         self.sent.push((sent, local));
         Ok(())

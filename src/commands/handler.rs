@@ -15,14 +15,18 @@
 //!      again; it reads the point back and answers `ok` if the device holds the requested
 //!      value, `device_error` otherwise (or if it cannot read it).
 //! 4. Checks against the point map, pure ([`plan`](super::plan)): `unknown_point`,
-//!    `not_writable`, `expired` (the age of its `ts` now, at execution), `bad_payload`,
+//!    `not_writable`, `expired` (the age of its `ts` now, at execution; under MQTT 5 also its
+//!    Message Expiry deadline, [`request`](super::request)), `bad_payload`,
 //!    `out_of_range`. A device whose last poll failed gets `device_offline` at once.
 //! 5. With an `id`: "writing" is committed ([`Queue::command_taken`]) — only then the write goes
 //!    to the bus owner (FC 5/6/15/16, failing fast when the device is offline), and with
 //!    `verify: true` the point is read back.
 //! 6. The answer is committed ([`Answers`]): for the cloud, the result row, the recorded answer
 //!    and the removal from the inbox in one transaction; for the on-site broker, the recorded
-//!    answer and the removal, then the result is handed to the local client.
+//!    answer and the removal, then the result is handed to the local client. A cloud command
+//!    with an MQTT 5 Response Topic also gets a `command_response` row, committed with them
+//!    (or just before, in the writer's order: a crash in between answers it again at the next
+//!    start).
 //!
 //! Answers are handed to the queue without waiting for each commit (the next command's own
 //! reads and writes come after them in the writer's order), and a batch's answers are awaited
@@ -47,15 +51,16 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::answer::{Answer, Answers, Origin};
+use super::answer::{Answer, Answers, Origin, Response};
 use super::payload::{CommandId, CommandPayload, MAX_PAYLOAD};
 use super::plan::{check_age, WritePlan};
+use super::request::expiry_refusal;
 use super::result::{self, ErrorCode, Outcome, Refusal};
 use super::stats::CommandStats;
 use crate::backoff::Backoff;
 use crate::config::{CommandsConfig, PointConfig};
 use crate::modbus::{BusHandle, DeviceView, WriteError};
-use crate::queue::{CommandKey, InboxCommand, Queue, QueueError, RecentCommand};
+use crate::queue::{CommandKey, CommandRequest, InboxCommand, Queue, QueueError, RecentCommand};
 use crate::sample::now_ms;
 
 /// Commands read from the inbox at once; their answers are awaited together.
@@ -167,6 +172,7 @@ impl Handler {
             key,
             payload,
             inbox: Some(command.row),
+            response: Response::of(&command.request),
         };
         if command.oversized {
             let refusal = Refusal::new(
@@ -214,7 +220,10 @@ impl Handler {
             (Some(RecentCommand::Writing), _) => self.interrupted(device, point, &parsed).await,
             _ => match &parsed {
                 Err(error) => Outcome::Failed(Refusal::new(ErrorCode::BadPayload, &error.reason)),
-                Ok(parsed) => self.execute(device, point, parsed, key.as_ref()).await?,
+                Ok(parsed) => {
+                    let target = (device, point, &command.request);
+                    self.execute(target, parsed, key.as_ref()).await?
+                }
             },
         };
         let payload = self.render(device, point, id.as_ref(), &outcome);
@@ -275,8 +284,7 @@ impl Handler {
     /// committed (then nothing was written).
     async fn execute(
         &self,
-        device: &str,
-        point: &str,
+        (device, point, request): (&str, &str, &CommandRequest),
         command: &CommandPayload,
         key: Option<&CommandKey>,
     ) -> Result<Outcome, QueueError> {
@@ -293,6 +301,9 @@ impl Handler {
         let max_age = write.max_age.unwrap_or(self.commands.max_age);
         if let Err(refusal) = check_age(command.ts_ms, now_ms(), max_age, self.commands.without_ts)
         {
+            return Ok(Outcome::Failed(refusal));
+        }
+        if let Some(refusal) = expiry_refusal(request, now_ms()) {
             return Ok(Outcome::Failed(refusal));
         }
         let plan = match WritePlan::new(&config, &command.value) {

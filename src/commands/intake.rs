@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::answer::{Answer, Answers, Origin};
+use super::answer::{Answer, Answers, Origin, Response};
 use super::payload::CommandPayload;
 use super::result::{self, ErrorCode, Outcome, Refusal};
 use super::stats::CommandStats;
@@ -314,6 +314,7 @@ impl Intake {
             retained,
             oversized,
             ack,
+            request,
         } = incoming;
         let Some((device, point)) = topic::parse(&self.prefix, &topic) else {
             CommandStats::add(&self.stats.ignored, 1);
@@ -336,6 +337,11 @@ impl Intake {
             },
         };
         CommandStats::add(&self.stats.received, 1);
+        let (request, invalid) = super::request::stored(request.as_ref(), now_ms());
+        if let Some(invalid) = invalid {
+            CommandStats::add(&self.stats.bad_response_topic, 1);
+            warn!(%device, %point, reason = %invalid, "ignoring the command's MQTT 5 response topic; it is answered on its result topic only");
+        }
         let command = NewCommand {
             origin: self.origin.name(),
             device: device.to_owned(),
@@ -346,6 +352,7 @@ impl Intake {
             dup,
             retained,
             oversized: oversized.is_some(),
+            request,
         };
         Delivered {
             ack,
@@ -374,6 +381,7 @@ impl Intake {
                 key: None,
                 payload,
                 inbox: None,
+                response: Response::of(&command.request),
             };
             if let Err(error) = answers.send(&self.queue, answer).await {
                 error!(%error, "cannot answer a refused command; left unacknowledged for redelivery");
@@ -411,6 +419,7 @@ mod tests {
                 size: payload.len() as u64,
                 dup: false,
                 retained: false,
+                request: Default::default(),
                 oversized: false,
             }),
             id: None,

@@ -14,6 +14,8 @@
 //! - [`topic`]: command and result topics. Pure.
 //! - [`plan`]: age, type, resolution and range checks against the point map, and the request
 //!   that carries the write out. Pure.
+//! - [`request`]: MQTT 5 response topic, correlation data and message expiry of a command.
+//!   Pure.
 //! - [`result`]: the answer's payload and the error codes of the contract. Pure.
 //! - [`intake`]: commits what a connection delivers to the inbox, then acknowledges it; refuses
 //!   with `busy` when the inbox is full. One per broker commands come from.
@@ -29,6 +31,7 @@ pub mod handler;
 pub mod intake;
 pub mod payload;
 pub mod plan;
+pub mod request;
 pub mod result;
 pub mod stats;
 pub mod topic;

@@ -23,6 +23,8 @@ pub struct CommandStats {
     pub oversized: AtomicU64,
     /// PUBLISHes on a topic that names no command, acknowledged and dropped.
     pub ignored: AtomicU64,
+    /// MQTT 5 Response Topics ignored as invalid (the command is answered on `…/set/result`).
+    pub bad_response_topic: AtomicU64,
     /// Answers committed by the handler (every code, stored answers repeated included).
     pub answered: AtomicU64,
     /// Commands waiting in the inbox, as last seen by the intake or the handler.
@@ -40,6 +42,7 @@ impl CommandStats {
             retained: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
+            bad_response_topic: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
         }

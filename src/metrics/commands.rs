@@ -25,7 +25,7 @@ impl CommandCollector {
 /// A counter exported: name, help, and the field it reads.
 type CounterField = (&'static str, &'static str, fn(&CommandStats) -> &AtomicU64);
 
-const COUNTERS: [CounterField; 8] = [
+const COUNTERS: [CounterField; 9] = [
     (
         "fieldrelay_commands_received",
         "PUBLISHes on a command topic taken by the intake",
@@ -66,6 +66,12 @@ const COUNTERS: [CounterField; 8] = [
         "fieldrelay_commands_answered",
         "Command answers committed (every result code, repeated stored answers included)",
         |s| &s.answered,
+    ),
+    (
+        "fieldrelay_commands_bad_response_topic",
+        "MQTT 5 Response Topics ignored as invalid (empty, a wildcard, too long); the command is \
+         answered on its result topic only",
+        |s| &s.bad_response_topic,
     ),
 ];
 

@@ -28,6 +28,7 @@
 //!     flags       INTEGER NOT NULL,  -- 1: delivered as retained; 2: oversized, discarded unread
 //!     size        INTEGER NOT NULL,  -- payload bytes as received
 //!     received_ms INTEGER NOT NULL
+//!     -- and, added by `request.rs`: response_topic, correlation, expires_ms (MQTT 5)
 //! );
 //! ```
 //!
@@ -56,6 +57,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::recent::{self, CommandKey, RecentCommand};
+use super::request::{self, CommandRequest};
 use super::writer::Command;
 use super::{Queue, QueueError};
 
@@ -105,6 +107,8 @@ pub struct NewCommand {
     pub retained: bool,
     /// Too large to read: discarded as it arrived.
     pub oversized: bool,
+    /// MQTT 5 request properties, stored beside it (`request.rs`).
+    pub request: CommandRequest,
 }
 
 /// What became of one delivered command.
@@ -143,6 +147,8 @@ pub struct InboxCommand {
     pub received_ms: i64,
     /// What the recent-commands table knew of its id when it was read.
     pub recent: Option<RecentCommand>,
+    /// Its MQTT 5 request properties (empty without).
+    pub request: CommandRequest,
 }
 
 /// The inbox's requests to the writer thread (one [`Command::Inbox`] each).
@@ -268,6 +274,7 @@ fn take(
         i64::try_from(command.size).unwrap_or(i64::MAX),
         now_ms,
     ])?;
+    request::insert(tx, tx.last_insert_rowid(), &command.request)?;
     Ok(Taken::Stored)
 }
 
@@ -357,10 +364,12 @@ fn next(
             oversized: flags & FLAG_OVERSIZED != 0,
             received_ms: r.get(7)?,
             recent: None,
+            request: CommandRequest::default(),
         })
     })?;
     let mut commands = rows.collect::<Result<Vec<_>, _>>()?;
     for command in &mut commands {
+        command.request = request::lookup(conn, command.row)?;
         if let Some(id) = &command.id {
             let key = CommandKey {
                 origin,
@@ -417,7 +426,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Message, MessageKind, QueueOptions};
+    use crate::queue::{Entry, Message, MessageKind, QueueOptions};
 
     fn command(id: Option<&str>, payload: &str) -> NewCommand {
         NewCommand {
@@ -430,6 +439,7 @@ mod tests {
             dup: false,
             retained: false,
             oversized: false,
+            request: CommandRequest::default(),
         }
     }
 
@@ -443,6 +453,17 @@ mod tests {
             qos: crate::config::Qos::AtLeastOnce,
             retain: false,
         }
+    }
+
+    /// Commits the result `{}` of the inbox row `row`, removing it.
+    async fn answered(queue: &Queue, key: Option<CommandKey>, row: i64) {
+        queue
+            .send_answer(key, "{}".into(), Some(result("{}")), Some(row))
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
     }
 
     /// Stored in arrival order; a DUP of a waiting command is not stored again, a repeat
@@ -485,18 +506,7 @@ mod tests {
             point: "setpoint".into(),
             id: "\"a\"".into(),
         };
-        queue
-            .send_answer(
-                Some(key),
-                "{}".into(),
-                Some(result("{}")),
-                Some(waiting[0].row),
-            )
-            .await
-            .unwrap()
-            .committed()
-            .await
-            .unwrap();
+        answered(&queue, Some(key), waiting[0].row).await;
         writer.close().await.unwrap();
 
         let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
@@ -524,11 +534,72 @@ mod tests {
         writer.close().await.unwrap();
     }
 
+    /// A command's MQTT 5 request survives a reopen with it, and leaves the file with it.
+    #[tokio::test]
+    async fn a_request_is_kept_with_its_command_and_leaves_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let request = CommandRequest {
+            response_topic: Some("reply/here".into()),
+            correlation: Some(vec![0, 1, 255]),
+            expires_ms: Some(99),
+        };
+        let mut asked = command(Some("r"), "{}");
+        asked.request = request.clone();
+        queue
+            .inbox_take(vec![asked, command(None, "1")])
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let waiting = queue.inbox_next("cloud", 0, 10).await.unwrap();
+        assert_eq!(waiting[0].request, request);
+        assert!(waiting[1].request.is_empty());
+        let response = Message {
+            kind: MessageKind::CommandResponse,
+            device: "reply/here".into(),
+            point: request::to_hex(&[0, 1, 255]).into(),
+            ..result("{}")
+        };
+        queue
+            .send_answer(None, String::new(), Some(response), None)
+            .await
+            .unwrap();
+        answered(&queue, None, waiting[0].row).await;
+        writer.close().await.unwrap();
+        let conn = Connection::open(dir.path().join(crate::queue::DB_FILE)).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM command_inbox WHERE response_topic IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+        drop(conn);
+
+        // The answer on the response topic is a queued row like the result, after a reopen.
+        let (queue, _live, writer) = Queue::open(dir.path(), QueueOptions::default()).unwrap();
+        let rows = queue.fetch(0, 10).await.unwrap();
+        let Entry::Message(answer) = &rows[0].entry else {
+            panic!("a message row");
+        };
+        assert_eq!(answer.kind, MessageKind::CommandResponse);
+        assert_eq!(
+            crate::queue::wire::row_topic("p", &rows[0].entry),
+            "reply/here"
+        );
+        assert_eq!(request::from_hex(&answer.point), Some(vec![0, 1, 255]));
+        writer.close().await.unwrap();
+    }
+
     #[test]
     fn a_full_inbox_refuses_more() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch(recent::SCHEMA).unwrap();
+        request::migrate(&conn).unwrap();
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
              INSERT INTO command_inbox (origin, device, point, payload, flags, size, received_ms) \

@@ -55,7 +55,7 @@
 //!     ts_ms      INTEGER NOT NULL,  -- ms since the Unix epoch
 //!     qos        INTEGER NOT NULL,  -- 1 or 2 (QoS 0 is never stored)
 //!     retain     INTEGER NOT NULL,  -- 0 or 1
-//!     kind       INTEGER NOT NULL DEFAULT 0,  -- 0 sample, 1 device status, 2 command result
+//!     kind       INTEGER NOT NULL DEFAULT 0,  -- 0 sample, 1 device status, 2 command result, 3/4 config, 5 command response ([`request`])
 //!     expires_ms INTEGER,           -- ts_ms + the point's max_age; NULL: never
 //!     state      INTEGER NOT NULL DEFAULT 0,  -- 0 queued, 1 PUBLISH sent, 2 PUBREC received
 //!     pkid       INTEGER            -- packet id while state != 0
@@ -164,6 +164,7 @@ pub mod reason;
 pub mod recent;
 pub mod record;
 pub mod rejected;
+pub mod request;
 pub mod requeue;
 mod row;
 pub mod salvage;
@@ -179,6 +180,7 @@ pub use handle::{AnswerSent, LiveReceiver, Queue, QueueWriter};
 pub use inbox::{InboxCommand, NewCommand, TakeReport, Taken};
 pub use options::{max_ages, QueueOptions, DEFAULT_MAX_SIZE};
 pub use recent::{CommandKey, CommandRecord, RecentCommand};
+pub use request::CommandRequest;
 pub use row::{Delivery, Entry, Message, MessageKind, StoredRow, StoredSample};
 pub use store::{db_path, read_only_rows, FileSchema, Layout, QueueReader, DB_FILE};
 

@@ -24,6 +24,9 @@ pub enum MessageKind {
     ConfigResult,
     /// `P/config/current`: the running configuration, asked for on `P/config/get`.
     ConfigCurrent,
+    /// An answer on the Response Topic of an MQTT 5 command: `device` is the topic, `point`
+    /// the correlation data in hex (see `request.rs`).
+    CommandResponse,
 }
 
 impl MessageKind {
@@ -34,6 +37,7 @@ impl MessageKind {
             MessageKind::CommandResult => 2,
             MessageKind::ConfigResult => 3,
             MessageKind::ConfigCurrent => 4,
+            MessageKind::CommandResponse => 5,
         }
     }
 
@@ -43,6 +47,7 @@ impl MessageKind {
             2 => Some(MessageKind::CommandResult),
             3 => Some(MessageKind::ConfigResult),
             4 => Some(MessageKind::ConfigCurrent),
+            5 => Some(MessageKind::CommandResponse),
             _ => None,
         }
     }

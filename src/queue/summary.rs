@@ -106,6 +106,7 @@ pub fn kind_name(code: i64) -> String {
         Some(MessageKind::CommandResult) => "command_result".to_owned(),
         Some(MessageKind::ConfigResult) => "config_result".to_owned(),
         Some(MessageKind::ConfigCurrent) => "config_current".to_owned(),
+        Some(MessageKind::CommandResponse) => "command_response".to_owned(),
         None => format!("kind_{code}"),
     }
 }

@@ -109,6 +109,7 @@ pub fn row_topic(prefix: &str, entry: &Entry) -> String {
             MessageKind::CommandResult => format!("{prefix}/{}/{}/set/result", m.device, m.point),
             MessageKind::ConfigResult => format!("{prefix}/config/result"),
             MessageKind::ConfigCurrent => format!("{prefix}/config/current"),
+            MessageKind::CommandResponse => m.device.to_string(),
         },
     }
 }

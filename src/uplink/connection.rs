@@ -22,8 +22,8 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, LastWill, Packet};
+use bytes::{Buf, Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{Connect, LastWill, Packet, Publish};
 use rumqttc::mqttbytes::{self, QoS};
 use rumqttc::v5::mqttbytes as v5bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -61,6 +61,21 @@ pub enum Received {
     Oversized(OversizedPublish),
     /// MQTT 5 only: a PUBACK or PUBREC whose reason code is not a success.
     Refused(Refusal),
+    /// MQTT 5 only: a PUBLISH with request properties (a Response Topic, Correlation Data, a
+    /// Message Expiry Interval); one without any comes as a [`Received::Packet`].
+    Request(Publish, Request),
+}
+
+/// What an MQTT 5 PUBLISH asks of its receiver, as the broker forwarded it. Nothing here is
+/// validated: it is the requester's (`commands/request.rs` checks it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Response Topic: where the requester waits for the answer.
+    pub response_topic: Option<String>,
+    /// Correlation Data, echoed with the answer.
+    pub correlation: Option<Bytes>,
+    /// Message Expiry Interval: the seconds of lifetime the message has left (§3.3.2.3.3).
+    pub expiry: Option<u32>,
 }
 
 /// A PUBACK or PUBREC refusing the message of `pkid` (MQTT 5).
@@ -190,7 +205,7 @@ pub async fn connect(
                 Err(UplinkError::Refused(format!("{:?}", ack.code)))
             }
             Received::Packet(other) => Err(UplinkError::UnexpectedPacket(packet_name(&other))),
-            Received::Oversized(_) | Received::Refused(_) => {
+            Received::Oversized(_) | Received::Refused(_) | Received::Request(..) => {
                 Err(UplinkError::UnexpectedPacket("PUBLISH"))
             }
         }
@@ -454,6 +469,17 @@ impl PacketWriter {
         packets: &[Packet],
         expiries: &[Option<u32>],
     ) -> Result<(), UplinkError> {
+        self.write_v5(packets, expiries, &[]).await
+    }
+
+    /// Like [`PacketWriter::write_expiring`]; under MQTT 5 the PUBLISH `packets[i]` also
+    /// carries the Correlation Data `correlations[i]` (an answer to a request).
+    pub async fn write_v5(
+        &mut self,
+        packets: &[Packet],
+        expiries: &[Option<u32>],
+        correlations: &[Option<Bytes>],
+    ) -> Result<(), UplinkError> {
         if packets.is_empty() {
             return Ok(());
         }
@@ -467,8 +493,9 @@ impl PacketWriter {
                 }
                 Some((aliases, max_packet)) => {
                     let expiry = expiries.get(i).copied().flatten();
+                    let correlation = correlations.get(i).cloned().flatten();
                     let max = max_packet.unwrap_or(MAX_OUTGOING_PACKET as u32);
-                    mqtt5::outgoing(packet, expiry, aliases)?
+                    mqtt5::outgoing(packet, expiry, correlation, aliases)?
                         .write(&mut self.buf, Some(max))
                         .map_err(UplinkError::Protocol5)?;
                 }

@@ -42,6 +42,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use super::connection::Request;
 pub use super::connection::MAX_INCOMING_PACKET;
 use super::connection::{OversizedPublish, Received};
 use super::UplinkError;
@@ -110,6 +111,8 @@ pub struct Incoming {
     pub oversized: Option<u64>,
     /// `None` for QoS 0 (nothing to acknowledge).
     pub ack: Option<AckToken>,
+    /// MQTT 5: the PUBLISH's request properties (response topic, correlation, expiry).
+    pub request: Option<Request>,
 }
 
 /// A connection owner's side of the seam: the intake it feeds (none when nothing is subscribed),
@@ -199,6 +202,16 @@ impl Inflow {
                 tracing::debug!(?refusal, "a refusal is not a command");
                 return None;
             }
+            Received::Request(publish, request) => {
+                let before = self.batch.len();
+                out.extend(self.offer(Ok(publish)));
+                if self.batch.len() > before {
+                    if let Some(incoming) = self.batch.last_mut() {
+                        incoming.request = Some(request);
+                    }
+                }
+                return None;
+            }
         };
         out.extend(self.offer(publish));
         None
@@ -281,6 +294,7 @@ fn receive(
         retained,
         oversized,
         ack,
+        request: None,
     }
 }
 

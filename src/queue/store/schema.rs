@@ -170,6 +170,7 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     // Additive, so not a schema version of its own (see `recent.rs`).
     tx.execute_batch(crate::queue::recent::SCHEMA)?;
     tx.execute_batch(crate::queue::inbox::SCHEMA)?;
+    crate::queue::request::migrate(&tx)?;
     // Written only when it changes: an open that writes nothing also works on a full disk.
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

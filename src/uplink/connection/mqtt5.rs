@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 
-use super::{packet_name, ConnectOptions, Received, Refusal};
+use super::{packet_name, ConnectOptions, Received, Refusal, Request};
 use crate::uplink::alias::{Alias, Aliases};
 use crate::uplink::reason::meaning;
 use crate::uplink::UplinkError;
@@ -75,10 +75,12 @@ pub(super) fn accepted(ack: &ConnAck) -> Result<(), UplinkError> {
     )))
 }
 
-/// `packet` in MQTT 5 form; `expiry` is the Message Expiry Interval of a PUBLISH.
+/// `packet` in MQTT 5 form; `expiry` is the Message Expiry Interval of a PUBLISH,
+/// `correlation` its Correlation Data (an answer to a request).
 pub(super) fn outgoing(
     packet: &v4::Packet,
     expiry: Option<u32>,
+    correlation: Option<Bytes>,
     aliases: &mut Aliases,
 ) -> Result<Packet, UplinkError> {
     Ok(match packet {
@@ -92,10 +94,11 @@ pub(super) fn outgoing(
                 Alias::Known(a) | Alias::New(a) => Some(a),
                 Alias::None => None,
             };
-            let properties =
-                (expiry.is_some() || topic_alias.is_some()).then(|| PublishProperties {
+            let properties = (expiry.is_some() || topic_alias.is_some() || correlation.is_some())
+                .then(|| PublishProperties {
                     message_expiry_interval: expiry,
                     topic_alias,
+                    correlation_data: correlation,
                     ..PublishProperties::default()
                 });
             Packet::Publish(Publish {
@@ -147,14 +150,25 @@ pub(super) fn incoming(packet: Packet) -> Result<Received, UplinkError> {
                 // We allow no aliases (Topic Alias Maximum 0): an empty topic is a violation.
                 return Err(UplinkError::UnexpectedPacket("PUBLISH with a topic alias"));
             }
-            v4::Packet::Publish(v4::Publish {
+            let request = p.properties.map(|props| Request {
+                response_topic: props.response_topic,
+                correlation: props.correlation_data,
+                expiry: props.message_expiry_interval,
+            });
+            let publish = v4::Publish {
                 dup: p.dup,
                 qos: from_v5(p.qos),
                 retain: p.retain,
                 topic,
                 pkid: p.pkid,
                 payload: p.payload,
-            })
+            };
+            return Ok(match request {
+                Some(request) if request != Request::default() => {
+                    Received::Request(publish, request)
+                }
+                _ => Received::Packet(v4::Packet::Publish(publish)),
+            });
         }
         Packet::PubAck(a) => match puback_code(a.reason) {
             0x00 | 0x10 => v4::Packet::PubAck(v4::PubAck::new(a.pkid)),
@@ -313,7 +327,8 @@ mod tests {
     fn publishes_carry_expiry_and_aliases_topic_first_then_empty() {
         let mut aliases = Aliases::new(5);
         let publish = v4::Packet::Publish(v4::Publish::new("p/d/t", QoS::AtLeastOnce, "{}"));
-        let Packet::Publish(first) = outgoing(&publish, Some(30), &mut aliases).unwrap() else {
+        let Packet::Publish(first) = outgoing(&publish, Some(30), None, &mut aliases).unwrap()
+        else {
             panic!("not a publish")
         };
         let props = first.properties.clone().unwrap();
@@ -322,7 +337,7 @@ mod tests {
             (&b"p/d/t"[..], Some(1))
         );
         assert_eq!(props.message_expiry_interval, Some(30));
-        let Packet::Publish(second) = outgoing(&publish, None, &mut aliases).unwrap() else {
+        let Packet::Publish(second) = outgoing(&publish, None, None, &mut aliases).unwrap() else {
             panic!("not a publish")
         };
         assert!(second.topic.is_empty());

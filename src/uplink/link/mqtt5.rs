@@ -12,7 +12,8 @@
 //!   connection stays up.
 //!
 //! The PUBLISH of every row message in flight is kept (its payload is shared, not copied) for
-//! that resend and for the topic the warnings name.
+//! that resend and for the topic the warnings name; an answer on a command's Response Topic
+//! (a `command_response` row) keeps its Correlation Data too, sent with every copy.
 //!
 //! A server's DISCONNECT ends the connection like any loss, logged with its meaning
 //! ([`server_disconnect`]); one that waits in the socket behind a failed write is read for it
@@ -22,6 +23,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::mqttbytes::v4::Packet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -29,7 +31,8 @@ use tracing::{error, info, warn};
 use super::Link;
 use crate::backoff::Backoff;
 use crate::config::Qos;
-use crate::queue::StoredRow;
+use crate::queue::request;
+use crate::queue::{Entry, MessageKind, StoredRow};
 use crate::sample::now_ms;
 use crate::uplink::connection::{PacketReader, PacketWriter, Refusal};
 use crate::uplink::limits::{expiry_secs, BrokerLimits};
@@ -48,6 +51,9 @@ pub(super) struct Mqtt5Link {
     pub limits: BrokerLimits,
     /// The PUBLISH of every row message in flight, with its rows' earliest `expires_ms`.
     sent: HashMap<u16, (Packet, Option<i64>)>,
+    /// The Correlation Data of the answers to requests in flight (rows of kind
+    /// `command_response`), sent with every copy of their PUBLISH.
+    correlations: HashMap<u16, Bytes>,
     /// While set, no rows are taken and deferred messages wait (quota exceeded).
     pub quota_until: Option<Instant>,
     quota_backoff: Backoff,
@@ -60,6 +66,7 @@ impl Mqtt5Link {
         Mqtt5Link {
             limits,
             sent: HashMap::new(),
+            correlations: HashMap::new(),
             quota_until: None,
             quota_backoff: Backoff::new(initial, max),
             warned: HashMap::new(),
@@ -174,6 +181,10 @@ impl Link {
         if let Some(m) = self.mqtt5.as_mut() {
             let expires = rows.iter().filter_map(|row| row.expires_ms).min();
             m.sent.insert(pkid, (packet.clone(), expires));
+            match correlation(rows) {
+                Some(correlation) => m.correlations.insert(pkid, correlation),
+                None => m.correlations.remove(&pkid),
+            };
         }
     }
 
@@ -188,6 +199,7 @@ impl Link {
     pub(super) fn forget_sent(&mut self, pkid: u16) {
         if let Some(m) = self.mqtt5.as_mut() {
             m.sent.remove(&pkid);
+            m.correlations.remove(&pkid);
             if m.quota_until.is_none() {
                 m.quota_backoff.reset();
             }
@@ -207,6 +219,20 @@ impl Link {
                     .sent
                     .get(&p.pkid)
                     .and_then(|(_, expires)| expiry_secs(*expires, now)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The Correlation Data of each of `packets` (MQTT 5), from their kept rows.
+    pub(super) fn correlations(&self, packets: &[Packet]) -> Vec<Option<Bytes>> {
+        let Some(m) = self.mqtt5.as_ref() else {
+            return Vec::new();
+        };
+        packets
+            .iter()
+            .map(|packet| match packet {
+                Packet::Publish(p) => m.correlations.get(&p.pkid).cloned(),
                 _ => None,
             })
             .collect()
@@ -319,7 +345,8 @@ impl Link {
             .filter_map(|pkid| m.sent.get(pkid).map(|(packet, _)| packet.clone()))
             .collect();
         let expiries = self.expiries(&packets);
-        writer.write_expiring(&packets, &expiries).await?;
+        let correlations = self.correlations(&packets);
+        writer.write_v5(&packets, &expiries, &correlations).await?;
         self.stats.resent(packets.len());
         Ok(())
     }
@@ -372,4 +399,16 @@ pub(super) fn server_disconnect(error: &UplinkError) -> bool {
         _ => warn!(%error, "uplink connection lost"),
     }
     after_disconnect(*code) == AfterDisconnect::Longest
+}
+
+/// The Correlation Data a row message answers with: that of a `command_response` row (stored in
+/// hex in its `point`, see `queue/request.rs`); none for an empty one or any other row.
+fn correlation(rows: &[StoredRow]) -> Option<Bytes> {
+    let [row] = rows else { return None };
+    match &row.entry {
+        Entry::Message(m) if m.kind == MessageKind::CommandResponse && !m.point.is_empty() => {
+            request::from_hex(&m.point).map(Bytes::from)
+        }
+        _ => None,
+    }
 }

@@ -235,7 +235,8 @@ impl Link {
             .fold(self.handed_max, |max, row| max.max(row.seq));
         self.rate.take(packets.len(), now);
         let expiries = self.expiries(&packets);
-        writer.write_expiring(&packets, &expiries).await?;
+        let correlations = self.correlations(&packets);
+        writer.write_v5(&packets, &expiries, &correlations).await?;
         self.stats.published(packets.len());
         self.stats.resent(again);
         self.flowed(now);

@@ -161,6 +161,7 @@ impl Driver {
                     retained,
                     oversized: None,
                     ack: None,
+                    request: None,
                 }
             })
             .collect();

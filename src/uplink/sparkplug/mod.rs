@@ -573,6 +573,7 @@ impl Driver {
                 Received::Packet(packet) => packet,
                 // Only MQTT 5 refuses with a reason code; this profile speaks MQTT 3.1.1.
                 Received::Refused(_) => return Err(UplinkError::UnexpectedPacket("PUBACK")),
+                Received::Request(..) => return Err(UplinkError::UnexpectedPacket("PUBLISH")),
                 Received::Oversized(publish) => {
                     warn!(topic = %publish.topic, size = publish.payload_len, "oversized message from the broker ignored");
                     if publish.qos != QoS::AtMostOnce {
