@@ -87,8 +87,11 @@ fn main() -> BenchResult<()> {
             1,
         )
     };
-    let (v5_points, v5_batched, v5_compact) =
-        (mqtt5(&twenty), mqtt5(&twenty_batched), mqtt5(&twenty_compact));
+    let (v5_points, v5_batched, v5_compact) = (
+        mqtt5(&twenty),
+        mqtt5(&twenty_batched),
+        mqtt5(&twenty_compact),
+    );
     // (row, config, extra lines for the TLS listener of the broker)
     let mut cases = vec![("every_poll", every_poll, "")];
     if full {
@@ -232,12 +235,7 @@ const STEADY_AFTER: Duration = Duration::from_secs(5);
 
 /// Runs `config` (the example's text) for `duration` (see [`Counted`]).
 /// `listener` is added to the TLS listener's section of the broker's configuration.
-async fn run(
-    dir: &Path,
-    config: &str,
-    listener: &str,
-    duration: Duration,
-) -> BenchResult<Counted> {
+async fn run(dir: &Path, config: &str, listener: &str, duration: Duration) -> BenchResult<Counted> {
     std::fs::create_dir_all(dir)?;
     let pki = pki::TestPki::generate(&dir.join("pki"));
     let tls_port = free_port()?;
@@ -286,8 +284,10 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // FR_BUDGET_BIN: a copy of the gateway, so that a long run survives a rebuild of target/.
-    let bin = std::env::var_os("FR_BUDGET_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_fieldrelay").into(), std::path::PathBuf::from);
+    let bin = std::env::var_os("FR_BUDGET_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_fieldrelay").into(),
+        std::path::PathBuf::from,
+    );
     let gateway = GatewayProcess::start(&bin, &path)?;
     // The window opens at the first byte: the connection's handshake and birth are in it.
     let opened = Instant::now();
