@@ -19,10 +19,14 @@
 //!   per sample on the wire in the steady state (from 5 s after the connection's first byte,
 //!   so the TLS handshake and the birth are not spread over the samples), and their ratio to
 //!   `20 points` measured in the same run. `FR_BUDGET_REPEAT` (default 1) repeats these rows
-//!   and prints min / median / max.
+//!   and prints min / median / max;
+//! - **20 v5 points**, **20 v5 points a32**, **20 v5 per_device**, **20 v5 compact**: the same
+//!   with `uplink.protocol: mqtt5` (topic aliases, a property-length byte per PUBLISH), ratios
+//!   still against mqtt311 `20 points`: the first under mosquitto's default `max_topic_alias`
+//!   of 10 (10 of the 20 topics aliased, the rest by name), the second with 32 (all aliased).
 //!
 //! `FR_BUDGET_CASES=20` runs only the rows whose name starts with one of the comma-separated
-//! prefixes.
+//! prefixes. `FR_BUDGET_BIN` runs that gateway binary instead of the one cargo built.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs 3 s of the second row as a
 //! smoke test. Needs `mosquitto` (scripts/test-deps.sh).
@@ -76,16 +80,35 @@ fn main() -> BenchResult<()> {
     );
     let twenty_compact =
         twenty_batched.replacen("batch: per_device\n", "batch: per_device_compact\n", 1);
-    let mut cases = vec![("every_poll", every_poll)];
+    let mqtt5 = |text: &str| {
+        text.replacen(
+            "  url: mqtt://127.0.0.1:1883\n",
+            "  url: mqtt://127.0.0.1:1883\n  protocol: mqtt5\n",
+            1,
+        )
+    };
+    let (v5_points, v5_batched, v5_compact) = (
+        mqtt5(&twenty),
+        mqtt5(&twenty_batched),
+        mqtt5(&twenty_compact),
+    );
+    // (row, config, extra lines for the TLS listener of the broker)
+    let mut cases = vec![("every_poll", every_poll, "")];
     if full {
-        cases.insert(0, ("as shipped", shipped));
-        cases.push(("per_device", per_device));
-        cases.push(("20 points", twenty));
-        cases.push(("20 per_device", twenty_batched));
-        cases.push(("20 compact", twenty_compact));
+        cases.insert(0, ("as shipped", shipped, ""));
+        cases.push(("per_device", per_device, ""));
+        cases.push(("20 points", twenty, ""));
+        cases.push(("20 per_device", twenty_batched, ""));
+        cases.push(("20 compact", twenty_compact, ""));
+        // mosquitto's default `max_topic_alias` is 10: half the 20 topics get an alias.
+        cases.push(("20 v5 points", v5_points.clone(), ""));
+        cases.push(("20 v5 points a32", v5_points, "max_topic_alias 32\n"));
+        // One topic per device: the default 10 aliases are plenty.
+        cases.push(("20 v5 per_device", v5_batched, ""));
+        cases.push(("20 v5 compact", v5_compact, ""));
     }
     if let Ok(only) = std::env::var("FR_BUDGET_CASES") {
-        cases.retain(|(name, _)| only.split(',').any(|p| name.starts_with(p)));
+        cases.retain(|(name, _, _)| only.split(',').any(|p| name.starts_with(p)));
     }
     let repeat: usize = match std::env::var("FR_BUDGET_REPEAT") {
         Ok(text) => text.parse()?,
@@ -95,17 +118,17 @@ fn main() -> BenchResult<()> {
         "bytes through a counting proxy (TLS, both directions) vs `check --budget`, {secs} s each"
     );
     println!(
-        "| {:<12} | {:>12} | {:>12} | {:>10} | {:>14} |",
+        "| {:<16} | {:>12} | {:>12} | {:>10} | {:>14} |",
         "config", "proxy bytes", "budget bytes", "budget/proxy", "proxy MB/month"
     );
     println!(
-        "|{:-<14}|{:->14}|{:->14}|{:->14}|{:->16}|",
+        "|{:-<18}|{:->14}|{:->14}|{:->14}|{:->16}|",
         "", "", "", "", ""
     );
     let mut every_poll_bytes = None;
     // Per 20-point row: bytes per sample of each run.
     let mut per_sample: Vec<(&str, Vec<f64>)> = Vec::new();
-    for (name, text) in cases {
+    for (name, text, listener) in cases {
         let runs = if name.starts_with("20 ") {
             repeat.max(1)
         } else {
@@ -115,12 +138,12 @@ fn main() -> BenchResult<()> {
             let dir = base
                 .path()
                 .join(format!("{}-{run_index}", name.replace(' ', "_")));
-            let counted = rt.block_on(run(&dir, &text, Duration::from_secs(secs)))?;
+            let counted = rt.block_on(run(&dir, &text, listener, Duration::from_secs(secs)))?;
             let proxy = counted.total;
             let budget = counted.budget;
             let month = proxy as f64 / secs as f64 * 86_400.0 * 30.0 / 1e6;
             println!(
-                "| {name:<12} | {proxy:>12} | {budget:>12.0} | {:>12.3} | {month:>14.1} |",
+                "| {name:<16} | {proxy:>12} | {budget:>12.0} | {:>12.3} | {month:>14.1} |",
                 budget / proxy as f64
             );
             if proxy == 0 {
@@ -156,10 +179,10 @@ fn main() -> BenchResult<()> {
             "bytes per sample, 1 device x 20 QoS 1 f32 points every 1 s poll, TLS, steady state"
         );
         println!(
-            "| {:<14} | {:>28} | {:>24} |",
-            "batch", "B/sample (min / median / max)", "none / this (median)"
+            "| {:<16} | {:>28} | {:>24} |",
+            "row", "B/sample (min / median / max)", "none / this (median)"
         );
-        println!("|{:-<16}|{:->30}|{:->26}|", "", "", "");
+        println!("|{:-<18}|{:->30}|{:->26}|", "", "", "");
         let spreads: Vec<(&str, (f64, f64, f64))> = per_sample
             .iter_mut()
             .map(|(name, values)| (*name, support::spread(values)))
@@ -171,7 +194,7 @@ fn main() -> BenchResult<()> {
         for (name, (min, median, max)) in spreads {
             let ratio = none.map_or(f64::NAN, |none| none / median);
             println!(
-                "| {name:<14} | {:>28} | {ratio:>23.2}x |",
+                "| {name:<16} | {:>28} | {ratio:>23.2}x |",
                 format!("{min:.1} / {median:.1} / {max:.1}")
             );
         }
@@ -211,7 +234,8 @@ struct Counted {
 const STEADY_AFTER: Duration = Duration::from_secs(5);
 
 /// Runs `config` (the example's text) for `duration` (see [`Counted`]).
-async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<Counted> {
+/// `listener` is added to the TLS listener's section of the broker's configuration.
+async fn run(dir: &Path, config: &str, listener: &str, duration: Duration) -> BenchResult<Counted> {
     std::fs::create_dir_all(dir)?;
     let pki = pki::TestPki::generate(&dir.join("pki"));
     let tls_port = free_port()?;
@@ -221,7 +245,7 @@ async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<Counte
         "cloud",
         plain_port,
         &format!(
-            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            "listener {tls_port} 127.0.0.1\n{listener}cafile {}\ncertfile {}\nkeyfile {}\n",
             pki.ca.display(),
             pki.server_cert.display(),
             pki.server_key.display()
@@ -259,7 +283,12 @@ async fn run(dir: &Path, config: &str, duration: Duration) -> BenchResult<Counte
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let gateway = GatewayProcess::start(Path::new(env!("CARGO_BIN_EXE_fieldrelay")), &path)?;
+    // FR_BUDGET_BIN: a copy of the gateway, so that a long run survives a rebuild of target/.
+    let bin = std::env::var_os("FR_BUDGET_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_fieldrelay").into(),
+        std::path::PathBuf::from,
+    );
+    let gateway = GatewayProcess::start(&bin, &path)?;
     // The window opens at the first byte: the connection's handshake and birth are in it.
     let opened = Instant::now();
     while proxy.bytes() == 0 {

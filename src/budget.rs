@@ -39,6 +39,8 @@
 //!
 //! With `uplink.profile: sparkplug` the sources are the edge node's messages instead (DDATA,
 //! the delete barrier's PINGREQs, NDATA, births): see [`sparkplug`].
+//! With `uplink.protocol: mqtt5` the packets carry MQTT 5's properties and data topics go as
+//! topic aliases under an assumed Topic Alias Maximum: see [`mqtt5`].
 //!
 //! Not counted: device status transitions and command results (events, not a rate), resends
 //! after a lost connection, DNS, and the on-site broker (`local`, on the LAN). A month is
@@ -57,6 +59,7 @@ use crate::status::gateway::{death, GatewayInfo, OfflineReason};
 use crate::status::health::{DeviceReport, HealthReport};
 use crate::uplink::compact;
 
+mod mqtt5;
 mod sparkplug;
 
 /// IPv4 (20) + TCP (20) + TCP timestamps (12), per segment.
@@ -211,6 +214,7 @@ pub fn estimate(config: &Config) -> Budget {
         return Budget { lines, points, tls };
     }
     let prefix = &config.uplink.topic_prefix;
+    let mut packets = mqtt5::Packets::new(config);
     let mut lines = Vec::new();
     let mut points = Vec::new();
     for device in &config.devices {
@@ -222,6 +226,18 @@ pub fn estimate(config: &Config) -> Budget {
         // each sized by its element in that message.
         let batch_limit = config.uplink.batch_limit();
         let mut batches: BTreeMap<u8, Vec<(String, u64)>> = BTreeMap::new();
+        // Under MQTT 5 a queued row of a point with `max_age` carries a Message Expiry.
+        let expires = |point: &PointConfig| {
+            point.qos != Qos::AtMostOnce
+                && config
+                    .store
+                    .max_age
+                    .contains_key(&(device.name.clone(), point.name.clone()))
+        };
+        let batch_expires = device
+            .points
+            .iter()
+            .any(|point| point.qos == Qos::AtLeastOnce && !point.retain && expires(point));
         for point in &device.points {
             let sample = typical_sample(device, point);
             let queued = point.qos != Qos::AtMostOnce;
@@ -241,7 +257,7 @@ pub fn estimate(config: &Config) -> Budget {
                     .push((point.name.clone(), element as u64));
                 continue;
             }
-            let size = publish_size(topic.len(), payload.len(), point.qos);
+            let size = packets.recurring(&topic, payload.len(), point.qos, expires(point));
             batches
                 .entry(point.qos as u8)
                 .or_default()
@@ -264,8 +280,12 @@ pub fn estimate(config: &Config) -> Budget {
                 let n = write.len() as u64;
                 let (packets, messages) = match (key, batch_limit) {
                     (BATCHED, Some(limit)) => {
-                        let topic = wire::batch_topic(prefix, &device.name).len();
-                        batched_packets(topic, own, limit, envelope(config.uplink.batch))
+                        let topic = wire::batch_topic(prefix, &device.name);
+                        let envelope = envelope(config.uplink.batch);
+                        let (payload, messages) =
+                            batched_payloads(topic.len(), own, limit, envelope);
+                        let size = packets.recurring(&topic, payload, qos, batch_expires);
+                        (size * messages, messages)
                     }
                     _ => (own, n),
                 };
@@ -294,7 +314,7 @@ pub fn estimate(config: &Config) -> Budget {
             per_day: device_flow,
         });
     }
-    lines.extend(fixed_lines(config, framing));
+    lines.extend(fixed_lines(config, framing, &mut packets));
     points.sort_by(|a, b| b.per_day.wire().total_cmp(&a.per_day.wire()));
     Budget { lines, points, tls }
 }
@@ -322,20 +342,20 @@ fn envelope(batching: Batching) -> u64 {
     }
 }
 
-/// MQTT bytes and messages of one poll's batched samples whose elements (each with its commas)
-/// take `elements` bytes, in PUBLISHes of at most `limit` bytes on a `topic`-byte topic.
-fn batched_packets(topic: usize, elements: u64, limit: u32, envelope: u64) -> (u64, u64) {
+/// Payload bytes of each message, and messages, of one poll's batched samples whose elements
+/// (each with its commas) take `elements` bytes, in PUBLISHes of at most `limit` bytes on a
+/// `topic`-byte topic.
+fn batched_payloads(topic: usize, elements: u64, limit: u32, envelope: u64) -> (usize, u64) {
     let room = u64::from(limit)
         .saturating_sub(topic as u64 + 9 + envelope)
         .max(1);
     let messages = elements.div_ceil(room).max(1);
     let payload = elements / messages + envelope;
-    let size = publish_size(topic, payload as usize, Qos::AtLeastOnce);
-    (size * messages, messages)
+    (payload as usize, messages)
 }
 
 /// Health reports, keep-alive and connections.
-fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
+fn fixed_lines(config: &Config, framing: Framing, packets: &mut mqtt5::Packets) -> Vec<Line> {
     let prefix = &config.uplink.topic_prefix;
     let mut lines = Vec::new();
     let health = typical_health(config);
@@ -343,7 +363,7 @@ fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
     let status = &config.status;
     let every = status.health_heartbeat.max(status.health_interval);
     let reports = DAY / every.as_secs_f64();
-    let size = publish_size(topic.len(), health.len(), Qos::AtMostOnce);
+    let size = packets.recurring(&topic, health.len(), Qos::AtMostOnce, false);
     lines.push(Line {
         name: "health reports".into(),
         source: Source::Fixed,
@@ -356,7 +376,7 @@ fn fixed_lines(config: &Config, framing: Framing) -> Vec<Line> {
         name: "connection, birth".into(),
         source: Source::Fixed,
         messages: CONNECTIONS_PER_DAY,
-        per_day: connection(config, framing).times(CONNECTIONS_PER_DAY),
+        per_day: connection(config, framing, packets).times(CONNECTIONS_PER_DAY),
     });
     lines
 }
@@ -376,7 +396,7 @@ fn keep_alive_line(pings: f64, framing: Framing) -> Line {
 }
 
 /// One connection: TCP open and close, TLS, CONNECT/CONNACK, SUBSCRIBE/SUBACK, the birth.
-fn connection(config: &Config, framing: Framing) -> Flow {
+fn connection(config: &Config, framing: Framing, packets: &mqtt5::Packets) -> Flow {
     let uplink = &config.uplink;
     let status = wire::status_topic(&uplink.topic_prefix);
     let will = death(TS_MS, OfflineReason::ConnectionLost, config.status.offline);
@@ -386,7 +406,8 @@ fn connection(config: &Config, framing: Framing) -> Flow {
         .iter()
         .any(|device| device.points.iter().any(|point| point.write.is_some()));
     let birth = GatewayInfo::new(TS_MS, &config.devices).birth(TS_MS);
-    let mut greet = publish_size(status.len(), birth.len(), Qos::AtLeastOnce);
+    let mut greet = packets.once(status.len(), birth.len(), Qos::AtLeastOnce);
+    flow.stream += packets.connection_extra(config, writable) as f64;
     if writable {
         let filter = format!("{}/+/+/set", uplink.topic_prefix);
         greet += packet_size(2 + 2 + filter.len() + 1);

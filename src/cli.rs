@@ -249,9 +249,9 @@ directory (stop it, run this, start it); 77 root on the service user's data dire
 /// A reason as `queue stats` names it (`not_authorized`) or its code (`0x87`).
 fn reason_code(text: &str) -> Result<u8, String> {
     crate::queue::reason::parse(text).ok_or_else(|| {
-        let names: Vec<&str> = crate::queue::reason::NAMED
+        let names: Vec<String> = crate::queue::reason::ROW_CODES
             .iter()
-            .map(|(_, n)| *n)
+            .map(|code| crate::queue::reason::name(*code))
             .collect();
         format!(
             "not a reason: use a name ({}) or a code (0x87)",

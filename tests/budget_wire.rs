@@ -109,6 +109,26 @@ async fn budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
     measure(|text| text, "fieldrelay/test-gw/boiler/counter").await;
 }
 
+/// The same devices over MQTT 5 (a property length per packet, topic aliases under mosquitto's
+/// default maximum of 10 for the 8 data topics and the health topic, Message Expiry on the rows
+/// of a point with `max_age`): the model of `protocol: mqtt5` against the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_budget_is_within_a_quarter_of_the_bytes_a_proxy_counts() {
+    let mqtt5 = |text: String| {
+        text.replacen(
+            "  health_heartbeat: 2s\n",
+            "  health_heartbeat: 2s\n  protocol: mqtt5\n",
+            1,
+        )
+        .replacen(
+            "type: f32, publish: every_poll}",
+            "type: f32, max_age: 1h, publish: every_poll}",
+            1,
+        )
+    };
+    measure(mqtt5, "fieldrelay/test-gw/boiler/counter").await;
+}
+
 /// The same devices as a Sparkplug edge node (aliases, QoS 0 DDATA with a PINGREQ barrier, an
 /// NDATA of the health figures): the model of `profile: sparkplug` against the proxy. The
 /// retained QoS 2 point stays queued (Sparkplug sends it as DDATA like the others).

@@ -561,14 +561,14 @@ mod tests {
     #[test]
     fn rejected_rows_show_per_reason_with_what_to_do() {
         let mut view = overview_view(Link::Connected);
-        view.rejected = ByReason::from([(0x87, 120), (0x9c, 1)]);
+        view.rejected = ByReason::from([(0x87, 120), (0xa5, 1)]);
         let html = overview_cards(&view);
         assert!(
             html.contains("<span id=\"rejected-rows\" class=\"pill bad\">121 rows</span>"),
             "{html}"
         );
         assert!(html.contains("<dt>not_authorized (0x87)</dt><dd class=\"err\" data-reason=\"not_authorized\">120</dd>"), "{html}");
-        assert!(html.contains("<dt>0x9c</dt><dd class=\"err\" data-reason=\"0x9c\">1</dd>"));
+        assert!(html.contains("<dt>0xa5</dt><dd class=\"err\" data-reason=\"0xa5\">1</dd>"));
         assert!(html.contains("not_authorized: the broker's ACL does not let"));
         assert!(html.contains("<code>fieldrelay queue export --rejected</code>"));
         assert!(html

@@ -98,14 +98,14 @@ impl Collector for QueueCollector {
     }
 }
 
-/// Rows refused by the broker, per reason name: every named reason (0 until it happens, so that
-/// rates and alerts work from the start) and any other code seen.
+/// Rows refused by the broker, per reason name: every reason a row can be rejected with (0
+/// until it happens, so that rates and alerts work from the start) and any other code seen.
 fn encode_rejected(
     encoder: &mut DescriptorEncoder,
     rejected: &crate::queue::RejectedStats,
 ) -> Result<(), std::fmt::Error> {
     use crate::queue::reason;
-    let mut codes: Vec<u8> = reason::NAMED.iter().map(|(code, _)| *code).collect();
+    let mut codes: Vec<u8> = reason::ROW_CODES.to_vec();
     codes.extend(rejected.held.keys().chain(rejected.rejected.keys()));
     codes.sort_unstable();
     codes.dedup();
@@ -204,11 +204,11 @@ mod tests {
         };
         assert_eq!(rejected(&text, "not_authorized"), (0.0, 0.0));
         queue.reject(vec![1], 0x87).await.unwrap();
-        queue.reject(vec![2], 0x9c).await.unwrap();
+        queue.reject(vec![2], 0xa5).await.unwrap();
         queue.progress().wait_for(|p| p.depth == 0).await.unwrap();
         let text = metrics.render().unwrap();
         assert_eq!(rejected(&text, "not_authorized"), (1.0, 1.0));
-        assert_eq!(rejected(&text, "0x9c"), (1.0, 1.0));
+        assert_eq!(rejected(&text, "0xa5"), (1.0, 1.0));
         assert_eq!(rejected(&text, "payload_format_invalid"), (0.0, 0.0));
         assert_eq!(value(&text, "fieldrelay_queue_depth"), 0.0);
         writer.close().await.unwrap();

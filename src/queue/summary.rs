@@ -516,7 +516,7 @@ mod tests {
                         last_rejected_ms: NOW - 5000,
                     },
                     RejectedGroup {
-                        reason: 0x9c,
+                        reason: 0xa5,
                         device: "boiler".into(),
                         point: "".into(),
                         kind: 1,
@@ -552,7 +552,7 @@ mod tests {
 file         /data/queue.db (schema 2)
 rows         5 (sample 4, device_status 1)
 in flight    1 (sent, awaiting the broker's acknowledgement)
-rejected     3 (not_authorized (0x87) 2, 0x9c 1; not sent again: fieldrelay queue export --rejected)
+rejected     3 (not_authorized (0x87) 2, 0xa5 1; not sent again: fieldrelay queue export --rejected)
 oldest       seq 3, 3m 12s old
 newest       seq 9, 1s old
 last seq     9 (never reused: the next row gets a larger one)
@@ -570,7 +570,7 @@ SEQ  PKID  STATE  DEVICE  POINT        KIND
 
 REJECTED        CODE  DEVICE  POINT   KIND           ROWS  SEQ     LAST
 not_authorized  0x87  boiler  secret  sample         2     1..2    5s
-0x9c            0x9c  boiler          device_status  1     10..10  1m 01s
+0xa5            0xa5  boiler          device_status  1     10..10  1m 01s
 "
         );
     }
@@ -617,7 +617,7 @@ not_authorized  0x87  boiler  secret  sample         2     1..2    5s
         assert_eq!(
             json["rejected"]["by_reason"],
             serde_json::json!([{"reason": "not_authorized", "code": "0x87", "rows": 2},
-                {"reason": "0x9c", "code": "0x9c", "rows": 1}])
+                {"reason": "0xa5", "code": "0xa5", "rows": 1}])
         );
         assert_eq!(json["rejected"]["points"][0]["point"], "secret");
         assert_eq!(json["rejected"]["points"][1]["kind"], "device_status");

@@ -378,12 +378,12 @@ mod tests {
 
     #[test]
     fn rejected_rows_are_reported_per_reason_name() {
-        let report = with_rejected(&[(0x87, 2), (0x95, 1), (0x9c, 4)], &[(0x87, 2)]);
+        let report = with_rejected(&[(0x87, 2), (0x95, 1), (0xa5, 4)], &[(0x87, 2)]);
         let value: serde_json::Value = serde_json::from_slice(&report.payload()).unwrap();
         assert_eq!(value["queue"]["rejected"], 7);
         assert_eq!(
             value["queue"]["rejected_reasons"],
-            json!({"not_authorized": 2, "packet_too_large": 1, "0x9c": 4})
+            json!({"not_authorized": 2, "packet_too_large": 1, "0xa5": 4})
         );
         assert!(value["queue"].get("rejected_since_open").is_none());
         let none = with_rejected(&[], &[]);

@@ -74,11 +74,9 @@ use rumqttc::mqttbytes::v4::Packet;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use super::connection::{
-    self, packet_name, ConnectOptions, Mqtt5Connect, PacketReader, PacketWriter, Received,
-};
+use super::connection::{packet_name, PacketReader, PacketWriter, Received};
 use super::inbound::{Inbound, Inflow};
 use super::presence::{self, Presence};
 use super::rate::RateLimit;
@@ -88,19 +86,26 @@ use super::stall::Stall;
 use super::stats::UplinkStats;
 use super::transport::Dialer;
 use super::{LinkState, UplinkError};
-use crate::backoff::{unlogged_suffix, Backoff, FailureLog};
-use crate::config::{DrainOrder, SessionMode, UplinkConfig};
+use crate::config::{DrainOrder, UplinkConfig};
 use crate::queue::{wire, LiveReceiver, Queue, QueueError, QueueProgress, StoredRow};
 use crate::sample::{now_ms, Sample};
 
 /// How long shutdown waits for outstanding acknowledgements before it disconnects anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Deadline for TCP connect, TLS handshake and CONNECT/CONNACK; also bounds each write.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A duration as MQTT 5's 32-bit seconds.
-fn secs(duration: Duration) -> u32 {
-    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+/// What the connected loop waits for, besides packets, commits of the queue it can take,
+/// live samples, presence and the ping.
+struct Waits {
+    /// The oldest unanswered packet's response deadline.
+    deadline: Option<Instant>,
+    /// The drain rate's next token, while a backlog waits for it.
+    pace: Option<Instant>,
+    /// Whether a commit can be taken into the window now.
+    can_take: bool,
+    /// The next retry of a failed session write.
+    retry_at: Option<Instant>,
+    /// The end of a quota pause (MQTT 5).
+    quota_until: Option<Instant>,
 }
 
 /// How a connected period ended.
@@ -238,127 +243,6 @@ impl Link {
         format!("{}@{}", self.config.client_id, self.dialer.endpoint())
     }
 
-    async fn run(&mut self) {
-        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
-        let mut failure_log = FailureLog::default();
-        let persistent = self.config.session == SessionMode::Persistent;
-        while !self.cancel.is_cancelled() {
-            if persistent && self.fresh_start.is_none() {
-                match self.queue.session_peer().await {
-                    Ok(stored) => self.fresh_start = Some(stored != Some(self.peer())),
-                    Err(error) => {
-                        error!(%error, "uplink cannot read the session owner from the queue; stopping");
-                        return;
-                    }
-                }
-            }
-            let fresh_start = self.fresh_start == Some(true);
-            let options = ConnectOptions {
-                client_id: &self.config.client_id,
-                keep_alive: self.config.keep_alive,
-                clean_session: !persistent || fresh_start,
-                will_topic: self.status_topic.clone(),
-                will_payload: self.presence.will(now_ms()),
-                will_retain: true,
-                mqtt5: self.config.protocol.mqtt5().map(|v5| Mqtt5Connect {
-                    session_expiry: if persistent {
-                        secs(v5.session_expiry)
-                    } else {
-                        0
-                    },
-                    will_delay: secs(v5.will_delay),
-                }),
-            };
-            let attempt = tokio::select! {
-                attempt = connection::connect(&self.dialer, options, CONNECT_TIMEOUT) => attempt,
-                () = self.cancel.cancelled() => break,
-            };
-            let broker = self.dialer.endpoint();
-            let mut failed = None;
-            let mut longest = false;
-            match attempt {
-                Ok((_reader, writer, _ack)) if fresh_start => {
-                    match self.start_fresh_session(writer).await {
-                        Ok(()) => {
-                            info!(%broker, "uplink cleared an unknown broker session; reconnecting with a persistent session");
-                            self.fresh_start = Some(false);
-                            continue;
-                        }
-                        Err(error) => {
-                            self.stats.failed(&error);
-                            warn!(%error, "uplink could not start a fresh session")
-                        }
-                    }
-                }
-                Ok((mut reader, writer, ack)) => {
-                    info!(%broker, session_present = ack.session_present, "uplink connected");
-                    self.apply_limits(ack.limits.clone());
-                    reader.set_max_packet(self.inflow.max_packet());
-                    // After a teardown for an unacknowledged command the redelivered command
-                    // may fail again (a full disk): only a connection that did not end that way
-                    // resets the backoff, so such a failure redials at the backoff's pace.
-                    if !self.inflow.on_connected() {
-                        backoff.reset();
-                    }
-                    failure_log.reset();
-                    self.stats.connected();
-                    self.state.send_replace(LinkState::Connected);
-                    let resumed = persistent && ack.session_present;
-                    let ended = self.connected(reader, writer, resumed).await;
-                    self.state.send_replace(LinkState::Connecting);
-                    match ended {
-                        Ended::Shutdown => return,
-                        Ended::Lost(error) => {
-                            self.stats.lost();
-                            self.down_since_ms = Some(now_ms());
-                            self.stats.failed(&error);
-                            longest = mqtt5::server_disconnect(&error);
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.stats.connect_failed();
-                    self.stats.failed(&error);
-                    self.down_since_ms = Some(now_ms());
-                    failed = Some(error);
-                }
-            }
-            if self.queue.is_closed() {
-                return;
-            }
-            let delay = if longest {
-                backoff.next_delay();
-                self.config.reconnect_max
-            } else {
-                backoff.next_delay()
-            };
-            // The console shows the same attempt and delay as the log line below.
-            self.stats.redial_in(delay, backoff.failures());
-            if let Some(error) = failed {
-                match failure_log.failed(Instant::now()) {
-                    Some(unlogged) => warn!(
-                        %error, %broker, attempt = backoff.failures(), next_attempt_in = ?delay,
-                        "uplink cannot connect; retrying with backoff, next attempt in {delay:.1?}{}",
-                        unlogged_suffix(unlogged)
-                    ),
-                    None => debug!(%error, attempt = backoff.failures(), "uplink connect failed"),
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.cancel.cancelled() => break,
-            }
-        }
-    }
-
-    /// The clean connection made to drop an unknown broker session: reset the stored states,
-    /// record the peer, disconnect.
-    async fn start_fresh_session(&mut self, writer: PacketWriter) -> Result<(), UplinkError> {
-        self.queue.reset_session().await?;
-        self.queue.set_session_peer(self.peer()).await?;
-        writer.disconnect().await
-    }
-
     /// The first writes of a connection: what the stored session must resend, the birth, the
     /// command subscription and the live samples taken during the connect.
     async fn greet(
@@ -426,18 +310,13 @@ impl Link {
                 return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
             let now = Instant::now();
-            let deadline = self.session.deadline();
-            let backlog =
-                !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
-            let paused = self.stall.is_paused() || self.quota_paused();
-            let quota_until = self.mqtt5.as_ref().and_then(|m| m.quota_until);
-            let pace = if backlog && self.session.room() > 0 && !paused {
-                self.rate.next_ready(now)
-            } else {
-                None
-            };
-            let can_take = self.session.room() > 0 && pace.is_none() && !paused;
-            let retry_at = self.stall.retry_at();
+            let Waits {
+                deadline,
+                pace,
+                can_take,
+                retry_at,
+                quota_until,
+            } = self.waits(now);
             let step = tokio::select! {
                 () = self.cancel.cancelled() => return self.close(reader, writer).await,
                 packet = reader.read() => match packet {
@@ -455,16 +334,7 @@ impl Link {
                     self.resend_deferred(&mut writer).await
                 }
                 sample = self.live.rx.recv(), if self.live_open => match sample {
-                    Some(sample) => {
-                        let topic = self.topics.sample(&sample);
-                        let payload = wire::sample_payload(&sample, None);
-                        let publish = self.session.publish_live(topic, payload, sample.retain);
-                        let written = writer.write(&[publish]).await;
-                        if written.is_ok() {
-                            self.stats.published(1);
-                        }
-                        written
-                    }
+                    Some(sample) => self.publish_live(&sample, &mut writer).await,
                     None => { self.live_open = false; Ok(()) }
                 },
                 () = tokio::time::sleep_until(next_ping) => {
@@ -482,10 +352,7 @@ impl Link {
                         self.presence_open.gateway = false;
                         Ok(())
                     } else {
-                        // The device map changed (reload): the birth says so at once.
-                        let birth = self.presence.birth(now_ms());
-                        let packet = self.session.publish_status(self.status_topic.clone(), birth, Instant::now());
-                        writer.write(&[packet]).await
+                        self.rebirth(&mut writer).await
                     }
                 }
                 report = self.presence.health.recv(), if self.presence_open.health => match report {
@@ -506,6 +373,48 @@ impl Link {
                 return Ended::Lost(mqtt5::why_lost(&mut reader, e).await);
             }
         }
+    }
+
+    /// What the connection's loop waits for next, at `now`.
+    fn waits(&mut self, now: Instant) -> Waits {
+        let backlog =
+            !self.ahead.is_empty() || self.progress.borrow().last_seq > self.session.cursor();
+        let paused = self.stall.is_paused() || self.quota_paused();
+        let pace = if backlog && self.session.room() > 0 && !paused {
+            self.rate.next_ready(now)
+        } else {
+            None
+        };
+        Waits {
+            deadline: self.session.deadline(),
+            pace,
+            can_take: self.session.room() > 0 && pace.is_none() && !paused,
+            retry_at: self.stall.retry_at(),
+            quota_until: self.mqtt5.as_ref().and_then(|m| m.quota_until),
+        }
+    }
+
+    /// A live (QoS 0) sample, straight from its poll.
+    async fn publish_live(
+        &mut self,
+        sample: &Sample,
+        writer: &mut PacketWriter,
+    ) -> Result<(), UplinkError> {
+        let topic = self.topics.sample(sample);
+        let payload = wire::sample_payload(sample, None);
+        let publish = self.session.publish_live(topic, payload, sample.retain);
+        writer.write(&[publish]).await?;
+        self.stats.published(1);
+        Ok(())
+    }
+
+    /// The device map changed (reload): the birth says so at once.
+    async fn rebirth(&mut self, writer: &mut PacketWriter) -> Result<(), UplinkError> {
+        let birth = self.presence.birth(now_ms());
+        let packet = self
+            .session
+            .publish_status(self.status_topic.clone(), birth, Instant::now());
+        writer.write(&[packet]).await
     }
 
     /// Handles `first` and every complete packet already buffered behind it as one batch.
@@ -666,6 +575,7 @@ impl Link {
 }
 
 mod batched;
+mod dial;
 mod lanes;
 mod mqtt5;
 mod window;

@@ -1,5 +1,6 @@
-//! MQTT 5 reason codes: what each means, and what the uplink does about the ones a broker
-//! answers a PUBLISH or closes a connection with. Pure; the link acts on the verdicts.
+//! MQTT 5 reason codes: what the uplink does about the ones a broker answers a PUBLISH or
+//! closes a connection with. Pure; the link acts on the verdicts. Each code's name and meaning
+//! are in the one table of [`crate::queue::reason`] (re-exported here as [`meaning`]).
 //!
 //! # A row's fate (PUBACK, and PUBREC, which ends a QoS 2 flow when it refuses)
 //! - 0x00 success, 0x10 no matching subscribers: the broker has the message; the row is
@@ -21,6 +22,8 @@
 //! 0x97 (the broker asks us to slow down), and for 0x9A retain not supported / 0x9B QoS not
 //! supported (the retained QoS 1 status certificates are the contract: such a broker closes
 //! every connection, and redialling faster would only loop).
+
+pub use crate::queue::reason::meaning;
 
 /// The code of a packet too large for the broker's Maximum Packet Size.
 pub const PACKET_TOO_LARGE: u8 = 0x95;
@@ -61,51 +64,6 @@ pub fn after_disconnect(code: u8) -> AfterDisconnect {
     match code {
         0x8E | 0x96 | 0x97 | 0x9A | 0x9B => AfterDisconnect::Longest,
         _ => AfterDisconnect::Backoff,
-    }
-}
-
-/// The specification's name of a reason code (MQTT 5 §2.4), for logs.
-pub fn meaning(code: u8) -> &'static str {
-    match code {
-        0x00 => "success",
-        0x04 => "disconnect with will message",
-        0x10 => "no matching subscribers",
-        0x80 => "unspecified error",
-        0x81 => "malformed packet",
-        0x82 => "protocol error",
-        0x83 => "implementation specific error",
-        0x84 => "unsupported protocol version",
-        0x85 => "client identifier not valid",
-        0x86 => "bad user name or password",
-        0x87 => "not authorized",
-        0x88 => "server unavailable",
-        0x89 => "server busy",
-        0x8A => "banned",
-        0x8B => "server shutting down",
-        0x8C => "bad authentication method",
-        0x8D => "keep alive timeout",
-        0x8E => "session taken over (another client connected with this client id)",
-        0x8F => "topic filter invalid",
-        0x90 => "topic name invalid",
-        0x91 => "packet identifier in use",
-        0x92 => "packet identifier not found",
-        0x93 => "receive maximum exceeded",
-        0x94 => "topic alias invalid",
-        0x95 => "packet too large",
-        0x96 => "message rate too high",
-        0x97 => "quota exceeded",
-        0x98 => "administrative action",
-        0x99 => "payload format invalid",
-        0x9A => "retain not supported",
-        0x9B => "QoS not supported",
-        0x9C => "use another server",
-        0x9D => "server moved",
-        0x9E => "shared subscriptions not supported",
-        0x9F => "connection rate exceeded",
-        0xA0 => "maximum connect time",
-        0xA1 => "subscription identifiers not supported",
-        0xA2 => "wildcard subscriptions not supported",
-        _ => "unknown reason code",
     }
 }
 

@@ -327,6 +327,15 @@ mod tests {
     fn publishes_carry_expiry_and_aliases_topic_first_then_empty() {
         let mut aliases = Aliases::new(5);
         let publish = v4::Packet::Publish(v4::Publish::new("p/d/t", QoS::AtLeastOnce, "{}"));
+        let Packet::Publish(by_name) = outgoing(&publish, None, None, &mut aliases).unwrap() else {
+            panic!("not a publish")
+        };
+        assert_eq!(
+            &by_name.topic[..],
+            b"p/d/t",
+            "a topic's first send goes by name"
+        );
+        assert!(by_name.properties.is_none());
         let Packet::Publish(first) = outgoing(&publish, Some(30), None, &mut aliases).unwrap()
         else {
             panic!("not a publish")

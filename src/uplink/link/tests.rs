@@ -2,6 +2,7 @@
 //! tokio time. Each test is named after the transition it drives.
 
 use super::*;
+use crate::uplink::connection;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, PubAck, PubComp, PubRec, PubRel, Publish, SubAck,

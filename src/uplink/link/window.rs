@@ -129,103 +129,30 @@ impl Link {
         lane: Lane,
         now: Instant,
     ) -> Result<bool, UplinkError> {
-        let wall = now_ms();
         let cursor = self.session.cursor();
         let live_cursor = self.live_lane.as_ref().map(|l| l.cursor);
-        let (expired, alive): (Vec<StoredRow>, Vec<StoredRow>) = rows
-            .into_iter()
-            .partition(|row| row.expires_ms.is_some_and(|at| at <= wall));
-        // Grouped into at most the free slots; rows after the last message go back to the
-        // read-ahead (and expired rows among them wait for their turn there too).
-        let (units, rest) = self.group(alive, self.session.room(), lane == Lane::Backlog);
-        let cut = rest.first().map_or(u64::MAX, |row| row.seq);
-        let (expired, expire_later): (Vec<StoredRow>, Vec<StoredRow>) =
-            expired.into_iter().partition(|row| row.seq < cut);
-        if !rest.is_empty() || !expire_later.is_empty() {
-            let mut back: Vec<StoredRow> = rest.into_iter().chain(expire_later).collect();
-            back.sort_by_key(|row| row.seq);
-            let ahead = match (lane, self.live_lane.as_mut()) {
-                (Lane::Live, Some(live)) => &mut live.ahead,
-                _ => &mut self.ahead,
-            };
-            super::batched::put_back(ahead, back);
-        }
-        let expired: Vec<u64> = expired.into_iter().map(|row| row.seq).collect();
-        let Rendered {
-            mut packets,
-            ids,
-            sent,
-            batched,
-            refused,
-        } = self.render_units(units, lane, now)?;
+        let (units, expired) = self.sort_out(rows, lane);
+        let mut rendered = self.render_units(units, lane, now)?;
         // After the sent rows: the session's cursor only moves forward while rows go out.
-        for seq in expired.iter().chain(&batched) {
+        for seq in expired.iter().chain(&rendered.batched) {
             self.handed_out(lane, *seq);
         }
         if !expired.is_empty() {
             self.queue.expire(expired).await?;
         }
-        for (seqs, code, topic) in refused {
+        for (seqs, code, topic) in std::mem::take(&mut rendered.refused) {
             self.reject(seqs, code, &topic, None, now).await?;
         }
-        if packets.is_empty() {
+        if rendered.packets.is_empty() {
             return Ok(true);
         }
-        // QoS 2 ids must be on disk before the wire (a resend with another id would be a
-        // second message to the broker); QoS 1 ids are not recorded at all.
-        let marks: Vec<(u64, u16)> = ids
-            .iter()
-            .filter(|(_, _, exactly_once)| *exactly_once)
-            .map(|(seq, pkid, _)| (*seq, *pkid))
-            .collect();
-        if !marks.is_empty() {
-            let gone = match self.queue.mark_published(marks).await {
-                Ok(gone) => gone,
-                Err(QueueError::Commit(error)) => {
-                    // Not on disk, so not on the wire: the rows wait for the retry.
-                    let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
-                    self.session.unsend(&pkids, cursor);
-                    for pkid in &pkids {
-                        self.forget_sent(*pkid);
-                    }
-                    let ahead = match (lane, self.live_lane.as_mut()) {
-                        (Lane::Live, Some(live)) => {
-                            live.cursor = live_cursor.unwrap_or(live.cursor);
-                            for (seq, _, _) in &ids {
-                                live.inflight.remove(seq);
-                            }
-                            &mut live.ahead
-                        }
-                        _ => &mut self.ahead,
-                    };
-                    super::batched::put_back(ahead, sent);
-                    self.pause(&error, now);
-                    return Ok(false);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if !gone.is_empty() {
-                // Evicted or expired after the fetch: never put on the wire, so the broker
-                // cannot hold an id the store does not know.
-                debug!(
-                    rows = gone.len(),
-                    "rows dropped after their fetch are not sent"
-                );
-                let mut kept = Vec::with_capacity(packets.len());
-                for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
-                    if gone.contains(seq) {
-                        self.session.cancel_row(*pkid);
-                        self.forget_sent(*pkid);
-                        if let Some(live) = self.live_lane.as_mut() {
-                            live.inflight.remove(seq);
-                        }
-                    } else {
-                        kept.push(packet);
-                    }
-                }
-                packets = kept;
-            }
+        if !self
+            .record_exactly_once(&mut rendered, lane, cursor, live_cursor, now)
+            .await?
+        {
+            return Ok(false);
         }
+        let Rendered { packets, sent, .. } = rendered;
         let again = sent
             .iter()
             .filter(|row| row.seq <= self.resend_up_to)
@@ -240,6 +167,101 @@ impl Link {
         self.stats.published(packets.len());
         self.stats.resent(again);
         self.flowed(now);
+        Ok(true)
+    }
+
+    /// `rows` grouped into messages for at most the free slots, and the `seq`s of the expired
+    /// rows before the first row left over. Rows after the last message go back to the
+    /// read-ahead (and expired rows among them wait for their turn there too).
+    fn sort_out(&mut self, rows: Vec<StoredRow>, lane: Lane) -> (Vec<Unit>, Vec<u64>) {
+        let wall = now_ms();
+        let (expired, alive): (Vec<StoredRow>, Vec<StoredRow>) = rows
+            .into_iter()
+            .partition(|row| row.expires_ms.is_some_and(|at| at <= wall));
+        let (units, rest) = self.group(alive, self.session.room(), lane == Lane::Backlog);
+        let cut = rest.first().map_or(u64::MAX, |row| row.seq);
+        let (expired, expire_later): (Vec<StoredRow>, Vec<StoredRow>) =
+            expired.into_iter().partition(|row| row.seq < cut);
+        if !rest.is_empty() || !expire_later.is_empty() {
+            let mut back: Vec<StoredRow> = rest.into_iter().chain(expire_later).collect();
+            back.sort_by_key(|row| row.seq);
+            let ahead = match (lane, self.live_lane.as_mut()) {
+                (Lane::Live, Some(live)) => &mut live.ahead,
+                _ => &mut self.ahead,
+            };
+            super::batched::put_back(ahead, back);
+        }
+        (units, expired.into_iter().map(|row| row.seq).collect())
+    }
+
+    /// Records the QoS 2 packet ids of `rendered` before the wire (a resend with another id
+    /// would be a second message to the broker; QoS 1 ids are not recorded at all), and drops
+    /// the packets of rows gone since their fetch. False when the record failed: the step is
+    /// taken back (ids, cursors, rows to the read-ahead) and the link paused.
+    async fn record_exactly_once(
+        &mut self,
+        rendered: &mut Rendered,
+        lane: Lane,
+        cursor: u64,
+        live_cursor: Option<u64>,
+        now: Instant,
+    ) -> Result<bool, UplinkError> {
+        let ids = &rendered.ids;
+        let marks: Vec<(u64, u16)> = ids
+            .iter()
+            .filter(|(_, _, exactly_once)| *exactly_once)
+            .map(|(seq, pkid, _)| (*seq, *pkid))
+            .collect();
+        if marks.is_empty() {
+            return Ok(true);
+        }
+        let gone = match self.queue.mark_published(marks).await {
+            Ok(gone) => gone,
+            Err(QueueError::Commit(error)) => {
+                // Not on disk, so not on the wire: the rows wait for the retry.
+                let pkids: Vec<u16> = ids.iter().map(|(_, pkid, _)| *pkid).collect();
+                self.session.unsend(&pkids, cursor);
+                for pkid in &pkids {
+                    self.forget_sent(*pkid);
+                }
+                let ahead = match (lane, self.live_lane.as_mut()) {
+                    (Lane::Live, Some(live)) => {
+                        live.cursor = live_cursor.unwrap_or(live.cursor);
+                        for (seq, _, _) in ids {
+                            live.inflight.remove(seq);
+                        }
+                        &mut live.ahead
+                    }
+                    _ => &mut self.ahead,
+                };
+                super::batched::put_back(ahead, std::mem::take(&mut rendered.sent));
+                self.pause(&error, now);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !gone.is_empty() {
+            // Evicted or expired after the fetch: never put on the wire, so the broker cannot
+            // hold an id the store does not know.
+            debug!(
+                rows = gone.len(),
+                "rows dropped after their fetch are not sent"
+            );
+            let mut kept = Vec::with_capacity(rendered.packets.len());
+            let packets = std::mem::take(&mut rendered.packets);
+            for ((seq, pkid, _), packet) in ids.iter().zip(packets) {
+                if gone.contains(seq) {
+                    self.session.cancel_row(*pkid);
+                    self.forget_sent(*pkid);
+                    if let Some(live) = self.live_lane.as_mut() {
+                        live.inflight.remove(seq);
+                    }
+                } else {
+                    kept.push(packet);
+                }
+            }
+            rendered.packets = kept;
+        }
         Ok(true)
     }
 
