@@ -169,12 +169,7 @@ pub(crate) fn refuse_batch_conflicts<'a>(
 mod tests {
     use super::*;
     use crate::config::load_str;
-    use crate::config::testing::{errors, VALID};
-
-    fn with(keys: &str) -> String {
-        let url = "  url: mqtt://broker.local\n";
-        crate::config::testing::with(&[(url, &format!("{url}{keys}"))])
-    }
+    use crate::config::testing::{errors, with_uplink as with, VALID};
 
     #[test]
     fn none_by_default_and_per_device_with_64_kib() {

@@ -170,12 +170,7 @@ fn bounded(
 mod tests {
     use super::*;
     use crate::config::load_str;
-    use crate::config::testing::{errors, VALID};
-
-    fn with(keys: &str) -> String {
-        let url = "  url: mqtt://broker.local\n";
-        crate::config::testing::with(&[(url, &format!("{url}{keys}"))])
-    }
+    use crate::config::testing::{errors, with_uplink as with, VALID};
 
     #[test]
     fn mqtt311_by_default_and_mqtt5_with_a_weekend_session_and_a_short_will_delay() {

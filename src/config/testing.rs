@@ -57,6 +57,12 @@ pub(crate) fn with(replacements: &[(&str, &str)]) -> String {
     text
 }
 
+/// The valid config with `keys` (indented `uplink` lines) added to its uplink section.
+pub(crate) fn with_uplink(keys: &str) -> String {
+    let url = "  url: mqtt://broker.local\n";
+    with(&[(url, &format!("{url}{keys}"))])
+}
+
 /// A config whose bus is replaced by `bus` (indented list item lines) and whose point gets
 /// `point` lines appended.
 pub(crate) fn fieldbus(bus: &str, point: &str) -> String {
