@@ -1,18 +1,88 @@
-//! What the broker delivers to the edge node: the primary host's STATE, NCMD (Rebirth) and
-//! DCMD (writes, handed to the command pipeline).
+//! What the broker delivers to the edge node: PINGRESPs (the delete barrier's confirmations),
+//! the SUBACK, the primary host's STATE, NCMD (Rebirth) and DCMD (writes, handed to the command
+//! pipeline).
 
-use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
+use rumqttc::mqttbytes::QoS;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Driver, UplinkError};
+use super::{Driver, UplinkError, SUBSCRIBE_PKID};
 use crate::sparkplug::command::{self, RebirthDecision, Request, Target};
 use crate::sparkplug::state::GateAction;
 use crate::sparkplug::{payload, HostState, MessageType, Topic};
-use crate::uplink::connection::PacketWriter;
+use crate::uplink::connection::{self, PacketReader, PacketWriter, Received};
 use crate::uplink::inbound::Incoming;
 
 impl Driver {
+    /// Every packet of one read: PINGRESPs confirm rows (the delete barrier), the SUBACK
+    /// starts the births, PUBLISHes are acknowledged and handled.
+    pub(super) async fn on_packets(
+        &mut self,
+        first: Received,
+        reader: &mut PacketReader,
+        writer: &mut PacketWriter,
+        subscribed: &mut bool,
+    ) -> Result<(), UplinkError> {
+        let mut out = Vec::new();
+        for received in reader.batch(first)? {
+            let packet = match received {
+                Received::Packet(packet) => packet,
+                // Only MQTT 5 refuses with a reason code; this profile speaks MQTT 3.1.1.
+                Received::Refused(_) => return Err(UplinkError::UnexpectedPacket("PUBACK")),
+                Received::Request(..) => return Err(UplinkError::UnexpectedPacket("PUBLISH")),
+                Received::Oversized(publish) => {
+                    warn!(topic = %publish.topic, size = publish.payload_len, "oversized message from the broker ignored");
+                    if publish.qos != QoS::AtMostOnce {
+                        out.push(Packet::PubAck(PubAck::new(publish.pkid)));
+                    }
+                    continue;
+                }
+            };
+            match packet {
+                Packet::PingResp => {
+                    self.pings.pop_front();
+                    match self.barrier.on_pingresp() {
+                        Ok(rows) => self.delete(rows).await?,
+                        Err(error) => {
+                            return Err(UplinkError::UnexpectedPacket(barrier_name(error)))
+                        }
+                    }
+                }
+                Packet::SubAck(ack) if ack.pkid == SUBSCRIBE_PKID && !*subscribed => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure));
+                    if refused {
+                        return Err(UplinkError::Refused(
+                            "subscription to NCMD/DCMD refused".into(),
+                        ));
+                    }
+                    *subscribed = true;
+                    if self.primary_host.is_none() {
+                        self.births(writer).await?;
+                    } else {
+                        info!("sparkplug uplink waiting for the primary host's online STATE");
+                    }
+                }
+                Packet::PubAck(_) | Packet::SubAck(_) => {}
+                Packet::Publish(publish) => {
+                    if publish.qos != QoS::AtMostOnce {
+                        out.push(Packet::PubAck(PubAck::new(publish.pkid)));
+                    }
+                    self.on_publish(&publish, writer).await?;
+                }
+                other => {
+                    return Err(UplinkError::UnexpectedPacket(connection::packet_name(
+                        &other,
+                    )))
+                }
+            }
+        }
+        writer.write(&out).await
+    }
+
     /// An incoming PUBLISH: the host's STATE, an NCMD or a DCMD.
     pub(super) async fn on_publish(
         &mut self,
@@ -167,4 +237,8 @@ impl Driver {
             .collect();
         inbound.hand_over(batch, &self.cancel).await;
     }
+}
+
+fn barrier_name(_: crate::sparkplug::barrier::BarrierError) -> &'static str {
+    "PINGRESP"
 }

@@ -43,7 +43,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, Subscribe, SubscribeFilter};
+use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe, SubscribeFilter};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -560,72 +560,6 @@ impl Driver {
         Ok(())
     }
 
-    async fn on_packets(
-        &mut self,
-        first: Received,
-        reader: &mut PacketReader,
-        writer: &mut PacketWriter,
-        subscribed: &mut bool,
-    ) -> Result<(), UplinkError> {
-        let mut out = Vec::new();
-        for received in reader.batch(first)? {
-            let packet = match received {
-                Received::Packet(packet) => packet,
-                // Only MQTT 5 refuses with a reason code; this profile speaks MQTT 3.1.1.
-                Received::Refused(_) => return Err(UplinkError::UnexpectedPacket("PUBACK")),
-                Received::Request(..) => return Err(UplinkError::UnexpectedPacket("PUBLISH")),
-                Received::Oversized(publish) => {
-                    warn!(topic = %publish.topic, size = publish.payload_len, "oversized message from the broker ignored");
-                    if publish.qos != QoS::AtMostOnce {
-                        out.push(Packet::PubAck(PubAck::new(publish.pkid)));
-                    }
-                    continue;
-                }
-            };
-            match packet {
-                Packet::PingResp => {
-                    self.pings.pop_front();
-                    match self.barrier.on_pingresp() {
-                        Ok(rows) => self.delete(rows).await?,
-                        Err(error) => {
-                            return Err(UplinkError::UnexpectedPacket(barrier_name(error)))
-                        }
-                    }
-                }
-                Packet::SubAck(ack) if ack.pkid == SUBSCRIBE_PKID && !*subscribed => {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure));
-                    if refused {
-                        return Err(UplinkError::Refused(
-                            "subscription to NCMD/DCMD refused".into(),
-                        ));
-                    }
-                    *subscribed = true;
-                    if self.primary_host.is_none() {
-                        self.births(writer).await?;
-                    } else {
-                        info!("sparkplug uplink waiting for the primary host's online STATE");
-                    }
-                }
-                Packet::PubAck(_) | Packet::SubAck(_) => {}
-                Packet::Publish(publish) => {
-                    if publish.qos != QoS::AtMostOnce {
-                        out.push(Packet::PubAck(PubAck::new(publish.pkid)));
-                    }
-                    self.on_publish(&publish, writer).await?;
-                }
-                other => {
-                    return Err(UplinkError::UnexpectedPacket(connection::packet_name(
-                        &other,
-                    )))
-                }
-            }
-        }
-        writer.write(&out).await
-    }
-
     /// Deletes rows the broker provably read.
     async fn delete(&mut self, rows: Vec<u64>) -> Result<(), UplinkError> {
         let n = rows.len();
@@ -696,8 +630,4 @@ async fn writer_death_then_disconnect(
 ) -> Result<(), UplinkError> {
     writer.write(&[Packet::Publish(death)]).await?;
     writer.disconnect().await
-}
-
-fn barrier_name(_: crate::sparkplug::barrier::BarrierError) -> &'static str {
-    "PINGRESP"
 }
